@@ -106,7 +106,8 @@ public struct GPUDetector: Sendable {
             // Triton's CUDA driver: GPUTarget("cuda", major * 10 + minor, 32). TRITON_OVERRIDE_ARCH changes only the
             // compile option `arch` (`sm80`), not the target recorded in kernel JSON and image labels, so it does not
             // change what is selected here.
-            targets.append(GPUTarget(backend: .cuda, arch: String(capability.major * 10 + capability.minor), warpSize: 32))
+            targets.append(
+                GPUTarget(backend: .cuda, arch: String(capability.major * 10 + capability.minor), warpSize: 32))
         }
 
         let amd = KFDTopology.gpuNodes(root: kfdTopologyRoot)

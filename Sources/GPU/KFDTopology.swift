@@ -1,9 +1,10 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 import Foundation
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
 
 /// AMD GPUs as the amdgpu kernel driver (KFD) lists them under `/sys/class/kfd/kfd/topology/nodes/<n>/properties`,
 /// the same source ROCr reads; no ROCm userspace is needed (DOMAIN.md §7).
@@ -78,7 +79,7 @@ enum KFDTopology {
     /// Numeric order for node directories (`2` before `10`), names that are not numbers last.
     private static func nodeOrder(_ a: String, _ b: String) -> Bool {
         switch (Int(a), Int(b)) {
-        case let (x?, y?): return x < y
+        case (let x?, let y?): return x < y
         case (.some, nil): return true
         case (nil, .some): return false
         case (nil, nil): return a < b

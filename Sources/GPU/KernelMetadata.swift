@@ -54,7 +54,9 @@ public struct KernelMetadata: Sendable, Equatable, Decodable {
         if let text = try? container.decodeIfPresent(String.self, forKey: .optionsArch) {
             optionsArch = text
         } else {
-            optionsArch = (try? container.decodeIfPresent(Int.self, forKey: .optionsArch)).flatMap { $0.map(String.init) }
+            optionsArch = (try? container.decodeIfPresent(Int.self, forKey: .optionsArch)).flatMap {
+                $0.map(String.init)
+            }
         }
         numWarps = try container.decodeIfPresent(Int.self, forKey: .numWarps)
         numStages = try container.decodeIfPresent(Int.self, forKey: .numStages)

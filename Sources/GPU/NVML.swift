@@ -1,7 +1,7 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// The few NVML entry points mcvfs needs, resolved with `dlopen` so one binary runs on hosts with or without the
