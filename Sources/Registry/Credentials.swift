@@ -1,0 +1,26 @@
+import Foundation
+
+/// A username and password (or token) for one registry.
+public struct Credentials: Sendable, Equatable, CustomStringConvertible {
+    public var username: String
+    public var password: String
+
+    public init(username: String, password: String) {
+        self.username = username
+        self.password = password
+    }
+
+    /// Parses `user:pass` as `--creds` takes it; the password may contain `:`.
+    public init(parsing text: String) throws(RegistryError) {
+        guard let colon = text.firstIndex(of: ":"), colon != text.startIndex else {
+            throw .credentials("expected USER:PASSWORD")
+        }
+        self.init(username: String(text[..<colon]), password: String(text[text.index(after: colon)...]))
+    }
+
+    /// The `Authorization: Basic` value.
+    public var basicAuthorization: String { "Basic " + Data("\(username):\(password)".utf8).base64EncodedString() }
+
+    /// Never prints the password.
+    public var description: String { "\(username):***" }
+}
