@@ -147,8 +147,10 @@ final class Transfer {
     func headerLine(_ bytes: UnsafeRawBufferPointer) -> Bool {
         guard error == nil else { return false }
         if headDelivered { return true }  // trailers after a chunked body: not part of the head
-        var line = String(decoding: bytes, as: UTF8.self)
-        while line.hasSuffix("\n") || line.hasSuffix("\r") { line.removeLast() }
+        // Strip CR LF as bytes: as a String, "\r\n" is one Character and hasSuffix("\n") misses it.
+        var end = bytes.count
+        while end > 0, bytes[end - 1] == 0x0a || bytes[end - 1] == 0x0d { end -= 1 }
+        let line = String(decoding: UnsafeRawBufferPointer(rebasing: bytes[..<end]), as: UTF8.self)
         if line.hasPrefix("HTTP/") {
             // A new status line: an interim 1xx response ended, or this is the first line.
             let parts = line.split(separator: " ", maxSplits: 2)

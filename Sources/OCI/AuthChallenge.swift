@@ -64,7 +64,7 @@ public struct AuthChallenge: Sendable, Hashable, CustomStringConvertible {
                     break
                 }
                 scanner.skip { $0 == .space || $0 == .tab }
-                let value = scanner.peek == .quote ? scanner.quoted() : (scanner.token() ?? "")
+                let value = scanner.peek == .quote ? scanner.quoted() : scanner.bareValue()
                 challenge.parameters[name.lowercased()] = value
                 first = false
                 scanner.skip { $0 == .space || $0 == .tab }
@@ -107,6 +107,14 @@ private struct Scanner {
         let start = position
         skip { c in c > 0x20 && c < 0x7f && !Self.separators.contains(c) }
         return position > start ? String(decoding: bytes[start..<position], as: UTF8.self) : nil
+    }
+
+    /// An unquoted parameter value. RFC 7235 says `token`, but registries send bare URLs
+    /// (`realm=https://...`), so read up to the next comma or whitespace.
+    mutating func bareValue() -> String {
+        let start = position
+        skip { $0 != .comma && $0 != .space && $0 != .tab }
+        return String(decoding: bytes[start..<position], as: UTF8.self)
     }
 
     /// RFC 7235 `token68`: `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.

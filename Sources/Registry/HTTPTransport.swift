@@ -33,7 +33,8 @@ extension HTTPTransport {
         let head = try send(
             request,
             head: { head in
-                if let length = head.contentLength, length > Int64(maxBodySize) {
+                // A HEAD response's Content-Length describes the resource, not a body.
+                if request.method != .head, let length = head.contentLength, length > Int64(maxBodySize) {
                     throw RegistryError.tooLarge(url: request.url.absoluteString, limit: Int64(maxBodySize))
                 }
             },

@@ -201,7 +201,7 @@ public final class RegistryClient: Sendable {
             call, restartable: true,
             head: { head in
                 data = Data()
-                if let length = head.contentLength, length > Int64(limit) {
+                if call.method != .head, let length = head.contentLength, length > Int64(limit) {
                     throw RegistryError.tooLarge(url: what, limit: Int64(limit))
                 }
             },
