@@ -52,11 +52,11 @@ final class EasyHandle: @unchecked Sendable {
         try set(CURLOPT_ERRORBUFFER, pointer: UnsafeMutableRawPointer(errorBuffer))
 
         let timeouts = request.timeouts
-        try set(CURLOPT_CONNECTTIMEOUT_MS, Int(max(1, timeouts.connect.milliseconds)))
-        try set(CURLOPT_TIMEOUT_MS, Int(timeouts.total.map { max(1, $0.milliseconds) } ?? 0))
+        try set(CURLOPT_CONNECTTIMEOUT_MS, Int(max(1, timeouts.connect.roundedUpMilliseconds)))
+        try set(CURLOPT_TIMEOUT_MS, Int(timeouts.total.map { max(1, $0.roundedUpMilliseconds) } ?? 0))
         // Low-speed limits bound a stalled transfer, including the wait for the response head.
         try set(CURLOPT_LOW_SPEED_LIMIT, max(1, timeouts.stallBytesPerSecond))
-        try set(CURLOPT_LOW_SPEED_TIME, Int(max(1, (timeouts.stall.milliseconds + 999) / 1000)))
+        try set(CURLOPT_LOW_SPEED_TIME, Int(max(1, (timeouts.stall.roundedUpMilliseconds + 999) / 1000)))
 
         var headerList: UnsafeMutablePointer<curl_slist>?
         defer { curl_slist_free_all(headerList) }

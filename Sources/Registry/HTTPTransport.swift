@@ -96,17 +96,11 @@ public struct HTTPTimeouts: Sendable, Equatable {
 }
 
 extension Duration {
-    /// Whole milliseconds, rounded up so a positive limit never becomes 0 ("no limit" to libcurl).
-    public var milliseconds: Int64 {
+    /// Whole milliseconds, rounded up so a positive limit never becomes 0 (which libcurl reads as "no limit").
+    public var roundedUpMilliseconds: Int64 {
         let (seconds, attoseconds) = components
         let ms = seconds * 1000 + attoseconds / 1_000_000_000_000_000
         return attoseconds % 1_000_000_000_000_000 > 0 ? ms + 1 : ms
-    }
-
-    /// Seconds as a `TimeInterval`, for Foundation APIs.
-    public var timeInterval: TimeInterval {
-        let (seconds, attoseconds) = components
-        return TimeInterval(seconds) + TimeInterval(attoseconds) / 1e18
     }
 }
 

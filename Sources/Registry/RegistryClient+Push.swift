@@ -9,7 +9,7 @@ extension RegistryClient {
     public func startUpload(repository: String) throws -> URL {
         try Self.checkRepository(repository)
         let call = Call(
-            method: .post, url: try url("/v2/\(repository)/blobs/uploads/"), headers: ["Content-Length": "0"],
+            method: .post, url: try url("/v2/\(repository)/blobs/uploads/"),
             body: Data(), scope: Self.scope(repository, push: true), timeouts: options.timeouts)
         let head = try perform(call)
         guard head.status == 202, let location = head.headers["Location"],
@@ -35,7 +35,7 @@ extension RegistryClient {
         guard let target = components.url else { throw RegistryError.invalidResponse("upload location \(location)") }
         let call = Call(
             method: .put, url: target,
-            headers: ["Content-Type": "application/octet-stream", "Content-Length": String(data.count)],
+            headers: ["Content-Type": "application/octet-stream"],
             body: data, scope: Self.scope(repository, push: true), timeouts: options.streamingTimeouts)
         let head = try perform(call)
         guard head.status == 201 else {

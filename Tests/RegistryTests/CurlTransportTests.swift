@@ -1,5 +1,6 @@
 import CurlTransport
 import Foundation
+import Synchronization
 import Testing
 
 @testable import Registry
@@ -50,6 +51,20 @@ import Testing
             #expect(heads == 1)
             #expect(received == Self.payload)
         }
+    }
+
+    @Test func concurrentTransfersSharePooledHandles() throws {
+        let server = try Self.server()
+        defer { server.stop() }
+        let transport = try CurlTransport(configuration: .init(maxIdleHandles: 2))
+        let urls = (0..<12).map { _ in request(server, "/big") }
+        let good = Mutex(0)
+        DispatchQueue.concurrentPerform(iterations: urls.count) { i in
+            if let response = try? transport.send(urls[i], maxBodySize: 1 << 20), response.body == Self.payload {
+                good.withLock { $0 += 1 }
+            }
+        }
+        #expect(good.withLock { $0 } == urls.count)
     }
 
     @Test func redirectIsNotFollowed() throws {

@@ -2,6 +2,7 @@ import Foundation
 import OCI
 @testable import Registry
 import Testing
+import Synchronization
 import Verification
 
 /// A small OCI manifest and its digest, as a registry would serve them.
@@ -499,5 +500,26 @@ private func tokenRegistry(tokens: @escaping @Sendable (Int) -> String, valid: @
             try registry.putManifest(repository: "org/cache", reference: "v2", mediaType: MediaType.ociManifest, data: manifestData)
                 == manifestDigest)
         #expect(transport.requests.last?.headers["Content-Type"] == MediaType.ociManifest)
+    }
+}
+
+@Suite struct RegistryClientConcurrencyTests {
+    @Test func manyThreadsShareOneClient() throws {
+        let transport = tokenRegistry(tokens: { "tok\($0)" }, valid: { $0.hasPrefix("tok") })
+        let registry = try client(transport)
+        let failures = Mutex(0)
+        DispatchQueue.concurrentPerform(iterations: 32) { _ in
+            do {
+                let fetched = try registry.getManifest(repository: "org/cache", reference: "v1")
+                if fetched.digest != manifestDigest { failures.withLock { $0 += 1 } }
+            } catch {
+                failures.withLock { $0 += 1 }
+            }
+        }
+        #expect(failures.withLock { $0 } == 0)
+        // Threads racing the first 401 may each fetch a token; once cached, nobody fetches again.
+        let fetchesBefore = transport.requests(toHost: "auth.example").count
+        _ = try registry.getManifest(repository: "org/cache", reference: "v1")
+        #expect(transport.requests(toHost: "auth.example").count == fetchesBefore)
     }
 }
