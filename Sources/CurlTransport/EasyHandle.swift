@@ -76,7 +76,8 @@ final class EasyHandle: @unchecked Sendable {
         case .head: try set(CURLOPT_NOBODY, 1)
         default: try set(CURLOPT_CUSTOMREQUEST, request.method.rawValue)
         }
-        let hasBody = request.body != nil || request.method == .post || request.method == .put || request.method == .patch
+        let hasBody =
+            request.body != nil || request.method == .post || request.method == .put || request.method == .patch
         if hasBody && request.headers["Content-Type"] == nil {
             // POSTFIELDS would otherwise label the body application/x-www-form-urlencoded.
             try append("Content-Type:")
@@ -95,7 +96,9 @@ final class EasyHandle: @unchecked Sendable {
                 // POSTFIELDS is not copied: the bytes stay borrowed for the whole perform below.
                 let empty: StaticString = ""
                 let base = bytes.baseAddress ?? UnsafeRawPointer(empty.utf8Start)
-                try check(mcvfs_curl_setopt_off(handle, CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t(bytes.count)), "POSTFIELDSIZE")
+                try check(
+                    mcvfs_curl_setopt_off(handle, CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t(bytes.count)), "POSTFIELDSIZE"
+                )
                 try set(CURLOPT_POSTFIELDS, pointer: UnsafeMutableRawPointer(mutating: base))
             }
             return withExtendedLifetime(transfer) { curl_easy_perform(handle) }
@@ -125,7 +128,10 @@ final class Transfer {
     /// The first error a callback threw; the transfer was aborted because of it.
     var error: (any Error)?
 
-    init(url: URL, head: @escaping (HTTPResponseHead) throws -> Void, body: @escaping (UnsafeRawBufferPointer) throws -> Void) {
+    init(
+        url: URL, head: @escaping (HTTPResponseHead) throws -> Void,
+        body: @escaping (UnsafeRawBufferPointer) throws -> Void
+    ) {
         self.url = url
         self.head = head
         self.body = body

@@ -105,12 +105,15 @@ public struct CredentialStore: Sendable {
         return nil
     }
 
-    private static func decode(_ entry: AuthFile.Entry, key: String, path: String) throws(RegistryError) -> Credentials? {
+    private static func decode(_ entry: AuthFile.Entry, key: String, path: String) throws(RegistryError) -> Credentials?
+    {
         if let auth = entry.auth, !auth.isEmpty {
             guard let data = Data(base64Encoded: auth.trimmingCharacters(in: .whitespacesAndNewlines)),
                 let text = String(data: data, encoding: .utf8)
             else { throw .credentials("\(path): 'auth' for \(key) is not base64 of user:password") }
-            do { return try Credentials(parsing: text) } catch { throw .credentials("\(path): 'auth' for \(key): \(error)") }
+            do { return try Credentials(parsing: text) } catch {
+                throw .credentials("\(path): 'auth' for \(key): \(error)")
+            }
         }
         if let username = entry.username, let password = entry.password {
             return Credentials(username: username, password: password)
@@ -152,7 +155,9 @@ public struct CredentialStore: Sendable {
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = ["get"]
         process.environment = environment.variables
-        let stdin = Pipe(), stdout = Pipe(), stderr = Pipe()
+        let stdin = Pipe()
+        let stdout = Pipe()
+        let stderr = Pipe()
         process.standardInput = stdin
         process.standardOutput = stdout
         process.standardError = stderr
@@ -171,16 +176,21 @@ public struct CredentialStore: Sendable {
             // The helper protocol's way of saying "no entry": not an error, just no credentials.
             if message.lowercased().contains("credentials not found") { return nil }
             let errText = String(decoding: stderr.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            throw .credentials("\(program) get exited \(process.terminationStatus): \(message.isEmpty ? errText : message)")
+            throw .credentials(
+                "\(program) get exited \(process.terminationStatus): \(message.isEmpty ? errText : message)")
         }
         struct Answer: Decodable {
-            var Username: String
-            var Secret: String
+            var username: String
+            var secret: String
+            enum CodingKeys: String, CodingKey {
+                case username = "Username"
+                case secret = "Secret"
+            }
         }
         guard let answer = try? JSONDecoder().decode(Answer.self, from: output) else {
             throw .credentials("\(program) get answered something that is not {\"Username\",\"Secret\"}")
         }
-        return Credentials(username: answer.Username, password: answer.Secret)
+        return Credentials(username: answer.username, password: answer.secret)
     }
 
     private func findExecutable(_ program: String) -> String? {

@@ -51,7 +51,12 @@ extension HTTPTransport {
 /// An HTTP request as `RegistryClient` hands it to a transport.
 public struct HTTPRequest: Sendable, Equatable {
     public enum Method: String, Sendable, Equatable {
-        case get = "GET", head = "HEAD", post = "POST", put = "PUT", patch = "PATCH", delete = "DELETE"
+        case get = "GET"
+        case head = "HEAD"
+        case post = "POST"
+        case put = "PUT"
+        case patch = "PATCH"
+        case delete = "DELETE"
     }
 
     public var method: Method
@@ -117,7 +122,9 @@ public struct HTTPResponseHead: Sendable, Equatable {
         self.url = url
     }
 
-    public var contentLength: Int64? { headers["Content-Length"].flatMap { Int64($0.trimmingCharacters(in: .whitespaces)) } }
+    public var contentLength: Int64? {
+        headers["Content-Length"].flatMap { Int64($0.trimmingCharacters(in: .whitespaces)) }
+    }
     /// `Content-Type` without parameters (`; charset=utf-8`).
     public var contentType: String? {
         headers["Content-Type"].map { $0.split(separator: ";").first.map(String.init) ?? $0 }

@@ -65,7 +65,9 @@ extension RegistryClient {
     }
 
     /// Answers a 401: remembers the scheme and, for Bearer, fetches a fresh token for `scope`.
-    func authenticate(challenge: AuthChallenge?, scope: String?, rejected: String?, diagnostics: RegistryError.Diagnostics)
+    func authenticate(
+        challenge: AuthChallenge?, scope: String?, rejected: String?, diagnostics: RegistryError.Diagnostics
+    )
         throws
     {
         let key = scope ?? ""
@@ -117,16 +119,21 @@ extension RegistryClient {
         }
         struct TokenResponse: Decodable {
             var token: String?
-            var access_token: String?
-            var expires_in: Int?
+            var accessToken: String?
+            var expiresIn: Int?
+            enum CodingKeys: String, CodingKey {
+                case token
+                case accessToken = "access_token"
+                case expiresIn = "expires_in"
+            }
         }
         guard let decoded = try? JSONDecoder().decode(TokenResponse.self, from: response.body),
-            let token = [decoded.token, decoded.access_token].compactMap({ $0 }).first(where: { !$0.isEmpty })
+            let token = [decoded.token, decoded.accessToken].compactMap({ $0 }).first(where: { !$0.isEmpty })
         else { throw RegistryError.authentication("\(what) answered without a token") }
         // The spec's default lifetime is 60 s and servers should not issue less; treat shorter as 60 like
         // docker does. `issued_at` is ignored on purpose: lifetimes are measured on our clock, so a
         // registry with a skewed clock cannot make every token look expired on arrival.
-        let lifetime = TimeInterval(max(decoded.expires_in ?? 60, 60))
+        let lifetime = TimeInterval(max(decoded.expiresIn ?? 60, 60))
         let now = options.now()
         auth.withLock { $0.store(token, scope: scope ?? "", lifetime: lifetime, now: now) }
         return token

@@ -41,13 +41,17 @@ extension RegistryClient {
         guard let range else {
             var hasher = SHA256Hasher()
             var size: Int64 = 0
-            _ = try perform(call, body: { chunk in
-                hasher.update(chunk)
-                size += Int64(chunk.count)
-                try sink(chunk)
-            })
+            _ = try perform(
+                call,
+                body: { chunk in
+                    hasher.update(chunk)
+                    size += Int64(chunk.count)
+                    try sink(chunk)
+                })
             let actual = hasher.finalize()
-            guard actual == digest else { throw RegistryError.digestMismatch(expected: digest, actual: actual, size: size) }
+            guard actual == digest else {
+                throw RegistryError.digestMismatch(expected: digest, actual: actual, size: size)
+            }
             return size
         }
         guard range.lowerBound >= 0 else { throw RegistryError.invalidArgument("negative range \(range)") }
@@ -125,7 +129,9 @@ extension RegistryClient {
         guard text.hasPrefix("bytes ") else { return nil }
         let spec = text.dropFirst(6).split(separator: "/").first ?? ""
         let bounds = spec.split(separator: "-")
-        guard bounds.count == 2, let start = Int64(bounds[0]), let end = Int64(bounds[1]), end >= start else { return nil }
+        guard bounds.count == 2, let start = Int64(bounds[0]), let end = Int64(bounds[1]), end >= start else {
+            return nil
+        }
         return (start, end)
     }
 }

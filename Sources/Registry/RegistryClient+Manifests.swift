@@ -53,7 +53,9 @@ extension RegistryClient {
         let size = Int64(response.body.count)
         switch ref {
         case .digest(let expected):
-            guard actual == expected else { throw RegistryError.digestMismatch(expected: expected, actual: actual, size: size) }
+            guard actual == expected else {
+                throw RegistryError.digestMismatch(expected: expected, actual: actual, size: size)
+            }
         case .tag:
             if let header = response.head.headers["Docker-Content-Digest"] {
                 guard let claimed = try? Digest(parsing: header.trimmingCharacters(in: .whitespaces)) else {
@@ -71,7 +73,8 @@ extension RegistryClient {
         } catch {
             throw RegistryError.invalidResponse("\(registry)/\(repository)@\(actual): \(error)")
         }
-        let mediaType = response.head.contentType.flatMap { MediaType.isManifest($0) || MediaType.isIndex($0) ? $0 : nil }
+        let mediaType =
+            response.head.contentType.flatMap { MediaType.isManifest($0) || MediaType.isIndex($0) ? $0 : nil }
             ?? document.mediaType
         return FetchedManifest(digest: actual, mediaType: mediaType, data: response.body, document: document)
     }

@@ -15,7 +15,8 @@ extension RegistryClient {
         guard head.status == 202, let location = head.headers["Location"],
             let url = URL(string: location, relativeTo: head.url)?.absoluteURL
         else {
-            throw RegistryError.invalidResponse("POST \(call.url.absoluteString): HTTP \(head.status) without a Location")
+            throw RegistryError.invalidResponse(
+                "POST \(call.url.absoluteString): HTTP \(head.status) without a Location")
         }
         return url
     }
@@ -31,7 +32,8 @@ extension RegistryClient {
         guard var components = URLComponents(url: location, resolvingAgainstBaseURL: false) else {
             throw RegistryError.invalidResponse("upload location \(location) is not a URL")
         }
-        components.queryItems = (components.queryItems ?? []) + [URLQueryItem(name: "digest", value: digest.description)]
+        components.queryItems =
+            (components.queryItems ?? []) + [URLQueryItem(name: "digest", value: digest.description)]
         guard let target = components.url else { throw RegistryError.invalidResponse("upload location \(location)") }
         let call = Call(
             method: .put, url: target,
@@ -60,7 +62,9 @@ extension RegistryClient {
             headers: ["Content-Type": mediaType], body: data, scope: Self.scope(repository, push: true),
             timeouts: options.timeouts)
         let head = try perform(call)
-        if let header = head.headers["Docker-Content-Digest"], let claimed = try? Digest(parsing: header), claimed != digest {
+        if let header = head.headers["Docker-Content-Digest"], let claimed = try? Digest(parsing: header),
+            claimed != digest
+        {
             throw RegistryError.digestMismatch(expected: digest, actual: claimed, size: Int64(data.count))
         }
         return digest

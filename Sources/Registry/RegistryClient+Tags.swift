@@ -36,9 +36,11 @@ extension RegistryClient {
             if let link = Self.nextLink(response.head.headers.values("Link"), relativeTo: response.head.url) {
                 next = link
             } else if let pageSize, pageTags.count >= pageSize, !fresh.isEmpty, let last = pageTags.last {
-                next = try url("/v2/\(repository)/tags/list", query: [
-                    URLQueryItem(name: "n", value: String(pageSize)), URLQueryItem(name: "last", value: last),
-                ])
+                next = try url(
+                    "/v2/\(repository)/tags/list",
+                    query: [
+                        URLQueryItem(name: "n", value: String(pageSize)), URLQueryItem(name: "last", value: last),
+                    ])
             }
             if fresh.isEmpty && !pageTags.isEmpty { next = nil }
         }
@@ -64,7 +66,9 @@ extension RegistryClient {
             }
             links.append(value[start...])
             for link in links {
-                guard let open = link.firstIndex(of: "<"), let close = link[open...].firstIndex(of: ">") else { continue }
+                guard let open = link.firstIndex(of: "<"), let close = link[open...].firstIndex(of: ">") else {
+                    continue
+                }
                 let target = String(link[link.index(after: open)..<close])
                 let params = link[link.index(after: close)...].split(separator: ";").map {
                     $0.trimmingCharacters(in: .whitespaces).lowercased()

@@ -131,7 +131,8 @@ public final class RegistryClient: Sendable {
             } else {
                 headers["Authorization"] = nil
             }
-            let request = HTTPRequest(method: method, url: url, headers: headers, body: requestBody, timeouts: call.timeouts)
+            let request = HTTPRequest(
+                method: method, url: url, headers: headers, body: requestBody, timeouts: call.timeouts)
 
             var success = false
             var received: Int64 = 0
@@ -162,7 +163,9 @@ public final class RegistryClient: Sendable {
             switch response.status {
             case 301, 302, 303, 307, 308:
                 redirects += 1
-                guard redirects <= Self.maxRedirects else { throw RegistryError.tooManyRedirects(call.url.absoluteString) }
+                guard redirects <= Self.maxRedirects else {
+                    throw RegistryError.tooManyRedirects(call.url.absoluteString)
+                }
                 guard let location = response.headers["Location"],
                     let next = URL(string: location, relativeTo: url)?.absoluteURL,
                     next.scheme == "https" || next.scheme == "http"
@@ -206,7 +209,9 @@ public final class RegistryClient: Sendable {
                 }
             },
             body: { chunk in
-                guard data.count + chunk.count <= limit else { throw RegistryError.tooLarge(url: what, limit: Int64(limit)) }
+                guard data.count + chunk.count <= limit else {
+                    throw RegistryError.tooLarge(url: what, limit: Int64(limit))
+                }
                 data.append(contentsOf: chunk)
             })
         return HTTPResponse(head: head, body: data)

@@ -105,7 +105,8 @@ public enum RegistryError: Error, Equatable, CustomStringConvertible {
         public var description: String {
             var text = request
             if !errors.isEmpty {
-                text += ": " + errors.map { e in e.message.map { "\(e.code) (\($0))" } ?? e.code }.joined(separator: "; ")
+                text +=
+                    ": " + errors.map { e in e.message.map { "\(e.code) (\($0))" } ?? e.code }.joined(separator: "; ")
             } else if let body {
                 text += ": \(body)"
             }

@@ -25,7 +25,9 @@ public struct RegistryOptions: Sendable {
         streamingTimeouts: HTTPTimeouts? = nil, maxManifestSize: Int = 4 << 20, maxSmallBlobSize: Int = 16 << 20,
         userAgent: String = "mcvfs/0.1",
         now: @escaping @Sendable () -> Date = { Date() },
-        sleep: @escaping @Sendable (Duration) -> Void = { Thread.sleep(forTimeInterval: Double($0.roundedUpMilliseconds) / 1000) }
+        sleep: @escaping @Sendable (Duration) -> Void = {
+            Thread.sleep(forTimeInterval: Double($0.roundedUpMilliseconds) / 1000)
+        }
     ) {
         self.plainHTTP = plainHTTP
         self.retry = retry

@@ -4,7 +4,8 @@ import Testing
 @Suite struct AuthChallengeTests {
     @Test func bearer() {
         let challenges = AuthChallenge.parse(
-            #"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/ubuntu:pull""#)
+            #"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/ubuntu:pull""#
+        )
         #expect(challenges.count == 1)
         let c = challenges[0]
         #expect(c.isBearer)
@@ -15,7 +16,8 @@ import Testing
 
     @Test func severalChallengesAndOddSpacing() {
         let challenges = AuthChallenge.parse(
-            #"Basic realm="Registry Realm" , BEARER realm=https://a.example/t, service = "s,with,commas", error="invalid_token""#)
+            #"Basic realm="Registry Realm" , BEARER realm=https://a.example/t, service = "s,with,commas", error="invalid_token""#
+        )
         #expect(challenges.map(\.scheme) == ["basic", "bearer"])
         #expect(challenges[0].realm == "Registry Realm")
         #expect(challenges[1].realm == "https://a.example/t")

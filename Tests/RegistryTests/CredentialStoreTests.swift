@@ -9,7 +9,8 @@ import Testing
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("mcvfs-creds-\(UUID().uuidString)")
         for (path, content) in files {
             let url = dir.appendingPathComponent(path)
-            try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
+            try FileManager.default.createDirectory(
+                at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
             try content.write(to: url, atomically: true, encoding: .utf8)
         }
         return dir
@@ -50,8 +51,12 @@ import Testing
             #expect(try store.credentials(for: alias) == Credentials(username: "hub", password: "pw:with:colons"))
         }
         #expect(try store.credentials(for: "localhost:5000") == Credentials(username: "local", password: "lpw"))
-        #expect(try store.credentials(for: "quay.example", repository: "team/cache") == Credentials(username: "team", password: "tpw"))
-        #expect(try store.credentials(for: "quay.example", repository: "other/cache") == Credentials(username: "any", password: "apw"))
+        #expect(
+            try store.credentials(for: "quay.example", repository: "team/cache")
+                == Credentials(username: "team", password: "tpw"))
+        #expect(
+            try store.credentials(for: "quay.example", repository: "other/cache")
+                == Credentials(username: "any", password: "apw"))
     }
 
     @Test func credentialHelpers() throws {
@@ -70,7 +75,8 @@ import Testing
             """
         let dir = try sandbox([
             "bin/docker-credential-fake": helper,
-            "docker/config.json": #"{"credHelpers":{"ghcr.example":"fake"},"credsStore":"fake","auths":{"plain.example":{}}}"#,
+            "docker/config.json":
+                #"{"credHelpers":{"ghcr.example":"fake"},"credsStore":"fake","auths":{"plain.example":{}}}"#,
         ])
         defer { try? FileManager.default.removeItem(at: dir) }
         try FileManager.default.setAttributes(
@@ -79,7 +85,9 @@ import Testing
             environment: .init(
                 variables: ["DOCKER_CONFIG": dir.path + "/docker", "PATH": dir.path + "/bin:/usr/bin:/bin"],
                 homeDirectory: nil))
-        #expect(try store.credentials(for: "ghcr.example") == Credentials(username: "helper-user", password: "helper-secret"))
+        #expect(
+            try store.credentials(for: "ghcr.example")
+                == Credentials(username: "helper-user", password: "helper-secret"))
         #expect(try store.credentials(for: "docker.io") == Credentials(username: "hub-helper", password: "hub-secret"))
         #expect(try store.credentials(for: "unknown.example") == nil)
     }
@@ -88,14 +96,18 @@ import Testing
         let dir = try sandbox([".docker/config.json": #"{"credsStore":"does-not-exist"}"#])
         defer { try? FileManager.default.removeItem(at: dir) }
         let store = CredentialStore(environment: .init(variables: ["PATH": "/nonexistent"], homeDirectory: dir.path))
-        #expect(throws: RegistryError.credentials("credential helper docker-credential-does-not-exist not found in PATH")) {
+        #expect(
+            throws: RegistryError.credentials("credential helper docker-credential-does-not-exist not found in PATH")
+        ) {
             try store.credentials(for: "x.example")
         }
     }
 
     @Test func explicitCredentialsWin() throws {
         let store = CredentialStore(environment: .init(variables: [:], homeDirectory: nil))
-        #expect(try store.resolve(explicit: "me:p:w", registry: "r.example") == Credentials(username: "me", password: "p:w"))
+        #expect(
+            try store.resolve(explicit: "me:p:w", registry: "r.example") == Credentials(username: "me", password: "p:w")
+        )
         #expect(throws: RegistryError.self) { try store.resolve(explicit: "nocolon", registry: "r.example") }
         #expect(Credentials(username: "me", password: "secret").description == "me:***")
     }

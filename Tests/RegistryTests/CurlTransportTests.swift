@@ -11,7 +11,9 @@ import Testing
     private static func server() throws -> TestHTTPServer {
         try TestHTTPServer { request in
             switch request.path {
-            case "/hello": return .init(status: 200, headers: ["Content-Type": "text/plain", "X-Multi": "a"], body: Data("hello".utf8))
+            case "/hello":
+                return .init(
+                    status: 200, headers: ["Content-Type": "text/plain", "X-Multi": "a"], body: Data("hello".utf8))
             case "/big": return .init(status: 200, body: payload)
             case "/redirect": return .init(status: 302, headers: ["Location": "/hello"], body: Data("moved".utf8))
             case "/echo": return .init(status: 201, headers: ["X-Method": request.method], body: request.body)
@@ -46,7 +48,11 @@ import Testing
         for _ in 0..<3 {
             var received = Data()
             var heads = 0
-            let head = try transport.send(request(server, "/big"), head: { _ in heads += 1 }) { received.append(contentsOf: $0) }
+            let head = try transport.send(
+                request(server, "/big"), head: { _ in heads += 1 },
+                body: {
+                    received.append(contentsOf: $0)
+                })
             #expect(head.status == 200)
             #expect(heads == 1)
             #expect(received == Self.payload)
@@ -113,7 +119,8 @@ import Testing
         let url = server.baseURL
         server.stop()
         #expect {
-            try CurlTransport().send(HTTPRequest(url: URL(string: url + "/hello")!, timeouts: Self.timeouts), maxBodySize: 10)
+            try CurlTransport().send(
+                HTTPRequest(url: URL(string: url + "/hello")!, timeouts: Self.timeouts), maxBodySize: 10)
         } throws: { error in
             (error as? RegistryError)?.isTransient == true
         }
@@ -125,10 +132,12 @@ import Testing
         defer { server.stop() }
         var received = 0
         #expect(throws: Stop.self) {
-            try CurlTransport().send(request(server, "/big"), head: { _ in }) { chunk in
-                received += chunk.count
-                throw Stop()
-            }
+            try CurlTransport().send(
+                request(server, "/big"), head: { _ in },
+                body: { chunk in
+                    received += chunk.count
+                    throw Stop()
+                })
         }
         #expect(received > 0 && received < Self.payload.count)
     }

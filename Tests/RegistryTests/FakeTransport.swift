@@ -1,6 +1,7 @@
 import Foundation
-@testable import Registry
 import Synchronization
+
+@testable import Registry
 
 /// A scripted `HTTPTransport`: a handler decides each reply; every request is recorded.
 final class FakeTransport: HTTPTransport {
@@ -13,7 +14,10 @@ final class FakeTransport: HTTPTransport {
         /// Announce this `Content-Length` instead of the body's real size (a truncated response).
         var contentLength: Int?
 
-        init(_ status: Int, headers: HTTPHeaders = [:], body: Data = Data(), failAfter: Int? = nil, contentLength: Int? = nil) {
+        init(
+            _ status: Int, headers: HTTPHeaders = [:], body: Data = Data(), failAfter: Int? = nil,
+            contentLength: Int? = nil
+        ) {
             self.status = status
             self.headers = headers
             self.body = body
@@ -56,7 +60,9 @@ final class FakeTransport: HTTPTransport {
         }
         let reply = handler(request, seen)
         var headers = reply.headers
-        if headers["Content-Length"] == nil { headers["Content-Length"] = String(reply.contentLength ?? reply.body.count) }
+        if headers["Content-Length"] == nil {
+            headers["Content-Length"] = String(reply.contentLength ?? reply.body.count)
+        }
         let response = HTTPResponseHead(status: reply.status, headers: headers, url: request.url)
         try head(response)
         guard request.method != .head else { return response }

@@ -1,9 +1,10 @@
 import Foundation
 import OCI
-@testable import Registry
-import Testing
 import Synchronization
+import Testing
 import Verification
+
+@testable import Registry
 
 /// A small OCI manifest and its digest, as a registry would serve them.
 private let manifestJSON = """
@@ -43,7 +44,8 @@ private func tokenRegistry(tokens: @escaping @Sendable (Int) -> String, valid: @
         }
         guard let auth = request.headers["Authorization"], auth.hasPrefix("Bearer "), valid(String(auth.dropFirst(7)))
         else {
-            return .init(401, headers: ["WWW-Authenticate": bearerChallenge], json: #"{"errors":[{"code":"UNAUTHORIZED"}]}"#)
+            return .init(
+                401, headers: ["WWW-Authenticate": bearerChallenge], json: #"{"errors":[{"code":"UNAUTHORIZED"}]}"#)
         }
         return manifestReply()
     }
@@ -164,7 +166,10 @@ private func tokenRegistry(tokens: @escaping @Sendable (Int) -> String, valid: @
         }
         try client(transport).ping()
         let tokenURL = try #require(transport.requests(toHost: "auth.example").first?.url)
-        #expect(URLComponents(url: tokenURL, resolvingAgainstBaseURL: false)?.queryItems == [URLQueryItem(name: "service", value: "s")])
+        #expect(
+            URLComponents(url: tokenURL, resolvingAgainstBaseURL: false)?.queryItems == [
+                URLQueryItem(name: "service", value: "s")
+            ])
     }
 }
 
@@ -198,10 +203,13 @@ private func tokenRegistry(tokens: @escaping @Sendable (Int) -> String, valid: @
             guard request.headers["Authorization"] != nil else {
                 return .init(401, headers: ["WWW-Authenticate": #"Basic realm="r""#])
             }
-            if request.url.path.hasPrefix("/v2/org/cache/blobs/") { return .init(302, headers: ["Location": "/blobdata/1"]) }
+            if request.url.path.hasPrefix("/v2/org/cache/blobs/") {
+                return .init(302, headers: ["Location": "/blobdata/1"])
+            }
             return .init(200, body: Self.blob)
         }
-        let data = try client(transport, credentials: credentials).getBlob(repository: "org/cache", digest: Self.blobDigest)
+        let data = try client(transport, credentials: credentials).getBlob(
+            repository: "org/cache", digest: Self.blobDigest)
         #expect(data == Self.blob)
         let last = try #require(transport.requests.last)
         #expect(last.url.absoluteString == "https://registry.example/blobdata/1")
@@ -210,7 +218,9 @@ private func tokenRegistry(tokens: @escaping @Sendable (Int) -> String, valid: @
 
     @Test func redirectLoopStops() throws {
         let transport = FakeTransport { _, seen in .init(302, headers: ["Location": "/v2/loop/\(seen)"]) }
-        #expect(throws: RegistryError.tooManyRedirects("https://registry.example/v2/org/cache/blobs/\(Self.blobDigest)")) {
+        #expect(
+            throws: RegistryError.tooManyRedirects("https://registry.example/v2/org/cache/blobs/\(Self.blobDigest)")
+        ) {
             try client(transport).getBlob(repository: "org/cache", digest: Self.blobDigest)
         }
         #expect(transport.requests.count == RegistryClient.maxRedirects + 1)
@@ -255,7 +265,9 @@ private func tokenRegistry(tokens: @escaping @Sendable (Int) -> String, valid: @
     @Test func linkHeaderParsing() {
         let base = URL(string: "https://r.example/v2/a/tags/list?n=2")!
         #expect(
-            RegistryClient.nextLink([#"<https://r.example/x?a=1,2>; rel="prev", </v2/a/tags/list?n=2&last=b>; rel="next""#], relativeTo: base)
+            RegistryClient.nextLink(
+                [#"<https://r.example/x?a=1,2>; rel="prev", </v2/a/tags/list?n=2&last=b>; rel="next""#],
+                relativeTo: base)
                 == URL(string: "https://r.example/v2/a/tags/list?n=2&last=b"))
         #expect(RegistryClient.nextLink(["</p>; rel=prev"], relativeTo: base) == nil)
     }
@@ -264,7 +276,9 @@ private func tokenRegistry(tokens: @escaping @Sendable (Int) -> String, valid: @
 @Suite struct RegistryClientErrorTests {
     @Test func notFoundDecodesErrorDocument() throws {
         let transport = FakeTransport { _, _ in
-            .init(404, json: #"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown","detail":{"Tag":"nope"}}]}"#)
+            .init(
+                404,
+                json: #"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown","detail":{"Tag":"nope"}}]}"#)
         }
         do {
             _ = try client(transport).getManifest(repository: "org/cache", reference: "nope")
@@ -277,7 +291,8 @@ private func tokenRegistry(tokens: @escaping @Sendable (Int) -> String, valid: @
             #expect(diagnostics.errors == [.init(code: "MANIFEST_UNKNOWN", message: "manifest unknown")])
             #expect(
                 error.description
-                    == "not found: GET https://registry.example/v2/org/cache/manifests/nope: MANIFEST_UNKNOWN (manifest unknown)")
+                    == "not found: GET https://registry.example/v2/org/cache/manifests/nope: MANIFEST_UNKNOWN (manifest unknown)"
+            )
             #expect(!error.isTransient)
         }
     }
@@ -285,7 +300,10 @@ private func tokenRegistry(tokens: @escaping @Sendable (Int) -> String, valid: @
     @Test func manifestDigestMismatchByDigest() throws {
         let other = SHA256Hasher.digest(Data("something else".utf8))
         let transport = FakeTransport { _, _ in manifestReply(digestHeader: nil) }
-        #expect(throws: RegistryError.digestMismatch(expected: other, actual: manifestDigest, size: Int64(manifestData.count))) {
+        #expect(
+            throws: RegistryError.digestMismatch(
+                expected: other, actual: manifestDigest, size: Int64(manifestData.count))
+        ) {
             try client(transport).getManifest(repository: "org/cache", reference: other.description)
         }
     }
@@ -293,7 +311,10 @@ private func tokenRegistry(tokens: @escaping @Sendable (Int) -> String, valid: @
     @Test func manifestDigestMismatchAgainstHeader() throws {
         let other = SHA256Hasher.digest(Data("something else".utf8))
         let transport = FakeTransport { _, _ in manifestReply(digestHeader: other) }
-        #expect(throws: RegistryError.digestMismatch(expected: other, actual: manifestDigest, size: Int64(manifestData.count))) {
+        #expect(
+            throws: RegistryError.digestMismatch(
+                expected: other, actual: manifestDigest, size: Int64(manifestData.count))
+        ) {
             try client(transport).getManifest(repository: "org/cache", reference: "v1")
         }
     }
@@ -307,7 +328,9 @@ private func tokenRegistry(tokens: @escaping @Sendable (Int) -> String, valid: @
 
     @Test func oversizedManifestIsRefused() throws {
         let transport = FakeTransport { _, _ in .init(200, body: Data(count: 5 << 20)) }
-        #expect(throws: RegistryError.tooLarge(url: "https://registry.example/v2/org/cache/manifests/big", limit: 4 << 20)) {
+        #expect(
+            throws: RegistryError.tooLarge(url: "https://registry.example/v2/org/cache/manifests/big", limit: 4 << 20)
+        ) {
             try client(transport).getManifest(repository: "org/cache", reference: "big")
         }
     }
@@ -332,7 +355,8 @@ private func tokenRegistry(tokens: @escaping @Sendable (Int) -> String, valid: @
         let sleeper = SleepRecorder()
         var received = 0
         #expect {
-            try client(transport, sleeper: sleeper).getBlob(repository: "org/cache", digest: SHA256Hasher.digest(blob)) {
+            try client(transport, sleeper: sleeper).getBlob(repository: "org/cache", digest: SHA256Hasher.digest(blob))
+            {
                 received += $0.count
             }
         } throws: { ($0 as? RegistryError)?.isTransient == true }
@@ -381,7 +405,8 @@ private func tokenRegistry(tokens: @escaping @Sendable (Int) -> String, valid: @
         let sleeper = SleepRecorder()
         #expect(
             throws: RegistryError.registry(
-                status: 500, diagnostics: .init(request: "GET https://registry.example/v2/org/cache/tags/list", body: "boom"))
+                status: 500,
+                diagnostics: .init(request: "GET https://registry.example/v2/org/cache/tags/list", body: "boom"))
         ) {
             try client(transport, sleeper: sleeper).listTags(repository: "org/cache")
         }
@@ -406,10 +431,11 @@ private func tokenRegistry(tokens: @escaping @Sendable (Int) -> String, valid: @
 
     @Test func retryPolicyDelays() {
         let policy = RetryPolicy()
-        #expect((0..<7).map { policy.delay(beforeRetry: $0) } == [
-            .milliseconds(200), .milliseconds(400), .milliseconds(800), .milliseconds(1600), .milliseconds(3200),
-            .seconds(5), .seconds(5),
-        ])
+        #expect(
+            (0..<7).map { policy.delay(beforeRetry: $0) } == [
+                .milliseconds(200), .milliseconds(400), .milliseconds(800), .milliseconds(1600), .milliseconds(3200),
+                .seconds(5), .seconds(5),
+            ])
         #expect(policy.delay(beforeRetry: 0, retryAfter: .seconds(3600)) == .seconds(30))
         let now = Date(timeIntervalSince1970: 1_445_412_480)  // Wed, 21 Oct 2015 07:28:00 GMT
         #expect(RetryPolicy.parseRetryAfter("Wed, 21 Oct 2015 07:28:10 GMT", now: now) == .seconds(10))
@@ -494,10 +520,15 @@ private func tokenRegistry(tokens: @escaping @Sendable (Int) -> String, valid: @
         #expect(try registry.putBlob(repository: "org/cache", data: Self.blob) == Self.digest)
         let put = try #require(transport.requests.first { $0.method == .put })
         let query = URLComponents(url: put.url, resolvingAgainstBaseURL: false)?.queryItems
-        #expect(query == [URLQueryItem(name: "_state", value: "xyz"), URLQueryItem(name: "digest", value: Self.digest.description)])
+        #expect(
+            query == [
+                URLQueryItem(name: "_state", value: "xyz"),
+                URLQueryItem(name: "digest", value: Self.digest.description),
+            ])
         #expect(put.body == Self.blob)
         #expect(
-            try registry.putManifest(repository: "org/cache", reference: "v2", mediaType: MediaType.ociManifest, data: manifestData)
+            try registry.putManifest(
+                repository: "org/cache", reference: "v2", mediaType: MediaType.ociManifest, data: manifestData)
                 == manifestDigest)
         #expect(transport.requests.last?.headers["Content-Type"] == MediaType.ociManifest)
     }
