@@ -67,6 +67,7 @@ public struct CredentialStore: Sendable {
             var auth: String?
             var username: String?
             var password: String?
+            var identitytoken: String?
         }
         var auths: [String: Entry]?
         var credHelpers: [String: String]?
@@ -107,6 +108,7 @@ public struct CredentialStore: Sendable {
 
     private static func decode(_ entry: AuthFile.Entry, key: String, path: String) throws(RegistryError) -> Credentials?
     {
+        if let token = entry.identitytoken, !token.isEmpty { return Credentials(identityToken: token) }
         if let auth = entry.auth, !auth.isEmpty {
             guard let data = Data(base64Encoded: auth.trimmingCharacters(in: .whitespacesAndNewlines)),
                 let text = String(data: data, encoding: .utf8)
@@ -190,6 +192,8 @@ public struct CredentialStore: Sendable {
         guard let answer = try? JSONDecoder().decode(Answer.self, from: output) else {
             throw .credentials("\(program) get answered something that is not {\"Username\",\"Secret\"}")
         }
+        // The helper protocol marks an OAuth2 refresh token with this username.
+        if answer.username == "<token>" { return Credentials(identityToken: answer.secret) }
         return Credentials(username: answer.username, password: answer.secret)
     }
 

@@ -60,7 +60,7 @@ extension RegistryClient {
         if let challenge {
             return .bearer(try fetchToken(challenge: challenge, scope: scope.isEmpty ? nil : scope))
         }
-        if basic, let credentials { return .basic(credentials.basicAuthorization) }
+        if basic, let credentials, credentials.identityToken == nil { return .basic(credentials.basicAuthorization) }
         return .none
     }
 
@@ -77,7 +77,9 @@ extension RegistryClient {
             auth.withLock { $0.bearer = challenge }
             _ = try fetchToken(challenge: challenge, scope: scope)
         } else if challenge.isBasic {
-            guard credentials != nil else { throw RegistryError.unauthorized(diagnostics) }
+            guard let credentials, credentials.identityToken == nil else {
+                throw RegistryError.unauthorized(diagnostics)
+            }
             auth.withLock { $0.basic = true }
         } else {
             throw RegistryError.authentication("\(diagnostics.request): unsupported scheme '\(challenge.scheme)'")
@@ -85,7 +87,8 @@ extension RegistryClient {
     }
 
     /// Token flow of the distribution spec (auth/token.md): `GET realm?service=S&scope=...`, with Basic
-    /// credentials when we have them, anonymous otherwise. Caches and returns the token.
+    /// credentials when we have them, anonymous otherwise; `POST realm` with a refresh token when the
+    /// credentials are an identity token (auth/oauth.md). Caches and returns the token.
     @discardableResult
     func fetchToken(challenge: AuthChallenge, scope: String?) throws -> String {
         guard let realm = challenge.realm, var components = URLComponents(string: realm),
@@ -93,22 +96,44 @@ extension RegistryClient {
         else {
             throw RegistryError.authentication("\(registry): Bearer challenge without a usable realm: \(challenge)")
         }
-        var query = components.queryItems ?? []
-        if let service = challenge.service { query.append(URLQueryItem(name: "service", value: service)) }
         // Our scope, plus the one the registry named when different (it may want more than we knew to ask).
         var scopes = scope.map { [$0] } ?? []
         for named in (challenge.scope ?? "").split(separator: " ").map(String.init) where !scopes.contains(named) {
             scopes.append(named)
         }
-        query += scopes.map { URLQueryItem(name: "scope", value: $0) }
-        if !query.isEmpty { components.queryItems = query }
-        guard let url = components.url else { throw RegistryError.authentication("realm '\(realm)' is not a URL") }
-
         var headers: HTTPHeaders = ["User-Agent": options.userAgent]
-        if let credentials { headers["Authorization"] = credentials.basicAuthorization }
-        let request = HTTPRequest(method: .get, url: url, headers: headers, timeouts: options.timeouts)
+        let request: HTTPRequest
+        if let refreshToken = credentials?.identityToken {
+            // OAuth2 refresh-token grant (distribution spec auth/oauth.md): POST a form, scopes space-separated.
+            guard let url = components.url else { throw RegistryError.authentication("realm '\(realm)' is not a URL") }
+            var form = URLComponents()
+            form.queryItems = [
+                URLQueryItem(name: "grant_type", value: "refresh_token"),
+                URLQueryItem(name: "refresh_token", value: refreshToken),
+                URLQueryItem(name: "client_id", value: "mcvfs"),
+            ]
+            if let service = challenge.service {
+                form.queryItems?.append(URLQueryItem(name: "service", value: service))
+            }
+            if !scopes.isEmpty {
+                form.queryItems?.append(URLQueryItem(name: "scope", value: scopes.joined(separator: " ")))
+            }
+            // URLComponents leaves '+' alone, which a form decoder reads as a space.
+            let body = (form.percentEncodedQuery ?? "").replacingOccurrences(of: "+", with: "%2B")
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+            request = HTTPRequest(
+                method: .post, url: url, headers: headers, body: Data(body.utf8), timeouts: options.timeouts)
+        } else {
+            var query = components.queryItems ?? []
+            if let service = challenge.service { query.append(URLQueryItem(name: "service", value: service)) }
+            query += scopes.map { URLQueryItem(name: "scope", value: $0) }
+            if !query.isEmpty { components.queryItems = query }
+            guard let url = components.url else { throw RegistryError.authentication("realm '\(realm)' is not a URL") }
+            if let credentials { headers["Authorization"] = credentials.basicAuthorization }
+            request = HTTPRequest(method: .get, url: url, headers: headers, timeouts: options.timeouts)
+        }
         let response = try transport.send(request, maxBodySize: 1 << 20)
-        let what = "GET \(url.absoluteString)"
+        let what = "\(request.method.rawValue) \(request.url.absoluteString)"
         switch response.status {
         case 200: break
         case 401, 403:

@@ -41,7 +41,8 @@ import Testing
               "https://index.docker.io/v1/":{"auth":"\(base64("hub:pw:with:colons"))"},
               "http://LOCALHOST:5000/":{"username":"local","password":"lpw"},
               "quay.example/team":{"auth":"\(base64("team:tpw"))"},
-              "quay.example":{"auth":"\(base64("any:apw"))"}
+              "quay.example":{"auth":"\(base64("any:apw"))"},
+              "acr.example":{"auth":"\(base64("00000000-0000-0000-0000-000000000000:"))","identitytoken":"rt"}
             }}
             """
         ])
@@ -50,6 +51,7 @@ import Testing
         for alias in ["docker.io", "registry-1.docker.io", "index.docker.io"] {
             #expect(try store.credentials(for: alias) == Credentials(username: "hub", password: "pw:with:colons"))
         }
+        #expect(try store.credentials(for: "acr.example") == Credentials(identityToken: "rt"))
         #expect(try store.credentials(for: "localhost:5000") == Credentials(username: "local", password: "lpw"))
         #expect(
             try store.credentials(for: "quay.example", repository: "team/cache")
@@ -66,6 +68,8 @@ import Testing
             read server
             if [ "$server" = "ghcr.example" ]; then
               echo '{"ServerURL":"ghcr.example","Username":"helper-user","Secret":"helper-secret"}'
+            elif [ "$server" = "token.example" ]; then
+              echo '{"Username":"<token>","Secret":"refresh"}'
             elif [ "$server" = "https://index.docker.io/v1/" ]; then
               echo '{"Username":"hub-helper","Secret":"hub-secret"}'
             else
@@ -89,6 +93,7 @@ import Testing
             try store.credentials(for: "ghcr.example")
                 == Credentials(username: "helper-user", password: "helper-secret"))
         #expect(try store.credentials(for: "docker.io") == Credentials(username: "hub-helper", password: "hub-secret"))
+        #expect(try store.credentials(for: "token.example") == Credentials(identityToken: "refresh"))
         #expect(try store.credentials(for: "unknown.example") == nil)
     }
 

@@ -86,6 +86,32 @@ private func tokenRegistry(tokens: @escaping @Sendable (Int) -> String, valid: @
         #expect(tokenRequest.headers["Authorization"] == "Basic " + Data("alice:s3cret:x".utf8).base64EncodedString())
     }
 
+    @Test func identityTokenUsesRefreshGrant() throws {
+        let transport = FakeTransport { request, _ in
+            if request.url.host == "auth.example" {
+                guard request.method == .post else { return .init(405) }
+                return .init(200, json: #"{"access_token":"fresh","expires_in":600}"#)
+            }
+            guard request.headers["Authorization"] == "Bearer fresh" else {
+                return .init(401, headers: ["WWW-Authenticate": bearerChallenge])
+            }
+            return manifestReply()
+        }
+        let registry = try client(transport, credentials: Credentials(identityToken: "refresh+me/="))
+        _ = try registry.getManifest(repository: "org/cache", reference: "v1")
+        let tokenRequest = try #require(transport.requests(toHost: "auth.example").first)
+        #expect(tokenRequest.headers["Authorization"] == nil)
+        #expect(tokenRequest.headers["Content-Type"] == "application/x-www-form-urlencoded")
+        var form = URLComponents()
+        form.percentEncodedQuery = String(decoding: tokenRequest.body ?? Data(), as: UTF8.self)
+        let fields = Dictionary(uniqueKeysWithValues: (form.queryItems ?? []).map { ($0.name, $0.value ?? "") })
+        #expect(
+            fields == [
+                "grant_type": "refresh_token", "refresh_token": "refresh+me/=", "client_id": "mcvfs",
+                "service": "registry.example", "scope": "repository:org/cache:pull",
+            ])
+    }
+
     @Test func cachedTokenIsReused() throws {
         let transport = tokenRegistry(tokens: { "tok\($0)" }, valid: { $0 == "tok0" })
         let registry = try client(transport)
