@@ -4,8 +4,8 @@ import OCI
 
 /// Reads a layer blob (tar, tar+gzip, tar+zstd; detected from the content, the media type is only checked to be
 /// a tar kind) and stores every regular file's bytes in a `BlobStore` as its own content-addressed blob, hashed
-/// while copied, so each stored file is verified by construction. Every entry is checked against `EntryPolicy`
-/// first; one hostile entry fails the whole layer.
+/// while copied, so each stored file is verified by construction. Every entry is checked against `EntryPolicy`;
+/// one hostile entry fails the whole layer.
 ///
 /// File blobs stored before a later entry fails stay in the store: they are valid content, unreferenced, and
 /// eviction reclaims them.
@@ -34,7 +34,7 @@ public struct LayerUnpacker: Sendable {
 
     /// Indexes the layer blob at `blobPath`.
     /// - Parameters:
-    ///   - layer: the layer's digest (recorded in the index; the blob is assumed already verified by the store).
+    ///   - layer: the layer's digest (recorded in the index; the blob is assumed verified, as store blobs are).
     ///   - mediaType: the descriptor's media type, when known; a non-tar type is refused.
     /// - Returns: the layer's entries; file contents are in `store`.
     /// - Throws: `TarError`.
@@ -44,148 +44,150 @@ public struct LayerUnpacker: Sendable {
         guard stat(blobPath, &info) == 0 else {
             throw TarError.store(.io(operation: "stat", path: blobPath, errno: errno))
         }
-        let blobSize = Int64(info.st_size)
-        let reader = try ArchiveReader(path: blobPath)
+        var state = State(blobSize: Int64(info.st_size), reader: try ArchiveReader(path: blobPath))
+        defer { state.buffer.deallocate() }
+        while let header = try state.reader.next() {
+            state.count += 1
+            if state.count > limits.maxEntries {
+                throw TarError.limitExceeded(path: nil, reason: "more than \(limits.maxEntries) entries")
+            }
+            try add(header, to: &state)
+        }
+        var tree: [String: TarEntry] = [:]
+        for (key, entry) in state.entries where !key.hasPrefix(State.whiteoutKey) { tree[key] = entry }
+        if let (path, reason) = EntryPolicy.validateTree(tree) {
+            throw TarError.hostileEntry(path: path, reason: reason)
+        }
+        return LayerIndex(layer: layer, entries: state.order.map { state.entries[$0]! })
+    }
 
+    /// What indexing has seen so far.
+    private struct State {
+        /// Whiteouts are keyed apart from the paths they delete (`a/.wh.b` and `a/b` may both appear).
+        static let whiteoutKey = "\u{0}"
+        let blobSize: Int64
+        let reader: ArchiveReader
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 16, alignment: 16)
         var order: [String] = []  // keys in first-seen order
         var entries: [String: TarEntry] = [:]
         var total: Int64 = 0
         var count = 0
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 16, alignment: 16)
-        defer { buffer.deallocate() }
 
-        func record(_ key: String, _ entry: TarEntry) {
+        mutating func record(_ key: String, _ entry: TarEntry) {
             if entries.updateValue(entry, forKey: key) == nil { order.append(key) }
         }
+    }
 
-        while let header = try reader.next() {
-            count += 1
-            if count > limits.maxEntries {
-                throw TarError.limitExceeded(path: nil, reason: "more than \(limits.maxEntries) entries")
+    private func add(_ header: ArchiveReader.Header, to state: inout State) throws(TarError) {
+        guard let raw = header.rawPath else { throw TarError.hostileEntry(path: "", reason: "entry without a name") }
+        if raw.hasPrefix(ArchiveReader.invalidMarker) {
+            let shown = String(raw.dropFirst(ArchiveReader.invalidMarker.count))
+            throw TarError.hostileEntry(path: shown, reason: "name is not valid UTF-8")
+        }
+        func hostile(_ reason: String) -> TarError { .hostileEntry(path: raw, reason: reason) }
+        let path: String
+        do { path = try EntryPolicy.normalise(raw) } catch { throw hostile(error.reason) }
+        if header.permissions & 0o6000 != 0 {
+            throw hostile("setuid or setgid bit set (mode \(String(header.permissions, radix: 8)))")
+        }
+        let mode = header.permissions & 0o1777
+        if let hardlink = header.hardlink {
+            let target: String
+            do { target = try EntryPolicy.normalise(hardlink) } catch {
+                throw hostile("hard link to '\(hardlink)' outside the layer: \(error.reason)")
             }
-            guard let raw = header.rawPath else { throw TarError.hostileEntry(path: "", reason: "entry without a name") }
-            if raw.hasPrefix(ArchiveReader.invalidMarker) {
-                throw TarError.hostileEntry(
-                    path: String(raw.dropFirst(ArchiveReader.invalidMarker.count)), reason: "name is not valid UTF-8")
+            guard let earlier = state.entries[target], earlier.kind == .file || earlier.kind == .hardlink else {
+                throw hostile("hard link to '\(hardlink)', which is no earlier file of the layer")
             }
-            let path: String
-            do { path = try EntryPolicy.normalise(raw) } catch {
-                throw TarError.hostileEntry(path: raw, reason: error.reason)
-            }
-            let type = header.fileType & ArchiveReader.ifmt
-            if header.permissions & 0o6000 != 0 {
-                throw TarError.hostileEntry(path: raw, reason: "setuid or setgid bit set (mode \(String(header.permissions, radix: 8)))")
-            }
-            let mode = header.permissions & 0o1777
-
-            if let hardlink = header.hardlink {
-                let target: String
-                do { target = try EntryPolicy.normalise(hardlink) } catch {
-                    throw TarError.hostileEntry(path: raw, reason: "hard link to '\(hardlink)' outside the layer: \(error.reason)")
-                }
-                guard let earlier = entries[target], earlier.kind == .file || earlier.kind == .hardlink else {
-                    throw TarError.hostileEntry(path: raw, reason: "hard link to '\(hardlink)', which is no earlier file of the layer")
-                }
-                guard !path.isEmpty else { throw TarError.hostileEntry(path: raw, reason: "hard link at the layer root") }
-                record(path, TarEntry(path: path, kind: .hardlink, mode: earlier.mode, size: earlier.size,
-                    linkTarget: earlier.kind == .hardlink ? earlier.linkTarget : target, mtime: header.mtime,
-                    content: earlier.content))
-                continue
-            }
-
-            switch type {
-            case ArchiveReader.ifdir:
-                if path.isEmpty { continue }  // the root itself ("./"): the file system supplies it
-                let whiteout: EntryPolicy.Whiteout
-                do { whiteout = try EntryPolicy.whiteout(path) } catch {
-                    throw TarError.hostileEntry(path: raw, reason: error.reason)
-                }
-                guard whiteout == .none else { throw TarError.hostileEntry(path: raw, reason: "whiteout that is a directory") }
-                record(path, TarEntry(path: path, kind: .directory, mode: mode, mtime: header.mtime))
-
-            case ArchiveReader.iflnk:
-                guard !path.isEmpty else { throw TarError.hostileEntry(path: raw, reason: "symlink at the layer root") }
-                guard let target = header.symlink else {
-                    throw TarError.hostileEntry(path: raw, reason: "symlink without a target")
-                }
-                if target.hasPrefix(ArchiveReader.invalidMarker) {
-                    throw TarError.hostileEntry(path: raw, reason: "symlink target is not valid UTF-8")
-                }
-                if target.hasPrefix("/") {
-                    throw TarError.hostileEntry(path: raw, reason: "symlink target '\(target)' is absolute")
-                }
-                record(path, TarEntry(path: path, kind: .symlink, mode: 0o777, linkTarget: target, mtime: header.mtime))
-
-            case ArchiveReader.ifreg:
-                guard !path.isEmpty else { throw TarError.hostileEntry(path: raw, reason: "file at the layer root") }
-                let whiteout: EntryPolicy.Whiteout
-                do { whiteout = try EntryPolicy.whiteout(path) } catch {
-                    throw TarError.hostileEntry(path: raw, reason: error.reason)
-                }
-                switch whiteout {
-                case .whiteout(let deleting):
-                    record("\u{0}wh:" + deleting, TarEntry(path: deleting, kind: .whiteout, mode: mode, mtime: header.mtime))
-                    continue
-                case .opaque(let directory):
-                    record("\u{0}opq:" + directory, TarEntry(path: directory, kind: .opaqueWhiteout, mode: mode, mtime: header.mtime))
-                    continue
-                case .none:
-                    break
-                }
-                let size = header.size
-                if let size {
-                    if size < 0 { throw TarError.corrupt(path: raw, reason: "negative size \(size)") }
-                    if reader.isUncompressed && size > blobSize - header.position {
-                        throw TarError.corrupt(path: raw, reason: "entry of \(size) bytes extends past the end of the \(blobSize)-byte layer")
-                    }
-                    if size > limits.maxEntrySize {
-                        throw TarError.limitExceeded(path: raw, reason: "\(size) bytes (limit \(limits.maxEntrySize))")
-                    }
-                    if total + size > limits.maxTotalSize {
-                        throw TarError.limitExceeded(path: raw, reason: "layer expands past \(limits.maxTotalSize) bytes")
-                    }
-                }
-                let stored = try copyContent(of: raw, size: size, from: reader, buffer: buffer, total: total)
-                total += stored.size
-                record(path, TarEntry(path: path, kind: .file, mode: mode, size: stored.size, mtime: header.mtime,
-                    content: stored.digest))
-
-            default:
-                let what: String
-                switch type {
-                case 0o020000: what = "character device"
-                case 0o060000: what = "block device"
-                case 0o010000: what = "FIFO"
-                case 0o140000: what = "socket"
-                default: what = "unknown file type \(String(type, radix: 8))"
-                }
-                throw TarError.hostileEntry(path: raw, reason: "\(what) node")
-            }
+            guard !path.isEmpty else { throw hostile("hard link at the layer root") }
+            let original = earlier.kind == .hardlink ? earlier.linkTarget : target
+            state.record(
+                path,
+                TarEntry(
+                    path: path, kind: .hardlink, mode: earlier.mode, size: earlier.size, linkTarget: original,
+                    mtime: header.mtime, content: earlier.content))
+            return
         }
 
-        var tree: [String: TarEntry] = [:]
-        for (key, entry) in entries where !key.hasPrefix("\u{0}") { tree[key] = entry }
-        if let (path, reason) = EntryPolicy.validateTree(tree) {
-            throw TarError.hostileEntry(path: path, reason: reason)
+        switch header.fileType & ArchiveReader.ifmt {
+        case ArchiveReader.ifdir:
+            if path.isEmpty { return }  // the root itself ("./"): the file system supplies it
+            let whiteout: EntryPolicy.Whiteout
+            do { whiteout = try EntryPolicy.whiteout(path) } catch { throw hostile(error.reason) }
+            guard whiteout == .none else { throw hostile("whiteout that is a directory") }
+            state.record(path, TarEntry(path: path, kind: .directory, mode: mode, mtime: header.mtime))
+
+        case ArchiveReader.iflnk:
+            guard !path.isEmpty else { throw hostile("symlink at the layer root") }
+            guard let target = header.symlink, !target.isEmpty else { throw hostile("symlink without a target") }
+            if target.hasPrefix(ArchiveReader.invalidMarker) { throw hostile("symlink target is not valid UTF-8") }
+            if target.hasPrefix("/") { throw hostile("symlink target '\(target)' is absolute") }
+            // Escapes through `..` are checked once the whole tree is known (`EntryPolicy.validateTree`),
+            // since they depend on symlinks that may come later in the archive.
+            state.record(
+                path, TarEntry(path: path, kind: .symlink, mode: 0o777, linkTarget: target, mtime: header.mtime))
+
+        case ArchiveReader.ifreg:
+            guard !path.isEmpty else { throw hostile("file at the layer root") }
+            let whiteout: EntryPolicy.Whiteout
+            do { whiteout = try EntryPolicy.whiteout(path) } catch { throw hostile(error.reason) }
+            switch whiteout {
+            case .whiteout(let deleting):
+                let entry = TarEntry(path: deleting, kind: .whiteout, mode: mode, mtime: header.mtime)
+                state.record(State.whiteoutKey + "wh:" + deleting, entry)
+            case .opaque(let directory):
+                let entry = TarEntry(path: directory, kind: .opaqueWhiteout, mode: mode, mtime: header.mtime)
+                state.record(State.whiteoutKey + "opq:" + directory, entry)
+            case .none:
+                try checkSize(header, raw: raw, state: state)
+                let stored = try copyContent(of: raw, size: header.size, state: state)
+                state.total += stored.size
+                state.record(
+                    path,
+                    TarEntry(
+                        path: path, kind: .file, mode: mode, size: stored.size, mtime: header.mtime,
+                        content: stored.digest))
+            }
+
+        case 0o020000: throw hostile("character device node")
+        case 0o060000: throw hostile("block device node")
+        case 0o010000: throw hostile("FIFO node")
+        case 0o140000: throw hostile("socket node")
+        case let other: throw hostile("unsupported file type \(String(other, radix: 8))")
         }
-        return LayerIndex(layer: layer, entries: order.map { entries[$0]! })
+    }
+
+    /// Refuses sizes that cannot be true (past the end of an uncompressed blob) or exceed the limits.
+    private func checkSize(_ header: ArchiveReader.Header, raw: String, state: State) throws(TarError) {
+        guard let size = header.size else { return }  // unknown: bounded while copying
+        if size < 0 { throw TarError.corrupt(path: raw, reason: "negative size \(size)") }
+        if state.reader.isUncompressed && size > state.blobSize - header.position {
+            throw TarError.corrupt(
+                path: raw, reason: "entry of \(size) bytes extends past the end of the \(state.blobSize)-byte layer")
+        }
+        if size > limits.maxEntrySize {
+            throw TarError.limitExceeded(path: raw, reason: "\(size) bytes (limit \(limits.maxEntrySize))")
+        }
+        if state.total + size > limits.maxTotalSize {
+            throw TarError.limitExceeded(path: raw, reason: "layer expands past \(limits.maxTotalSize) bytes")
+        }
     }
 
     /// Streams the current entry into the store, hashing as it goes.
-    private func copyContent(
-        of path: String, size: Int64?, from reader: ArchiveReader, buffer: UnsafeMutableRawBufferPointer, total: Int64
-    ) throws(TarError) -> StoredBlob {
-        let limit = min(size ?? limits.maxEntrySize, limits.maxTotalSize - total)
+    private func copyContent(of path: String, size: Int64?, state: State) throws(TarError) -> StoredBlob {
+        let limit = min(size ?? limits.maxEntrySize, limits.maxTotalSize - state.total)
+        let reader = state.reader
+        let buffer = state.buffer
         do {
             return try store.ingest(expectedSize: size) { writer in
                 while true {
                     let n = try reader.readData(into: buffer)
                     if n == 0 { break }
                     if writer.bytesWritten + Int64(n) > limit {
-                        if size != nil {
-                            throw TarError.corrupt(path: path, reason: "more data than the \(size!) bytes its header declares")
+                        if let size {
+                            throw TarError.corrupt(path: path, reason: "more data than the \(size) bytes declared")
                         }
-                        throw TarError.limitExceeded(path: path, reason: "entry without a size grows past \(limit) bytes")
+                        throw TarError.limitExceeded(path: path, reason: "entry without a size grows past \(limit)")
                     }
                     try writer.write(UnsafeRawBufferPointer(rebasing: buffer[..<n]))
                 }

@@ -250,11 +250,12 @@ import Testing
         try Data(header + [UInt8](repeating: 0, count: 1536)).write(to: URL(fileURLWithPath: tar))
         let (layer, blob) = try commitLayer(tar)
         let error = #expect(throws: TarError.self) { try cache.build(layer: layer, blobPath: blob) }
-        guard case .corrupt(let path, _)? = error else {
+        guard case .corrupt(let path, let reason)? = error else {
             Issue.record("expected corrupt, got \(String(describing: error))")
             return
         }
         #expect(path == "huge.bin")
+        #expect(reason.contains("extends past the end"), "\(reason)")
     }
 
     @Test func limitsBoundDecompressionBombs() throws {
