@@ -1,9 +1,10 @@
+import Foundation
+
 #if canImport(Glibc)
     import Glibc
 #elseif canImport(Darwin)
     import Darwin
 #endif
-import Foundation
 
 /// Small files (indexes, metadata) written crash-safely: temp file in the same directory, `fsync`, `rename`,
 /// `fsync` of the directory. Readers see the old file or the new one, never a torn one.

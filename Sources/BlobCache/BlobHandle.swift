@@ -1,10 +1,11 @@
+import Foundation
+import OCI
+
 #if canImport(Glibc)
     import Glibc
 #elseif canImport(Darwin)
     import Darwin
 #endif
-import Foundation
-import OCI
 
 /// An open committed blob, read with `pread` so any number of threads may share one handle.
 /// The descriptor is closed when the handle is released.

@@ -1,11 +1,12 @@
+import Foundation
+import OCI
+import Verification
+
 #if canImport(Glibc)
     import Glibc
 #elseif canImport(Darwin)
     import Darwin
 #endif
-import Foundation
-import OCI
-import Verification
 
 /// The sink a producer writes a blob's bytes into during `BlobStore.ingest`. Bytes are hashed as they are
 /// written and the promised size is enforced on every write, so an over-long stream fails as soon as it

@@ -1,11 +1,12 @@
+import Foundation
+import OCI
+import Verification
+
 #if canImport(Glibc)
     import Glibc
 #elseif canImport(Darwin)
     import Darwin
 #endif
-import Foundation
-import OCI
-import Verification
 
 /// A `BlobStore` in a directory, laid out like an OCI image layout's blob tree:
 ///

@@ -1,9 +1,10 @@
+import Foundation
+
 #if canImport(Glibc)
     import Glibc
 #elseif canImport(Darwin)
     import Darwin
 #endif
-import Foundation
 
 /// An advisory `flock(2)` lock on a lock file, shared by processes and threads alike (each acquisition opens its
 /// own file description, so two threads of one process exclude each other too).
@@ -34,7 +35,8 @@ public enum FileLock {
             }
             var held = stat()
             var named = stat()
-            if fstat(fd, &held) == 0, stat(path, &named) == 0, held.st_ino == named.st_ino, held.st_dev == named.st_dev {
+            if fstat(fd, &held) == 0, stat(path, &named) == 0, held.st_ino == named.st_ino, held.st_dev == named.st_dev
+            {
                 return fd
             }
             close(fd)  // the file was unlinked (or replaced) between open and flock: lock the current one

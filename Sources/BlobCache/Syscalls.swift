@@ -1,9 +1,10 @@
+import Foundation
+
 #if canImport(Glibc)
     import Glibc
 #elseif canImport(Darwin)
     import Darwin
 #endif
-import Foundation
 
 /// Turns a C return code into a `CacheError.io`, capturing `errno` at the call site (STYLE §3).
 @discardableResult

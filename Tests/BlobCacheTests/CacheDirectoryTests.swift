@@ -8,7 +8,9 @@ import Testing
         var uid: UInt32
         var home: String?
         var expected: String?
-        var testDescription: String { "explicit=\(explicit ?? "-") env=\(environment) uid=\(uid) -> \(expected ?? "nil")" }
+        var testDescription: String {
+            "explicit=\(explicit ?? "-") env=\(environment) uid=\(uid) -> \(expected ?? "nil")"
+        }
     }
 
     static let cases: [Case] = [
@@ -18,11 +20,15 @@ import Testing
         Case(explicit: nil, environment: ["MCVFS_CACHE_DIR": "/srv/cache"], uid: 0, expected: "/srv/cache"),
         Case(explicit: "/mnt/c", environment: ["MCVFS_CACHE_DIR": "/srv/cache"], uid: 0, expected: "/mnt/c"),
         // users: XDG, then HOME, then the password database.
-        Case(explicit: nil, environment: ["HOME": "/home/u", "XDG_CACHE_HOME": "/xdg"], uid: 1000, expected: "/xdg/mcvfs"),
+        Case(
+            explicit: nil, environment: ["HOME": "/home/u", "XDG_CACHE_HOME": "/xdg"], uid: 1000, expected: "/xdg/mcvfs"
+        ),
         Case(explicit: nil, environment: ["HOME": "/home/u"], uid: 1000, expected: "/home/u/.cache/mcvfs"),
-        Case(explicit: nil, environment: ["HOME": "/home/u", "XDG_CACHE_HOME": "rel"], uid: 1000,
+        Case(
+            explicit: nil, environment: ["HOME": "/home/u", "XDG_CACHE_HOME": "rel"], uid: 1000,
             expected: "/home/u/.cache/mcvfs"),  // relative XDG values are invalid per the spec
-        Case(explicit: nil, environment: ["HOME": "/home/u", "XDG_CACHE_HOME": ""], uid: 1000,
+        Case(
+            explicit: nil, environment: ["HOME": "/home/u", "XDG_CACHE_HOME": ""], uid: 1000,
             expected: "/home/u/.cache/mcvfs"),
         Case(explicit: nil, environment: [:], uid: 1000, home: "/home/pw", expected: "/home/pw/.cache/mcvfs"),
         Case(explicit: nil, environment: [:], uid: 1000, expected: nil),
@@ -30,7 +36,8 @@ import Testing
         Case(explicit: nil, environment: ["MCVFS_CACHE_DIR": "/env", "HOME": "/home/u"], uid: 1000, expected: "/env"),
         Case(explicit: "/cli", environment: ["MCVFS_CACHE_DIR": "/env"], uid: 1000, expected: "/cli"),
         Case(explicit: "", environment: ["MCVFS_CACHE_DIR": "/env"], uid: 1000, expected: "/env"),
-        Case(explicit: nil, environment: ["MCVFS_CACHE_DIR": "", "HOME": "/h"], uid: 1000, expected: "/h/.cache/mcvfs"),
+        Case(
+            explicit: nil, environment: ["MCVFS_CACHE_DIR": "", "HOME": "/h"], uid: 1000, expected: "/h/.cache/mcvfs"),
         Case(explicit: "rel/c", environment: [:], uid: 1000, expected: "/work/dir/rel/c"),
     ]
 

@@ -210,18 +210,18 @@ import Verification
         // The other process: takes the ingest lock, announces it, then commits the blob the way the store does
         // (temp in ingest/, rename into blobs/sha256) before releasing the lock.
         let script = #"""
-        import fcntl, os, sys, time
-        root, hexd, payload = sys.argv[1:4]
-        fd = os.open(f"{root}/ingest/{hexd}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        print("locked", flush=True)
-        time.sleep(0.7)
-        tmp = f"{root}/ingest/{hexd}.python.tmp"
-        with open(tmp, "wb") as f:
-            f.write(open(payload, "rb").read()); f.flush(); os.fsync(f.fileno())
-        os.rename(tmp, f"{root}/blobs/sha256/{hexd}")
-        os.close(fd)
-        """#
+            import fcntl, os, sys, time
+            root, hexd, payload = sys.argv[1:4]
+            fd = os.open(f"{root}/ingest/{hexd}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            print("locked", flush=True)
+            time.sleep(0.7)
+            tmp = f"{root}/ingest/{hexd}.python.tmp"
+            with open(tmp, "wb") as f:
+                f.write(open(payload, "rb").read()); f.flush(); os.fsync(f.fileno())
+            os.rename(tmp, f"{root}/blobs/sha256/{hexd}")
+            os.close(fd)
+            """#
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = ["python3", "-c", script, dir.path, digest.hex, payload]
@@ -249,13 +249,13 @@ import Verification
     @Test func ourIngestLockExcludesAnotherProcess() throws {
         let digest = sha256(Data("locked".utf8))
         let probe = #"""
-        import fcntl, os, sys
-        fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB); print("free")
-        except BlockingIOError:
-            print("busy")
-        """#
+            import fcntl, os, sys
+            fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB); print("free")
+            except BlockingIOError:
+                print("busy")
+            """#
         let lockPath = dir.path + "/ingest/\(digest.hex).lock"
         let whileHeld = try store.withIngestLock(digest) { try runChecked(["python3", "-c", probe, lockPath]).stdout }
         #expect(whileHeld.trimmingCharacters(in: .whitespacesAndNewlines) == "busy")
@@ -273,12 +273,12 @@ import Verification
         }
         // A writer in another process that is still alive holds the flock on its temp file.
         let holder = #"""
-        import fcntl, os, sys, time
-        fd = os.open(sys.argv[1], os.O_RDWR)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        print("locked", flush=True)
-        sys.stdin.read()
-        """#
+            import fcntl, os, sys, time
+            fd = os.open(sys.argv[1], os.O_RDWR)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            print("locked", flush=True)
+            sys.stdin.read()
+            """#
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = ["python3", "-c", holder, live]

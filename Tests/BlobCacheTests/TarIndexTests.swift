@@ -110,38 +110,55 @@ import Testing
 
     static let hostileCases: [HostileCase] = [
         HostileCase(name: "parent traversal", members: [.file("../evil")], entry: "../evil", reason: "'..'"),
-        HostileCase(name: "traversal inside a path", members: [.dir("a"), .file("a/../../evil")], entry: "a/../../evil", reason: "'..'"),
-        HostileCase(name: "absolute path", members: [.file("/etc/cron.d/evil")], entry: "/etc/cron.d/evil", reason: "absolute path"),
-        HostileCase(name: "escaping symlink", members: [.dir("a"), .symlink("a/up", to: "../../etc")], entry: "a/up", reason: "leaves the layer root"),
-        HostileCase(name: "absolute symlink", members: [.symlink("passwd", to: "/etc/passwd")], entry: "passwd", reason: "is absolute"),
+        HostileCase(
+            name: "traversal inside a path", members: [.dir("a"), .file("a/../../evil")], entry: "a/../../evil",
+            reason: "'..'"),
+        HostileCase(
+            name: "absolute path", members: [.file("/etc/cron.d/evil")], entry: "/etc/cron.d/evil",
+            reason: "absolute path"),
+        HostileCase(
+            name: "escaping symlink", members: [.dir("a"), .symlink("a/up", to: "../../etc")], entry: "a/up",
+            reason: "leaves the layer root"),
+        HostileCase(
+            name: "absolute symlink", members: [.symlink("passwd", to: "/etc/passwd")], entry: "passwd",
+            reason: "is absolute"),
         HostileCase(
             name: "symlink escaping through another symlink",
             members: [.dir("sub"), .symlink("sub/root", to: ".."), .symlink("evil", to: "sub/root/..")],
             entry: "evil", reason: "leaves the layer root"),
         HostileCase(
             name: "entry below a symlink",
-            members: [.dir("real"), .symlink("link", to: "real"), .file("link/file")], entry: "link/file", reason: "passes through symlink 'link'"),
+            members: [.dir("real"), .symlink("link", to: "real"), .file("link/file")], entry: "link/file",
+            reason: "passes through symlink 'link'"),
         HostileCase(
             name: "character device",
             members: [TarMember(name: "null", type: .chr, mode: 0o666)], entry: "null", reason: "character device"),
-        HostileCase(name: "fifo", members: [TarMember(name: "pipe", type: .fifo, mode: 0o644)], entry: "pipe", reason: "FIFO"),
+        HostileCase(
+            name: "fifo", members: [TarMember(name: "pipe", type: .fifo, mode: 0o644)], entry: "pipe", reason: "FIFO"),
         HostileCase(
             name: "hard link outside the layer", members: [.hardlink("shadow", to: "../../etc/shadow")],
             entry: "shadow", reason: "outside the layer"),
         HostileCase(
-            name: "hard link to an absolute path", members: [.hardlink("shadow", to: "/etc/shadow")], entry: "shadow", reason: "outside the layer"),
+            name: "hard link to an absolute path", members: [.hardlink("shadow", to: "/etc/shadow")], entry: "shadow",
+            reason: "outside the layer"),
         HostileCase(
-            name: "hard link to no earlier entry", members: [.hardlink("a", to: "b"), .file("b")], entry: "a", reason: "no earlier file"),
+            name: "hard link to no earlier entry", members: [.hardlink("a", to: "b"), .file("b")], entry: "a",
+            reason: "no earlier file"),
         HostileCase(name: "setuid file", members: [.file("su", mode: 0o4755)], entry: "su", reason: "setuid"),
         HostileCase(name: "setgid file", members: [.file("sg", mode: 0o2755)], entry: "sg", reason: "setgid"),
-        HostileCase(name: "reserved whiteout name", members: [.file(".wh..wh.plnk")], entry: ".wh..wh.plnk", reason: "reserved whiteout"),
-        HostileCase(name: "invalid UTF-8 name", members: [.file("bad<FF>name")], entry: "bad", reason: "not valid UTF-8", gnu: true),
+        HostileCase(
+            name: "reserved whiteout name", members: [.file(".wh..wh.plnk")], entry: ".wh..wh.plnk",
+            reason: "reserved whiteout"),
+        HostileCase(
+            name: "invalid UTF-8 name", members: [.file("bad<FF>name")], entry: "bad", reason: "not valid UTF-8",
+            gnu: true),
     ]
 
     @Test(arguments: hostileCases) func hostileEntriesRefuseTheLayer(_ hostile: HostileCase) throws {
         let tar = dir.file("hostile.tar")
         // A good file first, so a refusal is not just "empty layer".
-        try makeTar([.dir("io.triton.cache"), .file("io.triton.cache/ok.json", "{}")] + hostile.members, at: tar,
+        try makeTar(
+            [.dir("io.triton.cache"), .file("io.triton.cache/ok.json", "{}")] + hostile.members, at: tar,
             gnu: hostile.gnu)
         let (layer, blob) = try commitLayer(tar)
         let error = #expect(throws: TarError.self) { try cache.build(layer: layer, blobPath: blob) }
@@ -260,7 +277,8 @@ import Testing
 
     @Test func limitsBoundDecompressionBombs() throws {
         let tar = dir.file("bomb.tar.gz")
-        try makeTar([.file("a", String(repeating: "0", count: 5000)), .file("b", String(repeating: "0", count: 5000))],
+        try makeTar(
+            [.file("a", String(repeating: "0", count: 5000)), .file("b", String(repeating: "0", count: 5000))],
             at: tar, gzip: true)
         let (layer, blob) = try commitLayer(tar)
         let small = try LayerIndexCache(

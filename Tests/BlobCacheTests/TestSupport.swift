@@ -108,27 +108,27 @@ struct TarMember: Encodable {
 }
 
 private let tarBuilder = #"""
-import io, json, sys, tarfile
-spec = json.load(sys.stdin)
-fmt = tarfile.GNU_FORMAT if spec.get("gnu") else tarfile.PAX_FORMAT
-with tarfile.open(spec["out"], "w:gz" if spec.get("gzip") else "w", format=fmt,
-                  encoding="utf-8", errors="surrogateescape") as tf:
-    for e in spec["entries"]:
-        ti = tarfile.TarInfo(e["name"].replace("<FF>", "\udcff"))  # <FF>: a raw 0xff byte, invalid UTF-8
-        ti.mtime = 1700000000
-        t = e["type"]
-        ti.mode = e.get("mode") or (0o755 if t == "dir" else 0o644)
-        data = None
-        if t == "file":
-            data = open(e["src"], "rb").read() if e.get("src") else (e.get("text") or "").encode()
-            ti.size = len(data)
-        elif t == "dir": ti.type = tarfile.DIRTYPE
-        elif t == "symlink": ti.type = tarfile.SYMTYPE; ti.linkname = e["link"]
-        elif t == "hardlink": ti.type = tarfile.LNKTYPE; ti.linkname = e["link"]
-        elif t == "chr": ti.type = tarfile.CHRTYPE; ti.devmajor = 1; ti.devminor = 3
-        elif t == "fifo": ti.type = tarfile.FIFOTYPE
-        tf.addfile(ti, io.BytesIO(data) if data is not None else None)
-"""#
+    import io, json, sys, tarfile
+    spec = json.load(sys.stdin)
+    fmt = tarfile.GNU_FORMAT if spec.get("gnu") else tarfile.PAX_FORMAT
+    with tarfile.open(spec["out"], "w:gz" if spec.get("gzip") else "w", format=fmt,
+                      encoding="utf-8", errors="surrogateescape") as tf:
+        for e in spec["entries"]:
+            ti = tarfile.TarInfo(e["name"].replace("<FF>", "\udcff"))  # <FF>: a raw 0xff byte, invalid UTF-8
+            ti.mtime = 1700000000
+            t = e["type"]
+            ti.mode = e.get("mode") or (0o755 if t == "dir" else 0o644)
+            data = None
+            if t == "file":
+                data = open(e["src"], "rb").read() if e.get("src") else (e.get("text") or "").encode()
+                ti.size = len(data)
+            elif t == "dir": ti.type = tarfile.DIRTYPE
+            elif t == "symlink": ti.type = tarfile.SYMTYPE; ti.linkname = e["link"]
+            elif t == "hardlink": ti.type = tarfile.LNKTYPE; ti.linkname = e["link"]
+            elif t == "chr": ti.type = tarfile.CHRTYPE; ti.devmajor = 1; ti.devminor = 3
+            elif t == "fifo": ti.type = tarfile.FIFOTYPE
+            tf.addfile(ti, io.BytesIO(data) if data is not None else None)
+    """#
 
 /// Writes a tar (optionally gzip-compressed) holding `members`, exactly as given: no sanitising.
 func makeTar(_ members: [TarMember], at path: String, gzip: Bool = false, gnu: Bool = false) throws {
