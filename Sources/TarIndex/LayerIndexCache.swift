@@ -8,6 +8,10 @@ import OCI
 /// An index is written only after the whole layer passed `EntryPolicy`, atomically (temp, `fsync`, `rename`);
 /// a hostile or corrupt layer leaves no index behind. Builds of one layer are serialised across processes by
 /// `index/sha256/<hex>.lock`, so concurrent mounts unpack it once.
+///
+/// Lock order: a caller may hold the layer blob's ingest lock (`BlobStore.withIngestLock`) when calling `build`,
+/// which then takes the index lock; `build` itself takes no ingest lock (file contents use plain `ingest`), so the
+/// reverse order never occurs. `flock` is not reentrant: do not call `build` for a layer from inside its own build.
 public final class LayerIndexCache: Sendable {
     /// Bumped when the JSON shape changes; an index of another version is rebuilt.
     public static let formatVersion = 1

@@ -202,6 +202,18 @@ import Verification
         #expect(try ingestTemps().isEmpty)
     }
 
+    @Test func failedEnsureReleasesTheLockAndCanBeRetried() throws {
+        let data = Data("retry me".utf8)
+        let digest = sha256(data)
+        #expect(throws: CacheError.self) {
+            try store.ensure(digest, expectedSize: Int64(data.count)) { try $0.write(Data("garbage!".utf8)) }
+        }
+        #expect(!store.contains(digest))
+        let path = try store.ensure(digest, expectedSize: Int64(data.count)) { try $0.write(data) }
+        #expect(try Data(contentsOf: URL(fileURLWithPath: path)) == data)
+        #expect(try ingestTemps().isEmpty)
+    }
+
     @Test func anotherProcessHoldingTheIngestLockMakesUsWaitAndReuse() throws {
         let data = Data("blob another process downloads".utf8)
         let digest = sha256(data)

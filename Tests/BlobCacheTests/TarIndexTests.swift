@@ -1,6 +1,7 @@
 import BlobCache
 import Foundation
 import OCI
+import Synchronization
 import TarIndex
 import Testing
 
@@ -84,6 +85,26 @@ import Testing
         try store.remove(victim)
         #expect(!reopened.isComplete(built))
         #expect(throws: TarError.self) { try reopened.build(layer: layer, blobPath: blob) }
+    }
+
+    @Test func concurrentBuildsOfOneLayerAgree() throws {
+        let (layer, blob) = try commitLayer(try fixtureLayer(.zstd))
+        let results = Mutex<[LayerIndex]>([])
+        let failures = Counter()
+        let cache = self.cache
+        DispatchQueue.concurrentPerform(iterations: 4) { _ in
+            do {
+                let index = try cache.build(layer: layer, blobPath: blob)
+                results.withLock { $0.append(index) }
+            } catch {
+                failures.increment()
+            }
+        }
+        #expect(failures.count == 0)
+        let all = results.withLock { $0 }
+        #expect(all.count == 4)
+        #expect(Set(all).count == 1)
+        #expect(cache.load(layer: layer) == all.first)
     }
 
     @Test func corruptOrForeignIndexFilesAreIgnored() throws {
