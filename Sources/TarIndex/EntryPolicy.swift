@@ -30,9 +30,13 @@ enum EntryPolicy {
         case opaque(directory: String)
     }
 
-    /// Classifies `path` (normalised, non-empty) by its last component's OCI whiteout prefix.
+    /// Classifies `path` (normalised, non-empty) by its last component's OCI whiteout prefix. A `.wh.` name
+    /// anywhere but the last component is refused: whiteouts are files, never directories to descend into.
     static func whiteout(_ path: String) throws(Violation) -> Whiteout {
         let (parent, name) = split(path)
+        if parent.split(separator: "/").contains(where: { $0.hasPrefix(".wh.") }) {
+            throw Violation(reason: "whiteout name used as a directory")
+        }
         guard name.hasPrefix(".wh.") else { return .none }
         if name == ".wh..wh..opq" { return .opaque(directory: parent) }
         if name.hasPrefix(".wh..wh.") { throw Violation(reason: "reserved whiteout name") }
@@ -48,12 +52,24 @@ enum EntryPolicy {
 
     /// Checks that every symlink's target, resolved as the kernel would (following the layer's other symlinks),
     /// stays inside the layer root, and that no entry lies below a symlink or a non-directory.
-    /// - Parameter entries: final entries keyed by path (whiteouts excluded).
+    /// Whiteouts are held to the same rule: what they delete, or the directory they make opaque, must not be
+    /// reached through a symlink, or applying them across layers would act outside the named directory.
+    /// - Parameters:
+    ///   - entries: final entries keyed by path (whiteouts excluded).
+    ///   - whiteouts: whiteout and opaque-whiteout entries.
     /// - Returns: nil when the tree is safe, else the offending path and why.
-    static func validateTree(_ entries: [String: TarEntry]) -> (path: String, reason: String)? {
-        for path in entries.keys.sorted() {
+    static func validateTree(
+        _ entries: [String: TarEntry], whiteouts: [TarEntry] = []
+    ) -> (path: String, reason: String)? {
+        // The paths whose ancestors must be real directories; an opaque whiteout's own directory as well.
+        var checks = entries.keys.map { (path: $0, through: $0.split(separator: "/").dropLast()) }
+        for whiteout in whiteouts {
+            let components = whiteout.path.split(separator: "/")
+            checks.append((whiteout.path, whiteout.kind == .opaqueWhiteout ? components[...] : components.dropLast()))
+        }
+        for (path, ancestors) in checks.sorted(by: { $0.path < $1.path }) {
             var prefix = ""
-            for component in path.split(separator: "/").dropLast() {
+            for component in ancestors {
                 prefix = prefix.isEmpty ? String(component) : prefix + "/" + component
                 guard let ancestor = entries[prefix] else { continue }
                 switch ancestor.kind {

@@ -54,8 +54,11 @@ public struct LayerUnpacker: Sendable {
             try add(header, to: &state)
         }
         var tree: [String: TarEntry] = [:]
-        for (key, entry) in state.entries where !key.hasPrefix(State.whiteoutKey) { tree[key] = entry }
-        if let (path, reason) = EntryPolicy.validateTree(tree) {
+        var whiteouts: [TarEntry] = []
+        for (key, entry) in state.entries {
+            if key.hasPrefix(State.whiteoutKey) { whiteouts.append(entry) } else { tree[key] = entry }
+        }
+        if let (path, reason) = EntryPolicy.validateTree(tree, whiteouts: whiteouts) {
             throw TarError.hostileEntry(path: path, reason: reason)
         }
         return LayerIndex(layer: layer, entries: state.order.map { state.entries[$0]! })
@@ -91,6 +94,10 @@ public struct LayerUnpacker: Sendable {
             throw hostile("setuid or setgid bit set (mode \(String(header.permissions, radix: 8)))")
         }
         let mode = header.permissions & 0o1777
+        let whiteout: EntryPolicy.Whiteout
+        do { whiteout = path.isEmpty ? .none : try EntryPolicy.whiteout(path) } catch { throw hostile(error.reason) }
+        let isRegular = header.hardlink == nil && header.fileType & ArchiveReader.ifmt == ArchiveReader.ifreg
+        if whiteout != .none && !isRegular { throw hostile("whiteout that is not a regular file") }
         if let hardlink = header.hardlink {
             let target: String
             do { target = try EntryPolicy.normalise(hardlink) } catch {
@@ -112,9 +119,6 @@ public struct LayerUnpacker: Sendable {
         switch header.fileType & ArchiveReader.ifmt {
         case ArchiveReader.ifdir:
             if path.isEmpty { return }  // the root itself ("./"): the file system supplies it
-            let whiteout: EntryPolicy.Whiteout
-            do { whiteout = try EntryPolicy.whiteout(path) } catch { throw hostile(error.reason) }
-            guard whiteout == .none else { throw hostile("whiteout that is a directory") }
             state.record(path, TarEntry(path: path, kind: .directory, mode: mode, mtime: header.mtime))
 
         case ArchiveReader.iflnk:
@@ -129,8 +133,6 @@ public struct LayerUnpacker: Sendable {
 
         case ArchiveReader.ifreg:
             guard !path.isEmpty else { throw hostile("file at the layer root") }
-            let whiteout: EntryPolicy.Whiteout
-            do { whiteout = try EntryPolicy.whiteout(path) } catch { throw hostile(error.reason) }
             switch whiteout {
             case .whiteout(let deleting):
                 let entry = TarEntry(path: deleting, kind: .whiteout, mode: mode, mtime: header.mtime)
