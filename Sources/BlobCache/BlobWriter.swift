@@ -13,19 +13,23 @@ import Verification
 /// overflows rather than after filling the disk.
 ///
 /// Only valid inside the producer closure it is passed to; not `Sendable` (one producer, one thread).
+/// Other `BlobStore` implementations (in-memory test doubles) create one over their own sink and call `finish()`.
 public final class BlobWriter {
-    let fd: Int32
-    let path: String
-    let expectedDigest: Digest?
+    /// Where accepted bytes go, after the size check and before hashing.
+    public typealias Sink = (UnsafeRawBufferPointer) throws(CacheError) -> Void
+
+    private let sink: Sink
+    /// The digest the bytes are promised to have, when known (reported in size errors).
+    public let expectedDigest: Digest?
     /// The size the caller promised, when it knows one.
     public let expectedSize: Int64?
     /// Bytes accepted so far.
     public private(set) var bytesWritten: Int64 = 0
     private var hasher: SHA256Hasher? = SHA256Hasher()
 
-    init(fd: Int32, path: String, expectedDigest: Digest?, expectedSize: Int64?) {
-        self.fd = fd
-        self.path = path
+    /// A writer passing accepted bytes to `sink`.
+    public init(expectedDigest: Digest?, expectedSize: Int64?, sink: @escaping Sink) {
+        self.sink = sink
         self.expectedDigest = expectedDigest
         self.expectedSize = expectedSize
     }
@@ -39,7 +43,7 @@ public final class BlobWriter {
         if let expectedSize, total > expectedSize {
             throw CacheError.sizeMismatch(digest: expectedDigest, expected: expectedSize, actual: total)
         }
-        try writeAll(fd, bytes, path: path)
+        try sink(bytes)
         hasher!.update(bytes)
         bytesWritten = total
     }
@@ -53,8 +57,9 @@ public final class BlobWriter {
         }
     }
 
-    /// Ends hashing; called once by the store after the producer returned.
-    func finish() -> Digest {
+    /// Ends hashing and returns the digest of everything written; call once, after the producer returned.
+    /// The store then compares it (and `bytesWritten`) with what was expected.
+    public func finish() -> Digest {
         hasher.take()!.finalize()
     }
 }

@@ -128,7 +128,9 @@ public final class DirectoryBlobStore: BlobStore {
             if !committed { unlink(temp) }  // while still holding its flock, so the cleaner never races us
             close(fd)
         }
-        let writer = BlobWriter(fd: fd, path: temp, expectedDigest: expected, expectedSize: expectedSize)
+        let writer = BlobWriter(expectedDigest: expected, expectedSize: expectedSize) { bytes throws(CacheError) in
+            try writeAll(fd, bytes, path: temp)
+        }
         try produce(writer)
         let actual = writer.finish()
         let size = writer.bytesWritten

@@ -1,6 +1,7 @@
 import BlobCache
 import Foundation
 import OCI
+import Synchronization
 import Testing
 import Verification
 
@@ -326,5 +327,22 @@ import Verification
         let file = dir.file("plain-file")
         try Data().write(to: URL(fileURLWithPath: file))
         #expect(throws: CacheError.self) { try DirectoryBlobStore(root: URL(fileURLWithPath: file)) }
+    }
+}
+
+@Suite struct BlobWriterTests {
+    @Test func writerOverACustomSinkHashesAndEnforcesSize() throws {
+        let collected = Mutex(Data())
+        let writer = BlobWriter(expectedDigest: nil, expectedSize: 6) { bytes throws(CacheError) in
+            collected.withLock { $0.append(contentsOf: bytes) }
+        }
+        try writer.write(Data("abc".utf8))
+        try writer.write(Data("def".utf8))
+        #expect(throws: CacheError.sizeMismatch(digest: nil, expected: 6, actual: 7)) {
+            try writer.write(Data("g".utf8))
+        }
+        #expect(writer.bytesWritten == 6)
+        #expect(collected.withLock { $0 } == Data("abcdef".utf8))
+        #expect(writer.finish() == sha256(Data("abcdef".utf8)))
     }
 }
