@@ -171,6 +171,20 @@ import Testing
             name: "reserved whiteout name", members: [.file(".wh..wh.plnk")], entry: ".wh..wh.plnk",
             reason: "reserved whiteout"),
         HostileCase(
+            name: "symlink posing as a whiteout", members: [.symlink(".wh.K", to: "K")], entry: ".wh.K",
+            reason: "not a regular file"),
+        HostileCase(
+            name: "whiteout below a symlink",
+            members: [.dir("real"), .symlink("link", to: "real"), .file("link/.wh.x", "")], entry: "link/x",
+            reason: "passes through symlink 'link'"),
+        HostileCase(
+            name: "opaque whiteout of a symlinked directory",
+            members: [.dir("real"), .symlink("link", to: "real"), .file("link/.wh..wh..opq", "")], entry: "link",
+            reason: "passes through symlink 'link'"),
+        HostileCase(
+            name: "whiteout name as a directory", members: [.file(".wh.d/x")], entry: ".wh.d/x",
+            reason: "whiteout name used as a directory"),
+        HostileCase(
             name: "invalid UTF-8 name", members: [.file("bad<FF>name")], entry: "bad", reason: "not valid UTF-8",
             gnu: true),
     ]
