@@ -28,11 +28,12 @@ let package = Package(
         .target(name: "CacheRepository", dependencies: ["OCI", "GPU", "Registry", "BlobCache", "TarIndex"]),
         .target(name: "ImageFS", dependencies: ["OCI", "GPU", "BlobCache", "TarIndex"]),
         .target(name: "FUSEBridge", dependencies: ["ImageFS", "CFuse"]),
+        .target(name: "ImageBuilder", dependencies: ["OCI", "GPU", "Registry", "Verification", "TarIndex", "ImageFS"]),
         .executableTarget(
             name: "mcvfs",
             dependencies: [
                 "OCI", "GPU", "Registry", "CurlTransport", "BlobCache", "TarIndex", "CacheRepository", "ImageFS",
-                "FUSEBridge", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                "FUSEBridge", "ImageBuilder", .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
 
@@ -41,5 +42,7 @@ let package = Package(
         .testTarget(name: "RegistryTests", dependencies: ["Registry", "CurlTransport"]),
         .testTarget(name: "BlobCacheTests", dependencies: ["BlobCache", "Verification", "TarIndex"]),
         .testTarget(name: "ImageFSTests", dependencies: ["ImageFS", "TarIndex", "BlobCache"]),
+        .testTarget(
+            name: "ImageBuilderTests", dependencies: ["ImageBuilder", "TarIndex", "OCI", "BlobCache", "Verification"]),
     ]
 )

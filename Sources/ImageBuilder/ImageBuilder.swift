@@ -1,0 +1,243 @@
+import Foundation
+import GPU
+import OCI
+import TarIndex
+import Verification
+
+/// A blob written to disk, with its digest.
+public struct BlobFile: Sendable, Hashable {
+    public var path: String
+    public var descriptor: Descriptor
+}
+
+/// One image ready to push or lay out: its layer on disk, config and manifest in memory.
+public struct BuiltImage: Sendable {
+    /// Appended to the user's tag by `--split per-target` (`cuda-sm90`); nil for the single image.
+    public var tagSuffix: String?
+    public var targets: [GPUTarget]
+    public var entryCount: Int
+    public var layer: BlobFile
+    public var diffID: Digest
+    public var config: Data
+    public var configDescriptor: Descriptor
+    public var manifest: Data
+    public var manifestDescriptor: Descriptor
+
+    /// Layer then config: every blob the manifest names, in upload order.
+    public var blobs: [(descriptor: Descriptor, source: BlobSource)] {
+        [(layer.descriptor, .file(layer.path)), (configDescriptor, .bytes(config))]
+    }
+
+    public enum BlobSource: Sendable {
+        case file(String)
+        case bytes(Data)
+    }
+}
+
+/// Builds MCV-layout cache images from a scanned cache directory (DOMAIN.md §3): one layer holding
+/// `io.triton.cache/...` (or `io.vllm.cache/...`) and `io.triton.manifest/manifest.json`, an OCI config carrying
+/// MCV's labels, and an OCI manifest. Reproducible: see `LayerWriter`; the config has no `created` unless asked.
+public struct ImageBuilder: Sendable {
+    public enum Split: String, Sendable, CaseIterable {
+        case none
+        /// One image per GPU target, tagged `<tag>-<backend>-<arch>` (`cuda-sm90`, `hip-gfx942`).
+        case perTarget = "per-target"
+    }
+
+    public struct Options: Sendable {
+        public var compression: LayerWriter.Compression
+        /// RFC 3339 time for the config's `created`; nil leaves it out, keeping digests reproducible.
+        public var created: String?
+        public var split: Split
+
+        public init(compression: LayerWriter.Compression = .gzip, created: String? = nil, split: Split = .none) {
+            self.compression = compression
+            self.created = created
+            self.split = split
+        }
+    }
+
+    /// What one image will hold, before any byte is written.
+    public struct Plan: Sendable {
+        public var tagSuffix: String?
+        public var entries: [LayerWriter.Entry]
+        public var kernels: [CacheScan.Kernel]
+        public var labels: [String: String]
+        public var targets: [GPUTarget]
+    }
+
+    public let scan: CacheScan
+    public let options: Options
+
+    public init(scan: CacheScan, options: Options) {
+        self.scan = scan
+        self.options = options
+    }
+
+    /// The images to build: one, or one per target with `--split per-target`.
+    /// - Throws: `BuildError.unsupported` when splitting a vLLM cache or a cache without kernel metadata.
+    public func plans() throws(BuildError) -> [Plan] {
+        guard options.split == .perTarget else {
+            return [plan(files: scan.files, kernels: scan.kernels, suffix: nil)]
+        }
+        guard scan.kind == .triton else {
+            throw .unsupported("--split per-target applies to Triton caches; a vLLM cache serves one GPU model")
+        }
+        let targets = scan.targets
+        guard !targets.isEmpty else {
+            throw .unsupported("--split per-target: no kernel in the cache names its target")
+        }
+        // Each <KEY>/ directory belongs to the targets of its kernels; helper-only entries (driver .so files) to
+        // every target of their backend, or to all when their name does not tell.
+        var targetsByDirectory: [String: Set<GPUTarget>] = [:]
+        for kernel in scan.kernels { targetsByDirectory[kernel.directory, default: []].insert(kernel.metadata.target) }
+        let suffixes = Self.tagSuffixes(for: targets)
+        return targets.map { target in
+            let files = scan.files.filter { file in
+                let directory = String(file.path.split(separator: "/").first ?? "")
+                if let owners = targetsByDirectory[directory] { return owners.contains(target) }
+                let names = scan.files.filter { $0.path.hasPrefix(directory + "/") }.map {
+                    String($0.path.split(separator: "/").last ?? "")
+                }
+                let backends = Set(names.compactMap { $0.hasPrefix("cuda_") ? "cuda" : $0.hasPrefix("hip_") ? "hip" : nil })
+                return backends.isEmpty || backends.contains(target.backend.rawValue)
+            }
+            let kernels = scan.kernels.filter { $0.metadata.target == target }
+            return plan(files: files, kernels: kernels, suffix: suffixes[target])
+        }
+    }
+
+    /// `cuda-sm90`, `hip-gfx942`; a warp size is added only when two targets would otherwise share a suffix.
+    static func tagSuffixes(for targets: [GPUTarget]) -> [GPUTarget: String] {
+        func base(_ t: GPUTarget) -> String { t.backend == .cuda ? "cuda-sm\(t.arch)" : "hip-\(t.arch)" }
+        var counts: [String: Int] = [:]
+        for t in targets { counts[base(t), default: 0] += 1 }
+        var result: [GPUTarget: String] = [:]
+        for t in targets {
+            result[t] = counts[base(t)]! > 1 ? "\(base(t))-w\(t.warpSize.map(String.init) ?? "any")" : base(t)
+        }
+        return result
+    }
+
+    private func plan(files: [CacheScan.File], kernels: [CacheScan.Kernel], suffix: String?) -> Plan {
+        let kind = scan.kind
+        var entries: [LayerWriter.Entry] = [.directory(kind.cacheDirectory), .directory(kind.manifestDirectory)]
+        var size: Int64 = 0
+        for file in files {
+            let path = kind.cacheDirectory + "/" + file.path
+            switch file.content {
+            case .directory:
+                entries.append(.directory(path))
+            case .file(let bytes, let executable):
+                size += bytes
+                entries.append(
+                    LayerWriter.Entry(
+                        path: path, content: .file(sourcePath: scan.root + "/" + file.path, size: bytes),
+                        executable: executable))
+            case .symlink(let target):
+                entries.append(LayerWriter.Entry(path: path, content: .symlink(target: target)))
+            }
+        }
+        let hashes = scan.vllmHashes
+        entries.append(
+            LayerWriter.Entry(
+                path: kind.manifestDirectory + "/manifest.json",
+                content: .bytes(MCVMetadata.manifest(kind: kind, kernels: kernels, vllmHashes: hashes))))
+        let labels = MCVMetadata.labels(kind: kind, kernels: kernels, vllmHashes: hashes, cacheSizeBytes: size)
+        return Plan(
+            tagSuffix: suffix, entries: entries, kernels: kernels, labels: labels,
+            targets: CacheScan.distinctTargets(kernels.map(\.metadata.target)))
+    }
+
+    /// Writes `plan`'s layer into `directory` and assembles its config and manifest.
+    /// - Throws: `TarError` from the writer, `BuildError.io` for file failures.
+    public func build(_ plan: Plan, in directory: URL) throws -> BuiltImage {
+        let tarPath = directory.appendingPathComponent("layer-\(UUID().uuidString).tar").path
+        let diffID = try Self.writeHashed(to: tarPath) { sink in try LayerWriter.writeTar(plan.entries, to: sink) }
+        let layerPath: String
+        let layerDigest: Digest
+        let mediaType: String
+        switch options.compression {
+        case .none:
+            layerPath = tarPath
+            layerDigest = diffID.digest
+            mediaType = MediaType.ociLayerTar
+        case .gzip, .zstd:
+            layerPath = tarPath + (options.compression == .gzip ? ".gz" : ".zst")
+            layerDigest = try Self.writeHashed(to: layerPath) { sink in
+                try LayerWriter.compress(file: tarPath, as: options.compression, to: sink)
+            }.digest
+            unlink(tarPath)
+            mediaType = options.compression == .gzip ? MediaType.ociLayerGzip : MediaType.ociLayerZstd
+        }
+        let layerSize = try Self.fileSize(layerPath)
+        let layer = BlobFile(path: layerPath, descriptor: Descriptor(mediaType: mediaType, digest: layerDigest, size: layerSize))
+
+        let config = Self.configJSON(labels: plan.labels, diffID: diffID.digest, created: options.created)
+        let configDescriptor = Descriptor(
+            mediaType: MediaType.ociConfig, digest: SHA256Hasher.digest(config), size: Int64(config.count))
+        let manifest = MCVMetadata.encode(
+            Manifest(mediaType: MediaType.ociManifest, config: configDescriptor, layers: [layer.descriptor]))
+        let manifestDescriptor = Descriptor(
+            mediaType: MediaType.ociManifest, digest: SHA256Hasher.digest(manifest), size: Int64(manifest.count))
+        return BuiltImage(
+            tagSuffix: plan.tagSuffix, targets: plan.targets, entryCount: plan.kernels.count, layer: layer,
+            diffID: diffID.digest, config: config, configDescriptor: configDescriptor, manifest: manifest,
+            manifestDescriptor: manifestDescriptor)
+    }
+
+    /// The OCI image config: labels, the layer's diff ID, and a fixed platform (a kernel cache has no CPU
+    /// architecture of its own; a fixed value keeps the digest the same on every build machine).
+    static func configJSON(labels: [String: String], diffID: Digest, created: String?) -> Data {
+        struct Config: Encodable {
+            struct Settings: Encodable { var Labels: [String: String] }
+            struct RootFS: Encodable {
+                var type = "layers"
+                var diff_ids: [Digest]
+            }
+            var architecture = "amd64"
+            var os = "linux"
+            var created: String?
+            var config: Settings
+            var rootfs: RootFS
+        }
+        return MCVMetadata.encode(
+            Config(created: created, config: .init(Labels: labels), rootfs: .init(diff_ids: [diffID])))
+    }
+
+    /// Runs `write` with a sink that stores the bytes at `path` (created exclusively) and hashes them.
+    static func writeHashed(
+        to path: String, _ write: (@escaping (UnsafeRawBufferPointer) throws -> Void) throws -> Void
+    ) throws -> (digest: Digest, size: Int64) {
+        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw BuildError.io(operation: "create", path: path, errno: errno) }
+        defer { close(fd) }
+        final class State: @unchecked Sendable {
+            var hasher: SHA256Hasher? = SHA256Hasher()
+            var size: Int64 = 0
+        }
+        let state = State()
+        try write { chunk in
+            state.hasher!.update(chunk)
+            state.size += Int64(chunk.count)
+            var offset = 0
+            while offset < chunk.count {
+                let n = Glibc.write(fd, chunk.baseAddress! + offset, chunk.count - offset)
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    throw BuildError.io(operation: "write", path: path, errno: errno)
+                }
+                offset += n
+            }
+        }
+        guard fsync(fd) == 0 else { throw BuildError.io(operation: "fsync", path: path, errno: errno) }
+        let hasher = state.hasher.take()!
+        return (hasher.finalize(), state.size)
+    }
+
+    static func fileSize(_ path: String) throws -> Int64 {
+        var info = stat()
+        guard stat(path, &info) == 0 else { throw BuildError.io(operation: "stat", path: path, errno: errno) }
+        return Int64(info.st_size)
+    }
+}
