@@ -1,0 +1,120 @@
+import ArgumentParser
+import Foundation
+import ImageBuilder
+import OCI
+import TarIndex
+
+extension LayerWriter.Compression: ExpressibleByArgument {}
+extension ImageBuilder.Split: ExpressibleByArgument {}
+
+struct PushCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "push",
+        abstract: "Build a cache image from a Triton or vLLM cache directory and push it (no container engine needed).",
+        discussion: """
+            The image has Model Cache Vault's layout and labels: one layer holding io.triton.cache/<KEY>/... (or \
+            io.vllm.cache/torch_compile_cache/...) and io.triton.manifest/manifest.json, and cache.triton.image/*, \
+            cache.vllm.image/* and model.cache.image/* config labels, so MCV and mcvfs both read it. The same \
+            cache content always gives the same digest. Temporary dirs (tmp.pid_*), lock files and anything that \
+            is not a cache entry are left out; a symlink pointing outside CACHE_DIR is refused.
+
+            Blobs the registry already has are not sent again; blobs above --chunk-size go up in chunks. The \
+            manifest is pushed last, so a failed push never leaves the tag naming an incomplete image. Prints \
+            "<digest><TAB><reference>" per image pushed.
+
+            --split per-target pushes one image per GPU target found in the cache, tagged TAG-cuda-sm90, \
+            TAG-hip-gfx942, ... (just cuda-sm90, ... when REFERENCE has no tag). Each carries only its target's \
+            kernels and a summary label naming that target, so `mcvfs mount` of the repository (no tag) uses \
+            exactly the tags matching the host's GPUs.
+            """)
+
+    @OptionGroup var global: GlobalOptions
+
+    @Option(help: "Layer compression: tar (none), gzip or zstd.")
+    var layerFormat: LayerWriter.Compression = .gzip
+
+    @Option(help: "none, or per-target: one image (tag) per GPU target in the cache.")
+    var split: ImageBuilder.Split = .none
+
+    @Option(help: "RFC 3339 time to record as the image's creation time (default: none, for reproducible digests).")
+    var created: String?
+
+    @Option(help: "Write an OCI image layout instead of pushing: oci-layout:DIR (REFERENCE's tag names the image).")
+    var output: String?
+
+    @Option(help: "Blobs larger than this many bytes are uploaded in chunks of this size.")
+    var chunkSize: Int = 16 << 20
+
+    @Argument(help: "A Triton cache directory (TRITON_CACHE_DIR) or a vLLM cache root (VLLM_CACHE_ROOT).")
+    var cacheDirectory: String
+
+    @Argument(help: "REGISTRY/REPOSITORY[:TAG] to push to (tag default: latest).")
+    var reference: String
+
+    func validate() throws {
+        if chunkSize < 1 { throw ValidationError("--chunk-size must be at least 1 byte") }
+        if let output, !output.hasPrefix("oci-layout:") || output.count == "oci-layout:".count {
+            throw ValidationError("--output must be oci-layout:DIR")
+        }
+        if let created, ISO8601DateFormatter().date(from: created) == nil {
+            throw ValidationError("--created must be an RFC 3339 time such as 2025-01-31T12:00:00Z")
+        }
+    }
+
+    func run() throws {
+        try runReportingErrors(global) {
+            let ref = try parseReference(reference)
+            guard ref.digest == nil else {
+                throw ValidationError("push needs a tag, not a digest: the digest is what push computes")
+            }
+            let scan = try CacheScan(scanning: cacheDirectory)
+            for skipped in scan.skipped { Log.info("left out \(skipped.path): \(skipped.reason)") }
+            if !scan.skipped.isEmpty {
+                Log.warning(
+                    "left out \(scan.skipped.count) path(s) that are not cache entries (temp dirs, locks, ...); "
+                        + "--log-level info lists them")
+            }
+            let builder = ImageBuilder(
+                scan: scan, options: .init(compression: layerFormat, created: created, split: split))
+            let plans = try builder.plans()
+
+            let destination: any ImageDestination
+            if let output {
+                let directory = String(output.dropFirst("oci-layout:".count))
+                destination = OCILayoutDestination(directory: URL(fileURLWithPath: directory).standardizedFileURL)
+            } else {
+                destination = RegistryDestination(
+                    client: try global.client(for: ref), repository: ref.repository, chunkSize: chunkSize)
+            }
+
+            let work = FileManager.default.temporaryDirectory.appendingPathComponent("mcvfs-push-\(UUID().uuidString)")
+            try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(at: work) }
+
+            for plan in plans {
+                let image = try builder.build(plan, in: work)
+                let tag = plan.tagSuffix.map { suffix in ref.tag.map { "\($0)-\(suffix)" } ?? suffix } ?? ref.tag ?? "latest"
+                let bar = ProgressBar(label: "push \(tag)")
+                let progress = PublishProgress { p in
+                    bar.update(bytes: p.doneBytes, totalBytes: p.totalBytes, blobs: p.doneBlobs, totalBlobs: p.totalBlobs)
+                }
+                progress.expect(blobs: image.blobs.count, bytes: image.blobs.reduce(0) { $0 + $1.descriptor.size })
+                let digest: Digest
+                do {
+                    digest = try destination.publish(image, tag: tag, progress: progress)
+                } catch {
+                    bar.finish()
+                    throw error
+                }
+                bar.finish()
+                unlink(image.layer.path)
+                let name = output == nil ? "\(ref.repositoryName):\(tag)" : "\(output!):\(tag)"
+                Log.info(
+                    "\(name): \(image.entryCount) kernel(s) for \(image.targets.map(\.description).joined(separator: ", ")); "
+                        + "layer \(image.layer.descriptor.digest.short) \(formatBytes(image.layer.descriptor.size)), "
+                        + "\(progress.skippedBlobs) of \(progress.totalBlobs) blob(s) already present")
+                print("\(digest)\t\(name)")
+            }
+        }
+    }
+}
