@@ -1,0 +1,151 @@
+import Foundation
+import OCI
+import TarIndex
+import Testing
+import Verification
+
+@testable import ImageBuilder
+
+@Suite struct ImageBuilderTests {
+    func build(_ path: String, _ options: ImageBuilder.Options = .init(), in dir: TemporaryDirectory) throws -> [BuiltImage] {
+        let builder = ImageBuilder(scan: try CacheScan(scanning: path), options: options)
+        return try builder.plans().map { try builder.build($0, in: dir.url) }
+    }
+
+    func config(_ image: BuiltImage) throws -> ImageConfig { try ImageConfig(parsing: image.config) }
+
+    @Test(arguments: [
+        (Fixtures.cuda90, "cuda", "90", 32, 6),
+        (Fixtures.cuda80, "cuda", "80", 32, 6),
+        (Fixtures.hip942, "hip", "gfx942", 64, 6),
+        (Fixtures.mcvCuda, "cuda", "75", 32, 1),
+        (Fixtures.mcvRocm, "hip", "gfx90a", 64, 1),
+    ])
+    func labelsParseAsMCVWritesThem(path: String, backend: String, arch: String, warp: Int, count: Int) throws {
+        let dir = try TemporaryDirectory()
+        let image = try #require(try build(path, in: dir).first)
+        let labels = try config(image).labels
+        // The summary as MCV writes it: arch a string, even for CUDA.
+        let summary = try #require(labels["cache.triton.image/summary"])
+        let parsed = try #require(try JSONSerialization.jsonObject(with: Data(summary.utf8)) as? [String: Any])
+        let targets = try #require(parsed["targets"] as? [[String: Any]])
+        #expect(targets.count == 1)
+        #expect(targets[0]["backend"] as? String == backend)
+        #expect(targets[0]["arch"] as? String == arch)
+        #expect(targets[0]["warp_size"] as? Int == warp)
+        #expect(labels["cache.triton.image/entry-count"] == String(count))
+        #expect(labels["model.cache.image/entry-count"] == String(count))
+        #expect(labels["cache.triton.image/variant"] == "multi")
+        #expect(labels["model.cache.image/type"] == "triton")
+        #expect(labels["model.cache.image/summary"] == summary)
+        let size = try FileManager.default.subpathsOfDirectory(atPath: path).reduce(Int64(0)) { total, sub in
+            let attributes = try FileManager.default.attributesOfItem(atPath: path + "/" + sub)
+            return attributes[.type] as? FileAttributeType == .typeRegular ? total + (attributes[.size] as! Int64) : total
+        }
+        #expect(labels["cache.triton.image/cache-size-bytes"] == String(size))
+        // mcvfs's own label reader agrees.
+        let cacheLabels = CacheLabels(labels)
+        #expect(cacheLabels.targets == [GPUTarget(backend: backend == "cuda" ? .cuda : .hip, arch: arch, warpSize: warp)])
+        #expect(cacheLabels.kinds == [.triton])
+    }
+
+    @Test func manifestHasOneEntryPerKernelFromItsMetadata() throws {
+        let scan = try CacheScan(scanning: Fixtures.cuda90)
+        let data = MCVMetadata.manifest(kind: .triton, kernels: scan.kernels, vllmHashes: [])
+        let document = try #require(try JSONSerialization.jsonObject(with: data) as? [String: [[String: Any]]])
+        let entries = try #require(document["triton"])
+        #expect(entries.count == 6)
+        var hashes = Set<String>()
+        for name in try FileManager.default.contentsOfDirectory(atPath: Fixtures.cuda90) {
+            for file in try FileManager.default.contentsOfDirectory(atPath: Fixtures.cuda90 + "/" + name)
+            where file.hasSuffix(".json") && !file.hasPrefix("__grp__") {
+                let json = try JSONSerialization.jsonObject(
+                    with: Data(contentsOf: URL(fileURLWithPath: Fixtures.cuda90 + "/\(name)/\(file)"))) as! [String: Any]
+                hashes.insert(json["hash"] as! String)
+            }
+        }
+        #expect(Set(entries.compactMap { $0["hash"] as? String }) == hashes)
+        for entry in entries {
+            #expect(entry["backend"] as? String == "cuda")
+            #expect(entry["arch"] as? String == "90")
+            #expect(entry["warp_size"] as? Int == 32)
+            #expect(entry["num_warps"] is Int)
+            #expect(entry["num_stages"] is Int)
+            #expect(entry["debug"] as? Bool == false)
+        }
+    }
+
+    @Test func vllmImageCarriesVLLMLayoutAndLabels() throws {
+        let dir = try TemporaryDirectory()
+        let image = try #require(try build(Fixtures.vllm, in: dir).first)
+        let labels = try config(image).labels
+        #expect(labels["cache.vllm.image/entry-count"] == "1")
+        #expect(labels["model.cache.image/type"] == "vllm")
+        #expect(labels["cache.triton.image/summary"] == nil)
+        let summary = try #require(labels["cache.vllm.image/summary"])
+        #expect(summary.contains(#""arch":"gfx90a""#))
+        #expect(CacheLabels(labels).kinds == [.vllm])
+    }
+
+    @Test func sameCacheGivesTheSameDigests() throws {
+        let first = try TemporaryDirectory(), second = try TemporaryDirectory()
+        // A copy elsewhere, with other mtimes and inode order: content alone decides.
+        let copy = try second.copy(Fixtures.cuda90, to: "elsewhere")
+        for compression in LayerWriter.Compression.allCases {
+            let a = try #require(try build(Fixtures.cuda90, .init(compression: compression), in: first).first)
+            let b = try #require(try build(copy, .init(compression: compression), in: second).first)
+            #expect(a.manifestDescriptor.digest == b.manifestDescriptor.digest, "\(compression)")
+            #expect(a.layer.descriptor.digest == b.layer.descriptor.digest)
+            #expect(a.diffID == b.diffID)
+        }
+    }
+
+    @Test func configHasNoCreatedTimeUnlessAsked() throws {
+        let dir = try TemporaryDirectory()
+        let plain = try #require(try build(Fixtures.mcvCuda, in: dir).first)
+        #expect(try config(plain).created == nil)
+        let dated = try #require(try build(Fixtures.mcvCuda, .init(created: "2025-01-31T12:00:00Z"), in: dir).first)
+        #expect(try config(dated).created == "2025-01-31T12:00:00Z")
+        #expect(plain.manifestDescriptor.digest != dated.manifestDescriptor.digest)
+        #expect(plain.layer.descriptor.digest == dated.layer.descriptor.digest)
+    }
+
+    @Test func manifestAndConfigUseOCIMediaTypesAndMatchTheirDescriptors() throws {
+        let dir = try TemporaryDirectory()
+        let image = try #require(try build(Fixtures.mcvCuda, .init(compression: .zstd), in: dir).first)
+        guard case .manifest(let manifest) = try ManifestDocument(parsing: image.manifest) else {
+            Issue.record("not a manifest")
+            return
+        }
+        #expect(manifest.mediaType == MediaType.ociManifest)
+        #expect(manifest.config.mediaType == MediaType.ociConfig)
+        #expect(manifest.layers.map(\.mediaType) == [MediaType.ociLayerZstd])
+        #expect(manifest.config.digest == SHA256Hasher.digest(image.config))
+        let layerBytes = try Data(contentsOf: URL(fileURLWithPath: image.layer.path))
+        #expect(manifest.layers[0].digest == SHA256Hasher.digest(layerBytes))
+        #expect(manifest.layers[0].size == Int64(layerBytes.count))
+        #expect(try config(image).rootfs?.diff_ids == [image.diffID])
+    }
+
+    @Test func perTargetSplitGivesOneImagePerTargetWithOnlyItsKernels() throws {
+        let dir = try TemporaryDirectory()
+        try dir.copy(Fixtures.cuda90, to: "mixed")
+        let mixed = try dir.copy(Fixtures.hip942, to: "mixed")
+        let builder = ImageBuilder(scan: try CacheScan(scanning: mixed), options: .init(split: .perTarget))
+        let plans = try builder.plans()
+        #expect(plans.map(\.tagSuffix) == ["cuda-sm90", "hip-gfx942"])
+        for plan in plans {
+            #expect(plan.kernels.count == 6)
+            #expect(Set(plan.kernels.map(\.metadata.target)).count == 1)
+            #expect(CacheLabels(plan.labels).targets == plan.targets)
+            let keys = Set(plan.entries.compactMap { entry -> String? in
+                let parts = entry.path.split(separator: "/")
+                return parts.count >= 2 && parts[0] == "io.triton.cache" ? String(parts[1]) : nil
+            })
+            #expect(keys == Set(plan.kernels.map(\.directory)))
+        }
+        #expect(throws: BuildError.self) {
+            try ImageBuilder(scan: try CacheScan(scanning: Fixtures.vllm), options: .init(split: .perTarget)).plans()
+        }
+    }
+}

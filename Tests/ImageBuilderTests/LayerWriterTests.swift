@@ -1,0 +1,105 @@
+import BlobCache
+import Foundation
+import OCI
+import TarIndex
+import Testing
+import Verification
+
+@testable import ImageBuilder
+
+@Suite struct LayerWriterTests {
+    func tar(_ entries: [LayerWriter.Entry]) throws -> Data {
+        var data = Data()
+        try LayerWriter.writeTar(entries) { data.append(contentsOf: $0) }
+        return data
+    }
+
+    func compressed(_ tar: Data, _ compression: LayerWriter.Compression) throws -> Data {
+        let dir = try TemporaryDirectory()
+        let file = dir.url.appendingPathComponent("layer.tar")
+        try tar.write(to: file)
+        var out = Data()
+        try LayerWriter.compress(file: file.path, as: compression) { out.append(contentsOf: $0) }
+        return out
+    }
+
+    @Test func sameEntriesGiveTheSameBytesWhateverTheirOrder() throws {
+        let dir = try TemporaryDirectory()
+        try dir.write("kernel", to: "src/a.cubin")
+        let entries: [LayerWriter.Entry] = [
+            .directory("io.triton.cache"),
+            LayerWriter.Entry(path: "io.triton.cache/K/b.json", content: .bytes(Data("{}".utf8))),
+            .directory("io.triton.cache/K"),
+            LayerWriter.Entry(path: "io.triton.cache/K/a.cubin", content: .file(sourcePath: dir.path + "/src/a.cubin", size: 6)),
+        ]
+        let first = try tar(entries)
+        let second = try tar(entries.reversed())
+        #expect(first == second)
+        #expect(tarEntries(first).map(\.name) == [
+            "io.triton.cache/", "io.triton.cache/K/", "io.triton.cache/K/a.cubin", "io.triton.cache/K/b.json",
+        ])
+        for compression in LayerWriter.Compression.allCases {
+            #expect(try compressed(first, compression) == compressed(second, compression), "\(compression)")
+        }
+    }
+
+    @Test func entriesAreOwnedByRootAtTheEpochWithNormalisedModes() throws {
+        let data = try tar([
+            .directory("d"), LayerWriter.Entry(path: "d/x", content: .bytes(Data("x".utf8)), executable: true),
+            LayerWriter.Entry(path: "d/y", content: .bytes(Data("y".utf8))),
+        ])
+        let bytes = [UInt8](data)
+        // Header blocks: d/ at 0, d/x at 512, its data at 1024 ... (one data block each for x and y).
+        let headers = [0, 512, 1536].map { offset in
+            (mode: Int(String(decoding: bytes[(offset + 100)..<(offset + 107)], as: UTF8.self), radix: 8),
+             uid: Int(String(decoding: bytes[(offset + 108)..<(offset + 115)], as: UTF8.self), radix: 8),
+             mtime: Int(String(decoding: bytes[(offset + 136)..<(offset + 147)], as: UTF8.self), radix: 8),
+             uname: String(decoding: bytes[(offset + 265)..<(offset + 297)].prefix { $0 != 0 }, as: UTF8.self))
+        }
+        #expect(headers.map(\.mode) == [0o755, 0o755, 0o644])
+        #expect(headers.allSatisfy { $0.uid == 0 && $0.mtime == 0 && $0.uname.isEmpty })
+    }
+
+    @Test func gzipHeaderCarriesNoTimeAndNoName() throws {
+        let gz = try compressed(try tar([.directory("d")]), .gzip)
+        let header = [UInt8](gz.prefix(10))
+        #expect(header[0] == 0x1f && header[1] == 0x8b)
+        #expect(header[3] == 0, "no FNAME/FEXTRA/FCOMMENT flags")
+        #expect(header[4..<8].allSatisfy { $0 == 0 }, "MTIME must be zero")
+    }
+
+    @Test func duplicatePathsAreRefused() throws {
+        #expect(throws: TarError.self) {
+            try tar([.directory("a"), .directory("a")])
+        }
+    }
+
+    @Test func aFileThatChangedSizeFailsTheWrite() throws {
+        let dir = try TemporaryDirectory()
+        try dir.write("12345", to: "f")
+        #expect(throws: TarError.self) {
+            try tar([LayerWriter.Entry(path: "f", content: .file(sourcePath: dir.path + "/f", size: 3))])
+        }
+    }
+
+    @Test func mcvfsOwnIndexerAcceptsTheLayer() throws {
+        let dir = try TemporaryDirectory()
+        let scan = try CacheScan(scanning: Fixtures.cuda90)
+        let builder = ImageBuilder(scan: scan, options: .init(compression: .gzip))
+        let image = try builder.build(try #require(builder.plans().first), in: dir.url)
+        let store = try DirectoryBlobStore(root: dir.url.appendingPathComponent("store"))
+        let index = try LayerUnpacker(store: store).index(
+            layer: image.layer.descriptor.digest, blobPath: image.layer.path, mediaType: image.layer.descriptor.mediaType)
+        let files = index.entries.filter { $0.kind == .file }.map(\.path)
+        #expect(files.contains("io.triton.manifest/manifest.json"))
+        #expect(files.filter { $0.hasPrefix("io.triton.cache/") }.count == scan.files.filter {
+            if case .file = $0.content { return true } else { return false }
+        }.count)
+        // Every stored file matches its source byte for byte.
+        for entry in index.entries where entry.kind == .file && entry.path.hasPrefix("io.triton.cache/") {
+            let source = Fixtures.cuda90 + "/" + entry.path.dropFirst("io.triton.cache/".count)
+            let digest = SHA256Hasher.digest(try Data(contentsOf: URL(fileURLWithPath: source)))
+            #expect(entry.content == digest, "\(entry.path)")
+        }
+    }
+}
