@@ -50,10 +50,12 @@ import Verification
         ])
         let bytes = [UInt8](data)
         // Header blocks: d/ at 0, d/x at 512, its data at 1024 ... (one data block each for x and y).
+        func octal(_ offset: Int, _ length: Int) -> Int? {
+            let text = String(decoding: bytes[offset..<offset + length].prefix { $0 != 0 }, as: UTF8.self)
+            return Int(text.trimmingCharacters(in: .whitespaces), radix: 8)
+        }
         let headers = [0, 512, 1536].map { offset in
-            (mode: Int(String(decoding: bytes[(offset + 100)..<(offset + 107)], as: UTF8.self), radix: 8),
-             uid: Int(String(decoding: bytes[(offset + 108)..<(offset + 115)], as: UTF8.self), radix: 8),
-             mtime: Int(String(decoding: bytes[(offset + 136)..<(offset + 147)], as: UTF8.self), radix: 8),
+            (mode: octal(offset + 100, 8), uid: octal(offset + 108, 8), mtime: octal(offset + 136, 12),
              uname: String(decoding: bytes[(offset + 265)..<(offset + 297)].prefix { $0 != 0 }, as: UTF8.self))
         }
         #expect(headers.map(\.mode) == [0o755, 0o755, 0o644])
