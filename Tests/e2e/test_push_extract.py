@@ -10,10 +10,8 @@ import filecmp
 import json
 import os
 import shutil
-import stat
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
