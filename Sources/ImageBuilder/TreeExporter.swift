@@ -18,6 +18,7 @@ import Verification
 /// File contents are hashed while copied and checked against their digests.
 public struct TreeExporter {
     public struct Report: Sendable, Hashable {
+        /// What was written into the target (not counting what was kept).
         public var files = 0
         public var directories = 0
         public var symlinks = 0
@@ -187,6 +188,12 @@ public struct TreeExporter {
                 if linkat(source, name, target, name, 0) != 0 {
                     guard errno == EEXIST else { throw BuildError.io(operation: "link", path: childPath, errno: errno) }
                     report.kept.append(childPath)
+                    if child.kind == .file {
+                        report.files -= 1
+                        report.bytes -= child.size
+                    } else {
+                        report.symlinks -= 1
+                    }
                 }
             }
         }
