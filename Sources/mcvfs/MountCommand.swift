@@ -120,7 +120,8 @@ struct MountCommand: ParsableCommand {
             MountStatus.Source(
                 reference: ref.description, mountpoint: mountpoint, consumerRoot: consumerRoot ?? mountpoint,
                 selection: selection.description, catalog: catalog, metrics: metrics, fileSystem: images,
-                upperRoot: readOnly ? nil : upperRoot))
+                upperRoot: readOnly ? nil : upperRoot,
+                isolation: readOnly ? nil : (sharedUpper ? "shared" : "perUser")))
         let session = FUSESession(
             fileSystem: fileSystem,
             options: FUSESession.Options(mountpoint: mountpoint, fsName: "mcvfs#\(ref)", allowOther: allowOther),

@@ -14,6 +14,7 @@ struct MountStatus: Encodable {
         var metrics: FetchMetrics
         var fileSystem: ImageFileSystem
         var upperRoot: String?
+        var isolation: String?
     }
 
     struct Upper: Encodable {
@@ -41,6 +42,7 @@ struct MountStatus: Encodable {
     var tree: ImageTreeBuilder.Report?
     var fetch: FetchMetrics.Snapshot
     var upperRoot: String?
+    var isolation: String?
     var uppers: [Upper]
 
     init(_ source: Source) {
@@ -61,6 +63,7 @@ struct MountStatus: Encodable {
         tree = source.fileSystem.report
         fetch = source.metrics.snapshot
         upperRoot = source.upperRoot
+        isolation = source.isolation
         uppers = source.upperRoot.map(Self.uppers(in:)) ?? []
     }
 
