@@ -13,7 +13,10 @@ private let renameExchange: UInt32 = 2
 /// `rename` when the writer closes it: a crash mid-write leaves the old content (or none), never a torn file.
 extension OverlayFileSystem {
     public func open(ino: UInt64, flags: Int32, caller: Caller) throws(FSError) -> OpenedFile {
-        if ino < 16 { return try lower.open(ino: ino, flags: flags, caller: caller) }
+        if ino < 16 {
+            let opened = try lower.open(ino: ino, flags: flags, caller: caller)
+            return OpenedFile(handle: insert(.lower(opened.handle)), keepCache: opened.keepCache, directIO: opened.directIO)
+        }
         let writing = flags & O_ACCMODE != O_RDONLY || flags & O_TRUNC != 0
         let resolved = try resolve(try path(of: ino, caller: caller), caller: caller)
         switch resolved {
