@@ -54,3 +54,27 @@ static inline unsigned long mcvfs_XN_FLAG_RFC2253(void) { return XN_FLAG_RFC2253
 
 /// `EVP_EC_gen` is a macro over the variadic `EVP_PKEY_Q_keygen`, which Swift cannot call.
 static inline EVP_PKEY *mcvfs_EVP_EC_gen(const char *curve) { return EVP_EC_gen(curve); }
+
+// Embedded signed certificate timestamps (RFC 6962 §3.3). OpenSSL's own SCT_validate needs a CTLOG_STORE, which
+// can only be filled from a file; Verification checks the signatures itself and needs only these accessors.
+
+/// The certificate's embedded SCT list (NULL when it has none); free with `mcvfs_SCT_LIST_free`.
+static inline STACK_OF(SCT) *mcvfs_embedded_scts(X509 *leaf) {
+    return X509_get_ext_d2i(leaf, NID_ct_precert_scts, NULL, NULL);
+}
+static inline int mcvfs_sk_SCT_num(const STACK_OF(SCT) *scts) { return sk_SCT_num(scts); }
+static inline SCT *mcvfs_sk_SCT_value(const STACK_OF(SCT) *scts, int i) { return sk_SCT_value(scts, i); }
+static inline void mcvfs_SCT_LIST_free(STACK_OF(SCT) *scts) { SCT_LIST_free(scts); }
+
+/// The DER TBSCertificate of `leaf` without its SCT-list extension: for a certificate issued from a precertificate,
+/// exactly the TBS the CT log signed (the poison extension having taken the SCT list's place). Returns the length,
+/// or -1; `*out` is allocated by OpenSSL (free with `mcvfs_OPENSSL_free`).
+static inline int mcvfs_precert_tbs(X509 *leaf, unsigned char **out) {
+    X509 *copy = X509_dup(leaf);
+    if (copy == NULL) return -1;
+    int index = X509_get_ext_by_NID(copy, NID_ct_precert_scts, -1);
+    if (index >= 0) X509_EXTENSION_free(X509_delete_ext(copy, index));
+    int length = i2d_re_X509_tbs(copy, out);
+    X509_free(copy);
+    return length;
+}

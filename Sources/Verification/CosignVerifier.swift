@@ -5,7 +5,7 @@ import OCI
 /// `cosign verify` does, offline: https://github.com/sigstore/cosign/blob/main/specs/SIGNATURE_SPEC.md
 ///
 /// Order of checks (so that a tampered input fails for its own reason): the Rekor SET (it fixes the signing time),
-/// the certificate chain at that time, identity and issuer, the signature over the exact payload bytes, the
+/// the certificate chain at that time, its embedded SCT, identity and issuer, the signature over the exact payload bytes, the
 /// logged entry against this signature, and last the payload's digest and annotations.
 public struct CosignVerifier: Sendable {
     /// How a certificate's subject alternative names must match.
@@ -45,7 +45,8 @@ public struct CosignVerifier: Sendable {
         /// Key-based: the signature verifies with one of these keys (`cosign verify --key`).
         case key([PublicKey])
         /// Keyless: a Fulcio certificate chaining to a CA of `trustedRoot`, logged in one of its Rekor logs (a valid
-        /// SET is required), whose SAN matches `identity` and whose OIDC issuer is `issuer` (when given).
+        /// SET is required), with an SCT from one of its CT logs (when it lists any), whose SAN matches `identity`
+        /// and whose OIDC issuer is `issuer` (when given).
         case keyless(trustedRoot: TrustedRoot, identity: Identity, issuer: String?)
         /// Bring-your-own PKI: a certificate chaining to `roots` (through `intermediates` or the signature's chain
         /// annotation). No transparency log is required; without a SET validity is judged at verification time.
@@ -114,10 +115,11 @@ public struct CosignVerifier: Sendable {
                 throw .invalidSET(reason: "keyless signature has no Rekor bundle")
             }
             let entry = try verifyBundle(bundle, logs: root.transparencyLogs + transparencyLogs)
-            try Self.verifyChain(certificate, root: root, extra: signature.chain(), at: entry.integratedTime)
+            let chain = try Self.verifyChain(certificate, root: root, extra: signature.chain(), at: entry.integratedTime)
             guard certificate.permitsCodeSigning(allowAbsent: false) else {
                 throw .untrustedCertificate(reason: "certificate lacks the code-signing extended key usage")
             }
+            try Self.requireSCT(certificate, chain: chain, logs: root.certificateTransparencyLogs)
             let matched = try Self.requireIdentity(certificate, identity: identity, issuer: issuer)
             try certificate.publicKey.verify(signature: signatureBytes, over: signature.payload)
             try bundle.requireEntry(payload: signature.payload, signature: signatureBytes, signer: certificate.der)
@@ -194,7 +196,7 @@ public struct CosignVerifier: Sendable {
     /// Chains `certificate` to a CA of `root` that was valid at `time`. Intermediates come from the CA's own chain
     /// and, as untrusted candidates only, from the signature's chain annotation.
     static func verifyChain(_ certificate: Certificate, root: TrustedRoot, extra: [Certificate], at time: Date)
-        throws(VerificationError)
+        throws(VerificationError) -> [Certificate]
     {
         let authorities = root.certificateAuthorities.filter { $0.validity.contains(time) && !$0.chain.isEmpty }
         guard !authorities.isEmpty else {
@@ -203,15 +205,29 @@ public struct CosignVerifier: Sendable {
         var failure: VerificationError?
         for authority in authorities {
             do {
-                _ = try certificate.verifyChain(
+                return try certificate.verifyChain(
                     roots: [authority.chain.last!], intermediates: authority.chain.dropLast() + extra, at: time)
-                return
             } catch {
                 // An expiry is the more useful report: the chain was right, the time was not.
                 if case .certificateExpired = error { failure = error } else if failure == nil { failure = error }
             }
         }
         throw failure!
+    }
+
+    /// Requires one embedded SCT from a CT log of the trusted root, as cosign does for Fulcio certificates. A
+    /// trusted root that lists no CT logs opts out (as a BYO trusted root without CT may).
+    static func requireSCT(_ certificate: Certificate, chain: [Certificate], logs: [TrustedRoot.Log])
+        throws(VerificationError)
+    {
+        guard !logs.isEmpty else { return }
+        guard chain.count >= 2 else { throw .invalidSCT(reason: "the certificate's issuer is unknown") }
+        guard try certificate.validEmbeddedSCTCount(issuer: chain[1], logs: logs) >= 1 else {
+            let reason =
+                try certificate.embeddedSCTs().isEmpty
+                ? "certificate embeds no SCT" : "no embedded SCT verifies with a trusted CT log"
+            throw .invalidSCT(reason: reason)
+        }
     }
 
     /// Checks the SAN identity and OIDC issuer; returns the SAN that matched.

@@ -254,3 +254,48 @@ import Verification
         }
     }
 }
+
+@Suite struct SCTTests {
+    func keyless(_ root: TrustedRoot) -> CosignVerifier {
+        CosignVerifier(
+            policy: .keyless(trustedRoot: root, identity: .exact(KeylessTests.identity), issuer: KeylessTests.issuer))
+    }
+
+    @Test func fulcioCertificateSCTVerifies() throws {
+        let (signature, _) = try Fixtures.vector("dir-img-cosign-fulcio-rekor-valid")
+        let leaf = try #require(try signature.certificate())
+        let intermediate = try #require(try signature.chain().first)
+        let logs = try TrustedRoot.publicGood().certificateTransparencyLogs
+        let scts = try leaf.embeddedSCTs()
+        #expect(scts.count == 1)
+        #expect(scts[0].logID.base64EncodedString() == "3T0wasbHETJjGR4cmWc3AqJKXrjePK3/h4pygC8p7o4=")
+        #expect(try leaf.validEmbeddedSCTCount(issuer: intermediate, logs: logs) == 1)
+        // The issuer's key hash is part of what the log signed: another issuer does not verify.
+        let root = try Certificate(pem: Fixtures.text("containers-image/fulcio_v1.crt.pem"))
+        #expect(try leaf.validEmbeddedSCTCount(issuer: root, logs: logs) == 0)
+        // No SCTs in a CA certificate.
+        #expect(try root.embeddedSCTs().isEmpty)
+    }
+
+    @Test func untrustedCTLogFails() throws {
+        let (signature, digest) = try Fixtures.vector("dir-img-cosign-fulcio-rekor-valid")
+        var root = try TrustedRoot.publicGood()
+        // The right log ID but another key: the SCT signature does not verify.
+        root.certificateTransparencyLogs = root.certificateTransparencyLogs.map { log in
+            TrustedRoot.Log(
+                baseURL: log.baseURL, publicKey: try! PrivateKey.generateP256().publicKey, logID: log.logID,
+                validity: log.validity)
+        }
+        expectError(.invalidSCT(reason: "no embedded SCT verifies with a trusted CT log")) {
+            try keyless(root).verify(signature, digest: digest)
+        }
+        // The real 2022 CT log, but only trusted until before the SCT was issued.
+        var expired = try TrustedRoot.publicGood()
+        for index in expired.certificateTransparencyLogs.indices {
+            expired.certificateTransparencyLogs[index].validity.end = Date(timeIntervalSince1970: 1_660_000_000)
+        }
+        expectError(.invalidSCT(reason: "no embedded SCT verifies with a trusted CT log")) {
+            try keyless(expired).verify(signature, digest: digest)
+        }
+    }
+}
