@@ -185,7 +185,7 @@ public struct CosignVerifier: Sendable {
 
     // MARK: - Steps
 
-    private func verifyBundle(_ bundle: RekorBundle, logs: [TrustedRoot.Log]) throws(VerificationError)
+    func verifyBundle(_ bundle: RekorBundle, logs: [TrustedRoot.Log]) throws(VerificationError)
         -> VerifiedSignature.LogEntry
     {
         let log = try bundle.verifySET(logs: logs)
@@ -276,6 +276,9 @@ public struct VerifiedSignature: Sendable, Equatable, CustomStringConvertible {
     /// The payload's `optional` map.
     public let annotations: [String: JSONValue]
     public let logEntry: LogEntry?
+    /// For a Sigstore bundle: the in-toto statement's predicate type (`https://sigstore.dev/cosign/sign/v1` for a
+    /// cosign v3 signature); `nil` for a legacy simple-signing signature.
+    public var predicateType: String? = nil
 
     public var description: String {
         var text = "\(digest) signed by \(signer) as \(dockerReference)"
