@@ -26,7 +26,8 @@ extension Certificate {
         let context = try check(X509_STORE_CTX_new(), "certificate verification context")
         defer { X509_STORE_CTX_free(context) }
         try check(X509_STORE_CTX_init(context, store, leaf.pointer, candidates.pointer), "certificate verification")
-        X509_VERIFY_PARAM_set_time(X509_STORE_CTX_get0_param(context), time_t(time.timeIntervalSince1970.rounded(.down)))
+        X509_VERIFY_PARAM_set_time(
+            X509_STORE_CTX_get0_param(context), time_t(time.timeIntervalSince1970.rounded(.down)))
 
         guard X509_verify_cert(context) == 1 else {
             let code = X509_STORE_CTX_get_error(context)

@@ -153,7 +153,8 @@ public struct Certificate: Sendable, Hashable, CustomStringConvertible {
     private static func oidcIssuer(_ handle: X509Handle) throws(VerificationError) -> String? {
         if let value = extensionValue(handle, oid: issuerV2OID) {
             guard let text = DER.utf8String(value) else {
-                throw .malformed(what: "certificate", reason: "OIDC issuer extension \(issuerV2OID) is not a UTF8String")
+                throw .malformed(
+                    what: "certificate", reason: "OIDC issuer extension \(issuerV2OID) is not a UTF8String")
             }
             return text
         }

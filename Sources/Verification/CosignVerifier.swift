@@ -51,7 +51,8 @@ public struct CosignVerifier: Sendable {
         /// Bring-your-own PKI: a certificate chaining to `roots` (through `intermediates` or the signature's chain
         /// annotation). No transparency log is required; without a SET validity is judged at verification time.
         /// A leaf without an extended key usage extension is accepted, as Go's `x509.Verify` does.
-        case certificateAuthority(roots: [Certificate], intermediates: [Certificate], identity: Identity?, issuer: String?)
+        case certificateAuthority(
+            roots: [Certificate], intermediates: [Certificate], identity: Identity?, issuer: String?)
     }
 
     public let policy: Policy
@@ -115,7 +116,8 @@ public struct CosignVerifier: Sendable {
                 throw .invalidSET(reason: "keyless signature has no Rekor bundle")
             }
             let entry = try verifyBundle(bundle, logs: root.transparencyLogs + transparencyLogs)
-            let chain = try Self.verifyChain(certificate, root: root, extra: signature.chain(), at: entry.integratedTime)
+            let chain = try Self.verifyChain(
+                certificate, root: root, extra: signature.chain(), at: entry.integratedTime)
             guard certificate.permitsCodeSigning(allowAbsent: false) else {
                 throw .untrustedCertificate(reason: "certificate lacks the code-signing extended key usage")
             }

@@ -56,6 +56,59 @@ final class PKeyHandle {
     }
 }
 
+/// An owned `EVP_PKEY` holding a private key.
+final class PrivateKeyHandle {
+    let pointer: OpaquePointer
+
+    init(owning pointer: OpaquePointer) { self.pointer = pointer }
+
+    init(pkcs8: Data) throws(VerificationError) {
+        let parsed: OpaquePointer? = pkcs8.withUnsafeBytes { raw in
+            guard let base = raw.bindMemory(to: UInt8.self).baseAddress else { return nil }
+            var cursor: UnsafePointer<UInt8>? = base
+            guard let info = d2i_PKCS8_PRIV_KEY_INFO(nil, &cursor, raw.count) else { return nil }
+            defer { PKCS8_PRIV_KEY_INFO_free(info) }
+            guard cursor == base + raw.count else { return nil }
+            return EVP_PKCS82PKEY(info)
+        }
+        pointer = try check(parsed, "private key (DER PKCS#8)")
+    }
+
+    deinit { EVP_PKEY_free(pointer) }
+
+    func pkcs8() throws(VerificationError) -> Data {
+        let info = try check(EVP_PKEY2PKCS8(pointer), "private key encoding")
+        defer { PKCS8_PRIV_KEY_INFO_free(info) }
+        var out: UnsafeMutablePointer<UInt8>? = nil
+        let length = i2d_PKCS8_PRIV_KEY_INFO(info, &out)
+        guard length > 0, let out else { throw .malformed(what: "private key", reason: openSSLErrorText()) }
+        defer { mcvfs_OPENSSL_free(out) }
+        return Data(bytes: out, count: Int(length))
+    }
+
+    func publicKey() throws(VerificationError) -> PublicKey {
+        var out: UnsafeMutablePointer<UInt8>? = nil
+        let length = i2d_PUBKEY(pointer, &out)
+        guard length > 0, let out else { throw .malformed(what: "private key", reason: openSSLErrorText()) }
+        defer { mcvfs_OPENSSL_free(out) }
+        return try PublicKey(spki: Data(bytes: out, count: Int(length)))
+    }
+
+    func sign(_ message: Data, digest: OpaquePointer?) throws(VerificationError) -> Data {
+        let context = try check(EVP_MD_CTX_new(), "signing context")
+        defer { EVP_MD_CTX_free(context) }
+        try check(EVP_DigestSignInit(context, nil, digest, nil, pointer), "signing set-up")
+        var length = 0
+        try check(EVP_DigestSign(context, nil, &length, nil, 0), "signature size")
+        var signature = [UInt8](repeating: 0, count: length)
+        let status = message.withUnsafeBytes { msg in
+            EVP_DigestSign(context, &signature, &length, msg.bindMemory(to: UInt8.self).baseAddress, msg.count)
+        }
+        try check(status, "signing")
+        return Data(signature.prefix(length))
+    }
+}
+
 /// An owned `X509` parsed from DER.
 final class X509Handle {
     let pointer: OpaquePointer

@@ -3,6 +3,7 @@
 // `sigstore/_store/https%3A%2F%2Ftuf-repo-cdn.sigstore.dev/trusted_root.json` at commit
 // 27db13db157ecae5606eb22ec0be299ef348c370 (Apache-2.0), itself the TUF target from tuf-repo-cdn.sigstore.dev.
 // Replace it wholesale when Sigstore rotates keys; `--trusted-root FILE` overrides it at run time.
+// Keep this file out of `swift format -i`: it would indent the JSON (a test checks the bytes against the fixture).
 
 let publicGoodTrustedRootJSON = #"""
 {

@@ -21,8 +21,13 @@ public struct RekorBundle: Sendable, Equatable {
             let logIndex: Int64
             let logID: String
         }
-        let SignedEntryTimestamp: String
-        let Payload: Payload
+        let signedEntryTimestamp: String
+        let payload: Payload
+        // cosign's Go struct fields are exported, hence the capitals.
+        enum CodingKeys: String, CodingKey {
+            case signedEntryTimestamp = "SignedEntryTimestamp"
+            case payload = "Payload"
+        }
     }
 
     public init(signedEntryTimestamp: Data, body: String, integratedTime: Int64, logIndex: Int64, logID: String) {
@@ -42,18 +47,19 @@ public struct RekorBundle: Sendable, Equatable {
         } catch {
             throw .invalidSET(reason: "bundle is not valid JSON of the expected shape: \(error)")
         }
-        guard let set = try? decodeBase64(wire.SignedEntryTimestamp, what: "SET") else {
+        guard let set = try? decodeBase64(wire.signedEntryTimestamp, what: "SET") else {
             throw .invalidSET(reason: "SignedEntryTimestamp is not base64")
         }
         self.init(
-            signedEntryTimestamp: set, body: wire.Payload.body, integratedTime: wire.Payload.integratedTime,
-            logIndex: wire.Payload.logIndex, logID: wire.Payload.logID)
+            signedEntryTimestamp: set, body: wire.payload.body, integratedTime: wire.payload.integratedTime,
+            logIndex: wire.payload.logIndex, logID: wire.payload.logID)
     }
 
     /// What the SET signs: the RFC 8785 canonical JSON of `{body, integratedTime, logID, logIndex}`
     /// (keys in code-point order, integers in decimal, no whitespace).
     public var canonicalPayload: Data {
-        let text = "{\"body\":" + JSONText.canonicalString(body) + ",\"integratedTime\":\(integratedTime)"
+        let text =
+            "{\"body\":" + JSONText.canonicalString(body) + ",\"integratedTime\":\(integratedTime)"
             + ",\"logID\":" + JSONText.canonicalString(logID) + ",\"logIndex\":\(logIndex)}"
         return Data(text.utf8)
     }
@@ -64,7 +70,9 @@ public struct RekorBundle: Sendable, Equatable {
     /// - Throws: `VerificationError.invalidSET`.
     @discardableResult
     public func verifySET(logs: [TrustedRoot.Log]) throws(VerificationError) -> TrustedRoot.Log {
-        guard let id = Data(hex: logID), id.count == 32 else { throw .invalidSET(reason: "logID '\(logID)' is not hex") }
+        guard let id = Data(hex: logID), id.count == 32 else {
+            throw .invalidSET(reason: "logID '\(logID)' is not hex")
+        }
         guard let log = logs.first(where: { $0.logID == id }) else {
             throw .invalidSET(reason: "no trusted transparency log has ID \(logID)")
         }

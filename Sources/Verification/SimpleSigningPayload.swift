@@ -71,7 +71,9 @@ public struct SimpleSigningPayload: Sendable, Equatable {
         } else {
             // Go sorts map keys by their UTF-8 bytes.
             let keys = annotations.keys.sorted { Array($0.utf8).lexicographicallyPrecedes(Array($1.utf8)) }
-            text += "{" + keys.map { JSONText.goString($0) + ":" + JSONText.goString(annotations[$0]!) }
+            text +=
+                "{"
+                + keys.map { JSONText.goString($0) + ":" + JSONText.goString(annotations[$0]!) }
                 .joined(separator: ",") + "}"
         }
         return Data((text + "}").utf8)

@@ -71,8 +71,11 @@ public struct TrustedRoot: Sendable, Equatable {
 
     /// The Sigstore public-good instance's root, as bundled with mcvfs (see `PublicGoodTrustedRoot.swift`).
     public static func publicGood() throws(VerificationError) -> TrustedRoot {
-        try TrustedRoot(json: Data(publicGoodTrustedRootJSON.utf8))
+        try TrustedRoot(json: publicGoodJSON)
     }
+
+    /// The bundled `trusted_root.json` text itself (for `--trusted-root` users who want a starting point).
+    public static var publicGoodJSON: Data { Data((publicGoodTrustedRootJSON + "\n").utf8) }
 
     /// Parses `trusted_root.json`. Keys the verifier cannot use (unknown algorithms) are skipped, so a newer
     /// root still loads; a CA certificate that does not parse is an error.

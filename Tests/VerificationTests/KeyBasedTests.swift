@@ -103,25 +103,34 @@ import Verification
 
     @Test func tamperedSETFails() throws {
         let (signature, digest) = try Fixtures.vector("dir-img-cosign-key-rekor-valid")
-        let logged = CosignVerifier(policy: .key([try Fixtures.key("cosign2.pub")]), transparencyLogs: [try Fixtures.rekorLog()])
+        let logged = CosignVerifier(
+            policy: .key([try Fixtures.key("cosign2.pub")]), transparencyLogs: [try Fixtures.rekorLog()])
         let bundle = try #require(try signature.bundle())
         let rewritten = bundleJSON(
             set: bundle.signedEntryTimestamp.flipping(at: -2), body: bundle.body,
             integratedTime: bundle.integratedTime, logIndex: bundle.logIndex, logID: bundle.logID)
-        let error = capturedError { try logged.verify(signature.with(CosignSignature.bundleAnnotation, rewritten), digest: digest) }
+        let error = capturedError {
+            try logged.verify(signature.with(CosignSignature.bundleAnnotation, rewritten), digest: digest)
+        }
         #expect(error == .invalidSET(reason: "signature does not verify with log c0d23d6ad406973f key"))
 
         // A SET for another time, index or log fails too.
         let shifted = bundleJSON(
             set: bundle.signedEntryTimestamp, body: bundle.body, integratedTime: bundle.integratedTime + 1,
             logIndex: bundle.logIndex, logID: bundle.logID)
-        #expect(capturedError { try logged.verify(signature.with(CosignSignature.bundleAnnotation, shifted), digest: digest) }
-            == .invalidSET(reason: "signature does not verify with log c0d23d6ad406973f key"))
+        #expect(
+            capturedError {
+                try logged.verify(signature.with(CosignSignature.bundleAnnotation, shifted), digest: digest)
+            }
+                == .invalidSET(reason: "signature does not verify with log c0d23d6ad406973f key"))
         let otherLog = bundleJSON(
             set: bundle.signedEntryTimestamp, body: bundle.body, integratedTime: bundle.integratedTime,
             logIndex: bundle.logIndex, logID: String(repeating: "ab", count: 32))
-        #expect(capturedError { try logged.verify(signature.with(CosignSignature.bundleAnnotation, otherLog), digest: digest) }
-            == .invalidSET(reason: "no trusted transparency log has ID \(String(repeating: "ab", count: 32))"))
+        #expect(
+            capturedError {
+                try logged.verify(signature.with(CosignSignature.bundleAnnotation, otherLog), digest: digest)
+            }
+                == .invalidSET(reason: "no trusted transparency log has ID \(String(repeating: "ab", count: 32))"))
     }
 
     @Test func setForAnotherEntryFails() throws {
@@ -130,9 +139,13 @@ import Verification
         let (keyless, _) = try Fixtures.vector("dir-img-cosign-fulcio-rekor-valid")
         let swapped = signature.with(
             CosignSignature.bundleAnnotation, keyless.annotations[CosignSignature.bundleAnnotation])
-        let logged = CosignVerifier(policy: .key([try Fixtures.key("cosign2.pub")]), transparencyLogs: [try Fixtures.rekorLog()])
+        let logged = CosignVerifier(
+            policy: .key([try Fixtures.key("cosign2.pub")]), transparencyLogs: [try Fixtures.rekorLog()])
         let error = capturedError { try logged.verify(swapped, digest: digest) }
-        guard case .invalidSET(let reason) = error else { Issue.record("got \(String(describing: error))"); return }
+        guard case .invalidSET(let reason) = error else {
+            Issue.record("got \(String(describing: error))")
+            return
+        }
         #expect(reason.hasPrefix("entry hashes another payload"))
     }
 

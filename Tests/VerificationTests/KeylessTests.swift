@@ -10,14 +10,16 @@ import Verification
     func verifier(
         root: TrustedRoot? = nil, identity: CosignVerifier.Identity = .exact(identity), issuer: String? = issuer
     ) throws -> CosignVerifier {
-        CosignVerifier(policy: .keyless(trustedRoot: try root ?? TrustedRoot.publicGood(), identity: identity, issuer: issuer))
+        CosignVerifier(
+            policy: .keyless(trustedRoot: try root ?? TrustedRoot.publicGood(), identity: identity, issuer: issuer))
     }
 
     @Test func fulcioVectorVerifiesWithPublicGoodRoot() throws {
         let (signature, digest) = try Fixtures.vector("dir-img-cosign-fulcio-rekor-valid")
         let verified = try verifier().verify(signature, digest: digest)
         guard case .certificate(let identity, let issuer, let certificate) = verified.signer else {
-            Issue.record("signed by \(verified.signer)"); return
+            Issue.record("signed by \(verified.signer)")
+            return
         }
         #expect(identity == Self.identity)
         #expect(issuer == Self.issuer)
@@ -66,9 +68,13 @@ import Verification
         let (signature, digest) = try Fixtures.vector("dir-img-cosign-fulcio-rekor-valid")
         let certificate = try #require(try signature.certificate())
         let reason = VerificationError.badSignature(key: certificate.publicKey.description)
-        expectError(reason) { try verifier().verify(signature.with(payload: signature.payload.flipping(at: 30)), digest: digest) }
+        expectError(reason) {
+            try verifier().verify(signature.with(payload: signature.payload.flipping(at: 30)), digest: digest)
+        }
         let sig = try signature.signature().flipping(at: -5).base64EncodedString()
-        expectError(reason) { try verifier().verify(signature.with(CosignSignature.signatureAnnotation, sig), digest: digest) }
+        expectError(reason) {
+            try verifier().verify(signature.with(CosignSignature.signatureAnnotation, sig), digest: digest)
+        }
     }
 
     @Test func tamperedCertificateFails() throws {
@@ -76,13 +82,17 @@ import Verification
         let certificate = try #require(try signature.certificate())
         // One byte of the CA's signature over the leaf (near the end of the DER).
         let tampered = certificate.der.flipping(at: -8)
-        let pem = "-----BEGIN CERTIFICATE-----\n"
+        let pem =
+            "-----BEGIN CERTIFICATE-----\n"
             + tampered.base64EncodedString(options: [.lineLength64Characters, .endLineWithLineFeed])
             + "\n-----END CERTIFICATE-----\n"
         let error = capturedError {
             try verifier().verify(signature.with(CosignSignature.certificateAnnotation, pem), digest: digest)
         }
-        guard case .untrustedCertificate(let reason) = error else { Issue.record("got \(String(describing: error))"); return }
+        guard case .untrustedCertificate(let reason) = error else {
+            Issue.record("got \(String(describing: error))")
+            return
+        }
         #expect(reason.contains("signature failure"))
     }
 
@@ -116,12 +126,20 @@ import Verification
             ],
             transparencyLogs: [try Fixtures.rekorLog()])
         let error = capturedError { try verifier(root: otherCA).verify(signature, digest: digest) }
-        guard case .untrustedCertificate = error else { Issue.record("got \(String(describing: error))"); return }
+        guard case .untrustedCertificate = error else {
+            Issue.record("got \(String(describing: error))")
+            return
+        }
 
         // The right CA but no Rekor log the SET could come from.
         var noLog = try TrustedRoot.publicGood()
         noLog.transparencyLogs = []
-        expectError(.invalidSET(reason: "no trusted transparency log has ID c0d23d6ad406973f9559f3ba2d1ca01f84147d8ffc5b8445c224f98b9591801d")) {
+        expectError(
+            .invalidSET(
+                reason:
+                    "no trusted transparency log has ID c0d23d6ad406973f9559f3ba2d1ca01f84147d8ffc5b8445c224f98b9591801d"
+            )
+        ) {
             try verifier(root: noLog).verify(signature, digest: digest)
         }
 
@@ -131,7 +149,10 @@ import Verification
             stale.certificateAuthorities[index].validity.end = Date(timeIntervalSince1970: 1_600_000_000)
         }
         let staleError = capturedError { try verifier(root: stale).verify(signature, digest: digest) }
-        guard case .untrustedCertificate(let reason) = staleError else { Issue.record("got \(String(describing: staleError))"); return }
+        guard case .untrustedCertificate(let reason) = staleError else {
+            Issue.record("got \(String(describing: staleError))")
+            return
+        }
         #expect(reason.hasPrefix("no certificate authority of the trusted root was valid"))
     }
 
@@ -183,7 +204,8 @@ import Verification
             payload: payload,
             annotations: [
                 CosignSignature.signatureAnnotation: try Fixtures.text("containers-image/internal-testdata/rekor-sig"),
-                CosignSignature.certificateAnnotation: try Fixtures.text("containers-image/internal-testdata/rekor-cert"),
+                CosignSignature.certificateAnnotation: try Fixtures.text(
+                    "containers-image/internal-testdata/rekor-cert"),
                 CosignSignature.chainAnnotation: try Fixtures.text("containers-image/internal-testdata/fulcio-chain"),
                 CosignSignature.bundleAnnotation: try Fixtures.text("containers-image/internal-testdata/rekor-set"),
             ])
@@ -193,7 +215,8 @@ import Verification
 
         // Its bundle is valid but belongs to another signature than the Jan 2023 vector's.
         let (other, otherDigest) = try Fixtures.vector("dir-img-cosign-fulcio-rekor-valid")
-        let mixed = other.with(CosignSignature.bundleAnnotation, signature.annotations[CosignSignature.bundleAnnotation])
+        let mixed = other.with(
+            CosignSignature.bundleAnnotation, signature.annotations[CosignSignature.bundleAnnotation])
         let error = capturedError { try verifier().verify(mixed, digest: otherDigest) }
         // The SET's time (Dec 2022) is outside the Jan 2023 certificate's validity: refused before anything else.
         #expect(error == .certificateExpired(at: Date(timeIntervalSince1970: 1_670_870_899)))
@@ -214,7 +237,8 @@ import Verification
         CosignVerifier(
             policy: .certificateAuthority(
                 roots: try Certificate.parseChain(pem: Fixtures.text("containers-image/pki_root_crts.pem")),
-                intermediates: try Certificate.parseChain(pem: Fixtures.text("containers-image/pki_intermediate_crts.pem")),
+                intermediates: try Certificate.parseChain(
+                    pem: Fixtures.text("containers-image/pki_intermediate_crts.pem")),
                 identity: identity, issuer: nil))
     }
 
@@ -224,7 +248,8 @@ import Verification
         let (signature, digest) = try Fixtures.vector("dir-img-cosign-pki-valid")
         let verified = try verifier().verify(signature, digest: digest, now: now)
         guard case .certificate(let identity, let issuer, let certificate) = verified.signer else {
-            Issue.record("signed by \(verified.signer)"); return
+            Issue.record("signed by \(verified.signer)")
+            return
         }
         #expect(identity == "qiwan@redhat.com")
         #expect(issuer == nil)
@@ -246,7 +271,10 @@ import Verification
                 roots: [try Certificate(pem: Fixtures.text("containers-image/fulcio_v1.crt.pem"))], intermediates: [],
                 identity: nil, issuer: nil))
         let error = capturedError { try fulcioRoot.verify(signature, digest: digest, now: now) }
-        guard case .untrustedCertificate = error else { Issue.record("got \(String(describing: error))"); return }
+        guard case .untrustedCertificate = error else {
+            Issue.record("got \(String(describing: error))")
+            return
+        }
         let sig = try signature.signature().flipping(at: 100).base64EncodedString()
         let certificate = try #require(try signature.certificate())
         expectError(.badSignature(key: certificate.publicKey.description)) {

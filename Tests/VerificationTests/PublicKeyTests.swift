@@ -11,8 +11,9 @@ import Verification
 
     @Test func rekorFingerprintIsItsLogID() throws {
         // Rekor names its log by sha256 of the key's DER SPKI; every vector's bundle carries this logID.
-        #expect(try Fixtures.key("rekor.pub").fingerprint
-            == "c0d23d6ad406973f9559f3ba2d1ca01f84147d8ffc5b8445c224f98b9591801d")
+        #expect(
+            try Fixtures.key("rekor.pub").fingerprint
+                == "c0d23d6ad406973f9559f3ba2d1ca01f84147d8ffc5b8445c224f98b9591801d")
     }
 
     @Test func pemRoundTrips() throws {

@@ -38,7 +38,10 @@ import Verification
         let parsed = try bundle()
         #expect(parsed.mediaType == "application/vnd.dev.sigstore.bundle.v0.3+json")
         #expect(parsed.certificate?.oidcIssuer == Self.issuer)  // from the UTF8String extension .1.8
-        for root in [try TrustedRoot.publicGood(), try TrustedRoot(json: Fixtures.data("cosign-bundle-v03/trusted_root_pgi.json"))] {
+        for root in [
+            try TrustedRoot.publicGood(),
+            try TrustedRoot(json: Fixtures.data("cosign-bundle-v03/trusted_root_pgi.json")),
+        ] {
             let verified = try verifier(root: root).verify(bundle: parsed, digest: Self.digest)
             #expect(verified.predicateType == "https://cosign.sigstore.dev/attestation/v1")
             #expect(verified.logEntry?.integratedTime == Date(timeIntervalSince1970: 1_740_770_291))
@@ -52,7 +55,8 @@ import Verification
         // The DSSE specification's example.
         let envelope = DSSEEnvelope(
             payload: Data("hello world".utf8), payloadType: "http://example.com/HelloWorld", signatures: [])
-        #expect(envelope.preAuthenticationEncoding == Data("DSSEv1 29 http://example.com/HelloWorld 11 hello world".utf8))
+        #expect(
+            envelope.preAuthenticationEncoding == Data("DSSEv1 29 http://example.com/HelloWorld 11 hello world".utf8))
     }
 
     @Test func tamperedPayloadOrSignatureFails() throws {

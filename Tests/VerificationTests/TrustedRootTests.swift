@@ -7,6 +7,7 @@ import Verification
         let bundled = try TrustedRoot.publicGood()
         let fixture = try TrustedRoot(json: Fixtures.data("public-good-trusted-root/trusted_root.json"))
         #expect(bundled == fixture)
+        #expect(TrustedRoot.publicGoodJSON == (try Fixtures.data("public-good-trusted-root/trusted_root.json")))
     }
 
     @Test func publicGoodContents() throws {
