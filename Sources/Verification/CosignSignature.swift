@@ -1,4 +1,5 @@
 import Foundation
+import OCI
 
 /// One legacy-layout cosign signature: a layer of the `sha256-<hex>.sig` image, i.e. the payload blob and the
 /// annotations on its descriptor.
@@ -43,5 +44,28 @@ public struct CosignSignature: Sendable, Equatable {
     public func bundle() throws(VerificationError) -> RekorBundle? {
         guard let json = annotations[Self.bundleAnnotation], !json.isEmpty else { return nil }
         return try RekorBundle(json: Data(json.utf8))
+    }
+}
+
+extension CosignSignature {
+    /// The tag cosign stores an image's legacy signatures under: `sha256-<hex>.sig`.
+    public static func signatureTag(for digest: Digest) -> String { "sha256-\(digest.hex).sig" }
+
+    /// The signatures in a `.sig` manifest: one per simple-signing layer, its blob read by `payload` and checked
+    /// against the layer's digest and size (so a registry cannot substitute bytes before verification starts).
+    /// Layers of other media types are skipped, as cosign does.
+    /// - Parameter payload: fetches a layer blob (the caller bounds its size by `descriptor.size`).
+    /// - Throws: `malformed` when a blob does not match its descriptor; whatever `payload` throws.
+    public static func signatures(in manifest: Manifest, payload: (Descriptor) throws -> Data) throws
+        -> [CosignSignature]
+    {
+        try manifest.layers.filter { $0.mediaType == SimpleSigningPayload.mediaType }.map { layer in
+            let blob = try payload(layer)
+            guard Int64(blob.count) == layer.size, SHA256Hasher.digest(blob) == layer.digest else {
+                throw VerificationError.malformed(
+                    what: "signature layer \(layer.digest.short)", reason: "blob does not match its descriptor")
+            }
+            return CosignSignature(payload: blob, annotations: layer.annotations ?? [:])
+        }
     }
 }

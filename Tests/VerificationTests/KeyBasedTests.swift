@@ -149,6 +149,23 @@ import Verification
         #expect(reason.hasPrefix("entry hashes another payload"))
     }
 
+    @Test func signaturesFromASigManifest() throws {
+        let (signature, digest) = try Fixtures.vector("dir-img-cosign-valid")
+        let layer = Descriptor(
+            mediaType: SimpleSigningPayload.mediaType, digest: SHA256Hasher.digest(signature.payload),
+            size: Int64(signature.payload.count), annotations: signature.annotations)
+        let config = Descriptor(mediaType: "application/vnd.oci.image.config.v1+json", digest: digest, size: 2)
+        let manifest = Manifest(config: config, layers: [layer])
+        #expect(CosignSignature.signatureTag(for: digest) == "sha256-\(digest.hex).sig")
+        let found = try CosignSignature.signatures(in: manifest) { _ in signature.payload }
+        #expect(found == [signature])
+        #expect(try verifier.verify(found, digest: digest).count == 1)
+        // A registry serving other bytes than the manifest names is caught before any signature check.
+        #expect(throws: VerificationError.self) {
+            try CosignSignature.signatures(in: manifest) { _ in signature.payload.flipping(at: 30) }
+        }
+    }
+
     @Test func severalSignatures() throws {
         let (good, digest) = try Fixtures.vector("dir-img-cosign-valid")
         let bad = good.with(payload: good.payload.flipping(at: 30))

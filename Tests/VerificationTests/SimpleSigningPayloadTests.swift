@@ -14,8 +14,10 @@ import Verification
         #expect(made == cosign)
     }
 
-    @Test(arguments: ["dir-img-cosign-valid", "dir-img-cosign-key-rekor-valid", "dir-img-cosign-fulcio-rekor-valid",
-        "dir-img-cosign-pki-valid"])
+    @Test(arguments: [
+        "dir-img-cosign-valid", "dir-img-cosign-key-rekor-valid", "dir-img-cosign-fulcio-rekor-valid",
+        "dir-img-cosign-pki-valid",
+    ])
     func makeMatchesEveryCosignVector(_ vector: String) throws {
         // Each of these payloads was written by cosign; rebuilding it from its own fields gives the same bytes.
         let (signature, digest) = try Fixtures.vector(vector)
