@@ -5,8 +5,8 @@ extension CosignVerifier {
     /// Verifies a Sigstore bundle whose DSSE envelope holds an in-toto statement about the image `digest` (cosign
     /// v3 signatures and attestations, found through the referrers API).
     ///
-    /// Checks, in order: the Rekor entry's SET (and its inclusion proof and checkpoint, when present) with the
-    /// policy's logs; for certificates, the chain at the entry's integrated time, code-signing EKU, SCT, identity
+    /// Checks, in order: the Rekor entry's SET and, for v0.2+ bundles, its inclusion proof and signed checkpoint, with
+    /// the policy's logs; for certificates, the chain at the entry's integrated time, code-signing EKU, SCT, identity
     /// and issuer; the envelope signature over the DSSE pre-authentication encoding; that the logged `dsse` entry
     /// records this payload, signature and signer; that a statement subject is `digest`.
     ///
@@ -37,7 +37,8 @@ extension CosignVerifier {
                 throw .badSignature(key: keys.count == 1 ? keys[0].description : "any of \(keys.count) keys")
             }
             if !transparencyLogs.isEmpty, let entry {
-                logEntry = try verifyLogEntry(entry, logs: transparencyLogs)
+                logEntry = try verifyLogEntry(
+                    entry, logs: transparencyLogs, requireProof: bundle.requiresInclusionProof)
             } else if requireTransparencyLog {
                 throw .invalidSET(reason: "bundle has no transparency log entry verifiable with the configured logs")
             }
@@ -50,7 +51,8 @@ extension CosignVerifier {
                 throw .untrustedCertificate(reason: "keyless policy but the bundle carries no certificate")
             }
             guard let entry else { throw .invalidSET(reason: "bundle has no transparency log entry with a SET") }
-            let verifiedEntry = try verifyLogEntry(entry, logs: root.transparencyLogs + transparencyLogs)
+            let verifiedEntry = try verifyLogEntry(
+                entry, logs: root.transparencyLogs + transparencyLogs, requireProof: bundle.requiresInclusionProof)
             let chain = try Self.verifyChain(
                 certificate, root: root, extra: bundle.chain, at: verifiedEntry.integratedTime)
             guard certificate.permitsCodeSigning(allowAbsent: false) else {
@@ -68,7 +70,8 @@ extension CosignVerifier {
                 throw .untrustedCertificate(reason: "certificate policy but the bundle carries no certificate")
             }
             if !transparencyLogs.isEmpty, let entry {
-                logEntry = try verifyLogEntry(entry, logs: transparencyLogs)
+                logEntry = try verifyLogEntry(
+                    entry, logs: transparencyLogs, requireProof: bundle.requiresInclusionProof)
             } else if requireTransparencyLog {
                 throw .invalidSET(reason: "bundle has no transparency log entry verifiable with the configured logs")
             }
@@ -110,14 +113,21 @@ extension CosignVerifier {
         return verified
     }
 
-    /// The SET of `entry` (and its inclusion proof, when present) with the log among `logs` it names.
-    private func verifyLogEntry(_ entry: TransparencyLogEntry, logs: [TrustedRoot.Log]) throws(VerificationError)
-        -> VerifiedSignature.LogEntry
+    /// The SET of `entry` with the log among `logs` it names, and its inclusion proof with checkpoint (required when
+    /// `requireProof`, else checked when present).
+    private func verifyLogEntry(_ entry: TransparencyLogEntry, logs: [TrustedRoot.Log], requireProof: Bool)
+        throws(VerificationError) -> VerifiedSignature.LogEntry
     {
         guard let promise = entry.rekorBundle else { throw .invalidSET(reason: "entry has no SET") }
         let verified = try verifyBundle(promise, logs: logs)
-        if entry.inclusionProof != nil, let log = logs.first(where: { $0.logID == entry.logID }) {
-            try entry.verifyInclusionProof(log: log)
+        if let proof = entry.inclusionProof {
+            if requireProof && proof.checkpoint == nil {
+                throw .invalidSET(reason: "inclusion proof has no signed checkpoint")
+            }
+            // verifyBundle found the log, so this lookup succeeds.
+            if let log = logs.first(where: { $0.logID == entry.logID }) { try entry.verifyInclusionProof(log: log) }
+        } else if requireProof {
+            throw .invalidSET(reason: "entry has no inclusion proof")
         }
         return verified
     }

@@ -14,6 +14,13 @@ public struct SigstoreBundle: Sendable, Equatable {
     public let envelope: DSSEEnvelope
     public let transparencyLogEntries: [TransparencyLogEntry]
 
+    /// Bundles from v0.2 on must prove inclusion (Merkle proof and signed checkpoint), not only promise it (SET);
+    /// v0.1 bundles (`application/vnd.dev.sigstore.bundle+json;version=0.1`) may carry the promise alone.
+    public var requiresInclusionProof: Bool {
+        !(mediaType == "application/vnd.dev.sigstore.bundle+json;version=0.1"
+            || mediaType == "application/vnd.dev.sigstore.bundle.v0.1+json")
+    }
+
     /// Parses the bundle JSON.
     /// - Throws: `VerificationError.malformed`.
     public init(json: Data) throws(VerificationError) {

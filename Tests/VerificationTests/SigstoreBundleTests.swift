@@ -127,6 +127,20 @@ import Verification
         expectError(.invalidSET(reason: "checkpoint is not signed by the log key")) {
             try verifier().verify(bundle: checkpoint, digest: Self.digest)
         }
+        let noProof = try bundle { object in editEntry(&object) { entry in entry["inclusionProof"] = nil } }
+        expectError(.invalidSET(reason: "entry has no inclusion proof")) {
+            try verifier().verify(bundle: noProof, digest: Self.digest)
+        }
+        let noCheckpoint = try bundle { object in
+            editEntry(&object) { entry in
+                var proof = entry["inclusionProof"] as! [String: Any]
+                proof["checkpoint"] = nil
+                entry["inclusionProof"] = proof
+            }
+        }
+        expectError(.invalidSET(reason: "inclusion proof has no signed checkpoint")) {
+            try verifier().verify(bundle: noCheckpoint, digest: Self.digest)
+        }
         let noEntry = try bundle { object in
             var material = object["verificationMaterial"] as! [String: Any]
             material["tlogEntries"] = [Any]()
@@ -154,6 +168,8 @@ import Verification
                 entry["inclusionPromise"] = ["signedEntryTimestamp": set.base64EncodedString()]
                 entry["inclusionProof"] = nil
             }
+            // A v0.1 bundle may carry the SET alone; the re-signed entry has no valid inclusion proof.
+            object["mediaType"] = "application/vnd.dev.sigstore.bundle+json;version=0.1"
         }
         var root = try TrustedRoot.publicGood()
         root.transparencyLogs = [TrustedRoot.Log(publicKey: fakeLog.publicKey)]
