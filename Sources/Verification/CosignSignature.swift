@@ -69,3 +69,21 @@ extension CosignSignature {
         }
     }
 }
+
+extension CosignSignature {
+    /// A legacy-layout signature as `cosign sign --key --tlog-upload=false` makes it: the Go-marshalled payload and
+    /// its signature in `dev.cosignproject.cosign/signature` (ECDSA signatures are randomised, so bytes differ per call).
+    /// - Parameters:
+    ///   - digest: the manifest digest being signed.
+    ///   - reference: the repository as cosign names it in `docker-reference`.
+    ///   - annotations: `-a key=value` pairs for the payload's `optional` map.
+    ///   - key: the signing key.
+    public static func sign(
+        digest: Digest, reference: String, annotations: [String: String] = [:], key: PrivateKey
+    ) throws(VerificationError) -> CosignSignature {
+        let payload = SimpleSigningPayload.make(digest: digest, reference: reference, annotations: annotations)
+        let signature = try key.sign(payload)
+        return CosignSignature(
+            payload: payload, annotations: [signatureAnnotation: signature.base64EncodedString()])
+    }
+}

@@ -182,3 +182,34 @@ import Verification
 func bundleJSON(set: Data, body: String, integratedTime: Int64, logIndex: Int64, logID: String) -> String {
     #"{"SignedEntryTimestamp":"\#(set.base64EncodedString())","Payload":{"body":"\#(body)","integratedTime":\#(integratedTime),"logIndex":\#(logIndex),"logID":"\#(logID)"}}"#
 }
+
+@Suite struct SigningTests {
+    @Test func signThenVerify() throws {
+        let key = try PrivateKey.generateP256()
+        let digest = SHA256Hasher.digest(Data("manifest".utf8))
+        let signature = try CosignSignature.sign(
+            digest: digest, reference: "registry.example/kernels", annotations: ["team": "gpu"], key: key)
+        let verifier = CosignVerifier(policy: .key([key.publicKey]), requiredAnnotations: ["team": "gpu"])
+        let verified = try verifier.verify(signature, digest: digest)
+        #expect(verified.signer == .key(key.publicKey))
+        #expect(verified.dockerReference == "registry.example/kernels")
+        #expect(verified.signer.description == "key sha256:\(key.publicKey.fingerprint)")
+        // The key is reloadable from its PEM form, as cosign.pub would be.
+        #expect(try PublicKey(pem: key.publicKey.pem) == key.publicKey)
+    }
+
+    @Test func errorDescriptionsCarryEvidence() throws {
+        let digest = SHA256Hasher.digest(Data("a".utf8))
+        let error = VerificationError.noValidSignature([
+            .digestMismatch(payload: "sha256:00", expected: digest), .missingAnnotation(key: "team"),
+        ])
+        #expect(
+            error.description
+                == "no valid signature: signed payload names sha256:00, not the image being verified (\(digest)); "
+                + "required annotation 'team' is missing from the signed payload")
+        #expect(VerificationError.noValidSignature([]).description == "no signatures found")
+        #expect(
+            VerificationError.certificateExpired(at: Date(timeIntervalSince1970: 0)).description
+                == "certificate was not valid at 1970-01-01T00:00:00Z")
+    }
+}

@@ -259,6 +259,21 @@ import Verification
         _ = try verifier(identity: .exact("myhost.example.com")).verify(signature, digest: digest, now: now)
     }
 
+    @Test func pkiVectorIsNotKeyless() throws {
+        // A certificate without a Rekor entry never passes the keyless policy, whatever its CA.
+        let (signature, digest) = try Fixtures.vector("dir-img-cosign-pki-valid")
+        let keyless = CosignVerifier(
+            policy: .keyless(
+                trustedRoot: try TrustedRoot.publicGood(), identity: .exact("qiwan@redhat.com"), issuer: nil))
+        expectError(.invalidSET(reason: "keyless signature has no Rekor bundle")) {
+            try keyless.verify(signature, digest: digest)
+        }
+        let strict = CosignVerifier(policy: try verifier().policy, requireTransparencyLog: true)
+        expectError(.invalidSET(reason: "signature has no Rekor bundle verifiable with the configured logs")) {
+            try strict.verify(signature, digest: digest, now: now)
+        }
+    }
+
     @Test func pkiFailures() throws {
         let (signature, digest) = try Fixtures.vector("dir-img-cosign-pki-valid")
         expectError(.identityMismatch(expected: "x@y", actual: ["qiwan@redhat.com", "myhost.example.com"])) {
