@@ -26,7 +26,8 @@ public struct Certificate: Sendable, Hashable, CustomStringConvertible {
 
     public static let codeSigningOID = "1.3.6.1.5.5.7.3.3"
     public static let anyExtendedKeyUsageOID = "2.5.29.37.0"
-    /// Fulcio's OIDC issuer extension, DER UTF8String (Fulcio ≥ 1.3; https://github.com/sigstore/fulcio/blob/main/docs/oid-info.md).
+    /// Fulcio's OIDC issuer extension, a DER UTF8String (Fulcio ≥ 1.3):
+    /// https://github.com/sigstore/fulcio/blob/main/docs/oid-info.md
     public static let issuerV2OID = "1.3.6.1.4.1.57264.1.8"
     /// Fulcio's deprecated OIDC issuer extension: the issuer URL as raw bytes, no DER wrapping.
     public static let issuerV1OID = "1.3.6.1.4.1.57264.1.1"

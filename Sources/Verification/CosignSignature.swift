@@ -72,7 +72,7 @@ extension CosignSignature {
 
 extension CosignSignature {
     /// A legacy-layout signature as `cosign sign --key --tlog-upload=false` makes it: the Go-marshalled payload and
-    /// its signature in `dev.cosignproject.cosign/signature` (ECDSA signatures are randomised, so bytes differ per call).
+    /// its signature in `dev.cosignproject.cosign/signature` (ECDSA signatures are randomised: bytes differ per call).
     /// - Parameters:
     ///   - digest: the manifest digest being signed.
     ///   - reference: the repository as cosign names it in `docker-reference`.

@@ -5,8 +5,8 @@ import OCI
 /// `cosign verify` does, offline: https://github.com/sigstore/cosign/blob/main/specs/SIGNATURE_SPEC.md
 ///
 /// Order of checks (so that a tampered input fails for its own reason): the Rekor SET (it fixes the signing time),
-/// the certificate chain at that time, its embedded SCT, identity and issuer, the signature over the exact payload bytes, the
-/// logged entry against this signature, and last the payload's digest and annotations.
+/// the certificate chain at that time, its embedded SCT, identity and issuer, the signature over the exact payload
+/// bytes, the logged entry against this signature, and last the payload's digest and annotations.
 public struct CosignVerifier: Sendable {
     /// How a certificate's subject alternative names must match.
     public enum Identity: Sendable, Hashable, CustomStringConvertible {

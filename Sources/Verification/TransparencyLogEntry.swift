@@ -120,7 +120,8 @@ enum Merkle {
     }
 }
 
-/// A transparency-log checkpoint in signed-note form: https://github.com/transparency-dev/formats/blob/main/log/README.md
+/// A transparency-log checkpoint in signed-note form:
+/// https://github.com/transparency-dev/formats/blob/main/log/README.md
 struct SignedCheckpoint {
     let text: Data
     let origin: String

@@ -180,7 +180,8 @@ import Verification
 
 /// A `dev.sigstore.cosign/bundle` annotation in cosign's field order.
 func bundleJSON(set: Data, body: String, integratedTime: Int64, logIndex: Int64, logID: String) -> String {
-    #"{"SignedEntryTimestamp":"\#(set.base64EncodedString())","Payload":{"body":"\#(body)","integratedTime":\#(integratedTime),"logIndex":\#(logIndex),"logID":"\#(logID)"}}"#
+    #"{"SignedEntryTimestamp":"\#(set.base64EncodedString())","Payload":{"body":"\#(body)","#
+        + #""integratedTime":\#(integratedTime),"logIndex":\#(logIndex),"logID":"\#(logID)"}}"#
 }
 
 @Suite struct SigningTests {

@@ -68,8 +68,8 @@ import Verification
         #expect(throws: VerificationError.self) { try SimpleSigningPayload(parsing: Data("{}".utf8)) }
         #expect(throws: VerificationError.self) { try SimpleSigningPayload(parsing: Data("[1]".utf8)) }
         let wrongType = Data(
-            #"{"critical":{"identity":{"docker-reference":"a"},"image":{"docker-manifest-digest":"sha256:00"},"type":"atomic container signature"},"optional":null}"#
-                .utf8)
+            (#"{"critical":{"identity":{"docker-reference":"a"},"image":{"docker-manifest-digest":"sha256:00"},"#
+                + #""type":"atomic container signature"},"optional":null}"#).utf8)
         #expect(throws: VerificationError.self) { try SimpleSigningPayload(parsing: wrongType) }
     }
 }
