@@ -91,16 +91,20 @@ public struct ImageBuilder: Sendable {
         // every target of their backend, or to all when their name does not tell.
         var targetsByDirectory: [String: Set<GPUTarget>] = [:]
         for kernel in scan.kernels { targetsByDirectory[kernel.directory, default: []].insert(kernel.metadata.target) }
+        var helperBackends: [String: Set<GPUTarget.Backend>] = [:]
+        for file in scan.files {
+            let parts = file.path.split(separator: "/")
+            guard parts.count == 2 else { continue }
+            let backend: GPUTarget.Backend? = parts[1].hasPrefix("cuda_") ? .cuda : parts[1].hasPrefix("hip_") ? .hip : nil
+            helperBackends[String(parts[0]), default: []].formUnion(backend.map { [$0] } ?? [])
+        }
         let suffixes = Self.tagSuffixes(for: targets)
         return targets.map { target in
             let files = scan.files.filter { file in
                 let directory = String(file.path.split(separator: "/").first ?? "")
                 if let owners = targetsByDirectory[directory] { return owners.contains(target) }
-                let names = scan.files.filter { $0.path.hasPrefix(directory + "/") }.map {
-                    String($0.path.split(separator: "/").last ?? "")
-                }
-                let backends = Set(names.compactMap { $0.hasPrefix("cuda_") ? "cuda" : $0.hasPrefix("hip_") ? "hip" : nil })
-                return backends.isEmpty || backends.contains(target.backend.rawValue)
+                let backends = helperBackends[directory] ?? []
+                return backends.isEmpty || backends.contains(target.backend)
             }
             let kernels = scan.kernels.filter { $0.metadata.target == target }
             return plan(files: files, kernels: kernels, suffix: suffixes[target])

@@ -131,6 +131,10 @@ import Verification
         let dir = try TemporaryDirectory()
         try dir.copy(Fixtures.cuda90, to: "mixed")
         let mixed = try dir.copy(Fixtures.hip942, to: "mixed")
+        // Driver helper entries: cuda_utils.so goes with CUDA, a launcher that does not name its backend with both.
+        let cudaHelper = String(repeating: "C", count: 52), launcher = String(repeating: "L", count: 52)
+        try dir.write("elf", to: "mixed/\(cudaHelper)/cuda_utils.so")
+        try dir.write("elf", to: "mixed/\(launcher)/__triton_launcher.so")
         let builder = ImageBuilder(scan: try CacheScan(scanning: mixed), options: .init(split: .perTarget))
         let plans = try builder.plans()
         #expect(plans.map(\.tagSuffix) == ["cuda-sm90", "hip-gfx942"])
@@ -142,7 +146,8 @@ import Verification
                 let parts = entry.path.split(separator: "/")
                 return parts.count >= 2 && parts[0] == "io.triton.cache" ? String(parts[1]) : nil
             })
-            #expect(keys == Set(plan.kernels.map(\.directory)))
+            let helpers: Set<String> = plan.tagSuffix == "cuda-sm90" ? [cudaHelper, launcher] : [launcher]
+            #expect(keys == Set(plan.kernels.map(\.directory)).union(helpers))
         }
         #expect(throws: BuildError.self) {
             try ImageBuilder(scan: try CacheScan(scanning: Fixtures.vllm), options: .init(split: .perTarget)).plans()
