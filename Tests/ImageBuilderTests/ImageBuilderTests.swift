@@ -98,6 +98,11 @@ import Verification
             #expect(a.layer.descriptor.digest == b.layer.descriptor.digest)
             #expect(a.diffID == b.diffID)
         }
+        // Names past ustar's 100 bytes need pax headers: those must be reproducible too.
+        let vllmCopy = try second.copy(Fixtures.vllm, to: "vllm")
+        let a = try #require(try build(Fixtures.vllm, in: first).first)
+        let b = try #require(try build(vllmCopy, in: second).first)
+        #expect(a.manifestDescriptor.digest == b.manifestDescriptor.digest)
     }
 
     @Test func configHasNoCreatedTimeUnlessAsked() throws {
