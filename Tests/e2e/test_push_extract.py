@@ -262,6 +262,17 @@ def test_split_per_target_pushes_one_tag_per_target_and_extract_picks_by_gpu(mcv
     r = mcvfs.run("extract", "--plain-http", "--gpu", "hip:gfx942", "--cache-dir", str(tmp_path / "c"), repo, str(out))
     assert r.rc == 0, r
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in TRITON_FIXTURES["hip-gfx942"][0].iterdir())
+    # And mount, which reads the repository the same way.
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    r = mcvfs.run("mount", "--plain-http", "--gpu", "cuda:90", "--cache-dir", str(tmp_path / "m"), repo, str(mnt))
+    assert r.rc == 0, r
+    try:
+        listed = sorted(p.name for p in mnt.iterdir())
+    finally:
+        u = mcvfs.run("unmount", str(mnt))
+    assert u.rc == 0, u
+    assert listed == sorted(p.name for p in TRITON_FIXTURES["cuda-90"][0].iterdir())
 
 
 # -- extract ------------------------------------------------------------------------------------------------
