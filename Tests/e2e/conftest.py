@@ -30,6 +30,16 @@ def pytest_sessionstart(session):
     mcvfs_bin()  # fail the whole run at once, with the reason, when the binary is missing
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A skipped test is a failed one here: a missing prerequisite must never pass silently."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        report.longrepr = f"skipped, which this suite counts as a failure: {report.longrepr}"
+
+
 @dataclass
 class Layouts:
     cuda90: Layout

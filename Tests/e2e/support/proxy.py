@@ -3,12 +3,13 @@
 `FaultProxy` forwards every request to the upstream registry (keeping the client's Host, so Location and Link
 headers point back at the proxy) and counts them per kind: "base" (`/v2/`), "tags", "manifests", "blobs",
 "uploads", "other". Faults, each armed by a test: answer a status N times, delay N requests, stall (accept and
-never answer), serve a malformed manifest body, force a tags page size, or redirect blob GETs to a
+never answer), serve a malformed manifest body, page tags/list as hosted registries do, or redirect blob GETs to a
 `RedirectTarget` reached by another host name.
 """
 from __future__ import annotations
 
 import http.client
+import json
 import re
 import socket
 import threading
@@ -156,11 +157,8 @@ class FaultProxy:
                     return
 
                 path = self.path
-                if kind == "tags" and proxy.tag_page_size:
-                    url = urlparse(path)
-                    query = parse_qs(url.query)
-                    query.setdefault("n", [str(proxy.tag_page_size)])
-                    path = url._replace(query=urlencode(query, doseq=True)).geturl()
+                if kind == "tags" and self.command == "GET" and proxy.tag_page_size:
+                    return self._page_tags()
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
                 conn = http.client.HTTPConnection(proxy.upstream, timeout=60)
                 try:
@@ -179,6 +177,35 @@ class FaultProxy:
                         self._send(resp.status, data, out)
                 finally:
                     conn.close()
+
+            def _page_tags(self):
+                """distribution 2.8 ignores `n`/`last` on tags/list (v3 and hosted registries honour them): page
+                the full list here, at most tag_page_size per page, with RFC 5988 `Link: <...>; rel="next"`."""
+                url = urlparse(self.path)
+                query = parse_qs(url.query)
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
+                conn = http.client.HTTPConnection(proxy.upstream, timeout=60)
+                try:
+                    conn.request("GET", url.path, headers=headers)
+                    resp = conn.getresponse()
+                    data = resp.read()
+                finally:
+                    conn.close()
+                if resp.status != 200:
+                    self._send(resp.status, data, {k: v for k, v in resp.getheaders()
+                                                   if k.lower() not in _HOP_BY_HOP | {"content-length"}})
+                    return
+                doc = json.loads(data)
+                tags = sorted(doc.get("tags") or [])
+                n = min(int(query.get("n", [proxy.tag_page_size])[0]), proxy.tag_page_size)
+                last = query.get("last", [None])[0]
+                if last is not None:
+                    tags = [t for t in tags if t > last]
+                page, more = tags[:n], len(tags) > n
+                out = {"Content-Type": "application/json"}
+                if more:
+                    out["Link"] = f'<{url.path}?{urlencode({"n": n, "last": page[-1]})}>; rel="next"'
+                self._send(200, json.dumps({"name": doc.get("name"), "tags": page}).encode(), out)
 
             do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
         return Handler

@@ -149,19 +149,21 @@ class Registry:
         return self.log_path.read_text(errors="replace").splitlines()
 
     def requests_seen(self) -> list[LoggedRequest]:
-        """Every request the registry answered, from its "response completed" log lines, in order."""
+        """Every request the registry answered, in order: "response completed" lines, and the "error
+        authorizing context" warnings it logs instead when it answers 401."""
         seen = []
         for line in self.log_lines():
-            if "response completed" not in line and "http.response.status" not in line:
-                continue
             fields = {k: v.strip('"') for k, v in _LOG_FIELD.findall(line)}
-            if "http.request.uri" not in fields or "http.response.status" not in fields:
+            if "http.request.uri" not in fields:
                 continue
-            seen.append(LoggedRequest(
-                method=fields.get("http.request.method", ""),
-                uri=fields["http.request.uri"],
-                status=int(fields["http.response.status"]),
-            ))
+            if "http.response.status" in fields:
+                status = int(fields["http.response.status"])
+            elif fields.get("msg", "").startswith("error authorizing context"):
+                status = 401
+            else:
+                continue
+            seen.append(LoggedRequest(method=fields.get("http.request.method", ""), uri=fields["http.request.uri"],
+                                      status=status))
         return seen
 
     def mark(self) -> int:
