@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from support.images import (  # noqa: E402
     OCI_INDEX, OCI_LAYER_TAR, Layout, RegistryAPI, build_mcv_layout, build_plain_layout,
-    mcv_labels, skopeo_push, stage_mcv_tree, tar_of_tree, zstd_layout,
+    hostile_tar, mcv_labels, sha256_digest, skopeo_push, stage_mcv_tree, tar_of_tree, zstd_layout,
 )
 from support.mcvfs import Mcvfs, mcvfs_bin  # noqa: E402
 from support.registry import Registry  # noqa: E402
@@ -72,6 +72,7 @@ class Populated:
     creds: str | None = None
     digests: dict[tuple[str, str], str] = field(default_factory=dict)
     issuer: TokenIssuer | None = None
+    hostile_layer: str | None = None
 
     @property
     def host(self) -> str:
@@ -120,6 +121,13 @@ def anon(tmp_path_factory, layouts) -> Populated:
             index.append({"mediaType": media_type, "digest": digest, "size": len(body),
                           "platform": {"architecture": "amd64", "os": "linux"}})
         pop.digests[(f, "multi")] = api.push_index(f, "multi", index, OCI_INDEX)
+
+        # A hostile publisher's layer (traversal, absolute names, escaping links, a device) with honest labels.
+        hostile = hostile_tar()
+        pop.digests[("org/hostile", "cuda-sm90")] = api.push_image(
+            "org/hostile", "cuda-sm90", [(hostile, OCI_LAYER_TAR)], labels=mcv_labels(layouts.cuda90_dir),
+            uncompressed_layers=[hostile])["digest"]
+        pop.hostile_layer = sha256_digest(hostile)
 
         body, media_type, digest = api.get_manifest("org/cache", "cuda-sm80")
         for blob in [layouts.cuda80.manifest()["config"], *layouts.cuda80.manifest()["layers"]]:

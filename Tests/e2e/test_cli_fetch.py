@@ -134,3 +134,13 @@ def test_token_expiry_refreshes_within_one_run(mcvfs, tmp_path, layouts, cache_d
             assert pop.issuer.issued_count - issued_before >= 2, pop.issuer.issued[issued_before:]
     finally:
         stop_token_registry(pop)
+
+
+def test_fetch_of_a_hostile_layer_stores_the_blob_and_writes_nothing_else(mcvfs, anon, tmp_path, cache_dir):
+    """fetch stores blobs; it must not unpack a layer whose names climb out (`../escape`, `/abs`)."""
+    r = mcvfs.run("fetch", "--plain-http", "--cache-dir", str(cache_dir), f"{anon.host}/org/hostile:cuda-sm90")
+    assert r.rc == 0, r
+    assert anon.hostile_layer in blob_files(cache_dir)
+    assert_blob_store_is_verified(cache_dir)
+    names = {p.name for p in tmp_path.rglob("*")} | {p.name for p in cache_dir.parent.parent.glob("*")}
+    assert not names & {"escape", "escape2", "abs", "x"}, sorted(names)
