@@ -1,0 +1,29 @@
+import OCI
+
+/// Every image a reference names, each either used by a mount or skipped with the reason, in the mount's
+/// merge order (tags sorted by name; an index's manifests in index order after their tag).
+public struct Catalog: Sendable, Codable, Hashable {
+    public struct Entry: Sendable, Codable, Hashable {
+        /// Tag, `tag[n]` for the n-th manifest of an index, or the digest when pinned by digest.
+        public var name: String
+        public var digest: Digest?
+        public var mediaType: String?
+        public var image: CacheImage?
+        public var kinds: [CacheLabels.Kind]
+        /// From the summary label; nil when the image has none (its kernels are then filtered one by one).
+        public var targets: [GPUTarget]?
+        /// Nil when the mount uses the image.
+        public var skipReason: String?
+
+        public var isUsed: Bool { skipReason == nil && image != nil }
+    }
+
+    /// `registry/repository` the catalog describes.
+    public var repository: String
+    /// The reference as the user gave it.
+    public var reference: String
+    public var entries: [Entry]
+
+    public var used: [CacheImage] { entries.filter(\.isUsed).compactMap(\.image) }
+    public var skipped: [Entry] { entries.filter { !$0.isUsed } }
+}

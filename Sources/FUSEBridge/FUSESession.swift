@@ -1,0 +1,88 @@
+import CFuse
+import Glibc
+import ImageFS
+
+/// A libfuse low-level session serving one `FileSystem` at a mountpoint.
+///
+/// The session owns the C handle; callbacks find the filesystem through the session's userdata pointer, so the
+/// session must outlive `run()` (it does: `run` is a method of it).
+public final class FUSESession {
+    public struct Options: Sendable {
+        public var mountpoint: String
+        /// Shown as the source in `/proc/mounts` (`mcvfs#<repository>`).
+        public var fsName: String
+        public var allowOther: Bool
+        public var maxThreads: UInt32
+        /// How long the kernel may cache attributes and names of stable inodes.
+        public var cacheTimeout: Double
+
+        public init(mountpoint: String, fsName: String, allowOther: Bool, maxThreads: UInt32 = 16, cacheTimeout: Double = 60) {
+            self.mountpoint = mountpoint
+            self.fsName = fsName
+            self.allowOther = allowOther
+            self.maxThreads = maxThreads
+            self.cacheTimeout = cacheTimeout
+        }
+    }
+
+    public enum SessionError: Error, Equatable, CustomStringConvertible {
+        case create
+        case mount(String)
+        case loop(Int32)
+
+        public var description: String {
+            switch self {
+            case .create: return "cannot create a FUSE session (is /dev/fuse available?)"
+            case .mount(let point): return "cannot mount at \(point) (see the log; is it an existing empty directory?)"
+            case .loop(let rc): return "FUSE session ended with error \(rc)"
+            }
+        }
+    }
+
+    let context: OperationContext
+    private var session: OpaquePointer?
+    private var mounted = false
+    private let options: Options
+
+    public init(fileSystem: any FileSystem, options: Options, log: @escaping @Sendable (String) -> Void) {
+        self.options = options
+        self.context = OperationContext(fileSystem: fileSystem, cacheTimeout: options.cacheTimeout, log: log)
+    }
+
+    deinit {
+        if let session {
+            if mounted { fuse_session_unmount(session) }
+            fuse_session_destroy(session)
+        }
+    }
+
+    /// Creates the session and mounts it; the mount answers requests once `run()` is called.
+    public func mount() throws {
+        var mountOptions = ["fsname=\(options.fsName)", "subtype=mcvfs", "default_permissions"]
+        if options.allowOther { mountOptions.append("allow_other") }
+        let arguments = ["mcvfs", "-o", mountOptions.joined(separator: ",")]
+        var cStrings = arguments.map { strdup($0) }
+        defer { cStrings.forEach { free($0) } }
+        var operations = OperationContext.operations
+        let userdata = Unmanaged.passUnretained(context).toOpaque()
+        session = cStrings.withUnsafeMutableBufferPointer { argv in
+            var args = fuse_args(argc: Int32(argv.count), argv: argv.baseAddress, allocated: 0)
+            return fuse_session_new(&args, &operations, MemoryLayout<fuse_lowlevel_ops>.size, userdata)
+        }
+        guard let session else { throw SessionError.create }
+        guard fuse_session_mount(session, options.mountpoint) == 0 else { throw SessionError.mount(options.mountpoint) }
+        mounted = true
+    }
+
+    /// Serves requests until the filesystem is unmounted or SIGINT/SIGTERM/SIGHUP arrives, then unmounts.
+    public func run() throws {
+        guard let session else { throw SessionError.create }
+        fuse_set_signal_handlers(session)
+        let rc = mcvfs_session_loop_mt(session, options.maxThreads)
+        fuse_remove_signal_handlers(session)
+        fuse_session_unmount(session)
+        mounted = false
+        // The loop returns the signal number when a signal stopped it: that is a clean stop.
+        if rc < 0 { throw SessionError.loop(rc) }
+    }
+}

@@ -1,0 +1,77 @@
+import CFuse
+import Glibc
+import ImageFS
+import Synchronization
+
+/// What every callback needs: the filesystem, open directory listings, and the one place that turns errors
+/// into replies. Callbacks work inline on libfuse's worker threads, then reply.
+final class OperationContext: Sendable {
+    let fileSystem: any FileSystem
+    let cacheTimeout: Double
+    let log: @Sendable (String) -> Void
+    /// Listings snapshotted at `opendir`, so `readdir` offsets stay valid across calls.
+    private let listings = Mutex<(next: UInt64, open: [UInt64: [DirectoryEntry]])>((1, [:]))
+
+    init(fileSystem: any FileSystem, cacheTimeout: Double, log: @escaping @Sendable (String) -> Void) {
+        self.fileSystem = fileSystem
+        self.cacheTimeout = cacheTimeout
+        self.log = log
+    }
+
+    static func from(_ req: fuse_req_t?) -> OperationContext {
+        Unmanaged<OperationContext>.fromOpaque(fuse_req_userdata(req)).takeUnretainedValue()
+    }
+
+    static func caller(_ req: fuse_req_t?) -> Caller {
+        let ctx = fuse_req_ctx(req)!.pointee
+        return Caller(uid: ctx.uid, gid: ctx.gid, pid: ctx.pid)
+    }
+
+    func timeout(for attributes: Attributes) -> Double { attributes.isVolatile ? 0 : cacheTimeout }
+
+    /// Runs `body`; a thrown `FSError` becomes its errno reply, logged once when it is not routine.
+    func serve(_ req: fuse_req_t?, _ operation: StaticString, _ body: () throws(FSError) -> Void) {
+        do {
+            try body()
+        } catch {
+            if error.isNoteworthy { log("\(operation): \(error)") }
+            fuse_reply_err(req, error.errno)
+        }
+    }
+
+    func replyEntry(_ req: fuse_req_t?, _ attributes: Attributes) {
+        var entry = fuse_entry_param()
+        entry.ino = attributes.ino
+        entry.generation = 1
+        entry.attr = stat(attributes)
+        entry.attr_timeout = timeout(for: attributes)
+        entry.entry_timeout = timeout(for: attributes)
+        fuse_reply_entry(req, &entry)
+    }
+
+    func replyAttributes(_ req: fuse_req_t?, _ attributes: Attributes) {
+        var st = stat(attributes)
+        fuse_reply_attr(req, &st, timeout(for: attributes))
+    }
+
+    func replyOpen(_ req: fuse_req_t?, _ info: UnsafeMutablePointer<fuse_file_info>?, _ opened: OpenedFile) {
+        info!.pointee.fh = opened.handle
+        mcvfs_file_info_set_cache(info, opened.keepCache ? 1 : 0, opened.directIO ? 1 : 0)
+        if fuse_reply_open(req, info) != 0 {
+            // The opener was interrupted: nobody will release this handle.
+            fileSystem.release(handle: opened.handle)
+        }
+    }
+
+    func openListing(_ entries: [DirectoryEntry]) -> UInt64 {
+        listings.withLock { state in
+            defer { state.next += 1 }
+            state.open[state.next] = entries
+            return state.next
+        }
+    }
+
+    func listing(_ handle: UInt64) -> [DirectoryEntry]? { listings.withLock { $0.open[handle] } }
+
+    func closeListing(_ handle: UInt64) { _ = listings.withLock { $0.open.removeValue(forKey: handle) } }
+}

@@ -1,0 +1,290 @@
+import Foundation
+import OCI
+import Synchronization
+import TarIndex
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// The read-only filesystem of a mount: the merged tree of the mount's images, loaded on first use.
+///
+/// Mounting costs no layer download: the root directory exists from the start, and the first lookup or listing
+/// below it loads every image (in parallel), once. A load that fails answers `unavailable` (EIO) and is retried
+/// on a later access, but not before `retryDelay` so that a dead registry does not stall every lookup.
+public final class ImageFileSystem: FileSystem {
+    public static let rootIno: UInt64 = 1
+    static let controlIno: UInt64 = 2
+    static let statusIno: UInt64 = 3
+    static let firstTreeIno: UInt64 = 16
+    /// The hidden directory that exposes the mount's status; never listed, always reachable by name.
+    public static let controlName = ".mcvfs"
+
+    public struct Options: Sendable {
+        public var tree: ImageTreeBuilder.Options
+        public var owner: (uid: UInt32, gid: UInt32)
+        public var retryDelay: Duration
+
+        public init(tree: ImageTreeBuilder.Options, owner: (uid: UInt32, gid: UInt32), retryDelay: Duration = .seconds(5)) {
+            self.tree = tree
+            self.owner = owner
+            self.retryDelay = retryDelay
+        }
+    }
+
+    private enum OpenFile {
+        case descriptor(Int32)
+        case bytes(Data)
+    }
+
+    private struct Handles {
+        var next: UInt64 = 1
+        var open: [UInt64: OpenFile] = [:]
+
+        mutating func insert(_ file: OpenFile) -> UInt64 {
+            defer { next += 1 }
+            open[next] = file
+            return next
+        }
+    }
+
+    private struct LoadState {
+        var tree: ImageTree?
+        var report = ImageTreeBuilder.Report()
+        var lastFailure: (at: ContinuousClock.Instant, reason: String)?
+    }
+
+    public let images: [CacheImage]
+    private let provider: any LayerProvider
+    private let options: Options
+    private let statusDocument: @Sendable () -> Data
+    private let mounted = Int64(Date().timeIntervalSince1970)
+    // Lock order: loadGate, then state. The gate is held across the load on purpose: it is the single flight
+    // that makes concurrent first lookups wait for one load instead of starting their own.
+    private let loadGate = NSLock()
+    private let state = Mutex(LoadState())
+    private let handles = Mutex(Handles())
+
+    /// - Parameter status: renders `/.mcvfs/status.json` on each open.
+    public init(
+        images: [CacheImage], provider: any LayerProvider, options: Options,
+        status: @escaping @Sendable () -> Data
+    ) {
+        self.images = images
+        self.provider = provider
+        self.options = options
+        self.statusDocument = status
+    }
+
+    /// What the tree builder did, once loaded.
+    public var report: ImageTreeBuilder.Report? { state.withLock { $0.tree == nil ? nil : $0.report } }
+
+    public var isLoaded: Bool { state.withLock { $0.tree != nil } }
+
+    /// Loads every image now (prefetch); the same load a first lookup would do.
+    public func load() throws(FSError) -> ImageTree {
+        if let tree = state.withLock({ $0.tree }) { return tree }
+        loadGate.lock()
+        defer { loadGate.unlock() }
+        let (loaded, failure) = state.withLock { ($0.tree, $0.lastFailure) }
+        if let loaded { return loaded }
+        if let failure, ContinuousClock.now - failure.at < options.retryDelay {
+            throw .unavailable(reason: failure.reason)
+        }
+        do {
+            let indexes = try loadLayers()
+            var builder = ImageTreeBuilder(options: options.tree, readBlob: readBlob)
+            for (image, layers) in zip(images, indexes) {
+                try builder.add(layers: layers, image: image)
+            }
+            let tree = try builder.build(rootIno: Self.rootIno, firstIno: Self.firstTreeIno)
+            let report = builder.report
+            state.withLock {
+                $0.tree = tree
+                $0.report = report
+                $0.lastFailure = nil
+            }
+            return tree
+        } catch {
+            let reason = String(describing: error)
+            state.withLock { $0.lastFailure = (ContinuousClock.now, reason) }
+            throw .unavailable(reason: reason)
+        }
+    }
+
+    /// Fetches the images' layers concurrently; the first error wins.
+    private func loadLayers() throws -> [[LayerIndex]] {
+        let results = Mutex([Result<[LayerIndex], any Error>?](repeating: nil, count: images.count))
+        DispatchQueue.concurrentPerform(iterations: images.count) { i in
+            let image = images[i]
+            let result = Result { try image.layers.map { try provider.index(of: $0, in: image) } }
+            results.withLock { $0[i] = result }
+        }
+        return try results.withLock { $0 }.map { try $0!.get() }
+    }
+
+    private func readBlob(_ digest: Digest) throws -> Data {
+        guard let path = provider.path(of: digest) else {
+            throw FSError.unavailable(reason: "file blob \(digest) missing from the local store")
+        }
+        return try Data(contentsOf: URL(fileURLWithPath: path))
+    }
+
+    // MARK: FileSystem
+
+    public func lookup(parent: UInt64, name: String, caller: Caller) throws(FSError) -> Attributes {
+        switch (parent, name) {
+        case (Self.rootIno, Self.controlName): return controlAttributes()
+        case (Self.controlIno, "status.json"): return statusAttributes()
+        case (Self.controlIno, _), (Self.statusIno, _): throw .notFound
+        default: break
+        }
+        let tree = try load()
+        guard let parentNode = tree.node(parent) else { throw .notFound }
+        guard parentNode.kind == .directory else { throw .notDirectory }
+        guard let node = tree.child(of: parent, named: name) else { throw .notFound }
+        return attributes(of: node)
+    }
+
+    public func forget(ino: UInt64, count: UInt64) {
+        // The tree lives as long as the mount, so inodes need no reference counts.
+    }
+
+    public func attributes(ino: UInt64, caller: Caller) throws(FSError) -> Attributes {
+        switch ino {
+        case Self.controlIno: return controlAttributes()
+        case Self.statusIno: return statusAttributes()
+        case Self.rootIno where !isLoaded:
+            return Attributes(
+                ino: ino, kind: .directory, permissions: rootPermissions, links: 2, size: 0,
+                uid: options.owner.uid, gid: options.owner.gid, modified: mounted)
+        default:
+            guard let node = try load().node(ino) else { throw .notFound }
+            return attributes(of: node)
+        }
+    }
+
+    public func readLink(ino: UInt64) throws(FSError) -> String {
+        guard let node = try load().node(ino) else { throw .notFound }
+        guard node.kind == .symlink, let target = node.linkTarget else { throw .invalidArgument }
+        return target
+    }
+
+    public func listDirectory(ino: UInt64, caller: Caller) throws(FSError) -> [DirectoryEntry] {
+        if ino == Self.controlIno {
+            return [
+                DirectoryEntry(ino: Self.controlIno, name: ".", kind: .directory),
+                DirectoryEntry(ino: Self.rootIno, name: "..", kind: .directory),
+                DirectoryEntry(ino: Self.statusIno, name: "status.json", kind: .file),
+            ]
+        }
+        let tree = try load()
+        guard let node = tree.node(ino) else { throw .notFound }
+        guard node.kind == .directory else { throw .notDirectory }
+        var entries = [
+            DirectoryEntry(ino: node.ino, name: ".", kind: .directory),
+            DirectoryEntry(ino: node.parent, name: "..", kind: .directory),
+        ]
+        for name in node.listing {
+            if let child = tree.child(of: ino, named: name) {
+                entries.append(DirectoryEntry(ino: child.ino, name: name, kind: child.kind))
+            }
+        }
+        return entries
+    }
+
+    public func open(ino: UInt64, flags: Int32, caller: Caller) throws(FSError) -> OpenedFile {
+        guard flags & O_ACCMODE == O_RDONLY, flags & O_TRUNC == 0 else { throw .readOnly }
+        if ino == Self.statusIno {
+            let handle = handles.withLock { $0.insert(.bytes(statusDocument())) }
+            return OpenedFile(handle: handle, keepCache: false, directIO: true)
+        }
+        guard let node = try load().node(ino) else { throw .notFound }
+        guard node.kind == .file else { throw node.kind == .directory ? .isDirectory : .invalidArgument }
+        let file: OpenFile
+        switch node.content {
+        case .bytes(let data)?:
+            file = .bytes(data)
+        case .blob(let digest)?:
+            guard let path = provider.path(of: digest) else {
+                throw .unavailable(reason: "file blob \(digest) missing from the local store")
+            }
+            let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else { throw .unavailable(reason: "open \(path): \(String(cString: strerror(errno)))") }
+            file = .descriptor(fd)
+        case nil:
+            throw .invalidArgument
+        }
+        let handle = handles.withLock { $0.insert(file) }
+        return OpenedFile(handle: handle, keepCache: true, directIO: false)
+    }
+
+    public func read(handle: UInt64, offset: Int64, into buffer: UnsafeMutableRawBufferPointer) throws(FSError) -> Int {
+        guard let file = handles.withLock({ $0.open[handle] }) else { throw .badHandle }
+        switch file {
+        case .bytes(let data):
+            guard offset < data.count else { return 0 }
+            let count = min(buffer.count, data.count - Int(offset))
+            data.withUnsafeBytes { bytes in
+                buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: bytes[Int(offset)..<Int(offset) + count]))
+            }
+            return count
+        case .descriptor(let fd):
+            var done = 0
+            while done < buffer.count {
+                let n = pread(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done))
+                if n < 0 && errno == EINTR { continue }
+                guard n >= 0 else { throw .unavailable(reason: "read: \(String(cString: strerror(errno)))") }
+                if n == 0 { break }
+                done += n
+            }
+            return done
+        }
+    }
+
+    public func release(handle: UInt64) {
+        if case .descriptor(let fd)? = handles.withLock({ $0.open.removeValue(forKey: handle) }) {
+            close(fd)
+        }
+    }
+
+    public func makeDirectory(parent: UInt64, name: String, mode: UInt32, caller: Caller) throws(FSError)
+        -> Attributes
+    {
+        // Triton calls makedirs(exist_ok=True) on every lookup: an existing name must answer EEXIST.
+        if (try? lookup(parent: parent, name: name, caller: caller)) != nil { throw .exists }
+        throw .readOnly
+    }
+
+    public func statistics() -> FileSystemStatistics {
+        let tree = state.withLock { $0.tree }
+        let bytes = UInt64(tree?.totalFileBytes ?? 0)
+        return FileSystemStatistics(
+            blockSize: 4096, blocks: (bytes + 4095) / 4096, freeBlocks: 0, files: UInt64(tree?.count ?? 0))
+    }
+
+    // MARK: Attributes
+
+    private var rootPermissions: UInt32 { options.tree.worldReadable ? 0o755 : 0o700 }
+
+    private func attributes(of node: ImageTree.Node) -> Attributes {
+        Attributes(
+            ino: node.ino, kind: node.kind, permissions: node.ino == Self.rootIno ? rootPermissions : node.permissions,
+            links: node.kind == .directory ? 2 : 1, size: node.size, uid: options.owner.uid, gid: options.owner.gid,
+            modified: node.modified)
+    }
+
+    private func controlAttributes() -> Attributes {
+        Attributes(
+            ino: Self.controlIno, kind: .directory, permissions: 0o555, links: 2, size: 0, uid: options.owner.uid,
+            gid: options.owner.gid, modified: mounted)
+    }
+
+    private func statusAttributes() -> Attributes {
+        var attributes = Attributes(
+            ino: Self.statusIno, kind: .file, permissions: 0o444, size: Int64(statusDocument().count),
+            uid: options.owner.uid, gid: options.owner.gid, modified: Int64(Date().timeIntervalSince1970))
+        attributes.isVolatile = true
+        return attributes
+    }
+}

@@ -1,0 +1,32 @@
+import ArgumentParser
+import CacheRepository
+import Foundation
+
+struct FetchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "fetch",
+        abstract: "Download and verify the layers of the images a mount would use into the local cache (pre-warm a node).")
+
+    @OptionGroup var global: GlobalOptions
+    @OptionGroup var gpu: GPUOptions
+    @Argument(help: "REGISTRY/REPOSITORY[:TAG|@DIGEST]") var reference: String
+
+    func run() throws {
+        try runReportingErrors(global) {
+            let ref = try parseReference(reference)
+            let selection = try gpu.resolve()
+            let client = try global.client(for: ref)
+            let store = try global.store()
+            let catalog = try ImageResolver(client: client, store: store)
+                .catalog(for: ref, accepts: selection.accepts, selectionDescription: selection.description)
+            let fetcher = try LayerFetcher(client: client, repository: ref.repository, store: store, metrics: FetchMetrics())
+            for image in catalog.used {
+                for layer in image.layers {
+                    _ = try fetcher.index(of: layer)
+                    print("\(image.name)\t\(layer.digest)\t\(layer.size)")
+                }
+            }
+            for entry in catalog.skipped { Log.info("skipped \(entry.name): \(entry.skipReason ?? "")") }
+        }
+    }
+}

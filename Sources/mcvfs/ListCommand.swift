@@ -1,0 +1,82 @@
+import ArgumentParser
+import CacheRepository
+import Foundation
+import OCI
+
+struct ListCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ls", abstract: "List the cache images of a repository and whether this host can use them.")
+
+    @OptionGroup var global: GlobalOptions
+    @OptionGroup var gpu: GPUOptions
+    @Flag(help: "Print JSON.") var json = false
+    @Argument(help: "REGISTRY/REPOSITORY (a tag or digest narrows it to one image).") var repository: String
+
+    func run() throws {
+        try runReportingErrors(global) {
+            let reference = try parseReference(repository)
+            let selection = try gpu.resolve()
+            let catalog = try ImageResolver(client: try global.client(for: reference), store: try global.store())
+                .catalog(for: reference, accepts: selection.accepts, selectionDescription: selection.description)
+            if json {
+                try printJSON(ListOutput(catalog))
+            } else {
+                printTable(catalog)
+            }
+        }
+    }
+
+    private func printTable(_ catalog: Catalog) {
+        var rows = [["TAG", "DIGEST", "TARGETS", "COMPATIBLE", "SIZE"]]
+        for entry in catalog.entries where entry.image != nil || entry.digest != nil {
+            rows.append([
+                entry.name, entry.digest?.short ?? "-", entry.targets?.map(\.description).joined(separator: ",") ?? "?",
+                entry.isUsed ? "yes" : "no", entry.image.map { formatBytes($0.size) } ?? "-",
+            ])
+        }
+        printColumns(rows)
+        let skipped = catalog.entries.filter { $0.image == nil }
+        if !skipped.isEmpty {
+            print("\nskipped:")
+            for entry in skipped { print("  \(entry.name): \(entry.skipReason ?? "")") }
+        }
+    }
+}
+
+/// The JSON form of `mcvfs ls`.
+struct ListOutput: Encodable {
+    struct Image: Encodable {
+        var tag: String
+        var digest: String
+        var mediaType: String
+        var targets: [String]
+        var compatible: Bool
+        var size: Int64
+        var kinds: [String]
+        var reason: String?
+    }
+
+    struct Skipped: Encodable {
+        var tag: String
+        var digest: String?
+        var reason: String
+    }
+
+    var repository: String
+    var images: [Image]
+    var skipped: [Skipped]
+
+    init(_ catalog: Catalog) {
+        repository = catalog.repository
+        images = catalog.entries.compactMap { entry in
+            guard let image = entry.image else { return nil }
+            return Image(
+                tag: entry.name, digest: image.digest.description, mediaType: entry.mediaType ?? "",
+                targets: (entry.targets ?? []).map(\.description), compatible: entry.isUsed, size: image.size,
+                kinds: entry.kinds.map(\.rawValue), reason: entry.skipReason)
+        }
+        skipped = catalog.entries.filter { !$0.isUsed }.map {
+            Skipped(tag: $0.name, digest: $0.digest?.description, reason: $0.skipReason ?? "")
+        }
+    }
+}

@@ -1,0 +1,61 @@
+import Foundation
+import Glibc
+import Synchronization
+
+/// The daemon's log: lines to stderr (foreground), to a file, and to syslog (journald picks it up).
+enum Log {
+    enum Level: String, Comparable, CaseIterable, Sendable {
+        case error, warning, info, debug
+
+        var rank: Int { Self.allCases.firstIndex(of: self)! }
+        static func < (lhs: Level, rhs: Level) -> Bool { lhs.rank < rhs.rank }
+
+        var syslogPriority: Int32 {
+            switch self {
+            case .error: return LOG_ERR
+            case .warning: return LOG_WARNING
+            case .info: return LOG_INFO
+            case .debug: return LOG_DEBUG
+            }
+        }
+    }
+
+    private struct Sinks {
+        var level = Level.warning
+        var stderr = true
+        var file: FileHandle?
+        var syslog = false
+    }
+
+    private static let sinks = Mutex(Sinks())
+
+    static func configure(level: Level, stderr: Bool, file: String?, syslog: Bool) {
+        var handle: FileHandle?
+        if let file {
+            try? FileManager.default.createDirectory(
+                atPath: (file as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+            if !FileManager.default.fileExists(atPath: file) { FileManager.default.createFile(atPath: file, contents: nil) }
+            handle = FileHandle(forWritingAtPath: file)
+            _ = try? handle?.seekToEnd()
+        }
+        if syslog { openlog("mcvfs", LOG_PID, LOG_DAEMON) }
+        sinks.withLock { $0 = Sinks(level: level, stderr: stderr, file: handle, syslog: syslog) }
+    }
+
+    static func error(_ message: String) { write(.error, message) }
+    static func warning(_ message: String) { write(.warning, message) }
+    static func info(_ message: String) { write(.info, message) }
+    static func debug(_ message: String) { write(.debug, message) }
+
+    static func write(_ level: Level, _ message: String) {
+        sinks.withLock { sinks in
+            guard level <= sinks.level else { return }
+            let line = "\(ISO8601DateFormatter().string(from: Date())) \(level.rawValue) \(message)\n"
+            if sinks.stderr { FileHandle.standardError.write(Data(line.utf8)) }
+            sinks.file?.write(Data(line.utf8))
+            if sinks.syslog {
+                withVaList([message]) { vsyslog(level.syslogPriority, "%s", $0) }
+            }
+        }
+    }
+}

@@ -1,0 +1,14 @@
+import ArgumentParser
+
+@main
+struct MCVFS: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "mcvfs",
+        abstract: "Mount OCI registry repositories of GPU kernel caches (Triton, vLLM) as cache directories.",
+        version: "0.1.0",
+        subcommands: [
+            ListCommand.self, InspectCommand.self, FetchCommand.self, MountCommand.self, UnmountCommand.self,
+            GPUsCommand.self,
+        ]
+    )
+}

@@ -1,0 +1,115 @@
+import ArgumentParser
+import BlobCache
+import CacheRepository
+import FUSEBridge
+import Foundation
+import Glibc
+import ImageFS
+import OCI
+import TarIndex
+import Registry
+
+struct MountCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "mount",
+        abstract: "Mount a registry repository (or one image) as a Triton cache directory.",
+        discussion: """
+            Without a tag every cache image in the repository whose targets match the selected GPUs is used, merged \
+            in tag order (the first tag that has a file wins it). Tags are resolved to digests once and pinned for \
+            the mount's life. No layer is downloaded at mount time: the first access below the root fetches and \
+            verifies them.
+            """)
+
+    @OptionGroup var global: GlobalOptions
+    @OptionGroup var gpu: GPUOptions
+
+    @Flag(help: "Stay attached (systemd, containers); by default mcvfs returns once the mount serves.")
+    var foreground = false
+
+    @Option(help: "The cache root as consuming processes see it, when they mount this directory at another path (a pod's hostPath). Group files name children under it. Default: the mountpoint.")
+    var consumerRoot: String?
+
+    @Flag(inversion: .prefixedNo, help: "Let other users (pods running as other uids) use the mount. Default: on when run as root.")
+    var allowOther: Bool?
+
+    @Option(help: "Seconds a failed image load answers EIO at once before the next access retries it.")
+    var retryDelay: Double = 5
+
+    @Argument(help: "REGISTRY/REPOSITORY[:TAG|@DIGEST]") var reference: String
+    @Argument(help: "An existing empty directory.") var mountpoint: String
+
+    func run() throws {
+        if !foreground && ProcessInfo.processInfo.environment[Daemon.childVariable] == nil {
+            try Daemon.startInBackground(arguments: Array(CommandLine.arguments.dropFirst()) + ["--foreground"])
+            return
+        }
+        let daemon = Daemon()
+        do {
+            try serve(daemon)
+        } catch {
+            Log.error("\(error)")
+            daemon.failed("\(error)")
+            throw ExitCode.failure
+        }
+    }
+
+    private func serve(_ daemon: Daemon) throws {
+        let ref = try parseReference(reference)
+        let mountpoint = URL(fileURLWithPath: self.mountpoint).standardizedFileURL.path
+        let cacheRoot = try global.cacheRoot()
+        Log.configure(
+            level: max(global.logLevel, .info), stderr: !daemon.isChild,
+            file: cacheRoot.appendingPathComponent("logs/mount-\(Daemon.logName(for: mountpoint)).log").path,
+            syslog: true)
+        try Mountpoint.prepare(mountpoint)
+        let selection = try gpu.resolve()
+        let store = try global.store()
+        let client = try global.client(for: ref, attempts: 2)
+        let catalogs = CatalogRecord(root: cacheRoot)
+        let catalog: Catalog
+        do {
+            catalog = try ImageResolver(client: client, store: store)
+                .catalog(for: ref, accepts: selection.accepts, selectionDescription: selection.description)
+            try? catalogs.save(catalog, selection: selection.description)
+        } catch let error as RegistryError where error.isTransient {
+            guard let recorded = catalogs.load(reference: ref.description, selection: selection.description) else {
+                throw error
+            }
+            Log.warning("registry unreachable (\(error)); serving the digests pinned at the last mount of \(ref)")
+            catalog = recorded
+        }
+        for entry in catalog.entries {
+            Log.info(entry.isUsed ? "using \(entry.name) \(entry.digest?.short ?? "")" : "skipping \(entry.name): \(entry.skipReason ?? "")")
+        }
+        let metrics = FetchMetrics()
+        let fetcher = try LayerFetcher(client: client, repository: ref.repository, store: store, metrics: metrics)
+        let owner = (uid: getuid(), gid: getgid())
+        let allowOther = self.allowOther ?? (owner.uid == 0)
+        let options = ImageFileSystem.Options(
+            tree: ImageTreeBuilder.Options(
+                consumerRoot: consumerRoot ?? mountpoint, filter: selection.kernelFilter, worldReadable: allowOther),
+            owner: owner, retryDelay: .milliseconds(Int64(retryDelay * 1000)))
+        let status = StatusBox()
+        let fileSystem = ImageFileSystem(
+            images: catalog.used, provider: fetcher, options: options, status: { status.render() })
+        status.set(
+            MountStatus.Source(
+                reference: ref.description, mountpoint: mountpoint, consumerRoot: consumerRoot ?? mountpoint,
+                selection: selection.description, catalog: catalog, metrics: metrics, fileSystem: fileSystem))
+        let session = FUSESession(
+            fileSystem: fileSystem,
+            options: FUSESession.Options(mountpoint: mountpoint, fsName: "mcvfs#\(ref)", allowOther: allowOther),
+            log: { Log.warning($0) })
+        try session.mount()
+        Log.info("mounted \(ref) at \(mountpoint): \(catalog.used.count) image(s) used, \(catalog.skipped.count) skipped")
+        daemon.ready(message: "mounted \(ref) at \(mountpoint) (\(catalog.used.count) image(s), \(catalog.skipped.count) skipped)")
+        try session.run()
+        Log.info("unmounted \(mountpoint)")
+    }
+}
+
+extension LayerFetcher: LayerProvider {
+    public func index(of layer: Descriptor, in image: CacheImage) throws -> LayerIndex {
+        try index(of: layer)
+    }
+}

@@ -1,0 +1,69 @@
+import CacheRepository
+import Foundation
+import ImageFS
+import Synchronization
+
+/// `/.mcvfs/status.json`: what the mount uses and skips, and what fetching has cost and found.
+struct MountStatus: Encodable {
+    struct Source: Sendable {
+        var reference: String
+        var mountpoint: String
+        var consumerRoot: String
+        var selection: String
+        var catalog: Catalog
+        var metrics: FetchMetrics
+        var fileSystem: ImageFileSystem
+    }
+
+    struct Image: Encodable {
+        var name: String
+        var digest: String?
+        var targets: [String]?
+        var layers: [String]?
+        var reason: String?
+    }
+
+    var reference: String
+    var mountpoint: String
+    var consumerRoot: String
+    var pid: Int32
+    var gpus: String
+    var loaded: Bool
+    var used: [Image]
+    var skipped: [Image]
+    var tree: ImageTreeBuilder.Report?
+    var fetch: FetchMetrics.Snapshot
+
+    init(_ source: Source) {
+        reference = source.reference
+        mountpoint = source.mountpoint
+        consumerRoot = source.consumerRoot
+        pid = getpid()
+        gpus = source.selection
+        loaded = source.fileSystem.isLoaded
+        used = source.catalog.entries.filter(\.isUsed).map {
+            Image(
+                name: $0.name, digest: $0.digest?.description, targets: $0.targets?.map(\.description),
+                layers: $0.image?.layers.map(\.digest.description), reason: nil)
+        }
+        skipped = source.catalog.skipped.map {
+            Image(name: $0.name, digest: $0.digest?.description, targets: $0.targets?.map(\.description), layers: nil, reason: $0.skipReason)
+        }
+        tree = source.fileSystem.report
+        fetch = source.metrics.snapshot
+    }
+}
+
+/// Holds the status source once the mount is wired; the filesystem renders through it on every open.
+final class StatusBox: Sendable {
+    private let source = Mutex<MountStatus.Source?>(nil)
+
+    func set(_ value: MountStatus.Source) { source.withLock { $0 = value } }
+
+    func render() -> Data {
+        guard let current = source.withLock({ $0 }) else { return Data("{}\n".utf8) }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        return ((try? encoder.encode(MountStatus(current))) ?? Data("{}".utf8)) + Data("\n".utf8)
+    }
+}

@@ -1,0 +1,71 @@
+import Foundation
+import Glibc
+
+/// Checks on the mountpoint directory: it exists, nothing live is mounted on it, and a dead daemon's mount
+/// (the kernel answers ENOTCONN) is cleared.
+enum Mountpoint {
+    struct Problem: Error, CustomStringConvertible {
+        let description: String
+    }
+
+    static func prepare(_ path: String) throws {
+        var info = stat()
+        if stat(path, &info) != 0 {
+            guard errno == ENOTCONN else {
+                throw Problem(description: "mountpoint \(path): \(String(cString: strerror(errno)))")
+            }
+            Log.warning("clearing the stale mount of a dead mcvfs daemon at \(path)")
+            try unmount(path, lazy: true)
+            guard stat(path, &info) == 0 else {
+                throw Problem(description: "mountpoint \(path) is still stale after unmounting")
+            }
+        }
+        guard info.st_mode & S_IFMT == S_IFDIR else { throw Problem(description: "mountpoint \(path) is not a directory") }
+        if isMounted(path) {
+            throw Problem(description: "\(path) is already a mount point; run `mcvfs unmount \(path)` first")
+        }
+    }
+
+    /// True when `/proc/self/mountinfo` lists `path` as a mount point.
+    static func isMounted(_ path: String) -> Bool {
+        guard let table = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else { return false }
+        return table.split(separator: "\n").contains { line in
+            let fields = line.split(separator: " ")
+            return fields.count > 4 && unescape(String(fields[4])) == path
+        }
+    }
+
+    static func unmount(_ path: String, lazy: Bool) throws {
+        var arguments = ["-u"]
+        if lazy { arguments.append("-z") }
+        let tool = Process()
+        tool.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        tool.arguments = ["fusermount3"] + arguments + [path]
+        let errors = Pipe()
+        tool.standardError = errors
+        try tool.run()
+        tool.waitUntilExit()
+        guard tool.terminationStatus == 0 else {
+            let message = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            throw Problem(description: "cannot unmount \(path): \(message.trimmingCharacters(in: .whitespacesAndNewlines))")
+        }
+    }
+
+    /// mountinfo escapes space, tab, newline and backslash as octal.
+    private static func unescape(_ field: String) -> String {
+        var result = ""
+        var chars = Array(field)
+        var i = 0
+        while i < chars.count {
+            if chars[i] == "\\", i + 3 < chars.count + 0, let code = UInt8(String(chars[(i + 1)...(i + 3)]), radix: 8) {
+                result.append(Character(UnicodeScalar(code)))
+                i += 4
+            } else {
+                result.append(chars[i])
+                i += 1
+            }
+        }
+        chars.removeAll()
+        return result
+    }
+}
