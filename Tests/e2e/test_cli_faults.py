@@ -10,7 +10,7 @@ HANG_GUARD = 60  # seconds; `--timeout 3` must end the command long before this
 
 def test_ls_against_a_stalled_server_fails_instead_of_hanging(mcvfs):
     with StallServer() as stall:
-        r = mcvfs.run("ls", "--plain-http", "--timeout", "3", f"{stall.host}/org/cache", timeout=HANG_GUARD)
+        r = mcvfs.run("ls", "--plain-http", "--gpu", "cuda:90", "--timeout", "3", f"{stall.host}/org/cache", timeout=HANG_GUARD)
         assert stall.accepted >= 1, "mcvfs never connected"
     assert r.rc == 1, r
     assert r.error_line
@@ -19,7 +19,7 @@ def test_ls_against_a_stalled_server_fails_instead_of_hanging(mcvfs):
 def test_fetch_with_a_stalled_blob_fails_and_commits_nothing(mcvfs, anon, layouts, cache_dir):
     with FaultProxy(anon.host) as proxy:
         proxy.stall_kinds = {"blobs"}
-        r = mcvfs.run("fetch", "--plain-http", "--timeout", "3", "--cache-dir", str(cache_dir),
+        r = mcvfs.run("fetch", "--plain-http", "--gpu", "cuda:90", "--timeout", "3", "--cache-dir", str(cache_dir),
                       f"{proxy.host}/org/cache:cuda-sm90", timeout=HANG_GUARD)
         assert proxy.count("blobs") >= 1, proxy.counts()
     assert r.rc == 1, r

@@ -21,7 +21,7 @@ def layer_digests(layout) -> list[str]:
 
 
 def test_fetch_downloads_verified_layers(mcvfs, anon, layouts, cache_dir):
-    r = mcvfs.run("fetch", "--plain-http", "--cache-dir", str(cache_dir), f"{anon.host}/org/cache:cuda-sm90")
+    r = mcvfs.run("fetch", "--plain-http", "--gpu", "cuda:90", "--cache-dir", str(cache_dir), f"{anon.host}/org/cache:cuda-sm90")
     assert r.rc == 0, r
     blobs = blob_files(cache_dir)
     for digest in layer_digests(layouts.cuda90):
@@ -34,8 +34,8 @@ def test_fetch_downloads_verified_layers(mcvfs, anon, layouts, cache_dir):
 
 def test_fetch_again_is_idempotent(mcvfs, anon, layouts, cache_dir):
     ref = f"{anon.host}/org/cache:rocm-gfx942"
-    first = mcvfs.run("fetch", "--plain-http", "--cache-dir", str(cache_dir), ref)
-    second = mcvfs.run("fetch", "--plain-http", "--cache-dir", str(cache_dir), ref)
+    first = mcvfs.run("fetch", "--plain-http", "--gpu", "hip:gfx942", "--cache-dir", str(cache_dir), ref)
+    second = mcvfs.run("fetch", "--plain-http", "--gpu", "hip:gfx942", "--cache-dir", str(cache_dir), ref)
     assert first.rc == 0 and second.rc == 0, (first, second)
     for digest in layer_digests(layouts.hip942):
         assert blob_files(cache_dir)[digest].read_bytes() == layouts.hip942.blob(digest)
@@ -53,8 +53,8 @@ def test_fetch_index_with_gpu_selects_only_the_matching_image(mcvfs, anon, layou
 
 
 def test_fetch_with_basic_auth(mcvfs, basic, layouts, cache_dir):
-    r = mcvfs.run("fetch", "--plain-http", "--creds", f"{BASIC_USER}:{BASIC_PASSWORD}", "--cache-dir",
-                  str(cache_dir), f"{basic.host}/org/cache:cuda-sm80")
+    r = mcvfs.run("fetch", "--plain-http", "--gpu", "cuda:80", "--creds", f"{BASIC_USER}:{BASIC_PASSWORD}",
+                  "--cache-dir", str(cache_dir), f"{basic.host}/org/cache:cuda-sm80")
     assert r.rc == 0, r
     for digest in layer_digests(layouts.cuda80):
         assert blob_files(cache_dir)[digest].read_bytes() == layouts.cuda80.blob(digest)
@@ -69,7 +69,8 @@ def test_fetch_digest_mismatch_fails_and_commits_nothing(mcvfs, fresh_registry, 
     path.write_bytes(bytes(data))
     actual = hashlib.sha256(data).hexdigest()
 
-    r = mcvfs.run("fetch", "--plain-http", "--cache-dir", str(cache_dir), f"{fresh_registry.host}/org/cache:cuda-sm90")
+    r = mcvfs.run("fetch", "--plain-http", "--gpu", "cuda:90", "--cache-dir", str(cache_dir),
+                  f"{fresh_registry.host}/org/cache:cuda-sm90")
     assert r.rc == 1, r
     assert layer.split(":")[1] in r.error_line, f"the error must name the expected digest:\n{r}"
     assert actual in r.error_line, f"the error must name the actual digest:\n{r}"
@@ -84,8 +85,8 @@ def test_fetch_digest_mismatch_fails_and_commits_nothing(mcvfs, fresh_registry, 
 def test_fetch_follows_blob_redirect_without_sending_credentials(mcvfs, basic, layouts, cache_dir):
     with RedirectTarget(basic.host, creds=basic.creds) as storage, FaultProxy(basic.host) as proxy:
         proxy.redirect_blobs_to = storage
-        r = mcvfs.run("fetch", "--plain-http", "--creds", f"{BASIC_USER}:{BASIC_PASSWORD}", "--cache-dir",
-                      str(cache_dir), f"{proxy.host}/org/cache:cuda-sm90")
+        r = mcvfs.run("fetch", "--plain-http", "--gpu", "cuda:90", "--creds", f"{BASIC_USER}:{BASIC_PASSWORD}",
+                      "--cache-dir", str(cache_dir), f"{proxy.host}/org/cache:cuda-sm90")
         assert r.rc == 0, r
         for digest in layer_digests(layouts.cuda90):
             assert blob_files(cache_dir)[digest].read_bytes() == layouts.cuda90.blob(digest)
@@ -101,7 +102,7 @@ def test_concurrent_fetches_share_one_cache_dir(mcvfs, anon, layouts, cache_dir)
     with FaultProxy(anon.host) as proxy:
         proxy.delay("blobs", 1.0, times=4, methods=("GET",))  # keep both downloads in flight together
         ref = f"{proxy.host}/org/cache:cuda-sm90"
-        procs = [mcvfs.popen("fetch", "--plain-http", "--cache-dir", str(cache_dir), ref) for _ in range(2)]
+        procs = [mcvfs.popen("fetch", "--plain-http", "--gpu", "cuda:90", "--cache-dir", str(cache_dir), ref) for _ in range(2)]
         results = []
         for p in procs:
             out, err = p.communicate(timeout=120)
@@ -111,8 +112,10 @@ def test_concurrent_fetches_share_one_cache_dir(mcvfs, anon, layouts, cache_dir)
     for digest in layer_digests(layouts.cuda90):
         assert blobs[digest].read_bytes() == layouts.cuda90.blob(digest)
     assert_blob_store_is_verified(cache_dir)
-    layer_named = [p for p in all_files(cache_dir) if layer_digests(layouts.cuda90)[0].split(":")[1] in p.name]
-    assert len(layer_named) == 1, layer_named
+    blob_dir = cache_dir / "blobs" / "sha256"
+    (layer,) = layer_digests(layouts.cuda90)
+    assert [p.name for p in blob_dir.iterdir() if layer.split(":")[1] in p.name] == [layer.split(":")[1]], \
+        sorted(p.name for p in blob_dir.iterdir())
 
 
 def test_token_expiry_refreshes_within_one_run(mcvfs, tmp_path, layouts, cache_dir):
@@ -123,8 +126,8 @@ def test_token_expiry_refreshes_within_one_run(mcvfs, tmp_path, layouts, cache_d
         with FaultProxy(pop.host) as proxy:
             proxy.delay("blobs", 3.0, times=1, methods=("GET",))
             issued_before, mark = pop.issuer.issued_count, pop.registry.mark()
-            r = mcvfs.run("fetch", "--plain-http", "--creds", f"{TOKEN_USER}:{TOKEN_PASSWORD}", "--cache-dir",
-                          str(cache_dir), f"{proxy.host}/org/cache:cuda-sm90")
+            r = mcvfs.run("fetch", "--plain-http", "--gpu", "cuda:90", "--creds", f"{TOKEN_USER}:{TOKEN_PASSWORD}",
+                          "--cache-dir", str(cache_dir), f"{proxy.host}/org/cache:cuda-sm90")
             assert r.rc == 0, r
             for digest in layer_digests(layouts.cuda90):
                 assert blob_files(cache_dir)[digest].read_bytes() == layouts.cuda90.blob(digest)
@@ -136,11 +139,16 @@ def test_token_expiry_refreshes_within_one_run(mcvfs, tmp_path, layouts, cache_d
         stop_token_registry(pop)
 
 
-def test_fetch_of_a_hostile_layer_stores_the_blob_and_writes_nothing_else(mcvfs, anon, tmp_path, cache_dir):
-    """fetch stores blobs; it must not unpack a layer whose names climb out (`../escape`, `/abs`)."""
-    r = mcvfs.run("fetch", "--plain-http", "--cache-dir", str(cache_dir), f"{anon.host}/org/hostile:cuda-sm90")
-    assert r.rc == 0, r
-    assert anon.hostile_layer in blob_files(cache_dir)
+def test_fetch_of_a_hostile_layer_writes_nothing_outside_the_cache(mcvfs, anon, tmp_path, cache_dir):
+    """A layer whose names climb out (`../escape`, `/abs`) or link out: fetch may store the blob or refuse the
+    layer, but it never writes outside the cache dir, and a refusal names the entry."""
+    r = mcvfs.run("fetch", "--plain-http", "--gpu", "cuda:90", "--cache-dir", str(cache_dir),
+                  f"{anon.host}/org/hostile:cuda-sm90")
+    assert r.rc in (0, 1), r
+    if r.rc == 0:
+        assert anon.hostile_layer in blob_files(cache_dir)
+    else:
+        assert "escape" in r.error_line or "hostile" in r.error_line.lower(), r
     assert_blob_store_is_verified(cache_dir)
     names = {p.name for p in tmp_path.rglob("*")} | {p.name for p in cache_dir.parent.parent.glob("*")}
     assert not names & {"escape", "escape2", "abs", "x"}, sorted(names)

@@ -30,6 +30,8 @@ class Result:
     def __str__(self) -> str:
         return f"$ {' '.join(self.argv)}\nrc={self.rc}\n--- stdout\n{self.stdout}\n--- stderr\n{self.stderr}"
 
+    __repr__ = __str__
+
     def json(self):
         assert self.rc == 0, str(self)
         try:
@@ -56,11 +58,13 @@ class Mcvfs:
         (self.home / "run").mkdir(exist_ok=True)
         self.env = {k: v for k, v in os.environ.items()
                     if k not in ("REGISTRY_AUTH_FILE", "DOCKER_CONFIG", "MCVFS_GPU", "TRITON_OVERRIDE_ARCH",
-                                 "HSA_OVERRIDE_GFX_VERSION", "http_proxy", "https_proxy", "HTTP_PROXY",
+                                 "HSA_OVERRIDE_GFX_VERSION", "MCVFS_CACHE_DIR", "http_proxy", "https_proxy", "HTTP_PROXY",
                                  "HTTPS_PROXY", "all_proxy", "ALL_PROXY")}
         self.env.update({"HOME": str(self.home), "XDG_RUNTIME_DIR": str(self.home / "run"),
                          "XDG_CACHE_HOME": str(self.home / ".cache"), "XDG_CONFIG_HOME": str(self.home / ".config"),
-                         "NO_PROXY": "*"})
+                         "NO_PROXY": "*",
+                         # Without --cache-dir, mcvfs as root would use /var/lib/mcvfs: keep every run in the temp dir.
+                         "MCVFS_CACHE_DIR": str(self.home / "default-cache")})
 
     def argv(self, *args: str) -> list[str]:
         return [self.binary, *map(str, args)]
