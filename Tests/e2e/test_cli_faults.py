@@ -45,3 +45,21 @@ def test_persistent_server_errors_are_a_clear_error(mcvfs, anon):
         assert proxy.count("manifests") >= 1, proxy.counts()
     assert r.rc == 1, r
     assert "503" in r.error_line or "unavailable" in r.error_line.lower(), r
+
+
+def test_transient_server_errors_are_retried(mcvfs, anon):
+    with FaultProxy(anon.host) as proxy:
+        proxy.fail("manifests", 503, times=2)
+        doc = mcvfs.run("inspect", "--plain-http", "--json", f"{proxy.host}/org/cache:cuda-sm90",
+                        timeout=HANG_GUARD).json()
+        assert proxy.count("manifests") >= 3, proxy.counts()
+    assert doc["digest"] == anon.digests[("org/cache", "cuda-sm90")]
+
+
+def test_too_many_requests_is_retried_after_the_servers_delay(mcvfs, anon):
+    with FaultProxy(anon.host) as proxy:
+        proxy.fail("manifests", 429, times=1, headers={"Retry-After": "1"})
+        doc = mcvfs.run("inspect", "--plain-http", "--json", f"{proxy.host}/org/cache:cuda-sm90",
+                        timeout=HANG_GUARD).json()
+        assert proxy.count("manifests") >= 2, proxy.counts()
+    assert doc["digest"] == anon.digests[("org/cache", "cuda-sm90")]

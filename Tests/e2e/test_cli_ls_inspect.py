@@ -235,3 +235,9 @@ def test_token_auth_bad_credentials_is_a_clear_error(mcvfs, token):
     assert r.rc == 1, r
     assert any(w in r.error_line.lower() for w in AUTH_WORDS), r
     assert len(token.issuer.refused) > refused_before
+
+
+def test_invalid_reference_is_an_error_in_the_contract_form(mcvfs):
+    r = mcvfs.run("inspect", "--plain-http", "127.0.0.1:5000/Not_Lower/Case:tag")
+    assert r.rc == 1, r
+    assert "Not_Lower" in r.error_line or "reference" in r.error_line.lower() or "repository" in r.error_line.lower()

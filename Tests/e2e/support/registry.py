@@ -16,6 +16,7 @@ import requests
 import yaml
 
 from .net import free_port, wait_until
+from .tls import ServerCert
 from .token_issuer import TokenIssuer
 
 
@@ -41,7 +42,8 @@ class Registry:
     """`docker-registry serve` with a temp storage dir. Use as a context manager or call start()/stop()."""
 
     def __init__(self, workdir: Path, *, basic_users: dict[str, str] | None = None,
-                 token_issuer: TokenIssuer | None = None, service: str = "mcvfs-test-registry"):
+                 token_issuer: TokenIssuer | None = None, service: str = "mcvfs-test-registry",
+                 tls: ServerCert | None = None):
         if basic_users and token_issuer:
             raise ValueError("a registry has one auth scheme")
         self.workdir = Path(workdir)
@@ -51,6 +53,7 @@ class Registry:
         self.log_path = self.workdir / "registry.log"
         self.basic_users = dict(basic_users or {})
         self.token_issuer = token_issuer
+        self.tls = tls
         self.service = service
         self.port: int | None = None
         self._proc: subprocess.Popen | None = None
@@ -68,6 +71,8 @@ class Registry:
             },
             "http": {"addr": f"127.0.0.1:{port}", "secret": "mcvfs-test-secret"},
         }
+        if self.tls:
+            config["http"]["tls"] = {"certificate": str(self.tls.cert_path), "key": str(self.tls.key_path)}
         if self.basic_users:
             htpasswd = self.workdir / "htpasswd"
             tool = require_tool("htpasswd")
@@ -102,7 +107,8 @@ class Registry:
                 if self._proc.poll() is not None:
                     raise RuntimeError("exited")
                 try:
-                    requests.get(f"http://127.0.0.1:{port}/v2/", timeout=2)
+                    requests.get(f"{'https' if self.tls else 'http'}://127.0.0.1:{port}/v2/", timeout=2,
+                                 verify=str(self.tls.ca_path) if self.tls else True)
                     return True
                 except requests.ConnectionError:
                     return False
@@ -138,7 +144,7 @@ class Registry:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}"
+        return f"{'https' if self.tls else 'http'}://{self.host}"
 
     def blob_path(self, digest: str) -> Path:
         """Where distribution's filesystem driver keeps a blob's bytes (to corrupt them in place)."""
