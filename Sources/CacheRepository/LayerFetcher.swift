@@ -12,7 +12,7 @@ public final class LayerFetcher: Sendable {
     private let client: RegistryClient?
     private let repository: String
     private let store: DirectoryBlobStore
-    private let indexes: LayerIndexStore
+    private let indexes: LayerIndexCache
     public let metrics: FetchMetrics
     private let flights = Mutex<[Digest: NSLock]>([:])
 
@@ -21,7 +21,7 @@ public final class LayerFetcher: Sendable {
         self.client = client
         self.repository = repository
         self.store = store
-        self.indexes = try LayerIndexStore(root: store.root, store: store)
+        self.indexes = try LayerIndexCache(store: store)
         self.metrics = metrics
     }
 
@@ -36,21 +36,21 @@ public final class LayerFetcher: Sendable {
     }
 
     public func index(of layer: Descriptor) throws -> LayerIndex {
-        if let index = try? indexes.load(layer: layer.digest) {
+        if let index = indexes.load(layer: layer.digest) {
             metrics.layerLookup(hit: true)
             return index
         }
         let gate = flights.withLock { $0[layer.digest, default: NSLock()] }
         gate.lock()
         defer { gate.unlock() }
-        if let index = try? indexes.load(layer: layer.digest) {
+        if let index = indexes.load(layer: layer.digest) {
             metrics.layerLookup(hit: true)
             return index
         }
         metrics.layerLookup(hit: false)
         do {
             let blob = try fetchBlob(layer)
-            return try indexes.build(layer: layer.digest, blobPath: blob)
+            return try indexes.build(layer: layer.digest, blobPath: blob, mediaType: layer.mediaType)
         } catch {
             metrics.failed(error, verification: Self.isVerificationFailure(error))
             throw error
@@ -62,7 +62,7 @@ public final class LayerFetcher: Sendable {
     public func fetchBlob(_ layer: Descriptor) throws -> String {
         if let path = store.path(for: layer.digest) { return path }
         guard let client else { throw FetchError.offline(layer.digest) }
-        return try store.ingest(layer.digest, expectedSize: layer.size) { writer in
+        return try store.ensure(layer.digest, expectedSize: layer.size) { writer in
             try client.getBlob(repository: repository, digest: layer.digest, range: nil) { chunk in
                 try writer.write(chunk)
             }

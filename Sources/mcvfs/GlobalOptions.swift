@@ -26,7 +26,10 @@ struct GlobalOptions: ParsableArguments {
     var logLevel: Log.Level = .warning
 
     func cacheRoot() throws -> URL {
-        URL(fileURLWithPath: CacheDirectory.resolve(explicit: cacheDir))
+        guard let path = CacheDirectory.resolve(explicit: cacheDir) else {
+            throw ValidationError("no cache directory: HOME is unset; pass --cache-dir or set MCVFS_CACHE_DIR")
+        }
+        return URL(fileURLWithPath: path)
     }
 
     func store() throws -> DirectoryBlobStore {
@@ -44,7 +47,7 @@ struct GlobalOptions: ParsableArguments {
             plainHTTP: plainHTTP, retry: RetryPolicy(attempts: attempts), timeouts: timeouts,
             streamingTimeouts: streaming)
         return try RegistryClient(
-            registry: reference.registry, transport: try CurlTransport(caFile: caFile), credentials: credentials,
+            registry: reference.registry, transport: try CurlTransport(configuration: .init(caFile: caFile)), credentials: credentials,
             options: options)
     }
 }

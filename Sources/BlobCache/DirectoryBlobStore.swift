@@ -1,0 +1,224 @@
+import Foundation
+import OCI
+import Verification
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
+/// A `BlobStore` in a directory, laid out like an OCI image layout's blob tree:
+///
+///     <root>/blobs/sha256/<hex>     committed, verified blobs (mode 0444)
+///     <root>/ingest/<hex>.<pid>.<rand>.tmp   blobs being written, each flock-ed by its writer
+///     <root>/ingest/<hex>.lock      per-digest ingest locks (see `withIngestLock`)
+///
+/// Commit protocol (the one crash-safe order): write to a temp file in `ingest/` (same file system), hash while
+/// writing, `fsync` it, compare digest and size, `rename` into `blobs/sha256/`, `fsync` that directory. A crash
+/// at any point leaves either no blob or a complete verified one; temp files left behind are removed by the next
+/// `init`.
+///
+/// The store keeps no in-memory state: the directory is the state, shared by every process using it, so the
+/// class is trivially `Sendable`.
+public final class DirectoryBlobStore: BlobStore {
+    public let root: URL
+    let blobsDirectory: String
+    let ingestDirectory: String
+
+    /// Opens (creating when missing) the store at `root` and removes what crashed writers left in `ingest/`.
+    /// - Throws: `CacheError.invalidCacheDirectory` for a relative path; `CacheError.io` when it cannot be created.
+    public init(root: URL) throws(CacheError) {
+        let rootPath = root.standardizedFileURL.path
+        guard rootPath.hasPrefix("/") else {
+            throw CacheError.invalidCacheDirectory(path: root.path, reason: "not an absolute path")
+        }
+        self.root = URL(fileURLWithPath: rootPath, isDirectory: true)
+        self.blobsDirectory = rootPath + "/blobs/sha256"
+        self.ingestDirectory = rootPath + "/ingest"
+        try makeDirectories(blobsDirectory)
+        try makeDirectories(ingestDirectory)
+        try removeStaleIngestFiles()
+    }
+
+    // MARK: Reading
+
+    public func contains(_ digest: Digest) -> Bool {
+        access(blobPath(digest), F_OK) == 0
+    }
+
+    public func path(for digest: Digest) -> String? {
+        let path = blobPath(digest)
+        return access(path, F_OK) == 0 ? path : nil
+    }
+
+    public func size(of digest: Digest) throws(CacheError) -> Int64 {
+        var info = stat()
+        let path = blobPath(digest)
+        if stat(path, &info) != 0 {
+            if errno == ENOENT { throw CacheError.notFound(digest) }
+            throw CacheError.io(operation: "stat", path: path, errno: errno)
+        }
+        return Int64(info.st_size)
+    }
+
+    public func open(_ digest: Digest) throws(CacheError) -> BlobHandle {
+        try BlobHandle(digest: digest, path: blobPath(digest))
+    }
+
+    /// Records a use of the blob (sets its access time to now) for least-recently-used eviction, since
+    /// `relatime` mounts do not update it on every read.
+    public func touch(_ digest: Digest) throws(CacheError) {
+        // UTIME_NOW / UTIME_OMIT from <sys/stat.h>: macros Swift does not import.
+        var times = [timespec(tv_sec: 0, tv_nsec: (1 << 30) - 1), timespec(tv_sec: 0, tv_nsec: (1 << 30) - 2)]
+        let path = blobPath(digest)
+        if utimensat(AT_FDCWD, path, &times, 0) != 0 {
+            if errno == ENOENT { throw CacheError.notFound(digest) }
+            throw CacheError.io(operation: "utimensat", path: path, errno: errno)
+        }
+    }
+
+    // MARK: Ingest
+
+    public func ingest(
+        _ expected: Digest, expectedSize: Int64?, _ produce: (BlobWriter) throws -> Void
+    ) throws -> String {
+        try write(expected: expected, expectedSize: expectedSize, produce).path
+    }
+
+    public func ingest(expectedSize: Int64?, _ produce: (BlobWriter) throws -> Void) throws -> StoredBlob {
+        try write(expected: nil, expectedSize: expectedSize, produce)
+    }
+
+    /// Copies the file at `path` into the store, hashing it; commits only when it matches `expected` (if given).
+    /// The source is left as it is.
+    /// - Throws: `CacheError.io` when the source cannot be read; as `ingest`.
+    @discardableResult
+    public func ingest(fileAt path: String, expected: Digest? = nil) throws -> StoredBlob {
+        let fd = try check(Glibc.open(path, O_RDONLY | O_CLOEXEC), "open", path)
+        defer { close(fd) }
+        var info = stat()
+        try check(fstat(fd, &info), "fstat", path)
+        let size = Int64(info.st_size)
+        return try write(expected: expected, expectedSize: size) { writer in
+            let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 16)
+            defer { buffer.deallocate() }
+            while true {
+                let n = Glibc.read(fd, buffer.baseAddress, buffer.count)
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    throw CacheError.io(operation: "read", path: path, errno: errno)
+                }
+                if n == 0 { break }
+                try writer.write(UnsafeRawBufferPointer(rebasing: buffer[..<n]))
+            }
+        }
+    }
+
+    public func withIngestLock<R>(_ digest: Digest, _ body: () throws -> R) throws -> R {
+        try FileLock.withExclusive(path: "\(ingestDirectory)/\(digest.hex).lock", body)
+    }
+
+    private func write(
+        expected: Digest?, expectedSize: Int64?, _ produce: (BlobWriter) throws -> Void
+    ) throws -> StoredBlob {
+        let (fd, temp) = try createTemp(label: expected?.hex ?? "content")
+        var committed = false
+        defer {
+            if !committed { unlink(temp) }  // while still holding its flock, so the cleaner never races us
+            close(fd)
+        }
+        let writer = BlobWriter(expectedDigest: expected, expectedSize: expectedSize) { bytes throws(CacheError) in
+            try writeAll(fd, bytes, path: temp)
+        }
+        try produce(writer)
+        let actual = writer.finish()
+        let size = writer.bytesWritten
+        if let expectedSize, size != expectedSize {
+            throw CacheError.sizeMismatch(digest: expected, expected: expectedSize, actual: size)
+        }
+        if let expected, actual != expected {
+            throw CacheError.digestMismatch(expected: expected, actual: actual, size: size)
+        }
+        let final = blobPath(actual)
+        if access(final, F_OK) == 0 {
+            // Same bytes already committed (content addressing): keep the existing file, discard ours.
+            return StoredBlob(digest: actual, size: size, path: final)
+        }
+        try check(fchmod(fd, 0o444), "fchmod", temp)
+        try check(retryingEINTR { fsync(fd) }, "fsync", temp)
+        try check(rename(temp, final), "rename", temp)
+        committed = true
+        try syncDirectory(blobsDirectory)
+        return StoredBlob(digest: actual, size: size, path: final)
+    }
+
+    /// Creates a fresh temp file in `ingest/`, locked by this writer for its lifetime.
+    private func createTemp(label: String) throws(CacheError) -> (Int32, String) {
+        while true {
+            let path = "\(ingestDirectory)/\(label).\(uniqueSuffix()).tmp"
+            let fd = Glibc.open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+            if fd < 0 {
+                if errno == EEXIST { continue }
+                throw CacheError.io(operation: "create", path: path, errno: errno)
+            }
+            if retryingEINTR({ flock(fd, LOCK_EX) }) != 0 {
+                let code = errno
+                unlink(path)
+                close(fd)
+                throw CacheError.io(operation: "flock", path: path, errno: code)
+            }
+            // The startup cleaner of another process may have locked and unlinked the file between our
+            // open and flock (it unlinks only what it holds locked): then start over with a new name.
+            var info = stat()
+            if fstat(fd, &info) == 0, info.st_nlink > 0 { return (fd, path) }
+            close(fd)
+        }
+    }
+
+    // MARK: Eviction and accounting
+
+    @discardableResult
+    public func remove(_ digest: Digest) throws(CacheError) -> Bool {
+        let path = blobPath(digest)
+        if unlink(path) != 0 {
+            if errno == ENOENT { return false }
+            throw CacheError.io(operation: "unlink", path: path, errno: errno)
+        }
+        try syncDirectory(blobsDirectory)
+        return true
+    }
+
+    public func list() throws(CacheError) -> [BlobInfo] {
+        var result: [BlobInfo] = []
+        for name in try directoryEntries(blobsDirectory) {
+            guard let digest = try? Digest(hex: name) else { continue }  // not ours; leave it alone
+            var info = stat()
+            if stat("\(blobsDirectory)/\(name)", &info) != 0 { continue }  // removed meanwhile
+            guard info.st_mode & S_IFMT == S_IFREG else { continue }
+            let atime = Date(
+                timeIntervalSince1970: Double(info.st_atim.tv_sec) + Double(info.st_atim.tv_nsec) / 1e9)
+            result.append(BlobInfo(digest: digest, size: Int64(info.st_size), lastAccess: atime))
+        }
+        return result.sorted { $0.digest < $1.digest }
+    }
+
+    // MARK: Crash leftovers
+
+    /// Removes temp files of dead writers and idle lock files. A live writer holds its temp file's flock for as
+    /// long as it writes, and the kernel drops the lock when a process dies, so a temp file we can lock without
+    /// waiting is a leftover. Anything unlinked here is unlinked while we hold its lock (see `FileLock`).
+    func removeStaleIngestFiles() throws(CacheError) {
+        for name in try directoryEntries(ingestDirectory) {
+            let path = "\(ingestDirectory)/\(name)"
+            var info = stat()
+            guard lstat(path, &info) == 0 else { continue }
+            guard info.st_mode & S_IFMT == S_IFREG else { continue }
+            guard let fd = try? FileLock.acquire(path: path, blocking: false) else { continue }  // in use
+            unlink(path)
+            close(fd)
+        }
+    }
+
+    func blobPath(_ digest: Digest) -> String { "\(blobsDirectory)/\(digest.hex)" }
+}

@@ -1,0 +1,117 @@
+/// The rules that decide whether a layer entry is safe to expose (DOMAIN §3: cache layers come from registries
+/// anyone can push to). A violation refuses the whole layer rather than dropping the entry, since a layer that
+/// carries one is not a cache image built by MCV, and half a cache is worse than none.
+///
+/// Refused: absolute paths; `..` components; names that are not UTF-8; device, FIFO and socket nodes; setuid and
+/// setgid bits (refused, not stripped: no cache file needs them, so their presence marks a crafted layer);
+/// symlinks with absolute targets or targets that leave the layer root, following other symlinks of the layer
+/// the way the kernel will; entries below a symlink or a file; hard links that leave the layer or name no earlier
+/// regular file; reserved `.wh..wh.*` names other than the opaque marker.
+enum EntryPolicy {
+    struct Violation: Error {
+        var reason: String
+    }
+
+    /// The normalised form of an archive path; "" is the root.
+    static func normalise(_ raw: String) throws(Violation) -> String {
+        if raw.hasPrefix("/") { throw Violation(reason: "absolute path") }
+        var components: [Substring] = []
+        for component in raw.split(separator: "/", omittingEmptySubsequences: true) {
+            if component == "." { continue }
+            if component == ".." { throw Violation(reason: "'..' path component") }
+            components.append(component)
+        }
+        return components.joined(separator: "/")
+    }
+
+    enum Whiteout: Equatable {
+        case none
+        case whiteout(deleting: String)
+        case opaque(directory: String)
+    }
+
+    /// Classifies `path` (normalised, non-empty) by its last component's OCI whiteout prefix. A `.wh.` name
+    /// anywhere but the last component is refused: whiteouts are files, never directories to descend into.
+    static func whiteout(_ path: String) throws(Violation) -> Whiteout {
+        let (parent, name) = split(path)
+        if parent.split(separator: "/").contains(where: { $0.hasPrefix(".wh.") }) {
+            throw Violation(reason: "whiteout name used as a directory")
+        }
+        guard name.hasPrefix(".wh.") else { return .none }
+        if name == ".wh..wh..opq" { return .opaque(directory: parent) }
+        if name.hasPrefix(".wh..wh.") { throw Violation(reason: "reserved whiteout name") }
+        let target = String(name.dropFirst(4))
+        if target.isEmpty || target == "." || target == ".." { throw Violation(reason: "whiteout names no entry") }
+        return .whiteout(deleting: parent.isEmpty ? target : parent + "/" + target)
+    }
+
+    static func split(_ path: String) -> (parent: String, name: String) {
+        guard let slash = path.lastIndex(of: "/") else { return ("", path) }
+        return (String(path[..<slash]), String(path[path.index(after: slash)...]))
+    }
+
+    /// Checks that every symlink's target, resolved as the kernel would (following the layer's other symlinks),
+    /// stays inside the layer root, and that no entry lies below a symlink or a non-directory.
+    /// Whiteouts are held to the same rule: what they delete, or the directory they make opaque, must not be
+    /// reached through a symlink, or applying them across layers would act outside the named directory.
+    /// - Parameters:
+    ///   - entries: final entries keyed by path (whiteouts excluded).
+    ///   - whiteouts: whiteout and opaque-whiteout entries.
+    /// - Returns: nil when the tree is safe, else the offending path and why.
+    static func validateTree(
+        _ entries: [String: TarEntry], whiteouts: [TarEntry] = []
+    ) -> (path: String, reason: String)? {
+        // The paths whose ancestors must be real directories; an opaque whiteout's own directory as well.
+        var checks = entries.keys.map { (path: $0, through: $0.split(separator: "/").dropLast()) }
+        for whiteout in whiteouts {
+            let components = whiteout.path.split(separator: "/")
+            checks.append((whiteout.path, whiteout.kind == .opaqueWhiteout ? components[...] : components.dropLast()))
+        }
+        for (path, ancestors) in checks.sorted(by: { $0.path < $1.path }) {
+            var prefix = ""
+            for component in ancestors {
+                prefix = prefix.isEmpty ? String(component) : prefix + "/" + component
+                guard let ancestor = entries[prefix] else { continue }
+                switch ancestor.kind {
+                case .directory: continue
+                case .symlink: return (path, "path passes through symlink '\(prefix)'")
+                default: return (path, "parent '\(prefix)' is not a directory")
+                }
+            }
+        }
+        for (path, entry) in entries.sorted(by: { $0.key < $1.key }) where entry.kind == .symlink {
+            var budget = 40  // the kernel's MAXSYMLINKS
+            do {
+                let directory = split(path).parent.split(separator: "/").map(String.init)
+                _ = try resolve(from: directory, target: entry.linkTarget ?? "", entries: entries, budget: &budget)
+            } catch {
+                return (path, error.reason)
+            }
+        }
+        return nil
+    }
+
+    private static func resolve(
+        from directory: [String], target: String, entries: [String: TarEntry], budget: inout Int
+    ) throws(Violation) -> [String] {
+        if target.isEmpty { throw Violation(reason: "symlink with empty target") }
+        if target.hasPrefix("/") { throw Violation(reason: "symlink target '\(target)' is absolute") }
+        var stack = directory
+        for component in target.split(separator: "/") where component != "." {
+            if component == ".." {
+                if stack.isEmpty { throw Violation(reason: "symlink target '\(target)' leaves the layer root") }
+                stack.removeLast()
+                continue
+            }
+            stack.append(String(component))
+            if let link = entries[stack.joined(separator: "/")], link.kind == .symlink {
+                budget -= 1
+                if budget < 0 { throw Violation(reason: "symlink chain too long (loop?)") }
+                stack.removeLast()
+                // A failure below names the inner link's target, which is the one that leaves the root.
+                stack = try resolve(from: stack, target: link.linkTarget ?? "", entries: entries, budget: &budget)
+            }
+        }
+        return stack
+    }
+}

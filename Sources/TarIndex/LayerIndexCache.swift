@@ -1,0 +1,89 @@
+import BlobCache
+import Foundation
+import OCI
+
+/// Layer indexes persisted next to the blob store, at `<root>/index/sha256/<layer hex>.json`, so a layer is read
+/// once per machine: later mounts load the index without touching (or even having) the layer blob.
+///
+/// An index is written only after the whole layer passed `EntryPolicy`, atomically (temp, `fsync`, `rename`);
+/// a hostile or corrupt layer leaves no index behind. Builds of one layer are serialised across processes by
+/// `index/sha256/<hex>.lock`, so concurrent mounts unpack it once.
+///
+/// Lock order: a caller may hold the layer blob's ingest lock (`BlobStore.withIngestLock`) when calling `build`,
+/// which then takes the index lock; `build` itself takes no ingest lock (file contents use plain `ingest`), so the
+/// reverse order never occurs. `flock` is not reentrant: do not call `build` for a layer from inside its own build.
+public final class LayerIndexCache: Sendable {
+    /// Bumped when the JSON shape changes; an index of another version is rebuilt.
+    public static let formatVersion = 1
+
+    public let unpacker: LayerUnpacker
+    public var store: any BlobStore { unpacker.store }
+    let directory: String
+
+    private struct Persisted: Codable {
+        var formatVersion: Int
+        var index: LayerIndex
+    }
+
+    /// - Parameters:
+    ///   - root: the cache directory (the blob store's root).
+    ///   - store: where file contents go.
+    /// - Throws: `TarError.store` when `index/sha256` cannot be created.
+    public init(root: URL, store: any BlobStore, limits: LayerUnpacker.Limits = .init()) throws(TarError) {
+        self.unpacker = LayerUnpacker(store: store, limits: limits)
+        self.directory = root.standardizedFileURL.path + "/index/sha256"
+        do { try AtomicFile.makeDirectory(directory) } catch { throw TarError.store(error) }
+        AtomicFile.removeStaleTemps(in: directory)
+    }
+
+    /// An index cache sharing the root of `store`.
+    public convenience init(store: DirectoryBlobStore, limits: LayerUnpacker.Limits = .init()) throws(TarError) {
+        try self.init(root: store.root, store: store, limits: limits)
+    }
+
+    /// The persisted index of `layer`, when present, readable, of this format version, and for that layer.
+    public func load(layer: Digest) -> LayerIndex? {
+        guard let data = FileManager.default.contents(atPath: path(for: layer)),
+            let persisted = try? JSONDecoder().decode(Persisted.self, from: data),
+            persisted.formatVersion == Self.formatVersion, persisted.index.layer == layer
+        else { return nil }
+        return persisted.index
+    }
+
+    /// The index of `layer`: loaded when persisted and all its file contents are still in the store, else built
+    /// from the blob at `blobPath` and persisted.
+    /// - Throws: `TarError` (hostile entries, corruption, store failures); nothing is persisted then.
+    public func build(layer: Digest, blobPath: String, mediaType: String? = nil) throws(TarError) -> LayerIndex {
+        if let index = load(layer: layer), isComplete(index) { return index }
+        do {
+            return try FileLock.withExclusive(path: directory + "/\(layer.hex).lock") {
+                if let index = load(layer: layer), isComplete(index) { return index }  // built while we waited
+                let index = try unpacker.index(layer: layer, blobPath: blobPath, mediaType: mediaType)
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.sortedKeys]
+                let data = try encoder.encode(Persisted(formatVersion: Self.formatVersion, index: index))
+                try AtomicFile.write(data, to: path(for: layer))
+                return index
+            }
+        } catch let error as TarError {
+            throw error
+        } catch let error as CacheError {
+            throw TarError.store(error)
+        } catch {
+            throw TarError.corrupt(path: nil, reason: "cannot encode index: \(error)")
+        }
+    }
+
+    /// Drops the persisted index (the file contents stay in the store).
+    public func remove(layer: Digest) {
+        unlink(path(for: layer))
+    }
+
+    /// True when every file content the index names is in the store (eviction may have removed some).
+    public func isComplete(_ index: LayerIndex) -> Bool {
+        index.contentDigests.allSatisfy { store.contains($0) }
+    }
+
+    /// Where the index of `layer` is persisted.
+    public func path(for layer: Digest) -> String { directory + "/\(layer.hex).json" }
+}
