@@ -241,3 +241,11 @@ def test_invalid_reference_is_an_error_in_the_contract_form(mcvfs):
     r = mcvfs.run("inspect", "--plain-http", "127.0.0.1:5000/Not_Lower/Case:tag")
     assert r.rc == 1, r
     assert "Not_Lower" in r.error_line or "reference" in r.error_line.lower() or "repository" in r.error_line.lower()
+
+
+def test_debug_logging_keeps_json_on_stdout_clean(mcvfs, anon):
+    """--log-level is a common option; whatever it logs goes to stderr, never into the JSON."""
+    r = mcvfs.run("inspect", "--plain-http", "--log-level", "debug", "--json", f"{anon.host}/org/cache:cuda-sm90")
+    assert r.json()["digest"] == anon.digests[("org/cache", "cuda-sm90")]
+    r = mcvfs.run("ls", "--plain-http", "--log-level", "debug", "--gpu", "cuda:90", "--json", f"{anon.host}/org/cache")
+    assert {i["tag"] for i in r.json()["images"]} == {"cuda-sm90", "cuda-sm80", "rocm-gfx942"}
