@@ -64,9 +64,7 @@ struct PushCommand: ParsableCommand {
     func run() throws {
         try runReportingErrors(global) {
             let ref = try parseReference(reference)
-            guard ref.digest == nil else {
-                throw ValidationError("push needs a tag, not a digest: the digest is what push computes")
-            }
+            guard ref.digest == nil else { throw PushError.digestReference(ref.description) }
             let scan = try CacheScan(scanning: cacheDirectory)
             for skipped in scan.skipped { Log.info("left out \(skipped.path): \(skipped.reason)") }
             if !scan.skipped.isEmpty {
@@ -115,6 +113,17 @@ struct PushCommand: ParsableCommand {
                         + "\(progress.skippedBlobs) of \(progress.totalBlobs) blob(s) already present")
                 print("\(digest)\t\(name)")
             }
+        }
+    }
+}
+
+enum PushError: Error, CustomStringConvertible {
+    case digestReference(String)
+
+    var description: String {
+        switch self {
+        case .digestReference(let ref):
+            return "\(ref): push needs a tag, not a digest (the digest is what push computes)"
         }
     }
 }
