@@ -453,3 +453,9 @@ def test_registry_refusing_the_upload_leaves_no_tag(mcvfs, token):
 def manifest_exists_with_token(pop, repo: str, tag: str, creds: str) -> bool:
     out = skopeo("inspect", "--tls-verify=false", "--creds", creds, f"docker://{pop.host}/{repo}:{tag}")
     return out.returncode == 0
+
+
+def test_push_to_a_digest_reference_is_a_clear_error(mcvfs, anon):
+    r = push(mcvfs, TRITON_FIXTURES["mcv-vector-add"][0], f"{anon.host}/push/bad@sha256:{'0' * 64}")
+    assert r.rc == 1, r
+    assert "needs a tag" in r.error_line, r
