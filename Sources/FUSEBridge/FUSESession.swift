@@ -15,13 +15,19 @@ public final class FUSESession {
         public var maxThreads: UInt32
         /// How long the kernel may cache attributes and names of stable inodes.
         public var cacheTimeout: Double
+        /// Log every failed operation, not only failures to get content.
+        public var traceErrors: Bool
 
-        public init(mountpoint: String, fsName: String, allowOther: Bool, maxThreads: UInt32 = 16, cacheTimeout: Double = 60) {
+        public init(
+            mountpoint: String, fsName: String, allowOther: Bool, maxThreads: UInt32 = 16, cacheTimeout: Double = 60,
+            traceErrors: Bool = false
+        ) {
             self.mountpoint = mountpoint
             self.fsName = fsName
             self.allowOther = allowOther
             self.maxThreads = maxThreads
             self.cacheTimeout = cacheTimeout
+            self.traceErrors = traceErrors
         }
     }
 
@@ -46,7 +52,8 @@ public final class FUSESession {
 
     public init(fileSystem: any FileSystem, options: Options, log: @escaping @Sendable (String) -> Void) {
         self.options = options
-        self.context = OperationContext(fileSystem: fileSystem, cacheTimeout: options.cacheTimeout, log: log)
+        self.context = OperationContext(
+            fileSystem: fileSystem, cacheTimeout: options.cacheTimeout, traceErrors: options.traceErrors, log: log)
     }
 
     deinit {

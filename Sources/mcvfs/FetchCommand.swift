@@ -1,6 +1,7 @@
 import ArgumentParser
 import CacheRepository
 import Foundation
+import OCI
 
 struct FetchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -13,7 +14,7 @@ struct FetchCommand: ParsableCommand {
 
     func run() throws {
         try runReportingErrors(global) {
-            let ref = try parseReference(reference)
+            let ref = try ImageReference(parsing: reference)
             let selection = try gpu.resolve()
             let client = try global.client(for: ref)
             let store = try global.store()

@@ -64,7 +64,7 @@ struct MountCommand: ParsableCommand {
     }
 
     private func serve(_ daemon: Daemon) throws {
-        let ref = try parseReference(reference)
+        let ref = try ImageReference(parsing: reference)
         let mountpoint = URL(fileURLWithPath: self.mountpoint).standardizedFileURL.path
         let cacheRoot = try global.cacheRoot()
         Log.configure(
@@ -124,7 +124,9 @@ struct MountCommand: ParsableCommand {
                 isolation: readOnly ? nil : (sharedUpper ? "shared" : "perUser")))
         let session = FUSESession(
             fileSystem: fileSystem,
-            options: FUSESession.Options(mountpoint: mountpoint, fsName: "mcvfs#\(ref)", allowOther: allowOther),
+            options: FUSESession.Options(
+                mountpoint: mountpoint, fsName: "mcvfs#\(ref)", allowOther: allowOther,
+                traceErrors: global.logLevel == .debug),
             log: { Log.warning($0) })
         try session.mount()
         Log.info("mounted \(ref) at \(mountpoint): \(catalog.used.count) image(s) used, \(catalog.skipped.count) skipped")
