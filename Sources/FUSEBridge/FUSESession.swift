@@ -44,9 +44,14 @@ public final class FUSESession {
     private var mounted = false
     private let options: Options
 
-    public init(fileSystem: any FileSystem, options: Options, log: @escaping @Sendable (String) -> Void) {
+    /// - Parameter onError: told of each error reply (operation, errno), for metrics; it must not block.
+    public init(
+        fileSystem: any FileSystem, options: Options, log: @escaping @Sendable (String) -> Void,
+        onError: (@Sendable (String, Int32) -> Void)? = nil
+    ) {
         self.options = options
-        self.context = OperationContext(fileSystem: fileSystem, cacheTimeout: options.cacheTimeout, log: log)
+        self.context = OperationContext(
+            fileSystem: fileSystem, cacheTimeout: options.cacheTimeout, log: log, onError: onError)
     }
 
     deinit {
@@ -75,11 +80,13 @@ public final class FUSESession {
     }
 
     /// Serves requests until the filesystem is unmounted or SIGINT/SIGTERM/SIGHUP arrives, then unmounts.
-    public func run() throws {
+    /// - Parameter stopping: called once the loop has ended, before unmounting (to tell systemd `STOPPING=1`).
+    public func run(stopping: () -> Void = {}) throws {
         guard let session else { throw SessionError.create }
         fuse_set_signal_handlers(session)
         let rc = mcvfs_session_loop_mt(session, options.maxThreads)
         fuse_remove_signal_handlers(session)
+        stopping()
         fuse_session_unmount(session)
         mounted = false
         // The loop returns the signal number when a signal stopped it: that is a clean stop.

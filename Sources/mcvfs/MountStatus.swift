@@ -13,6 +13,8 @@ struct MountStatus: Encodable {
         var catalog: Catalog
         var metrics: FetchMetrics
         var fileSystem: ImageFileSystem
+        /// Node-service state (cache bound, lease, mirror, FUSE errors); nil when not wired.
+        var service: (@Sendable () -> ServiceStatus)? = nil
     }
 
     struct Image: Encodable {
@@ -33,6 +35,9 @@ struct MountStatus: Encodable {
     var skipped: [Image]
     var tree: ImageTreeBuilder.Report?
     var fetch: FetchMetrics.Snapshot
+    var service: ServiceStatus?
+    /// Sizes of the writable upper layer; a hook for the overlay work, nil until it reports them.
+    var upper: [String: Int64]? = nil
 
     init(_ source: Source) {
         reference = source.reference
@@ -51,6 +56,7 @@ struct MountStatus: Encodable {
         }
         tree = source.fileSystem.report
         fetch = source.metrics.snapshot
+        service = source.service?()
     }
 }
 
