@@ -25,16 +25,14 @@ extension LayerFile {
             var added = Set<String>()
             for entry in layer.entries {
                 let path = entry.path
-                let name = path.split(separator: "/").last.map(String.init) ?? path
-                let parent = path.split(separator: "/").dropLast().joined(separator: "/")
                 switch entry.kind {
                 case .whiteout, .opaqueWhiteout:
-                    let opaque = name == ".wh..wh..opq" || entry.kind == .opaqueWhiteout
-                    let target = opaque ? parent : join(parent, String(name.dropFirst(".wh.".count)))
-                    let prefix = target.isEmpty ? "" : target + "/"
+                    // TarIndex gives a whiteout as the path it deletes, an opaque one as the directory it empties.
+                    let opaque = entry.kind == .opaqueWhiteout
+                    let prefix = path.isEmpty ? "" : path + "/"
                     // A whiteout hides what lower layers had; what this layer itself added stays.
                     for existing in files.keys where !added.contains(existing)
-                        && (existing.hasPrefix(prefix) || (!opaque && existing == target))
+                        && (existing.hasPrefix(prefix) || (!opaque && existing == path))
                     {
                         files[existing] = nil
                     }
@@ -57,10 +55,6 @@ extension LayerFile {
             }
         }
         return files
-    }
-
-    private static func join(_ parent: String, _ name: String) -> String {
-        parent.isEmpty ? name : parent + "/" + name
     }
 
     private static func normalised(_ path: String) -> String {

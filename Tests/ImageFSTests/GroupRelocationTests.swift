@@ -10,7 +10,8 @@ import Testing
     }
 
     func children(_ data: Data?) throws -> [String: String] {
-        let object = try #require(try JSONSerialization.jsonObject(with: try #require(data)) as? [String: Any])
+        let bytes = try #require(data)
+        let object = try #require(try JSONSerialization.jsonObject(with: bytes) as? [String: Any])
         return try #require(object["child_paths"] as? [String: String])
     }
 

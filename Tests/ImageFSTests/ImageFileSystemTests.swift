@@ -1,0 +1,233 @@
+import BlobCache
+import Foundation
+import ImageFS
+import OCI
+import Synchronization
+import TarIndex
+import Testing
+import Verification
+
+/// A provider over hand-made layer indexes whose file blobs live in a real store in a temp directory.
+final class FixtureProvider: LayerProvider {
+    let store: DirectoryBlobStore
+    let layers: [Digest: LayerIndex]
+    let requests = Mutex<[Digest]>([])
+    let failing = Mutex(false)
+
+    init(store: DirectoryBlobStore, layers: [LayerIndex]) {
+        self.store = store
+        self.layers = Dictionary(uniqueKeysWithValues: layers.map { ($0.layer, $0) })
+    }
+
+    struct Unreachable: Error {}
+
+    func index(of layer: Descriptor, in image: CacheImage) throws -> LayerIndex {
+        requests.withLock { $0.append(layer.digest) }
+        if failing.withLock({ $0 }) { throw Unreachable() }
+        return layers[layer.digest]!
+    }
+
+    func path(of content: Digest) -> String? { store.path(for: content) }
+}
+
+struct Fixture {
+    let root: URL
+    let store: DirectoryBlobStore
+
+    init() throws {
+        root = FileManager.default.temporaryDirectory.appendingPathComponent("imagefs-\(UUID().uuidString)")
+        store = try DirectoryBlobStore(root: root)
+    }
+
+    func file(_ path: String, _ text: String, mode: UInt32 = 0o644) throws -> TarEntry {
+        let data = Data(text.utf8)
+        let stored = try store.ingest(data: data)
+        return TarEntry(
+            path: path, kind: .file, mode: mode, size: Int64(data.count), linkTarget: nil, mtime: 1_700_000_000,
+            content: stored.digest)
+    }
+
+    func directory(_ path: String) -> TarEntry {
+        TarEntry(path: path, kind: .directory, mode: 0o755, size: 0, linkTarget: nil, mtime: 0, content: nil)
+    }
+
+    func whiteout(_ path: String) -> TarEntry {
+        TarEntry(path: path, kind: .whiteout, mode: 0, size: 0, linkTarget: nil, mtime: 0, content: nil)
+    }
+
+    /// A Triton kernel directory as Triton writes it, compiled under /opt/build.
+    func kernel(_ key: String, name: String, target: String, prefix: String = "io.triton.cache/") throws -> [TarEntry] {
+        let parts = target.split(separator: ":")
+        let arch = Int(parts[1]).map(String.init) ?? "\"\(parts[1])\""
+        let metadata = "{\"hash\":\"h\",\"name\":\"\(name)\",\"target\":{\"backend\":\"\(parts[0])\",\"arch\":\(arch),\"warp_size\":\(parts[2])}}"
+        let group = "{\"child_paths\":{\"\(name).json\":\"/opt/build/.triton/cache/\(key)/\(name).json\",\"\(name).bin\":\"/opt/build/.triton/cache/\(key)/\(name).bin\"}}"
+        return [
+            directory(prefix + key),
+            try file(prefix + "\(key)/\(name).json", metadata),
+            try file(prefix + "\(key)/\(name).bin", "binary of \(name) for \(target)"),
+            try file(prefix + "\(key)/__grp__\(name).json", group),
+        ]
+    }
+
+    func layer(_ entries: [TarEntry]) -> LayerIndex {
+        let digest = SHA256Hasher.digest(Data(entries.map(\.path).joined(separator: "\n").utf8))
+        return LayerIndex(layer: digest, entries: entries)
+    }
+
+    func image(_ name: String, _ layers: [LayerIndex], targets: String? = nil) -> CacheImage {
+        var labels = ["cache.triton.image/entry-count": "1"]
+        if let targets { labels[CacheLabels.tritonSummary] = targets }
+        return CacheImage(
+            name: name, digest: SHA256Hasher.digest(Data(name.utf8)),
+            layers: layers.map { Descriptor(mediaType: MediaType.ociLayerGzip, digest: $0.layer, size: 1) },
+            labels: labels)
+    }
+
+    func mount(
+        _ images: [CacheImage], layers: [LayerIndex], filter: KernelFilter = .all, root: String = "/mnt/triton"
+    ) -> (ImageFileSystem, FixtureProvider) {
+        let provider = FixtureProvider(store: store, layers: layers)
+        let options = ImageFileSystem.Options(
+            tree: .init(consumerRoot: root, filter: filter, worldReadable: true), owner: (1000, 1000),
+            retryDelay: .milliseconds(200))
+        return (ImageFileSystem(images: images, provider: provider, options: options, status: { Data("{}".utf8) }), provider)
+    }
+}
+
+let caller = Caller(uid: 1000, gid: 1000, pid: 1)
+
+extension ImageFileSystem {
+    func path(_ path: String) throws -> Attributes {
+        var ino = ImageFileSystem.rootIno
+        var attributes = try attributes(ino: ino, caller: caller)
+        for component in path.split(separator: "/") {
+            attributes = try lookup(parent: ino, name: String(component), caller: caller)
+            ino = attributes.ino
+        }
+        return attributes
+    }
+
+    func contents(_ path: String) throws -> String {
+        let attributes = try self.path(path)
+        let opened = try open(ino: attributes.ino, flags: O_RDONLY, caller: caller)
+        defer { release(handle: opened.handle) }
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(attributes.size) + 16, alignment: 8)
+        defer { buffer.deallocate() }
+        let count = try read(handle: opened.handle, offset: 0, into: buffer)
+        return String(decoding: UnsafeRawBufferPointer(rebasing: buffer[0..<count]), as: UTF8.self)
+    }
+
+    func names(_ path: String) throws -> [String] {
+        try listDirectory(ino: try self.path(path).ino, caller: caller).map(\.name).filter { $0 != "." && $0 != ".." }
+    }
+}
+
+@Suite struct ImageFileSystemTests {
+    @Test func nothingIsFetchedUntilTheFirstLookupBelowTheRoot() throws {
+        let f = try Fixture()
+        let layer = f.layer(try f.kernel("KEYA", name: "add", target: "cuda:90:32"))
+        let (fs, provider) = f.mount([f.image("a", [layer])], layers: [layer])
+        _ = try fs.attributes(ino: ImageFileSystem.rootIno, caller: caller)
+        _ = try fs.path(".mcvfs/status.json")
+        #expect(provider.requests.withLock { $0 }.isEmpty)
+        _ = try fs.path("KEYA")
+        #expect(provider.requests.withLock { $0 } == [layer.layer])
+        _ = try fs.names("")
+        #expect(provider.requests.withLock { $0 }.count == 1)
+    }
+
+    @Test func groupFilesNameChildrenUnderTheConsumerRootAndReportTheRewrittenSize() throws {
+        let f = try Fixture()
+        let layer = f.layer(try f.kernel("KEYA", name: "add", target: "cuda:90:32"))
+        let (fs, _) = f.mount([f.image("a", [layer])], layers: [layer], root: "/root/.triton/cache")
+        let text = try fs.contents("KEYA/__grp__add.json")
+        #expect(text.contains("\"/root/.triton/cache/KEYA/add.bin\""))
+        #expect(!text.contains("/opt/build"))
+        #expect(try fs.path("KEYA/__grp__add.json").size == Int64(text.utf8.count))
+        #expect(try fs.contents("KEYA/add.bin") == "binary of add for cuda:90:32")
+    }
+
+    @Test func kernelsForOtherTargetsAreHiddenAndHelpersFollowTheirBackend() throws {
+        let f = try Fixture()
+        var entries = try f.kernel("CUDA90", name: "add", target: "cuda:90:32")
+        entries += try f.kernel("CUDA80", name: "add", target: "cuda:80:32")
+        entries += try f.kernel("HIP", name: "add", target: "hip:gfx942:64")
+        entries += [try f.file("io.triton.cache/UTILS/cuda_utils.so", "so"), try f.file("io.triton.cache/HIPU/hip_utils.so", "so")]
+        let layer = f.layer(entries)
+        let filter = KernelFilter.targets([GPUTarget(backend: .cuda, arch: "90")])
+        let (fs, _) = f.mount([f.image("mixed", [layer])], layers: [layer], filter: filter)
+        #expect(try fs.names("") == ["CUDA90", "UTILS"])
+        #expect(fs.report?.kernelsHidden == 2)
+    }
+
+    @Test func theFirstImageWinsEachFileAndDirectoriesMerge() throws {
+        let f = try Fixture()
+        let first = f.layer([f.directory("io.triton.cache/K"), try f.file("io.triton.cache/K/a", "first a")])
+        let second = f.layer([
+            f.directory("io.triton.cache/K"), try f.file("io.triton.cache/K/a", "second a"),
+            try f.file("io.triton.cache/K/b", "second b"),
+        ])
+        let (fs, _) = f.mount([f.image("1", [first]), f.image("2", [second])], layers: [first, second])
+        #expect(try fs.contents("K/a") == "first a")
+        #expect(try fs.contents("K/b") == "second b")
+        #expect(try fs.names("K") == ["a", "b"])
+    }
+
+    @Test func whiteoutsInUpperLayersHideLowerFiles() throws {
+        let f = try Fixture()
+        let lower = f.layer([
+            f.directory("io.triton.cache/K"), try f.file("io.triton.cache/K/gone", "x"),
+            try f.file("io.triton.cache/K/kept", "y"),
+        ])
+        let upper = f.layer([f.whiteout("io.triton.cache/K/gone")])
+        let (fs, _) = f.mount([f.image("a", [lower, upper])], layers: [lower, upper])
+        #expect(try fs.names("K") == ["kept"])
+        #expect(throws: FSError.notFound) { try fs.path("K/gone") }
+    }
+
+    @Test func onlyTheCacheRootsOfTheLayerAreServed() throws {
+        let f = try Fixture()
+        let layer = f.layer([
+            try f.file("io.triton.manifest/manifest.json", "{}"), try f.file("etc/passwd", "root"),
+            try f.file("io.vllm.cache/torch_compile_cache/h/rank_0_0/vllm_compile_cache.py", "{}"),
+            try f.file("io.triton.cache/K/a", "a"),
+        ])
+        let (fs, _) = f.mount([f.image("a", [layer])], layers: [layer])
+        #expect(try fs.names("") == ["K", "torch_compile_cache"])
+    }
+
+    @Test func tritonsMakedirsOnAnExistingKeyGetsEEXISTAndWritesGetEROFS() throws {
+        let f = try Fixture()
+        let layer = f.layer(try f.kernel("KEYA", name: "add", target: "cuda:90:32"))
+        let (fs, _) = f.mount([f.image("a", [layer])], layers: [layer])
+        #expect(throws: FSError.exists) {
+            try fs.makeDirectory(parent: ImageFileSystem.rootIno, name: "KEYA", mode: 0o755, caller: caller)
+        }
+        #expect(throws: FSError.readOnly) {
+            try fs.makeDirectory(parent: ImageFileSystem.rootIno, name: "NEW", mode: 0o755, caller: caller)
+        }
+        let file = try fs.path("KEYA/add.bin")
+        #expect(throws: FSError.readOnly) { try fs.open(ino: file.ino, flags: O_RDWR, caller: caller) }
+    }
+
+    @Test func theControlDirectoryIsReachableButNotListed() throws {
+        let f = try Fixture()
+        let layer = f.layer(try f.kernel("KEYA", name: "add", target: "cuda:90:32"))
+        let (fs, _) = f.mount([f.image("a", [layer])], layers: [layer])
+        #expect(try !fs.names("").contains(".mcvfs"))
+        #expect(try fs.contents(".mcvfs/status.json") == "{}")
+    }
+
+    @Test func aFailedLoadAnswersUnavailableAndIsRetriedLater() throws {
+        let f = try Fixture()
+        let layer = f.layer(try f.kernel("KEYA", name: "add", target: "cuda:90:32"))
+        let (fs, provider) = f.mount([f.image("a", [layer])], layers: [layer])
+        provider.failing.withLock { $0 = true }
+        #expect(throws: FSError.self) { try fs.path("KEYA") }
+        #expect(throws: FSError.self) { try fs.path("KEYA") }
+        #expect(provider.requests.withLock { $0 }.count == 1, "a second access inside the retry delay must not refetch")
+        provider.failing.withLock { $0 = false }
+        Thread.sleep(forTimeInterval: 0.3)
+        #expect(try fs.path("KEYA").kind == .directory)
+    }
+}
