@@ -58,7 +58,7 @@ func temporaryDirectory() throws -> URL {
         let janitor = try CacheJanitor(store: store)
         var stored: [String: StoredBlob] = [:]
         for name in ["layer-a", "file-a", "layer-b", "file-b", "config"] {
-            stored[name] = try store.ingest(data: Data(repeating: UInt8(name.count), count: 1000 + name.utf8.count))
+            stored[name] = try store.ingest(data: Data((name + String(repeating: ".", count: 1000)).utf8))
         }
         func index(_ layer: String, _ file: String) throws {
             let persisted = """
