@@ -543,7 +543,12 @@ def test_kubernetes_manifests_have_what_the_flow_needs():
     (c,) = [c for c in pod["containers"] if c["name"] == "mcvfs"]
     assert c["securityContext"]["privileged"] is True
     assert c["command"][:3] == ["mcvfs", "mount", "--foreground"] or c["args"][:2] == ["mount", "--foreground"]
-    argv = c.get("command", []) + c.get("args", [])
+    config = next(d for d in docs if d["kind"] == "ConfigMap")["data"]
+    assert {"configMapRef": {"name": next(d for d in docs if d["kind"] == "ConfigMap")["metadata"]["name"]}} \
+        in c["envFrom"]
+    # Kubernetes expands $(VAR) in command and args from the container's environment.
+    argv = [re.sub(r"\$\((\w+)\)", lambda m: config[m.group(1)], a) for a in c.get("command", []) + c.get("args", [])]
+    assert argv.count("--consumer-root") == 1
     assert "--consumer-root" in argv
     mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
     mnt = next(m for m in c["volumeMounts"] if volumes[m["name"]].get("hostPath", {}).get("path") == "/var/lib/mcvfs/mnt")
@@ -568,7 +573,6 @@ def test_kubernetes_manifests_have_what_the_flow_needs():
     (umount,) = [m for m in uc["volumeMounts"] if uvol[m["name"]].get("hostPath")]
     assert uvol[umount["name"]]["hostPath"]["path"] == "/var/lib/mcvfs/mnt"
     assert umount["mountPropagation"] == "HostToContainer"
-    assert umount.get("readOnly") is True
     uenv = {e["name"]: e["value"] for e in uc["env"]}
     assert uenv["TRITON_CACHE_DIR"] == umount["mountPath"]
     assert argv[argv.index("--consumer-root") + 1] == umount["mountPath"]
