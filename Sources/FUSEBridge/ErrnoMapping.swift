@@ -14,6 +14,7 @@ extension FSError {
         case .permissionDenied: return EACCES
         case .invalidArgument: return EINVAL
         case .badHandle: return EBADF
+        case .crossDevice: return EXDEV
         case .unavailable: return EIO
         }
     }

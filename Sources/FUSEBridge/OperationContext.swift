@@ -5,6 +5,8 @@ import Synchronization
 
 /// What every callback needs: the filesystem, open directory listings, and the one place that turns errors
 /// into replies. Callbacks work inline on libfuse's worker threads, then reply.
+let debugAll = getenv("MCVFS_DEBUG_FUSE") != nil
+
 final class OperationContext: Sendable {
     let fileSystem: any FileSystem
     let cacheTimeout: Double
@@ -35,24 +37,33 @@ final class OperationContext: Sendable {
 
     func timeout(for attributes: Attributes) -> Double { attributes.isVolatile ? 0 : cacheTimeout }
 
+    func nameTimeout(for attributes: Attributes) -> Double {
+        attributes.isVolatile || attributes.nameIsVolatile ? 0 : cacheTimeout
+    }
+
     /// Runs `body`; a thrown `FSError` becomes its errno reply, logged once when it is not routine.
     func serve(_ req: fuse_req_t?, _ operation: StaticString, _ body: () throws(FSError) -> Void) {
         do {
             try body()
         } catch {
-            if error.isNoteworthy { log("\(operation): \(error)") }
+            if error.isNoteworthy || debugAll { log("\(operation): \(error)") }
             onError?("\(operation)", error.errno)
             fuse_reply_err(req, error.errno)
         }
     }
 
-    func replyEntry(_ req: fuse_req_t?, _ attributes: Attributes) {
+    func entry(_ attributes: Attributes) -> fuse_entry_param {
         var entry = fuse_entry_param()
         entry.ino = attributes.ino
         entry.generation = 1
         entry.attr = stat(attributes)
         entry.attr_timeout = timeout(for: attributes)
-        entry.entry_timeout = timeout(for: attributes)
+        entry.entry_timeout = nameTimeout(for: attributes)
+        return entry
+    }
+
+    func replyEntry(_ req: fuse_req_t?, _ attributes: Attributes) {
+        var entry = entry(attributes)
         fuse_reply_entry(req, &entry)
     }
 

@@ -45,7 +45,7 @@ extension OperationContext {
         ops.readlink = { req, ino in
             let context = from(req)
             context.serve(req, "readlink") { () throws(FSError) in
-                fuse_reply_readlink(req, try context.fileSystem.readLink(ino: ino))
+                fuse_reply_readlink(req, try context.fileSystem.readLink(ino: ino, caller: caller(req)))
             }
         }
         ops.mkdir = { req, parent, name, mode in
@@ -113,12 +113,7 @@ extension OperationContext {
                 let (attributes, opened) = try context.fileSystem.create(
                     parent: parent, name: String(cString: name!), mode: mode & 0o7777, flags: info!.pointee.flags,
                     caller: caller(req))
-                var entry = fuse_entry_param()
-                entry.ino = attributes.ino
-                entry.generation = 1
-                entry.attr = stat(attributes)
-                entry.attr_timeout = context.timeout(for: attributes)
-                entry.entry_timeout = context.timeout(for: attributes)
+                var entry = context.entry(attributes)
                 info!.pointee.fh = opened.handle
                 mcvfs_file_info_set_cache(info, opened.keepCache ? 1 : 0, opened.directIO ? 1 : 0)
                 if fuse_reply_create(req, &entry, info) != 0 { context.fileSystem.release(handle: opened.handle) }
@@ -141,7 +136,13 @@ extension OperationContext {
                 fuse_reply_write(req, written)
             }
         }
-        ops.flush = { req, _, _ in fuse_reply_err(req, 0) }
+        ops.flush = { req, _, info in
+            let context = from(req)
+            context.serve(req, "flush") { () throws(FSError) in
+                try context.fileSystem.flush(handle: info!.pointee.fh)
+                fuse_reply_err(req, 0)
+            }
+        }
         ops.fsync = { req, _, _, info in
             let context = from(req)
             context.serve(req, "fsync") { () throws(FSError) in

@@ -9,6 +9,8 @@ public enum FSError: Error, Equatable, CustomStringConvertible {
     case permissionDenied
     case invalidArgument
     case badHandle
+    /// The rename would have to move a directory that also exists in the image: the caller copies instead.
+    case crossDevice
     /// The content could not be obtained or failed verification; `reason` says which, for the log.
     case unavailable(reason: String)
 
@@ -23,6 +25,7 @@ public enum FSError: Error, Equatable, CustomStringConvertible {
         case .permissionDenied: return "permission denied"
         case .invalidArgument: return "invalid argument"
         case .badHandle: return "bad file handle"
+        case .crossDevice: return "cannot rename a directory that is part of the image"
         case .unavailable(let reason): return "content unavailable: \(reason)"
         }
     }

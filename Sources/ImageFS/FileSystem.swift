@@ -32,6 +32,9 @@ public struct Attributes: Sendable, Hashable {
     public var modified: Int64
     /// The kernel must not cache these attributes (generated files whose size changes).
     public var isVolatile = false
+    /// The kernel must not cache the name that led here: what a name means depends on who asks (per-user
+    /// overlays) or may change under it.
+    public var nameIsVolatile = false
 
     public init(
         ino: UInt64, kind: NodeKind, permissions: UInt32, links: UInt32 = 1, size: Int64, uid: UInt32, gid: UInt32,
@@ -96,7 +99,7 @@ public protocol FileSystem: AnyObject, Sendable {
     /// The kernel dropped `count` references to `ino` taken by lookups.
     func forget(ino: UInt64, count: UInt64)
     func attributes(ino: UInt64, caller: Caller) throws(FSError) -> Attributes
-    func readLink(ino: UInt64) throws(FSError) -> String
+    func readLink(ino: UInt64, caller: Caller) throws(FSError) -> String
     /// The full listing of a directory, `.` and `..` first.
     func listDirectory(ino: UInt64, caller: Caller) throws(FSError) -> [DirectoryEntry]
     func open(ino: UInt64, flags: Int32, caller: Caller) throws(FSError) -> OpenedFile
@@ -117,6 +120,8 @@ public protocol FileSystem: AnyObject, Sendable {
     func makeSymlink(parent: UInt64, name: String, target: String, caller: Caller) throws(FSError) -> Attributes
     func makeLink(ino: UInt64, newParent: UInt64, newName: String, caller: Caller) throws(FSError) -> Attributes
     func synchronize(handle: UInt64) throws(FSError)
+    /// A descriptor of the open file was closed (`close(2)` waits for this; `release` comes later, async).
+    func flush(handle: UInt64) throws(FSError)
 }
 
 /// What a `setattr` asks to change; nil fields stay as they are.
@@ -157,4 +162,5 @@ extension FileSystem {
         -> Attributes
     { throw .readOnly }
     public func synchronize(handle: UInt64) throws(FSError) {}
+    public func flush(handle: UInt64) throws(FSError) {}
 }

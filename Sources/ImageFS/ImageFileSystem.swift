@@ -164,7 +164,7 @@ public final class ImageFileSystem: FileSystem {
         }
     }
 
-    public func readLink(ino: UInt64) throws(FSError) -> String {
+    public func readLink(ino: UInt64, caller: Caller) throws(FSError) -> String {
         guard let node = try load().node(ino) else { throw .notFound }
         guard node.kind == .symlink, let target = node.linkTarget else { throw .invalidArgument }
         return target

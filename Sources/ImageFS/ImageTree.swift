@@ -55,6 +55,17 @@ public final class ImageTree: Sendable {
         return current
     }
 
+    /// Path components of `ino` from the root (empty for the root).
+    public func path(of ino: UInt64) -> [String]? {
+        var components: [String] = []
+        var current = node(ino)
+        while let node = current, node.ino != rootIno {
+            components.append(node.name)
+            current = self.node(node.parent)
+        }
+        return current == nil ? nil : components.reversed()
+    }
+
     public var count: Int { nodes.count }
 
     public var totalFileBytes: Int64 { nodes.reduce(0) { $0 + ($1.kind == .file ? $1.size : 0) } }

@@ -8,6 +8,7 @@ struct MCVFS: ParsableCommand {
         version: "0.1.0",
         subcommands: [
             ListCommand.self, InspectCommand.self, FetchCommand.self, MountCommand.self, UnmountCommand.self,
+            ExportCommand.self,
             GPUsCommand.self, StatusCommand.self, CacheCommand.self,
         ]
     )

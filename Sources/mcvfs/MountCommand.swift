@@ -8,6 +8,7 @@ import ImageFS
 import OCI
 import TarIndex
 import Registry
+import Verification
 
 struct MountCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -35,6 +36,15 @@ struct MountCommand: ParsableCommand {
 
     @Option(help: "Seconds a failed image load answers EIO at once before the next access retries it.")
     var retryDelay: Double = 5
+
+    @Flag(help: "Refuse every write with EROFS (Triton then cannot store kernels it compiles).")
+    var readOnly = false
+
+    @Flag(help: "One upper directory for all users instead of one per uid (users can then affect each other's kernels).")
+    var sharedUpper = false
+
+    @Option(help: "Directory holding the writable uppers (default: <cache-dir>/upper/<mount identity>).")
+    var upper: String?
 
     @Argument(help: "REGISTRY/REPOSITORY[:TAG|@DIGEST]") var reference: String
     @Argument(help: "An existing empty directory.") var mountpoint: String
@@ -79,13 +89,28 @@ struct MountCommand: ParsableCommand {
                 consumerRoot: consumerRoot ?? mountpoint, filter: selection.kernelFilter, worldReadable: allowOther),
             owner: owner, retryDelay: .milliseconds(Int64(retryDelay * 1000)))
         let status = StatusBox()
-        let fileSystem = ImageFileSystem(
+        let images = ImageFileSystem(
             images: catalog.used, provider: provider, options: options, status: { status.render() })
+        let upperRoot = upper ?? cacheRoot.appendingPathComponent("upper/\(Self.identity(of: ref))").path
+        let fileSystem: any FileSystem
+        if readOnly {
+            fileSystem = images
+        } else {
+            try FileManager.default.createDirectory(
+                atPath: (upperRoot as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+            fileSystem = try OverlayFileSystem(
+                lower: images,
+                options: .init(
+                    upperRoot: upperRoot, isolation: sharedUpper ? .shared : .perUser,
+                    consumerRoot: consumerRoot ?? mountpoint),
+                owner: owner)
+        }
         status.set(
             MountStatus.Source(
                 reference: ref.description, mountpoint: mountpoint, consumerRoot: consumerRoot ?? mountpoint,
-                selection: selection.description, catalog: catalog, metrics: metrics, fileSystem: fileSystem,
-                service: node.status))
+                selection: selection.description, catalog: catalog, metrics: metrics, fileSystem: images,
+                upperRoot: readOnly ? nil : upperRoot,
+                isolation: readOnly ? nil : (sharedUpper ? "shared" : "perUser"), service: node.status))
         let session = FUSESession(
             fileSystem: fileSystem,
             options: FUSESession.Options(mountpoint: mountpoint, fsName: "mcvfs#\(ref)", allowOther: allowOther),
@@ -98,6 +123,16 @@ struct MountCommand: ParsableCommand {
         try session.run(stopping: node.stopping)
         node.finished()
         Log.info("unmounted \(mountpoint)")
+    }
+}
+
+extension MountCommand {
+    /// Names a mount's uppers after what is mounted, not where: a remount of the same reference at another
+    /// path finds the kernels compiled before.
+    static func identity(of reference: ImageReference) -> String {
+        let readable = reference.description.map { $0.isLetter || $0.isNumber ? $0 : "_" }
+        let hash = SHA256Hasher.digest(Data(reference.description.utf8)).hex.prefix(12)
+        return String(readable.prefix(80)) + "-" + hash
     }
 }
 

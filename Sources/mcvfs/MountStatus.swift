@@ -13,8 +13,16 @@ struct MountStatus: Encodable {
         var catalog: Catalog
         var metrics: FetchMetrics
         var fileSystem: ImageFileSystem
+        var upperRoot: String?
+        var isolation: String?
         /// Node-service state (cache bound, lease, mirror, FUSE errors); nil when not wired.
         var service: (@Sendable () -> ServiceStatus)? = nil
+    }
+
+    struct Upper: Encodable {
+        var name: String
+        var bytes: Int64
+        var files: Int
     }
 
     struct Image: Encodable {
@@ -35,9 +43,10 @@ struct MountStatus: Encodable {
     var skipped: [Image]
     var tree: ImageTreeBuilder.Report?
     var fetch: FetchMetrics.Snapshot
+    var upperRoot: String?
+    var isolation: String?
+    var uppers: [Upper]
     var service: ServiceStatus?
-    /// Sizes of the writable upper layer; a hook for the overlay work, nil until it reports them.
-    var upper: [String: Int64]? = nil
 
     init(_ source: Source) {
         reference = source.reference
@@ -57,6 +66,27 @@ struct MountStatus: Encodable {
         tree = source.fileSystem.report
         fetch = source.metrics.snapshot
         service = source.service?()
+        upperRoot = source.upperRoot
+        isolation = source.isolation
+        uppers = source.upperRoot.map(Self.uppers(in:)) ?? []
+    }
+
+    /// Size of each upper (one per uid, or `shared`), work files included.
+    static func uppers(in root: String) -> [Upper] {
+        let manager = FileManager.default
+        return ((try? manager.contentsOfDirectory(atPath: root)) ?? []).sorted().map { name in
+            var bytes: Int64 = 0
+            var files = 0
+            let enumerator = manager.enumerator(atPath: root + "/" + name)
+            while let path = enumerator?.nextObject() as? String {
+                guard let attributes = enumerator?.fileAttributes, attributes[.type] as? FileAttributeType == .typeRegular
+                else { continue }
+                if (path as NSString).lastPathComponent.hasPrefix(".wh.") { continue }
+                bytes += (attributes[.size] as? Int64) ?? Int64((attributes[.size] as? Int) ?? 0)
+                files += 1
+            }
+            return Upper(name: name, bytes: bytes, files: files)
+        }
     }
 }
 

@@ -1,0 +1,86 @@
+import ArgumentParser
+import Foundation
+import Glibc
+
+struct ExportCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "export",
+        abstract: "Copy a mount's merged view (or only what was written to it) into a plain cache directory.",
+        discussion: """
+            The copy is what the calling user sees through the mount. With --upper-only it holds only the kernels \
+            written through the mount by the calling user (or the shared upper), ready for `mcvfs push`.
+            """)
+
+    @Flag(help: "Only the caller's upper: kernels compiled on this node, not those from the images.")
+    var upperOnly = false
+
+    @Argument(help: "An mcvfs mountpoint.") var mountpoint: String
+    @Argument(help: "Destination directory (created; must be empty if it exists).") var directory: String
+
+    func run() throws {
+        do {
+            let source = try upperOnly ? upperDirectory() : URL(fileURLWithPath: mountpoint).standardizedFileURL.path
+            let destination = URL(fileURLWithPath: directory).standardizedFileURL.path
+            let manager = FileManager.default
+            if manager.fileExists(atPath: destination), !(try manager.contentsOfDirectory(atPath: destination)).isEmpty {
+                throw ExportError(description: "\(destination) is not empty")
+            }
+            try manager.createDirectory(atPath: destination, withIntermediateDirectories: true)
+            let copied = try copyTree(from: source, to: destination)
+            print("exported \(copied) file(s) to \(destination)")
+        } catch {
+            FileHandle.standardError.write(Data("mcvfs: error: \(error)\n".utf8))
+            throw ExitCode.failure
+        }
+    }
+
+    struct ExportError: Error, CustomStringConvertible {
+        let description: String
+    }
+
+    /// The caller's upper directory, as the mount's status names it.
+    private func upperDirectory() throws -> String {
+        let statusPath = URL(fileURLWithPath: mountpoint).appendingPathComponent(".mcvfs/status.json").path
+        guard let data = FileManager.default.contents(atPath: statusPath),
+            let status = try JSONSerialization.jsonObject(with: data) as? [String: Any]
+        else { throw ExportError(description: "\(mountpoint) is not an mcvfs mount (no .mcvfs/status.json)") }
+        guard let root = status["upperRoot"] as? String else {
+            throw ExportError(description: "\(mountpoint) is mounted read-only: it has no upper")
+        }
+        let shared = (status["isolation"] as? String) == "shared"
+        return root + "/" + (shared ? "shared" : String(getuid()))
+    }
+
+    /// Copies regular files, directories and symlinks; skips mcvfs' own markers and Triton's temp directories.
+    private func copyTree(from source: String, to destination: String) throws -> Int {
+        let manager = FileManager.default
+        var copied = 0
+        for name in try manager.contentsOfDirectory(atPath: source).sorted() {
+            if name == ".mcvfs" || name == ".mcvfs-work" || name.hasPrefix(".wh.") || name.hasPrefix("tmp.pid_") {
+                continue
+            }
+            let from = source + "/" + name
+            let to = destination + "/" + name
+            let attributes = try manager.attributesOfItem(atPath: from)
+            switch attributes[.type] as? FileAttributeType {
+            case .typeDirectory?:
+                try manager.createDirectory(atPath: to, withIntermediateDirectories: false)
+                copied += try copyTree(from: from, to: to)
+            case .typeSymbolicLink?:
+                try manager.createSymbolicLink(atPath: to, withDestinationPath: try manager.destinationOfSymbolicLink(atPath: from))
+            case .typeRegular?:
+                guard let data = manager.contents(atPath: from) else {
+                    throw ExportError(description: "cannot read \(from)")
+                }
+                try data.write(to: URL(fileURLWithPath: to), options: .atomic)
+                if let permissions = attributes[.posixPermissions] as? Int {
+                    chmod(to, mode_t(permissions))
+                }
+                copied += 1
+            default:
+                continue
+            }
+        }
+        return copied
+    }
+}
