@@ -277,6 +277,16 @@ def test_ready_only_once_the_mount_serves_and_sigterm_unmounts(service, registry
     assert not lease.exists(), "the lease outlived its mount"
 
 
+def test_sigterm_right_after_ready_still_unmounts(service, registry, cache):
+    """A service manager may stop the unit the moment it reports ready: the signal must still end in an
+    unmount and a clean exit, not a dead daemon and a stale mount."""
+    d = service.start(f"{registry.host}/org/cache:cuda-sm90", "--gpu", "cuda:90", "--cache-dir", str(cache))
+    d.proc.send_signal(signal.SIGTERM)
+    assert d.proc.wait(timeout=GUARD) == 0, d.stderr()
+    assert d.notify.receive().get("STOPPING") == "1"
+    assert not mounted(d.mountpoint)
+
+
 def test_no_ready_when_the_mount_cannot_serve(service, cache):
     # Nothing listens on port 1 and nothing was recorded: the daemon cannot resolve the reference.
     d = service.start("127.0.0.1:1/org/cache", "--gpu", "cuda:90", "--cache-dir", str(cache), "--timeout", "2",
@@ -602,8 +612,12 @@ def test_triton_hits_through_an_offline_mount(service, tmp_path, cache):
                                f"{registry.host}/org/triton:cuda-sm90"], capture_output=True, text=True,
                               timeout=600)
         assert push.returncode == 0, push.stderr
+        shutil.rmtree(built)  # a hit must come from the mount, not from the directory that compiled
         use_once_ref = f"{registry.host}/org/triton"
         d = service.start(use_once_ref, "--gpu", "cuda:90", "--cache-dir", str(cache), name="warm")
+        for path in d.mountpoint.rglob("*"):  # the first access below the root fetches the layers
+            if path.is_file():
+                path.read_bytes()
         assert d.terminate() == 0
     finally:
         registry.stop()
@@ -612,5 +626,5 @@ def test_triton_hits_through_an_offline_mount(service, tmp_path, cache):
                           "--kernels", "add,softmax"], capture_output=True, text=True, timeout=600,
                          env={**os.environ, "TRITON_CACHE_DIR": str(d.mountpoint)})
     assert run.returncode == 0, run.stderr
-    results = [json.loads(l) for l in run.stdout.splitlines() if l.startswith("{")]
-    assert results and all(r["cache_hit"] for r in results), results
+    results = [r for r in map(json.loads, filter(None, run.stdout.splitlines())) if "name" in r]
+    assert len(results) == 2 and all(r["cache_hit"] is True for r in results), results
