@@ -44,7 +44,9 @@ public final class MetricsServer: Sendable {
         sin.sin_port = address.port.bigEndian
         inet_pton(AF_INET, address.host, &sin.sin_addr)
         let bound = withUnsafePointer(to: &sin) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
         }
         guard bound == 0, listen(fd, 16) == 0 else {
             let code = errno
@@ -99,7 +101,8 @@ public final class MetricsServer: Sendable {
         }
         let (status, body) = Self.respond(to: request, render: render)
         var response = "HTTP/1.1 \(status)\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n"
-        response += "Content-Type: \(status.hasPrefix("200") ? PrometheusText.contentType : "text/plain; charset=utf-8")\r\n\r\n"
+        let type = status.hasPrefix("200") ? PrometheusText.contentType : "text/plain; charset=utf-8"
+        response += "Content-Type: \(type)\r\n\r\n"
         let bytes = Array((response + body).utf8)
         var offset = 0
         while offset < bytes.count {

@@ -21,7 +21,8 @@ public struct MetricFamily: Sendable, Equatable {
 
         public static func == (lhs: Sample, rhs: Sample) -> Bool {
             lhs.suffix == rhs.suffix && lhs.value == rhs.value
-                && lhs.labels.map(\.name) == rhs.labels.map(\.name) && lhs.labels.map(\.value) == rhs.labels.map(\.value)
+                && lhs.labels.map(\.name) == rhs.labels.map(\.name)
+                && lhs.labels.map(\.value) == rhs.labels.map(\.value)
         }
     }
 
@@ -72,7 +73,9 @@ public enum PrometheusText {
             for sample in family.samples {
                 out += family.name + sample.suffix
                 if !sample.labels.isEmpty {
-                    out += "{" + sample.labels.map { "\($0.name)=\"\(escapeLabel($0.value))\"" }.joined(separator: ",") + "}"
+                    out +=
+                        "{" + sample.labels.map { "\($0.name)=\"\(escapeLabel($0.value))\"" }.joined(separator: ",")
+                        + "}"
                 }
                 out += " \(format(sample.value))\n"
             }

@@ -12,7 +12,9 @@ struct CacheCommand: ParsableCommand {
 
 /// Options of the cache subcommands: where the cache is, and logging.
 struct CacheOptions: ParsableArguments {
-    @Option(help: "Local cache directory (default: /var/lib/mcvfs as root, else $XDG_CACHE_HOME/mcvfs; or $MCVFS_CACHE_DIR).")
+    @Option(
+        help:
+            "Local cache directory (default: /var/lib/mcvfs as root, else $XDG_CACHE_HOME/mcvfs; or $MCVFS_CACHE_DIR).")
     var cacheDir: String?
 
     func janitor() throws -> CacheJanitor {
@@ -36,7 +38,8 @@ struct CacheListCommand: ParsableCommand {
     struct Output: Encodable {
         struct Blob: Encodable {
             var digest: String
-            /// `layer` (a layer blob or indexed layer), `file` (a file content an index names), `blob` (configs, other).
+            /// `layer` (a layer blob or indexed layer), `file` (a file content an index names), `blob` (other:
+            /// configs, layers never indexed).
             var kind: String
             var size: Int64
             var lastAccess: Date
@@ -77,13 +80,18 @@ struct CacheListCommand: ParsableCommand {
             let dates = ISO8601DateFormatter()
             var rows = [["DIGEST", "KIND", "SIZE", "LAST USED", "LIVE"]]
             for blob in blobs {
-                rows.append([blob.digest, blob.kind, formatBytes(blob.size), dates.string(from: blob.lastAccess),
-                             blob.live ? "yes" : "no"])
+                rows.append([
+                    blob.digest, blob.kind, formatBytes(blob.size), dates.string(from: blob.lastAccess),
+                    blob.live ? "yes" : "no",
+                ])
             }
             printColumns(rows)
-            print("\n\(blobs.count) blob(s), \(formatBytes(output.totalSize)) in \(output.directory); "
-                  + "\(inventory.indexes.count) indexed layer(s); \(inventory.leases.count) running mount(s)")
-            for lease in inventory.leases { print("  mount \(lease.mountpoint) (pid \(lease.pid)): \(lease.reference)") }
+            print(
+                "\n\(blobs.count) blob(s), \(formatBytes(output.totalSize)) in \(output.directory); "
+                    + "\(inventory.indexes.count) indexed layer(s); \(inventory.leases.count) running mount(s)")
+            for lease in inventory.leases {
+                print("  mount \(lease.mountpoint) (pid \(lease.pid)): \(lease.reference)")
+            }
         }
     }
 }
@@ -110,11 +118,14 @@ struct CachePruneCommand: ParsableCommand {
         try reportingErrors {
             let bound = try maxSize.map(parsedSize) ?? 0
             let plan = try options.janitor().enforce(maxSize: bound)
-            print("removed \(plan.removeIndexes.count) layer index(es) and \(plan.removeBlobs.count) blob(s), "
-                  + "\(formatBytes(plan.sizeBefore - plan.sizeAfter)); \(formatBytes(plan.sizeAfter)) left")
+            print(
+                "removed \(plan.removeIndexes.count) layer index(es) and \(plan.removeBlobs.count) blob(s), "
+                    + "\(formatBytes(plan.sizeBefore - plan.sizeAfter)); \(formatBytes(plan.sizeAfter)) left")
             if plan.overBound {
-                FileHandle.standardError.write(Data(
-                    "mcvfs: warning: running mounts hold \(formatBytes(plan.sizeAfter)), more than the bound\n".utf8))
+                FileHandle.standardError.write(
+                    Data(
+                        "mcvfs: warning: running mounts hold \(formatBytes(plan.sizeAfter)), more than the bound\n".utf8
+                    ))
             }
         }
     }

@@ -20,7 +20,8 @@ final class FUSEErrorCounter: Sendable {
 
     /// `operation/ERRNAME` → count, for the status document.
     var summary: [String: Int] {
-        Dictionary(snapshot.map { ("\($0.key.operation)/\(Self.name(of: $0.key.errno))", $0.value) }, uniquingKeysWith: +)
+        Dictionary(
+            snapshot.map { ("\($0.key.operation)/\(Self.name(of: $0.key.errno))", $0.value) }, uniquingKeysWith: +)
     }
 
     static func name(of code: Int32) -> String {

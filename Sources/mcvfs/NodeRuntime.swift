@@ -121,7 +121,8 @@ final class NodeRuntime: Sendable {
 
     func noteMirrorFallback(_ what: String, _ error: any Error) {
         state.withLock { $0.mirrorFallbacks += 1 }
-        Log.warning("mirror \(mirror ?? "?") failed \(what) (\(error)); falling back to the origin \(reference.registry)")
+        Log.warning(
+            "mirror \(mirror ?? "?") failed \(what) (\(error)); falling back to the origin \(reference.registry)")
     }
 
     // MARK: Layers, lease, bound
@@ -133,12 +134,17 @@ final class NodeRuntime: Sendable {
         var fetchers: [(String, LayerFetcher)] = []
         if let mirrorClient, let mirror {
             fetchers.append(
-                ("mirror \(mirror)",
-                 try LayerFetcher(client: mirrorClient, repository: reference.repository, store: store, metrics: metrics)))
+                (
+                    "mirror \(mirror)",
+                    try LayerFetcher(
+                        client: mirrorClient, repository: reference.repository, store: store, metrics: metrics)
+                ))
         }
         fetchers.append(
-            (offline ? "local cache" : "origin",
-             try LayerFetcher(client: origin, repository: reference.repository, store: store, metrics: metrics)))
+            (
+                offline ? "local cache" : "origin",
+                try LayerFetcher(client: origin, repository: reference.repository, store: store, metrics: metrics)
+            ))
         var layers: [Digest] = []
         var blobs: [Digest] = []
         for entry in catalog.entries where entry.isUsed {
@@ -165,10 +171,14 @@ final class NodeRuntime: Sendable {
                 $0.evictedBytes += freed
             }
             if !plan.removeBlobs.isEmpty || !plan.removeIndexes.isEmpty {
-                Log.info("cache: evicted \(plan.removeIndexes.count) layer(s), \(plan.removeBlobs.count) blob(s), \(formatBytes(freed)); \(formatBytes(plan.sizeAfter)) left")
+                Log.info(
+                    "cache: evicted \(plan.removeIndexes.count) layer(s), \(plan.removeBlobs.count) blob(s), "
+                        + "\(formatBytes(freed)); \(formatBytes(plan.sizeAfter)) left")
             }
             if plan.overBound {
-                Log.warning("cache: \(formatBytes(plan.sizeAfter)) in use by running mounts exceeds --cache-max-size \(formatBytes(maxSize))")
+                Log.warning(
+                    "cache: \(formatBytes(plan.sizeAfter)) in use by running mounts exceeds --cache-max-size "
+                        + formatBytes(maxSize))
             }
         } catch {
             Log.warning("cache: eviction failed: \(error)")
@@ -186,7 +196,9 @@ final class NodeRuntime: Sendable {
 
     /// The FUSE loop ended (unmount or signal); the mount is about to go.
     func stopping() {
-        do { try notifier.stopping(status: "unmounting \(mountpoint)") } catch { Log.warning("sd_notify STOPPING: \(error)") }
+        do { try notifier.stopping(status: "unmounting \(mountpoint)") } catch {
+            Log.warning("sd_notify STOPPING: \(error)")
+        }
     }
 
     /// The mount is gone: drop the lease so its layers become evictable.
@@ -240,10 +252,12 @@ final class NodeRuntime: Sendable {
         counter(
             "mcvfs_registry_errors_total", "Layer fetches that failed for another reason (network, registry).",
             Double(fetch.fetchErrors))
-        counter("mcvfs_mirror_fallbacks_total", "Reads the mirror failed and the origin served.",
-                Double(current.mirrorFallbacks))
-        counter("mcvfs_evicted_bytes_total", "Bytes this mount evicted to keep the cache bound.",
-                Double(current.evictedBytes))
+        counter(
+            "mcvfs_mirror_fallbacks_total", "Reads the mirror failed and the origin served.",
+            Double(current.mirrorFallbacks))
+        counter(
+            "mcvfs_evicted_bytes_total", "Bytes this mount evicted to keep the cache bound.",
+            Double(current.evictedBytes))
         let errors = fuseErrors.snapshot.sorted { ($0.key.operation, $0.key.errno) < ($1.key.operation, $1.key.errno) }
         var errorSamples: [MetricFamily.Sample] = []
         for (key, count) in errors {
@@ -334,7 +348,7 @@ final class ServiceLayerProvider: LayerProvider {
         for (i, (name, fetcher)) in fetchers.enumerated() {
             do {
                 return try fetcher.index(of: layer)
-            } catch where i < fetchers.count - 1 {
+            } catch  where i < fetchers.count - 1 {
                 runtime.noteMirrorFallback("on layer \(layer.digest.short) (\(name))", error)
             }
         }

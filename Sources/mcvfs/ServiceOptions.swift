@@ -3,16 +3,32 @@ import NodeService
 
 /// `mount` options for running as a node service: metrics, a cache bound, a mirror, offline mode.
 struct ServiceOptions: ParsableArguments {
-    @Option(help: "Serve Prometheus metrics at http://ADDRESS/metrics (IPv4:PORT, e.g. 127.0.0.1:9400). Off by default.")
+    @Option(
+        help: "Serve Prometheus metrics at http://ADDRESS/metrics (IPv4:PORT, e.g. 127.0.0.1:9400). Off by default.")
     var metricsListen: String?
 
-    @Option(help: "Keep the blob cache at most this big (e.g. 2G; units are powers of 1024), evicting least recently used layers no running mount needs.")
+    @Option(
+        help: """
+            Keep the blob cache at most this big (e.g. 2G; units are powers of 1024), evicting least recently \
+            used layers no running mount needs.
+            """
+    )
     var cacheMaxSize: String?
 
-    @Option(help: "A registry mirror (HOST[:PORT]) holding the same repository; tried first for reads, the origin is used when it fails.")
+    @Option(
+        help: """
+            A registry mirror (HOST[:PORT]) holding the same repository; tried first for reads, the origin is \
+            used when it fails.
+            """
+    )
     var mirror: String?
 
-    @Flag(help: "Never contact a registry: resolve tags from the catalog recorded by the last online mount (or fetch) and serve only layers already in the cache.")
+    @Flag(
+        help: """
+            Never contact a registry: resolve tags from the catalog recorded by the last online mount (or fetch) \
+            and serve only layers already in the cache.
+            """
+    )
     var offline = false
 
     func validate() throws {

@@ -88,7 +88,9 @@ struct StatusCommand: ParsableCommand {
             if mountpoint == nil { print("no mcvfs mounts") }
             return
         }
-        var rows = [["MOUNTPOINT", "REFERENCE", "USED", "SKIPPED", "FETCHED", "HITS", "MISSES", "VERIFY-FAIL", "ERRORS"]]
+        var rows = [
+            ["MOUNTPOINT", "REFERENCE", "USED", "SKIPPED", "FETCHED", "HITS", "MISSES", "VERIFY-FAIL", "ERRORS"]
+        ]
         for doc in documents {
             rows.append([
                 doc.mountpoint, doc.reference, "\(doc.used.count)", "\(doc.skipped.count)",

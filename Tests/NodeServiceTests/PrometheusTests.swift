@@ -8,8 +8,10 @@ import Testing
             .single("mcvfs_bytes_fetched_total", help: "Bytes downloaded.", kind: .counter, value: 1234),
             MetricFamily(
                 name: "mcvfs_fuse_errors_total", help: "FUSE replies with an error\nby operation.", kind: .counter,
-                samples: [.init(labels: [("op", "lookup"), ("errno", "2")], value: 3),
-                          .init(labels: [("op", "we\"ird\\")], value: 0.5)]),
+                samples: [
+                    .init(labels: [("op", "lookup"), ("errno", "2")], value: 3),
+                    .init(labels: [("op", "we\"ird\\")], value: 0.5),
+                ]),
         ])
         #expect(
             text == """
