@@ -35,7 +35,7 @@ final class NodeRuntime: Sendable {
         var evictedBlobs = 0
         var evictedBytes: Int64 = 0
         var mirrorFallbacks = 0
-        var lastEviction: String?
+        var layersLoaded = 0
     }
 
     init(
@@ -194,6 +194,17 @@ final class NodeRuntime: Sendable {
         do { try notifier.ready(status: message) } catch { Log.warning("sd_notify READY: \(error)") }
     }
 
+    /// Refreshes the `STATUS=` line `systemctl status` shows, after a layer comes into use.
+    func layerLoaded() {
+        guard notifier.isEnabled else { return }
+        let (loaded, metrics) = state.withLock { current -> (Int, FetchMetrics?) in
+            current.layersLoaded += 1
+            return (current.layersLoaded, current.metrics)
+        }
+        let fetched = formatBytes(metrics?.snapshot.bytesFetched ?? 0)
+        try? notifier.status("serving \(reference) at \(mountpoint); \(loaded) layer(s) in use, \(fetched) fetched")
+    }
+
     /// The FUSE loop ended (unmount or signal); the mount is about to go.
     func stopping() {
         do { try notifier.stopping(status: "unmounting \(mountpoint)") } catch {
@@ -340,6 +351,7 @@ final class ServiceLayerProvider: LayerProvider {
             try? lease.add(layers: [layer.digest], blobs: Array(contents))
             for digest in contents.union([layer.digest]) { try? runtime.store.touch(digest) }
             runtime.enforceBound()
+            runtime.layerLoaded()
         }
         return index
     }

@@ -86,6 +86,13 @@ class NotifySocket:
                 if self._waited > GUARD:
                     raise AssertionError("no notification within the hang guard") from None
 
+    def receive_until(self, key: str, proc: subprocess.Popen | None = None) -> list[dict[str, str]]:
+        """Datagrams up to and including the first that sets `key` (STATUS= updates may come before it)."""
+        seen = []
+        while not seen or key not in seen[-1]:
+            seen.append(self.receive(proc))
+        return seen
+
     def close(self):
         self.sock.close()
         os.unlink(self.path)
@@ -271,7 +278,10 @@ def test_ready_only_once_the_mount_serves_and_sigterm_unmounts(service, registry
     assert_serves(d.mountpoint, FIXTURES / "cuda-90")
 
     assert d.terminate() == 0, d.stderr()
-    assert d.notify.receive().get("STOPPING") == "1"
+    messages = d.notify.receive_until("STOPPING")
+    assert messages[-1]["STOPPING"] == "1"
+    assert all(set(m) == {"STATUS"} for m in messages[:-1]), messages  # READY=1 is sent once
+    assert any("1 layer(s) in use" in m["STATUS"] for m in messages[:-1]), messages
     assert not mounted(d.mountpoint), "SIGTERM left the mount behind"
     assert not any(d.mountpoint.iterdir()), "the mountpoint is not the empty directory again"
     assert not lease.exists(), "the lease outlived its mount"
@@ -283,7 +293,7 @@ def test_sigterm_right_after_ready_still_unmounts(service, registry, cache):
     d = service.start(f"{registry.host}/org/cache:cuda-sm90", "--gpu", "cuda:90", "--cache-dir", str(cache))
     d.proc.send_signal(signal.SIGTERM)
     assert d.proc.wait(timeout=GUARD) == 0, d.stderr()
-    assert d.notify.receive().get("STOPPING") == "1"
+    assert d.notify.receive_until("STOPPING")[-1]["STOPPING"] == "1"
     assert not mounted(d.mountpoint)
 
 
