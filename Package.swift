@@ -28,11 +28,12 @@ let package = Package(
         .target(name: "CacheRepository", dependencies: ["OCI", "GPU", "Registry", "BlobCache", "TarIndex"]),
         .target(name: "ImageFS", dependencies: ["OCI", "GPU", "BlobCache", "TarIndex"]),
         .target(name: "FUSEBridge", dependencies: ["ImageFS", "CFuse"]),
+        .target(name: "NodeService", dependencies: ["OCI", "BlobCache", "TarIndex"]),
         .executableTarget(
             name: "mcvfs",
             dependencies: [
                 "OCI", "GPU", "Registry", "CurlTransport", "BlobCache", "TarIndex", "CacheRepository", "ImageFS",
-                "FUSEBridge", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                "FUSEBridge", "NodeService", .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
 
@@ -42,5 +43,6 @@ let package = Package(
         .testTarget(name: "RegistryTests", dependencies: ["Registry", "CurlTransport"]),
         .testTarget(name: "BlobCacheTests", dependencies: ["BlobCache", "Verification", "TarIndex"]),
         .testTarget(name: "ImageFSTests", dependencies: ["ImageFS", "TarIndex", "BlobCache"]),
+        .testTarget(name: "NodeServiceTests", dependencies: ["NodeService", "OCI", "BlobCache", "TarIndex"]),
     ]
 )

@@ -20,6 +20,8 @@ struct FetchCommand: ParsableCommand {
             let store = try global.store()
             let catalog = try ImageResolver(client: client, store: store)
                 .catalog(for: ref, accepts: selection.accepts, selectionDescription: selection.description)
+            // Recorded like a mount's, so a later `mount --offline` can resolve tags to what was fetched.
+            try? CatalogRecord(root: try global.cacheRoot()).save(catalog, selection: selection.description)
             let fetcher = try LayerFetcher(client: client, repository: ref.repository, store: store, metrics: FetchMetrics())
             for image in catalog.used {
                 for layer in image.layers {

@@ -9,7 +9,7 @@ struct MCVFS: ParsableCommand {
         subcommands: [
             ListCommand.self, InspectCommand.self, FetchCommand.self, MountCommand.self, UnmountCommand.self,
             ExportCommand.self,
-            GPUsCommand.self,
+            GPUsCommand.self, StatusCommand.self, CacheCommand.self,
         ]
     )
 }

@@ -15,6 +15,8 @@ struct MountStatus: Encodable {
         var fileSystem: ImageFileSystem
         var upperRoot: String?
         var isolation: String?
+        /// Node-service state (cache bound, lease, mirror, FUSE errors); nil when not wired.
+        var service: (@Sendable () -> ServiceStatus)? = nil
     }
 
     struct Upper: Encodable {
@@ -44,6 +46,7 @@ struct MountStatus: Encodable {
     var upperRoot: String?
     var isolation: String?
     var uppers: [Upper]
+    var service: ServiceStatus?
 
     init(_ source: Source) {
         reference = source.reference
@@ -62,6 +65,7 @@ struct MountStatus: Encodable {
         }
         tree = source.fileSystem.report
         fetch = source.metrics.snapshot
+        service = source.service?()
         upperRoot = source.upperRoot
         isolation = source.isolation
         uppers = source.upperRoot.map(Self.uppers(in:)) ?? []
