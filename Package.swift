@@ -17,10 +17,11 @@ let package = Package(
         .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
         .systemLibrary(name: "CArchive", pkgConfig: "libarchive", providers: [.apt(["libarchive-dev"])]),
         .systemLibrary(name: "COpenSSL", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
+        .systemLibrary(name: "CSodium", pkgConfig: "libsodium", providers: [.apt(["libsodium-dev"])]),
 
         .target(name: "OCI"),
         .target(name: "GPU", dependencies: ["OCI"]),
-        .target(name: "Verification", dependencies: ["OCI", "COpenSSL"]),
+        .target(name: "Verification", dependencies: ["OCI", "COpenSSL", "CSodium"]),
         .target(name: "Registry", dependencies: ["OCI", "Verification"]),
         .target(name: "CurlTransport", dependencies: ["Registry", "CCurl"]),
         .target(name: "BlobCache", dependencies: ["OCI", "Verification"]),
