@@ -27,13 +27,14 @@ let package = Package(
         .target(name: "BlobCache", dependencies: ["OCI", "Verification"]),
         .target(name: "TarIndex", dependencies: ["OCI", "BlobCache", "CArchive"]),
         .target(name: "CacheRepository", dependencies: ["OCI", "GPU", "Registry", "BlobCache", "TarIndex"]),
+        .target(name: "Trust", dependencies: ["OCI", "Registry", "Verification", "CacheRepository"]),
         .target(name: "ImageFS", dependencies: ["OCI", "GPU", "BlobCache", "TarIndex"]),
         .target(name: "FUSEBridge", dependencies: ["ImageFS", "CFuse"]),
         .executableTarget(
             name: "mcvfs",
             dependencies: [
                 "OCI", "GPU", "Registry", "CurlTransport", "BlobCache", "TarIndex", "CacheRepository", "ImageFS",
-                "FUSEBridge", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                "FUSEBridge", "Verification", "Trust", .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
 

@@ -9,7 +9,7 @@ struct MCVFS: ParsableCommand {
         subcommands: [
             ListCommand.self, InspectCommand.self, FetchCommand.self, MountCommand.self, UnmountCommand.self,
             ExportCommand.self,
-            GPUsCommand.self,
+            GPUsCommand.self, VerifyCommand.self, SignCommand.self, GenerateKeyPairCommand.self,
         ]
     )
 }

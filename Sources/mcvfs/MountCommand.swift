@@ -23,6 +23,7 @@ struct MountCommand: ParsableCommand {
 
     @OptionGroup var global: GlobalOptions
     @OptionGroup var gpu: GPUOptions
+    @OptionGroup var trust: TrustOptions
 
     @Flag(help: "Stay attached (systemd, containers); by default mcvfs returns once the mount serves.")
     var foreground = false
@@ -76,7 +77,7 @@ struct MountCommand: ParsableCommand {
         let store = try global.store()
         let client = try global.client(for: ref, attempts: 2)
         let catalogs = CatalogRecord(root: cacheRoot)
-        let catalog: Catalog
+        var catalog: Catalog
         do {
             catalog = try ImageResolver(client: client, store: store)
                 .catalog(for: ref, accepts: selection.accepts, selectionDescription: selection.description)
@@ -88,6 +89,7 @@ struct MountCommand: ParsableCommand {
             Log.warning("registry unreachable (\(error)); serving the digests pinned at the last mount of \(ref)")
             catalog = recorded
         }
+        try trust.enforce(on: &catalog, reference: ref, client: client)
         for entry in catalog.entries {
             Log.info(entry.isUsed ? "using \(entry.name) \(entry.digest?.short ?? "")" : "skipping \(entry.name): \(entry.skipReason ?? "")")
         }
