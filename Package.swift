@@ -41,6 +41,7 @@ let package = Package(
         .testTarget(name: "OCITests", dependencies: ["OCI"]),
         .testTarget(name: "GPUTests", dependencies: ["GPU"], resources: [.copy("Fixtures")]),
         .testTarget(name: "VerificationTests", dependencies: ["Verification"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "TrustTests", dependencies: ["Trust", "Verification", "CacheRepository", "OCI"]),
         .testTarget(name: "RegistryTests", dependencies: ["Registry", "CurlTransport"]),
         .testTarget(name: "BlobCacheTests", dependencies: ["BlobCache", "Verification", "TarIndex"]),
         .testTarget(name: "ImageFSTests", dependencies: ["ImageFS", "TarIndex", "BlobCache"]),

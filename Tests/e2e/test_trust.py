@@ -241,6 +241,13 @@ def world(tmp_path_factory) -> World:
         yield w
 
 
+def key_fingerprint(pem_file: Path) -> str:
+    """sha256 of the DER SubjectPublicKeyInfo, as mcvfs (and Rekor) name keys."""
+    key = serialization.load_pem_public_key(pem_file.read_bytes())
+    return hashlib.sha256(key.public_bytes(serialization.Encoding.DER,
+                                           serialization.PublicFormat.SubjectPublicKeyInfo)).hexdigest()
+
+
 def mcvfs_for(tmp_path: Path) -> Mcvfs:
     return Mcvfs(tmp_path / "home")
 
@@ -286,8 +293,7 @@ def test_mcvfs_signature_verifies_with_mcvfs_and_the_independent_checker(world: 
     digest = world.digests["signed"]
     r = m.run("verify", "--plain-http", "--key", world.trusted_pub, world.ref("signed"))
     assert r.rc == 0, r
-    fingerprint = hashlib.sha256(serialization.load_pem_public_key(world.trusted_pub.read_bytes()).public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)).hexdigest()
+    fingerprint = key_fingerprint(world.trusted_pub)
     assert f"key sha256:{fingerprint}" in r.stdout and digest in r.stdout
     report = m.run("verify", "--plain-http", "--key", world.trusted_pub, "--json", world.ref("signed")).json()
     assert report["verified"] is True and report["digest"] == digest
@@ -419,6 +425,7 @@ def test_mount_with_key_exposes_only_validly_signed_images(world: World, mount: 
     assert (mount.mountpoint / "SIGNED" / "marker").read_text() == "image signed\n"
     status = mount.status()
     assert [i["name"] for i in status["used"]] == ["signed"]
+    assert status["used"][0]["signedBy"] == [f"key sha256:{key_fingerprint(world.trusted_pub)}"]
     reasons = {i["name"]: i["reason"] for i in status["skipped"]}
     assert "no signature found" in reasons["unsigned"]
     for tag in ("otherkey", "tampered", "pysigned", "wrongdigest", "bundled"):
