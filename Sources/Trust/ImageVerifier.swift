@@ -91,7 +91,8 @@ public struct ImageVerifier: Sendable {
                 let verified = try verifier.verify(bundle: bundle, digest: digest, now: now)
                 guard verified.predicateType == signaturePredicate else {
                     throw .invalidAttestation(
-                        reason: "predicate \(verified.predicateType ?? "(none)") is an attestation, not an image signature")
+                        reason:
+                            "predicate \(verified.predicateType ?? "(none)") is an attestation, not an image signature")
                 }
                 return verified
             }

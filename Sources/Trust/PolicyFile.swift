@@ -93,7 +93,8 @@ public struct PolicyFile: Sendable {
         if !identities.isEmpty {
             let root: TrustedRoot
             do {
-                root = try rule.trustedRoot.map { try TrustedRoot(json: Data(contentsOf: path($0))) }
+                root =
+                    try rule.trustedRoot.map { try TrustedRoot(json: Data(contentsOf: path($0))) }
                     ?? TrustedRoot.publicGood()
             } catch {
                 throw Error(description: "\(name): \(pattern): trusted root: \(error)")
@@ -104,10 +105,12 @@ public struct PolicyFile: Sendable {
                 case (let exact?, nil): identity = .exact(exact)
                 case (nil, let pattern?): identity = .regexp(pattern)
                 default:
-                    throw Error(description: "\(name): \(pattern): each identity needs exactly one of identity, identityRegexp")
+                    throw Error(
+                        description: "\(name): \(pattern): each identity needs exactly one of identity, identityRegexp")
                 }
                 alternatives.append(
-                    .keyless(identity: identity, issuer: entry.issuer, trustedRoot: root, requiredAnnotations: annotations))
+                    .keyless(
+                        identity: identity, issuer: entry.issuer, trustedRoot: root, requiredAnnotations: annotations))
             }
         }
         guard !alternatives.isEmpty else {

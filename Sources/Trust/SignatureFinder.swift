@@ -58,7 +58,9 @@ public struct SignatureFinder: Sendable {
             return
         }
         guard manifest.layers.count <= Self.maxSignatureLayers else {
-            found.problems.append("signature tag \(tag) has \(manifest.layers.count) layers (at most \(Self.maxSignatureLayers) are read)")
+            found.problems.append(
+                "signature tag \(tag) has \(manifest.layers.count) layers (at most \(Self.maxSignatureLayers) are read)"
+            )
             return
         }
         do {

@@ -43,6 +43,7 @@ public struct TrustPolicy: Sendable, CustomStringConvertible {
     /// Any of `policies`.
     public static func anyOf(_ policies: [TrustPolicy]) -> TrustPolicy {
         TrustPolicy(
-            verifiers: policies.flatMap(\.verifiers), description: policies.map(\.description).joined(separator: " or "))
+            verifiers: policies.flatMap(\.verifiers), description: policies.map(\.description).joined(separator: " or ")
+        )
     }
 }

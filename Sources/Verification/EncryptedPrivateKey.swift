@@ -34,7 +34,8 @@ public enum EncryptedPrivateKey {
             guard n > 1, n & (n - 1) == 0, n <= 1 << 20, (1...32).contains(r), (1...16).contains(p),
                 128 * n * r <= 1 << 30
             else {
-                throw .malformed(what: "encrypted private key", reason: "unsupported scrypt parameters N=\(n) r=\(r) p=\(p)")
+                throw .malformed(
+                    what: "encrypted private key", reason: "unsupported scrypt parameters N=\(n) r=\(r) p=\(p)")
             }
         }
     }
@@ -86,10 +87,13 @@ public enum EncryptedPrivateKey {
         let key = try deriveKey(password: password, salt: salt, parameters: parameters)
         var plaintext = [UInt8](repeating: 0, count: ciphertext.count - Int(crypto_secretbox_MACBYTES))
         defer { sodium_memzero(&plaintext, plaintext.count) }
-        let c = Array(ciphertext), n = Array(nonce), k = Array(key)
+        let c = Array(ciphertext)
+        let n = Array(nonce)
+        let k = Array(key)
         let status = crypto_secretbox_open_easy(&plaintext, c, UInt64(c.count), n, k)
         guard status == 0 else {
-            throw .malformed(what: "encrypted private key", reason: "decryption failed: wrong password or corrupted key")
+            throw .malformed(
+                what: "encrypted private key", reason: "decryption failed: wrong password or corrupted key")
         }
         return try PrivateKey(pkcs8: Data(plaintext))
     }
@@ -111,11 +115,14 @@ public enum EncryptedPrivateKey {
         }
         let derived = try deriveKey(password: password, salt: salt, parameters: parameters)
         var ciphertext = [UInt8](repeating: 0, count: key.pkcs8.count + Int(crypto_secretbox_MACBYTES))
-        let m = Array(key.pkcs8), n = Array(nonce), k = Array(derived)
+        let m = Array(key.pkcs8)
+        let n = Array(nonce)
+        let k = Array(derived)
         let status = crypto_secretbox_easy(&ciphertext, m, UInt64(m.count), n, k)
         guard status == 0 else { throw .malformed(what: "encrypted private key", reason: "secretbox failed") }
         let json =
-            "{\"kdf\":{\"name\":\"scrypt\",\"params\":{\"N\":\(parameters.n),\"r\":\(parameters.r),\"p\":\(parameters.p)},"
+            "{\"kdf\":{\"name\":\"scrypt\","
+            + "\"params\":{\"N\":\(parameters.n),\"r\":\(parameters.r),\"p\":\(parameters.p)},"
             + "\"salt\":\"\(salt.base64EncodedString())\"},"
             + "\"cipher\":{\"name\":\"nacl/secretbox\",\"nonce\":\"\(nonce.base64EncodedString())\"},"
             + "\"ciphertext\":\"\(Data(ciphertext).base64EncodedString())\"}"
@@ -132,7 +139,8 @@ public enum EncryptedPrivateKey {
         try initialize()
         var key = [UInt8](repeating: 0, count: Int(crypto_secretbox_KEYBYTES))
         // libsodium wants non-NULL pointers even for an empty password or salt: pad, and pass the real lengths.
-        let pw = Array(password) + [0], s = Array(salt) + [0]
+        let pw = Array(password) + [0]
+        let s = Array(salt) + [0]
         let status = crypto_pwhash_scryptsalsa208sha256_ll(
             pw, password.count, s, salt.count, UInt64(parameters.n), UInt32(parameters.r), UInt32(parameters.p), &key,
             key.count)

@@ -25,7 +25,8 @@ public struct SignatureImage: Sendable, Equatable {
         manifest = Manifest(
             mediaType: MediaType.ociManifest,
             config: Descriptor(
-                mediaType: MediaType.ociConfig, digest: SHA256Hasher.digest(self.config), size: Int64(self.config.count)),
+                mediaType: MediaType.ociConfig, digest: SHA256Hasher.digest(self.config), size: Int64(self.config.count)
+            ),
             layers: [])
     }
 
@@ -110,7 +111,8 @@ public struct SignatureImage: Sendable, Equatable {
         }
         if let platform = descriptor.platform {
             var parts = [
-                "\"architecture\":" + JSONText.goString(platform.architecture), "\"os\":" + JSONText.goString(platform.os),
+                "\"architecture\":" + JSONText.goString(platform.architecture),
+                "\"os\":" + JSONText.goString(platform.os),
             ]
             if let variant = platform.variant, !variant.isEmpty {
                 parts.append("\"variant\":" + JSONText.goString(variant))
@@ -211,7 +213,9 @@ struct ConfigFile {
         if !history.isEmpty { fields.append("\"history\":[" + history.map(\.json).joined(separator: ",") + "]") }
         fields.append("\"os\":" + JSONText.goString(os))
         var rootFS = "{\"type\":" + JSONText.goString(rootFSType)
-        if !diffIDs.isEmpty { rootFS += ",\"diff_ids\":[" + diffIDs.map(JSONText.goString).joined(separator: ",") + "]" }
+        if !diffIDs.isEmpty {
+            rootFS += ",\"diff_ids\":[" + diffIDs.map(JSONText.goString).joined(separator: ",") + "]"
+        }
         fields.append("\"rootfs\":" + rootFS + "}")
         fields.append("\"config\":" + JSONValue.object(config).goJSON)
         return Data(("{" + fields.joined(separator: ",") + "}").utf8)

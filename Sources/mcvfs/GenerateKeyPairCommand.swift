@@ -23,12 +23,15 @@ struct GenerateKeyPairCommand: ParsableCommand {
             let pem = try EncryptedPrivateKey.encrypt(key, password: try Password.read(confirm: true))
             // Create the private key file 0600 from the start: no window in which others may read it.
             let fd = open(keyPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
-            guard fd >= 0 else { throw TrustFailure(description: "cannot create \(keyPath): \(String(cString: strerror(errno)))") }
+            guard fd >= 0 else {
+                throw TrustFailure(description: "cannot create \(keyPath): \(String(cString: strerror(errno)))")
+            }
             let handle = FileHandle(fileDescriptor: fd, closeOnDealloc: true)
             try handle.write(contentsOf: Data(pem.utf8))
             try handle.close()
             try Data(key.publicKey.pem.utf8).write(to: URL(fileURLWithPath: pubPath), options: .withoutOverwriting)
-            FileHandle.standardError.write(Data("Private key written to \(keyPath)\nPublic key written to \(pubPath)\n".utf8))
+            FileHandle.standardError.write(
+                Data("Private key written to \(keyPath)\nPublic key written to \(pubPath)\n".utf8))
         } catch {
             FileHandle.standardError.write(Data("mcvfs: error: \(error)\n".utf8))
             throw ExitCode.failure

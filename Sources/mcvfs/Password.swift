@@ -22,7 +22,8 @@ enum Password {
     private static func ask(_ prompt: String) throws -> Data {
         let tty = open("/dev/tty", O_RDWR | O_CLOEXEC)
         guard tty >= 0 else {
-            throw Unavailable(description: "COSIGN_PASSWORD is not set and there is no terminal to ask for the password")
+            throw Unavailable(
+                description: "COSIGN_PASSWORD is not set and there is no terminal to ask for the password")
         }
         defer { close(tty) }
         _ = prompt.withCString { write(tty, $0, strlen($0)) }

@@ -20,7 +20,9 @@ struct SignCommand: ParsableCommand {
     @Option(help: "The private key (cosign.key from `cosign generate-key-pair` or `mcvfs generate-key-pair`).")
     var key: String
 
-    @Option(name: [.customShort("a"), .customLong("annotations")], help: "key=value to put in the signed payload. Repeatable.")
+    @Option(
+        name: [.customShort("a"), .customLong("annotations")],
+        help: "key=value to put in the signed payload. Repeatable.")
     var annotations: [String] = []
 
     @Argument(help: "REGISTRY/REPOSITORY[:TAG|@DIGEST]") var reference: String

@@ -9,7 +9,9 @@ import Verification
 /// Signature policy flags shared by `verify`, `mount`, `fetch` (and `extract`): cosign's own flag names.
 /// Without any of them nothing is verified; with any, an image without a valid signature is never used.
 struct TrustOptions: ParsableArguments {
-    @Option(name: .customLong("key"), help: "Trust images signed with this public key (cosign.pub, PEM). Repeatable: any of them.")
+    @Option(
+        name: .customLong("key"),
+        help: "Trust images signed with this public key (cosign.pub, PEM). Repeatable: any of them.")
     var keys: [String] = []
 
     @Option(help: "Trust keyless (Fulcio) signatures whose certificate names exactly this identity (email, URI).")
@@ -18,16 +20,21 @@ struct TrustOptions: ParsableArguments {
     @Option(help: "Trust keyless signatures whose certificate identity matches this regular expression.")
     var certificateIdentityRegexp: String?
 
-    @Option(help: "The OIDC issuer the keyless certificate must name (e.g. https://token.actions.githubusercontent.com).")
+    @Option(
+        help: "The OIDC issuer the keyless certificate must name (e.g. https://token.actions.githubusercontent.com).")
     var certificateOidcIssuer: String?
 
     @Option(help: "Sigstore trusted_root.json for keyless verification (default: the bundled public-good root).")
     var trustedRoot: String?
 
-    @Option(name: .customLong("policy"), help: "JSON file naming the keys and identities each repository must be signed by.")
+    @Option(
+        name: .customLong("policy"), help: "JSON file naming the keys and identities each repository must be signed by."
+    )
     var policyFile: String?
 
-    @Option(name: [.customShort("a"), .customLong("annotations")], help: "key=value the signed payload must carry. Repeatable.")
+    @Option(
+        name: [.customShort("a"), .customLong("annotations")],
+        help: "key=value the signed payload must carry. Repeatable.")
     var annotations: [String] = []
 
     var isEnabled: Bool {
@@ -40,14 +47,17 @@ struct TrustOptions: ParsableArguments {
         }
         let keyless = certificateIdentity != nil || certificateIdentityRegexp != nil
         if !keys.isEmpty && keyless {
-            throw ValidationError("use --key or --certificate-identity(-regexp), not both (a --policy file may name both)")
+            throw ValidationError(
+                "use --key or --certificate-identity(-regexp), not both (a --policy file may name both)")
         }
         if policyFile != nil && (!keys.isEmpty || keyless) {
             throw ValidationError("--policy replaces --key and --certificate-identity(-regexp); give one or the other")
         }
         if !isEnabled && (certificateOidcIssuer != nil || trustedRoot != nil || !annotations.isEmpty) {
             throw ValidationError(
-                "--certificate-oidc-issuer, --trusted-root and -a need --key, --certificate-identity(-regexp) or --policy")
+                "--certificate-oidc-issuer, --trusted-root and -a need --key, --certificate-identity(-regexp) "
+                    + "or --policy"
+            )
         }
         _ = try requiredAnnotations()
     }
@@ -98,7 +108,8 @@ struct TrustOptions: ParsableArguments {
         let refused = catalog.enforce(policy) { verifier.verify($0) }
         for entry in catalog.entries {
             if let signers = entry.signedBy {
-                Log.info("verified \(entry.name) \(entry.digest?.short ?? ""): signed by \(signers.joined(separator: ", "))")
+                Log.info(
+                    "verified \(entry.name) \(entry.digest?.short ?? ""): signed by \(signers.joined(separator: ", "))")
             }
         }
         for entry in refused {
@@ -106,7 +117,8 @@ struct TrustOptions: ParsableArguments {
         }
         if !reference.isRepositoryOnly, let first = refused.first {
             throw TrustFailure(
-                description: "\(reference) (\(first.digest?.description ?? first.name)) is refused: \(first.skipReason ?? "")")
+                description:
+                    "\(reference) (\(first.digest?.description ?? first.name)) is refused: \(first.skipReason ?? "")")
         }
     }
 }

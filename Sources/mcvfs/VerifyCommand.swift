@@ -70,9 +70,11 @@ struct VerifyCommand: ParsableCommand {
                     var line = "\(ref.repositoryName)@\(digest): \(signature.layout) signature by \(signature.signer)"
                     line += " as \(signature.dockerReference)"
                     if !signature.annotations.isEmpty {
-                        line += ", annotations " + signature.annotations.keys.sorted().map {
-                            "\($0)=\(signature.annotations[$0]!)"
-                        }.joined(separator: " ")
+                        line +=
+                            ", annotations "
+                            + signature.annotations.keys.sorted().map {
+                                "\($0)=\(signature.annotations[$0]!)"
+                            }.joined(separator: " ")
                     }
                     if let index = signature.logIndex { line += ", Rekor log index \(index)" }
                     print(line)

@@ -63,6 +63,8 @@ import Verification
             if request.url.path.contains("/referrers/") { return .init(404) }
             return .init(200, headers: ["Content-Type": MediaType.ociManifest], body: manifest)
         }
-        #expect(throws: RegistryError.self) { try client(transport).referrers(repository: "org/cache", digest: subject) }
+        #expect(throws: RegistryError.self) {
+            try client(transport).referrers(repository: "org/cache", digest: subject)
+        }
     }
 }

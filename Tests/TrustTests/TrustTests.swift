@@ -20,7 +20,8 @@ private func bundle(digest: Digest, predicate: String, key: PrivateKey) throws -
     pae.append(statement)
     let signature = try key.sign(pae)
     let json =
-        #"{"mediaType":"application/vnd.dev.sigstore.bundle.v0.3+json","verificationMaterial":{"publicKey":{"hint":""}},"#
+        #"{"mediaType":"application/vnd.dev.sigstore.bundle.v0.3+json","#
+        + #""verificationMaterial":{"publicKey":{"hint":""}},"#
         + #""dsseEnvelope":{"payload":"\#(statement.base64EncodedString())","payloadType":"\#(type)","#
         + #""signatures":[{"sig":"\#(signature.base64EncodedString())"}]}}"#
     return try SigstoreBundle(json: Data(json.utf8))
@@ -159,7 +160,9 @@ private func entry(_ name: String, _ digest: Digest, index: Digest? = nil) -> Ca
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent(UUID().uuidString)
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
-        let (exact, prefix, star) = (try PrivateKey.generateP256(), try PrivateKey.generateP256(), try PrivateKey.generateP256())
+        let (exact, prefix, star) = (
+            try PrivateKey.generateP256(), try PrivateKey.generateP256(), try PrivateKey.generateP256()
+        )
         try write(exact, to: directory, name: "exact.pub")
         try write(prefix, to: directory, name: "prefix.pub")
         try write(star, to: directory, name: "star.pub")

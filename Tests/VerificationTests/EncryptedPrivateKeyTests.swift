@@ -37,7 +37,8 @@ import Verification
 
     /// A hostile key file must not make mcvfs allocate gigabytes before the password is even checked.
     @Test func excessiveScryptParametersAreRefused() throws {
-        let json = #"{"kdf":{"name":"scrypt","params":{"N":1073741824,"r":8,"p":1},"salt":"AAAA"},"#
+        let json =
+            #"{"kdf":{"name":"scrypt","params":{"N":1073741824,"r":8,"p":1},"salt":"AAAA"},"#
             + #""cipher":{"name":"nacl/secretbox","nonce":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"},"ciphertext":"AAAA"}"#
         let error = capturedError { try EncryptedPrivateKey.decrypt(json: Data(json.utf8), password: Data()) }
         #expect(error?.description.contains("unsupported scrypt parameters") == true)
@@ -67,7 +68,8 @@ import Verification
         let base64 = pem.split(separator: "\n").dropFirst().dropLast().joined()
         let json = String(decoding: try #require(Data(base64Encoded: base64)), as: UTF8.self)
         let prefix =
-            #"{"kdf":{"name":"scrypt","params":{"N":1024,"r":8,"p":1},"salt":"BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc="},"#
+            #"{"kdf":{"name":"scrypt","params":{"N":1024,"r":8,"p":1},"#
+            + #""salt":"BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc="},"#
             + #""cipher":{"name":"nacl/secretbox","nonce":"CQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJ"},"ciphertext":""#
         #expect(json.hasPrefix(prefix))
         #expect(try EncryptedPrivateKey.decrypt(pem: pem, password: Data()) == key)

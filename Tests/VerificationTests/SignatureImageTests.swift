@@ -96,7 +96,8 @@ import Verification
     @Test func malformedExistingConfigIsRefused() throws {
         let config = Data("[]".utf8)
         let manifest = Manifest(
-            config: Descriptor(mediaType: MediaType.ociConfig, digest: SHA256Hasher.digest(config), size: 2), layers: [])
+            config: Descriptor(mediaType: MediaType.ociConfig, digest: SHA256Hasher.digest(config), size: 2), layers: []
+        )
         #expect(capturedError { try SignatureImage(manifest: manifest, config: config) } != nil)
     }
 }
