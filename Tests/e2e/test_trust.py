@@ -180,7 +180,7 @@ def marker_image(api: RegistryAPI, repo: str, tag: str) -> tuple[str, int]:
     layer = buf.getvalue()
     pushed = api.push_image(repo, tag, [(layer, OCI_LAYER_TAR)], labels=mcv_labels(CUDA90),
                             uncompressed_layers=[layer])
-    return pushed["digest"], len(pushed["body"])
+    return pushed["digest"], len(pushed["body"]), sha256_digest(layer)
 
 
 @dataclass
@@ -193,6 +193,7 @@ class World:
     other: ec.EllipticCurvePrivateKey
     other_pub: Path
     digests: dict[str, str]
+    layers: dict[str, str]  # tag -> digest of its one layer
 
     @property
     def host(self) -> str:
@@ -219,12 +220,12 @@ def world(tmp_path_factory) -> World:
         other_pub = keydir / "other.pub"
         other_pub.write_bytes(other.public_key().public_bytes(serialization.Encoding.PEM,
                                                                serialization.PublicFormat.SubjectPublicKeyInfo))
-        digests = {}
-        sizes = {}
+        digests, sizes, layers = {}, {}, {}
         for tag in ("signed", "unsigned", "otherkey", "wrongdigest", "tampered", "pysigned", "bundled"):
-            digests[tag], sizes[tag] = marker_image(api, REPO, tag)
-        digests["scratch"], _ = marker_image(api, SCRATCH, "scratch")
-        w = World(registry, api, keydir, keydir / "cosign.pub", keydir / "cosign.key", other, other_pub, digests)
+            digests[tag], sizes[tag], layers[tag] = marker_image(api, REPO, tag)
+        digests["scratch"], _, _ = marker_image(api, SCRATCH, "scratch")
+        w = World(registry, api, keydir, keydir / "cosign.pub", keydir / "cosign.key", other, other_pub, digests,
+                  layers)
 
         # What the mount tests rely on. "signed": mcvfs' own signature; "pysigned" and "bundled": the trusted key
         # is not the Python key, so those verify only under --key other.pub.
@@ -369,6 +370,20 @@ def test_verify_fails_with_the_reason(world: World, tmp_path, tag, reason):
     assert r.error_line.startswith("mcvfs: error: ")
 
 
+def test_keyless_policy_refuses_key_signatures(world: World, tmp_path):
+    r = mcvfs_for(tmp_path).run("verify", "--plain-http", "--certificate-identity", "ci@example.com",
+                                "--certificate-oidc-issuer", "https://issuer.example", world.ref("signed"))
+    assert r.rc == 1, r
+    assert "keyless policy but the signature carries no certificate" in r.stderr, r
+
+
+def test_policy_without_a_rule_for_the_repository_trusts_nothing(world: World, tmp_path):
+    policy = tmp_path / "policy.json"
+    policy.write_text(json.dumps({"repositories": {"elsewhere.example/org/cache": {"keys": [str(world.trusted_pub)]}}}))
+    r = mcvfs_for(tmp_path).run("verify", "--plain-http", "--policy", policy, world.ref("signed"))
+    assert r.rc == 1 and f"no rule for {world.host}/{REPO}" in r.stderr, r
+
+
 def test_verify_refuses_a_payload_naming_another_image(world: World, tmp_path):
     r = mcvfs_for(tmp_path).run("verify", "--plain-http", "--key", world.other_pub, "--json",
                                 world.ref("wrongdigest"))
@@ -434,6 +449,10 @@ def test_mount_with_key_exposes_only_validly_signed_images(world: World, mount: 
     log = mount.log()
     for tag in ("unsigned", "otherkey", "tampered"):
         assert f"not using {tag} " in log, log
+    # Nothing of a refused image was even downloaded: only the signed image's layer is in the cache.
+    cached = {"sha256:" + p.name for p in (mount.cache / "blobs" / "sha256").iterdir()}
+    assert world.layers["signed"] in cached
+    assert not cached & {world.layers[t] for t in ("unsigned", "otherkey", "tampered", "wrongdigest", "bundled")}
 
 
 def test_mount_with_policy_trusting_both_keys(world: World, mount: Mount, tmp_path):
