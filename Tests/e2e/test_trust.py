@@ -22,6 +22,7 @@ import pytest
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from nacl.secret import SecretBox
 
 from support.images import OCI_INDEX, OCI_LAYER_TAR, OCI_MANIFEST, RegistryAPI, mcv_labels, sha256_digest
 from support.mcvfs import Mcvfs
@@ -162,6 +163,35 @@ def py_bundle(api: RegistryAPI, repo: str, digest: str, size: int, key: ec.Ellip
     api.push_manifest(repo, digest.replace("sha256:", "sha256-"), index, OCI_INDEX)
 
 
+def py_decrypt_cosign_key(pem: str, password: str) -> ec.EllipticCurvePrivateKey:
+    """go-securesystemslib `encrypted.Decrypt`: scrypt (hashlib) then NaCl secretbox (PyNaCl) over PKCS#8."""
+    lines = pem.strip().splitlines()
+    assert lines[0] in ("-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----", "-----BEGIN ENCRYPTED COSIGN PRIVATE KEY-----")
+    doc = json.loads(base64.b64decode("".join(lines[1:-1])))
+    assert doc["kdf"]["name"] == "scrypt" and doc["cipher"]["name"] == "nacl/secretbox"
+    params = doc["kdf"]["params"]
+    key = hashlib.scrypt(password.encode(), salt=base64.b64decode(doc["kdf"]["salt"]), n=params["N"], r=params["r"],
+                         p=params["p"], maxmem=256 << 20, dklen=32)
+    pkcs8 = SecretBox(key).decrypt(base64.b64decode(doc["ciphertext"]), base64.b64decode(doc["cipher"]["nonce"]))
+    return serialization.load_der_private_key(pkcs8, password=None)
+
+
+def py_encrypt_cosign_key(key: ec.EllipticCurvePrivateKey, password: str) -> str:
+    """go-securesystemslib `encrypted.Encrypt` with its defaults, in cosign's PEM wrapping."""
+    salt, nonce = os.urandom(32), os.urandom(24)
+    box_key = hashlib.scrypt(password.encode(), salt=salt, n=32768, r=8, p=1, maxmem=256 << 20, dklen=32)
+    pkcs8 = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption())
+    ciphertext = SecretBox(box_key).encrypt(pkcs8, nonce).ciphertext
+    doc = ('{"kdf":{"name":"scrypt","params":{"N":32768,"r":8,"p":1},"salt":"%s"},'
+           '"cipher":{"name":"nacl/secretbox","nonce":"%s"},"ciphertext":"%s"}') % (
+        base64.b64encode(salt).decode(), base64.b64encode(nonce).decode(), base64.b64encode(ciphertext).decode())
+    body = base64.b64encode(doc.encode()).decode()
+    lines = [body[i:i + 64] for i in range(0, len(body), 64)]
+    return "-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----\n" + "\n".join(lines) + \
+        "\n-----END ENCRYPTED SIGSTORE PRIVATE KEY-----\n"
+
+
 # -- fixtures -------------------------------------------------------------------------------------------------
 
 def marker_image(api: RegistryAPI, repo: str, tag: str) -> tuple[str, int]:
@@ -270,6 +300,26 @@ def test_generate_key_pair_writes_cosign_format(world: World):
     assert len(base64.b64decode(doc["ciphertext"])) > 100
     public = serialization.load_pem_public_key(world.trusted_pub.read_bytes())
     assert isinstance(public, ec.EllipticCurvePublicKey) and public.curve.name == "secp256r1"
+
+
+def test_generated_key_decrypts_independently_and_matches_the_public_key(world: World):
+    private = py_decrypt_cosign_key(world.trusted_key.read_text(), PASSWORD)
+    public = serialization.load_pem_public_key(world.trusted_pub.read_bytes())
+    der = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    assert private.public_key().public_bytes(*der) == public.public_bytes(*der)
+    with pytest.raises(Exception):
+        py_decrypt_cosign_key(world.trusted_key.read_text(), PASSWORD + "x")
+
+
+def test_mcvfs_signs_with_an_independently_encrypted_key(world: World, tmp_path):
+    """A cosign.key written by the Python implementation: mcvfs decrypts it and its signature verifies in Python."""
+    key_file = tmp_path / "py.key"
+    key_file.write_text(py_encrypt_cosign_key(world.other, "pw"))
+    digest, _, _ = marker_image(world.api, SCRATCH, "pykey")
+    m = mcvfs_for(tmp_path)
+    r = m.run("sign", "--plain-http", "--key", key_file, world.ref("pykey", SCRATCH), env={"COSIGN_PASSWORD": "pw"})
+    assert r.rc == 0, r
+    assert len(py_check(world.api, SCRATCH, digest, world.other_pub.read_bytes())) == 1
 
 
 def test_generate_key_pair_refuses_to_overwrite(world: World, tmp_path):
