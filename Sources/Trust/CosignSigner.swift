@@ -31,9 +31,16 @@ public struct CosignSigner: Sendable {
         let signature = try CosignSignature.sign(
             digest: digest, reference: reference, annotations: annotations, key: key)
         let tag = CosignSignature.signatureTag(for: digest)
-        var image: SignatureImage
+        // Only an absent tag means "no signatures yet". Any other failure (a missing config or payload blob
+        // included) stops here: starting afresh would push a manifest that drops the signatures already there.
+        let existing: FetchedManifest?
         do {
-            let existing = try client.getManifest(repository: repository, reference: tag)
+            existing = try client.getManifest(repository: repository, reference: tag)
+        } catch RegistryError.notFound {
+            existing = nil
+        }
+        var image = SignatureImage()
+        if let existing {
             guard case .manifest(let manifest) = existing.document else {
                 throw VerificationError.malformed(what: "signature tag \(tag)", reason: "it is an index, not an image")
             }
@@ -41,8 +48,6 @@ public struct CosignSigner: Sendable {
             image = try SignatureImage(manifest: manifest, config: config)
             let current = try image.signatures { try client.getBlob(repository: repository, digest: $0.digest) }
             if SignatureImage.duplicate(of: signature, in: current, key: key.publicKey) != nil { return .alreadySigned }
-        } catch RegistryError.notFound {
-            image = SignatureImage()
         }
         try image.append(signature)
         for (_, blob) in image.newBlobs.sorted(by: { $0.key < $1.key }) {

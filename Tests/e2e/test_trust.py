@@ -388,6 +388,20 @@ def test_sign_appends_and_keeps_other_signatures(world: World, tmp_path):
     assert len(existing_layers(world.api, SCRATCH, digest)) == 2
 
 
+def test_sign_never_drops_signatures_it_cannot_read(world: World, tmp_path):
+    """With the `.sig` image's config blob gone, appending is impossible: sign fails rather than replace it."""
+    digest, _, _ = marker_image(world.api, SCRATCH, "lostconfig")
+    py_sign(world.api, SCRATCH, digest, world.other)
+    before, _, _ = world.api.get_manifest(SCRATCH, sig_tag(digest))
+    config = json.loads(before)["config"]["digest"]
+    gone = world.api._request("DELETE", f"/v2/{SCRATCH}/blobs/{config}")
+    assert gone.status_code == 202, gone.text
+    r = mcvfs_for(tmp_path).run("sign", "--plain-http", "--key", world.trusted_key, world.ref("lostconfig", SCRATCH),
+                                env={"COSIGN_PASSWORD": PASSWORD})
+    assert r.rc == 1 and "not found" in r.error_line, r
+    assert world.api.get_manifest(SCRATCH, sig_tag(digest))[0] == before
+
+
 def test_independent_signature_verifies_with_mcvfs(world: World, tmp_path):
     m = mcvfs_for(tmp_path)
     report = m.run("verify", "--plain-http", "--key", world.other_pub, "--json", world.ref("pysigned")).json()
