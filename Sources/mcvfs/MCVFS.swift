@@ -9,7 +9,8 @@ struct MCVFS: ParsableCommand {
         subcommands: [
             ListCommand.self, InspectCommand.self, FetchCommand.self, MountCommand.self, UnmountCommand.self,
             ExportCommand.self,
-            GPUsCommand.self, StatusCommand.self, CacheCommand.self,
+            GPUsCommand.self, StatusCommand.self, CacheCommand.self, VerifyCommand.self, SignCommand.self,
+            GenerateKeyPairCommand.self,
         ]
     )
 }

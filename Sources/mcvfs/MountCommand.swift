@@ -24,6 +24,7 @@ struct MountCommand: ParsableCommand {
     @OptionGroup var global: GlobalOptions
     @OptionGroup var gpu: GPUOptions
     @OptionGroup(title: "Node service") var service: ServiceOptions
+    @OptionGroup var trust: TrustOptions
 
     @Flag(help: "Stay attached (systemd, containers); by default mcvfs returns once the mount serves.")
     var foreground = false
@@ -76,7 +77,12 @@ struct MountCommand: ParsableCommand {
         let selection = try gpu.resolve()
         let store = try global.store()
         let node = try NodeRuntime(options: service, global: global, reference: ref, mountpoint: mountpoint, store: store)
-        let catalog = try node.catalog(selection: selection)
+        var catalog = try node.catalog(selection: selection)
+        if let client = node.origin ?? node.mirrorClient {
+            try trust.enforce(on: &catalog, reference: ref, client: client)
+        } else if try trust.policy(for: ref) != nil {
+            throw ValidationError("signatures cannot be verified offline: drop --offline or the trust policy")
+        }
         for entry in catalog.entries {
             Log.info(entry.isUsed ? "using \(entry.name) \(entry.digest?.short ?? "")" : "skipping \(entry.name): \(entry.skipReason ?? "")")
         }

@@ -31,6 +31,8 @@ struct MountStatus: Encodable {
         var targets: [String]?
         var layers: [String]?
         var reason: String?
+        /// Under a signature policy: who signed the image.
+        var signedBy: [String]? = nil
     }
 
     var reference: String
@@ -58,7 +60,7 @@ struct MountStatus: Encodable {
         used = source.catalog.entries.filter(\.isUsed).map {
             Image(
                 name: $0.name, digest: $0.digest?.description, targets: $0.targets?.map(\.description),
-                layers: $0.image?.layers.map(\.digest.description), reason: nil)
+                layers: $0.image?.layers.map(\.digest.description), reason: nil, signedBy: $0.signedBy)
         }
         skipped = source.catalog.skipped.map {
             Image(name: $0.name, digest: $0.digest?.description, targets: $0.targets?.map(\.description), layers: nil, reason: $0.skipReason)
