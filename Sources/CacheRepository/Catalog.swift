@@ -14,6 +14,10 @@ public struct Catalog: Sendable, Codable, Hashable {
         public var targets: [GPUTarget]?
         /// Nil when the mount uses the image.
         public var skipReason: String?
+        /// For `tag[n]`: the digest of the index that listed this manifest (a signature on it covers this image).
+        public var indexDigest: Digest? = nil
+        /// Under a signature policy: who signed the image (set only when its signatures were verified).
+        public var signedBy: [String]? = nil
 
         public var isUsed: Bool { skipReason == nil && image != nil }
     }

@@ -10,6 +10,24 @@ public final class FetchMetrics: Sendable {
         public var verificationFailures = 0
         public var fetchErrors = 0
         public var lastErrors: [String] = []
+        /// Seconds each layer download took (for the metrics endpoint's histogram).
+        public var fetchSeconds = LatencyHistogram()
+
+        public init() {}
+    }
+
+    /// Per-bucket (not cumulative) counts of durations; the last count is above every bound.
+    public struct LatencyHistogram: Sendable, Codable, Hashable {
+        public static let bounds: [Double] = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300]
+        public var counts = [Int](repeating: 0, count: LatencyHistogram.bounds.count + 1)
+        public var sum: Double = 0
+
+        public init() {}
+
+        public mutating func observe(_ seconds: Double) {
+            counts[Self.bounds.firstIndex { seconds <= $0 } ?? Self.bounds.count] += 1
+            sum += seconds
+        }
     }
 
     private let state = Mutex(Snapshot())
@@ -18,10 +36,11 @@ public final class FetchMetrics: Sendable {
 
     public var snapshot: Snapshot { state.withLock { $0 } }
 
-    func fetched(bytes: Int64) {
+    func fetched(bytes: Int64, seconds: Double) {
         state.withLock {
             $0.bytesFetched += bytes
             $0.blobsFetched += 1
+            $0.fetchSeconds.observe(seconds)
         }
     }
 

@@ -57,7 +57,9 @@ public struct ImageResolver: Sendable {
                 let childName = "\(name)[\(n)]"
                 do {
                     let manifest = try client.getManifest(repository: repository, reference: child.digest.description)
-                    entries.append(try entry(childName, manifest, repository: repository))
+                    var child = try entry(childName, manifest, repository: repository)
+                    child.indexDigest = fetched.digest
+                    entries.append(child)
                 } catch let error as RegistryError where !error.isTransient {
                     entries.append(skipped(childName, reason: "manifest unusable: \(error)"))
                 }

@@ -63,10 +63,14 @@ public final class LayerFetcher: Sendable {
         if let path = store.path(for: layer.digest) { return path }
         guard let client else { throw FetchError.offline(layer.digest) }
         return try store.ensure(layer.digest, expectedSize: layer.size) { writer in
+            let start = ContinuousClock.now
             try client.getBlob(repository: repository, digest: layer.digest, range: nil) { chunk in
                 try writer.write(chunk)
             }
-            metrics.fetched(bytes: layer.size)
+            let elapsed = ContinuousClock.now - start
+            metrics.fetched(
+                bytes: layer.size,
+                seconds: Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
         }
     }
 

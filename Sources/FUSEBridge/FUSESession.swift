@@ -15,13 +15,19 @@ public final class FUSESession {
         public var maxThreads: UInt32
         /// How long the kernel may cache attributes and names of stable inodes.
         public var cacheTimeout: Double
+        /// Log every failed operation, not only failures to get content.
+        public var traceErrors: Bool
 
-        public init(mountpoint: String, fsName: String, allowOther: Bool, maxThreads: UInt32 = 16, cacheTimeout: Double = 60) {
+        public init(
+            mountpoint: String, fsName: String, allowOther: Bool, maxThreads: UInt32 = 16, cacheTimeout: Double = 60,
+            traceErrors: Bool = false
+        ) {
             self.mountpoint = mountpoint
             self.fsName = fsName
             self.allowOther = allowOther
             self.maxThreads = maxThreads
             self.cacheTimeout = cacheTimeout
+            self.traceErrors = traceErrors
         }
     }
 
@@ -44,9 +50,15 @@ public final class FUSESession {
     private var mounted = false
     private let options: Options
 
-    public init(fileSystem: any FileSystem, options: Options, log: @escaping @Sendable (String) -> Void) {
+    /// - Parameter onError: told of each error reply (operation, errno), for metrics; it must not block.
+    public init(
+        fileSystem: any FileSystem, options: Options, log: @escaping @Sendable (String) -> Void,
+        onError: (@Sendable (String, Int32) -> Void)? = nil
+    ) {
         self.options = options
-        self.context = OperationContext(fileSystem: fileSystem, cacheTimeout: options.cacheTimeout, log: log)
+        self.context = OperationContext(
+            fileSystem: fileSystem, cacheTimeout: options.cacheTimeout, traceErrors: options.traceErrors, log: log,
+            onError: onError)
     }
 
     deinit {
@@ -72,14 +84,19 @@ public final class FUSESession {
         guard let session else { throw SessionError.create }
         guard fuse_session_mount(session, options.mountpoint) == 0 else { throw SessionError.mount(options.mountpoint) }
         mounted = true
+        // From here on SIGINT/SIGTERM/SIGHUP must end in an unmount, even before `run()` starts the loop (a
+        // service manager may stop us right after we report ready): the handler only marks the session as
+        // exited, and a loop started on an exited session returns at once, then `run()` unmounts.
+        fuse_set_signal_handlers(session)
     }
 
     /// Serves requests until the filesystem is unmounted or SIGINT/SIGTERM/SIGHUP arrives, then unmounts.
-    public func run() throws {
+    /// - Parameter stopping: called once the loop has ended, before unmounting (to tell systemd `STOPPING=1`).
+    public func run(stopping: () -> Void = {}) throws {
         guard let session else { throw SessionError.create }
-        fuse_set_signal_handlers(session)
         let rc = mcvfs_session_loop_mt(session, options.maxThreads)
         fuse_remove_signal_handlers(session)
+        stopping()
         fuse_session_unmount(session)
         mounted = false
         // The loop returns the signal number when a signal stopped it: that is a clean stop.

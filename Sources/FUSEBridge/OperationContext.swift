@@ -5,19 +5,26 @@ import Synchronization
 
 /// What every callback needs: the filesystem, open directory listings, and the one place that turns errors
 /// into replies. Callbacks work inline on libfuse's worker threads, then reply.
-let debugAll = getenv("MCVFS_DEBUG_FUSE") != nil
-
 final class OperationContext: Sendable {
     let fileSystem: any FileSystem
     let cacheTimeout: Double
     let log: @Sendable (String) -> Void
+    /// Log every failed operation, routine ones (a lookup of a missing name) included.
+    let traceErrors: Bool
+    /// Told of every error reply (operation name, errno), for metrics; nil when nobody counts.
+    let onError: (@Sendable (String, Int32) -> Void)?
     /// Listings snapshotted at `opendir`, so `readdir` offsets stay valid across calls.
     private let listings = Mutex<(next: UInt64, open: [UInt64: [DirectoryEntry]])>((1, [:]))
 
-    init(fileSystem: any FileSystem, cacheTimeout: Double, log: @escaping @Sendable (String) -> Void) {
+    init(
+        fileSystem: any FileSystem, cacheTimeout: Double, traceErrors: Bool,
+        log: @escaping @Sendable (String) -> Void, onError: (@Sendable (String, Int32) -> Void)? = nil
+    ) {
         self.fileSystem = fileSystem
         self.cacheTimeout = cacheTimeout
+        self.traceErrors = traceErrors
         self.log = log
+        self.onError = onError
     }
 
     static func from(_ req: fuse_req_t?) -> OperationContext {
@@ -40,7 +47,8 @@ final class OperationContext: Sendable {
         do {
             try body()
         } catch {
-            if error.isNoteworthy || debugAll { log("\(operation): \(error)") }
+            if error.isNoteworthy || traceErrors { log("\(operation): \(error)") }
+            onError?("\(operation)", error.errno)
             fuse_reply_err(req, error.errno)
         }
     }

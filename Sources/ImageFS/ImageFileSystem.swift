@@ -222,23 +222,8 @@ public final class ImageFileSystem: FileSystem {
     public func read(handle: UInt64, offset: Int64, into buffer: UnsafeMutableRawBufferPointer) throws(FSError) -> Int {
         guard let file = handles.withLock({ $0.open[handle] }) else { throw .badHandle }
         switch file {
-        case .bytes(let data):
-            guard offset < data.count else { return 0 }
-            let count = min(buffer.count, data.count - Int(offset))
-            data.withUnsafeBytes { bytes in
-                buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: bytes[Int(offset)..<Int(offset) + count]))
-            }
-            return count
-        case .descriptor(let fd):
-            var done = 0
-            while done < buffer.count {
-                let n = pread(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done))
-                if n < 0 && errno == EINTR { continue }
-                guard n >= 0 else { throw .unavailable(reason: "read: \(String(cString: strerror(errno)))") }
-                if n == 0 { break }
-                done += n
-            }
-            return done
+        case .bytes(let data): return Reads.copy(data, offset: offset, into: buffer)
+        case .descriptor(let fd): return try Reads.fill(buffer, from: fd, offset: offset)
         }
     }
 

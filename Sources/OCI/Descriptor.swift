@@ -7,6 +7,8 @@ public struct Descriptor: Sendable, Hashable, Codable {
     public var annotations: [String: String]?
     public var platform: Platform?
     public var urls: [String]?
+    /// The artifact's type, on descriptors a referrers list returns (OCI image spec 1.1).
+    public var artifactType: String?
 
     public init(mediaType: String, digest: Digest, size: Int64, annotations: [String: String]? = nil) {
         self.mediaType = mediaType

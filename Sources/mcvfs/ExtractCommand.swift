@@ -25,7 +25,7 @@ struct ExtractCommand: ParsableCommand {
 
     func run() throws {
         try runReportingErrors(global) {
-            let ref = try parseReference(reference)
+            let ref = try ImageReference(parsing: reference)
             let selection = try gpu.resolve()
             let client = try global.client(for: ref)
             let store = try global.store()

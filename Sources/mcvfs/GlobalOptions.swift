@@ -53,12 +53,3 @@ struct GlobalOptions: ParsableArguments {
 }
 
 extension Log.Level: ExpressibleByArgument {}
-
-/// Parses a reference argument with the parser's own error text.
-func parseReference(_ text: String) throws -> ImageReference {
-    do {
-        return try ImageReference(parsing: text)
-    } catch let error as ImageReference.ValidationError {
-        throw ValidationError("\(error)")
-    }
-}

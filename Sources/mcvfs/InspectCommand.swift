@@ -31,7 +31,7 @@ struct InspectCommand: ParsableCommand {
 
     func run() throws {
         try runReportingErrors(global) {
-            let ref = try parseReference(reference)
+            let ref = try ImageReference(parsing: reference)
             let client = try global.client(for: ref)
             let fetched = try client.getManifest(repository: ref.repository, reference: ref.reference)
             var output = Output(reference: ref.description, digest: fetched.digest.description, mediaType: fetched.mediaType)

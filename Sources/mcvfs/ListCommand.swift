@@ -14,7 +14,7 @@ struct ListCommand: ParsableCommand {
 
     func run() throws {
         try runReportingErrors(global) {
-            let reference = try parseReference(repository)
+            let reference = try ImageReference(parsing: repository)
             let selection = try gpu.resolve()
             let catalog = try ImageResolver(client: try global.client(for: reference), store: try global.store())
                 .catalog(for: reference, accepts: selection.accepts, selectionDescription: selection.description)
@@ -75,7 +75,9 @@ struct ListOutput: Encodable {
                 targets: (entry.targets ?? []).map(\.description), compatible: entry.isUsed, size: image.size,
                 kinds: entry.kinds.map(\.rawValue), reason: entry.skipReason)
         }
-        skipped = catalog.entries.filter { !$0.isUsed }.map {
+        // Images a host could use with other GPUs are listed above with compatible: false; skipped holds what
+        // is not a usable cache image at all (signatures, plain images, unreadable manifests).
+        skipped = catalog.entries.filter { $0.image == nil }.map {
             Skipped(tag: $0.name, digest: $0.digest?.description, reason: $0.skipReason ?? "")
         }
     }

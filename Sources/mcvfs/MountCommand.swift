@@ -23,6 +23,8 @@ struct MountCommand: ParsableCommand {
 
     @OptionGroup var global: GlobalOptions
     @OptionGroup var gpu: GPUOptions
+    @OptionGroup(title: "Node service") var service: ServiceOptions
+    @OptionGroup var trust: TrustOptions
 
     @Flag(help: "Stay attached (systemd, containers); by default mcvfs returns once the mount serves.")
     var foreground = false
@@ -64,35 +66,28 @@ struct MountCommand: ParsableCommand {
     }
 
     private func serve(_ daemon: Daemon) throws {
-        let ref = try parseReference(reference)
+        let ref = try ImageReference(parsing: reference)
         let mountpoint = URL(fileURLWithPath: self.mountpoint).standardizedFileURL.path
         let cacheRoot = try global.cacheRoot()
         Log.configure(
             level: max(global.logLevel, .info), stderr: !daemon.isChild,
             file: cacheRoot.appendingPathComponent("logs/mount-\(Daemon.logName(for: mountpoint)).log").path,
-            syslog: true)
+            syslog: ProcessInfo.processInfo.environment["JOURNAL_STREAM"] == nil)  // journald reads stderr already
         try Mountpoint.prepare(mountpoint)
         let selection = try gpu.resolve()
         let store = try global.store()
-        let client = try global.client(for: ref, attempts: 2)
-        let catalogs = CatalogRecord(root: cacheRoot)
-        let catalog: Catalog
-        do {
-            catalog = try ImageResolver(client: client, store: store)
-                .catalog(for: ref, accepts: selection.accepts, selectionDescription: selection.description)
-            try? catalogs.save(catalog, selection: selection.description)
-        } catch let error as RegistryError where error.isTransient {
-            guard let recorded = catalogs.load(reference: ref.description, selection: selection.description) else {
-                throw error
-            }
-            Log.warning("registry unreachable (\(error)); serving the digests pinned at the last mount of \(ref)")
-            catalog = recorded
+        let node = try NodeRuntime(options: service, global: global, reference: ref, mountpoint: mountpoint, store: store)
+        var catalog = try node.catalog(selection: selection)
+        if let client = node.origin ?? node.mirrorClient {
+            try trust.enforce(on: &catalog, reference: ref, client: client)
+        } else if try trust.policy(for: ref) != nil {
+            throw ValidationError("signatures cannot be verified offline: drop --offline or the trust policy")
         }
         for entry in catalog.entries {
             Log.info(entry.isUsed ? "using \(entry.name) \(entry.digest?.short ?? "")" : "skipping \(entry.name): \(entry.skipReason ?? "")")
         }
         let metrics = FetchMetrics()
-        let fetcher = try LayerFetcher(client: client, repository: ref.repository, store: store, metrics: metrics)
+        let provider = try node.provider(catalog: catalog, metrics: metrics)
         let owner = (uid: getuid(), gid: getgid())
         let allowOther = self.allowOther ?? (owner.uid == 0)
         let options = ImageFileSystem.Options(
@@ -101,7 +96,7 @@ struct MountCommand: ParsableCommand {
             owner: owner, retryDelay: .milliseconds(Int64(retryDelay * 1000)))
         let status = StatusBox()
         let images = ImageFileSystem(
-            images: catalog.used, provider: fetcher, options: options, status: { status.render() })
+            images: catalog.used, provider: provider, options: options, status: { status.render() })
         let upperRoot = upper ?? cacheRoot.appendingPathComponent("upper/\(Self.identity(of: ref))").path
         let fileSystem: any FileSystem
         if readOnly {
@@ -121,15 +116,20 @@ struct MountCommand: ParsableCommand {
                 reference: ref.description, mountpoint: mountpoint, consumerRoot: consumerRoot ?? mountpoint,
                 selection: selection.description, catalog: catalog, metrics: metrics, fileSystem: images,
                 upperRoot: readOnly ? nil : upperRoot,
-                isolation: readOnly ? nil : (sharedUpper ? "shared" : "perUser")))
+                isolation: readOnly ? nil : (sharedUpper ? "shared" : "perUser"), service: node.status))
         let session = FUSESession(
             fileSystem: fileSystem,
-            options: FUSESession.Options(mountpoint: mountpoint, fsName: "mcvfs#\(ref)", allowOther: allowOther),
-            log: { Log.warning($0) })
+            options: FUSESession.Options(
+                mountpoint: mountpoint, fsName: "mcvfs#\(ref)", allowOther: allowOther,
+                traceErrors: global.logLevel == .debug),
+            log: { Log.warning($0) }, onError: node.fuseErrors.record)
         try session.mount()
         Log.info("mounted \(ref) at \(mountpoint): \(catalog.used.count) image(s) used, \(catalog.skipped.count) skipped")
-        daemon.ready(message: "mounted \(ref) at \(mountpoint) (\(catalog.used.count) image(s), \(catalog.skipped.count) skipped)")
-        try session.run()
+        let message = "mounted \(ref) at \(mountpoint) (\(catalog.used.count) image(s), \(catalog.skipped.count) skipped)"
+        node.serving(message)
+        daemon.ready(message: message)
+        try session.run(stopping: node.stopping)
+        node.finished()
         Log.info("unmounted \(mountpoint)")
     }
 }

@@ -15,6 +15,8 @@ struct MountStatus: Encodable {
         var fileSystem: ImageFileSystem
         var upperRoot: String?
         var isolation: String?
+        /// Node-service state (cache bound, lease, mirror, FUSE errors); nil when not wired.
+        var service: (@Sendable () -> ServiceStatus)? = nil
     }
 
     struct Upper: Encodable {
@@ -29,6 +31,8 @@ struct MountStatus: Encodable {
         var targets: [String]?
         var layers: [String]?
         var reason: String?
+        /// Under a signature policy: who signed the image.
+        var signedBy: [String]? = nil
     }
 
     var reference: String
@@ -44,6 +48,7 @@ struct MountStatus: Encodable {
     var upperRoot: String?
     var isolation: String?
     var uppers: [Upper]
+    var service: ServiceStatus?
 
     init(_ source: Source) {
         reference = source.reference
@@ -55,13 +60,14 @@ struct MountStatus: Encodable {
         used = source.catalog.entries.filter(\.isUsed).map {
             Image(
                 name: $0.name, digest: $0.digest?.description, targets: $0.targets?.map(\.description),
-                layers: $0.image?.layers.map(\.digest.description), reason: nil)
+                layers: $0.image?.layers.map(\.digest.description), reason: nil, signedBy: $0.signedBy)
         }
         skipped = source.catalog.skipped.map {
             Image(name: $0.name, digest: $0.digest?.description, targets: $0.targets?.map(\.description), layers: nil, reason: $0.skipReason)
         }
         tree = source.fileSystem.report
         fetch = source.metrics.snapshot
+        service = source.service?()
         upperRoot = source.upperRoot
         isolation = source.isolation
         uppers = source.upperRoot.map(Self.uppers(in:)) ?? []

@@ -51,21 +51,22 @@ enum Mountpoint {
         }
     }
 
-    /// mountinfo escapes space, tab, newline and backslash as octal.
+    /// mountinfo escapes space, tab, newline and backslash as `\ooo`.
     private static func unescape(_ field: String) -> String {
-        var result = ""
-        var chars = Array(field)
+        var bytes: [UInt8] = []
+        let source = Array(field.utf8)
         var i = 0
-        while i < chars.count {
-            if chars[i] == "\\", i + 3 < chars.count + 0, let code = UInt8(String(chars[(i + 1)...(i + 3)]), radix: 8) {
-                result.append(Character(UnicodeScalar(code)))
+        while i < source.count {
+            if source[i] == UInt8(ascii: "\\"), i + 3 < source.count,
+                let code = UInt8(String(decoding: source[(i + 1)...(i + 3)], as: UTF8.self), radix: 8)
+            {
+                bytes.append(code)
                 i += 4
             } else {
-                result.append(chars[i])
+                bytes.append(source[i])
                 i += 1
             }
         }
-        chars.removeAll()
-        return result
+        return String(decoding: bytes, as: UTF8.self)
     }
 }

@@ -63,7 +63,7 @@ struct PushCommand: ParsableCommand {
 
     func run() throws {
         try runReportingErrors(global) {
-            let ref = try parseReference(reference)
+            let ref = try ImageReference(parsing: reference)
             guard ref.digest == nil else { throw PushError.digestReference(ref.description) }
             let scan = try CacheScan(scanning: cacheDirectory)
             for skipped in scan.skipped { Log.info("left out \(skipped.path): \(skipped.reason)") }

@@ -85,26 +85,10 @@ extension OverlayFileSystem {
         switch handles.withLock({ $0.open[handle] }) {
         case nil: throw .badHandle
         case .lower(let inner)?: return try lower.read(handle: inner, offset: offset, into: buffer)
-        case .bytes(let data)?:
-            guard offset < data.count else { return 0 }
-            let count = min(buffer.count, data.count - Int(offset))
-            data.withUnsafeBytes { buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[Int(offset)..<Int(offset) + count])) }
-            return count
-        case .descriptor(let fd)?: return try Self.readFully(fd, offset: offset, into: buffer)
-        case .shadow(let shadow)?: return try Self.readFully(shadow.fd, offset: offset, into: buffer)
+        case .bytes(let data)?: return Reads.copy(data, offset: offset, into: buffer)
+        case .descriptor(let fd)?: return try Reads.fill(buffer, from: fd, offset: offset)
+        case .shadow(let shadow)?: return try Reads.fill(buffer, from: shadow.fd, offset: offset)
         }
-    }
-
-    static func readFully(_ fd: Int32, offset: Int64, into buffer: UnsafeMutableRawBufferPointer) throws(FSError) -> Int {
-        var done = 0
-        while done < buffer.count {
-            let n = pread(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done))
-            if n < 0 && errno == EINTR { continue }
-            guard n >= 0 else { throw UpperLayer.error(errno) }
-            if n == 0 { break }
-            done += n
-        }
-        return done
     }
 
     public func write(handle: UInt64, offset: Int64, bytes: UnsafeRawBufferPointer) throws(FSError) -> Int {

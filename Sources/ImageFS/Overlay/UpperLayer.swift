@@ -187,7 +187,7 @@ final class UpperLayer: Sendable {
         defer { close(work) }
         fchmodat(work, name, permissions, 0)
         fchownat(work, name, owner.uid, owner.gid, 0)
-        let done = try inParent(of: path, create: true) { fd, target throws(FSError) in
+        let done: Void? = try inParent(of: path, create: true) { fd, target throws(FSError) in
             if renameat(work, name, fd, target) != 0 { throw Self.error(errno) }
         }
         if done == nil { throw .notFound }

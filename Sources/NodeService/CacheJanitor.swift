@@ -1,0 +1,71 @@
+import BlobCache
+import Foundation
+import OCI
+import TarIndex
+
+/// Applies `EvictionPolicy` to a cache directory: gathers blobs, indexes and live leases, plans, deletes.
+/// Everything happens under `leases/.lock` (exclusive), so no mount can register a lease, or build an index
+/// (builders hold the lock shared, see `LeaseDirectory`), between the plan and the deletions.
+public struct CacheJanitor: Sendable {
+    public let store: DirectoryBlobStore
+    public let indexes: LayerIndexCache
+    public let leases: LeaseDirectory
+
+    public init(store: DirectoryBlobStore) throws {
+        self.store = store
+        self.indexes = try LayerIndexCache(store: store)
+        self.leases = try LeaseDirectory(cacheRoot: store.root)
+    }
+
+    /// What the cache holds, for `mcvfs cache ls` and the policy.
+    public struct Inventory: Sendable {
+        public var blobs: [BlobInfo]
+        public var indexes: [Digest: Set<Digest>]
+        public var leases: [Lease]
+
+        public var live: Set<Digest> { leases.reduce(into: Set()) { $0.formUnion($1.digests) } }
+
+        /// Digests of live units: leased layers with their indexed contents, plus leased blobs.
+        public var protected: Set<Digest> {
+            var result = live
+            for (layer, contents) in indexes where result.contains(layer) { result.formUnion(contents) }
+            return result
+        }
+
+        public var totalSize: Int64 { blobs.reduce(0) { $0 + $1.size } }
+    }
+
+    /// Reads the cache; call under `leases.withLock` for a view consistent with deletions.
+    public func inventory() throws -> Inventory {
+        var indexMap: [Digest: Set<Digest>] = [:]
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: store.root.path + "/index/sha256")) ?? []
+        for name in names where name.hasSuffix(".json") {
+            guard let layer = try? Digest(hex: String(name.dropLast(5))), let index = indexes.load(layer: layer)
+            else { continue }
+            indexMap[layer] = index.contentDigests
+        }
+        return Inventory(blobs: try store.list(), indexes: indexMap, leases: leases.live())
+    }
+
+    /// Deletes least recently used units not leased until blobs total at most `maxSize` (0: all unleased).
+    @discardableResult
+    public func enforce(maxSize: Int64) throws -> EvictionPolicy.Plan {
+        try leases.withLock {
+            let inventory = try inventory()
+            let plan = EvictionPolicy.plan(
+                EvictionPolicy.Input(
+                    blobs: inventory.blobs.map {
+                        EvictionPolicy.Blob(digest: $0.digest, size: $0.size, lastAccess: $0.lastAccess)
+                    },
+                    indexes: inventory.indexes, live: inventory.live, maxSize: maxSize))
+            // Indexes first: a crash after this leaves blobs without an index, never an index without its files.
+            for layer in plan.removeIndexes { indexes.remove(layer: layer) }
+            for digest in plan.removeBlobs { try store.remove(digest) }
+            return plan
+        }
+    }
+
+    /// Crash leftovers the store and index cache do not clean at open: leases of dead mounts.
+    @discardableResult
+    public func removeStaleLeases() -> [String] { leases.removeStale() }
+}

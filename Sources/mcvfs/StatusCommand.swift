@@ -1,0 +1,114 @@
+import ArgumentParser
+import Foundation
+import NodeService
+
+/// `mcvfs status`: what each running mount uses, skips, fetched and failed, read from its `/.mcvfs/status.json`.
+struct StatusCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "status",
+        abstract: "Show what running mcvfs mounts use and skip, what they fetched, and their errors.",
+        discussion: """
+            Mounts are found in /proc/self/mountinfo (type fuse.mcvfs); each daemon's own report is read from \
+            <mountpoint>/.mcvfs/status.json. Exits non-zero when MOUNTPOINT is not a serving mcvfs mount, so it \
+            works as a readiness probe.
+            """)
+
+    @Flag(help: "Print the status documents as JSON (one object for MOUNTPOINT, else an array).") var json = false
+    @Argument(help: "One mountpoint (default: every mcvfs mount).") var mountpoint: String?
+
+    /// The parts of the status document the table shows.
+    struct Document: Decodable {
+        struct Image: Decodable {
+            var name: String
+            var digest: String?
+            var reason: String?
+        }
+
+        struct Fetch: Decodable {
+            var bytesFetched: Int64
+            var layerCacheHits: Int
+            var layerCacheMisses: Int
+            var verificationFailures: Int
+            var fetchErrors: Int
+            var lastErrors: [String]
+        }
+
+        var reference: String
+        var mountpoint: String
+        var used: [Image]
+        var skipped: [Image]
+        var fetch: Fetch
+    }
+
+    func run() throws {
+        let mounts: [String]
+        if let mountpoint {
+            let path = URL(fileURLWithPath: mountpoint).standardizedFileURL.path
+            guard MountTable.current().mcvfsMounts.contains(where: { $0.mountpoint == path }) else {
+                fail("\(path) is not an mcvfs mount")
+            }
+            mounts = [path]
+        } else {
+            mounts = MountTable.current().mcvfsMounts.map(\.mountpoint)
+        }
+        var raw: [Data] = []
+        var documents: [Document] = []
+        var problems: [String] = []
+        for mount in mounts {
+            let file = mount + "/.mcvfs/status.json"
+            guard let data = FileManager.default.contents(atPath: file) else {
+                problems.append("\(mount): cannot read \(file) (\(String(cString: strerror(errno))))")
+                continue
+            }
+            raw.append(data)
+            do {
+                documents.append(try JSONDecoder().decode(Document.self, from: data))
+            } catch {
+                problems.append("\(mount): unreadable status document: \(error)")
+            }
+        }
+        if json {
+            if mountpoint != nil, let data = raw.first {
+                print(String(decoding: data, as: UTF8.self), terminator: "")
+            } else if mountpoint == nil {
+                let objects = try raw.map { try JSONSerialization.jsonObject(with: $0) }
+                let data = try JSONSerialization.data(
+                    withJSONObject: objects, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
+                print(String(decoding: data, as: UTF8.self))
+            }
+        } else {
+            printTable(documents)
+        }
+        for problem in problems { FileHandle.standardError.write(Data("mcvfs: error: \(problem)\n".utf8)) }
+        if !problems.isEmpty { throw ExitCode.failure }
+    }
+
+    private func printTable(_ documents: [Document]) {
+        guard !documents.isEmpty else {
+            if mountpoint == nil { print("no mcvfs mounts") }
+            return
+        }
+        var rows = [
+            ["MOUNTPOINT", "REFERENCE", "USED", "SKIPPED", "FETCHED", "HITS", "MISSES", "VERIFY-FAIL", "ERRORS"]
+        ]
+        for doc in documents {
+            rows.append([
+                doc.mountpoint, doc.reference, "\(doc.used.count)", "\(doc.skipped.count)",
+                formatBytes(doc.fetch.bytesFetched), "\(doc.fetch.layerCacheHits)", "\(doc.fetch.layerCacheMisses)",
+                "\(doc.fetch.verificationFailures)", "\(doc.fetch.fetchErrors)",
+            ])
+        }
+        printColumns(rows)
+        for doc in documents {
+            print("\n\(doc.mountpoint):")
+            for image in doc.used { print("  used     \(image.name)  \(image.digest ?? "-")") }
+            for image in doc.skipped { print("  skipped  \(image.name): \(image.reason ?? "")") }
+            for error in doc.fetch.lastErrors { print("  error    \(error)") }
+        }
+    }
+
+    private func fail(_ message: String) -> Never {
+        FileHandle.standardError.write(Data("mcvfs: error: \(message)\n".utf8))
+        Foundation.exit(1)
+    }
+}

@@ -1,0 +1,18 @@
+import Testing
+
+@testable import NodeService
+
+@Suite struct MountTableTests {
+    @Test func findsMcvfsMountsAndUnescapesPaths() {
+        let table = MountTable(
+            mountinfo: """
+                22 1 0:21 / /proc rw,nosuid - proc proc rw
+                60 22 0:50 / /mnt/triton rw,nosuid,nodev,relatime shared:30 - fuse.mcvfs mcvfs#reg/org/cache rw,user_id=0
+                61 22 0:51 / /tmp/with\\040space rw master:1 - fuse.mcvfs mcvfs#reg/x rw
+                62 22 0:52 / /other rw - fuse.sshfs host: rw
+                """)
+        #expect(table.entries.count == 4)
+        #expect(table.mcvfsMounts.map(\.mountpoint) == ["/mnt/triton", "/tmp/with space"])
+        #expect(table.mcvfsMounts.first?.source == "mcvfs#reg/org/cache")
+    }
+}
