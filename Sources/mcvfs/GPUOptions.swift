@@ -19,6 +19,19 @@ struct GPUOptions: ParsableArguments {
     }
 }
 
+extension GPUOptions {
+    /// Like `resolve`, except that a host without GPUs is not an error: listing is how one finds out what
+    /// would be compatible elsewhere, so every image is then shown as not compatible here.
+    func resolveForListing() throws -> ResolvedSelection {
+        do {
+            return try resolve()
+        } catch GPUError.noGPUFound {
+            Log.warning("no GPU found on this host: every image shows as not compatible; pass --gpu to choose")
+            return ResolvedSelection(scope: .targets([]))
+        }
+    }
+}
+
 extension ResolvedSelection {
     var kernelFilter: KernelFilter {
         switch scope {

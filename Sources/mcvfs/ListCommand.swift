@@ -1,6 +1,7 @@
 import ArgumentParser
 import CacheRepository
 import Foundation
+import GPU
 import OCI
 
 struct ListCommand: ParsableCommand {
@@ -15,7 +16,7 @@ struct ListCommand: ParsableCommand {
     func run() throws {
         try runReportingErrors(global) {
             let reference = try ImageReference(parsing: repository)
-            let selection = try gpu.resolve()
+            let selection = try gpu.resolveForListing()
             let catalog = try ImageResolver(client: try global.client(for: reference), store: try global.store())
                 .catalog(for: reference, accepts: selection.accepts, selectionDescription: selection.description)
             if json {

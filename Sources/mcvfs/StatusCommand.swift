@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import NodeService
+import Synchronization
 
 /// `mcvfs status`: what each running mount uses, skips, fetched and failed, read from its `/.mcvfs/status.json`.
 struct StatusCommand: ParsableCommand {
@@ -40,6 +41,29 @@ struct StatusCommand: ParsableCommand {
         var fetch: Fetch
     }
 
+    struct ReadProblem: Error, CustomStringConvertible {
+        let description: String
+    }
+
+    /// Reads `file` on another thread and gives up after `limit` seconds: a hung mount (a stopped daemon) must not hang
+    /// the status command or a readiness probe. A read left behind is killed with the process.
+    static func read(_ file: String, withinSeconds limit: Int) -> Result<Data, ReadProblem> {
+        let result = Mutex<Result<Data, ReadProblem>?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        Thread.detachNewThread {
+            let data = FileManager.default.contents(atPath: file)
+            let problem = String(cString: strerror(errno))
+            result.withLock {
+                $0 = data.map { .success($0) } ?? .failure(ReadProblem(description: "cannot read \(file) (\(problem))"))
+            }
+            done.signal()
+        }
+        guard done.wait(timeout: .now() + .seconds(limit)) == .success, let outcome = result.withLock({ $0 }) else {
+            return .failure(ReadProblem(description: "not responding: \(file) gave no answer within \(limit) s"))
+        }
+        return outcome
+    }
+
     func run() throws {
         let mounts: [String]
         if let mountpoint {
@@ -56,8 +80,11 @@ struct StatusCommand: ParsableCommand {
         var problems: [String] = []
         for mount in mounts {
             let file = mount + "/.mcvfs/status.json"
-            guard let data = FileManager.default.contents(atPath: file) else {
-                problems.append("\(mount): cannot read \(file) (\(String(cString: strerror(errno))))")
+            let data: Data
+            switch Self.read(file, withinSeconds: 5) {
+            case .success(let contents): data = contents
+            case .failure(let problem):
+                problems.append("\(mount): \(problem)")
                 continue
             }
             raw.append(data)
