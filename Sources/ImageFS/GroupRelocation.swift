@@ -24,11 +24,13 @@ public enum GroupRelocation {
         var rewritten = children
         var changed = false
         for (name, value) in children {
+            // Pure string work: these paths may lie under this very mount, and touching them from the daemon
+            // (as URL(fileURLWithPath:) does, with a stat) would deadlock against the request being served.
             guard let old = value as? String else { continue }
-            let oldURL = URL(fileURLWithPath: old)
-            guard oldURL.lastPathComponent == name, oldURL.deletingLastPathComponent().lastPathComponent == key else {
-                continue
-            }
+            let components = old.split(separator: "/", omittingEmptySubsequences: true)
+            guard components.count >= 2, components[components.count - 1] == name,
+                components[components.count - 2] == key
+            else { continue }
             let new = "\(base)/\(directory)/\(name)"
             if new != old {
                 rewritten[name] = new

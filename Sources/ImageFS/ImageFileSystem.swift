@@ -127,7 +127,10 @@ public final class ImageFileSystem: FileSystem {
         guard let path = provider.path(of: digest) else {
             throw FSError.unavailable(reason: "file blob \(digest) missing from the local store")
         }
-        return try Data(contentsOf: URL(fileURLWithPath: path))
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw FSError.unavailable(reason: "cannot read file blob \(digest)")
+        }
+        return data
     }
 
     // MARK: FileSystem

@@ -19,6 +19,7 @@ struct ExtractCommand: ParsableCommand {
 
     @OptionGroup var global: GlobalOptions
     @OptionGroup var gpu: GPUOptions
+    @OptionGroup var trust: TrustOptions
 
     @Argument(help: "REGISTRY/REPOSITORY[:TAG|@DIGEST]") var reference: String
     @Argument(help: "The directory to write the cache into (created when missing).") var directory: String
@@ -29,8 +30,9 @@ struct ExtractCommand: ParsableCommand {
             let selection = try gpu.resolve()
             let client = try global.client(for: ref)
             let store = try global.store()
-            let catalog = try ImageResolver(client: client, store: store)
+            var catalog = try ImageResolver(client: client, store: store)
                 .catalog(for: ref, accepts: selection.accepts, selectionDescription: selection.description)
+            try trust.enforce(on: &catalog, reference: ref, client: client)
             for entry in catalog.skipped { Log.warning("skipped image \(entry.name): \(entry.skipReason ?? "")") }
             guard !catalog.used.isEmpty else {
                 let reasons = catalog.skipped.map { "\($0.name): \($0.skipReason ?? "")" }.joined(separator: "; ")

@@ -3,6 +3,7 @@ import Foundation
 import ImageBuilder
 import OCI
 import TarIndex
+import Trust
 
 extension LayerWriter.Compression: ExpressibleByArgument {}
 extension ImageBuilder.Split: ExpressibleByArgument {}
@@ -42,6 +43,9 @@ struct PushCommand: ParsableCommand {
     @Option(help: "Write an OCI image layout instead of pushing: oci-layout:DIR (REFERENCE's tag names the image).")
     var output: String?
 
+    @Option(help: "Sign each pushed image with this cosign.key, as `mcvfs sign` does (password from COSIGN_PASSWORD or a prompt).")
+    var signKey: String?
+
     @Option(help: "Blobs larger than this many bytes are uploaded in chunks of this size.")
     var chunkSize: Int = 16 << 20
 
@@ -72,17 +76,20 @@ struct PushCommand: ParsableCommand {
                     "left out \(scan.skipped.count) path(s) that are not cache entries (temp dirs, locks, ...); "
                         + "--log-level info lists them")
             }
+            // Asked before anything is pushed, so a wrong password leaves nothing unsigned behind.
+            let signingKey = try signKey.map(loadPrivateKey(path:))
+            if signingKey != nil && output != nil { throw PushError.signingLayout }
             let builder = ImageBuilder(
                 scan: scan, options: .init(compression: layerFormat, created: created, split: split))
             let plans = try builder.plans()
 
             let destination: any ImageDestination
+            let client = output == nil ? try global.client(for: ref) : nil
             if let output {
                 let directory = String(output.dropFirst("oci-layout:".count))
                 destination = OCILayoutDestination(directory: URL(fileURLWithPath: directory).standardizedFileURL)
             } else {
-                destination = RegistryDestination(
-                    client: try global.client(for: ref), repository: ref.repository, chunkSize: chunkSize)
+                destination = RegistryDestination(client: client!, repository: ref.repository, chunkSize: chunkSize)
             }
 
             let work = FileManager.default.temporaryDirectory.appendingPathComponent("mcvfs-push-\(UUID().uuidString)")
@@ -112,6 +119,11 @@ struct PushCommand: ParsableCommand {
                         + "layer \(image.layer.descriptor.digest.short) \(formatBytes(image.layer.descriptor.size)), "
                         + "\(progress.skippedBlobs) of \(progress.totalBlobs) blob(s) already present")
                 print("\(digest)\t\(name)")
+                if let signingKey, let client {
+                    _ = try CosignSigner(client: client, repository: ref.repository).sign(
+                        digest: digest, reference: SignCommand.dockerReference(ref), annotations: [:], key: signingKey)
+                    Log.info("signed \(name)@\(digest) with key sha256:\(signingKey.publicKey.fingerprint)")
+                }
             }
         }
     }
@@ -119,11 +131,14 @@ struct PushCommand: ParsableCommand {
 
 enum PushError: Error, CustomStringConvertible {
     case digestReference(String)
+    case signingLayout
 
     var description: String {
         switch self {
         case .digestReference(let ref):
             return "\(ref): push needs a tag, not a digest (the digest is what push computes)"
+        case .signingLayout:
+            return "--sign-key signs in a registry; with --output oci-layout push the layout, then `mcvfs sign` it"
         }
     }
 }
