@@ -54,9 +54,7 @@ public struct CacheJanitor: Sendable {
             let inventory = try inventory()
             let plan = EvictionPolicy.plan(
                 EvictionPolicy.Input(
-                    blobs: inventory.blobs.map {
-                        EvictionPolicy.Blob(digest: $0.digest, size: $0.size, lastAccess: $0.lastAccess)
-                    },
+                    blobs: inventory.blobs,
                     indexes: inventory.indexes, live: inventory.live, maxSize: maxSize))
             // Indexes first: a crash after this leaves blobs without an index, never an index without its files.
             for layer in plan.removeIndexes { indexes.remove(layer: layer) }

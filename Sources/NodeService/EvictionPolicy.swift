@@ -1,4 +1,5 @@
 import Foundation
+import BlobCache
 import OCI
 
 /// Which cache contents to delete to get under a size bound: a pure function of what the cache holds, so it is
@@ -19,17 +20,8 @@ import OCI
 /// **Crash safety** (applied by `CacheJanitor`): indexes are deleted before any blob, so a crash midway leaves
 /// at worst blobs without an index (plain units, evicted or reused later), never an index whose files are gone.
 public enum EvictionPolicy {
-    public struct Blob: Sendable, Hashable {
-        public var digest: Digest
-        public var size: Int64
-        public var lastAccess: Date
-
-        public init(digest: Digest, size: Int64, lastAccess: Date) {
-            self.digest = digest
-            self.size = size
-            self.lastAccess = lastAccess
-        }
-    }
+    /// A committed blob as the store lists it.
+    public typealias Blob = BlobInfo
 
     public struct Input: Sendable {
         /// Every committed blob.

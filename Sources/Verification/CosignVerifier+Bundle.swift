@@ -75,20 +75,9 @@ extension CosignVerifier {
             } else if requireTransparencyLog {
                 throw .invalidSET(reason: "bundle has no transparency log entry verifiable with the configured logs")
             }
-            _ = try certificate.verifyChain(
-                roots: roots, intermediates: intermediates + bundle.chain, at: logEntry?.integratedTime ?? now)
-            guard certificate.permitsCodeSigning(allowAbsent: true) else {
-                throw .untrustedCertificate(reason: "certificate's extended key usage excludes code signing")
-            }
-            let matched: String
-            if let identity {
-                matched = try Self.requireIdentity(certificate, identity: identity, issuer: issuer)
-            } else {
-                if let issuer, certificate.oidcIssuer != issuer {
-                    throw .issuerMismatch(expected: issuer, actual: certificate.oidcIssuer)
-                }
-                matched = certificate.alternativeNames.first?.value ?? certificate.subject
-            }
+            let matched = try Self.requireAuthorityCertificate(
+                certificate, roots: roots, intermediates: intermediates + bundle.chain,
+                at: logEntry?.integratedTime ?? now, identity: identity, issuer: issuer)
             signatureBytes = try Self.envelopeSignature(envelope, message: message, key: certificate.publicKey)
             signer = .certificate(identity: matched, issuer: certificate.oidcIssuer, certificate: certificate)
             signerDER = certificate.der

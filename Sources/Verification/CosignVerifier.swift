@@ -139,21 +139,9 @@ public struct CosignVerifier: Sendable {
             } else if requireTransparencyLog {
                 throw .invalidSET(reason: "signature has no Rekor bundle verifiable with the configured logs")
             }
-            let time = logEntry?.integratedTime ?? now
-            let chain = try signature.chain()
-            _ = try certificate.verifyChain(roots: roots, intermediates: intermediates + chain, at: time)
-            guard certificate.permitsCodeSigning(allowAbsent: true) else {
-                throw .untrustedCertificate(reason: "certificate's extended key usage excludes code signing")
-            }
-            let matched: String
-            if let identity {
-                matched = try Self.requireIdentity(certificate, identity: identity, issuer: issuer)
-            } else {
-                if let issuer, certificate.oidcIssuer != issuer {
-                    throw .issuerMismatch(expected: issuer, actual: certificate.oidcIssuer)
-                }
-                matched = certificate.alternativeNames.first?.value ?? certificate.subject
-            }
+            let matched = try Self.requireAuthorityCertificate(
+                certificate, roots: roots, intermediates: intermediates + (try signature.chain()),
+                at: logEntry?.integratedTime ?? now, identity: identity, issuer: issuer)
             try certificate.publicKey.verify(signature: signatureBytes, over: signature.payload)
             try bundle?.requireEntry(payload: signature.payload, signature: signatureBytes, signer: certificate.der)
             signer = .certificate(identity: matched, issuer: certificate.oidcIssuer, certificate: certificate)
@@ -230,6 +218,23 @@ public struct CosignVerifier: Sendable {
                 ? "certificate embeds no SCT" : "no embedded SCT verifies with a trusted CT log"
             throw .invalidSCT(reason: reason)
         }
+    }
+
+    /// Checks a certificate against a bring-your-own PKI at `time`: chain, code-signing use (Go accepts a leaf
+    /// without extended key usage), then identity and issuer when the policy names them. Returns who signed.
+    static func requireAuthorityCertificate(
+        _ certificate: Certificate, roots: [Certificate], intermediates: [Certificate], at time: Date,
+        identity: Identity?, issuer: String?
+    ) throws(VerificationError) -> String {
+        _ = try certificate.verifyChain(roots: roots, intermediates: intermediates, at: time)
+        guard certificate.permitsCodeSigning(allowAbsent: true) else {
+            throw .untrustedCertificate(reason: "certificate's extended key usage excludes code signing")
+        }
+        if let identity { return try requireIdentity(certificate, identity: identity, issuer: issuer) }
+        if let issuer, certificate.oidcIssuer != issuer {
+            throw .issuerMismatch(expected: issuer, actual: certificate.oidcIssuer)
+        }
+        return certificate.alternativeNames.first?.value ?? certificate.subject
     }
 
     /// Checks the SAN identity and OIDC issuer; returns the SAN that matched.

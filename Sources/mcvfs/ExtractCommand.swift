@@ -26,13 +26,9 @@ struct ExtractCommand: ParsableCommand {
 
     func run() throws {
         try runReportingErrors(global) {
-            let ref = try ImageReference(parsing: reference)
-            let selection = try gpu.resolve()
-            let client = try global.client(for: ref)
-            let store = try global.store()
-            var catalog = try ImageResolver(client: client, store: store)
-                .catalog(for: ref, accepts: selection.accepts, selectionDescription: selection.description)
-            try trust.enforce(on: &catalog, reference: ref, client: client)
+            let request = try CatalogRequest(reference, global: global, gpu: gpu, trust: trust)
+            let (ref, client, store, catalog) = (request.reference, request.client, request.store, request.catalog)
+            let selection = request.selection
             for entry in catalog.skipped { Log.warning("skipped image \(entry.name): \(entry.skipReason ?? "")") }
             guard !catalog.used.isEmpty else {
                 let reasons = catalog.skipped.map { "\($0.name): \($0.skipReason ?? "")" }.joined(separator: "; ")

@@ -15,15 +15,8 @@ struct FetchCommand: ParsableCommand {
 
     func run() throws {
         try runReportingErrors(global) {
-            let ref = try ImageReference(parsing: reference)
-            let selection = try gpu.resolve()
-            let client = try global.client(for: ref)
-            let store = try global.store()
-            var catalog = try ImageResolver(client: client, store: store)
-                .catalog(for: ref, accepts: selection.accepts, selectionDescription: selection.description)
-            // Recorded like a mount's, so a later `mount --offline` can resolve tags to what was fetched.
-            try? CatalogRecord(root: try global.cacheRoot()).save(catalog, selection: selection.description)
-            try trust.enforce(on: &catalog, reference: ref, client: client)
+            let request = try CatalogRequest(reference, global: global, gpu: gpu, trust: trust, record: true)
+            let (ref, client, store, catalog) = (request.reference, request.client, request.store, request.catalog)
             let fetcher = try LayerFetcher(client: client, repository: ref.repository, store: store, metrics: FetchMetrics())
             for image in catalog.used {
                 for layer in image.layers {
