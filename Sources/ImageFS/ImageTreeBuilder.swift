@@ -137,9 +137,9 @@ public struct ImageTreeBuilder {
             case .file(let digest):
                 node.kind = .file
                 node.content = .blob(digest)
-                if GroupRelocation.isGroupFile(name),
-                    let rewritten = GroupRelocation.rewrite(
-                        try readBlob(digest), directory: directory, root: options.consumerRoot)
+                if Relocation.applies(to: name),
+                    let rewritten = Relocation.rewrite(
+                        try readBlob(digest), name: name, directory: directory, root: options.consumerRoot)
                 {
                     node.content = .bytes(rewritten)
                     node.size = Int64(rewritten.count)

@@ -38,7 +38,7 @@ extension OverlayFileSystem {
             }
             return try openShadow(path: path, upper: upper, content: content, permissions: info.st_mode & 0o7777, ino: ino, flags: flags)
         case .upperFile(let path, _)?:
-            if GroupRelocation.isGroupFile(path.last ?? ""), let bytes = try relocatedGroup(path, caller: caller) {
+            if Relocation.applies(to: path.last ?? ""), let bytes = try relocated(path, caller: caller) {
                 return OpenedFile(handle: insert(.bytes(bytes)), keepCache: false, directIO: true)
             }
             let fd = try upper(for: caller).openFile(path, flags: O_RDONLY)

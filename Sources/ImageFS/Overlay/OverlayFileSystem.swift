@@ -167,7 +167,7 @@ public final class OverlayFileSystem: FileSystem {
             attributes.ino = ino
         case .upperFile(let path, let info):
             attributes = Self.attributes(info, ino: ino)
-            if GroupRelocation.isGroupFile(path.last ?? ""), let bytes = try relocatedGroup(path, caller: caller) {
+            if Relocation.applies(to: path.last ?? ""), let bytes = try relocated(path, caller: caller) {
                 attributes.size = Int64(bytes.count)
             }
             if let fd = handles.withLock({ $0.pending[ino] }) {
@@ -188,12 +188,13 @@ public final class OverlayFileSystem: FileSystem {
             uid: info.st_uid, gid: info.st_gid, modified: Int64(info.st_mtim.tv_sec))
     }
 
-    /// An upper group file as consumers must see it (child paths under this mount's consumer root).
-    func relocatedGroup(_ path: [String], caller: Caller) throws(FSError) -> Data? {
+    /// An upper file that names absolute paths, as consumers must see it (paths under this mount's consumer root).
+    func relocated(_ path: [String], caller: Caller) throws(FSError) -> Data? {
         let fd = try upper(for: caller).openFile(path, flags: O_RDONLY)
         defer { close(fd) }
         let data = FileHandle(fileDescriptor: fd, closeOnDealloc: false).readDataToEndOfFile()
-        return GroupRelocation.rewrite(data, directory: path.dropLast().joined(separator: "/"), root: options.consumerRoot)
+        return Relocation.rewrite(
+            data, name: path.last ?? "", directory: path.dropLast().joined(separator: "/"), root: options.consumerRoot)
             ?? data
     }
 
