@@ -95,18 +95,9 @@ public final class OverlayFileSystem: FileSystem {
     /// directory or an upper non-directory above it hides it.
     func resolve(_ path: [String], caller: Caller) throws(FSError) -> Resolved? {
         let tree = try lower.load()
-        let upper = try upper(for: caller)
-        var lowerVisible = true
-        for depth in 1...max(path.count, 1) where !path.isEmpty {
-            let prefix = Array(path.prefix(depth))
-            if try upper.isWhitedOut(prefix) { lowerVisible = false; break }
-            if depth < path.count, let info = try upper.status(prefix) {
-                let opaque = try upper.isOpaque(prefix)
-                if !Self.isDirectory(info) || opaque { lowerVisible = false; break }
-            }
-        }
-        let lowerNode = lowerVisible ? tree.node(atPath: path.joined(separator: "/")) : nil
-        if let info = try upper.status(path) {
+        let probe = try upper(for: caller).probe(path)
+        let lowerNode = probe.hidesLower ? nil : tree.node(atPath: path.joined(separator: "/"))
+        if let info = probe.info {
             guard Self.isDirectory(info) else { return .upperFile(path: path, info: info) }
             return .directory(path: path, lower: lowerNode?.kind == .directory ? lowerNode : nil, upper: info)
         }

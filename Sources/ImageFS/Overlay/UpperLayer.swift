@@ -81,6 +81,35 @@ final class UpperLayer: Sendable {
 
     // MARK: Queries
 
+    /// What the upper says about `path`, found in one walk: its entry, if any, and whether it hides the image's
+    /// entry at the same path (a whiteout of the path or of a directory above it, an opaque directory above it,
+    /// or a non-directory above it).
+    struct Probe {
+        var hidesLower: Bool
+        var info: stat?
+    }
+
+    func probe(_ path: [String]) throws(FSError) -> Probe {
+        var info = stat()
+        if path.isEmpty { return Probe(hidesLower: false, info: lstat(root, &info) == 0 ? info : nil) }
+        var fd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { throw .unavailable(reason: "open \(root): \(Self.lastError())") }
+        defer { close(fd) }
+        var hides = false
+        for (depth, name) in path.enumerated() {
+            if fstatat(fd, Self.whiteoutPrefix + name, &info, AT_SYMLINK_NOFOLLOW) == 0 { hides = true }
+            guard fstatat(fd, name, &info, AT_SYMLINK_NOFOLLOW) == 0 else { return Probe(hidesLower: hides, info: nil) }
+            if depth == path.count - 1 { return Probe(hidesLower: hides, info: info) }
+            guard info.st_mode & S_IFMT == S_IFDIR else { return Probe(hidesLower: true, info: nil) }
+            let next = openat(fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+            guard next >= 0 else { return Probe(hidesLower: hides, info: nil) }
+            close(fd)
+            fd = next
+            if fstatat(fd, Self.opaqueMarker, &info, AT_SYMLINK_NOFOLLOW) == 0 { hides = true }
+        }
+        return Probe(hidesLower: hides, info: nil)
+    }
+
     func status(_ path: [String]) throws(FSError) -> stat? {
         if path.isEmpty {
             var info = stat()
