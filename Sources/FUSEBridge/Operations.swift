@@ -11,7 +11,8 @@ extension OperationContext {
             let context = from(req)
             context.serve(req, "lookup") { () throws(FSError) in
                 context.replyEntry(
-                    req, try context.fileSystem.lookup(parent: parent, name: String(cString: name!), caller: caller(req)))
+                    req,
+                    try context.fileSystem.lookup(parent: parent, name: String(cString: name!), caller: caller(req)))
             }
         }
         ops.forget = { req, ino, count in
@@ -38,7 +39,8 @@ extension OperationContext {
                 let handle = info.map { $0.pointee.fh }
                 context.replyAttributes(
                     req,
-                    try context.fileSystem.setAttributes(ino: ino, changes: changes, handle: handle, caller: caller(req))
+                    try context.fileSystem.setAttributes(
+                        ino: ino, changes: changes, handle: handle, caller: caller(req))
                 )
             }
         }
@@ -132,7 +134,8 @@ extension OperationContext {
             let context = from(req)
             context.serve(req, "write") { () throws(FSError) in
                 let written = try context.fileSystem.write(
-                    handle: info!.pointee.fh, offset: Int64(offset), bytes: UnsafeRawBufferPointer(start: bytes, count: size))
+                    handle: info!.pointee.fh, offset: Int64(offset),
+                    bytes: UnsafeRawBufferPointer(start: bytes, count: size))
                 fuse_reply_write(req, written)
             }
         }

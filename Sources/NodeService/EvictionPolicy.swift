@@ -1,5 +1,5 @@
-import Foundation
 import BlobCache
+import Foundation
 import OCI
 
 /// Which cache contents to delete to get under a size bound: a pure function of what the cache holds, so it is

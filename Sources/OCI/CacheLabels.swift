@@ -48,7 +48,9 @@ public struct CacheLabels: Sendable, Hashable {
     }
 
     public var entryCount: Int? { (raw[Self.tritonEntryCount] ?? raw[Self.genericEntryCount]).flatMap { Int($0) } }
-    public var cacheSizeBytes: Int64? { (raw[Self.tritonCacheSize] ?? raw[Self.genericCacheSize]).flatMap { Int64($0) } }
+    public var cacheSizeBytes: Int64? {
+        (raw[Self.tritonCacheSize] ?? raw[Self.genericCacheSize]).flatMap { Int64($0) }
+    }
     public var variant: String? { raw[Self.tritonVariant] }
 }
 

@@ -28,7 +28,8 @@ public struct ImageConfig: Sendable, Hashable, Codable {
         do {
             self = try JSONDecoder().decode(ImageConfig.self, from: data)
         } catch {
-            throw ManifestDocument.ParseError.invalid(mediaType: "image config", reason: ManifestDocument.explain(error))
+            throw ManifestDocument.ParseError.invalid(
+                mediaType: "image config", reason: ManifestDocument.explain(error))
         }
     }
 }

@@ -31,7 +31,8 @@ public struct ImageReference: Sendable, Hashable, CustomStringConvertible {
             case .empty: return "image reference is empty"
             case .invalidRepository(let r):
                 return "invalid repository name '\(r)': use lowercase letters, digits and separators (. _ - /)"
-            case .invalidTag(let t): return "invalid tag '\(t)': at most 128 of [A-Za-z0-9_.-], not starting with . or -"
+            case .invalidTag(let t):
+                return "invalid tag '\(t)': at most 128 of [A-Za-z0-9_.-], not starting with . or -"
             case .invalidRegistry(let h): return "invalid registry host '\(h)'"
             case .invalidDigest(let d): return "invalid digest '\(d)': expected sha256:<64 hex digits>"
             }
@@ -89,7 +90,9 @@ public struct ImageReference: Sendable, Hashable, CustomStringConvertible {
     static func isValidTag(_ tag: String) -> Bool {
         guard let first = tag.utf8.first, tag.utf8.count <= 128, first != UInt8(ascii: "."), first != UInt8(ascii: "-")
         else { return false }
-        return tag.utf8.allSatisfy { isAlnum($0) || $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "-") }
+        return tag.utf8.allSatisfy {
+            isAlnum($0) || $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "-")
+        }
     }
 
     /// Path components are `[a-z0-9]+` joined by `.`, `_`, `__` or runs of `-`.
@@ -102,7 +105,10 @@ public struct ImageReference: Sendable, Hashable, CustomStringConvertible {
             }
             var i = 0
             while i < bytes.count {
-                if isLowerAlnum(bytes[i]) { i += 1; continue }
+                if isLowerAlnum(bytes[i]) {
+                    i += 1
+                    continue
+                }
                 var j = i
                 while j < bytes.count, !isLowerAlnum(bytes[j]) { j += 1 }
                 let separator = String(decoding: bytes[i..<j], as: UTF8.self)
@@ -118,7 +124,9 @@ public struct ImageReference: Sendable, Hashable, CustomStringConvertible {
         var name = Substring(host)
         if let colon = host.lastIndex(of: ":"), !host.hasSuffix("]") {
             let port = host[host.index(after: colon)...]
-            guard !port.isEmpty, port.allSatisfy(\.isASCII), let n = Int(port), (1...65535).contains(n) else { return false }
+            guard !port.isEmpty, port.allSatisfy(\.isASCII), let n = Int(port), (1...65535).contains(n) else {
+                return false
+            }
             name = host[..<colon]
         }
         if name.hasPrefix("[") && name.hasSuffix("]") { return name.count > 2 }

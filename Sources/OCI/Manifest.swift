@@ -29,7 +29,8 @@ public struct Index: Sendable, Hashable, Codable {
     public var manifests: [Descriptor]
     public var annotations: [String: String]?
 
-    public init(mediaType: String? = MediaType.ociIndex, manifests: [Descriptor], annotations: [String: String]? = nil) {
+    public init(mediaType: String? = MediaType.ociIndex, manifests: [Descriptor], annotations: [String: String]? = nil)
+    {
         self.schemaVersion = 2
         self.mediaType = mediaType
         self.manifests = manifests
@@ -111,7 +112,8 @@ public enum ManifestDocument: Sendable, Hashable {
         case DecodingError.typeMismatch(_, let context), DecodingError.valueNotFound(_, let context):
             return "wrong type at '\(path(context.codingPath))'"
         case DecodingError.dataCorrupted(let context):
-            return "bad value at '\(path(context.codingPath))': \(context.underlyingError.map { "\($0)" } ?? context.debugDescription)"
+            return
+                "bad value at '\(path(context.codingPath))': \(context.underlyingError.map { "\($0)" } ?? context.debugDescription)"
         default:
             return String(describing: error)
         }

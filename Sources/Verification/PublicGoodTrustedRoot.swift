@@ -1,3 +1,4 @@
+// swift-format-ignore-file
 // The Sigstore public-good trusted root, bundled so mcvfs verifies keyless signatures offline and without a resource
 // bundle beside the binary. Byte-identical copy of sigstore/sigstore-python
 // `sigstore/_store/https%3A%2F%2Ftuf-repo-cdn.sigstore.dev/trusted_root.json` at commit

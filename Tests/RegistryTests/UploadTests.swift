@@ -37,7 +37,8 @@ import Verification
     }
 
     func client(_ transport: FakeTransport) throws -> RegistryClient {
-        try RegistryClient(registry: "registry.example", transport: transport, options: RegistryOptions(sleep: { _ in }))
+        try RegistryClient(
+            registry: "registry.example", transport: transport, options: RegistryOptions(sleep: { _ in }))
     }
 
     func read(_ offset: Int64, _ count: Int) -> Data {
@@ -65,8 +66,11 @@ import Verification
             progress: { progress.append($0) })
         let patches = transport.requests.filter { $0.method == .patch }
         #expect(patches.map { $0.headers["Content-Range"] } == ["0-9999", "10000-19999", "20000-24999"])
-        #expect(patches.map(\.url.path) == ["/v2/org/cache/blobs/uploads/s0", "/v2/org/cache/blobs/uploads/s1",
-                                           "/v2/org/cache/blobs/uploads/s2"])
+        #expect(
+            patches.map(\.url.path) == [
+                "/v2/org/cache/blobs/uploads/s0", "/v2/org/cache/blobs/uploads/s1",
+                "/v2/org/cache/blobs/uploads/s2",
+            ])
         let put = try #require(transport.requests.last)
         #expect(put.method == .put && put.url.path == "/v2/org/cache/blobs/uploads/s3")
         #expect(put.body == Data())
