@@ -27,38 +27,14 @@ from support.images import (
     stage_mcv_tree, tar_bytes, tar_of_tree, zstd_layout,
 )
 from support.mcvfs import Mcvfs, blob_files
-from support.mounts import MountPool, access_errno, is_mountpoint, probe, probe_json, run_triton
+from support.mounts import (
+    CUDA, HIP, MountPool, access_errno, compile_foreign, is_mountpoint, kernel_dirs, probe, probe_json, run_triton,
+)
 from support.registry import Registry
 
-CUDA = "cuda:90:32"
-HIP = "hip:gfx942:64"
 
 
 # -- what the module builds once --------------------------------------------------------------------------------
-
-def kernel_dirs(cache: Path) -> dict[str, str]:
-    """KEY -> kernel name, for the kernel entries (those with a `<name>.json` naming a target)."""
-    out = {}
-    for meta in sorted(Path(cache).glob("*/*.json")):
-        if meta.name.startswith("__grp__"):
-            continue
-        if isinstance(json.loads(meta.read_text()).get("target"), dict):
-            out[meta.parent.name] = meta.stem
-    return out
-
-
-def compile_foreign(root: Path, name: str, target: str, kernels: str, matmul_configs: int) -> Path:
-    """Compiles real kernels under a build path, keeps a copy elsewhere and deletes the build path: the group
-    files then name a directory that does not exist, as on any machine that pulls the cache."""
-    build = root / "foreign" / f"opt-build-{name}" / ".triton" / "cache"
-    lines, summary = run_triton(build, target, kernels=kernels, matmul_configs=matmul_configs,
-                                home=root / f"home-{name}", out=True)
-    assert summary["kernels"] == len(lines) and summary["hits"] == 0, summary
-    src = root / f"src-{name}"
-    shutil.copytree(build, src, symlinks=True)
-    shutil.rmtree(root / "foreign" / f"opt-build-{name}")
-    return src
-
 
 def layer_digests(api: RegistryAPI, repo: str, tag: str) -> list[str]:
     body, _, _ = api.get_manifest(repo, tag)

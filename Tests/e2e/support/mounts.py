@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,6 +21,8 @@ from .registry import require_tool
 REPO_ROOT = Path(__file__).resolve().parents[3]
 MAKE_CACHE = REPO_ROOT / "scripts" / "make-triton-cache.py"
 PYTHON = sys.executable
+CUDA = "cuda:90:32"
+HIP = "hip:gfx942:64"
 
 
 def is_mountpoint(path: Path) -> bool:
@@ -29,6 +32,30 @@ def is_mountpoint(path: Path) -> bool:
         if len(fields) > 4 and fields[4].replace("\\040", " ") == path:
             return True
     return False
+
+
+def fuse_connection(path: Path) -> str | None:
+    """The FUSE connection number (the mount's minor device) of the mount at `path`, if it is one."""
+    path = os.path.abspath(path)
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields = line.split(" ")
+        if len(fields) > 4 and fields[4].replace("\\040", " ") == path:
+            return fields[2].split(":")[1]
+    return None
+
+
+def abort_fuse_connection(number: str | None) -> None:
+    """Last resort for a deadlocked daemon (a thread stuck in the kernel keeps the connection alive after
+    SIGKILL, and every process touching the mount with it): abort the connection through fusectl."""
+    if number is None:
+        return
+    connections = Path("/sys/fs/fuse/connections")
+    if not (connections / number).exists() and os.geteuid() == 0:
+        subprocess.run(["mount", "-t", "fusectl", "none", str(connections)], capture_output=True, timeout=30)
+    try:
+        (connections / number / "abort").write_text("1")
+    except OSError:
+        pass
 
 
 def daemon_pids(mountpoint: Path) -> list[int]:
@@ -115,6 +142,7 @@ class Mounted:
 
     def close(self) -> None:
         """Finalizer: whatever happened, leave no mount and no daemon behind."""
+        connection = fuse_connection(self.path)
         if is_mountpoint(self.path):
             self.mcvfs.run("unmount", str(self.path), timeout=60)
         if is_mountpoint(self.path):
@@ -125,7 +153,10 @@ class Mounted:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-                wait_gone(pid)
+                wait_gone(pid, guard=10)
+                if _alive(pid):  # a daemon thread deadlocked in the kernel: only an abort frees it
+                    abort_fuse_connection(connection)
+                    wait_gone(pid)
         self.pid = None
 
 
@@ -144,6 +175,24 @@ class MountPool:
     def close(self) -> None:
         for m in reversed(self.mounts):
             m.close()
+
+
+def run_guarded(argv: list[str], *, timeout: float, what: str, **kw) -> subprocess.CompletedProcess:
+    """subprocess.run with a hang guard that cannot itself hang: a process stuck in the kernel on a deadlocked
+    mount survives SIGKILL until the mount's connection is aborted (the fixture finalizer does that)."""
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+                         **kw)
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        try:
+            out, err = p.communicate(timeout=5)
+        except subprocess.TimeoutExpired:
+            out, err = "", "(still stuck in the kernel after SIGKILL)"
+        raise AssertionError(f"{what} hung past its {timeout}s guard (the mount must answer, never hang):\n"
+                             f"{' '.join(argv)}\nstdout: {out[-3000:]}\nstderr: {err[-3000:]}") from None
+    return subprocess.CompletedProcess(argv, p.returncode, out, err)
 
 
 # -- probes in subprocesses ------------------------------------------------------------------------------------
@@ -165,12 +214,8 @@ def probe(code: str, *, timeout: float = 120, user: int | None = None, env: dict
     argv = [PYTHON, "-c", PROBE_PRELUDE + code]
     if user is not None:
         argv = [require_tool("setpriv"), f"--reuid={user}", f"--regid={user}", "--clear-groups", *argv]
-    try:
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})},
-                             stdin=subprocess.DEVNULL, cwd=cwd or "/")
-    except subprocess.TimeoutExpired as e:
-        raise AssertionError(f"probe hung past its {timeout}s guard (the mount must answer, never hang):\n{code}\n"
-                             f"stdout: {e.stdout!r}\nstderr: {e.stderr!r}") from None
+    out = run_guarded(argv, timeout=timeout, what=f"probe\n{code}\n", env={**os.environ, **(env or {})},
+                      cwd=cwd or "/")
     if check:
         assert out.returncode == 0, f"probe failed ({out.returncode}):\n{code}\n{out.stdout}\n{out.stderr}"
     return out
@@ -191,7 +236,7 @@ def access_errno(path: Path, *, op: str = "listdir", timeout: float = 120) -> st
 # -- real Triton ----------------------------------------------------------------------------------------------
 
 def run_triton(cache_dir: Path, target: str, *, kernels: str, matmul_configs: int = 1, home: Path,
-               user: int | None = None, out: bool = False, timeout: float = 600) -> tuple[list[dict], dict]:
+               user: int | None = None, out: bool = False, timeout: float = 300) -> tuple[list[dict], dict]:
     """scripts/make-triton-cache.py in a fresh process with TRITON_CACHE_DIR=cache_dir (or --out when `out`),
     from a cwd outside the cache. Returns (per-kernel lines, summary)."""
     home = Path(home)
@@ -207,11 +252,31 @@ def run_triton(cache_dir: Path, target: str, *, kernels: str, matmul_configs: in
         env["TRITON_CACHE_DIR"] = str(cache_dir)
     if user is not None:
         argv = [require_tool("setpriv"), f"--reuid={user}", f"--regid={user}", "--clear-groups", *argv]
-    try:
-        r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env, cwd=str(home),
-                           stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired as e:
-        raise AssertionError(f"Triton hung past the {timeout}s guard:\n{e.stderr!r}") from None
+    r = run_guarded(argv, timeout=timeout, what=f"Triton on {cache_dir}", env=env, cwd=str(home))
     assert r.returncode == 0, f"Triton run failed ({r.returncode}) on {cache_dir}:\n{r.stdout}\n{r.stderr[-6000:]}"
     lines = [json.loads(l) for l in r.stdout.splitlines() if l.startswith("{")]
     return lines[:-1], lines[-1]
+
+
+def kernel_dirs(cache: Path) -> dict[str, str]:
+    """KEY -> kernel name, for the kernel entries (those with a `<name>.json` naming a target)."""
+    out = {}
+    for meta in sorted(Path(cache).glob("*/*.json")):
+        if meta.name.startswith("__grp__"):
+            continue
+        if isinstance(json.loads(meta.read_text()).get("target"), dict):
+            out[meta.parent.name] = meta.stem
+    return out
+
+
+def compile_foreign(root: Path, name: str, target: str, kernels: str, matmul_configs: int) -> Path:
+    """Compiles real kernels under a build path, keeps a copy elsewhere and deletes the build path: the group
+    files then name a directory that does not exist, as on any machine that pulls the cache."""
+    build = root / "foreign" / f"opt-build-{name}" / ".triton" / "cache"
+    lines, summary = run_triton(build, target, kernels=kernels, matmul_configs=matmul_configs,
+                                home=root / f"home-{name}", out=True)
+    assert summary["kernels"] == len(lines) and summary["hits"] == 0, summary
+    src = root / f"src-{name}"
+    shutil.copytree(build, src, symlinks=True)
+    shutil.rmtree(root / "foreign" / f"opt-build-{name}")
+    return src
