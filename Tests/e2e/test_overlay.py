@@ -279,3 +279,20 @@ def test_sigkill_during_large_write_and_copy_up_leaves_no_torn_file(image, mount
     work = upper_dir(cache, 0) / ".mcvfs-work"
     assert not work.exists() or os.listdir(work) == [], f"unpublished work files left: {os.listdir(work)}"
     second.unmount()
+
+
+def test_rmdir_of_a_key_holding_an_upper_group_file_answers_instead_of_deadlocking(image, mounts, tmp_path):
+    """Triton's put ends with os.removedirs(tmp), whose rmdir of <KEY> must fail with ENOTEMPTY. The kernel holds
+    <KEY> locked during that rmdir; the daemon lists <KEY> to answer and relocates its upper group files, so it
+    must never touch paths under its own mount while doing so (a stat of a child path there deadlocks)."""
+    mnt = mounts.mount(image.ref, tmp_path / "mnt", tmp_path / "cache", "--gpu", "cuda:90")
+    key = "Z" * 52
+    group = {"child_paths": {"k.cubin": f"{mnt.path}/{key}/k.cubin", "k.json": f"{mnt.path}/{key}/k.json"}}
+    result = probe_json(f"""
+k = {str(mnt.path / key)!r}
+os.mkdir(k)
+with open(k + "/__grp__k.json", "w") as f:
+    f.write({json.dumps(group)!r})
+print(json.dumps([attempt(os.rmdir, k), attempt(os.removedirs, k + "/missing-tmp"), sorted(os.listdir(k))]))
+""", timeout=60)
+    assert result == [["err", "ENOTEMPTY"], ["err", "ENOENT"], ["__grp__k.json"]], result
