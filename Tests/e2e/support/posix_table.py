@@ -217,6 +217,65 @@ def main(root: str, l1: str, l2: str) -> list:
     row("listing work", lambda: sorted(os.listdir(W)))
     row("lower files after everything", lambda: [[os.path.basename(p), content(p)] for p in sorted(f + g)
                                                  if os.path.exists(p)])
+    # open files: what other descriptors see, and names changing under an open writer
+    v = os.path.join(W, "visible")
+    write(v, b"old")
+
+    def second_fd_sees_unclosed_write():
+        fd = os.open(v, os.O_WRONLY | os.O_TRUNC)
+        os.write(fd, b"new")
+        seen = content(v)
+        os.close(fd)
+        return [seen, content(v)]
+    row("other fd sees a write before close", second_fd_sees_unclosed_write)
+
+    def two_writers():
+        fd1, fd2 = os.open(v, os.O_WRONLY), os.open(v, os.O_WRONLY)
+        os.pwrite(fd1, b"A", 0)
+        os.pwrite(fd2, b"B", 1)
+        os.close(fd1)
+        os.close(fd2)
+        return content(v)
+    row("two writers on one file", two_writers)
+
+    def rename_while_open():
+        fd = os.open(os.path.join(W, "r1"), os.O_CREAT | os.O_WRONLY, 0o644)
+        os.write(fd, b"first")
+        os.rename(os.path.join(W, "r1"), os.path.join(W, "r2"))
+        os.write(fd, b"-second")
+        os.close(fd)
+        return [os.path.exists(os.path.join(W, "r1")), content(os.path.join(W, "r2"))]
+    row("rename a file open for writing", rename_while_open)
+
+    def unlink_while_open():
+        u = os.path.join(W, "u")
+        fd = os.open(u, os.O_CREAT | os.O_WRONLY, 0o644)
+        os.write(fd, b"doomed")
+        os.unlink(u)
+        os.write(fd, b"-still")
+        os.close(fd)
+        return os.path.exists(u)
+    row("unlink a file open for writing", unlink_while_open)
+
+    def unlink_lower_while_open():
+        fd = os.open(f[0], os.O_WRONLY | os.O_APPEND)
+        os.write(fd, b"doomed")
+        os.unlink(f[0])
+        os.close(fd)
+        return os.path.exists(f[0])
+    row("unlink a lower file open for writing", unlink_lower_while_open)
+
+    def replace_while_open():
+        t = os.path.join(W, "t")
+        write(t, b"old")
+        fd = os.open(t, os.O_WRONLY | os.O_TRUNC)
+        os.write(fd, b"writer")
+        write(os.path.join(W, "t-new"), b"replacement")
+        os.replace(os.path.join(W, "t-new"), t)
+        os.close(fd)
+        return content(t)
+    row("replace a file open for writing", replace_while_open)
+
     # Known divergence (the test allows it): an image directory cannot be renamed (EXDEV, as overlayfs without
     # redirect_dir); `mv` falls back to copying. Last, so the local run's success changes nothing above.
     row("rename lower dir", os.rename, L2, os.path.join(R, "renamed-dir"))
