@@ -185,6 +185,10 @@ def main(root: str, l1: str, l2: str) -> list:
     row("lstat symlink", kind, ln)
     row("link upper file", lambda: (os.link(e + "2", e + "-hard"), content(e + "-hard"), os.stat(e + "2").st_nlink)[1:])
     row("link over existing", os.link, e + "2", e + "-hard")
+    row("write through one hard link, read the other",
+        lambda: (write(e + "2", b"E", os.O_WRONLY | os.O_APPEND), content(e + "-hard"), os.stat(e + "2").st_nlink)[1:])
+    row("link lower file", lambda: (os.link(g[0], os.path.join(W, "g0-link")), content(os.path.join(W, "g0-link")),
+                                    os.stat(g[0]).st_nlink)[1:])
     # chmod, utime
     row("chmod upper", lambda: (os.chmod(e + "2", 0o600), kind(e + "2"))[1])
     row("chmod lower (copy-up)", lambda: (os.chmod(g[4], 0o600), kind(g[4]), content(g[4]))[1:])
