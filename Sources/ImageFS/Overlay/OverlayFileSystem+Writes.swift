@@ -173,6 +173,21 @@ extension OverlayFileSystem {
         }
     }
 
+    /// Open writers of a file that is deleted or replaced keep their descriptor, but their copy must never be
+    /// published over the name afterwards (POSIX: an unlinked open file lives on, nameless, until closed).
+    private func dropShadows(in upper: UpperLayer, at path: [String]) {
+        handles.withLock { state in
+            for (key, handle) in state.open {
+                guard case .shadow(var shadow) = handle, shadow.upper === upper, shadow.path == path,
+                    let workName = shadow.workName
+                else { continue }
+                upper.discard(workFile: workName)
+                shadow.workName = nil
+                state.open[key] = .shadow(shadow)
+            }
+        }
+    }
+
     // MARK: Names
 
     private func checkName(_ name: String) throws(FSError) {
@@ -288,12 +303,14 @@ extension OverlayFileSystem {
         case nil: throw .notFound
         case .directory?: throw .isDirectory
         case .upperFile?:
+            dropShadows(in: upper, at: path)
             _ = try upper.inParent(of: path) { fd, last throws(FSError) in
                 guard unlinkat(fd, last, 0) == 0 else { throw UpperLayer.error(errno) }
             }
             inodes.withLock { $0.remove(.upper(space: space(of: caller), path: path.joined(separator: "/"))) }
             if case .lowerFile? = try resolve(path, caller: caller) { try upper.makeWhiteout(path) }
         case .lowerFile?:
+            dropShadows(in: upper, at: path)
             try upper.makeWhiteout(path)
         }
     }
@@ -347,6 +364,7 @@ extension OverlayFileSystem {
         if case .directory(_, _, let upperInfo)? = existing, upperInfo != nil {
             try upper.removeDirectory(target)  // empty in the merged view: only markers can be left in it
         }
+        if case .directory? = existing {} else if existing != nil { dropShadows(in: upper, at: target) }
         guard renameat2(sourceDirectory, source.last!, targetDirectory, target.last!, flags & renameNoReplace) == 0 else {
             throw UpperLayer.error(errno)
         }
