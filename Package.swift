@@ -25,7 +25,7 @@ let package = Package(
         .target(name: "Registry", dependencies: ["OCI", "Verification"]),
         .target(name: "CurlTransport", dependencies: ["Registry", "CCurl"]),
         .target(name: "BlobCache", dependencies: ["OCI", "Verification"]),
-        .target(name: "TarIndex", dependencies: ["OCI", "BlobCache", "CArchive"]),
+        .target(name: "TarIndex", dependencies: ["OCI", "BlobCache", "Verification", "CArchive"]),
         .target(name: "CacheRepository", dependencies: ["OCI", "GPU", "Registry", "BlobCache", "TarIndex"]),
         .target(name: "Trust", dependencies: ["OCI", "Registry", "Verification", "CacheRepository"]),
         .target(name: "ImageFS", dependencies: ["OCI", "GPU", "BlobCache", "TarIndex"]),
