@@ -26,7 +26,7 @@ let package = Package(
         .target(name: "CurlTransport", dependencies: ["Registry", "CCurl"]),
         .target(name: "BlobCache", dependencies: ["OCI", "Verification"]),
         .target(name: "TarIndex", dependencies: ["OCI", "BlobCache", "Verification", "CArchive"]),
-        .target(name: "CacheRepository", dependencies: ["OCI", "GPU", "Registry", "BlobCache", "TarIndex"]),
+        .target(name: "CacheRepository", dependencies: ["OCI", "GPU", "Registry", "BlobCache", "TarIndex", "Verification"]),
         .target(name: "Trust", dependencies: ["OCI", "Registry", "Verification", "CacheRepository"]),
         .target(name: "ImageFS", dependencies: ["OCI", "GPU", "BlobCache", "TarIndex"]),
         .target(name: "FUSEBridge", dependencies: ["ImageFS", "CFuse"]),

@@ -93,6 +93,13 @@ public final class ImageFileSystem: FileSystem {
         }
         do {
             let indexes = try loadLayers()
+            // Lazily indexed layers: the tree build reads every kernel's metadata and group file, so fetch
+            // them together first (eStargz layers mcvfs writes keep them in one run of the blob).
+            provider.prefetch(
+                indexes.joined().flatMap(\.entries).compactMap { entry in
+                    guard entry.kind == .file, EStargzWriter.isTreeMetadata(entry.path) else { return nil }
+                    return entry.content
+                })
             var builder = ImageTreeBuilder(options: options.tree, readBlob: readBlob)
             for (image, layers) in zip(images, indexes) {
                 try builder.add(layers: layers, image: image)
@@ -124,10 +131,7 @@ public final class ImageFileSystem: FileSystem {
     }
 
     private func readBlob(_ digest: Digest) throws -> Data {
-        guard let path = provider.path(of: digest) else {
-            throw FSError.unavailable(reason: "file blob \(digest) missing from the local store")
-        }
-        return try Data(contentsOf: URL(fileURLWithPath: path))
+        try Data(contentsOf: URL(fileURLWithPath: try provider.materialize(digest)))
     }
 
     // MARK: FileSystem
@@ -206,8 +210,15 @@ public final class ImageFileSystem: FileSystem {
         case .bytes(let data)?:
             file = .bytes(data)
         case .blob(let digest)?:
-            guard let path = provider.path(of: digest) else {
-                throw .unavailable(reason: "file blob \(digest) missing from the local store")
+            let path: String
+            if let local = provider.path(of: digest) {
+                path = local
+            } else {
+                // Fetched on first open (an eStargz layer), verified before it is stored; a file whose bytes
+                // do not verify fails alone, and nothing of it is kept.
+                do { path = try provider.materialize(digest) } catch let error as FSError { throw error } catch {
+                    throw .unavailable(reason: "fetching file blob \(digest): \(error)")
+                }
             }
             let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
             guard fd >= 0 else { throw .unavailable(reason: "open \(path): \(String(cString: strerror(errno)))") }

@@ -137,13 +137,15 @@ final class NodeRuntime: Sendable {
                 (
                     "mirror \(mirror)",
                     try LayerFetcher(
-                        client: mirrorClient, repository: reference.repository, store: store, metrics: metrics)
+                        client: mirrorClient, repository: reference.repository, store: store, metrics: metrics,
+                        lazy: true)
                 ))
         }
         fetchers.append(
             (
                 offline ? "local cache" : "origin",
-                try LayerFetcher(client: origin, repository: reference.repository, store: store, metrics: metrics)
+                try LayerFetcher(
+                    client: origin, repository: reference.repository, store: store, metrics: metrics, lazy: true)
             ))
         var layers: [Digest] = []
         var blobs: [Digest] = []
@@ -368,4 +370,27 @@ final class ServiceLayerProvider: LayerProvider {
     }
 
     func path(of content: Digest) -> String? { fetchers[0].1.path(of: content) }
+
+    /// Through the mirror, then the origin, under `leases/.lock` shared like `index(of:)`: this mount's lease
+    /// already names the content, so no eviction can take it between its ingest and its first read.
+    func materialize(_ content: Digest) throws -> String {
+        try runtime.janitor.leases.withLock(exclusive: false) {
+            var lastError: (any Error)?
+            for (name, fetcher) in fetchers {
+                do { return try fetcher.materialize(content) } catch LayerFetcher.FetchError.unknownContent {
+                    continue
+                } catch {
+                    if fetcher !== fetchers.last!.1 { runtime.noteMirrorFallback("on file \(content.short) (\(name))", error) }
+                    lastError = error
+                }
+            }
+            throw lastError ?? LayerFetcher.FetchError.unknownContent(content)
+        }
+    }
+
+    func prefetch(_ contents: [Digest]) {
+        try? runtime.janitor.leases.withLock(exclusive: false) {
+            for (_, fetcher) in fetchers { fetcher.prefetch(contents) }
+        }
+    }
 }
