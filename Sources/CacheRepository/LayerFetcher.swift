@@ -179,12 +179,14 @@ public final class LayerFetcher: Sendable {
             if file.chunks.isEmpty {
                 return try store.ensure(content, expectedSize: 0) { _ in }
             }
-            if file.chunks.count > 1 {
+            if file.chunks.count > 1 || file.chunks[0].length > Self.maxSpan {
                 return try fetchChunked(content, file)
             }
             let siblings = remote.withLock { state in
                 (state.groups[file.group] ?? []).compactMap { digest -> (Digest, RemoteFiles.File)? in
-                    guard digest != content, let sibling = state.files[digest], sibling.chunks.count == 1 else {
+                    guard digest != content, let sibling = state.files[digest], sibling.chunks.count == 1,
+                        sibling.chunks[0].length <= Self.maxSpan
+                    else {
                         return nil
                     }
                     return (digest, sibling)
@@ -204,7 +206,8 @@ public final class LayerFetcher: Sendable {
     public func prefetch(_ contents: [Digest]) {
         let wanted = remote.withLock { state in
             contents.compactMap { digest -> (Digest, RemoteFiles.File)? in
-                guard let file = state.files[digest], file.chunks.count == 1 else { return nil }
+                guard let file = state.files[digest], file.chunks.count == 1, file.chunks[0].length <= Self.maxSpan
+                else { return nil }
                 return (digest, file)
             }
         }.filter { !store.contains($0.0) }

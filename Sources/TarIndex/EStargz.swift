@@ -171,7 +171,7 @@ public enum EStargz {
     /// - Throws: `TarError.corrupt` when the member is damaged, short, or the bytes do not match.
     public static func chunkBytes(member data: Data, size: Int64, digest: Digest?) throws(TarError) -> Data {
         var bytes = Data()
-        bytes.reserveCapacity(Int(size))
+        bytes.reserveCapacity(Int(min(size, defaultChunkSize)))  // `size` is the TOC's claim: grow as bytes come
         try inflateMember(data, limit: size, stopAtLimit: true) { bytes.append(contentsOf: $0) }
         guard Int64(bytes.count) == size else {
             throw TarError.corrupt(path: nil, reason: "chunk holds \(bytes.count) of \(size) bytes")

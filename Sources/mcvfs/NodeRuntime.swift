@@ -254,6 +254,9 @@ final class NodeRuntime: Sendable {
         counter("mcvfs_fetched_bytes_total", "Bytes of layer blobs downloaded.", Double(fetch.bytesFetched))
         counter("mcvfs_fetched_blobs_total", "Layer blobs downloaded.", Double(fetch.blobsFetched))
         counter(
+            "mcvfs_range_requests_total", "Range requests of eStargz layers (footer, TOC, file members).",
+            Double(fetch.rangeRequests))
+        counter(
             "mcvfs_layer_cache_hits_total", "Layer lookups served from the local index cache.",
             Double(fetch.layerCacheHits))
         counter(
