@@ -247,17 +247,25 @@ public final class LayerFetcher: Sendable {
                     if holdsRequired { throw error }
                     continue
                 }
+                // Decompress and check each member, then commit the span's files with one sync (the store
+                // verifies each against its TOC digest again as it commits).
+                var verified: [(expected: Digest, data: Data)] = []
                 for (content, file) in span {
                     let chunk = file.chunks[0]
                     do {
                         let lower = Int(chunk.offset - start)
                         let member = data.subdata(in: lower..<(lower + Int(chunk.length)))
                         let bytes = try EStargz.chunkBytes(member: member, size: chunk.size, digest: chunk.digest)
-                        _ = try store.ensure(content, expectedSize: file.size) { try $0.write(bytes) }
+                        guard Int64(bytes.count) == file.size else {
+                            throw TarError.corrupt(path: nil, reason: "\(content): \(bytes.count) of \(file.size) bytes")
+                        }
+                        verified.append((content, bytes))
                     } catch where content != required {
                         continue
                     }
                 }
+                let committed = store.commitBatch(verified)
+                if let required, holdsRequired, case .failure(let error)? = committed[required] { throw error }
             }
         }
     }
