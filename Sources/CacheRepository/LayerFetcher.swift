@@ -26,6 +26,9 @@ public final class LayerFetcher: Sendable {
     /// directory), then `remote`. `remote` is never held across I/O.
     private let groupGates = Mutex<[String: NSLock]>([:])
     private let remote = Mutex(RemoteFiles())
+    /// Verified bytes of prefetched metadata not yet committed to the store (the tree build reads hundreds of
+    /// small files once; committing them as they are opened keeps the mount's start free of file creation).
+    private let held = Mutex<[Digest: Data]>([:])
 
     /// Where each lazily indexed content lies, and which contents share a directory (fetched together).
     struct RemoteFiles {
@@ -192,9 +195,21 @@ public final class LayerFetcher: Sendable {
                     return (digest, sibling)
                 }
             }.filter { !store.contains($0.0) }
-            try fetchSingleChunk([(content, file)] + siblings, required: content)
-            guard let path = store.path(for: content) else { throw FetchError.unknownContent(content) }
-            return path
+            // Metadata the tree build already fetched and verified is committed from memory, not fetched again.
+            let all = [(content, file)] + siblings
+            let kept = held.withLock { held in all.compactMap { item in held[item.0].map { (item.0, $0) } } }
+            let keptDigests = Set(kept.map(\.0))
+            let fetched = try fetchVerified(
+                all.filter { !keptDigests.contains($0.0) }, required: keptDigests.contains(content) ? nil : content)
+            let committed = store.commitBatch(kept + fetched)
+            held.withLock { held in
+                for (digest, result) in committed { if case .success = result { held[digest] = nil } }
+            }
+            switch committed[content] {
+            case .success(let path)?: return path
+            case .failure(let error)?: throw error
+            case nil: throw FetchError.unknownContent(content)
+            }
         } catch {
             metrics.failed(error, verification: Self.isVerificationFailure(error))
             throw error
@@ -202,7 +217,8 @@ public final class LayerFetcher: Sendable {
     }
 
     /// Fetches what it can of `contents` (best effort, for the tree build's metadata): single-member files not
-    /// yet local, in coalesced range requests. Failures are left for `materialize` to report.
+    /// yet local, in coalesced range requests, verified and held in memory (`contents(of:)` serves them; the
+    /// first open of their directory commits them). Failures are left for `materialize` to report.
     public func prefetch(_ contents: [Digest]) {
         let wanted = remote.withLock { state in
             contents.compactMap { digest -> (Digest, RemoteFiles.File)? in
@@ -211,16 +227,39 @@ public final class LayerFetcher: Sendable {
                 return (digest, file)
             }
         }.filter { !store.contains($0.0) }
-        try? fetchSingleChunk(wanted, required: nil)
+        guard let fetched = try? fetchVerified(wanted, required: nil) else { return }
+        held.withLock { held in
+            for (digest, data) in fetched { held[digest] = data }
+        }
     }
 
-    /// Fetches single-member files in coalesced spans of one layer at a time; only the failure of `required`
-    /// is thrown.
-    private func fetchSingleChunk(_ files: [(Digest, RemoteFiles.File)], required: Digest?) throws {
+    /// Commits the prefetched metadata still held in memory to the store (one sync for all), so a later mount
+    /// over this cache fetches none of it again.
+    public func persistPrefetched() {
+        let pending = held.withLock { held in held.map { (expected: $0.key, data: $0.value) } }
+        guard !pending.isEmpty else { return }
+        let committed = store.commitBatch(pending)
+        held.withLock { held in
+            for (digest, result) in committed { if case .success = result { held[digest] = nil } }
+        }
+    }
+
+    /// The bytes of a file content: from memory when prefetched, else from the store (fetching it first).
+    public func contents(of content: Digest) throws -> Data {
+        if let data = held.withLock({ $0[content] }) { return data }
+        return try Data(contentsOf: URL(fileURLWithPath: try materialize(content)))
+    }
+
+    /// Fetches single-member files in coalesced spans of one layer at a time and returns the bytes of those whose
+    /// sha256 matches the TOC; only the failure of `required` is thrown.
+    private func fetchVerified(
+        _ files: [(Digest, RemoteFiles.File)], required: Digest?
+    ) throws -> [(expected: Digest, data: Data)] {
         guard let client else {
             if let required { throw FetchError.offline(required) }
-            return
+            return []
         }
+        var verified: [(expected: Digest, data: Data)] = []
         var seen = Set<Digest>()
         let byLayer = Dictionary(grouping: files.filter { seen.insert($0.0).inserted }, by: { $0.1.layer.digest })
         for (_, group) in byLayer {
@@ -247,27 +286,24 @@ public final class LayerFetcher: Sendable {
                     if holdsRequired { throw error }
                     continue
                 }
-                // Decompress and check each member, then commit the span's files with one sync (the store
-                // verifies each against its TOC digest again as it commits).
-                var verified: [(expected: Digest, data: Data)] = []
                 for (content, file) in span {
                     let chunk = file.chunks[0]
                     do {
                         let lower = Int(chunk.offset - start)
                         let member = data.subdata(in: lower..<(lower + Int(chunk.length)))
                         let bytes = try EStargz.chunkBytes(member: member, size: chunk.size, digest: chunk.digest)
-                        guard Int64(bytes.count) == file.size else {
-                            throw TarError.corrupt(path: nil, reason: "\(content): \(bytes.count) of \(file.size) bytes")
+                        let actual = SHA256Hasher.digest(bytes)
+                        guard actual == content, Int64(bytes.count) == file.size else {
+                            throw CacheError.digestMismatch(expected: content, actual: actual, size: Int64(bytes.count))
                         }
                         verified.append((content, bytes))
                     } catch where content != required {
                         continue
                     }
                 }
-                let committed = store.commitBatch(verified)
-                if let required, holdsRequired, case .failure(let error)? = committed[required] { throw error }
             }
         }
+        return verified
     }
 
     /// A file of several members: one request per member, streamed into the store in order.

@@ -81,6 +81,10 @@ public final class ImageFileSystem: FileSystem {
 
     public var isLoaded: Bool { state.withLock { $0.tree != nil } }
 
+    /// Stores prefetched metadata still held in memory (also done in the background after the load); call at
+    /// unmount so a later mount over the same cache fetches nothing again.
+    public func persistPrefetched() { provider.persistPrefetched() }
+
     /// Loads every image now (prefetch); the same load a first lookup would do.
     public func load() throws(FSError) -> ImageTree {
         if let tree = state.withLock({ $0.tree }) { return tree }
@@ -111,6 +115,9 @@ public final class ImageFileSystem: FileSystem {
                 $0.report = report
                 $0.lastFailure = nil
             }
+            // The metadata the build read is verified and in memory; storing it (file creation, a sync) is kept
+            // off the path to the first kernel.
+            DispatchQueue.global(qos: .utility).async { [provider] in provider.persistPrefetched() }
             return tree
         } catch {
             let reason = String(describing: error)
@@ -131,7 +138,7 @@ public final class ImageFileSystem: FileSystem {
     }
 
     private func readBlob(_ digest: Digest) throws -> Data {
-        try Data(contentsOf: URL(fileURLWithPath: try provider.materialize(digest)))
+        try provider.contents(of: digest)
     }
 
     // MARK: FileSystem

@@ -1,3 +1,4 @@
+import Foundation
 import OCI
 import TarIndex
 
@@ -12,6 +13,10 @@ public protocol LayerProvider: Sendable {
     /// Path of a verified file blob, fetching (and verifying) it first when an index names it but it is not
     /// local yet.
     func materialize(_ content: Digest) throws -> String
+    /// Stores what `prefetch` holds in memory (called in the background once the tree is built).
+    func persistPrefetched()
+    /// The bytes of a verified file blob (prefetched ones may be held in memory), fetching it first when needed.
+    func contents(of content: Digest) throws -> Data
     /// Makes what it can of `contents` local ahead of use, in as few requests as it can; failures are left for
     /// `materialize` to report.
     func prefetch(_ contents: [Digest])
@@ -26,4 +31,10 @@ extension LayerProvider {
     }
 
     public func prefetch(_ contents: [Digest]) {}
+
+    public func persistPrefetched() {}
+
+    public func contents(of content: Digest) throws -> Data {
+        try Data(contentsOf: URL(fileURLWithPath: try materialize(content)))
+    }
 }

@@ -354,7 +354,9 @@ final class ServiceLayerProvider: LayerProvider {
         if used.withLock({ $0.insert(layer.digest).inserted }) {
             let contents = index.contentDigests
             try? lease.add(layers: [layer.digest], blobs: Array(contents))
-            for digest in contents.union([layer.digest]) { try? runtime.store.touch(digest) }
+            for digest in contents.union([layer.digest]) where runtime.store.contains(digest) {
+                try? runtime.store.touch(digest)  // lazily indexed layers name contents not fetched yet
+            }
             runtime.enforceBound()
             runtime.layerLoaded()
         }
@@ -388,6 +390,19 @@ final class ServiceLayerProvider: LayerProvider {
                 }
             }
             throw lastError ?? LayerFetcher.FetchError.unknownContent(content)
+        }
+    }
+
+    func contents(of content: Digest) throws -> Data {
+        for (_, fetcher) in fetchers {
+            if let data = try? fetcher.contents(of: content) { return data }
+        }
+        return try Data(contentsOf: URL(fileURLWithPath: try materialize(content)))
+    }
+
+    func persistPrefetched() {
+        try? runtime.janitor.leases.withLock(exclusive: false) {
+            for (_, fetcher) in fetchers { fetcher.persistPrefetched() }
         }
     }
 

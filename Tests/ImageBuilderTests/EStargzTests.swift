@@ -140,6 +140,13 @@ import Verification
         }
     }
 
+    @Test func tocTimesParseWithoutAFormatter() {
+        #expect(EStargz.parseTime("1970-01-01T00:00:00Z") == 0)
+        #expect(EStargz.parseTime("2025-01-31T12:00:00Z") == 1_738_324_800)
+        #expect(EStargz.parseTime("2024-02-29T23:59:59Z") == 1_709_251_199)
+        #expect(EStargz.parseTime("2025-01-31T12:00:00+01:00") == nil)  // left to ISO8601DateFormatter
+    }
+
     @Test func hostileTOCEntriesRefuseTheLayer() throws {
         func index(_ entries: [EStargz.Entry]) throws -> LayerIndex {
             let json = try JSONEncoder().encode(EStargz.TOC(entries: entries))
