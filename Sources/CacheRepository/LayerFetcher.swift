@@ -41,6 +41,8 @@ public final class LayerFetcher: Sendable {
         var files: [Digest: File] = [:]
         var groups: [String: [Digest]] = [:]
         var registered: Set<Digest> = []
+        /// Indexes built from a TOC in this process and not yet persisted.
+        var unsaved: [Digest: LayerIndex] = [:]
 
         mutating func register(_ index: LayerIndex, layer: Descriptor) {
             guard let layout = index.remote, registered.insert(layer.digest).inserted else { return }
@@ -109,8 +111,12 @@ public final class LayerFetcher: Sendable {
         do {
             if lazy, let annotation = layer.annotations?[EStargz.tocDigestAnnotation] {
                 let index = try tocIndex(of: layer, annotation: annotation)
-                try indexes.save(index)
-                remote.withLock { $0.register(index, layer: layer) }
+                // Persisting (encoding thousands of entries, a sync) waits for `persistPrefetched`, off the path
+                // to the first kernel; until then the index lives in this process.
+                remote.withLock {
+                    $0.register(index, layer: layer)
+                    $0.unsaved[layer.digest] = index
+                }
                 return index
             }
             let blob = try fetchBlob(layer)
@@ -124,6 +130,7 @@ public final class LayerFetcher: Sendable {
     /// The persisted index, when this fetcher can serve from it: a TOC-built one only when lazy (or when every
     /// content it names is local after all).
     private func loadUsable(_ layer: Descriptor) -> LayerIndex? {
+        if lazy, let index = remote.withLock({ $0.unsaved[layer.digest] }) { return index }
         guard let index = indexes.load(layer: layer.digest) else { return nil }
         if index.remote != nil {
             guard lazy || indexes.isComplete(index) else { return nil }
@@ -233,9 +240,17 @@ public final class LayerFetcher: Sendable {
         }
     }
 
-    /// Commits the prefetched metadata still held in memory to the store (one sync for all), so a later mount
-    /// over this cache fetches none of it again.
+    /// Persists the indexes built from TOCs and commits the prefetched metadata still held in memory (one sync
+    /// for all), so a later mount over this cache fetches none of it again.
     public func persistPrefetched() {
+        for (digest, index) in remote.withLock({ $0.unsaved }) {
+            do {
+                try indexes.save(index)
+                remote.withLock { _ = $0.unsaved.removeValue(forKey: digest) }
+            } catch {
+                metrics.failed(error, verification: false)
+            }
+        }
         let pending = held.withLock { held in held.map { (expected: $0.key, data: $0.value) } }
         guard !pending.isEmpty else { return }
         let committed = store.commitBatch(pending)
