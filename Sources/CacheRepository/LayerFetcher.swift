@@ -89,7 +89,8 @@ public final class LayerFetcher: Sendable {
             switch self {
             case .offline(let digest): return "layer \(digest.short) is not in the local cache and mcvfs is offline"
             case .tocDigestMismatch(let layer, let expected, let actual):
-                return "layer \(layer.short): eStargz TOC has digest \(actual), the manifest's annotation says \(expected)"
+                return
+                    "layer \(layer.short): eStargz TOC has digest \(actual), the manifest's annotation says \(expected)"
             case .unknownContent(let digest): return "file blob \(digest) is neither local nor in a known layer"
             }
         }
@@ -153,7 +154,8 @@ public final class LayerFetcher: Sendable {
         let footer = try range(footerStart..<layer.size, of: layer, client: client)
         let tocOffset = try EStargz.tocOffset(footer: [UInt8](footer))
         guard tocOffset < footerStart, footerStart - tocOffset <= EStargz.maxTOCSize else {
-            throw TarError.corrupt(path: nil, reason: "layer \(layer.digest.short): TOC offset \(tocOffset) out of range")
+            throw TarError.corrupt(
+                path: nil, reason: "layer \(layer.digest.short): TOC offset \(tocOffset) out of range")
         }
         let member = try range(tocOffset..<footerStart, of: layer, client: client)
         let json = try EStargz.tocJSON(fromMember: member)

@@ -216,7 +216,8 @@ public struct ImageBuilder: Sendable {
         let layerSize = try Self.fileSize(layerPath)
         let layer = BlobFile(
             path: layerPath,
-            descriptor: Descriptor(mediaType: mediaType, digest: layerDigest, size: layerSize, annotations: annotations))
+            descriptor: Descriptor(
+                mediaType: mediaType, digest: layerDigest, size: layerSize, annotations: annotations))
 
         let config = Self.configJSON(labels: plan.labels, diffID: diffID.digest, created: options.created)
         let configDescriptor = Descriptor(

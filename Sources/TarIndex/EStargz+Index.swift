@@ -35,14 +35,18 @@ extension EStargz {
             func hostile(_ reason: String) -> TarError { .hostileEntry(path: item.name, reason: reason) }
             func digest(_ text: String?, _ what: String) throws(TarError) -> Digest? {
                 guard let text else { return nil }
-                do { return try Digest(parsing: text) } catch { throw TarError.corrupt(path: item.name, reason: "bad \(what) '\(text)'") }
+                do { return try Digest(parsing: text) } catch {
+                    throw TarError.corrupt(path: item.name, reason: "bad \(what) '\(text)'")
+                }
             }
             let path: String
             do { path = try EntryPolicy.normalise(item.name) } catch { throw hostile(error.reason) }
             if path == tocName || path == ".prefetch.landmark" || path == ".no.prefetch.landmark" { continue }
             let mode = UInt32(truncatingIfNeeded: item.mode ?? 0o644)
             if mode & 0o6000 != 0 { throw hostile("setuid or setgid bit set (mode \(String(mode, radix: 8)))") }
-            let mtime = item.modtime.map { Self.parseTime($0) ?? epoch.date(from: $0).map { Int64($0.timeIntervalSince1970) } ?? 0 } ?? 0
+            let mtime = item.modtime.map { text in
+                Self.parseTime(text) ?? epoch.date(from: text).map { Int64($0.timeIntervalSince1970) } ?? 0
+            } ?? 0
             switch item.type {
             case "dir":
                 if path.isEmpty { continue }
@@ -65,11 +69,13 @@ extension EStargz {
                 let size = item.size ?? 0
                 guard size >= 0 else { throw TarError.corrupt(path: item.name, reason: "negative size") }
                 if size > limits.maxEntrySize {
-                    throw TarError.limitExceeded(path: item.name, reason: "\(size) bytes (limit \(limits.maxEntrySize))")
+                    throw TarError.limitExceeded(
+                        path: item.name, reason: "\(size) bytes (limit \(limits.maxEntrySize))")
                 }
                 total += size
                 if total > limits.maxTotalSize {
-                    throw TarError.limitExceeded(path: item.name, reason: "layer expands past \(limits.maxTotalSize) bytes")
+                    throw TarError.limitExceeded(
+                        path: item.name, reason: "layer expands past \(limits.maxTotalSize) bytes")
                 }
                 let content: Digest
                 if let given = try digest(item.digest, "digest") {
@@ -85,11 +91,14 @@ extension EStargz {
                     }
                     if chunks[content] == nil {
                         let chunkSize = item.chunkSize.flatMap { $0 > 0 ? $0 : nil }
-                        chunks[content] = [(offset, item.chunkOffset ?? 0, chunkSize, try digest(item.chunkDigest, "chunkDigest"))]
+                        let chunkDigest = try digest(item.chunkDigest, "chunkDigest")
+                        chunks[content] = [(offset, item.chunkOffset ?? 0, chunkSize, chunkDigest)]
                     }
                 }
                 lastFile = (path, content, size)
-                record(path, TarEntry(path: path, kind: .file, mode: mode & 0o1777, size: size, mtime: mtime, content: content))
+                record(
+                    path,
+                    TarEntry(path: path, kind: .file, mode: mode & 0o1777, size: size, mtime: mtime, content: content))
             case "chunk":
                 guard let last = lastFile, last.name == path else {
                     throw TarError.corrupt(path: item.name, reason: "chunk entry not after its file")
@@ -99,7 +108,8 @@ extension EStargz {
                 else { throw TarError.corrupt(path: item.name, reason: "chunk without a valid offset") }
                 if chunks[last.content]?.contains(where: { $0.chunkOffset == chunkOffset }) == false {
                     let chunkSize = item.chunkSize.flatMap { $0 > 0 ? $0 : nil }
-                    chunks[last.content]?.append((offset, chunkOffset, chunkSize, try digest(item.chunkDigest, "chunkDigest")))
+                    let chunkDigest = try digest(item.chunkDigest, "chunkDigest")
+                    chunks[last.content]?.append((offset, chunkOffset, chunkSize, chunkDigest))
                 }
             case "symlink":
                 guard !path.isEmpty else { throw hostile("symlink at the layer root") }
@@ -140,7 +150,8 @@ extension EStargz {
         var next: [Int64: Int64] = [:]
         for (a, b) in zip(starts, starts.dropFirst()) { next[a] = b }
         var layout: [String: [RemoteLayout.Chunk]] = [:]
-        let sizes = Dictionary(entries.values.compactMap { e in e.content.map { ($0, e.size) } }, uniquingKeysWith: { a, _ in a })
+        let sizes = Dictionary(
+            entries.values.compactMap { e in e.content.map { ($0, e.size) } }, uniquingKeysWith: { a, _ in a })
         for (content, list) in chunks {
             let size = sizes[content] ?? 0
             let sorted = list.sorted { $0.chunkOffset < $1.chunkOffset }
@@ -157,8 +168,8 @@ extension EStargz {
                 }
                 result.append(
                     RemoteLayout.Chunk(
-                        offset: chunk.offset, length: next[chunk.offset]! - chunk.offset, chunkOffset: chunk.chunkOffset,
-                        size: length, digest: chunk.digest))
+                        offset: chunk.offset, length: next[chunk.offset]! - chunk.offset,
+                        chunkOffset: chunk.chunkOffset, size: length, digest: chunk.digest))
                 expected = end
             }
             layout[content.description] = result

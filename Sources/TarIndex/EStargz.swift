@@ -271,7 +271,9 @@ enum TarLayout {
         var block = [UInt8](repeating: 0, count: 512)
         while true {
             let n = block.withUnsafeMutableBytes { pread(fd, $0.baseAddress, 512, off_t(position)) }
-            guard n == 512 else { throw TarError.corrupt(path: path, reason: "tar ends inside a header at \(position)") }
+            guard n == 512 else {
+                throw TarError.corrupt(path: path, reason: "tar ends inside a header at \(position)")
+            }
             if block.allSatisfy({ $0 == 0 }) { return (items, position) }
             guard let size = octal(block[124..<136]) else {
                 throw TarError.corrupt(path: path, reason: "unreadable size field at \(position)")
@@ -282,7 +284,10 @@ enum TarLayout {
             if [UInt8(ascii: "x"), UInt8(ascii: "g"), UInt8(ascii: "L"), UInt8(ascii: "K")].contains(typeflag) {
                 if pendingStart == nil { pendingStart = position }
             } else {
-                items.append(Item(headerStart: pendingStart ?? position, dataStart: position + 512, size: size, typeflag: typeflag))
+                items.append(
+                    Item(
+                        headerStart: pendingStart ?? position, dataStart: position + 512, size: size,
+                        typeflag: typeflag))
                 pendingStart = nil
             }
             position = next

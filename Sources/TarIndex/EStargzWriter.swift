@@ -143,7 +143,8 @@ public enum EStargzWriter {
         try gzip.closeMember()
         try gzip.writeRaw(EStargz.footer(tocOffset: tocOffset))
         let hasher = uncompressed.hasher.take()!
-        return Written(tocDigest: SHA256Hasher.digest(json), diffID: hasher.finalize(), uncompressedSize: uncompressed.size)
+        return Written(
+            tocDigest: SHA256Hasher.digest(json), diffID: hasher.finalize(), uncompressedSize: uncompressed.size)
     }
 
     /// Directories, then tree-building metadata, then the rest; byte-wise path order within each.

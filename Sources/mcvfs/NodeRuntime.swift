@@ -385,7 +385,9 @@ final class ServiceLayerProvider: LayerProvider {
                 do { return try fetcher.materialize(content) } catch LayerFetcher.FetchError.unknownContent {
                     continue
                 } catch {
-                    if fetcher !== fetchers.last!.1 { runtime.noteMirrorFallback("on file \(content.short) (\(name))", error) }
+                    if fetcher !== fetchers.last!.1 {
+                        runtime.noteMirrorFallback("on file \(content.short) (\(name))", error)
+                    }
                     lastError = error
                 }
             }
