@@ -25,10 +25,12 @@ public enum GroupRelocation {
         var changed = false
         for (name, value) in children {
             guard let old = value as? String else { continue }
-            let oldURL = URL(fileURLWithPath: old)
-            guard oldURL.lastPathComponent == name, oldURL.deletingLastPathComponent().lastPathComponent == key else {
-                continue
-            }
+            // `<anything>/<KEY>/<name>`, compared by components (a URL per child costs more than the rest of
+            // the mount's start for a cache of thousands of kernels).
+            let components = old.split(separator: "/", omittingEmptySubsequences: true)
+            guard components.count >= 2, components[components.count - 1] == name,
+                components[components.count - 2] == key
+            else { continue }
             let new = "\(base)/\(directory)/\(name)"
             if new != old {
                 rewritten[name] = new
