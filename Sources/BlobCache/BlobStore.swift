@@ -52,6 +52,11 @@ public protocol BlobStore: Sendable {
     /// Stores the bytes `produce` writes under the digest they hash to (content addressed by construction).
     func ingest(expectedSize: Int64?, _ produce: (BlobWriter) throws -> Void) throws -> StoredBlob
 
+    /// Commits many small blobs held in memory, each verified against its expected digest; one failing does not
+    /// stop the others. Implementations may share one sync among them.
+    /// - Returns: for each expected digest, its path or why it was not committed.
+    func commitBatch(_ blobs: [(expected: Digest, data: Data)]) -> [Digest: Result<String, CacheError>]
+
     /// Runs `body` holding the store-wide, cross-process lock for `digest`. A caller that checks `contains`
     /// inside the lock downloads each blob once even when several processes want it at the same time.
     func withIngestLock<R>(_ digest: Digest, _ body: () throws -> R) throws -> R
@@ -63,6 +68,17 @@ public protocol BlobStore: Sendable {
 }
 
 extension BlobStore {
+    /// One `ingest` per blob.
+    public func commitBatch(_ blobs: [(expected: Digest, data: Data)]) -> [Digest: Result<String, CacheError>] {
+        var results: [Digest: Result<String, CacheError>] = [:]
+        for (expected, data) in blobs {
+            do { results[expected] = .success(try ingest(data: data, expected: expected).path) } catch {
+                results[expected] = .failure(error as? CacheError ?? .io(operation: "ingest", path: "", errno: EIO))
+            }
+        }
+        return results
+    }
+
     /// Returns the blob's path, running `produce` (under the ingest lock) only when no process has it yet.
     /// - Throws: as `ingest(_:expectedSize:_:)`.
     public func ensure(

@@ -154,7 +154,7 @@ public final class DirectoryBlobStore: BlobStore {
     }
 
     /// Creates a fresh temp file in `ingest/`, locked by this writer for its lifetime.
-    private func createTemp(label: String) throws(CacheError) -> (Int32, String) {
+    func createTemp(label: String) throws(CacheError) -> (Int32, String) {
         while true {
             let path = "\(ingestDirectory)/\(label).\(uniqueSuffix()).tmp"
             let fd = Glibc.open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)

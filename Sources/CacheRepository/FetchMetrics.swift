@@ -5,6 +5,8 @@ public final class FetchMetrics: Sendable {
     public struct Snapshot: Sendable, Codable, Hashable {
         public var bytesFetched: Int64 = 0
         public var blobsFetched = 0
+        /// Range requests of eStargz layers (footer, TOC, file members); their bytes count in `bytesFetched`.
+        public var rangeRequests = 0
         public var layerCacheHits = 0
         public var layerCacheMisses = 0
         public var verificationFailures = 0
@@ -41,6 +43,13 @@ public final class FetchMetrics: Sendable {
             $0.bytesFetched += bytes
             $0.blobsFetched += 1
             $0.fetchSeconds.observe(seconds)
+        }
+    }
+
+    func fetchedRange(bytes: Int64) {
+        state.withLock {
+            $0.bytesFetched += bytes
+            $0.rangeRequests += 1
         }
     }
 

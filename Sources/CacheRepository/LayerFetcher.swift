@@ -4,56 +4,334 @@ import OCI
 import Registry
 import Synchronization
 import TarIndex
+import Verification
 
 /// Gets a layer's index: from disk when it was built before, else by downloading the blob (streamed into the
 /// store, which verifies it before committing) and indexing it. One download per digest at a time in this
 /// process; the store's ingest lock covers other processes.
+///
+/// With `lazy`, a layer whose descriptor carries the eStargz `toc.digest` annotation is not downloaded: its
+/// footer and TOC are fetched by range, the TOC is checked against the annotation, and the index is built from
+/// the TOC. File contents are then fetched on demand (`materialize`), each verified against the TOC's digest
+/// before the store commits it.
 public final class LayerFetcher: Sendable {
     private let client: RegistryClient?
     private let repository: String
     private let store: DirectoryBlobStore
     private let indexes: LayerIndexCache
+    private let lazy: Bool
     public let metrics: FetchMetrics
     private let flights = Mutex<[Digest: NSLock]>([:])
+    /// Lock order: a group gate (held across its range requests, the single flight for the files of one
+    /// directory), then `remote`. `remote` is never held across I/O.
+    private let groupGates = Mutex<[String: NSLock]>([:])
+    private let remote = Mutex(RemoteFiles())
+    /// Verified bytes of prefetched metadata not yet committed to the store (the tree build reads hundreds of
+    /// small files once; committing them as they are opened keeps the mount's start free of file creation).
+    private let held = Mutex<[Digest: Data]>([:])
 
-    /// - Parameter client: nil when offline: only what is already local can be served.
-    public init(client: RegistryClient?, repository: String, store: DirectoryBlobStore, metrics: FetchMetrics) throws {
+    /// Where each lazily indexed content lies, and which contents share a directory (fetched together).
+    struct RemoteFiles {
+        struct File {
+            var layer: Descriptor
+            var chunks: [RemoteLayout.Chunk]
+            var size: Int64
+            var group: String
+        }
+        var files: [Digest: File] = [:]
+        var groups: [String: [Digest]] = [:]
+        var registered: Set<Digest> = []
+        /// Indexes built from a TOC in this process and not yet persisted.
+        var unsaved: [Digest: LayerIndex] = [:]
+
+        mutating func register(_ index: LayerIndex, layer: Descriptor) {
+            guard let layout = index.remote, registered.insert(layer.digest).inserted else { return }
+            for entry in index.entries where entry.kind == .file {
+                guard let content = entry.content, files[content] == nil else { continue }
+                let directory = entry.path.lastIndex(of: "/").map { String(entry.path[..<$0]) } ?? ""
+                let group = layer.digest.hex + "/" + directory
+                files[content] = File(
+                    layer: layer, chunks: layout.chunks(of: content) ?? [], size: entry.size, group: group)
+                groups[group, default: []].append(content)
+            }
+        }
+    }
+
+    /// Neighbouring members closer than this are fetched in one request (the gap is downloaded and dropped).
+    static let coalesceGap: Int64 = 256 << 10
+    /// One grouped request covers at most this many bytes.
+    static let maxSpan: Int64 = 32 << 20
+
+    /// - Parameters:
+    ///   - client: nil when offline: only what is already local can be served.
+    ///   - lazy: index eStargz layers from their TOC and fetch files on demand (mounts); otherwise every layer
+    ///     is downloaded whole (fetch, extract).
+    public init(
+        client: RegistryClient?, repository: String, store: DirectoryBlobStore, metrics: FetchMetrics,
+        lazy: Bool = false
+    ) throws {
         self.client = client
         self.repository = repository
         self.store = store
         self.indexes = try LayerIndexCache(store: store)
         self.metrics = metrics
+        self.lazy = lazy
     }
 
     public enum FetchError: Error, Equatable, CustomStringConvertible {
         case offline(Digest)
+        /// The TOC fetched does not hash to the layer's `toc.digest` annotation: the image is unusable.
+        case tocDigestMismatch(layer: Digest, expected: Digest, actual: Digest)
+        /// A content no index of this fetcher names, and not in the store.
+        case unknownContent(Digest)
 
         public var description: String {
             switch self {
             case .offline(let digest): return "layer \(digest.short) is not in the local cache and mcvfs is offline"
+            case .tocDigestMismatch(let layer, let expected, let actual):
+                return
+                    "layer \(layer.short): eStargz TOC has digest \(actual), the manifest's annotation says \(expected)"
+            case .unknownContent(let digest): return "file blob \(digest) is neither local nor in a known layer"
             }
         }
     }
 
     public func index(of layer: Descriptor) throws -> LayerIndex {
-        if let index = indexes.load(layer: layer.digest) {
+        if let index = loadUsable(layer) {
             metrics.layerLookup(hit: true)
             return index
         }
         let gate = flights.withLock { $0[layer.digest, default: NSLock()] }
         gate.lock()
         defer { gate.unlock() }
-        if let index = indexes.load(layer: layer.digest) {
+        if let index = loadUsable(layer) {
             metrics.layerLookup(hit: true)
             return index
         }
         metrics.layerLookup(hit: false)
         do {
+            if lazy, let annotation = layer.annotations?[EStargz.tocDigestAnnotation] {
+                let index = try tocIndex(of: layer, annotation: annotation)
+                // Persisting (encoding thousands of entries, a sync) waits for `persistPrefetched`, off the path
+                // to the first kernel; until then the index lives in this process.
+                remote.withLock {
+                    $0.register(index, layer: layer)
+                    $0.unsaved[layer.digest] = index
+                }
+                return index
+            }
             let blob = try fetchBlob(layer)
             return try indexes.build(layer: layer.digest, blobPath: blob, mediaType: layer.mediaType)
         } catch {
             metrics.failed(error, verification: Self.isVerificationFailure(error))
             throw error
+        }
+    }
+
+    /// The persisted index, when this fetcher can serve from it: a TOC-built one only when lazy (or when every
+    /// content it names is local after all).
+    private func loadUsable(_ layer: Descriptor) -> LayerIndex? {
+        if lazy, let index = remote.withLock({ $0.unsaved[layer.digest] }) { return index }
+        guard let index = indexes.load(layer: layer.digest) else { return nil }
+        if index.remote != nil {
+            guard lazy || indexes.isComplete(index) else { return nil }
+            remote.withLock { $0.register(index, layer: layer) }
+        }
+        return index
+    }
+
+    /// Footer, then TOC, by range; the TOC must hash to the annotation.
+    private func tocIndex(of layer: Descriptor, annotation: String) throws -> LayerIndex {
+        guard let client else { throw FetchError.offline(layer.digest) }
+        let expected: Digest
+        do { expected = try Digest(parsing: annotation) } catch {
+            throw TarError.corrupt(path: nil, reason: "layer \(layer.digest.short): bad toc.digest '\(annotation)'")
+        }
+        let footerStart = layer.size - Int64(EStargz.footerSize)
+        guard footerStart > 0 else {
+            throw TarError.corrupt(path: nil, reason: "layer \(layer.digest.short) is too small for eStargz")
+        }
+        let footer = try range(footerStart..<layer.size, of: layer, client: client)
+        let tocOffset = try EStargz.tocOffset(footer: [UInt8](footer))
+        guard tocOffset < footerStart, footerStart - tocOffset <= EStargz.maxTOCSize else {
+            throw TarError.corrupt(
+                path: nil, reason: "layer \(layer.digest.short): TOC offset \(tocOffset) out of range")
+        }
+        let member = try range(tocOffset..<footerStart, of: layer, client: client)
+        let json = try EStargz.tocJSON(fromMember: member)
+        let actual = SHA256Hasher.digest(json)
+        guard actual == expected else {
+            throw FetchError.tocDigestMismatch(layer: layer.digest, expected: expected, actual: actual)
+        }
+        return try EStargz.index(layer: layer.digest, toc: json, tocOffset: tocOffset)
+    }
+
+    private func range(_ bytes: Range<Int64>, of layer: Descriptor, client: RegistryClient) throws -> Data {
+        var data = Data()
+        data.reserveCapacity(Int(bytes.count))
+        try client.getBlob(repository: repository, digest: layer.digest, range: bytes) { data.append(contentsOf: $0) }
+        metrics.fetchedRange(bytes: Int64(data.count))
+        return data
+    }
+
+    /// Makes `content` local and returns its path: at once when the store has it, else by fetching its members
+    /// from the registry (with the other files of its directory not yet local, in as few requests as their
+    /// layout allows), verifying each file against the TOC digest inside the store's commit. Concurrent calls
+    /// for files of one directory wait for one fetch.
+    /// - Throws: `FetchError.unknownContent` for a digest no lazy index names; `TarError.corrupt` or
+    ///   `CacheError.digestMismatch` for bytes that do not verify (nothing is stored then); registry errors.
+    public func materialize(_ content: Digest) throws -> String {
+        if let path = store.path(for: content) { return path }
+        guard let file = remote.withLock({ $0.files[content] }) else { throw FetchError.unknownContent(content) }
+        let gate = groupGates.withLock { $0[file.group, default: NSLock()] }
+        gate.lock()
+        defer { gate.unlock() }
+        if let path = store.path(for: content) { return path }
+        do {
+            if file.chunks.isEmpty {
+                return try store.ensure(content, expectedSize: 0) { _ in }
+            }
+            if file.chunks.count > 1 || file.chunks[0].length > Self.maxSpan {
+                return try fetchChunked(content, file)
+            }
+            let siblings = remote.withLock { state in
+                (state.groups[file.group] ?? []).compactMap { digest -> (Digest, RemoteFiles.File)? in
+                    guard digest != content, let sibling = state.files[digest], sibling.chunks.count == 1,
+                        sibling.chunks[0].length <= Self.maxSpan
+                    else {
+                        return nil
+                    }
+                    return (digest, sibling)
+                }
+            }.filter { !store.contains($0.0) }
+            // Metadata the tree build already fetched and verified is committed from memory, not fetched again.
+            let all = [(content, file)] + siblings
+            let kept = held.withLock { held in all.compactMap { item in held[item.0].map { (item.0, $0) } } }
+            let keptDigests = Set(kept.map(\.0))
+            let fetched = try fetchVerified(
+                all.filter { !keptDigests.contains($0.0) }, required: keptDigests.contains(content) ? nil : content)
+            let committed = store.commitBatch(kept + fetched)
+            held.withLock { held in
+                for (digest, result) in committed { if case .success = result { held[digest] = nil } }
+            }
+            switch committed[content] {
+            case .success(let path)?: return path
+            case .failure(let error)?: throw error
+            case nil: throw FetchError.unknownContent(content)
+            }
+        } catch {
+            metrics.failed(error, verification: Self.isVerificationFailure(error))
+            throw error
+        }
+    }
+
+    /// Fetches what it can of `contents` (best effort, for the tree build's metadata): single-member files not
+    /// yet local, in coalesced range requests, verified and held in memory (`contents(of:)` serves them; the
+    /// first open of their directory commits them). Failures are left for `materialize` to report.
+    public func prefetch(_ contents: [Digest]) {
+        let wanted = remote.withLock { state in
+            contents.compactMap { digest -> (Digest, RemoteFiles.File)? in
+                guard let file = state.files[digest], file.chunks.count == 1, file.chunks[0].length <= Self.maxSpan
+                else { return nil }
+                return (digest, file)
+            }
+        }.filter { !store.contains($0.0) }
+        guard let fetched = try? fetchVerified(wanted, required: nil) else { return }
+        held.withLock { held in
+            for (digest, data) in fetched { held[digest] = data }
+        }
+    }
+
+    /// Persists the indexes built from TOCs and commits the prefetched metadata still held in memory (one sync
+    /// for all), so a later mount over this cache fetches none of it again.
+    public func persistPrefetched() {
+        for (digest, index) in remote.withLock({ $0.unsaved }) {
+            do {
+                try indexes.save(index)
+                remote.withLock { _ = $0.unsaved.removeValue(forKey: digest) }
+            } catch {
+                metrics.failed(error, verification: false)
+            }
+        }
+        let pending = held.withLock { held in held.map { (expected: $0.key, data: $0.value) } }
+        guard !pending.isEmpty else { return }
+        let committed = store.commitBatch(pending)
+        held.withLock { held in
+            for (digest, result) in committed { if case .success = result { held[digest] = nil } }
+        }
+    }
+
+    /// The bytes of a file content: from memory when prefetched, else from the store (fetching it first).
+    public func contents(of content: Digest) throws -> Data {
+        if let data = held.withLock({ $0[content] }) { return data }
+        return try Data(contentsOf: URL(fileURLWithPath: try materialize(content)))
+    }
+
+    /// Fetches single-member files in coalesced spans of one layer at a time and returns the bytes of those whose
+    /// sha256 matches the TOC; only the failure of `required` is thrown.
+    private func fetchVerified(
+        _ files: [(Digest, RemoteFiles.File)], required: Digest?
+    ) throws -> [(expected: Digest, data: Data)] {
+        guard let client else {
+            if let required { throw FetchError.offline(required) }
+            return []
+        }
+        var verified: [(expected: Digest, data: Data)] = []
+        var seen = Set<Digest>()
+        let byLayer = Dictionary(grouping: files.filter { seen.insert($0.0).inserted }, by: { $0.1.layer.digest })
+        for (_, group) in byLayer {
+            let layer = group[0].1.layer
+            let sorted = group.sorted { $0.1.chunks[0].offset < $1.1.chunks[0].offset }
+            var spans: [[(Digest, RemoteFiles.File)]] = []
+            for item in sorted {
+                let chunk = item.1.chunks[0]
+                if let last = spans.last?.last?.1.chunks[0], let first = spans.last?.first?.1.chunks[0],
+                    chunk.offset - (last.offset + last.length) <= Self.coalesceGap,
+                    chunk.offset + chunk.length - first.offset <= Self.maxSpan
+                {
+                    spans[spans.count - 1].append(item)
+                } else {
+                    spans.append([item])
+                }
+            }
+            for span in spans {
+                let start = span[0].1.chunks[0].offset
+                let end = span.map { $0.1.chunks[0].offset + $0.1.chunks[0].length }.max()!
+                let holdsRequired = span.contains { $0.0 == required }
+                let data: Data
+                do { data = try range(start..<end, of: layer, client: client) } catch {
+                    if holdsRequired { throw error }
+                    continue
+                }
+                for (content, file) in span {
+                    let chunk = file.chunks[0]
+                    do {
+                        let lower = Int(chunk.offset - start)
+                        let member = data.subdata(in: lower..<(lower + Int(chunk.length)))
+                        let bytes = try EStargz.chunkBytes(member: member, size: chunk.size, digest: chunk.digest)
+                        let actual = SHA256Hasher.digest(bytes)
+                        guard actual == content, Int64(bytes.count) == file.size else {
+                            throw CacheError.digestMismatch(expected: content, actual: actual, size: Int64(bytes.count))
+                        }
+                        verified.append((content, bytes))
+                    } catch where content != required {
+                        continue
+                    }
+                }
+            }
+        }
+        return verified
+    }
+
+    /// A file of several members: one request per member, streamed into the store in order.
+    private func fetchChunked(_ content: Digest, _ file: RemoteFiles.File) throws -> String {
+        guard let client else { throw FetchError.offline(content) }
+        return try store.ensure(content, expectedSize: file.size) { writer in
+            for chunk in file.chunks {
+                let member = try range(chunk.offset..<(chunk.offset + chunk.length), of: file.layer, client: client)
+                let bytes = try EStargz.chunkBytes(member: member, size: chunk.size, digest: chunk.digest)
+                try writer.write(bytes)
+            }
         }
     }
 
@@ -78,7 +356,8 @@ public final class LayerFetcher: Sendable {
 
     static func isVerificationFailure(_ error: any Error) -> Bool {
         switch error {
-        case RegistryError.digestMismatch, CacheError.digestMismatch, is TarError: return true
+        case RegistryError.digestMismatch, CacheError.digestMismatch, is TarError, FetchError.tocDigestMismatch:
+            return true
         default: return false
         }
     }

@@ -44,16 +44,39 @@ public struct ImageBuilder: Sendable {
         case perTarget = "per-target"
     }
 
+    /// How the layer is stored.
+    public enum LayerFormat: String, Sendable, CaseIterable {
+        /// Uncompressed tar.
+        case tar
+        case gzip
+        case zstd
+        /// gzip with one member per file and a TOC (`EStargz`): still a tar.gz to every reader, and mounts fetch
+        /// only the files they read.
+        case estargz
+
+        init(_ compression: LayerWriter.Compression) {
+            switch compression {
+            case .none: self = .tar
+            case .gzip: self = .gzip
+            case .zstd: self = .zstd
+            }
+        }
+    }
+
     public struct Options: Sendable {
-        public var compression: LayerWriter.Compression
+        public var format: LayerFormat
         /// RFC 3339 time for the config's `created`; nil leaves it out, keeping digests reproducible.
         public var created: String?
         public var split: Split
 
-        public init(compression: LayerWriter.Compression = .gzip, created: String? = nil, split: Split = .none) {
-            self.compression = compression
+        public init(format: LayerFormat = .estargz, created: String? = nil, split: Split = .none) {
+            self.format = format
             self.created = created
             self.split = split
+        }
+
+        public init(compression: LayerWriter.Compression, created: String? = nil, split: Split = .none) {
+            self.init(format: LayerFormat(compression), created: created, split: split)
         }
     }
 
@@ -157,25 +180,44 @@ public struct ImageBuilder: Sendable {
     /// - Throws: `TarError` from the writer, `BuildError.io` for file failures.
     public func build(_ plan: Plan, in directory: URL) throws -> BuiltImage {
         let tarPath = directory.appendingPathComponent("layer-\(UUID().uuidString).tar").path
-        let diffID = try Self.writeHashed(to: tarPath) { sink in try LayerWriter.writeTar(plan.entries, to: sink) }
         let layerPath: String
         let layerDigest: Digest
+        let diffID: (digest: Digest, size: Int64)
         let mediaType: String
-        switch options.compression {
-        case .none:
+        var annotations: [String: String]?
+        switch options.format {
+        case .estargz:
+            layerPath = tarPath + ".gz"
+            var written: EStargzWriter.Written?
+            layerDigest = try Self.writeHashed(to: layerPath) { sink in
+                written = try EStargzWriter.write(plan.entries, scratch: tarPath, to: sink)
+            }.digest
+            diffID = (written!.diffID, written!.uncompressedSize)
+            mediaType = MediaType.ociLayerGzip
+            annotations = [
+                EStargz.tocDigestAnnotation: written!.tocDigest.description,
+                EStargz.uncompressedSizeAnnotation: String(written!.uncompressedSize),
+            ]
+        case .tar:
+            diffID = try Self.writeHashed(to: tarPath) { sink in try LayerWriter.writeTar(plan.entries, to: sink) }
             layerPath = tarPath
             layerDigest = diffID.digest
             mediaType = MediaType.ociLayerTar
         case .gzip, .zstd:
-            layerPath = tarPath + (options.compression == .gzip ? ".gz" : ".zst")
+            diffID = try Self.writeHashed(to: tarPath) { sink in try LayerWriter.writeTar(plan.entries, to: sink) }
+            let compression: LayerWriter.Compression = options.format == .gzip ? .gzip : .zstd
+            layerPath = tarPath + (compression == .gzip ? ".gz" : ".zst")
             layerDigest = try Self.writeHashed(to: layerPath) { sink in
-                try LayerWriter.compress(file: tarPath, as: options.compression, to: sink)
+                try LayerWriter.compress(file: tarPath, as: compression, to: sink)
             }.digest
             unlink(tarPath)
-            mediaType = options.compression == .gzip ? MediaType.ociLayerGzip : MediaType.ociLayerZstd
+            mediaType = compression == .gzip ? MediaType.ociLayerGzip : MediaType.ociLayerZstd
         }
         let layerSize = try Self.fileSize(layerPath)
-        let layer = BlobFile(path: layerPath, descriptor: Descriptor(mediaType: mediaType, digest: layerDigest, size: layerSize))
+        let layer = BlobFile(
+            path: layerPath,
+            descriptor: Descriptor(
+                mediaType: mediaType, digest: layerDigest, size: layerSize, annotations: annotations))
 
         let config = Self.configJSON(labels: plan.labels, diffID: diffID.digest, created: options.created)
         let configDescriptor = Descriptor(

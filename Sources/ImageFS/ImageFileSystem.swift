@@ -81,6 +81,10 @@ public final class ImageFileSystem: FileSystem {
 
     public var isLoaded: Bool { state.withLock { $0.tree != nil } }
 
+    /// Stores prefetched metadata still held in memory (also done in the background after the load); call at
+    /// unmount so a later mount over the same cache fetches nothing again.
+    public func persistPrefetched() { provider.persistPrefetched() }
+
     /// Loads every image now (prefetch); the same load a first lookup would do.
     public func load() throws(FSError) -> ImageTree {
         if let tree = state.withLock({ $0.tree }) { return tree }
@@ -93,6 +97,13 @@ public final class ImageFileSystem: FileSystem {
         }
         do {
             let indexes = try loadLayers()
+            // Lazily indexed layers: the tree build reads every kernel's metadata and group file, so fetch
+            // them together first (eStargz layers mcvfs writes keep them in one run of the blob).
+            provider.prefetch(
+                indexes.joined().flatMap(\.entries).compactMap { entry in
+                    guard entry.kind == .file, EStargzWriter.isTreeMetadata(entry.path) else { return nil }
+                    return entry.content
+                })
             var builder = ImageTreeBuilder(options: options.tree, readBlob: readBlob)
             for (image, layers) in zip(images, indexes) {
                 try builder.add(layers: layers, image: image)
@@ -104,6 +115,9 @@ public final class ImageFileSystem: FileSystem {
                 $0.report = report
                 $0.lastFailure = nil
             }
+            // The metadata the build read is verified and in memory; storing it (file creation, a sync) is kept
+            // off the path to the first kernel.
+            DispatchQueue.global(qos: .utility).async { [provider] in provider.persistPrefetched() }
             return tree
         } catch {
             let reason = String(describing: error)
@@ -124,13 +138,7 @@ public final class ImageFileSystem: FileSystem {
     }
 
     private func readBlob(_ digest: Digest) throws -> Data {
-        guard let path = provider.path(of: digest) else {
-            throw FSError.unavailable(reason: "file blob \(digest) missing from the local store")
-        }
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw FSError.unavailable(reason: "cannot read file blob \(digest)")
-        }
-        return data
+        try provider.contents(of: digest)
     }
 
     // MARK: FileSystem
@@ -209,8 +217,15 @@ public final class ImageFileSystem: FileSystem {
         case .bytes(let data)?:
             file = .bytes(data)
         case .blob(let digest)?:
-            guard let path = provider.path(of: digest) else {
-                throw .unavailable(reason: "file blob \(digest) missing from the local store")
+            let path: String
+            if let local = provider.path(of: digest) {
+                path = local
+            } else {
+                // Fetched on first open (an eStargz layer), verified before it is stored; a file whose bytes
+                // do not verify fails alone, and nothing of it is kept.
+                do { path = try provider.materialize(digest) } catch let error as FSError { throw error } catch {
+                    throw .unavailable(reason: "fetching file blob \(digest): \(error)")
+                }
             }
             let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
             guard fd >= 0 else { throw .unavailable(reason: "open \(path): \(String(cString: strerror(errno)))") }

@@ -74,6 +74,23 @@ public final class LayerIndexCache: Sendable {
         }
     }
 
+    /// Persists an index built elsewhere (from an eStargz TOC), atomically, under the layer's index lock.
+    /// - Throws: `TarError.store` when it cannot be written.
+    public func save(_ index: LayerIndex) throws(TarError) {
+        do {
+            try FileLock.withExclusive(path: directory + "/\(index.layer.hex).lock") {
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.sortedKeys]
+                let data = try encoder.encode(Persisted(formatVersion: Self.formatVersion, index: index))
+                try AtomicFile.write(data, to: path(for: index.layer))
+            }
+        } catch let error as CacheError {
+            throw TarError.store(error)
+        } catch {
+            throw TarError.corrupt(path: nil, reason: "cannot encode index: \(error)")
+        }
+    }
+
     /// Drops the persisted index (the file contents stay in the store).
     public func remove(layer: Digest) {
         unlink(path(for: layer))

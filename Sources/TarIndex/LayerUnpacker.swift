@@ -1,6 +1,7 @@
 import BlobCache
 import Foundation
 import OCI
+import Verification
 
 /// Reads a layer blob (tar, tar+gzip, tar+zstd; detected from the content, the media type is only checked to be
 /// a tar kind) and stores every regular file's bytes in a `BlobStore` as its own content-addressed blob, hashed
@@ -53,6 +54,7 @@ public struct LayerUnpacker: Sendable {
             }
             try add(header, to: &state)
         }
+        try flush(&state)
         var tree: [String: TarEntry] = [:]
         var whiteouts: [TarEntry] = []
         for (key, entry) in state.entries {
@@ -75,6 +77,10 @@ public struct LayerUnpacker: Sendable {
         var entries: [String: TarEntry] = [:]
         var total: Int64 = 0
         var count = 0
+        /// Small files read and hashed but not committed yet: committed together, with one sync (the index is
+        /// written only after `flush`).
+        var batch: [(expected: Digest, data: Data)] = []
+        var batchBytes = 0
 
         mutating func record(_ key: String, _ entry: TarEntry) {
             if entries.updateValue(entry, forKey: key) == nil { order.append(key) }
@@ -142,7 +148,12 @@ public struct LayerUnpacker: Sendable {
                 state.record(State.whiteoutKey + "opq:" + directory, entry)
             case .none:
                 try checkSize(header, raw: raw, state: state)
-                let stored = try copyContent(of: raw, size: header.size, state: state)
+                let stored: StoredBlob
+                if let size = header.size, size <= Self.batchedFileSize {
+                    stored = try readSmall(raw, size: size, state: &state)
+                } else {
+                    stored = try copyContent(of: raw, size: header.size, state: state)
+                }
                 state.total += stored.size
                 state.record(
                     path,
@@ -156,6 +167,44 @@ public struct LayerUnpacker: Sendable {
         case 0o010000: throw hostile("FIFO node")
         case 0o140000: throw hostile("socket node")
         case let other: throw hostile("unsupported file type \(String(other, radix: 8))")
+        }
+    }
+
+    /// Files up to this size are read into memory and committed in batches (a Triton cache is thousands of
+    /// small files; two `fsync`s each would cost more than reading the layer).
+    static let batchedFileSize: Int64 = 1 << 20
+
+    /// Reads the current entry (known to be `size` bytes) into the batch; flushes the batch when it is large.
+    private func readSmall(_ path: String, size: Int64, state: inout State) throws(TarError) -> StoredBlob {
+        var data = Data(capacity: Int(size))
+        while true {
+            let n = try state.reader.readData(into: state.buffer)
+            if n == 0 { break }
+            if Int64(data.count + n) > size {
+                throw TarError.corrupt(path: path, reason: "more data than the \(size) bytes declared")
+            }
+            data.append(UnsafeRawBufferPointer(rebasing: state.buffer[..<n]).bindMemory(to: UInt8.self))
+        }
+        guard Int64(data.count) == size else {
+            throw TarError.corrupt(path: path, reason: "truncated: \(data.count) of \(size) bytes")
+        }
+        let digest = SHA256Hasher.digest(data)
+        if !store.contains(digest) {
+            state.batch.append((digest, data))
+            state.batchBytes += data.count
+            if state.batch.count >= 4096 || state.batchBytes >= 64 << 20 { try flush(&state) }
+        }
+        return StoredBlob(digest: digest, size: size, path: "")
+    }
+
+    /// Commits the batched small files; any failure fails the layer (no index is written).
+    private func flush(_ state: inout State) throws(TarError) {
+        guard !state.batch.isEmpty else { return }
+        let results = store.commitBatch(state.batch)
+        state.batch.removeAll()
+        state.batchBytes = 0
+        for result in results.values {
+            if case .failure(let error) = result { throw TarError.store(error) }
         }
     }
 

@@ -62,8 +62,16 @@ public enum LayerWriter {
         _ entries: [Entry], to sink: @escaping (UnsafeRawBufferPointer) throws -> Void
     ) throws {
         let sorted = entries.sorted { Array($0.path.utf8).lexicographicallyPrecedes(Array($1.path.utf8)) }
-        for (a, b) in zip(sorted, sorted.dropFirst()) where a.path == b.path {
-            throw TarError.corrupt(path: a.path, reason: "the layer would hold this path twice")
+        try writeTar(inOrder: sorted, to: sink)
+    }
+
+    /// Writes the tar stream of `entries` in the order given (duplicates refused).
+    static func writeTar(
+        inOrder sorted: [Entry], to sink: @escaping (UnsafeRawBufferPointer) throws -> Void
+    ) throws {
+        var seen = Set<String>()
+        for entry in sorted where !seen.insert(entry.path).inserted {
+            throw TarError.corrupt(path: entry.path, reason: "the layer would hold this path twice")
         }
         let writer = try ArchiveWriter(sink: sink)
         try writer.check(archive_write_set_format_pax_restricted(writer.handle), "set_format_pax_restricted")

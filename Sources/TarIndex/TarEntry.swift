@@ -50,12 +50,53 @@ public struct TarEntry: Codable, Sendable, Hashable {
 public struct LayerIndex: Codable, Sendable, Hashable {
     public var layer: Digest
     public var entries: [TarEntry]
+    /// Where each file's bytes lie in the remote blob, for a layer indexed from its eStargz TOC without being
+    /// downloaded; nil when the layer was unpacked (every file content is then in the store). Optional, so
+    /// indexes persisted before it existed still decode.
+    public var remote: RemoteLayout?
 
-    public init(layer: Digest, entries: [TarEntry]) {
+    public init(layer: Digest, entries: [TarEntry], remote: RemoteLayout? = nil) {
         self.layer = layer
         self.entries = entries
+        self.remote = remote
     }
 
     /// Content blobs the index refers to.
     public var contentDigests: Set<Digest> { Set(entries.compactMap(\.content)) }
+}
+
+/// The compressed locations of an eStargz layer's files: enough to fetch and verify any one of them with range
+/// requests.
+public struct RemoteLayout: Codable, Sendable, Hashable {
+    /// One gzip member holding a chunk of a file.
+    public struct Chunk: Codable, Sendable, Hashable {
+        /// Offset and length of the gzip member in the compressed blob.
+        public var offset: Int64
+        public var length: Int64
+        /// Where the chunk's bytes go in the file, and how many there are.
+        public var chunkOffset: Int64
+        public var size: Int64
+        /// The TOC's `chunkDigest`, when it gives one.
+        public var digest: Digest?
+
+        public init(offset: Int64, length: Int64, chunkOffset: Int64, size: Int64, digest: Digest?) {
+            self.offset = offset
+            self.length = length
+            self.chunkOffset = chunkOffset
+            self.size = size
+            self.digest = digest
+        }
+    }
+
+    /// sha256 of the TOC JSON, as the layer annotation pinned it.
+    public var tocDigest: Digest
+    /// Chunks of each file content, keyed by the content digest's string form, in file order.
+    public var chunks: [String: [Chunk]]
+
+    public init(tocDigest: Digest, chunks: [String: [Chunk]]) {
+        self.tocDigest = tocDigest
+        self.chunks = chunks
+    }
+
+    public func chunks(of content: Digest) -> [Chunk]? { chunks[content.description] }
 }

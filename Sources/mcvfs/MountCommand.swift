@@ -129,6 +129,7 @@ struct MountCommand: ParsableCommand {
         node.serving(message)
         daemon.ready(message: message)
         try session.run(stopping: node.stopping)
+        images.persistPrefetched()
         node.finished()
         Log.info("unmounted \(mountpoint)")
     }

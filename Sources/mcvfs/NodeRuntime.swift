@@ -137,13 +137,15 @@ final class NodeRuntime: Sendable {
                 (
                     "mirror \(mirror)",
                     try LayerFetcher(
-                        client: mirrorClient, repository: reference.repository, store: store, metrics: metrics)
+                        client: mirrorClient, repository: reference.repository, store: store, metrics: metrics,
+                        lazy: true)
                 ))
         }
         fetchers.append(
             (
                 offline ? "local cache" : "origin",
-                try LayerFetcher(client: origin, repository: reference.repository, store: store, metrics: metrics)
+                try LayerFetcher(
+                    client: origin, repository: reference.repository, store: store, metrics: metrics, lazy: true)
             ))
         var layers: [Digest] = []
         var blobs: [Digest] = []
@@ -252,6 +254,9 @@ final class NodeRuntime: Sendable {
         counter("mcvfs_fetched_bytes_total", "Bytes of layer blobs downloaded.", Double(fetch.bytesFetched))
         counter("mcvfs_fetched_blobs_total", "Layer blobs downloaded.", Double(fetch.blobsFetched))
         counter(
+            "mcvfs_range_requests_total", "Range requests of eStargz layers (footer, TOC, file members).",
+            Double(fetch.rangeRequests))
+        counter(
             "mcvfs_layer_cache_hits_total", "Layer lookups served from the local index cache.",
             Double(fetch.layerCacheHits))
         counter(
@@ -349,7 +354,9 @@ final class ServiceLayerProvider: LayerProvider {
         if used.withLock({ $0.insert(layer.digest).inserted }) {
             let contents = index.contentDigests
             try? lease.add(layers: [layer.digest], blobs: Array(contents))
-            for digest in contents.union([layer.digest]) { try? runtime.store.touch(digest) }
+            for digest in contents.union([layer.digest]) where runtime.store.contains(digest) {
+                try? runtime.store.touch(digest)  // lazily indexed layers name contents not fetched yet
+            }
             runtime.enforceBound()
             runtime.layerLoaded()
         }
@@ -368,4 +375,42 @@ final class ServiceLayerProvider: LayerProvider {
     }
 
     func path(of content: Digest) -> String? { fetchers[0].1.path(of: content) }
+
+    /// Through the mirror, then the origin, under `leases/.lock` shared like `index(of:)`: this mount's lease
+    /// already names the content, so no eviction can take it between its ingest and its first read.
+    func materialize(_ content: Digest) throws -> String {
+        try runtime.janitor.leases.withLock(exclusive: false) {
+            var lastError: (any Error)?
+            for (name, fetcher) in fetchers {
+                do { return try fetcher.materialize(content) } catch LayerFetcher.FetchError.unknownContent {
+                    continue
+                } catch {
+                    if fetcher !== fetchers.last!.1 {
+                        runtime.noteMirrorFallback("on file \(content.short) (\(name))", error)
+                    }
+                    lastError = error
+                }
+            }
+            throw lastError ?? LayerFetcher.FetchError.unknownContent(content)
+        }
+    }
+
+    func contents(of content: Digest) throws -> Data {
+        for (_, fetcher) in fetchers {
+            if let data = try? fetcher.contents(of: content) { return data }
+        }
+        return try Data(contentsOf: URL(fileURLWithPath: try materialize(content)))
+    }
+
+    func persistPrefetched() {
+        try? runtime.janitor.leases.withLock(exclusive: false) {
+            for (_, fetcher) in fetchers { fetcher.persistPrefetched() }
+        }
+    }
+
+    func prefetch(_ contents: [Digest]) {
+        try? runtime.janitor.leases.withLock(exclusive: false) {
+            for (_, fetcher) in fetchers { fetcher.prefetch(contents) }
+        }
+    }
 }

@@ -5,7 +5,7 @@ import OCI
 import TarIndex
 import Trust
 
-extension LayerWriter.Compression: ExpressibleByArgument {}
+extension ImageBuilder.LayerFormat: ExpressibleByArgument {}
 extension ImageBuilder.Split: ExpressibleByArgument {}
 
 struct PushCommand: ParsableCommand {
@@ -31,8 +31,12 @@ struct PushCommand: ParsableCommand {
 
     @OptionGroup var global: GlobalOptions
 
-    @Option(help: "Layer compression: tar (none), gzip or zstd.")
-    var layerFormat: LayerWriter.Compression = .gzip
+    @Option(
+        help: """
+            Layer format: estargz (gzip with a per-file index, so mounts fetch only what they read; any tar.gz \
+            reader extracts it), gzip, zstd or tar (uncompressed).
+            """)
+    var layerFormat: ImageBuilder.LayerFormat = .estargz
 
     @Option(help: "none, or per-target: one image (tag) per GPU target in the cache.")
     var split: ImageBuilder.Split = .none
@@ -80,7 +84,7 @@ struct PushCommand: ParsableCommand {
             let signingKey = try signKey.map(loadPrivateKey(path:))
             if signingKey != nil && output != nil { throw PushError.signingLayout }
             let builder = ImageBuilder(
-                scan: scan, options: .init(compression: layerFormat, created: created, split: split))
+                scan: scan, options: .init(format: layerFormat, created: created, split: split))
             let plans = try builder.plans()
 
             let destination: any ImageDestination

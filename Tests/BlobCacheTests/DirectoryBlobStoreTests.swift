@@ -22,6 +22,25 @@ import Verification
         try FileManager.default.contentsOfDirectory(atPath: dir.path + "/ingest").filter { $0.hasSuffix(".tmp") }
     }
 
+    @Test func batchCommitsWhatVerifiesAndNothingElse() throws {
+        let good = Data("kernel".utf8), other = Data("metadata".utf8)
+        let forged = SHA256Hasher.digest(Data("what the TOC promised".utf8))
+        let results = store.commitBatch([
+            (SHA256Hasher.digest(good), good), (forged, Data("tampered".utf8)), (SHA256Hasher.digest(other), other),
+        ])
+        #expect(try results[SHA256Hasher.digest(good)]?.get() == store.path(for: SHA256Hasher.digest(good)))
+        #expect(try results[SHA256Hasher.digest(other)]?.get() != nil)
+        guard case .failure(.digestMismatch)? = results[forged] else {
+            Issue.record("a blob that does not match its digest was committed: \(String(describing: results[forged]))")
+            return
+        }
+        #expect(!store.contains(forged))
+        #expect(try blobFiles().count == 2)
+        #expect(try ingestTemps().isEmpty)
+        let again = store.commitBatch([(SHA256Hasher.digest(good), good)])  // already there: kept, not rewritten
+        #expect(try again[SHA256Hasher.digest(good)]?.get() == store.path(for: SHA256Hasher.digest(good)))
+    }
+
     @Test func createsLayout() throws {
         var isDirectory: ObjCBool = false
         #expect(FileManager.default.fileExists(atPath: dir.path + "/blobs/sha256", isDirectory: &isDirectory))

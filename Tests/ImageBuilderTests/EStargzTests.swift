@@ -1,0 +1,196 @@
+import BlobCache
+import Foundation
+import OCI
+import TarIndex
+import Testing
+import Verification
+
+@testable import ImageBuilder
+
+/// The eStargz writer and the TOC reader, without a registry: what a mount would fetch by range is sliced out
+/// of the written blob here.
+@Suite struct EStargzTests {
+    struct Layer {
+        var blob: Data
+        var written: EStargzWriter.Written
+    }
+
+    func entries(in dir: TemporaryDirectory, big: Int = 10_000) throws -> [LayerWriter.Entry] {
+        try dir.write("kernel bytes", to: "src/a.cubin")
+        try dir.write(String(repeating: "0123456789abcdef", count: big / 16), to: "src/big.llir")
+        return [
+            .directory("io.triton.cache"),
+            .directory("io.triton.cache/K"),
+            LayerWriter.Entry(path: "io.triton.cache/K/a.cubin", content: .file(sourcePath: dir.path + "/src/a.cubin", size: 12)),
+            LayerWriter.Entry(
+                path: "io.triton.cache/K/big.llir", content: .file(sourcePath: dir.path + "/src/big.llir", size: Int64(big / 16 * 16))),
+            LayerWriter.Entry(path: "io.triton.cache/K/a.json", content: .bytes(Data(#"{"target":{}}"#.utf8))),
+            LayerWriter.Entry(path: "io.triton.cache/K/__grp__a.json", content: .bytes(Data(#"{"child_paths":{}}"#.utf8))),
+            LayerWriter.Entry(path: "io.triton.cache/K/empty", content: .bytes(Data())),
+            LayerWriter.Entry(path: "io.triton.cache/K/link", content: .symlink(target: "a.cubin")),
+        ]
+    }
+
+    func write(_ entries: [LayerWriter.Entry], chunkSize: Int64 = 4096) throws -> Layer {
+        let dir = try TemporaryDirectory()
+        var blob = Data()
+        let written = try EStargzWriter.write(entries, scratch: dir.path + "/scratch.tar", chunkSize: chunkSize) {
+            blob.append(contentsOf: $0)
+        }
+        return Layer(blob: blob, written: written)
+    }
+
+    /// Footer → TOC offset → TOC JSON, as `LayerFetcher` does with two range requests.
+    func toc(of blob: Data) throws -> (offset: Int64, json: Data) {
+        let footer = [UInt8](blob.suffix(EStargz.footerSize))
+        let offset = try EStargz.tocOffset(footer: footer)
+        let member = blob.subdata(in: Int(offset)..<(blob.count - EStargz.footerSize))
+        return (offset, try EStargz.tocJSON(fromMember: member))
+    }
+
+    @Test func sameEntriesGiveTheSameBytesWhateverTheirOrder() throws {
+        let dir = try TemporaryDirectory()
+        let items = try entries(in: dir)
+        let a = try write(items)
+        let b = try write(items.reversed())
+        #expect(a.blob == b.blob)
+        #expect(a.written == b.written)
+    }
+
+    @Test func footerRoundTripsAndRejectsOtherBytes() throws {
+        let footer = EStargz.footer(tocOffset: 0x1234_5678)
+        #expect(footer.count == 51)
+        #expect(try EStargz.tocOffset(footer: footer) == 0x1234_5678)
+        var bad = footer
+        bad[13] = UInt8(ascii: "X")
+        #expect(throws: TarError.self) { try EStargz.tocOffset(footer: bad) }
+        #expect(throws: TarError.self) { try EStargz.tocOffset(footer: Array(footer.dropLast())) }
+    }
+
+    @Test func tocPinsEveryFileAndItsMembersDecompressAlone() throws {
+        let dir = try TemporaryDirectory()
+        let layer = try write(try entries(in: dir))
+        let (offset, json) = try toc(of: layer.blob)
+        #expect(SHA256Hasher.digest(json) == layer.written.tocDigest)
+        let index = try EStargz.index(layer: SHA256Hasher.digest(layer.blob), toc: json, tocOffset: offset)
+        let files = Dictionary(uniqueKeysWithValues: index.entries.map { ($0.path, $0) })
+        #expect(files["io.triton.cache/K/link"]?.kind == .symlink)
+        #expect(files["io.triton.cache/K"]?.kind == .directory)
+        let remote = try #require(index.remote)
+        for name in ["a.cubin", "big.llir", "a.json", "__grp__a.json"] {
+            let source = name.hasSuffix(".cubin") || name.hasSuffix(".llir") ? try Data(contentsOf: URL(fileURLWithPath: dir.path + "/src/" + name))
+                : (name == "a.json" ? Data(#"{"target":{}}"#.utf8) : Data(#"{"child_paths":{}}"#.utf8))
+            let entry = try #require(files["io.triton.cache/K/" + name])
+            #expect(entry.content == SHA256Hasher.digest(source))
+            var assembled = Data()
+            for chunk in try #require(remote.chunks(of: entry.content!)) {
+                let member = layer.blob.subdata(in: Int(chunk.offset)..<Int(chunk.offset + chunk.length))
+                assembled += try EStargz.chunkBytes(member: member, size: chunk.size, digest: chunk.digest)
+            }
+            #expect(assembled == source, "\(name)")
+        }
+        #expect(remote.chunks(of: files["io.triton.cache/K/big.llir"]!.content!)?.count == 3)  // 10000 B in 4 KiB
+        #expect(files["io.triton.cache/K/empty"]?.content == SHA256Hasher.digest(Data()))
+    }
+
+    @Test func metadataComesBeforeOtherFiles() throws {
+        let dir = try TemporaryDirectory()
+        let layer = try write(try entries(in: dir))
+        let names = try layerEntryNames(layer.blob)
+        #expect(names.prefix(4) == [
+            "io.triton.cache/", "io.triton.cache/K/", "io.triton.cache/K/__grp__a.json", "io.triton.cache/K/a.json",
+        ])
+        #expect(names.last == EStargz.tocName)
+    }
+
+    /// An eStargz layer is an ordinary tar.gz: mcvfs's own unpacker (libarchive) reads it, diff_id included.
+    @Test func libarchiveReadsItAsAnOrdinaryTarGz() throws {
+        let dir = try TemporaryDirectory()
+        let items = try entries(in: dir)
+        let layer = try write(items)
+        let blobPath = dir.path + "/layer.tar.gz"
+        try layer.blob.write(to: URL(fileURLWithPath: blobPath))
+        let store = try DirectoryBlobStore(root: dir.url.appendingPathComponent("store"))
+        let index = try LayerUnpacker(store: store).index(layer: SHA256Hasher.digest(layer.blob), blobPath: blobPath)
+        let lazy = try EStargz.index(layer: index.layer, toc: try toc(of: layer.blob).json, tocOffset: try toc(of: layer.blob).offset)
+        let unpacked = Dictionary(uniqueKeysWithValues: index.entries.map { ($0.path, $0.content) })
+        for entry in lazy.entries where entry.kind == .file {
+            #expect(unpacked[entry.path] == entry.content, "\(entry.path)")
+            #expect(store.contains(entry.content!))
+        }
+        #expect(unpacked[EStargz.tocName] != nil)
+        #expect(SHA256Hasher.digest(try EStargz.gunzipAll(layer.blob)) == layer.written.diffID)
+    }
+
+    @Test func aCorruptedMemberFailsVerification() throws {
+        let dir = try TemporaryDirectory()
+        let layer = try write(try entries(in: dir))
+        let (offset, json) = try toc(of: layer.blob)
+        let index = try EStargz.index(layer: SHA256Hasher.digest(layer.blob), toc: json, tocOffset: offset)
+        let cubin = try #require(index.entries.first { $0.path.hasSuffix("a.cubin") }?.content)
+        let chunk = try #require(index.remote?.chunks(of: cubin)?.first)
+        var member = layer.blob.subdata(in: Int(chunk.offset)..<Int(chunk.offset + chunk.length))
+        member[member.startIndex + 12] ^= 0x55
+        #expect(throws: TarError.self) { try EStargz.chunkBytes(member: member, size: chunk.size, digest: chunk.digest) }
+        // Bytes that decompress but differ from the TOC's digest fail too.
+        #expect(throws: TarError.self) {
+            try EStargz.chunkBytes(
+                member: layer.blob.subdata(in: Int(chunk.offset)..<Int(chunk.offset + chunk.length)), size: chunk.size,
+                digest: SHA256Hasher.digest(Data("other".utf8)))
+        }
+    }
+
+    @Test func tocTimesParseWithoutAFormatter() {
+        #expect(EStargz.parseTime("1970-01-01T00:00:00Z") == 0)
+        #expect(EStargz.parseTime("2025-01-31T12:00:00Z") == 1_738_324_800)
+        #expect(EStargz.parseTime("2024-02-29T23:59:59Z") == 1_709_251_199)
+        #expect(EStargz.parseTime("2025-01-31T12:00:00+01:00") == nil)  // left to ISO8601DateFormatter
+    }
+
+    @Test func hostileTOCEntriesRefuseTheLayer() throws {
+        func index(_ entries: [EStargz.Entry]) throws -> LayerIndex {
+            let json = try JSONEncoder().encode(EStargz.TOC(entries: entries))
+            return try EStargz.index(layer: SHA256Hasher.digest(json), toc: json, tocOffset: 1000)
+        }
+        var escape = EStargz.Entry(name: "../etc/passwd", type: "reg")
+        escape.size = 0
+        #expect(throws: TarError.self) { try index([escape]) }
+        var link = EStargz.Entry(name: "a", type: "symlink")
+        link.linkName = "/etc"
+        #expect(throws: TarError.self) { try index([link]) }
+        var suid = EStargz.Entry(name: "x", type: "reg")
+        suid.mode = 0o4755
+        suid.size = 0
+        #expect(throws: TarError.self) { try index([suid]) }
+        #expect(throws: TarError.self) { try index([EStargz.Entry(name: "dev", type: "char")]) }
+        var noDigest = EStargz.Entry(name: "f", type: "reg")
+        noDigest.size = 5
+        noDigest.offset = 0
+        #expect(throws: TarError.self) { try index([noDigest]) }
+    }
+
+    func layerEntryNames(_ blob: Data) throws -> [String] {
+        tarEntries(try EStargz.gunzipAll(blob)).map(\.name)
+    }
+}
+
+extension EStargz {
+    /// Every member of a gzip stream, decompressed (test helper: `gzip -dc`).
+    static func gunzipAll(_ data: Data) throws -> Data {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["gzip", "-dc"]
+        let input = Pipe(), output = Pipe()
+        process.standardInput = input
+        process.standardOutput = output
+        try process.run()
+        let writer = Thread {
+            input.fileHandleForWriting.write(data)
+            try? input.fileHandleForWriting.close()
+        }
+        writer.start()
+        let result = output.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return result
+    }
+}
