@@ -54,7 +54,13 @@ public final class FetchMetrics: Sendable {
     }
 
     func layerLookup(hit: Bool) {
-        state.withLock { hit ? ($0.layerCacheHits += 1) : ($0.layerCacheMisses += 1) }
+        state.withLock {
+            if hit {
+                $0.layerCacheHits += 1
+            } else {
+                $0.layerCacheMisses += 1
+            }
+        }
     }
 
     func failed(_ error: any Error, verification: Bool) {

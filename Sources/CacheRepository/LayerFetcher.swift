@@ -314,7 +314,7 @@ public final class LayerFetcher: Sendable {
                             throw CacheError.digestMismatch(expected: content, actual: actual, size: Int64(bytes.count))
                         }
                         verified.append((content, bytes))
-                    } catch where content != required {
+                    } catch  where content != required {
                         continue
                     }
                 }

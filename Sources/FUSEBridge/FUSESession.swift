@@ -74,7 +74,9 @@ public final class FUSESession {
         if options.allowOther { mountOptions.append("allow_other") }
         let arguments = ["mcvfs", "-o", mountOptions.joined(separator: ",")]
         var cStrings = arguments.map { strdup($0) }
-        defer { cStrings.forEach { free($0) } }
+        defer {
+            for string in cStrings { free(string) }
+        }
         var operations = OperationContext.operations
         let userdata = Unmanaged.passUnretained(context).toOpaque()
         session = cStrings.withUnsafeMutableBufferPointer { argv in

@@ -97,7 +97,12 @@ extension CacheScan {
         var info = stat()
         guard stat(root, &info) == 0 else { throw BuildError.unreadable(path: root, errno: errno) }
         guard info.st_mode & S_IFMT == S_IFDIR else { throw BuildError.notADirectory(root) }
-        guard let realRoot = realpath(root, nil).map({ p in defer { free(p) }; return String(cString: p) }) else {
+        guard
+            let realRoot = realpath(root, nil).map({ p in
+                defer { free(p) }
+                return String(cString: p)
+            })
+        else {
             throw BuildError.unreadable(path: root, errno: errno)
         }
         var walker = Walker(root: root, realRoot: realRoot)
@@ -126,9 +131,11 @@ extension CacheScan {
 
     /// Triton key directory names: base32 (52 characters, Triton 3.x) or hex sha256 (64, Triton 2.x).
     static func isTritonKey(_ name: String) -> Bool {
-        let base32 = name.utf8.count == 52
+        let base32 =
+            name.utf8.count == 52
             && name.utf8.allSatisfy { (65...90).contains($0) || (50...55).contains($0) }
-        let hex = name.utf8.count == 64
+        let hex =
+            name.utf8.count == 64
             && name.utf8.allSatisfy { (48...57).contains($0) || (97...102).contains($0) }
         return base32 || hex
     }
@@ -188,7 +195,9 @@ private struct Walker {
             let path = relative.isEmpty ? name : relative + "/" + name
             if name.hasPrefix("\u{FFFD}") { throw BuildError.invalidName(absolute(path)) }
             var info = stat()
-            guard lstat(absolute(path), &info) == 0 else { throw BuildError.unreadable(path: absolute(path), errno: errno) }
+            guard lstat(absolute(path), &info) == 0 else {
+                throw BuildError.unreadable(path: absolute(path), errno: errno)
+            }
             items.append(Item(name: name, path: path, mode: info.st_mode, size: Int64(info.st_size)))
         }
         return items.sorted { Array($0.name.utf8).lexicographicallyPrecedes(Array($1.name.utf8)) }
@@ -308,7 +317,11 @@ private struct Walker {
         guard n >= 0 else { throw BuildError.unreadable(path: path, errno: errno) }
         let target = String(decoding: buffer[..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
         // Resolve fully (every symlink on the way, as the kernel would) and require the result inside the root.
-        guard let resolved = realpath(path, nil).map({ p in defer { free(p) }; return String(cString: p) }),
+        guard
+            let resolved = realpath(path, nil).map({ p in
+                defer { free(p) }
+                return String(cString: p)
+            }),
             resolved.hasPrefix(realRoot + "/")
         else { throw BuildError.escapingSymlink(path: path, target: target) }
         // Store it relative to the link's own directory, so the layer never names a path of this machine.

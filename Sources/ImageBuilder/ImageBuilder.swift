@@ -118,7 +118,8 @@ public struct ImageBuilder: Sendable {
         for file in scan.files {
             let parts = file.path.split(separator: "/")
             guard parts.count == 2 else { continue }
-            let backend: GPUTarget.Backend? = parts[1].hasPrefix("cuda_") ? .cuda : parts[1].hasPrefix("hip_") ? .hip : nil
+            let backend: GPUTarget.Backend? =
+                parts[1].hasPrefix("cuda_") ? .cuda : parts[1].hasPrefix("hip_") ? .hip : nil
             helperBackends[String(parts[0]), default: []].formUnion(backend.map { [$0] } ?? [])
         }
         let suffixes = Self.tagSuffixes(for: targets)
@@ -235,20 +236,8 @@ public struct ImageBuilder: Sendable {
     /// The OCI image config: labels, the layer's diff ID, and a fixed platform (a kernel cache has no CPU
     /// architecture of its own; a fixed value keeps the digest the same on every build machine).
     static func configJSON(labels: [String: String], diffID: Digest, created: String?) -> Data {
-        struct Config: Encodable {
-            struct Settings: Encodable { var Labels: [String: String] }
-            struct RootFS: Encodable {
-                var type = "layers"
-                var diff_ids: [Digest]
-            }
-            var architecture = "amd64"
-            var os = "linux"
-            var created: String?
-            var config: Settings
-            var rootfs: RootFS
-        }
-        return MCVMetadata.encode(
-            Config(created: created, config: .init(Labels: labels), rootfs: .init(diff_ids: [diffID])))
+        MCVMetadata.encode(
+            ImageConfig(architecture: "amd64", os: "linux", created: created, labels: labels, diffIDs: [diffID]))
     }
 
     /// Runs `write` with a sink that stores the bytes at `path` (created exclusively) and hashes them.

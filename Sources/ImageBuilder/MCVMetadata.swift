@@ -42,7 +42,12 @@ public enum MCVMetadata {
     /// One entry of MCV's vLLM manifest: a `torch_compile_cache/<hash>` and the Triton kernels below it.
     public struct VLLMEntry: Codable, Sendable, Hashable {
         public var vllmHash: String
-        public var TritonCacheEntries: [TritonEntry]
+        public var tritonCacheEntries: [TritonEntry]
+
+        enum CodingKeys: String, CodingKey {
+            case vllmHash
+            case tritonCacheEntries = "TritonCacheEntries"
+        }
     }
 
     /// The summary label's value: `{"targets":[{"arch":"90","backend":"cuda","warp_size":32}]}`.
@@ -67,7 +72,8 @@ public enum MCVMetadata {
 
     static func encode<T: Encodable>(_ value: T, pretty: Bool = false) -> Data {
         let encoder = JSONEncoder()
-        encoder.outputFormatting = pretty ? [.sortedKeys, .withoutEscapingSlashes, .prettyPrinted] : [.sortedKeys, .withoutEscapingSlashes]
+        encoder.outputFormatting =
+            pretty ? [.sortedKeys, .withoutEscapingSlashes, .prettyPrinted] : [.sortedKeys, .withoutEscapingSlashes]
         // Only plain structs of strings, numbers and arrays are encoded here: this cannot fail.
         return try! encoder.encode(value)
     }
@@ -81,7 +87,7 @@ public enum MCVMetadata {
             let entries = vllmHashes.map { hash in
                 VLLMEntry(
                     vllmHash: hash,
-                    TritonCacheEntries: kernels.filter { $0.directory.hasPrefix("torch_compile_cache/\(hash)/") }
+                    tritonCacheEntries: kernels.filter { $0.directory.hasPrefix("torch_compile_cache/\(hash)/") }
                         .map { TritonEntry($0.metadata) })
             }
             return encode(["vllm": entries], pretty: true)

@@ -30,7 +30,8 @@ public struct OCILayoutDestination: ImageDestination {
             progress.advance(descriptor.size)
             progress.finishedBlob(skipped: present)
         }
-        try image.manifest.write(to: blobs.appendingPathComponent(image.manifestDescriptor.digest.hex), options: .atomic)
+        try image.manifest.write(
+            to: blobs.appendingPathComponent(image.manifestDescriptor.digest.hex), options: .atomic)
 
         // index.json last: the layout names the image only once all its blobs are in place.
         let indexURL = directory.appendingPathComponent("index.json")

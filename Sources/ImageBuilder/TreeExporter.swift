@@ -78,7 +78,9 @@ public struct TreeExporter {
             let childPath = path + "/" + name
             switch child.kind {
             case .directory:
-                guard mkdirat(fd, name, 0o700) == 0 else { throw BuildError.io(operation: "mkdir", path: childPath, errno: errno) }
+                guard mkdirat(fd, name, 0o700) == 0 else {
+                    throw BuildError.io(operation: "mkdir", path: childPath, errno: errno)
+                }
                 let sub = openat(fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
                 guard sub >= 0 else { throw BuildError.io(operation: "open", path: childPath, errno: errno) }
                 defer { close(sub) }

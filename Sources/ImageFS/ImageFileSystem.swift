@@ -25,7 +25,9 @@ public final class ImageFileSystem: FileSystem {
         public var owner: (uid: UInt32, gid: UInt32)
         public var retryDelay: Duration
 
-        public init(tree: ImageTreeBuilder.Options, owner: (uid: UInt32, gid: UInt32), retryDelay: Duration = .seconds(5)) {
+        public init(
+            tree: ImageTreeBuilder.Options, owner: (uid: UInt32, gid: UInt32), retryDelay: Duration = .seconds(5)
+        ) {
             self.tree = tree
             self.owner = owner
             self.retryDelay = retryDelay

@@ -55,7 +55,8 @@ public struct ImageTreeBuilder {
             let prefix = hidden + "/"
             files = files.filter { $0.key != hidden && !$0.key.hasPrefix(prefix) }
         }
-        for (path, file) in files where paths[path] == nil || (file.kind == .directory && paths[path]?.kind == .directory) {
+        for (path, file) in files
+        where paths[path] == nil || (file.kind == .directory && paths[path]?.kind == .directory) {
             paths[path] = file
         }
     }

@@ -31,7 +31,8 @@ extension LayerFile {
                     let opaque = entry.kind == .opaqueWhiteout
                     let prefix = path.isEmpty ? "" : path + "/"
                     // A whiteout hides what lower layers had; what this layer itself added stays.
-                    for existing in files.keys where !added.contains(existing)
+                    for existing in files.keys
+                    where !added.contains(existing)
                         && (existing.hasPrefix(prefix) || (!opaque && existing == path))
                     {
                         files[existing] = nil

@@ -9,20 +9,38 @@ public struct ImageConfig: Sendable, Hashable, Codable {
     public var rootfs: RootFS?
 
     public struct Settings: Sendable, Hashable, Codable {
-        public var Labels: [String: String]?
-        public init(labels: [String: String]?) { self.Labels = labels }
+        public var labels: [String: String]?
+        public init(labels: [String: String]?) { self.labels = labels }
+
+        private enum CodingKeys: String, CodingKey {
+            case labels = "Labels"
+        }
     }
 
     public struct RootFS: Sendable, Hashable, Codable {
         public var type: String
-        public var diff_ids: [Digest]
+        public var diffIDs: [Digest]
+
+        private enum CodingKeys: String, CodingKey {
+            case type
+            case diffIDs = "diff_ids"
+        }
     }
 
     public init(labels: [String: String]) {
         self.config = Settings(labels: labels)
     }
 
-    public var labels: [String: String] { config?.Labels ?? [:] }
+    /// A config for an image of layers, as image builders write one.
+    public init(architecture: String, os: String, created: String?, labels: [String: String], diffIDs: [Digest]) {
+        self.architecture = architecture
+        self.os = os
+        self.created = created
+        self.config = Settings(labels: labels)
+        self.rootfs = RootFS(type: "layers", diffIDs: diffIDs)
+    }
+
+    public var labels: [String: String] { config?.labels ?? [:] }
 
     public init(parsing data: Data) throws {
         do {

@@ -31,7 +31,8 @@ extension RegistryClient {
                 let count = Int(min(Int64(chunkSize), size - offset))
                 let chunk = try read(offset, count)
                 guard chunk.count == count else {
-                    throw RegistryError.invalidArgument("blob \(digest.short): \(chunk.count) bytes at \(offset), expected \(count)")
+                    throw RegistryError.invalidArgument(
+                        "blob \(digest.short): \(chunk.count) bytes at \(offset), expected \(count)")
                 }
                 let call = Call(
                     method: .patch, url: location,
@@ -86,7 +87,8 @@ extension RegistryClient {
         guard var components = URLComponents(url: location, resolvingAgainstBaseURL: false) else {
             throw RegistryError.invalidResponse("upload location \(location) is not a URL")
         }
-        components.queryItems = (components.queryItems ?? []) + [URLQueryItem(name: "digest", value: digest.description)]
+        components.queryItems =
+            (components.queryItems ?? []) + [URLQueryItem(name: "digest", value: digest.description)]
         guard let target = components.url else { throw RegistryError.invalidResponse("upload location \(location)") }
         let call = Call(
             method: .put, url: target, headers: ["Content-Type": "application/octet-stream"], body: body,

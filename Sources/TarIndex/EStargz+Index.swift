@@ -44,9 +44,10 @@ extension EStargz {
             if path == tocName || path == ".prefetch.landmark" || path == ".no.prefetch.landmark" { continue }
             let mode = UInt32(truncatingIfNeeded: item.mode ?? 0o644)
             if mode & 0o6000 != 0 { throw hostile("setuid or setgid bit set (mode \(String(mode, radix: 8)))") }
-            let mtime = item.modtime.map { text in
-                Self.parseTime(text) ?? epoch.date(from: text).map { Int64($0.timeIntervalSince1970) } ?? 0
-            } ?? 0
+            let mtime =
+                item.modtime.map { text in
+                    Self.parseTime(text) ?? epoch.date(from: text).map { Int64($0.timeIntervalSince1970) } ?? 0
+                } ?? 0
             switch item.type {
             case "dir":
                 if path.isEmpty { continue }

@@ -97,7 +97,8 @@ public enum LayerWriter {
         case .gzip:
             try writer.check(archive_write_add_filter_gzip(writer.handle), "add_filter_gzip")
             // No modification time in the gzip header (the default stores the current time).
-            try writer.check(archive_write_set_filter_option(writer.handle, "gzip", "timestamp", nil), "gzip:!timestamp")
+            try writer.check(
+                archive_write_set_filter_option(writer.handle, "gzip", "timestamp", nil), "gzip:!timestamp")
             try writer.check(
                 archive_write_set_filter_option(writer.handle, "gzip", "compression-level", "\(gzipLevel)"),
                 "gzip:compression-level")
@@ -216,12 +217,15 @@ private final class ArchiveWriter {
             guard fd >= 0 else { throw TarError.store(.io(operation: "open", path: source, errno: errno)) }
             defer { Glibc.close(fd) }
             var info = stat()
-            guard fstat(fd, &info) == 0 else { throw TarError.store(.io(operation: "fstat", path: source, errno: errno)) }
+            guard fstat(fd, &info) == 0 else {
+                throw TarError.store(.io(operation: "fstat", path: source, errno: errno))
+            }
             guard info.st_mode & S_IFMT == S_IFREG else {
                 throw TarError.corrupt(path: source, reason: "no longer a regular file")
             }
             guard Int64(info.st_size) == size else {
-                throw TarError.corrupt(path: source, reason: "changed size while packing (\(size) -> \(info.st_size) bytes)")
+                throw TarError.corrupt(
+                    path: source, reason: "changed size while packing (\(size) -> \(info.st_size) bytes)")
             }
             try check(archive_write_header(handle, entry), "write header \(item.path)")
             var written: Int64 = 0

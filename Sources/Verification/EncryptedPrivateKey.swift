@@ -73,7 +73,7 @@ public enum EncryptedPrivateKey {
         guard wire.cipher.name == "nacl/secretbox" else {
             throw .malformed(what: "encrypted private key", reason: "unsupported cipher '\(wire.cipher.name)'")
         }
-        let parameters = ScryptParameters(n: wire.kdf.params.N, r: wire.kdf.params.r, p: wire.kdf.params.p)
+        let parameters = ScryptParameters(n: wire.kdf.params.n, r: wire.kdf.params.r, p: wire.kdf.params.p)
         try parameters.check()
         let salt = try decodeBase64(wire.kdf.salt, what: "encrypted private key salt")
         let nonce = try decodeBase64(wire.cipher.nonce, what: "encrypted private key nonce")
@@ -162,9 +162,14 @@ public enum EncryptedPrivateKey {
     private struct Wire: Decodable {
         struct KDF: Decodable {
             struct Params: Decodable {
-                let N: Int
+                let n: Int
                 let r: Int
                 let p: Int
+
+                enum CodingKeys: String, CodingKey {
+                    case n = "N"
+                    case r, p
+                }
             }
             let name: String
             let params: Params

@@ -170,13 +170,24 @@ struct ConfigFile {
             struct Entry: Decodable {
                 var author: String?
                 var created: String?
-                var created_by: String?
+                var createdBy: String?
                 var comment: String?
-                var empty_layer: Bool?
+                var emptyLayer: Bool?
+
+                enum CodingKeys: String, CodingKey {
+                    case author, created, comment
+                    case createdBy = "created_by"
+                    case emptyLayer = "empty_layer"
+                }
             }
             struct RootFS: Decodable {
                 var type: String?
-                var diff_ids: [String]?
+                var diffIDs: [String]?
+
+                enum CodingKeys: String, CodingKey {
+                    case type
+                    case diffIDs = "diff_ids"
+                }
             }
             var architecture: String?
             var author: String?
@@ -197,12 +208,12 @@ struct ConfigFile {
         created = wire.created ?? SignatureImage.zeroTime
         history = (wire.history ?? []).map {
             History(
-                author: $0.author, created: $0.created ?? SignatureImage.zeroTime, createdBy: $0.created_by,
-                comment: $0.comment, emptyLayer: $0.empty_layer ?? false)
+                author: $0.author, created: $0.created ?? SignatureImage.zeroTime, createdBy: $0.createdBy,
+                comment: $0.comment, emptyLayer: $0.emptyLayer ?? false)
         }
         os = wire.os ?? ""
         rootFSType = wire.rootfs?.type ?? "layers"
-        diffIDs = wire.rootfs?.diff_ids ?? []
+        diffIDs = wire.rootfs?.diffIDs ?? []
         config = wire.config ?? [:]
     }
 

@@ -37,7 +37,9 @@ struct Daemon {
             print(line.dropFirst("ready ".count))
             return
         }
-        let reason = line.hasPrefix("error ") ? String(line.dropFirst("error ".count)) : "the mount daemon exited before it was ready"
+        let reason =
+            line.hasPrefix("error ")
+            ? String(line.dropFirst("error ".count)) : "the mount daemon exited before it was ready"
         FileHandle.standardError.write(Data("mcvfs: error: \(reason)\n".utf8))
         throw ExitCode.failure
     }

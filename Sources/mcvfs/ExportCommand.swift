@@ -22,7 +22,8 @@ struct ExportCommand: ParsableCommand {
             let source = try upperOnly ? upperDirectory() : URL(fileURLWithPath: mountpoint).standardizedFileURL.path
             let destination = URL(fileURLWithPath: directory).standardizedFileURL.path
             let manager = FileManager.default
-            if manager.fileExists(atPath: destination), !(try manager.contentsOfDirectory(atPath: destination)).isEmpty {
+            if manager.fileExists(atPath: destination), !(try manager.contentsOfDirectory(atPath: destination)).isEmpty
+            {
                 throw ExportError(description: "\(destination) is not empty")
             }
             try manager.createDirectory(atPath: destination, withIntermediateDirectories: true)
@@ -67,7 +68,8 @@ struct ExportCommand: ParsableCommand {
                 try manager.createDirectory(atPath: to, withIntermediateDirectories: false)
                 copied += try copyTree(from: from, to: to)
             case .typeSymbolicLink?:
-                try manager.createSymbolicLink(atPath: to, withDestinationPath: try manager.destinationOfSymbolicLink(atPath: from))
+                try manager.createSymbolicLink(
+                    atPath: to, withDestinationPath: try manager.destinationOfSymbolicLink(atPath: from))
             case .typeRegular?:
                 guard let data = manager.contents(atPath: from) else {
                     throw ExportError(description: "cannot read \(from)")

@@ -35,7 +35,8 @@ struct ExtractCommand: ParsableCommand {
                 throw ExtractError.nothingToExtract(reference: ref.description, reasons: reasons)
             }
             let target = URL(fileURLWithPath: directory).standardizedFileURL.path
-            let fetcher = try LayerFetcher(client: client, repository: ref.repository, store: store, metrics: FetchMetrics())
+            let fetcher = try LayerFetcher(
+                client: client, repository: ref.repository, store: store, metrics: FetchMetrics())
             var builder = ImageTreeBuilder(
                 options: .init(consumerRoot: target, filter: selection.kernelFilter, worldReadable: false),
                 readBlob: { digest in
@@ -55,7 +56,8 @@ struct ExtractCommand: ParsableCommand {
                     layers.append(try fetcher.index(of: layer))
                     fetchedBytes += layer.size
                     fetchedLayers += 1
-                    bar.update(bytes: fetchedBytes, totalBytes: totalLayerBytes, blobs: fetchedLayers, totalBlobs: totalLayers)
+                    bar.update(
+                        bytes: fetchedBytes, totalBytes: totalLayerBytes, blobs: fetchedLayers, totalBlobs: totalLayers)
                 }
                 try builder.add(layers: layers, image: image)
                 Log.info("using \(image.name) \(image.digest.short)")
@@ -88,7 +90,8 @@ enum ExtractError: Error, CustomStringConvertible {
     var description: String {
         switch self {
         case .nothingToExtract(let ref, let reasons):
-            return "no image of \(ref) can be extracted for the selected GPUs" + (reasons.isEmpty ? "" : " (\(reasons))")
+            return "no image of \(ref) can be extracted for the selected GPUs"
+                + (reasons.isEmpty ? "" : " (\(reasons))")
         case .missingContent(let digest): return "file blob \(digest) is missing from the local store"
         }
     }

@@ -6,7 +6,8 @@ import OCI
 struct FetchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "fetch",
-        abstract: "Download and verify the layers of the images a mount would use into the local cache (pre-warm a node).")
+        abstract:
+            "Download and verify the layers of the images a mount would use into the local cache (pre-warm a node).")
 
     @OptionGroup var global: GlobalOptions
     @OptionGroup var gpu: GPUOptions
@@ -17,7 +18,8 @@ struct FetchCommand: ParsableCommand {
         try runReportingErrors(global) {
             let request = try CatalogRequest(reference, global: global, gpu: gpu, trust: trust, record: true)
             let (ref, client, store, catalog) = (request.reference, request.client, request.store, request.catalog)
-            let fetcher = try LayerFetcher(client: client, repository: ref.repository, store: store, metrics: FetchMetrics())
+            let fetcher = try LayerFetcher(
+                client: client, repository: ref.repository, store: store, metrics: FetchMetrics())
             for image in catalog.used {
                 for layer in image.layers {
                     _ = try fetcher.index(of: layer)

@@ -7,7 +7,8 @@ import OCI
 struct GPUOptions: ParsableArguments {
     @Option(
         name: .customLong("gpu"),
-        help: "GPU targets to use: auto (detect; $MCVFS_GPU overrides), all, or backend:arch[:warp] such as cuda:90 or hip:gfx942. Repeatable."
+        help:
+            "GPU targets to use: auto (detect; $MCVFS_GPU overrides), all, or backend:arch[:warp] such as cuda:90 or hip:gfx942. Repeatable."
     )
     var specs: [String] = []
 

@@ -20,7 +20,9 @@ struct GPUsCommand: ParsableCommand {
         for problem in detection.problems { Log.warning("\(problem)") }
         guard !detection.targets.isEmpty else {
             FileHandle.standardError.write(
-                Data("mcvfs: error: no GPU found (no NVIDIA driver library, no AMD KFD nodes); set MCVFS_GPU or pass --gpu to other commands\n".utf8))
+                Data(
+                    "mcvfs: error: no GPU found (no NVIDIA driver library, no AMD KFD nodes); set MCVFS_GPU or pass --gpu to other commands\n"
+                        .utf8))
             throw ExitCode.failure
         }
         for target in detection.targets { print(target) }

@@ -16,7 +16,9 @@ struct GlobalOptions: ParsableArguments {
     @Option(help: "Registry credentials as user:password (else auth files and credential helpers are used).")
     var creds: String?
 
-    @Option(help: "Local cache directory (default: /var/lib/mcvfs as root, else $XDG_CACHE_HOME/mcvfs; or $MCVFS_CACHE_DIR).")
+    @Option(
+        help:
+            "Local cache directory (default: /var/lib/mcvfs as root, else $XDG_CACHE_HOME/mcvfs; or $MCVFS_CACHE_DIR).")
     var cacheDir: String?
 
     @Option(help: "Seconds a registry may stall (connect, or no bytes arriving) before a request fails.")
@@ -47,7 +49,8 @@ struct GlobalOptions: ParsableArguments {
             plainHTTP: plainHTTP, retry: RetryPolicy(attempts: attempts), timeouts: timeouts,
             streamingTimeouts: streaming)
         return try RegistryClient(
-            registry: reference.registry, transport: try CurlTransport(configuration: .init(caFile: caFile)), credentials: credentials,
+            registry: reference.registry, transport: try CurlTransport(configuration: .init(caFile: caFile)),
+            credentials: credentials,
             options: options)
     }
 }

@@ -34,7 +34,8 @@ struct InspectCommand: ParsableCommand {
             let ref = try ImageReference(parsing: reference)
             let client = try global.client(for: ref)
             let fetched = try client.getManifest(repository: ref.repository, reference: ref.reference)
-            var output = Output(reference: ref.description, digest: fetched.digest.description, mediaType: fetched.mediaType)
+            var output = Output(
+                reference: ref.description, digest: fetched.digest.description, mediaType: fetched.mediaType)
             switch fetched.document {
             case .index(let index):
                 output.manifests = index.manifests.map(Self.blob)

@@ -34,7 +34,9 @@ enum Log {
         if let file {
             try? FileManager.default.createDirectory(
                 atPath: (file as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-            if !FileManager.default.fileExists(atPath: file) { _ = FileManager.default.createFile(atPath: file, contents: nil) }
+            if !FileManager.default.fileExists(atPath: file) {
+                _ = FileManager.default.createFile(atPath: file, contents: nil)
+            }
             handle = FileHandle(forWritingAtPath: file)
             _ = try? handle?.seekToEnd()
         }

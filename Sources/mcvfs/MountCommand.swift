@@ -6,8 +6,8 @@ import Foundation
 import Glibc
 import ImageFS
 import OCI
-import TarIndex
 import Registry
+import TarIndex
 import Verification
 
 struct MountCommand: ParsableCommand {
@@ -29,10 +29,15 @@ struct MountCommand: ParsableCommand {
     @Flag(help: "Stay attached (systemd, containers); by default mcvfs returns once the mount serves.")
     var foreground = false
 
-    @Option(help: "The cache root as consuming processes see it, when they mount this directory at another path (a pod's hostPath). Group files name children under it. Default: the mountpoint.")
+    @Option(
+        help:
+            "The cache root as consuming processes see it, when they mount this directory at another path (a pod's hostPath). Group files name children under it. Default: the mountpoint."
+    )
     var consumerRoot: String?
 
-    @Flag(inversion: .prefixedNo, help: "Let other users (pods running as other uids) use the mount. Default: on when run as root.")
+    @Flag(
+        inversion: .prefixedNo,
+        help: "Let other users (pods running as other uids) use the mount. Default: on when run as root.")
     var allowOther: Bool?
 
     @Option(help: "Seconds a failed image load answers EIO at once before the next access retries it.")
@@ -41,7 +46,8 @@ struct MountCommand: ParsableCommand {
     @Flag(help: "Refuse every write with EROFS (Triton then cannot store kernels it compiles).")
     var readOnly = false
 
-    @Flag(help: "One upper directory for all users instead of one per uid (users can then affect each other's kernels).")
+    @Flag(
+        help: "One upper directory for all users instead of one per uid (users can then affect each other's kernels).")
     var sharedUpper = false
 
     @Option(help: "Directory holding the writable uppers (default: <cache-dir>/upper/<mount identity>).")
@@ -76,7 +82,8 @@ struct MountCommand: ParsableCommand {
         try Mountpoint.prepare(mountpoint)
         let selection = try gpu.resolve()
         let store = try global.store()
-        let node = try NodeRuntime(options: service, global: global, reference: ref, mountpoint: mountpoint, store: store)
+        let node = try NodeRuntime(
+            options: service, global: global, reference: ref, mountpoint: mountpoint, store: store)
         var catalog = try node.catalog(selection: selection)
         if let client = node.origin ?? node.mirrorClient {
             try trust.enforce(on: &catalog, reference: ref, client: client)
@@ -84,7 +91,10 @@ struct MountCommand: ParsableCommand {
             throw ValidationError("signatures cannot be verified offline: drop --offline or the trust policy")
         }
         for entry in catalog.entries {
-            Log.info(entry.isUsed ? "using \(entry.name) \(entry.digest?.short ?? "")" : "skipping \(entry.name): \(entry.skipReason ?? "")")
+            Log.info(
+                entry.isUsed
+                    ? "using \(entry.name) \(entry.digest?.short ?? "")"
+                    : "skipping \(entry.name): \(entry.skipReason ?? "")")
         }
         let metrics = FetchMetrics()
         let provider = try node.provider(catalog: catalog, metrics: metrics)
@@ -124,8 +134,10 @@ struct MountCommand: ParsableCommand {
                 traceErrors: global.logLevel == .debug),
             log: { Log.warning($0) }, onError: node.fuseErrors.record)
         try session.mount()
-        Log.info("mounted \(ref) at \(mountpoint): \(catalog.used.count) image(s) used, \(catalog.skipped.count) skipped")
-        let message = "mounted \(ref) at \(mountpoint) (\(catalog.used.count) image(s), \(catalog.skipped.count) skipped)"
+        Log.info(
+            "mounted \(ref) at \(mountpoint): \(catalog.used.count) image(s) used, \(catalog.skipped.count) skipped")
+        let message =
+            "mounted \(ref) at \(mountpoint) (\(catalog.used.count) image(s), \(catalog.skipped.count) skipped)"
         node.serving(message)
         daemon.ready(message: message)
         try session.run(stopping: node.stopping)

@@ -63,7 +63,9 @@ struct MountStatus: Encodable {
                 layers: $0.image?.layers.map(\.digest.description), reason: nil, signedBy: $0.signedBy)
         }
         skipped = source.catalog.skipped.map {
-            Image(name: $0.name, digest: $0.digest?.description, targets: $0.targets?.map(\.description), layers: nil, reason: $0.skipReason)
+            Image(
+                name: $0.name, digest: $0.digest?.description, targets: $0.targets?.map(\.description), layers: nil,
+                reason: $0.skipReason)
         }
         tree = source.fileSystem.report
         fetch = source.metrics.snapshot
@@ -81,7 +83,8 @@ struct MountStatus: Encodable {
             var files = 0
             let enumerator = manager.enumerator(atPath: root + "/" + name)
             while let path = enumerator?.nextObject() as? String {
-                guard let attributes = enumerator?.fileAttributes, attributes[.type] as? FileAttributeType == .typeRegular
+                guard let attributes = enumerator?.fileAttributes,
+                    attributes[.type] as? FileAttributeType == .typeRegular
                 else { continue }
                 if (path as NSString).lastPathComponent.hasPrefix(".wh.") { continue }
                 bytes += (attributes[.size] as? Int64) ?? Int64((attributes[.size] as? Int) ?? 0)

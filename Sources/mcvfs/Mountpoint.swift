@@ -20,7 +20,9 @@ enum Mountpoint {
                 throw Problem(description: "mountpoint \(path) is still stale after unmounting")
             }
         }
-        guard info.st_mode & S_IFMT == S_IFDIR else { throw Problem(description: "mountpoint \(path) is not a directory") }
+        guard info.st_mode & S_IFMT == S_IFDIR else {
+            throw Problem(description: "mountpoint \(path) is not a directory")
+        }
         if isMounted(path) {
             throw Problem(description: "\(path) is already a mount point; run `mcvfs unmount \(path)` first")
         }
@@ -47,7 +49,8 @@ enum Mountpoint {
         tool.waitUntilExit()
         guard tool.terminationStatus == 0 else {
             let message = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            throw Problem(description: "cannot unmount \(path): \(message.trimmingCharacters(in: .whitespacesAndNewlines))")
+            throw Problem(
+                description: "cannot unmount \(path): \(message.trimmingCharacters(in: .whitespacesAndNewlines))")
         }
     }
 

@@ -23,7 +23,8 @@ final class ProgressBar {
         let width = 30
         let fraction = totalBytes > 0 ? min(1, Double(bytes) / Double(totalBytes)) : 0
         let filled = Int(fraction * Double(width))
-        let bar = String(repeating: "=", count: filled) + (filled < width ? ">" : "")
+        let bar =
+            String(repeating: "=", count: filled) + (filled < width ? ">" : "")
             + String(repeating: " ", count: max(0, width - filled - 1))
         var line = "\(label) [\(bar)] \(formatBytes(bytes))/\(formatBytes(totalBytes))"
         if let blobs, let totalBlobs { line += "  blobs \(blobs)/\(totalBlobs)" }

@@ -47,7 +47,10 @@ struct PushCommand: ParsableCommand {
     @Option(help: "Write an OCI image layout instead of pushing: oci-layout:DIR (REFERENCE's tag names the image).")
     var output: String?
 
-    @Option(help: "Sign each pushed image with this cosign.key, as `mcvfs sign` does (password from COSIGN_PASSWORD or a prompt).")
+    @Option(
+        help:
+            "Sign each pushed image with this cosign.key, as `mcvfs sign` does (password from COSIGN_PASSWORD or a prompt)."
+    )
     var signKey: String?
 
     @Option(help: "Blobs larger than this many bytes are uploaded in chunks of this size.")
@@ -102,10 +105,12 @@ struct PushCommand: ParsableCommand {
 
             for plan in plans {
                 let image = try builder.build(plan, in: work)
-                let tag = plan.tagSuffix.map { suffix in ref.tag.map { "\($0)-\(suffix)" } ?? suffix } ?? ref.tag ?? "latest"
+                let tag =
+                    plan.tagSuffix.map { suffix in ref.tag.map { "\($0)-\(suffix)" } ?? suffix } ?? ref.tag ?? "latest"
                 let bar = ProgressBar(label: "push \(tag)")
                 let progress = PublishProgress { p in
-                    bar.update(bytes: p.doneBytes, totalBytes: p.totalBytes, blobs: p.doneBlobs, totalBlobs: p.totalBlobs)
+                    bar.update(
+                        bytes: p.doneBytes, totalBytes: p.totalBytes, blobs: p.doneBlobs, totalBlobs: p.totalBlobs)
                 }
                 progress.expect(blobs: image.blobs.count, bytes: image.blobs.reduce(0) { $0 + $1.descriptor.size })
                 let digest: Digest

@@ -23,7 +23,8 @@ import Verification
     }
 
     @Test func batchCommitsWhatVerifiesAndNothingElse() throws {
-        let good = Data("kernel".utf8), other = Data("metadata".utf8)
+        let good = Data("kernel".utf8)
+        let other = Data("metadata".utf8)
         let forged = SHA256Hasher.digest(Data("what the TOC promised".utf8))
         let results = store.commitBatch([
             (SHA256Hasher.digest(good), good), (forged, Data("tampered".utf8)), (SHA256Hasher.digest(other), other),

@@ -34,9 +34,10 @@ import Testing
         try dir.write("x", to: "cache/not-a-key/x")
         let scan = try CacheScan(scanning: cache)
         let skipped = Set(scan.skipped.map(\.path))
-        #expect(skipped == [
-            "\(Self.key)/tmp.pid_42_abcd", "\(Self.key)/add_kernel.json.lock", "README", ".hidden", "not-a-key",
-        ])
+        #expect(
+            skipped == [
+                "\(Self.key)/tmp.pid_42_abcd", "\(Self.key)/add_kernel.json.lock", "README", ".hidden", "not-a-key",
+            ])
         #expect(!scan.files.contains { $0.path.contains("tmp.pid_") || $0.path.hasSuffix(".lock") })
         #expect(scan.kernels.count == 1)
     }

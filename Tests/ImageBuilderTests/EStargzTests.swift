@@ -21,11 +21,14 @@ import Verification
         return [
             .directory("io.triton.cache"),
             .directory("io.triton.cache/K"),
-            LayerWriter.Entry(path: "io.triton.cache/K/a.cubin", content: .file(sourcePath: dir.path + "/src/a.cubin", size: 12)),
             LayerWriter.Entry(
-                path: "io.triton.cache/K/big.llir", content: .file(sourcePath: dir.path + "/src/big.llir", size: Int64(big / 16 * 16))),
+                path: "io.triton.cache/K/a.cubin", content: .file(sourcePath: dir.path + "/src/a.cubin", size: 12)),
+            LayerWriter.Entry(
+                path: "io.triton.cache/K/big.llir",
+                content: .file(sourcePath: dir.path + "/src/big.llir", size: Int64(big / 16 * 16))),
             LayerWriter.Entry(path: "io.triton.cache/K/a.json", content: .bytes(Data(#"{"target":{}}"#.utf8))),
-            LayerWriter.Entry(path: "io.triton.cache/K/__grp__a.json", content: .bytes(Data(#"{"child_paths":{}}"#.utf8))),
+            LayerWriter.Entry(
+                path: "io.triton.cache/K/__grp__a.json", content: .bytes(Data(#"{"child_paths":{}}"#.utf8))),
             LayerWriter.Entry(path: "io.triton.cache/K/empty", content: .bytes(Data())),
             LayerWriter.Entry(path: "io.triton.cache/K/link", content: .symlink(target: "a.cubin")),
         ]
@@ -78,7 +81,9 @@ import Verification
         #expect(files["io.triton.cache/K"]?.kind == .directory)
         let remote = try #require(index.remote)
         for name in ["a.cubin", "big.llir", "a.json", "__grp__a.json"] {
-            let source = name.hasSuffix(".cubin") || name.hasSuffix(".llir") ? try Data(contentsOf: URL(fileURLWithPath: dir.path + "/src/" + name))
+            let source =
+                name.hasSuffix(".cubin") || name.hasSuffix(".llir")
+                ? try Data(contentsOf: URL(fileURLWithPath: dir.path + "/src/" + name))
                 : (name == "a.json" ? Data(#"{"target":{}}"#.utf8) : Data(#"{"child_paths":{}}"#.utf8))
             let entry = try #require(files["io.triton.cache/K/" + name])
             #expect(entry.content == SHA256Hasher.digest(source))
@@ -97,9 +102,10 @@ import Verification
         let dir = try TemporaryDirectory()
         let layer = try write(try entries(in: dir))
         let names = try layerEntryNames(layer.blob)
-        #expect(names.prefix(4) == [
-            "io.triton.cache/", "io.triton.cache/K/", "io.triton.cache/K/__grp__a.json", "io.triton.cache/K/a.json",
-        ])
+        #expect(
+            names.prefix(4) == [
+                "io.triton.cache/", "io.triton.cache/K/", "io.triton.cache/K/__grp__a.json", "io.triton.cache/K/a.json",
+            ])
         #expect(names.last == EStargz.tocName)
     }
 
@@ -112,7 +118,8 @@ import Verification
         try layer.blob.write(to: URL(fileURLWithPath: blobPath))
         let store = try DirectoryBlobStore(root: dir.url.appendingPathComponent("store"))
         let index = try LayerUnpacker(store: store).index(layer: SHA256Hasher.digest(layer.blob), blobPath: blobPath)
-        let lazy = try EStargz.index(layer: index.layer, toc: try toc(of: layer.blob).json, tocOffset: try toc(of: layer.blob).offset)
+        let lazy = try EStargz.index(
+            layer: index.layer, toc: try toc(of: layer.blob).json, tocOffset: try toc(of: layer.blob).offset)
         let unpacked = Dictionary(uniqueKeysWithValues: index.entries.map { ($0.path, $0.content) })
         for entry in lazy.entries where entry.kind == .file {
             #expect(unpacked[entry.path] == entry.content, "\(entry.path)")
@@ -131,7 +138,9 @@ import Verification
         let chunk = try #require(index.remote?.chunks(of: cubin)?.first)
         var member = layer.blob.subdata(in: Int(chunk.offset)..<Int(chunk.offset + chunk.length))
         member[member.startIndex + 12] ^= 0x55
-        #expect(throws: TarError.self) { try EStargz.chunkBytes(member: member, size: chunk.size, digest: chunk.digest) }
+        #expect(throws: TarError.self) {
+            try EStargz.chunkBytes(member: member, size: chunk.size, digest: chunk.digest)
+        }
         // Bytes that decompress but differ from the TOC's digest fail too.
         #expect(throws: TarError.self) {
             try EStargz.chunkBytes(
@@ -180,7 +189,8 @@ extension EStargz {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = ["gzip", "-dc"]
-        let input = Pipe(), output = Pipe()
+        let input = Pipe()
+        let output = Pipe()
         process.standardInput = input
         process.standardOutput = output
         try process.run()

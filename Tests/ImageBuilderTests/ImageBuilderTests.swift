@@ -7,7 +7,9 @@ import Verification
 @testable import ImageBuilder
 
 @Suite struct ImageBuilderTests {
-    func build(_ path: String, _ options: ImageBuilder.Options = .init(), in dir: TemporaryDirectory) throws -> [BuiltImage] {
+    func build(_ path: String, _ options: ImageBuilder.Options = .init(), in dir: TemporaryDirectory) throws
+        -> [BuiltImage]
+    {
         let builder = ImageBuilder(scan: try CacheScan(scanning: path), options: options)
         return try builder.plans().map { try builder.build($0, in: dir.url) }
     }
@@ -40,12 +42,14 @@ import Verification
         #expect(labels["model.cache.image/summary"] == summary)
         let size = try FileManager.default.subpathsOfDirectory(atPath: path).reduce(Int64(0)) { total, sub in
             let attributes = try FileManager.default.attributesOfItem(atPath: path + "/" + sub)
-            return attributes[.type] as? FileAttributeType == .typeRegular ? total + (attributes[.size] as! Int64) : total
+            return attributes[.type] as? FileAttributeType == .typeRegular
+                ? total + (attributes[.size] as! Int64) : total
         }
         #expect(labels["cache.triton.image/cache-size-bytes"] == String(size))
         // mcvfs's own label reader agrees.
         let cacheLabels = CacheLabels(labels)
-        #expect(cacheLabels.targets == [GPUTarget(backend: backend == "cuda" ? .cuda : .hip, arch: arch, warpSize: warp)])
+        #expect(
+            cacheLabels.targets == [GPUTarget(backend: backend == "cuda" ? .cuda : .hip, arch: arch, warpSize: warp)])
         #expect(cacheLabels.kinds == [.triton])
     }
 
@@ -59,8 +63,10 @@ import Verification
         for name in try FileManager.default.contentsOfDirectory(atPath: Fixtures.cuda90) {
             for file in try FileManager.default.contentsOfDirectory(atPath: Fixtures.cuda90 + "/" + name)
             where file.hasSuffix(".json") && !file.hasPrefix("__grp__") {
-                let json = try JSONSerialization.jsonObject(
-                    with: Data(contentsOf: URL(fileURLWithPath: Fixtures.cuda90 + "/\(name)/\(file)"))) as! [String: Any]
+                let json =
+                    try JSONSerialization.jsonObject(
+                        with: Data(contentsOf: URL(fileURLWithPath: Fixtures.cuda90 + "/\(name)/\(file)")))
+                    as! [String: Any]
                 hashes.insert(json["hash"] as! String)
             }
         }
@@ -88,7 +94,8 @@ import Verification
     }
 
     @Test func sameCacheGivesTheSameDigests() throws {
-        let first = try TemporaryDirectory(), second = try TemporaryDirectory()
+        let first = try TemporaryDirectory()
+        let second = try TemporaryDirectory()
         // A copy elsewhere, with other mtimes and inode order: content alone decides.
         let copy = try second.copy(Fixtures.cuda90, to: "elsewhere")
         for compression in LayerWriter.Compression.allCases {
@@ -129,7 +136,7 @@ import Verification
         let layerBytes = try Data(contentsOf: URL(fileURLWithPath: image.layer.path))
         #expect(manifest.layers[0].digest == SHA256Hasher.digest(layerBytes))
         #expect(manifest.layers[0].size == Int64(layerBytes.count))
-        #expect(try config(image).rootfs?.diff_ids == [image.diffID])
+        #expect(try config(image).rootfs?.diffIDs == [image.diffID])
     }
 
     @Test func perTargetSplitGivesOneImagePerTargetWithOnlyItsKernels() throws {
@@ -137,7 +144,8 @@ import Verification
         try dir.copy(Fixtures.cuda90, to: "mixed")
         let mixed = try dir.copy(Fixtures.hip942, to: "mixed")
         // Driver helper entries: cuda_utils.so goes with CUDA, a launcher that does not name its backend with both.
-        let cudaHelper = String(repeating: "C", count: 52), launcher = String(repeating: "L", count: 52)
+        let cudaHelper = String(repeating: "C", count: 52)
+        let launcher = String(repeating: "L", count: 52)
         try dir.write("elf", to: "mixed/\(cudaHelper)/cuda_utils.so")
         try dir.write("elf", to: "mixed/\(launcher)/__triton_launcher.so")
         let builder = ImageBuilder(scan: try CacheScan(scanning: mixed), options: .init(split: .perTarget))
@@ -147,10 +155,11 @@ import Verification
             #expect(plan.kernels.count == 6)
             #expect(Set(plan.kernels.map(\.metadata.target)).count == 1)
             #expect(CacheLabels(plan.labels).targets == plan.targets)
-            let keys = Set(plan.entries.compactMap { entry -> String? in
-                let parts = entry.path.split(separator: "/")
-                return parts.count >= 2 && parts[0] == "io.triton.cache" ? String(parts[1]) : nil
-            })
+            let keys = Set(
+                plan.entries.compactMap { entry -> String? in
+                    let parts = entry.path.split(separator: "/")
+                    return parts.count >= 2 && parts[0] == "io.triton.cache" ? String(parts[1]) : nil
+                })
             let helpers: Set<String> = plan.tagSuffix == "cuda-sm90" ? [cudaHelper, launcher] : [launcher]
             #expect(keys == Set(plan.kernels.map(\.directory)).union(helpers))
         }

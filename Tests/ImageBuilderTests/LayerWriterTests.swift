@@ -30,14 +30,16 @@ import Verification
             .directory("io.triton.cache"),
             LayerWriter.Entry(path: "io.triton.cache/K/b.json", content: .bytes(Data("{}".utf8))),
             .directory("io.triton.cache/K"),
-            LayerWriter.Entry(path: "io.triton.cache/K/a.cubin", content: .file(sourcePath: dir.path + "/src/a.cubin", size: 6)),
+            LayerWriter.Entry(
+                path: "io.triton.cache/K/a.cubin", content: .file(sourcePath: dir.path + "/src/a.cubin", size: 6)),
         ]
         let first = try tar(entries)
         let second = try tar(entries.reversed())
         #expect(first == second)
-        #expect(tarEntries(first).map(\.name) == [
-            "io.triton.cache/", "io.triton.cache/K/", "io.triton.cache/K/a.cubin", "io.triton.cache/K/b.json",
-        ])
+        #expect(
+            tarEntries(first).map(\.name) == [
+                "io.triton.cache/", "io.triton.cache/K/", "io.triton.cache/K/a.cubin", "io.triton.cache/K/b.json",
+            ])
         for compression in LayerWriter.Compression.allCases {
             #expect(try compressed(first, compression) == compressed(second, compression), "\(compression)")
         }
@@ -55,8 +57,10 @@ import Verification
             return Int(text.trimmingCharacters(in: .whitespaces), radix: 8)
         }
         let headers = [0, 512, 1536].map { offset in
-            (mode: octal(offset + 100, 8), uid: octal(offset + 108, 8), mtime: octal(offset + 136, 12),
-             uname: String(decoding: bytes[(offset + 265)..<(offset + 297)].prefix { $0 != 0 }, as: UTF8.self))
+            (
+                mode: octal(offset + 100, 8), uid: octal(offset + 108, 8), mtime: octal(offset + 136, 12),
+                uname: String(decoding: bytes[(offset + 265)..<(offset + 297)].prefix { $0 != 0 }, as: UTF8.self)
+            )
         }
         #expect(headers.map(\.mode) == [0o755, 0o755, 0o644])
         #expect(headers.allSatisfy { $0.uid == 0 && $0.mtime == 0 && $0.uname.isEmpty })
@@ -91,12 +95,15 @@ import Verification
         let image = try builder.build(try #require(builder.plans().first), in: dir.url)
         let store = try DirectoryBlobStore(root: dir.url.appendingPathComponent("store"))
         let index = try LayerUnpacker(store: store).index(
-            layer: image.layer.descriptor.digest, blobPath: image.layer.path, mediaType: image.layer.descriptor.mediaType)
+            layer: image.layer.descriptor.digest, blobPath: image.layer.path,
+            mediaType: image.layer.descriptor.mediaType)
         let files = index.entries.filter { $0.kind == .file }.map(\.path)
         #expect(files.contains("io.triton.manifest/manifest.json"))
-        #expect(files.filter { $0.hasPrefix("io.triton.cache/") }.count == scan.files.filter {
-            if case .file = $0.content { return true } else { return false }
-        }.count)
+        #expect(
+            files.filter { $0.hasPrefix("io.triton.cache/") }.count
+                == scan.files.filter {
+                    if case .file = $0.content { return true } else { return false }
+                }.count)
         // Every stored file matches its source byte for byte.
         for entry in index.entries where entry.kind == .file && entry.path.hasPrefix("io.triton.cache/") {
             let source = Fixtures.cuda90 + "/" + entry.path.dropFirst("io.triton.cache/".count)

@@ -25,14 +25,17 @@ import Testing
         let built = try builder.build(try #require(builder.plans().first), in: dir.url)
         let store = try DirectoryBlobStore(root: dir.url.appendingPathComponent("store"))
         let index = try LayerUnpacker(store: store).index(
-            layer: built.layer.descriptor.digest, blobPath: built.layer.path, mediaType: built.layer.descriptor.mediaType)
+            layer: built.layer.descriptor.digest, blobPath: built.layer.path,
+            mediaType: built.layer.descriptor.mediaType)
         let labels = try ImageConfig(parsing: built.config).labels
         let image = CacheImage(
             name: "t", digest: built.manifestDescriptor.digest, layers: [built.layer.descriptor], labels: labels)
         return Setup(dir: dir, store: store, image: image, index: index)
     }
 
-    func export(_ setup: Setup, filter: KernelFilter, into target: String) throws -> (TreeExporter.Report, ImageTreeBuilder.Report) {
+    func export(_ setup: Setup, filter: KernelFilter, into target: String) throws -> (
+        TreeExporter.Report, ImageTreeBuilder.Report
+    ) {
         var builder = ImageTreeBuilder(
             options: .init(consumerRoot: target, filter: filter, worldReadable: false),
             readBlob: { try Data(contentsOf: URL(fileURLWithPath: setup.store.path(for: $0)!)) })
@@ -60,7 +63,8 @@ import Testing
                     #expect(!children.isEmpty)
                     for (child, path) in children { #expect(path == "\(target)/\(key)/\(child)") }
                 } else {
-                    #expect(extracted == (try Data(contentsOf: URL(fileURLWithPath: "\(Fixtures.cuda90)/\(key)/\(name)"))))
+                    #expect(
+                        extracted == (try Data(contentsOf: URL(fileURLWithPath: "\(Fixtures.cuda90)/\(key)/\(name)"))))
                 }
             }
         }
@@ -77,7 +81,8 @@ import Testing
         // A symlink where the exporter will create a file: it must not write through it.
         let victim = s.dir.url.appendingPathComponent("victim").path
         try Data("untouched".utf8).write(to: URL(fileURLWithPath: victim))
-        try FileManager.default.createSymbolicLink(atPath: "\(target)/\(key)/add_kernel.cubin", withDestinationPath: victim)
+        try FileManager.default.createSymbolicLink(
+            atPath: "\(target)/\(key)/add_kernel.cubin", withDestinationPath: victim)
         let (report, _) = try export(s, filter: .all, into: target)
         #expect(Set(report.kept) == ["\(key)/add_kernel.ptx", "\(key)/add_kernel.cubin"])
         #expect(try String(contentsOfFile: "\(target)/\(key)/add_kernel.ptx", encoding: .utf8) == "mine")

@@ -59,8 +59,10 @@ struct Fixture {
     func kernel(_ key: String, name: String, target: String, prefix: String = "io.triton.cache/") throws -> [TarEntry] {
         let parts = target.split(separator: ":")
         let arch = Int(parts[1]).map(String.init) ?? "\"\(parts[1])\""
-        let metadata = "{\"hash\":\"h\",\"name\":\"\(name)\",\"target\":{\"backend\":\"\(parts[0])\",\"arch\":\(arch),\"warp_size\":\(parts[2])}}"
-        let group = "{\"child_paths\":{\"\(name).json\":\"/opt/build/.triton/cache/\(key)/\(name).json\",\"\(name).bin\":\"/opt/build/.triton/cache/\(key)/\(name).bin\"}}"
+        let metadata =
+            "{\"hash\":\"h\",\"name\":\"\(name)\",\"target\":{\"backend\":\"\(parts[0])\",\"arch\":\(arch),\"warp_size\":\(parts[2])}}"
+        let group =
+            "{\"child_paths\":{\"\(name).json\":\"/opt/build/.triton/cache/\(key)/\(name).json\",\"\(name).bin\":\"/opt/build/.triton/cache/\(key)/\(name).bin\"}}"
         return [
             directory(prefix + key),
             try file(prefix + "\(key)/\(name).json", metadata),
@@ -90,7 +92,9 @@ struct Fixture {
         let options = ImageFileSystem.Options(
             tree: .init(consumerRoot: root, filter: filter, worldReadable: true), owner: (1000, 1000),
             retryDelay: .milliseconds(200))
-        return (ImageFileSystem(images: images, provider: provider, options: options, status: { Data("{}".utf8) }), provider)
+        return (
+            ImageFileSystem(images: images, provider: provider, options: options, status: { Data("{}".utf8) }), provider
+        )
     }
 }
 
@@ -152,7 +156,10 @@ extension ImageFileSystem {
         var entries = try f.kernel("CUDA90", name: "add", target: "cuda:90:32")
         entries += try f.kernel("CUDA80", name: "add", target: "cuda:80:32")
         entries += try f.kernel("HIP", name: "add", target: "hip:gfx942:64")
-        entries += [try f.file("io.triton.cache/UTILS/cuda_utils.so", "so"), try f.file("io.triton.cache/HIPU/hip_utils.so", "so")]
+        entries += [
+            try f.file("io.triton.cache/UTILS/cuda_utils.so", "so"),
+            try f.file("io.triton.cache/HIPU/hip_utils.so", "so"),
+        ]
         let layer = f.layer(entries)
         let filter = KernelFilter.targets([GPUTarget(backend: .cuda, arch: "90")])
         let (fs, _) = f.mount([f.image("mixed", [layer])], layers: [layer], filter: filter)

@@ -3,7 +3,9 @@ import Glibc
 
 /// `renameat2` is not in Swift's Glibc overlay; glibc has exported it since 2.28.
 private let renameat2: @convention(c) (Int32, UnsafePointer<CChar>, Int32, UnsafePointer<CChar>, UInt32) -> Int32 = {
-    unsafeBitCast(dlsym(UnsafeMutableRawPointer(bitPattern: 0), "renameat2")!, to: (@convention(c) (Int32, UnsafePointer<CChar>, Int32, UnsafePointer<CChar>, UInt32) -> Int32).self)
+    unsafeBitCast(
+        dlsym(UnsafeMutableRawPointer(bitPattern: 0), "renameat2")!,
+        to: (@convention(c) (Int32, UnsafePointer<CChar>, Int32, UnsafePointer<CChar>, UInt32) -> Int32).self)
 }()
 
 private let renameNoReplace: UInt32 = 1
@@ -15,7 +17,8 @@ extension OverlayFileSystem {
     public func open(ino: UInt64, flags: Int32, caller: Caller) throws(FSError) -> OpenedFile {
         if ino < 16 {
             let opened = try lower.open(ino: ino, flags: flags, caller: caller)
-            return OpenedFile(handle: insert(.lower(opened.handle)), keepCache: opened.keepCache, directIO: opened.directIO)
+            return OpenedFile(
+                handle: insert(.lower(opened.handle)), keepCache: opened.keepCache, directIO: opened.directIO)
         }
         let writing = flags & O_ACCMODE != O_RDONLY || flags & O_TRUNC != 0
         let resolved = try resolve(try path(of: ino, caller: caller), caller: caller)
@@ -25,10 +28,12 @@ extension OverlayFileSystem {
         case .lowerFile(let path, let node)? where writing:
             let upper = try upper(for: caller)
             let content = flags & O_TRUNC != 0 ? Data() : try lowerContent(node, caller: caller)
-            return try openShadow(path: path, upper: upper, content: content, permissions: node.permissions, ino: ino, flags: flags)
+            return try openShadow(
+                path: path, upper: upper, content: content, permissions: node.permissions, ino: ino, flags: flags)
         case .lowerFile(_, let node)?:
             let opened = try lower.open(ino: node.ino, flags: flags, caller: caller)
-            return OpenedFile(handle: insert(.lower(opened.handle)), keepCache: opened.keepCache, directIO: opened.directIO)
+            return OpenedFile(
+                handle: insert(.lower(opened.handle)), keepCache: opened.keepCache, directIO: opened.directIO)
         case .upperFile(let path, let info)? where writing:
             let upper = try upper(for: caller)
             var content = Data()
@@ -36,7 +41,8 @@ extension OverlayFileSystem {
                 let fd = try upper.openFile(path, flags: O_RDONLY)
                 content = FileHandle(fileDescriptor: fd, closeOnDealloc: true).readDataToEndOfFile()
             }
-            return try openShadow(path: path, upper: upper, content: content, permissions: info.st_mode & 0o7777, ino: ino, flags: flags)
+            return try openShadow(
+                path: path, upper: upper, content: content, permissions: info.st_mode & 0o7777, ino: ino, flags: flags)
         case .upperFile(let path, _)?:
             if Relocation.applies(to: path.last ?? ""), let bytes = try relocated(path, caller: caller) {
                 return OpenedFile(handle: insert(.bytes(bytes)), keepCache: false, directIO: true)
@@ -195,7 +201,9 @@ extension OverlayFileSystem {
     }
 
     /// The parent's path and, for creation, the upper directory that must hold the new name.
-    private func prepare(parent: UInt64, name: String, caller: Caller) throws(FSError) -> (path: [String], upper: UpperLayer) {
+    private func prepare(parent: UInt64, name: String, caller: Caller) throws(FSError) -> (
+        path: [String], upper: UpperLayer
+    ) {
         try checkName(name)
         let parentPath = try path(of: parent, caller: caller)
         guard case .directory? = try resolve(parentPath, caller: caller) else { throw .notDirectory }
@@ -229,11 +237,13 @@ extension OverlayFileSystem {
         try settle(path, directory: false, upper: upper)
         guard let resolved = try resolve(path, caller: caller) else { throw .notFound }
         let attributes = try attributes(of: resolved, caller: caller)
-        let opened = try openShadow(path: path, upper: upper, content: Data(), permissions: mode & 0o7777, ino: attributes.ino, flags: flags)
+        let opened = try openShadow(
+            path: path, upper: upper, content: Data(), permissions: mode & 0o7777, ino: attributes.ino, flags: flags)
         return (attributes, opened)
     }
 
-    public func makeDirectory(parent: UInt64, name: String, mode: UInt32, caller: Caller) throws(FSError) -> Attributes {
+    public func makeDirectory(parent: UInt64, name: String, mode: UInt32, caller: Caller) throws(FSError) -> Attributes
+    {
         let (path, upper) = try prepare(parent: parent, name: name, caller: caller)
         _ = try upper.inParent(of: path) { fd, last throws(FSError) in
             guard mkdirat(fd, last, mode & 0o7777) == 0 else { throw UpperLayer.error(errno) }
@@ -244,7 +254,8 @@ extension OverlayFileSystem {
         return try attributes(of: resolved, caller: caller)
     }
 
-    public func makeSymlink(parent: UInt64, name: String, target: String, caller: Caller) throws(FSError) -> Attributes {
+    public func makeSymlink(parent: UInt64, name: String, target: String, caller: Caller) throws(FSError) -> Attributes
+    {
         let (path, upper) = try prepare(parent: parent, name: name, caller: caller)
         _ = try upper.inParent(of: path) { fd, last throws(FSError) in
             guard symlinkat(target, fd, last) == 0 else { throw UpperLayer.error(errno) }
@@ -255,7 +266,8 @@ extension OverlayFileSystem {
         return try attributes(of: resolved, caller: caller)
     }
 
-    public func makeLink(ino: UInt64, newParent: UInt64, newName: String, caller: Caller) throws(FSError) -> Attributes {
+    public func makeLink(ino: UInt64, newParent: UInt64, newName: String, caller: Caller) throws(FSError) -> Attributes
+    {
         let source = try path(of: ino, caller: caller)
         if case .lowerFile(_, let node)? = try resolve(source, caller: caller) {
             try copyUp(source, node: node, caller: caller)
@@ -279,7 +291,10 @@ extension OverlayFileSystem {
     func copyUp(_ path: [String], node: ImageTree.Node, caller: Caller, size: Int64? = nil) throws(FSError) {
         let upper = try upper(for: caller)
         var content = try lowerContent(node, caller: caller)
-        if let size { content = size <= content.count ? content.prefix(Int(size)) : content + Data(count: Int(size) - content.count) }
+        if let size {
+            content =
+                size <= content.count ? content.prefix(Int(size)) : content + Data(count: Int(size) - content.count)
+        }
         let (fd, name) = try upper.makeWorkFile()
         let written = content.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, 0) }
         let synced = fsync(fd)
@@ -365,7 +380,8 @@ extension OverlayFileSystem {
             try upper.removeDirectory(target)  // empty in the merged view: only markers can be left in it
         }
         if case .directory? = existing {} else if existing != nil { dropShadows(in: upper, at: target) }
-        guard renameat2(sourceDirectory, source.last!, targetDirectory, target.last!, flags & renameNoReplace) == 0 else {
+        guard renameat2(sourceDirectory, source.last!, targetDirectory, target.last!, flags & renameNoReplace) == 0
+        else {
             throw UpperLayer.error(errno)
         }
         let isDirectory: Bool

@@ -102,7 +102,8 @@ public final class OverlayFileSystem: FileSystem {
             return .directory(path: path, lower: lowerNode?.kind == .directory ? lowerNode : nil, upper: info)
         }
         guard let node = lowerNode else { return nil }
-        return node.kind == .directory ? .directory(path: path, lower: node, upper: nil) : .lowerFile(path: path, node: node)
+        return node.kind == .directory
+            ? .directory(path: path, lower: node, upper: nil) : .lowerFile(path: path, node: node)
     }
 
     /// The path an inode stands for, for this caller.
@@ -244,7 +245,10 @@ public final class OverlayFileSystem: FileSystem {
         }
         var entries = [
             DirectoryEntry(ino: ino, name: ".", kind: .directory),
-            DirectoryEntry(ino: ino == ImageFileSystem.rootIno ? ino : (try? self.ino(ofPath: Array(path.dropLast()), caller: caller)) ?? ino, name: "..", kind: .directory),
+            DirectoryEntry(
+                ino: ino == ImageFileSystem.rootIno
+                    ? ino : (try? self.ino(ofPath: Array(path.dropLast()), caller: caller)) ?? ino, name: "..",
+                kind: .directory),
         ]
         for name in names.sorted() {
             guard let child = try resolve(path + [name], caller: caller) else { continue }

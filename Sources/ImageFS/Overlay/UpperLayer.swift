@@ -141,7 +141,9 @@ final class UpperLayer: Sendable {
         var names: [String] = []
         var whiteouts = Set<String>()
         while let entry = readdir(stream) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+            let name = withUnsafeBytes(of: entry.pointee.d_name) {
+                String(cString: $0.bindMemory(to: CChar.self).baseAddress!)
+            }
             if name == "." || name == ".." || name == Self.opaqueMarker { continue }
             if directory.isEmpty && name == Self.workDirectory { continue }
             if name.hasPrefix(Self.whiteoutPrefix) {
