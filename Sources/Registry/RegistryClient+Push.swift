@@ -28,21 +28,9 @@ extension RegistryClient {
     public func putBlob(repository: String, data: Data) throws -> Digest {
         let digest = SHA256Hasher.digest(data)
         if try blobExists(repository: repository, digest: digest) != nil { return digest }
-        let location = try startUpload(repository: repository)
-        guard var components = URLComponents(url: location, resolvingAgainstBaseURL: false) else {
-            throw RegistryError.invalidResponse("upload location \(location) is not a URL")
-        }
-        components.queryItems =
-            (components.queryItems ?? []) + [URLQueryItem(name: "digest", value: digest.description)]
-        guard let target = components.url else { throw RegistryError.invalidResponse("upload location \(location)") }
-        let call = Call(
-            method: .put, url: target,
-            headers: ["Content-Type": "application/octet-stream"],
-            body: data, scope: Self.scope(repository, push: true), timeouts: options.streamingTimeouts)
-        let head = try perform(call)
-        guard head.status == 201 else {
-            throw RegistryError.invalidResponse("PUT \(target.absoluteString): HTTP \(head.status), expected 201")
-        }
+        try commitUpload(
+            location: try startUpload(repository: repository), digest: digest, body: data,
+            scope: Self.scope(repository, push: true))
         return digest
     }
 

@@ -83,7 +83,7 @@ extension RegistryClient {
     }
 
     /// `PUT <location>&digest=<digest>`: the last request of an upload, with the remaining bytes (or none).
-    private func commitUpload(location: URL, digest: Digest, body: Data, scope: String) throws {
+    func commitUpload(location: URL, digest: Digest, body: Data, scope: String) throws {
         guard var components = URLComponents(url: location, resolvingAgainstBaseURL: false) else {
             throw RegistryError.invalidResponse("upload location \(location) is not a URL")
         }

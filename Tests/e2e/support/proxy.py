@@ -16,10 +16,11 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlencode, urlparse
 
 from .images import OCI_MANIFEST, RegistryAPI, sha256_digest
+from .net import LocalHTTPService
 
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-authorization",
                "proxy-authenticate"}
@@ -58,12 +59,7 @@ class _Fault:
     methods: tuple[str, ...] = ("GET", "HEAD")
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-
-class FaultProxy:
+class FaultProxy(LocalHTTPService):
     def __init__(self, upstream: str):
         self.upstream = upstream  # "127.0.0.1:PORT"
         self._lock = threading.Lock()
@@ -74,7 +70,6 @@ class FaultProxy:
         self.tag_page_size: int | None = None
         self.redirect_blobs_to: "RedirectTarget | None" = None
         self._release = threading.Event()
-        self._server: _Server | None = None
 
     # -- arming faults -------------------------------------------------------------------------------------
 
@@ -210,30 +205,16 @@ class FaultProxy:
             do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
         return Handler
 
-    def start(self) -> "FaultProxy":
-        self._server = _Server(("127.0.0.1", 0), self._handler())
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return self
-
     def stop(self) -> None:
-        self._release.set()
-        if self._server:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
+        self._release.set()  # stalled requests give up first, so shutdown does not wait for them
+        super().stop()
 
     @property
     def host(self) -> str:
-        return f"127.0.0.1:{self._server.server_address[1]}"
+        return f"127.0.0.1:{self.port}"
 
 
-class RedirectTarget:
+class RedirectTarget(LocalHTTPService):
     """Where the proxy redirects blob GETs: object storage in miniature, addressed as `localhost` (another host
     name than the registry's `127.0.0.1`). Records every request's Authorization header (None when absent) and
     serves the blob, fetched from the real registry with the harness's own credentials."""
@@ -242,10 +223,9 @@ class RedirectTarget:
         self.api = RegistryAPI(upstream, creds=creds)
         self._lock = threading.Lock()
         self.seen: list[dict] = []
-        self._server: _Server | None = None
 
     def url_for(self, repo_digest: str) -> str:
-        return f"http://localhost:{self._server.server_address[1]}/storage/{repo_digest}?X-Signature=test"
+        return f"http://localhost:{self.port}/storage/{repo_digest}?X-Signature=test"
 
     def _handler(target):  # noqa: N805
         class Handler(BaseHTTPRequestHandler):
@@ -277,22 +257,6 @@ class RedirectTarget:
                 self.wfile.write(data)
         return Handler
 
-    def start(self) -> "RedirectTarget":
-        self._server = _Server(("127.0.0.1", 0), self._handler())
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
 
 
 class StallServer:

@@ -14,7 +14,7 @@ import datetime as dt
 import json
 import threading
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
@@ -24,12 +24,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 
+from .net import LocalHTTPService
+
 
 def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-class TokenIssuer:
+class TokenIssuer(LocalHTTPService):
     def __init__(self, workdir: Path, *, users: dict[str, str] | None = None, allow_anonymous: bool = True,
                  expires_in: int = 300, registry_leeway_s: int = 0, issuer: str = "mcvfs-test-issuer"):
         self.workdir = Path(workdir)
@@ -52,7 +54,6 @@ class TokenIssuer:
         self._lock = threading.Lock()
         self.issued: list[dict] = []   # one entry per token handed out: {"account", "scopes"}
         self.refused: list[dict] = []  # requests answered 401
-        self._server: ThreadingHTTPServer | None = None
 
     # -- JWT -----------------------------------------------------------------------------------------------
 
@@ -130,21 +131,9 @@ class TokenIssuer:
                 self.wfile.write(data)
         return Handler
 
-    def start(self) -> "TokenIssuer":
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
     @property
     def realm(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}/token"
+        return f"http://127.0.0.1:{self.port}/token"
 
     @property
     def issued_count(self) -> int:
