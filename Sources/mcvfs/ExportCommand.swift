@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Glibc
+import ImageFS
 
 struct ExportCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -48,8 +49,8 @@ struct ExportCommand: ParsableCommand {
         guard let root = status["upperRoot"] as? String else {
             throw ExportError(description: "\(mountpoint) is mounted read-only: it has no upper")
         }
-        let shared = (status["isolation"] as? String) == "shared"
-        return root + "/" + (shared ? "shared" : String(getuid()))
+        let isolation = (status["isolation"] as? String).flatMap(OverlayFileSystem.Isolation.init) ?? .perUser
+        return root + "/" + OverlayFileSystem.upperName(isolation: isolation, uid: getuid())
     }
 
     /// Copies regular files, directories and symlinks; skips mcvfs' own markers and Triton's temp directories.

@@ -108,6 +108,7 @@ struct MountCommand: ParsableCommand {
         let images = ImageFileSystem(
             images: catalog.used, provider: provider, options: options, status: { status.render() })
         let upperRoot = upper ?? cacheRoot.appendingPathComponent("upper/\(Self.identity(of: ref))").path
+        let isolation: OverlayFileSystem.Isolation = sharedUpper ? .shared : .perUser
         let fileSystem: any FileSystem
         if readOnly {
             fileSystem = images
@@ -117,7 +118,7 @@ struct MountCommand: ParsableCommand {
             fileSystem = try OverlayFileSystem(
                 lower: images,
                 options: .init(
-                    upperRoot: upperRoot, isolation: sharedUpper ? .shared : .perUser,
+                    upperRoot: upperRoot, isolation: isolation,
                     consumerRoot: consumerRoot ?? mountpoint),
                 owner: owner)
         }
@@ -126,7 +127,7 @@ struct MountCommand: ParsableCommand {
                 reference: ref.description, mountpoint: mountpoint, consumerRoot: consumerRoot ?? mountpoint,
                 selection: selection.description, catalog: catalog, metrics: metrics, fileSystem: images,
                 upperRoot: readOnly ? nil : upperRoot,
-                isolation: readOnly ? nil : (sharedUpper ? "shared" : "perUser"), service: node.status))
+                isolation: readOnly ? nil : isolation.rawValue, service: node.status))
         let session = FUSESession(
             fileSystem: fileSystem,
             options: FUSESession.Options(

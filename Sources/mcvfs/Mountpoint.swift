@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import NodeService
 
 /// Checks on the mountpoint directory: it exists, nothing live is mounted on it, and a dead daemon's mount
 /// (the kernel answers ENOTCONN) is cleared.
@@ -30,11 +31,7 @@ enum Mountpoint {
 
     /// True when `/proc/self/mountinfo` lists `path` as a mount point.
     static func isMounted(_ path: String) -> Bool {
-        guard let table = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else { return false }
-        return table.split(separator: "\n").contains { line in
-            let fields = line.split(separator: " ")
-            return fields.count > 4 && unescape(String(fields[4])) == path
-        }
+        MountTable.current().entries.contains { $0.mountpoint == path }
     }
 
     static func unmount(_ path: String, lazy: Bool) throws {
@@ -52,24 +49,5 @@ enum Mountpoint {
             throw Problem(
                 description: "cannot unmount \(path): \(message.trimmingCharacters(in: .whitespacesAndNewlines))")
         }
-    }
-
-    /// mountinfo escapes space, tab, newline and backslash as `\ooo`.
-    private static func unescape(_ field: String) -> String {
-        var bytes: [UInt8] = []
-        let source = Array(field.utf8)
-        var i = 0
-        while i < source.count {
-            if source[i] == UInt8(ascii: "\\"), i + 3 < source.count,
-                let code = UInt8(String(decoding: source[(i + 1)...(i + 3)], as: UTF8.self), radix: 8)
-            {
-                bytes.append(code)
-                i += 4
-            } else {
-                bytes.append(source[i])
-                i += 1
-            }
-        }
-        return String(decoding: bytes, as: UTF8.self)
     }
 }

@@ -74,7 +74,7 @@ public final class OverlayFileSystem: FileSystem {
     func upper(for caller: Caller) throws(FSError) -> UpperLayer {
         let space = space(of: caller)
         if let existing = uppers.withLock({ $0[space] }) { return existing }
-        let name = options.isolation == .shared ? "shared" : String(caller.uid)
+        let name = Self.upperName(isolation: options.isolation, uid: caller.uid)
         let layerOwner = options.isolation == .shared ? owner : (caller.uid, caller.gid)
         return try uppers.withLock { uppers throws(FSError) in
             if let existing = uppers[space] { return existing }
@@ -83,6 +83,11 @@ public final class OverlayFileSystem: FileSystem {
             uppers[space] = layer
             return layer
         }
+    }
+
+    /// The directory under the upper root that holds what `uid` writes.
+    public static func upperName(isolation: Isolation, uid: UInt32) -> String {
+        isolation == .shared ? "shared" : String(uid)
     }
 
     func space(of caller: Caller) -> UInt32 { options.isolation == .shared ? UInt32.max : caller.uid }
