@@ -14,7 +14,7 @@ extension EStargz {
         layer: Digest, toc json: Data, tocOffset: Int64, limits: LayerUnpacker.Limits = .init()
     ) throws(TarError) -> LayerIndex {
         let toc: TOC
-        do { toc = try JSONDecoder().decode(TOC.self, from: json) } catch {
+        do { toc = try TOCReader.read(json) } catch {
             throw TarError.corrupt(path: tocName, reason: "TOC is not valid JSON: \(error)")
         }
         guard toc.version == 1 else { throw TarError.corrupt(path: tocName, reason: "TOC version \(toc.version)") }

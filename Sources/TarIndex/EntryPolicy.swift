@@ -14,6 +14,7 @@ enum EntryPolicy {
 
     /// The normalised form of an archive path; "" is the root.
     static func normalise(_ raw: String) throws(Violation) -> String {
+        if isNormal(raw) { return raw }
         if raw.hasPrefix("/") { throw Violation(reason: "absolute path") }
         var components: [Substring] = []
         for component in raw.split(separator: "/", omittingEmptySubsequences: true) {
@@ -22,6 +23,23 @@ enum EntryPolicy {
             components.append(component)
         }
         return components.joined(separator: "/")
+    }
+
+    /// True when `raw` is already in normal form: no empty, `.` or `..` component, no leading or trailing slash
+    /// (the form every well-made archive uses, checked in one pass over the bytes).
+    private static func isNormal(_ raw: String) -> Bool {
+        var length = 0
+        var dots = 0
+        for byte in raw.utf8 {
+            if byte == UInt8(ascii: "/") {
+                if length == 0 || (dots == length && length <= 2) { return false }
+                (length, dots) = (0, 0)
+            } else {
+                length += 1
+                if byte == UInt8(ascii: ".") { dots += 1 }
+            }
+        }
+        return length > 0 && !(dots == length && length <= 2)
     }
 
     enum Whiteout: Equatable {
@@ -33,6 +51,7 @@ enum EntryPolicy {
     /// Classifies `path` (normalised, non-empty) by its last component's OCI whiteout prefix. A `.wh.` name
     /// anywhere but the last component is refused: whiteouts are files, never directories to descend into.
     static func whiteout(_ path: String) throws(Violation) -> Whiteout {
+        guard mentionsWhiteout(path) else { return .none }
         let (parent, name) = split(path)
         if parent.split(separator: "/").contains(where: { $0.hasPrefix(".wh.") }) {
             throw Violation(reason: "whiteout name used as a directory")
@@ -43,6 +62,17 @@ enum EntryPolicy {
         let target = String(name.dropFirst(4))
         if target.isEmpty || target == "." || target == ".." { throw Violation(reason: "whiteout names no entry") }
         return .whiteout(deleting: parent.isEmpty ? target : parent + "/" + target)
+    }
+
+    /// Whether any component may start with `.wh.`: a byte search, so that the common path costs no splitting.
+    private static func mentionsWhiteout(_ path: String) -> Bool {
+        let marker = Array(".wh.".utf8)
+        var matched = 0
+        for byte in path.utf8 {
+            matched = byte == marker[matched] ? matched + 1 : (byte == marker[0] ? 1 : 0)
+            if matched == marker.count { return true }
+        }
+        return false
     }
 
     static func split(_ path: String) -> (parent: String, name: String) {
@@ -61,6 +91,7 @@ enum EntryPolicy {
     static func validateTree(
         _ entries: [String: TarEntry], whiteouts: [TarEntry] = []
     ) -> (path: String, reason: String)? {
+        if let verdict = quickCheck(entries, whiteouts: whiteouts) { return verdict }
         // The paths whose ancestors must be real directories; an opaque whiteout's own directory as well.
         var checks = entries.keys.map { (path: $0, through: $0.split(separator: "/").dropLast()) }
         for whiteout in whiteouts {
@@ -79,7 +110,7 @@ enum EntryPolicy {
                 }
             }
         }
-        for (path, entry) in entries.sorted(by: { $0.key < $1.key }) where entry.kind == .symlink {
+        for (path, entry) in entries.filter({ $0.value.kind == .symlink }).sorted(by: { $0.key < $1.key }) {
             var budget = 40  // the kernel's MAXSYMLINKS
             do {
                 let directory = split(path).parent.split(separator: "/").map(String.init)
@@ -89,6 +120,33 @@ enum EntryPolicy {
             }
         }
         return nil
+    }
+
+    /// The common case decided cheaply: no symlink in the layer and every distinct parent directory made only of
+    /// directories. Returns `.some(nil)` when the tree is safe, nil when the full check must run (it names the
+    /// offending path).
+    private static func quickCheck(
+        _ entries: [String: TarEntry], whiteouts: [TarEntry]
+    ) -> (path: String, reason: String)?? {
+        guard !entries.values.contains(where: { $0.kind == .symlink }) else { return nil }
+        var parents = Set<Substring>()
+        for path in entries.keys {
+            if let slash = path.lastIndex(of: "/") { parents.insert(path[..<slash]) }
+        }
+        for whiteout in whiteouts { parents.insert(Substring(whiteout.path)) }
+        var good = Set<Substring>()
+        for parent in parents {
+            var end = parent.endIndex
+            while true {
+                let prefix = parent[..<end]
+                if prefix.isEmpty || good.contains(prefix) { break }
+                if let ancestor = entries[String(prefix)], ancestor.kind != .directory { return nil }
+                good.insert(prefix)
+                guard let slash = prefix.lastIndex(of: "/") else { break }
+                end = slash
+            }
+        }
+        return .some(nil)
     }
 
     private static func resolve(
