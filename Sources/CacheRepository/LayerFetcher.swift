@@ -12,8 +12,8 @@ import Verification
 ///
 /// With `lazy`, a layer whose descriptor carries the eStargz `toc.digest` annotation is not downloaded: its
 /// footer and TOC are fetched by range, the TOC is checked against the annotation, and the index is built from
-/// the TOC. File contents are then fetched on demand (`materialize`), each verified against the TOC's digest
-/// before the store commits it.
+/// the TOC. File contents are then fetched on demand (`fetch`), each verified against the TOC's digest before it
+/// is served or stored.
 public final class LayerFetcher: Sendable {
     private let client: RegistryClient?
     private let repository: String
@@ -29,6 +29,9 @@ public final class LayerFetcher: Sendable {
     /// Verified bytes of prefetched metadata not yet committed to the store (the tree build reads hundreds of
     /// small files once; committing them as they are opened keeps the mount's start free of file creation).
     private let held = Mutex<[Digest: Data]>([:])
+    private let commitScheduled = Atomic(false)
+    /// Fetched files wait this long in memory, so that the files a process opens together share one commit.
+    static let commitDelay = DispatchTimeInterval.milliseconds(500)
 
     /// Where each lazily indexed content lies, and which contents share a directory (fetched together).
     struct RemoteFiles {
@@ -174,25 +177,34 @@ public final class LayerFetcher: Sendable {
         return data
     }
 
-    /// Makes `content` local and returns its path: at once when the store has it, else by fetching its members
-    /// from the registry (with the other files of its directory not yet local, in as few requests as their
-    /// layout allows), verifying each file against the TOC digest inside the store's commit. Concurrent calls
-    /// for files of one directory wait for one fetch.
+    /// Where a verified file's bytes are.
+    public enum Verified: Sendable {
+        /// In the local store.
+        case stored(path: String)
+        /// Fetched and verified, held in memory until the background commit stores it.
+        case held(Data)
+    }
+
+    /// The verified bytes of `content`: from the store, from memory, or fetched from the registry with the other
+    /// files of its directory not yet local (in as few requests as their layout allows), each checked against
+    /// its TOC digest. Fetched files are served from memory and stored in the background, so no sync of the
+    /// filesystem stands between a first read and its bytes. Concurrent calls for files of one directory wait
+    /// for one fetch.
     /// - Throws: `FetchError.unknownContent` for a digest no lazy index names; `TarError.corrupt` or
-    ///   `CacheError.digestMismatch` for bytes that do not verify (nothing is stored then); registry errors.
-    public func materialize(_ content: Digest) throws -> String {
-        if let path = store.path(for: content) { return path }
+    ///   `CacheError.digestMismatch` for bytes that do not verify (nothing is kept then); registry errors.
+    public func fetch(_ content: Digest) throws -> Verified {
+        if let found = local(content) { return found }
         guard let file = remote.withLock({ $0.files[content] }) else { throw FetchError.unknownContent(content) }
         let gate = groupGates.withLock { $0[file.group, default: NSLock()] }
         gate.lock()
         defer { gate.unlock() }
-        if let path = store.path(for: content) { return path }
+        if let found = local(content) { return found }
         do {
             if file.chunks.isEmpty {
-                return try store.ensure(content, expectedSize: 0) { _ in }
+                return .stored(path: try store.ensure(content, expectedSize: 0) { _ in })
             }
             if file.chunks.count > 1 || file.chunks[0].length > Self.maxSpan {
-                return try fetchChunked(content, file)
+                return .stored(path: try fetchChunked(content, file))
             }
             let siblings = remote.withLock { state in
                 (state.groups[file.group] ?? []).compactMap { digest -> (Digest, RemoteFiles.File)? in
@@ -203,31 +215,61 @@ public final class LayerFetcher: Sendable {
                     }
                     return (digest, sibling)
                 }
-            }.filter { !store.contains($0.0) }
-            // Metadata the tree build already fetched and verified is committed from memory, not fetched again.
-            let all = [(content, file)] + siblings
-            let kept = held.withLock { held in all.compactMap { item in held[item.0].map { (item.0, $0) } } }
-            let keptDigests = Set(kept.map(\.0))
-            let fetched = try fetchVerified(
-                all.filter { !keptDigests.contains($0.0) }, required: keptDigests.contains(content) ? nil : content)
-            let committed = store.commitBatch(kept + fetched)
-            held.withLock { held in
-                for (digest, result) in committed { if case .success = result { held[digest] = nil } }
+            }.filter { local($0.0) == nil }
+            let fetched = try fetchVerified([(content, file)] + siblings, required: content)
+            hold(fetched)
+            guard let data = fetched.first(where: { $0.expected == content })?.data else {
+                throw FetchError.unknownContent(content)
             }
-            switch committed[content] {
-            case .success(let path)?: return path
-            case .failure(let error)?: throw error
-            case nil: throw FetchError.unknownContent(content)
-            }
+            return .held(data)
         } catch {
             metrics.failed(error, verification: Self.isVerificationFailure(error))
             throw error
         }
     }
 
+    /// Makes `content` local and returns its path (for callers that need a file): `fetch`, then, when the bytes
+    /// are only in memory, a commit of what is held.
+    public func materialize(_ content: Digest) throws -> String {
+        if case .stored(let path) = try fetch(content) { return path }
+        commitHeld()
+        guard let path = store.path(for: content) else {
+            throw CacheError.io(operation: "commit", path: content.description, errno: EIO)
+        }
+        return path
+    }
+
+    private func local(_ content: Digest) -> Verified? {
+        if let path = store.path(for: content) { return .stored(path: path) }
+        return held.withLock { $0[content] }.map(Verified.held)
+    }
+
+    /// Keeps verified bytes in memory and schedules their commit to the store.
+    private func hold(_ blobs: [(expected: Digest, data: Data)]) {
+        let schedule = held.withLock { held in
+            for (digest, data) in blobs { held[digest] = data }
+            return !blobs.isEmpty && commitScheduled.exchange(true, ordering: .relaxed) == false
+        }
+        guard schedule else { return }
+        DispatchQueue.global(qos: .utility).asyncAfter(deadline: .now() + Self.commitDelay) { [self] in
+            commitScheduled.store(false, ordering: .relaxed)
+            commitHeld()
+        }
+    }
+
+    /// Stores what is held in memory (one filesystem sync for all).
+    private func commitHeld() {
+        let pending = held.withLock { held in held.map { (expected: $0.key, data: $0.value) } }
+        guard !pending.isEmpty else { return }
+        let committed = store.commitBatch(pending)
+        held.withLock { held in
+            for (digest, result) in committed { if case .success = result { held[digest] = nil } }
+        }
+    }
+
     /// Fetches what it can of `contents` (best effort, for the tree build's metadata): single-member files not
-    /// yet local, in coalesced range requests, verified and held in memory (`contents(of:)` serves them; the
-    /// first open of their directory commits them). Failures are left for `materialize` to report.
+    /// yet local, in coalesced range requests, verified and held in memory (`fetch` serves them; the next commit
+    /// stores them). Failures are left for `fetch` to report.
     public func prefetch(_ contents: [Digest]) {
         let wanted = remote.withLock { state in
             contents.compactMap { digest -> (Digest, RemoteFiles.File)? in
@@ -235,7 +277,7 @@ public final class LayerFetcher: Sendable {
                 else { return nil }
                 return (digest, file)
             }
-        }.filter { !store.contains($0.0) }
+        }.filter { local($0.0) == nil }
         guard let fetched = try? fetchVerified(wanted, required: nil) else { return }
         held.withLock { held in
             for (digest, data) in fetched { held[digest] = data }
@@ -253,18 +295,15 @@ public final class LayerFetcher: Sendable {
                 metrics.failed(error, verification: false)
             }
         }
-        let pending = held.withLock { held in held.map { (expected: $0.key, data: $0.value) } }
-        guard !pending.isEmpty else { return }
-        let committed = store.commitBatch(pending)
-        held.withLock { held in
-            for (digest, result) in committed { if case .success = result { held[digest] = nil } }
-        }
+        commitHeld()
     }
 
     /// The bytes of a file content: from memory when prefetched, else from the store (fetching it first).
     public func contents(of content: Digest) throws -> Data {
-        if let data = held.withLock({ $0[content] }) { return data }
-        return try Data(contentsOf: URL(fileURLWithPath: try materialize(content)))
+        switch try fetch(content) {
+        case .held(let data): return data
+        case .stored(let path): return try Data(contentsOf: URL(fileURLWithPath: path))
+        }
     }
 
     /// Fetches single-member files in coalesced spans of one layer at a time and returns the bytes of those whose

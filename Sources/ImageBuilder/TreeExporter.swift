@@ -51,6 +51,7 @@ public struct TreeExporter {
         let staging = openat(target, stagingName, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
         guard staging >= 0 else { throw BuildError.io(operation: "open", path: stagingName, errno: errno) }
         defer { close(staging) }
+        try tree.resolveAll()
         guard let root = tree.node(tree.rootIno) else { return Report() }
 
         var report = Report()

@@ -19,6 +19,7 @@ public final class ImageFileSystem: FileSystem {
     static let firstTreeIno: UInt64 = 16
     /// The hidden directory that exposes the mount's status; never listed, always reachable by name.
     public static let controlName = ".mcvfs"
+    static let persistDelay = DispatchTimeInterval.seconds(3)
 
     public struct Options: Sendable {
         public var tree: ImageTreeBuilder.Options
@@ -52,7 +53,6 @@ public final class ImageFileSystem: FileSystem {
 
     private struct LoadState {
         var tree: ImageTree?
-        var report = ImageTreeBuilder.Report()
         var lastFailure: (at: ContinuousClock.Instant, reason: String)?
     }
 
@@ -78,8 +78,8 @@ public final class ImageFileSystem: FileSystem {
         self.statusDocument = status
     }
 
-    /// What the tree builder did, once loaded.
-    public var report: ImageTreeBuilder.Report? { state.withLock { $0.tree == nil ? nil : $0.report } }
+    /// What the tree resolved so far, once loaded.
+    public var report: ImageTreeBuilder.Report? { state.withLock { $0.tree?.report } }
 
     public var isLoaded: Bool { state.withLock { $0.tree != nil } }
 
@@ -99,27 +99,23 @@ public final class ImageFileSystem: FileSystem {
         }
         do {
             let indexes = try loadLayers()
-            // Lazily indexed layers: the tree build reads every kernel's metadata and group file, so fetch
-            // them together first (eStargz layers mcvfs writes keep them in one run of the blob).
-            provider.prefetch(
-                indexes.joined().flatMap(\.entries).compactMap { entry in
-                    guard entry.kind == .file, EStargzWriter.isTreeMetadata(entry.path) else { return nil }
-                    return entry.content
-                })
-            var builder = ImageTreeBuilder(options: options.tree, readBlob: readBlob)
+            var builder = ImageTreeBuilder(
+                options: options.tree, readBlob: { [provider] in try provider.contents(of: $0) })
             for (image, layers) in zip(images, indexes) {
-                try builder.add(layers: layers, image: image)
+                builder.add(layers: layers, image: image)
             }
-            let tree = try builder.build(rootIno: Self.rootIno, firstIno: Self.firstTreeIno)
-            let report = builder.report
+            let tree = builder.build(
+                rootIno: Self.rootIno, firstIno: Self.firstTreeIno, retryDelay: options.retryDelay,
+                prefetch: { [provider] in provider.prefetch($0) })
             state.withLock {
                 $0.tree = tree
-                $0.report = report
                 $0.lastFailure = nil
             }
-            // The metadata the build read is verified and in memory; storing it (file creation, a sync) is kept
-            // off the path to the first kernel.
-            DispatchQueue.global(qos: .utility).async { [provider] in provider.persistPrefetched() }
+            // Indexes built from TOCs (and metadata a listing prefetched) are stored once the first kernels are
+            // served: encoding thousands of entries and creating files would compete with them.
+            DispatchQueue.global(qos: .utility).asyncAfter(deadline: .now() + Self.persistDelay) { [provider] in
+                provider.persistPrefetched()
+            }
             return tree
         } catch {
             let reason = String(describing: error)
@@ -139,10 +135,6 @@ public final class ImageFileSystem: FileSystem {
         return try results.withLock { $0 }.map { try $0!.get() }
     }
 
-    private func readBlob(_ digest: Digest) throws -> Data {
-        try provider.contents(of: digest)
-    }
-
     // MARK: FileSystem
 
     public func lookup(parent: UInt64, name: String, caller: Caller) throws(FSError) -> Attributes {
@@ -155,7 +147,7 @@ public final class ImageFileSystem: FileSystem {
         let tree = try load()
         guard let parentNode = tree.node(parent) else { throw .notFound }
         guard parentNode.kind == .directory else { throw .notDirectory }
-        guard let node = tree.child(of: parent, named: name) else { throw .notFound }
+        guard let node = try tree.child(of: parent, named: name) else { throw .notFound }
         return attributes(of: node)
     }
 
@@ -194,16 +186,10 @@ public final class ImageFileSystem: FileSystem {
         let tree = try load()
         guard let node = tree.node(ino) else { throw .notFound }
         guard node.kind == .directory else { throw .notDirectory }
-        var entries = [
+        return [
             DirectoryEntry(ino: node.ino, name: ".", kind: .directory),
             DirectoryEntry(ino: node.parent, name: "..", kind: .directory),
-        ]
-        for name in node.listing {
-            if let child = tree.child(of: ino, named: name) {
-                entries.append(DirectoryEntry(ino: child.ino, name: name, kind: child.kind))
-            }
-        }
-        return entries
+        ] + (try tree.children(of: ino)).map { DirectoryEntry(ino: $0.ino, name: $0.name, kind: $0.kind) }
     }
 
     public func open(ino: UInt64, flags: Int32, caller: Caller) throws(FSError) -> OpenedFile {
@@ -219,19 +205,26 @@ public final class ImageFileSystem: FileSystem {
         case .bytes(let data)?:
             file = .bytes(data)
         case .blob(let digest)?:
-            let path: String
+            // Fetched on first open (an eStargz layer), verified before it is served or stored; a file whose bytes
+            // do not verify fails alone, and nothing of it is kept.
+            let source: FileSource
             if let local = provider.path(of: digest) {
-                path = local
+                source = .file(path: local)
             } else {
-                // Fetched on first open (an eStargz layer), verified before it is stored; a file whose bytes
-                // do not verify fails alone, and nothing of it is kept.
-                do { path = try provider.materialize(digest) } catch let error as FSError { throw error } catch {
+                do { source = try provider.source(of: digest) } catch let error as FSError { throw error } catch {
                     throw .unavailable(reason: "fetching file blob \(digest): \(error)")
                 }
             }
-            let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
-            guard fd >= 0 else { throw .unavailable(reason: "open \(path): \(String(cString: strerror(errno)))") }
-            file = .descriptor(fd)
+            switch source {
+            case .memory(let data):
+                file = .bytes(data)
+            case .file(let path):
+                let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+                guard fd >= 0 else {
+                    throw .unavailable(reason: "open \(path): \(String(cString: strerror(errno)))")
+                }
+                file = .descriptor(fd)
+            }
         case nil:
             throw .invalidArgument
         }

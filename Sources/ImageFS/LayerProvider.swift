@@ -13,6 +13,9 @@ public protocol LayerProvider: Sendable {
     /// Path of a verified file blob, fetching (and verifying) it first when an index names it but it is not
     /// local yet.
     func materialize(_ content: Digest) throws -> String
+    /// Where the verified bytes of a file blob are, fetching them first when needed; a provider may serve
+    /// freshly fetched bytes from memory while it stores them.
+    func source(of content: Digest) throws -> FileSource
     /// Stores what `prefetch` holds in memory (called in the background once the tree is built).
     func persistPrefetched()
     /// The bytes of a verified file blob (prefetched ones may be held in memory), fetching it first when needed.
@@ -22,7 +25,17 @@ public protocol LayerProvider: Sendable {
     func prefetch(_ contents: [Digest])
 }
 
+/// Where a verified file's bytes are.
+public enum FileSource: Sendable {
+    case file(path: String)
+    case memory(Data)
+}
+
 extension LayerProvider {
+    public func source(of content: Digest) throws -> FileSource {
+        .file(path: try materialize(content))
+    }
+
     public func materialize(_ content: Digest) throws -> String {
         guard let path = path(of: content) else {
             throw FSError.unavailable(reason: "file blob \(content) missing from the local store")

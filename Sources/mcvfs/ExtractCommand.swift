@@ -59,15 +59,15 @@ struct ExtractCommand: ParsableCommand {
                     bar.update(
                         bytes: fetchedBytes, totalBytes: totalLayerBytes, blobs: fetchedLayers, totalBlobs: totalLayers)
                 }
-                try builder.add(layers: layers, image: image)
+                builder.add(layers: layers, image: image)
                 Log.info("using \(image.name) \(image.digest.short)")
             }
-            let tree = try builder.build(rootIno: 1, firstIno: 16)
+            let tree = builder.build(rootIno: 1, firstIno: 16)
             let total = tree.totalFileBytes
             let report = try TreeExporter(tree: tree, blobPath: { fetcher.path(of: $0) })
                 .export(into: target) { written in bar.update(bytes: written, totalBytes: total) }
             bar.finish()
-            let built = builder.report
+            let built = tree.report
             if built.kernelsHidden > 0 {
                 Log.warning("skipped \(built.kernelsHidden) kernel(s) for GPUs other than \(selection.description)")
             }

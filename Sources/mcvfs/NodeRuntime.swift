@@ -342,6 +342,8 @@ final class ServiceLayerProvider: LayerProvider {
     let fetchers: [(String, LayerFetcher)]
     let lease: HeldLease
     private let used = Mutex<Set<Digest>>([])
+    private let bookkeeping = DispatchQueue(label: "mcvfs.lease-bookkeeping")
+    static let lazyBookkeepingDelay = DispatchTimeInterval.seconds(2)
 
     init(runtime: NodeRuntime, fetchers: [(String, LayerFetcher)], lease: HeldLease) {
         self.runtime = runtime
@@ -352,13 +354,24 @@ final class ServiceLayerProvider: LayerProvider {
     func index(of layer: Descriptor, in image: CacheImage) throws -> LayerIndex {
         let index = try runtime.janitor.leases.withLock(exclusive: false) { try fetch(layer) }
         if used.withLock({ $0.insert(layer.digest).inserted }) {
-            let contents = index.contentDigests
-            try? lease.add(layers: [layer.digest], blobs: Array(contents))
-            for digest in contents.union([layer.digest]) where runtime.store.contains(digest) {
-                try? runtime.store.touch(digest)  // lazily indexed layers name contents not fetched yet
+            let firstUse: @Sendable () -> Void = { [runtime, lease] in
+                let contents = index.contentDigests
+                try? lease.add(layers: [layer.digest], blobs: Array(contents))
+                for digest in contents.union([layer.digest]) where runtime.store.contains(digest) {
+                    try? runtime.store.touch(digest)  // lazily indexed layers name contents not fetched yet
+                }
+                runtime.enforceBound()
+                runtime.layerLoaded()
             }
-            runtime.enforceBound()
-            runtime.layerLoaded()
+            // A layer indexed from its TOC names thousands of contents, nearly all still remote: leasing them and
+            // touching the local ones waits until the first kernels are served (the lease write holds the lock
+            // every fetch takes). Should an eviction take a local one meanwhile, it is fetched and verified again
+            // when read, never served wrong.
+            if index.remote != nil {
+                bookkeeping.asyncAfter(deadline: .now() + Self.lazyBookkeepingDelay, execute: firstUse)
+            } else {
+                firstUse()
+            }
         }
         return index
     }
@@ -379,10 +392,18 @@ final class ServiceLayerProvider: LayerProvider {
     /// Through the mirror, then the origin, under `leases/.lock` shared like `index(of:)`: this mount's lease
     /// already names the content, so no eviction can take it between its ingest and its first read.
     func materialize(_ content: Digest) throws -> String {
+        try firstSource(of: content) { try $0.materialize(content) }
+    }
+
+    func source(of content: Digest) throws -> FileSource {
+        try firstSource(of: content) { try $0.source(of: content) }
+    }
+
+    private func firstSource<R>(of content: Digest, _ body: (LayerFetcher) throws -> R) throws -> R {
         try runtime.janitor.leases.withLock(exclusive: false) {
             var lastError: (any Error)?
             for (name, fetcher) in fetchers {
-                do { return try fetcher.materialize(content) } catch LayerFetcher.FetchError.unknownContent {
+                do { return try body(fetcher) } catch LayerFetcher.FetchError.unknownContent {
                     continue
                 } catch {
                     if fetcher !== fetchers.last!.1 {

@@ -38,11 +38,11 @@ import Testing
     ) {
         var builder = ImageTreeBuilder(
             options: .init(consumerRoot: target, filter: filter, worldReadable: false),
-            readBlob: { try Data(contentsOf: URL(fileURLWithPath: setup.store.path(for: $0)!)) })
-        try builder.add(layers: [setup.index], image: setup.image)
-        let tree = try builder.build(rootIno: 1, firstIno: 16)
+            readBlob: { [store = setup.store] in try Data(contentsOf: URL(fileURLWithPath: store.path(for: $0)!)) })
+        builder.add(layers: [setup.index], image: setup.image)
+        let tree = builder.build(rootIno: 1, firstIno: 16)
         let report = try TreeExporter(tree: tree, blobPath: { setup.store.path(for: $0) }).export(into: target)
-        return (report, builder.report)
+        return (report, tree.report)
     }
 
     @Test func extractsCompatibleKernelsWithGroupFilesNamingTheTarget() throws {

@@ -156,7 +156,17 @@ def test_other_layer_formats_stay_available(mcvfs, registry):
 
 # -- the lazy mount --------------------------------------------------------------------------------------------
 
-def test_first_kernel_needs_only_footer_toc_metadata_and_its_entry(mcvfs, service, registry, tmp_path):
+def entry_member_bytes(blob: bytes, key: str) -> int:
+    """Compressed bytes of the gzip members holding the files of `<KEY>/` (a member runs to the next one)."""
+    toc_offset, toc = read_toc(blob)
+    entries = [e for e in json.loads(toc)["entries"] if e["type"] in ("reg", "chunk") and e.get("size")]
+    starts = sorted({e["offset"] for e in entries} | {toc_offset})
+    end_of = dict(zip(starts, starts[1:]))
+    mine = {e["offset"] for e in entries if e["name"].removeprefix("io.triton.cache/").startswith(key + "/")}
+    return sum(end_of[o] - o for o in mine)
+
+
+def test_first_kernel_needs_only_footer_toc_and_its_entry(mcvfs, service, registry, tmp_path):
     big = replicate(FIXTURE, tmp_path / "big", copies=20)  # 120 kernels, ~30 MB
     push(mcvfs, big, f"{registry.host}/es/big:v1")
     layer, blob = layer_bytes(registry, "es/big", "v1")
@@ -168,10 +178,14 @@ def test_first_kernel_needs_only_footer_toc_metadata_and_its_entry(mcvfs, servic
             assert (d.mountpoint / first / f.name).read_bytes() or f.name.startswith("__grp__")
         ranges = ranges_for(proxy, layer["digest"])
         assert None not in ranges, f"a whole-blob GET: {ranges}"
-        # footer, TOC, the metadata run (kernel JSON and group files, needed to build the tree), the entry.
+        # Footer, TOC, then that entry alone: its kernel metadata and group file (read to decide whether it
+        # shows and to relocate it) and its binaries, which the writer keeps in two runs of the blob. No other
+        # kernel's metadata is read: the mount resolves a <KEY>/ directory when it is looked up.
         assert len(ranges) <= 4, ranges
         assert ranges[0] == f"bytes={len(blob) - 51}-{len(blob) - 1}", ranges
-        assert range_bytes(ranges) < len(blob) // 5, (range_bytes(ranges), len(blob))
+        assert range_bytes(ranges[2:]) == entry_member_bytes(blob, first), ranges
+        status = json.loads((d.mountpoint / ".mcvfs" / "status.json").read_text())
+        assert status["tree"]["kernelsShown"] == 1, status["tree"]
 
         # Everything else reads byte-identical to the source (group files point into the mount).
         assert_serves(d.mountpoint, big)

@@ -101,7 +101,7 @@ public final class OverlayFileSystem: FileSystem {
     func resolve(_ path: [String], caller: Caller) throws(FSError) -> Resolved? {
         let tree = try lower.load()
         let probe = try upper(for: caller).probe(path)
-        let lowerNode = probe.hidesLower ? nil : tree.node(atPath: path.joined(separator: "/"))
+        let lowerNode = probe.hidesLower ? nil : try tree.node(atPath: path.joined(separator: "/"))
         if let info = probe.info {
             guard Self.isDirectory(info) else { return .upperFile(path: path, info: info) }
             return .directory(path: path, lower: lowerNode?.kind == .directory ? lowerNode : nil, upper: info)
