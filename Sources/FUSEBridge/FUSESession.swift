@@ -50,15 +50,17 @@ public final class FUSESession {
     private var mounted = false
     private let options: Options
 
-    /// - Parameter onError: told of each error reply (operation, errno), for metrics; it must not block.
+    /// - Parameters:
+    ///   - onError: told of each error reply (operation, errno), for metrics; it must not block.
+    ///   - onConnected: called once the kernel's INIT is answered, before the first request after it is served.
     public init(
         fileSystem: any FileSystem, options: Options, log: @escaping @Sendable (String) -> Void,
-        onError: (@Sendable (String, Int32) -> Void)? = nil
+        onError: (@Sendable (String, Int32) -> Void)? = nil, onConnected: (@Sendable () -> Void)? = nil
     ) {
         self.options = options
         self.context = OperationContext(
             fileSystem: fileSystem, cacheTimeout: options.cacheTimeout, traceErrors: options.traceErrors, log: log,
-            onError: onError)
+            onError: onError, onConnected: onConnected)
     }
 
     deinit {

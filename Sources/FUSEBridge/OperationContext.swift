@@ -13,13 +13,19 @@ final class OperationContext: Sendable {
     let traceErrors: Bool
     /// Told of every error reply (operation name, errno), for metrics; nil when nobody counts.
     let onError: (@Sendable (String, Int32) -> Void)?
+    /// Called once, with the first request after the kernel's INIT was answered (mount options that the INIT
+    /// reply resets, such as the read-ahead window, can be set from then on).
+    let onConnected: (@Sendable () -> Void)?
+    let connectedPending = Atomic(false)
     /// Listings snapshotted at `opendir`, so `readdir` offsets stay valid across calls.
     private let listings = Mutex<(next: UInt64, open: [UInt64: [DirectoryEntry]])>((1, [:]))
 
     init(
         fileSystem: any FileSystem, cacheTimeout: Double, traceErrors: Bool,
-        log: @escaping @Sendable (String) -> Void, onError: (@Sendable (String, Int32) -> Void)? = nil
+        log: @escaping @Sendable (String) -> Void, onError: (@Sendable (String, Int32) -> Void)? = nil,
+        onConnected: (@Sendable () -> Void)? = nil
     ) {
+        self.onConnected = onConnected
         self.fileSystem = fileSystem
         self.cacheTimeout = cacheTimeout
         self.traceErrors = traceErrors
@@ -44,6 +50,10 @@ final class OperationContext: Sendable {
 
     /// Runs `body`; a thrown `FSError` becomes its errno reply, logged once when it is not routine.
     func serve(_ req: fuse_req_t?, _ operation: StaticString, _ body: () throws(FSError) -> Void) {
+        if connectedPending.load(ordering: .relaxed), connectedPending.exchange(false, ordering: .acquiringAndReleasing)
+        {
+            onConnected?()
+        }
         do {
             try body()
         } catch {

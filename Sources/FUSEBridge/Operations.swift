@@ -7,6 +7,10 @@ extension OperationContext {
     /// and replies exactly once.
     static let operations: fuse_lowlevel_ops = {
         var ops = fuse_lowlevel_ops()
+        ops.`init` = { userdata, _ in
+            Unmanaged<OperationContext>.fromOpaque(userdata!).takeUnretainedValue().connectedPending.store(
+                true, ordering: .releasing)
+        }
         ops.lookup = { req, parent, name in
             let context = from(req)
             context.serve(req, "lookup") { () throws(FSError) in

@@ -7,6 +7,8 @@ public struct MountTable: Sendable {
         public var mountpoint: String
         public var fsType: String
         public var source: String
+        /// `MAJOR:MINOR` of the mount's device (for FUSE, also the name of its backing device in sysfs).
+        public var device: String = ""
     }
 
     public var entries: [Entry]
@@ -18,7 +20,8 @@ public struct MountTable: Sendable {
                 return nil
             }
             return Entry(
-                mountpoint: Self.unescape(fields[4]), fsType: fields[dash + 1], source: Self.unescape(fields[dash + 2]))
+                mountpoint: Self.unescape(fields[4]), fsType: fields[dash + 1], source: Self.unescape(fields[dash + 2]),
+                device: fields[2])
         }
     }
 

@@ -5,6 +5,7 @@ import FUSEBridge
 import Foundation
 import Glibc
 import ImageFS
+import NodeService
 import OCI
 import Registry
 import TarIndex
@@ -52,6 +53,12 @@ struct MountCommand: ParsableCommand {
 
     @Option(help: "Directory holding the writable uppers (default: <cache-dir>/upper/<mount identity>).")
     var upper: String?
+
+    @Option(
+        help:
+            "Kernel read-ahead for the mount in KiB (needs root; 0 keeps the kernel's 128). Larger windows let sequential reads of big kernels reach mcvfs in fewer, larger requests."
+    )
+    var readAheadKib: Int = 4096
 
     @Argument(help: "REGISTRY/REPOSITORY[:TAG|@DIGEST]") var reference: String
     @Argument(help: "An existing empty directory.") var mountpoint: String
@@ -133,7 +140,13 @@ struct MountCommand: ParsableCommand {
             options: FUSESession.Options(
                 mountpoint: mountpoint, fsName: "mcvfs#\(ref)", allowOther: allowOther,
                 traceErrors: global.logLevel == .debug),
-            log: { Log.warning($0) }, onError: node.fuseErrors.record)
+            log: { Log.warning($0) }, onError: node.fuseErrors.record,
+            onConnected: { [readAheadKib] in
+                guard readAheadKib > 0 else { return }
+                do { try ReadAhead.set(kibibytes: readAheadKib, mountpoint: mountpoint) } catch {
+                    Log.info("read-ahead left at the kernel's default: \(error)")
+                }
+            })
         try session.mount()
         Log.info(
             "mounted \(ref) at \(mountpoint): \(catalog.used.count) image(s) used, \(catalog.skipped.count) skipped")
@@ -161,5 +174,12 @@ extension MountCommand {
 extension LayerFetcher: LayerProvider {
     public func index(of layer: Descriptor, in image: CacheImage) throws -> LayerIndex {
         try index(of: layer)
+    }
+
+    public func source(of content: Digest) throws -> FileSource {
+        switch try fetch(content) {
+        case .stored(let path): return .file(path: path)
+        case .held(let data): return .memory(data)
+        }
     }
 }

@@ -14,5 +14,6 @@ import Testing
         #expect(table.entries.count == 4)
         #expect(table.mcvfsMounts.map(\.mountpoint) == ["/mnt/triton", "/tmp/with space"])
         #expect(table.mcvfsMounts.first?.source == "mcvfs#reg/org/cache")
+        #expect(table.mcvfsMounts.map(\.device) == ["0:50", "0:51"])
     }
 }

@@ -359,6 +359,26 @@ print(json.dumps(r))""")
     assert mnt.status().get("upperRoot") is None
 
 
+def read_ahead_kib(mountpoint: Path) -> int:
+    """The kernel's read-ahead window for a mount, from its backing device in sysfs."""
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields = line.split(" ")
+        if fields[4] == str(mountpoint):
+            return int(Path(f"/sys/class/bdi/{fields[2]}/read_ahead_kb").read_text())
+    raise AssertionError(f"{mountpoint} is not mounted")
+
+
+def test_read_ahead_window_is_raised_once_the_kernel_is_connected(world, mounts, tmp_path):
+    mnt = mounts.mount(world.ref("e2e/triton"), tmp_path / "mnt", tmp_path / "cache", "--gpu", "cuda:90")
+    key = sorted(kernel_dirs(world.cuda_src))[0]
+    assert (mnt.path / key).is_dir()  # the first request after INIT sets the window
+    assert read_ahead_kib(mnt.path) == 4096
+    small = mounts.mount(world.ref("e2e/triton"), tmp_path / "mnt2", tmp_path / "cache", "--gpu", "cuda:90",
+                         "--read-ahead-kib", "512")
+    assert (small.path / key).is_dir()
+    assert read_ahead_kib(small.path) == 512
+
+
 def test_control_directory_is_hidden_from_listing(world, mounts, tmp_path):
     mnt = mounts.mount(world.ref("e2e/triton"), tmp_path / "mnt", tmp_path / "cache", "--gpu", "cuda:90")
     listing = probe_json(f"print(json.dumps(sorted(os.listdir({str(mnt.path)!r}))))")
