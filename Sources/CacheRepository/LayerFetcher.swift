@@ -166,7 +166,7 @@ public final class LayerFetcher: Sendable {
         guard actual == expected else {
             throw FetchError.tocDigestMismatch(layer: layer.digest, expected: expected, actual: actual)
         }
-        return try EStargz.index(layer: layer.digest, toc: json, tocOffset: tocOffset)
+        return try EStargz.index(layer: layer.digest, toc: json, tocOffset: tocOffset, tocDigest: actual)
     }
 
     private func range(_ bytes: Range<Int64>, of layer: Descriptor, client: RegistryClient) throws -> Data {

@@ -9,9 +9,11 @@ extension EStargz {
     /// - Parameters:
     ///   - json: the TOC bytes, already checked against the layer's `toc.digest` annotation.
     ///   - tocOffset: where the TOC member starts in the blob (the end of the last file member).
+    ///   - tocDigest: the TOC's digest when the caller has computed it already.
     /// - Throws: `TarError`.
     public static func index(
-        layer: Digest, toc json: Data, tocOffset: Int64, limits: LayerUnpacker.Limits = .init()
+        layer: Digest, toc json: Data, tocOffset: Int64, tocDigest: Digest? = nil,
+        limits: LayerUnpacker.Limits = .init()
     ) throws(TarError) -> LayerIndex {
         let toc: TOC
         do { toc = try TOCReader.read(json) } catch {
@@ -177,7 +179,7 @@ extension EStargz {
         }
         return LayerIndex(
             layer: layer, entries: order.map { entries[$0]! },
-            remote: RemoteLayout(tocDigest: SHA256Hasher.digest(json), chunks: layout))
+            remote: RemoteLayout(tocDigest: tocDigest ?? SHA256Hasher.digest(json), chunks: layout))
     }
 
     /// `YYYY-MM-DDTHH:MM:SSZ` (what writers emit) without a date formatter, which costs more than the rest of
