@@ -315,48 +315,64 @@ public final class LayerFetcher: Sendable {
             if let required { throw FetchError.offline(required) }
             return []
         }
-        var verified: [(expected: Digest, data: Data)] = []
         var seen = Set<Digest>()
         let byLayer = Dictionary(grouping: files.filter { seen.insert($0.0).inserted }, by: { $0.1.layer.digest })
-        for (_, group) in byLayer {
-            let layer = group[0].1.layer
-            let sorted = group.sorted { $0.1.chunks[0].offset < $1.1.chunks[0].offset }
-            var spans: [[(Digest, RemoteFiles.File)]] = []
-            for item in sorted {
-                let chunk = item.1.chunks[0]
-                if let last = spans.last?.last?.1.chunks[0], let first = spans.last?.first?.1.chunks[0],
-                    chunk.offset - (last.offset + last.length) <= Self.coalesceGap,
-                    chunk.offset + chunk.length - first.offset <= Self.maxSpan
-                {
-                    spans[spans.count - 1].append(item)
-                } else {
-                    spans.append([item])
-                }
+        let spans = byLayer.values.flatMap { group in
+            Self.spans(of: group).map { (layer: group[0].1.layer, files: $0) }
+        }
+        // The spans of one directory (its metadata run and its binaries) are fetched at once: one round trip.
+        let results = Mutex([Result<[(expected: Digest, data: Data)], any Error>?](repeating: nil, count: spans.count))
+        DispatchQueue.concurrentPerform(iterations: spans.count) { i in
+            let result = Result {
+                try fetchSpan(spans[i].files, of: spans[i].layer, client: client, required: required)
             }
-            for span in spans {
-                let start = span[0].1.chunks[0].offset
-                let end = span.map { $0.1.chunks[0].offset + $0.1.chunks[0].length }.max()!
-                let holdsRequired = span.contains { $0.0 == required }
-                let data: Data
-                do { data = try range(start..<end, of: layer, client: client) } catch {
-                    if holdsRequired { throw error }
-                    continue
+            results.withLock { $0[i] = result }
+        }
+        return try results.withLock { $0 }.flatMap { try $0!.get() }
+    }
+
+    /// Neighbouring members of one layer, in offset order, grouped into the spans one request each fetches.
+    private static func spans(of files: [(Digest, RemoteFiles.File)]) -> [[(Digest, RemoteFiles.File)]] {
+        var spans: [[(Digest, RemoteFiles.File)]] = []
+        for item in files.sorted(by: { $0.1.chunks[0].offset < $1.1.chunks[0].offset }) {
+            let chunk = item.1.chunks[0]
+            if let last = spans.last?.last?.1.chunks[0], let first = spans.last?.first?.1.chunks[0],
+                chunk.offset - (last.offset + last.length) <= coalesceGap,
+                chunk.offset + chunk.length - first.offset <= maxSpan
+            {
+                spans[spans.count - 1].append(item)
+            } else {
+                spans.append([item])
+            }
+        }
+        return spans
+    }
+
+    /// One span's request; the files whose bytes verify. Throws only when `required` is in it and fails.
+    private func fetchSpan(
+        _ span: [(Digest, RemoteFiles.File)], of layer: Descriptor, client: RegistryClient, required: Digest?
+    ) throws -> [(expected: Digest, data: Data)] {
+        let start = span[0].1.chunks[0].offset
+        let end = span.map { $0.1.chunks[0].offset + $0.1.chunks[0].length }.max()!
+        let data: Data
+        do { data = try range(start..<end, of: layer, client: client) } catch {
+            if span.contains(where: { $0.0 == required }) { throw error }
+            return []
+        }
+        var verified: [(expected: Digest, data: Data)] = []
+        for (content, file) in span {
+            let chunk = file.chunks[0]
+            do {
+                let lower = Int(chunk.offset - start)
+                let member = data.subdata(in: lower..<(lower + Int(chunk.length)))
+                let bytes = try EStargz.chunkBytes(member: member, size: chunk.size, digest: chunk.digest)
+                let actual = SHA256Hasher.digest(bytes)
+                guard actual == content, Int64(bytes.count) == file.size else {
+                    throw CacheError.digestMismatch(expected: content, actual: actual, size: Int64(bytes.count))
                 }
-                for (content, file) in span {
-                    let chunk = file.chunks[0]
-                    do {
-                        let lower = Int(chunk.offset - start)
-                        let member = data.subdata(in: lower..<(lower + Int(chunk.length)))
-                        let bytes = try EStargz.chunkBytes(member: member, size: chunk.size, digest: chunk.digest)
-                        let actual = SHA256Hasher.digest(bytes)
-                        guard actual == content, Int64(bytes.count) == file.size else {
-                            throw CacheError.digestMismatch(expected: content, actual: actual, size: Int64(bytes.count))
-                        }
-                        verified.append((content, bytes))
-                    } catch  where content != required {
-                        continue
-                    }
-                }
+                verified.append((content, bytes))
+            } catch  where content != required {
+                continue
             }
         }
         return verified
