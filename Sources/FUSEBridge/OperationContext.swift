@@ -50,10 +50,7 @@ final class OperationContext: Sendable {
 
     /// Runs `body`; a thrown `FSError` becomes its errno reply, logged once when it is not routine.
     func serve(_ req: fuse_req_t?, _ operation: StaticString, _ body: () throws(FSError) -> Void) {
-        if connectedPending.load(ordering: .relaxed), connectedPending.exchange(false, ordering: .acquiringAndReleasing)
-        {
-            onConnected?()
-        }
+        if connectedPending.load(ordering: .relaxed) { announceConnection() }
         do {
             try body()
         } catch {
@@ -61,6 +58,10 @@ final class OperationContext: Sendable {
             onError?("\(operation)", error.errno)
             fuse_reply_err(req, error.errno)
         }
+    }
+
+    private func announceConnection() {
+        if connectedPending.exchange(false, ordering: .acquiringAndReleasing) { onConnected?() }
     }
 
     func entry(_ attributes: Attributes) -> fuse_entry_param {

@@ -10,6 +10,7 @@ import errno
 import gzip
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import tarfile
@@ -200,6 +201,21 @@ def test_first_kernel_needs_only_footer_toc_and_its_entry(mcvfs, service, regist
                            name="again")
         assert_serves(d2.mountpoint, big)
         assert ranges_for(proxy, layer["digest"]) == []
+
+
+@pytest.mark.parametrize("mode", [[], ["--read-only"]], ids=["overlay", "read-only"])
+def test_listing_the_root_reads_all_metadata_in_one_request(mcvfs, service, registry, tmp_path, mode):
+    big = replicate(FIXTURE, tmp_path / "big", copies=20)  # 120 kernels
+    push(mcvfs, big, f"{registry.host}/es/list:v1")
+    layer, blob = layer_bytes(registry, "es/list", "v1")
+    with FaultProxy(registry.host) as proxy:
+        d = service.start(f"{proxy.host}/es/list:v1", "--gpu", "cuda:90", "--cache-dir", str(tmp_path / "c"), *mode)
+        assert sorted(os.listdir(d.mountpoint)) == sorted(p.name for p in big.iterdir())
+        # Footer, TOC and the metadata run: every directory resolved together, not one fetch per directory.
+        ranges = ranges_for(proxy, layer["digest"])
+        assert len(ranges) == 3, ranges
+        assert range_bytes(ranges) < len(blob) // 5, (range_bytes(ranges), len(blob))
+        assert_serves(d.mountpoint, big)
 
 
 def test_corrupted_member_gives_eio_for_that_file_only(mcvfs, service, registry, tmp_path):

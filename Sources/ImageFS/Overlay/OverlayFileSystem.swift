@@ -234,6 +234,8 @@ public final class OverlayFileSystem: FileSystem {
 
     public func listDirectory(ino: UInt64, caller: Caller) throws(FSError) -> [DirectoryEntry] {
         if ino != ImageFileSystem.rootIno && ino < 16 { return try lower.listDirectory(ino: ino, caller: caller) }
+        // Every top-level name is resolved below: all at once, after one prefetch of their metadata.
+        if ino == ImageFileSystem.rootIno { try lower.load().resolveAll() }
         let path = try path(of: ino, caller: caller)
         guard case .directory(_, let lowerNode, let upperInfo)? = try resolve(path, caller: caller) else {
             throw .notDirectory
