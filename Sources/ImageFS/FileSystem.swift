@@ -105,6 +105,9 @@ public protocol FileSystem: AnyObject, Sendable {
     func open(ino: UInt64, flags: Int32, caller: Caller) throws(FSError) -> OpenedFile
     func read(handle: UInt64, offset: Int64, into buffer: UnsafeMutableRawBufferPointer) throws(FSError) -> Int
     func release(handle: UInt64)
+    /// The whole content of an open file when it lies in memory (mapped or held), valid until `release`: the FUSE
+    /// bridge replies to reads straight from it, without first copying into a buffer. nil: use `read`.
+    func contentBytes(handle: UInt64) -> UnsafeRawBufferPointer?
     func makeDirectory(parent: UInt64, name: String, mode: UInt32, caller: Caller) throws(FSError) -> Attributes
     func statistics() -> FileSystemStatistics
 
@@ -163,4 +166,8 @@ extension FileSystem {
     { throw .readOnly }
     public func synchronize(handle: UInt64) throws(FSError) {}
     public func flush(handle: UInt64) throws(FSError) {}
+}
+
+extension FileSystem {
+    public func contentBytes(handle: UInt64) -> UnsafeRawBufferPointer? { nil }
 }

@@ -37,7 +37,15 @@ public final class ImageFileSystem: FileSystem {
 
     private enum OpenFile {
         case descriptor(Int32)
+        /// A blob mapped whole (read-only, shared with the page cache); unmapped at release.
+        case mapped(Mapping)
         case bytes(Data)
+    }
+
+    /// Read-only memory that stays mapped until its handle's `release`, which the kernel sends only after the
+    /// handle's last read: sharing the pointer between worker threads is safe.
+    private struct Mapping: @unchecked Sendable {
+        let bytes: UnsafeRawBufferPointer
     }
 
     private struct Handles {
@@ -223,9 +231,7 @@ public final class ImageFileSystem: FileSystem {
                 guard fd >= 0 else {
                     throw .unavailable(reason: "open \(path): \(String(cString: strerror(errno)))")
                 }
-                // Kernels are read front to back: a doubled read-ahead on the blob keeps the disk ahead of FUSE.
-                _ = posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL)
-                file = .descriptor(fd)
+                file = Self.map(fd) ?? .descriptor(fd)
             }
         case nil:
             throw .invalidArgument
@@ -234,17 +240,39 @@ public final class ImageFileSystem: FileSystem {
         return OpenedFile(handle: handle, keepCache: true, directIO: false)
     }
 
+    /// Maps a blob whole: reads are then served from the page cache's own pages, one copy fewer than `pread`
+    /// into a buffer. The descriptor is closed either way once mapped; nil (descriptor kept) when mapping fails.
+    private static func map(_ fd: Int32) -> OpenFile? {
+        var info = stat()
+        guard fstat(fd, &info) == 0, info.st_size > 0,
+            let base = mmap(nil, Int(info.st_size), PROT_READ, MAP_SHARED, fd, 0), base != MAP_FAILED
+        else { return nil }
+        // Kernels are read front to back: a larger read-ahead keeps the disk ahead of the reader.
+        _ = madvise(base, Int(info.st_size), MADV_SEQUENTIAL)
+        close(fd)
+        return .mapped(Mapping(bytes: UnsafeRawBufferPointer(start: base, count: Int(info.st_size))))
+    }
+
     public func read(handle: UInt64, offset: Int64, into buffer: UnsafeMutableRawBufferPointer) throws(FSError) -> Int {
         guard let file = handles.withLock({ $0.open[handle] }) else { throw .badHandle }
         switch file {
         case .bytes(let data): return Reads.copy(data, offset: offset, into: buffer)
+        case .mapped(let mapping): return Reads.copy(mapping.bytes, offset: offset, into: buffer)
         case .descriptor(let fd): return try Reads.fill(buffer, from: fd, offset: offset)
         }
     }
 
+    public func contentBytes(handle: UInt64) -> UnsafeRawBufferPointer? {
+        guard case .mapped(let mapping)? = handles.withLock({ $0.open[handle] }) else { return nil }
+        return mapping.bytes
+    }
+
     public func release(handle: UInt64) {
-        if case .descriptor(let fd)? = handles.withLock({ $0.open.removeValue(forKey: handle) }) {
-            close(fd)
+        switch handles.withLock({ $0.open.removeValue(forKey: handle) }) {
+        case .descriptor(let fd)?: close(fd)
+        case .mapped(let mapping)?:
+            munmap(UnsafeMutableRawPointer(mutating: mapping.bytes.baseAddress), mapping.bytes.count)
+        default: break
         }
     }
 

@@ -1,16 +1,27 @@
 import Foundation
 import Glibc
 
-/// The two ways an open file is read, shared by the image tree and the overlay.
-enum Reads {
+/// How an open file's bytes are read, from memory or from a descriptor: shared by the image tree, the overlay and
+/// the FUSE bridge (which replies from memory without a copy).
+public enum Reads {
     /// Copies the part of `data` at `offset` that fits into `buffer`.
     static func copy(_ data: Data, offset: Int64, into buffer: UnsafeMutableRawBufferPointer) -> Int {
-        guard offset < data.count else { return 0 }
-        let count = min(buffer.count, data.count - Int(offset))
-        data.withUnsafeBytes { bytes in
-            buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: bytes[Int(offset)..<Int(offset) + count]))
-        }
-        return count
+        data.withUnsafeBytes { copy($0, offset: offset, into: buffer) }
+    }
+
+    /// Copies the part of `bytes` at `offset` that fits into `buffer`.
+    static func copy(_ bytes: UnsafeRawBufferPointer, offset: Int64, into buffer: UnsafeMutableRawBufferPointer) -> Int
+    {
+        let part = slice(bytes, offset: offset, count: buffer.count)
+        buffer.copyMemory(from: part)
+        return part.count
+    }
+
+    /// The part of `bytes` a read of `count` at `offset` returns (empty past the end).
+    public static func slice(_ bytes: UnsafeRawBufferPointer, offset: Int64, count: Int) -> UnsafeRawBufferPointer {
+        guard offset < bytes.count else { return UnsafeRawBufferPointer(start: nil, count: 0) }
+        let start = Int(offset)
+        return UnsafeRawBufferPointer(rebasing: bytes[start..<(start + min(count, bytes.count - start))])
     }
 
     /// `pread` until `buffer` is full or the file ends (a short count only at end of file).

@@ -97,6 +97,11 @@ extension OverlayFileSystem {
         }
     }
 
+    public func contentBytes(handle: UInt64) -> UnsafeRawBufferPointer? {
+        guard case .lower(let inner)? = handles.withLock({ $0.open[handle] }) else { return nil }
+        return lower.contentBytes(handle: inner)
+    }
+
     public func write(handle: UInt64, offset: Int64, bytes: UnsafeRawBufferPointer) throws(FSError) -> Int {
         guard case .shadow(let shadow)? = handles.withLock({ $0.open[handle] }) else { throw .badHandle }
         var position = off_t(offset)
