@@ -49,10 +49,11 @@ public final class LayerFetcher: Sendable {
 
         mutating func register(_ index: LayerIndex, layer: Descriptor) {
             guard let layout = index.remote, registered.insert(layer.digest).inserted else { return }
+            let layerName = layer.digest.hex
             for entry in index.entries where entry.kind == .file {
                 guard let content = entry.content, files[content] == nil else { continue }
                 let directory = entry.path.lastIndex(of: "/").map { String(entry.path[..<$0]) } ?? ""
-                let group = layer.digest.hex + "/" + directory
+                let group = layerName + "/" + directory
                 files[content] = File(
                     layer: layer, chunks: layout.chunks(of: content) ?? [], size: entry.size, group: group)
                 groups[group, default: []].append(content)

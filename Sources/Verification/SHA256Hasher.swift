@@ -29,11 +29,7 @@ public struct SHA256Hasher: ~Copyable {
         var out = [UInt8](repeating: 0, count: Int(EVP_MAX_MD_SIZE))
         var length: UInt32 = 0
         EVP_DigestFinal_ex(context, &out, &length)
-        let hex = out.prefix(Int(length)).map { byte in
-            let digits = Array("0123456789abcdef".utf8)
-            return String(decoding: [digits[Int(byte >> 4)], digits[Int(byte & 0x0f)]], as: UTF8.self)
-        }.joined()
-        return try! Digest(hex: hex)  // 32 bytes always render as 64 lowercase hex digits
+        return Digest(bytes: out.prefix(Int(length)))
     }
 
     /// The digest of `data` in one call.
