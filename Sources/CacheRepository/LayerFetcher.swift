@@ -26,6 +26,8 @@ public final class LayerFetcher: Sendable {
     /// directory), then `remote`. `remote` is never held across I/O.
     private let groupGates = Mutex<[String: NSLock]>([:])
     private let remote = Mutex(RemoteFiles())
+    /// Registrations of TOC-built indexes still running (`fetch` and `prefetch` wait for them).
+    private let registrations = DispatchGroup()
     /// Verified bytes of prefetched metadata not yet committed to the store (the tree build reads hundreds of
     /// small files once; committing them as they are opened keeps the mount's start free of file creation).
     private let held = Mutex<[Digest: Data]>([:])
@@ -118,9 +120,13 @@ public final class LayerFetcher: Sendable {
                 let index = try tocIndex(of: layer, annotation: annotation)
                 // Persisting (encoding thousands of entries, a sync) waits for `persistPrefetched`, off the path
                 // to the first kernel; until then the index lives in this process.
-                remote.withLock {
-                    $0.register(index, layer: layer)
-                    $0.unsaved[layer.digest] = index
+                remote.withLock { $0.unsaved[layer.digest] = index }
+                // Mapping every content to where it lies takes tens of milliseconds for a large TOC: it runs
+                // beside the tree build, and fetches wait for it.
+                registrations.enter()
+                DispatchQueue.global(qos: .userInitiated).async { [self] in
+                    remote.withLock { $0.register(index, layer: layer) }
+                    registrations.leave()
                 }
                 return index
             }
@@ -195,6 +201,7 @@ public final class LayerFetcher: Sendable {
     ///   `CacheError.digestMismatch` for bytes that do not verify (nothing is kept then); registry errors.
     public func fetch(_ content: Digest) throws -> Verified {
         if let found = local(content) { return found }
+        registrations.wait()
         guard let file = remote.withLock({ $0.files[content] }) else { throw FetchError.unknownContent(content) }
         let gate = groupGates.withLock { $0[file.group, default: NSLock()] }
         gate.lock()
@@ -272,6 +279,7 @@ public final class LayerFetcher: Sendable {
     /// yet local, in coalesced range requests, verified and held in memory (`fetch` serves them; the next commit
     /// stores them). Failures are left for `fetch` to report.
     public func prefetch(_ contents: [Digest]) {
+        registrations.wait()
         let wanted = remote.withLock { state in
             contents.compactMap { digest -> (Digest, RemoteFiles.File)? in
                 guard let file = state.files[digest], file.chunks.count == 1, file.chunks[0].length <= Self.maxSpan

@@ -70,7 +70,7 @@ public final class ImageTree: Sendable {
         for (offset, top) in topLevel.sorted(by: { $0.name < $1.name }).enumerated() {
             let ino = firstIno + UInt64(offset) + 1
             let file =
-                top.contributions.lazy.compactMap { $0.files[top.name] }.first
+                top.contributions.lazy.compactMap { $0.entries.first { $0.path == top.name }?.file }.first
                 ?? LayerFile(kind: .directory, permissions: 0o755, size: 0, modified: 0)
             nodes.append(
                 Self.node(
@@ -156,7 +156,7 @@ public final class ImageTree: Sendable {
         state.withLock { state in
             let resolved = state.nodes.reduce(Int64(0)) { $0 + ($1.kind == .file ? $1.size : 0) }
             let unresolved = state.pending.values.reduce(Int64(0)) { total, pending in
-                total + (pending.contributions.first?.files.values.reduce(Int64(0)) { $0 + $1.size } ?? 0)
+                total + (pending.contributions.first?.entries.reduce(Int64(0)) { $0 + $1.file.size } ?? 0)
             }
             return resolved + unresolved
         }

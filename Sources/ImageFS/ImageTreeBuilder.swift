@@ -44,17 +44,24 @@ public struct ImageTreeBuilder {
 
     /// Adds one image's layers; what an earlier image has under the same path wins when the tree resolves it.
     public mutating func add(layers: [LayerIndex], image: CacheImage) {
-        var byTop: [String: [String: LayerFile]] = [:]
+        // Entries of one directory are neighbours in a layer: the current group is found without hashing.
+        var byTop: [String: [(path: String, file: LayerFile)]] = [:]
+        var current: (top: Substring, entries: [(path: String, file: LayerFile)])?
         for (path, file) in LayerFile.flatten(layers) {
-            guard let root = Self.cacheRoots.first(where: { path.hasPrefix($0) }) else { continue }
+            guard let root = Self.cacheRoots.first(where: { path.utf8.starts(with: $0.utf8) }) else { continue }
             let relative = path.dropFirst(root.count)
             guard !relative.isEmpty else { continue }
             let top = relative.firstIndex(of: "/").map { relative[..<$0] } ?? relative
-            byTop[String(top), default: [:]][String(relative)] = file
+            if current?.top != top {
+                if let done = current { byTop[String(done.top), default: []] += done.entries }
+                current = (top, [])
+            }
+            current!.entries.append((String(relative), file))
         }
+        if let done = current { byTop[String(done.top), default: []] += done.entries }
         let backends = Set((image.targets ?? []).map(\.backend))
-        for (top, files) in byTop {
-            topLevel[top, default: []].append(SubtreeResolver.Contribution(backends: backends, files: files))
+        for (top, entries) in byTop {
+            topLevel[top, default: []].append(SubtreeResolver.Contribution(backends: backends, entries: entries))
         }
     }
 

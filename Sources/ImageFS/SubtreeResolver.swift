@@ -8,7 +8,11 @@ struct SubtreeResolver: Sendable {
     /// What one image has under a top-level directory (paths relative to the cache root, the directory included).
     struct Contribution: Sendable {
         var backends: Set<GPUTarget.Backend>
-        var files: [String: LayerFile]
+        /// In layer order, kept as a list since most are never resolved; a path a layer lists twice is taken
+        /// from its last entry.
+        var entries: [(path: String, file: LayerFile)]
+
+        var files: [String: LayerFile] { Dictionary(entries, uniquingKeysWith: { _, last in last }) }
     }
 
     /// One path of a resolved subtree, with the bytes mcvfs serves instead of the blob when it rewrote the file.
@@ -109,7 +113,7 @@ struct SubtreeResolver: Sendable {
     /// The files a resolution reads (kernel metadata and group files), to fetch them together beforehand.
     static func metadata(of contributions: [Contribution]) -> [Digest] {
         contributions.flatMap { contribution in
-            contribution.files.compactMap { path, file -> Digest? in
+            contribution.entries.compactMap { path, file -> Digest? in
                 guard case .file(let digest) = file.kind else { return nil }
                 let name = split(path).name
                 return GroupRelocation.isGroupFile(name) || name.hasSuffix(".json") || Relocation.applies(to: name)

@@ -25,7 +25,9 @@ extension EStargz {
         }
         var order: [String] = []
         var entries: [String: TarEntry] = [:]
-        var chunks: [Digest: [(offset: Int64, chunkOffset: Int64, size: Int64?, digest: Digest?)]] = [:]
+        var chunks:
+            [Digest: (size: Int64, list: [(offset: Int64, chunkOffset: Int64, size: Int64?, digest: Digest?)])] =
+                [:]
         var total: Int64 = 0
         var lastFile: (name: String, content: Digest, size: Int64)?
         func record(_ key: String, _ entry: TarEntry) {
@@ -95,7 +97,7 @@ extension EStargz {
                     if chunks[content] == nil {
                         let chunkSize = item.chunkSize.flatMap { $0 > 0 ? $0 : nil }
                         let chunkDigest = try digest(item.chunkDigest, "chunkDigest")
-                        chunks[content] = [(offset, item.chunkOffset ?? 0, chunkSize, chunkDigest)]
+                        chunks[content] = (size, [(offset, item.chunkOffset ?? 0, chunkSize, chunkDigest)])
                     }
                 }
                 lastFile = (path, content, size)
@@ -109,10 +111,10 @@ extension EStargz {
                 guard let offset = item.offset, offset >= 0, offset < tocOffset, let chunkOffset = item.chunkOffset,
                     chunkOffset > 0, chunkOffset < last.size
                 else { throw TarError.corrupt(path: item.name, reason: "chunk without a valid offset") }
-                if chunks[last.content]?.contains(where: { $0.chunkOffset == chunkOffset }) == false {
+                if chunks[last.content]?.list.contains(where: { $0.chunkOffset == chunkOffset }) == false {
                     let chunkSize = item.chunkSize.flatMap { $0 > 0 ? $0 : nil }
                     let chunkDigest = try digest(item.chunkDigest, "chunkDigest")
-                    chunks[last.content]?.append((offset, chunkOffset, chunkSize, chunkDigest))
+                    chunks[last.content]?.list.append((offset, chunkOffset, chunkSize, chunkDigest))
                 }
             case "symlink":
                 guard !path.isEmpty else { throw hostile("symlink at the layer root") }
@@ -149,14 +151,21 @@ extension EStargz {
         }
 
         // A member runs from its offset to the next member's (or the TOC's): that is the range to fetch.
-        let starts = Set(chunks.values.flatMap { $0.map(\.offset) }).union([tocOffset]).sorted()
-        var next: [Int64: Int64] = [:]
-        for (a, b) in zip(starts, starts.dropFirst()) { next[a] = b }
-        var layout: [String: [RemoteLayout.Chunk]] = [:]
-        let sizes = Dictionary(
-            entries.values.compactMap { e in e.content.map { ($0, e.size) } }, uniquingKeysWith: { a, _ in a })
-        for (content, list) in chunks {
-            let size = sizes[content] ?? 0
+        var starts = chunks.values.flatMap { $0.list.map(\.offset) }
+        starts.append(tocOffset)
+        starts.sort()
+        // The first member start after `offset` (every chunk's offset is in `starts`, and the TOC's is last).
+        func memberEnd(_ offset: Int64) -> Int64 {
+            var (low, high) = (0, starts.count)
+            while low < high {
+                let middle = (low + high) / 2
+                if starts[middle] <= offset { low = middle + 1 } else { high = middle }
+            }
+            return starts[low]
+        }
+        var layout: [Digest: [RemoteLayout.Chunk]] = [:]
+        layout.reserveCapacity(chunks.count)
+        for (content, (size, list)) in chunks {
             let sorted = list.sorted { $0.chunkOffset < $1.chunkOffset }
             var result: [RemoteLayout.Chunk] = []
             var expected: Int64 = 0
@@ -171,11 +180,11 @@ extension EStargz {
                 }
                 result.append(
                     RemoteLayout.Chunk(
-                        offset: chunk.offset, length: next[chunk.offset]! - chunk.offset,
+                        offset: chunk.offset, length: memberEnd(chunk.offset) - chunk.offset,
                         chunkOffset: chunk.chunkOffset, size: length, digest: chunk.digest))
                 expected = end
             }
-            layout[content.description] = result
+            layout[content] = result
         }
         return LayerIndex(
             layer: layer, entries: order.map { entries[$0]! },

@@ -90,13 +90,32 @@ public struct RemoteLayout: Codable, Sendable, Hashable {
 
     /// sha256 of the TOC JSON, as the layer annotation pinned it.
     public var tocDigest: Digest
-    /// Chunks of each file content, keyed by the content digest's string form, in file order.
-    public var chunks: [String: [Chunk]]
+    /// Chunks of each file content, in file order.
+    public var chunks: [Digest: [Chunk]]
 
-    public init(tocDigest: Digest, chunks: [String: [Chunk]]) {
+    public init(tocDigest: Digest, chunks: [Digest: [Chunk]]) {
         self.tocDigest = tocDigest
         self.chunks = chunks
     }
 
-    public func chunks(of content: Digest) -> [Chunk]? { chunks[content.description] }
+    public func chunks(of content: Digest) -> [Chunk]? { chunks[content] }
+
+    private enum CodingKeys: String, CodingKey {
+        case tocDigest, chunks
+    }
+
+    // On disk the chunks stay a JSON object keyed by the digest's string form.
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        tocDigest = try container.decode(Digest.self, forKey: .tocDigest)
+        let byName = try container.decode([String: [Chunk]].self, forKey: .chunks)
+        chunks = try Dictionary(uniqueKeysWithValues: byName.map { (try Digest(parsing: $0.key), $0.value) })
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(tocDigest, forKey: .tocDigest)
+        try container.encode(
+            Dictionary(uniqueKeysWithValues: chunks.map { ($0.key.description, $0.value) }), forKey: .chunks)
+    }
 }
