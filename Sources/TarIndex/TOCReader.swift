@@ -90,32 +90,26 @@ struct TOCReader {
     // MARK: JSON
 
     private mutating func object(_ member: (inout TOCReader, String) throws -> Void) throws {
-        try expect(UInt8(ascii: "{"))
-        skipWhitespace()
-        if peek() == UInt8(ascii: "}") {
-            position += 1
-            return
-        }
-        while true {
-            skipWhitespace()
-            let key = try string()
-            skipWhitespace()
-            try expect(UInt8(ascii: ":"))
-            skipWhitespace()
-            try member(&self, key)
-            skipWhitespace()
-            switch next() {
-            case UInt8(ascii: ","): continue
-            case UInt8(ascii: "}"): return
-            default: throw failure("expected ',' or '}'")
-            }
+        try elements(open: "{", close: "}") { reader in
+            let key = try reader.string()
+            reader.skipWhitespace()
+            try reader.expect(UInt8(ascii: ":"))
+            reader.skipWhitespace()
+            try member(&reader, key)
         }
     }
 
     private mutating func array(_ element: (inout TOCReader) throws -> Void) throws {
-        try expect(UInt8(ascii: "["))
+        try elements(open: "[", close: "]", element)
+    }
+
+    /// `open`, comma-separated elements read by `element`, `close`.
+    private mutating func elements(
+        open: Unicode.Scalar, close: Unicode.Scalar, _ element: (inout TOCReader) throws -> Void
+    ) throws {
+        try expect(UInt8(ascii: open))
         skipWhitespace()
-        if peek() == UInt8(ascii: "]") {
+        if peek() == UInt8(ascii: close) {
             position += 1
             return
         }
@@ -125,8 +119,8 @@ struct TOCReader {
             skipWhitespace()
             switch next() {
             case UInt8(ascii: ","): continue
-            case UInt8(ascii: "]"): return
-            default: throw failure("expected ',' or ']'")
+            case UInt8(ascii: close): return
+            default: throw failure("expected ',' or '\(close)'")
             }
         }
     }
