@@ -28,6 +28,19 @@ final class FixtureProvider: LayerProvider {
     }
 
     func path(of content: Digest) -> String? { store.path(for: content) }
+
+    /// Blob reads (the tree reads kernel metadata and group files when it resolves a directory).
+    let reads = Mutex<[Digest]>([])
+    let failingReads = Mutex(false)
+    let prefetched = Mutex<[[Digest]]>([])
+
+    func contents(of content: Digest) throws -> Data {
+        reads.withLock { $0.append(content) }
+        if failingReads.withLock({ $0 }) { throw Unreachable() }
+        return try Data(contentsOf: URL(fileURLWithPath: store.path(for: content)!))
+    }
+
+    func prefetch(_ contents: [Digest]) { prefetched.withLock { $0.append(contents) } }
 }
 
 struct Fixture {
@@ -236,5 +249,57 @@ extension ImageFileSystem {
         provider.failing.withLock { $0 = false }
         Thread.sleep(forTimeInterval: 0.3)
         #expect(try fs.path("KEYA").kind == .directory)
+    }
+}
+
+/// A mount resolves each top-level directory when it is first looked up, not all of them at load.
+@Suite struct LazyResolutionTests {
+    @Test func lookingUpOneKernelReadsOnlyThatKernelsMetadata() throws {
+        let f = try Fixture()
+        let a = try f.kernel("KEYA", name: "add", target: "cuda:90:32")
+        let b = try f.kernel("KEYB", name: "mul", target: "cuda:90:32")
+        let layer = f.layer(a + b)
+        let (fs, provider) = f.mount([f.image("a", [layer])], layers: [layer])
+        #expect(try fs.contents("KEYA/add.bin") == "binary of add for cuda:90:32")
+        let read = Set(provider.reads.withLock { $0 })
+        #expect(!read.isEmpty)
+        #expect(read.isSubset(of: Set(a.compactMap(\.content))))
+        #expect(fs.report?.kernelsShown == 1)
+
+        // Listing the root resolves the rest, after one prefetch of their metadata.
+        #expect(try fs.names("") == ["KEYA", "KEYB"])
+        #expect(fs.report?.kernelsShown == 2)
+        let prefetched = provider.prefetched.withLock { $0 }
+        #expect(prefetched.count == 1)
+        #expect(Set(prefetched.first ?? []).isSubset(of: Set(b.compactMap(\.content))))
+        #expect(!(prefetched.first ?? []).isEmpty)
+    }
+
+    @Test func aKernelForAnotherGPUIsNotFoundByLookupOrListing() throws {
+        let f = try Fixture()
+        let layer = f.layer(
+            try f.kernel("CUDA90", name: "add", target: "cuda:90:32")
+                + (try f.kernel("CUDA80", name: "add", target: "cuda:80:32")))
+        let filter = KernelFilter.targets([GPUTarget(backend: .cuda, arch: "90")])
+        let (fs, _) = f.mount([f.image("a", [layer])], layers: [layer], filter: filter)
+        #expect(throws: FSError.notFound) { try fs.path("CUDA80") }
+        #expect(fs.report?.kernelsHidden == 1)
+        #expect(try fs.names("") == ["CUDA90"])
+        #expect(throws: FSError.notFound) { try fs.path("CUDA80/add.bin") }
+    }
+
+    @Test func aFailedResolutionAnswersAtOnceUntilTheRetryDelayThenRetries() throws {
+        let f = try Fixture()
+        let layer = f.layer(try f.kernel("KEYA", name: "add", target: "cuda:90:32"))
+        let (fs, provider) = f.mount([f.image("a", [layer])], layers: [layer])
+        provider.failingReads.withLock { $0 = true }
+        #expect(throws: FSError.self) { try fs.path("KEYA") }
+        let attempts = provider.reads.withLock { $0.count }
+        #expect(throws: FSError.self) { try fs.path("KEYA") }
+        #expect(provider.reads.withLock { $0.count } == attempts, "retried within the retry delay")
+        provider.failingReads.withLock { $0 = false }
+        Thread.sleep(forTimeInterval: 0.3)  // past the mount's 200 ms retry delay
+        #expect(try fs.path("KEYA").kind == .directory)
+        #expect(try fs.contents("KEYA/add.bin") == "binary of add for cuda:90:32")
     }
 }
