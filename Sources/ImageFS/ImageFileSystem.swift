@@ -25,13 +25,20 @@ public final class ImageFileSystem: FileSystem {
         public var tree: ImageTreeBuilder.Options
         public var owner: (uid: UInt32, gid: UInt32)
         public var retryDelay: Duration
+        /// Files of at least this many bytes (shared objects excepted) are served with direct I/O (nil: never).
+        /// Their reads then copy once, from the blob's pages to the reader, and the kernel keeps no second copy in
+        /// the mount's page cache; they can be mapped privately but not `MAP_SHARED` (ENODEV: allowing it needs
+        /// `FUSE_DIRECT_IO_ALLOW_MMAP`, which libfuse 3.14 cannot negotiate).
+        public var directIOFrom: Int64?
 
         public init(
-            tree: ImageTreeBuilder.Options, owner: (uid: UInt32, gid: UInt32), retryDelay: Duration = .seconds(5)
+            tree: ImageTreeBuilder.Options, owner: (uid: UInt32, gid: UInt32), retryDelay: Duration = .seconds(5),
+            directIOFrom: Int64? = nil
         ) {
             self.tree = tree
             self.owner = owner
             self.retryDelay = retryDelay
+            self.directIOFrom = directIOFrom
         }
     }
 
@@ -237,7 +244,10 @@ public final class ImageFileSystem: FileSystem {
             throw .invalidArgument
         }
         let handle = handles.withLock { $0.insert(file) }
-        return OpenedFile(handle: handle, keepCache: true, directIO: false)
+        // Shared objects never: `dlopen` maps them executable, and DOMAIN.md §1 rules direct I/O out for them.
+        let isSharedObject = node.name.hasSuffix(".so") || node.name.contains(".so.")
+        let direct = !isSharedObject && options.directIOFrom.map { node.size >= $0 } ?? false
+        return OpenedFile(handle: handle, keepCache: !direct, directIO: direct)
     }
 
     /// Maps a blob whole: reads are then served from the page cache's own pages, one copy fewer than `pread`

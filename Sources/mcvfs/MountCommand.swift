@@ -60,6 +60,14 @@ struct MountCommand: ParsableCommand {
     )
     var readAheadKib: Int = 4096
 
+    @Option(
+        help: """
+            Serve files of at least this size (e.g. 8M) with direct I/O: one copy per read and no second copy in \
+            the page cache; such files can be mapped privately (dlopen) but not MAP_SHARED. 'off' disables it.
+            """
+    )
+    var directIOFrom: String = "8M"
+
     @Argument(help: "REGISTRY/REPOSITORY[:TAG|@DIGEST]") var reference: String
     @Argument(help: "An existing empty directory.") var mountpoint: String
 
@@ -110,7 +118,8 @@ struct MountCommand: ParsableCommand {
         let options = ImageFileSystem.Options(
             tree: ImageTreeBuilder.Options(
                 consumerRoot: consumerRoot ?? mountpoint, filter: selection.kernelFilter, worldReadable: allowOther),
-            owner: owner, retryDelay: .milliseconds(Int64(retryDelay * 1000)))
+            owner: owner, retryDelay: .milliseconds(Int64(retryDelay * 1000)),
+            directIOFrom: directIOFrom == "off" ? nil : try parsedSize(directIOFrom))
         let status = StatusBox()
         let images = ImageFileSystem(
             images: catalog.used, provider: provider, options: options, status: { status.render() })

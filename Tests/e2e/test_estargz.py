@@ -10,6 +10,7 @@ import errno
 import gzip
 import hashlib
 import json
+import mmap
 import os
 import shutil
 import subprocess
@@ -216,6 +217,26 @@ def test_listing_the_root_reads_all_metadata_in_one_request(mcvfs, service, regi
         assert len(ranges) == 3, ranges
         assert range_bytes(ranges) < len(blob) // 5, (range_bytes(ranges), len(blob))
         assert_serves(d.mountpoint, big)
+
+
+def test_large_files_read_the_same_with_direct_io_and_map_privately(mcvfs, service, registry, tmp_path):
+    kernel = sorted(p for p in FIXTURE.iterdir() if p.is_dir())[0]
+    src = tmp_path / "src"
+    shutil.copytree(kernel, src / kernel.name)
+    big = next((src / kernel.name).glob("*.cubin"))
+    big.write_bytes(os.urandom(12 << 20))  # past the 8 MiB direct I/O threshold, and several eStargz chunks
+    push(mcvfs, src, f"{registry.host}/es/large:v1")
+    for name, options in (("direct", []), ("cached", ["--direct-io-from", "off"])):
+        d = service.start(f"{registry.host}/es/large:v1", "--gpu", "cuda:90", "--cache-dir", str(tmp_path / "c"),
+                          *options, name=name)
+        served = d.mountpoint / kernel.name / big.name
+        assert served.read_bytes() == big.read_bytes(), name
+        with open(served, "rb") as fh:  # what dlopen does: a private, read-only mapping
+            mapped = mmap.mmap(fh.fileno(), 0, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ)
+            assert mapped[:] == big.read_bytes(), name
+            mapped.close()
+        assert_serves(d.mountpoint, src)
+        assert d.terminate() == 0, d.stderr()
 
 
 def test_corrupted_member_gives_eio_for_that_file_only(mcvfs, service, registry, tmp_path):
