@@ -63,6 +63,7 @@ struct ExtractCommand: ParsableCommand {
                 Log.info("using \(image.name) \(image.digest.short)")
             }
             let tree = builder.build(rootIno: 1, firstIno: 16)
+            try tree.resolveAll()  // filtered and relocated, so the progress total is what will be written
             let total = tree.totalFileBytes
             let report = try TreeExporter(tree: tree, blobPath: { fetcher.path(of: $0) })
                 .export(into: target) { written in bar.update(bytes: written, totalBytes: total) }
