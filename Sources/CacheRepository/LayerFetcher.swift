@@ -28,8 +28,9 @@ public final class LayerFetcher: Sendable {
     private let remote = Mutex(RemoteFiles())
     /// Registrations of TOC-built indexes still running (`fetch` and `prefetch` wait for them).
     private let registrations = DispatchGroup()
-    /// Verified bytes of prefetched metadata not yet committed to the store (the tree build reads hundreds of
-    /// small files once; committing them as they are opened keeps the mount's start free of file creation).
+    /// Verified bytes not yet committed to the store: files fetched for a first read (served from here, committed
+    /// in the background after `commitDelay`) and metadata a root listing prefetched (committed with
+    /// `persistPrefetched`), so no file creation or filesystem sync stands on a read's path.
     private let held = Mutex<[Digest: Data]>([:])
     private let commitScheduled = Atomic(false)
     /// Fetched files wait this long in memory, so that the files a process opens together share one commit.

@@ -147,8 +147,6 @@ public final class ImageTree: Sendable {
     /// Kernels shown and hidden, and group files relocated, in what was resolved so far.
     public var report: ImageTreeBuilder.Report { state.withLock { $0.report } }
 
-    public var isResolved: Bool { state.withLock { $0.pending.isEmpty } }
-
     public var count: Int { state.withLock { $0.nodes.count } }
 
     /// Bytes of the files resolved so far, plus what unresolved names hold as stored.

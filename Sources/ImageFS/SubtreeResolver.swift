@@ -1,5 +1,6 @@
 import Foundation
 import OCI
+import TarIndex
 
 /// Decides what one top-level directory of the cache root shows: the kernels whose targets the host accepts, the
 /// other images' files merged under them, group files relocated. It reads kernel metadata and group files, so a
@@ -110,14 +111,13 @@ struct SubtreeResolver: Sendable {
         return options.worldReadable ? base | 0o555 : base
     }
 
-    /// The files a resolution reads (kernel metadata and group files), to fetch them together beforehand.
+    /// The files a resolution reads, to fetch them together beforehand: kernel metadata and group files (what the
+    /// eStargz writer puts in one run of the layer) and the other files relocation rewrites.
     static func metadata(of contributions: [Contribution]) -> [Digest] {
         contributions.flatMap { contribution in
             contribution.entries.compactMap { path, file -> Digest? in
                 guard case .file(let digest) = file.kind else { return nil }
-                let name = split(path).name
-                return GroupRelocation.isGroupFile(name) || name.hasSuffix(".json") || Relocation.applies(to: name)
-                    ? digest : nil
+                return EStargzWriter.isTreeMetadata(path) || Relocation.applies(to: split(path).name) ? digest : nil
             }
         }
     }
