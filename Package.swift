@@ -2,7 +2,8 @@
 import PackageDescription
 
 // Dependencies point down: OCI values, then the network and storage layers, then the filesystem, then the CLI.
-// Each C library is imported by exactly one Swift target.
+// Each C module is imported by exactly one Swift target; each target lists exactly the modules it imports
+// (scripts/check-imports holds Package.swift to that).
 let package = Package(
     name: "mcvfs",
     platforms: [.macOS(.v15)],
@@ -19,37 +20,49 @@ let package = Package(
         .systemLibrary(name: "COpenSSL", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CSodium", pkgConfig: "libsodium", providers: [.apt(["libsodium-dev"])]),
 
+        .systemLibrary(name: "CDigest", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
+
         .target(name: "OCI"),
+        .target(name: "ContentHash", dependencies: ["OCI", "CDigest"]),
         .target(name: "GPU", dependencies: ["OCI"]),
-        .target(name: "Verification", dependencies: ["OCI", "COpenSSL", "CSodium"]),
-        .target(name: "Registry", dependencies: ["OCI", "Verification"]),
+        .target(name: "Registry", dependencies: ["OCI", "ContentHash"]),
         .target(name: "CurlTransport", dependencies: ["Registry", "CCurl"]),
-        .target(name: "BlobCache", dependencies: ["OCI", "Verification"]),
-        .target(name: "TarIndex", dependencies: ["OCI", "BlobCache", "Verification", "CArchive"]),
-        .target(name: "CacheRepository", dependencies: ["OCI", "GPU", "Registry", "BlobCache", "TarIndex", "Verification"]),
-        .target(name: "Trust", dependencies: ["OCI", "Registry", "Verification", "CacheRepository"]),
-        .target(name: "ImageFS", dependencies: ["OCI", "GPU", "BlobCache", "TarIndex"]),
+        .target(name: "BlobCache", dependencies: ["OCI", "ContentHash"]),
+        .target(name: "TarIndex", dependencies: ["OCI", "ContentHash", "BlobCache", "CArchive"]),
+        .target(name: "CacheRepository", dependencies: ["OCI", "ContentHash", "Registry", "BlobCache", "TarIndex"]),
+        .target(name: "Verification", dependencies: ["OCI", "ContentHash", "COpenSSL", "CSodium"]),
+        .target(name: "Trust", dependencies: ["OCI", "Registry", "Verification"]),
+        .target(name: "ImageFS", dependencies: ["OCI", "ContentHash", "TarIndex"]),
         .target(name: "FUSEBridge", dependencies: ["ImageFS", "CFuse"]),
-        .target(name: "ImageBuilder", dependencies: ["OCI", "GPU", "Registry", "Verification", "TarIndex", "ImageFS"]),
+        .target(name: "ImageBuilder", dependencies: ["OCI", "ContentHash", "GPU", "Registry", "TarIndex"]),
         .target(name: "NodeService", dependencies: ["OCI", "BlobCache", "TarIndex"]),
         .executableTarget(
             name: "mcvfs",
             dependencies: [
-                "OCI", "GPU", "Registry", "CurlTransport", "BlobCache", "TarIndex", "CacheRepository", "ImageFS",
-                "FUSEBridge", "ImageBuilder", "NodeService", "Verification", "Trust",
+                "OCI", "ContentHash", "GPU", "Registry", "CurlTransport", "BlobCache", "TarIndex", "CacheRepository",
+                "Verification", "Trust", "ImageFS", "FUSEBridge", "ImageBuilder", "NodeService",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
 
+        // Helpers every test target may use: temporary directories, fixture paths, processes, tar builders.
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "OCITests", dependencies: ["OCI"]),
-        .testTarget(name: "GPUTests", dependencies: ["GPU"], resources: [.copy("Fixtures")]),
-        .testTarget(name: "VerificationTests", dependencies: ["Verification"], resources: [.copy("Fixtures")]),
-        .testTarget(name: "TrustTests", dependencies: ["Trust", "Verification", "CacheRepository", "OCI"]),
-        .testTarget(name: "RegistryTests", dependencies: ["Registry", "CurlTransport"]),
-        .testTarget(name: "BlobCacheTests", dependencies: ["BlobCache", "Verification", "TarIndex"]),
-        .testTarget(name: "ImageFSTests", dependencies: ["ImageFS", "TarIndex", "BlobCache"]),
+        .testTarget(name: "GPUTests", dependencies: ["GPU", "OCI"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "RegistryTests", dependencies: ["Registry", "CurlTransport", "OCI", "ContentHash"]),
+        .testTarget(name: "BlobCacheTests", dependencies: ["BlobCache", "OCI", "ContentHash", "TestSupport"]),
         .testTarget(
-            name: "ImageBuilderTests", dependencies: ["ImageBuilder", "TarIndex", "OCI", "BlobCache", "Verification"]),
+            name: "TarIndexTests", dependencies: ["TarIndex", "BlobCache", "OCI", "ContentHash", "TestSupport"]),
+        .testTarget(
+            name: "VerificationTests", dependencies: ["Verification", "OCI", "ContentHash"],
+            resources: [.copy("Fixtures")]),
+        .testTarget(name: "TrustTests", dependencies: ["Trust", "Verification", "OCI", "ContentHash"]),
+        .testTarget(
+            name: "ImageFSTests",
+            dependencies: ["ImageFS", "ImageBuilder", "TarIndex", "BlobCache", "OCI", "ContentHash", "TestSupport"]),
+        .testTarget(
+            name: "ImageBuilderTests",
+            dependencies: ["ImageBuilder", "TarIndex", "BlobCache", "OCI", "ContentHash", "TestSupport"]),
         .testTarget(name: "NodeServiceTests", dependencies: ["NodeService", "OCI", "BlobCache", "TarIndex"]),
     ]
 )

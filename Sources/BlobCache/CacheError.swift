@@ -1,6 +1,6 @@
+import ContentHash
 import Foundation
 import OCI
-import Verification
 
 /// Everything the local blob store can fail with. Associated values carry the evidence.
 public enum CacheError: Error, Equatable, CustomStringConvertible {

@@ -1,6 +1,5 @@
 import Foundation
 import OCI
-import Verification
 
 #if canImport(Glibc)
     import Glibc

@@ -1,10 +1,10 @@
 import BlobCache
+import ContentHash
 import Foundation
 import OCI
 import Registry
 import Synchronization
 import TarIndex
-import Verification
 
 /// Gets a layer's index: from disk when it was built before, else by downloading the blob (streamed into the
 /// store, which verifies it before committing) and indexing it. One download per digest at a time in this

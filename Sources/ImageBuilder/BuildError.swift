@@ -1,4 +1,4 @@
-/// Why an image could not be built from a directory, or a tree could not be extracted.
+/// Why an image could not be built from a directory.
 public enum BuildError: Error, Equatable, CustomStringConvertible {
     case notADirectory(String)
     case emptyDirectory(String)
@@ -11,8 +11,6 @@ public enum BuildError: Error, Equatable, CustomStringConvertible {
     case invalidName(String)
     case unsupported(String)
     case io(operation: String, path: String, errno: Int32)
-    /// Extracted content did not hash to its digest.
-    case digestMismatch(path: String, expected: String, actual: String)
 
     public var description: String {
         switch self {
@@ -26,8 +24,6 @@ public enum BuildError: Error, Equatable, CustomStringConvertible {
         case .invalidName(let n): return "refusing file name \(n.debugDescription): not valid UTF-8 or not a plain name"
         case .unsupported(let why): return why
         case .io(let op, let p, let e): return "\(op) \(p) failed: \(String(cString: strerror(e)))"
-        case .digestMismatch(let p, let expected, let actual):
-            return "content of \(p) hashes to \(actual), expected \(expected)"
         }
     }
 }

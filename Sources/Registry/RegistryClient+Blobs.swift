@@ -1,6 +1,6 @@
+import ContentHash
 import Foundation
 import OCI
-import Verification
 
 extension RegistryClient {
     /// `GET /v2/<name>/blobs/<digest>` for a blob small enough to hold (configs): verified before returning.

@@ -1,6 +1,6 @@
+import ContentHash
 import Foundation
 import OCI
-import Verification
 
 /// A manifest as the registry served it, with the digest its bytes hash to.
 public struct FetchedManifest: Sendable, Equatable {

@@ -1,6 +1,6 @@
+import ContentHash
 import Foundation
 import OCI
-import Verification
 
 extension RegistryClient {
     /// `POST /v2/<name>/blobs/uploads/`: opens an upload session.

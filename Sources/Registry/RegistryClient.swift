@@ -1,7 +1,6 @@
 import Foundation
 import OCI
 import Synchronization
-import Verification
 
 /// A client for one registry's OCI Distribution API (`/v2/`), over any `HTTPTransport`.
 ///

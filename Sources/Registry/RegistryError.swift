@@ -1,6 +1,6 @@
+import ContentHash
 import Foundation
 import OCI
-import Verification
 
 /// Everything `RegistryClient` and its transports throw. Each case carries the evidence a person
 /// needs to act (the request, the registry's own words, the digests) in a one-line description.

@@ -1,6 +1,6 @@
+import ContentHash
 import Foundation
 import OCI
-import Verification
 
 extension EStargz {
     /// Indexes a layer from its TOC alone, applying the same `EntryPolicy` as `LayerUnpacker` (a hostile entry

@@ -1,7 +1,7 @@
 import CArchive
+import ContentHash
 import Foundation
 import OCI
-import Verification
 
 /// The eStargz layer format (containerd/stargz-snapshotter `docs/estargz.md`): a tar.gz whose every regular file
 /// (or each chunk of a large file) starts its own gzip member, followed by a member holding the tar entry

@@ -1,6 +1,6 @@
+import ContentHash
 import Foundation
 import OCI
-import Verification
 
 /// Writes eStargz layers (see `EStargz`) reproducibly, from the same entries and tar headers as `LayerWriter`.
 ///

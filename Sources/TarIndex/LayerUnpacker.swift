@@ -1,7 +1,7 @@
 import BlobCache
+import ContentHash
 import Foundation
 import OCI
-import Verification
 
 /// Reads a layer blob (tar, tar+gzip, tar+zstd; detected from the content, the media type is only checked to be
 /// a tar kind) and stores every regular file's bytes in a `BlobStore` as its own content-addressed blob, hashed

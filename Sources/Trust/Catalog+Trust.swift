@@ -1,4 +1,3 @@
-import CacheRepository
 import OCI
 import Verification
 

@@ -1,4 +1,5 @@
 import COpenSSL
+import ContentHash
 import Foundation
 
 extension Certificate {

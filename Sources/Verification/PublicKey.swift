@@ -1,4 +1,5 @@
 import COpenSSL
+import ContentHash
 import Foundation
 
 /// A verification key: ECDSA (P-256, P-384, P-521), RSA or Ed25519, held as its DER SubjectPublicKeyInfo.

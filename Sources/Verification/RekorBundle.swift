@@ -1,3 +1,4 @@
+import ContentHash
 import Foundation
 
 /// The `dev.sigstore.cosign/bundle` annotation: a Rekor v1 entry and its signed entry timestamp (SET), the log's

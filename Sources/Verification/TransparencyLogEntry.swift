@@ -1,3 +1,4 @@
+import ContentHash
 import Foundation
 
 /// A Rekor v1 entry as a Sigstore bundle carries it: the canonical body, its SET (inclusion promise) and, from

@@ -1,6 +1,6 @@
-import CacheRepository
+import ContentHash
 import Foundation
-import Verification
+import OCI
 
 /// The catalog of the last successful mount of a reference, so a remount can serve from the local cache with
 /// the same pinned digests while the registry is unreachable.

@@ -1,6 +1,7 @@
 import ArgumentParser
 import BlobCache
 import CacheRepository
+import ContentHash
 import FUSEBridge
 import Foundation
 import Glibc
@@ -9,7 +10,6 @@ import NodeService
 import OCI
 import Registry
 import TarIndex
-import Verification
 
 struct MountCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

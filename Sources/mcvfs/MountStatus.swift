@@ -1,6 +1,7 @@
 import CacheRepository
 import Foundation
 import ImageFS
+import OCI
 import Synchronization
 
 /// `/.mcvfs/status.json`: what the mount uses and skips, and what fetching has cost and found.

@@ -1,4 +1,5 @@
 import BlobCache
+import TestSupport
 import Testing
 
 @Suite struct CacheDirectoryTests {

@@ -1,9 +1,10 @@
 import BlobCache
+import ContentHash
 import Foundation
 import OCI
 import Synchronization
+import TestSupport
 import Testing
-import Verification
 
 @Suite struct DirectoryBlobStoreTests {
     let dir: TemporaryDirectory

@@ -1,10 +1,11 @@
 import Foundation
+import TestSupport
 import Testing
 
 @testable import ImageBuilder
 
 @Suite struct CacheScanTests {
-    static let key = "5W7KJQDTJCL4UGPMKKCS7TEEPZKSWOY4774SZQ6674FWSXG5MNXQ"
+    static let key = Fixtures.mcvCudaKey
 
     @Test func tritonFixtureIsATritonCacheWithSixKernels() throws {
         let scan = try CacheScan(scanning: Fixtures.cuda90)

@@ -1,11 +1,11 @@
 import BlobCache
+import ContentHash
 import Foundation
 import ImageFS
 import OCI
 import Synchronization
 import TarIndex
 import Testing
-import Verification
 
 /// A provider over hand-made layer indexes whose file blobs live in a real store in a temp directory.
 final class FixtureProvider: LayerProvider {

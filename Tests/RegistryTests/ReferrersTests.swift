@@ -1,7 +1,7 @@
+import ContentHash
 import Foundation
 import OCI
 import Testing
-import Verification
 
 @testable import Registry
 

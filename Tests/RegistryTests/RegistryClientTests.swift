@@ -1,8 +1,8 @@
+import ContentHash
 import Foundation
 import OCI
 import Synchronization
 import Testing
-import Verification
 
 @testable import Registry
 

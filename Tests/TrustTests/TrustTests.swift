@@ -1,9 +1,9 @@
+import ContentHash
 import Foundation
 import OCI
 import Testing
 import Verification
 
-@testable import CacheRepository
 @testable import Trust
 
 private let digestA = try! Digest(parsing: "sha256:" + String(repeating: "aa", count: 32))

@@ -1,5 +1,3 @@
-import OCI
-
 /// Every image a reference names, each either used by a mount or skipped with the reason, in the mount's
 /// merge order (tags sorted by name; an index's manifests in index order after their tag).
 public struct Catalog: Sendable, Codable, Hashable {
@@ -19,6 +17,21 @@ public struct Catalog: Sendable, Codable, Hashable {
         /// Under a signature policy: who signed the image (set only when its signatures were verified).
         public var signedBy: [String]? = nil
 
+        public init(
+            name: String, digest: Digest?, mediaType: String?, image: CacheImage?, kinds: [CacheLabels.Kind],
+            targets: [GPUTarget]?, skipReason: String?, indexDigest: Digest? = nil, signedBy: [String]? = nil
+        ) {
+            self.name = name
+            self.digest = digest
+            self.mediaType = mediaType
+            self.image = image
+            self.kinds = kinds
+            self.targets = targets
+            self.skipReason = skipReason
+            self.indexDigest = indexDigest
+            self.signedBy = signedBy
+        }
+
         public var isUsed: Bool { skipReason == nil && image != nil }
     }
 
@@ -27,6 +40,12 @@ public struct Catalog: Sendable, Codable, Hashable {
     /// The reference as the user gave it.
     public var reference: String
     public var entries: [Entry]
+
+    public init(repository: String, reference: String, entries: [Entry]) {
+        self.repository = repository
+        self.reference = reference
+        self.entries = entries
+    }
 
     public var used: [CacheImage] { entries.filter(\.isUsed).compactMap(\.image) }
     public var skipped: [Entry] { entries.filter { !$0.isUsed } }

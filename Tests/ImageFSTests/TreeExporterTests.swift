@@ -3,6 +3,7 @@ import Foundation
 import ImageFS
 import OCI
 import TarIndex
+import TestSupport
 import Testing
 
 @testable import ImageBuilder
@@ -75,7 +76,7 @@ import Testing
     @Test func existingEntriesAreKeptAndSymlinksInTheTargetAreNotFollowed() throws {
         let s = try setup([Fixtures.mcvCuda])
         let target = s.dir.url.appendingPathComponent("out").path
-        let key = CacheScanTests.key
+        let key = Fixtures.mcvCudaKey
         try FileManager.default.createDirectory(atPath: target + "/" + key, withIntermediateDirectories: true)
         try Data("mine".utf8).write(to: URL(fileURLWithPath: "\(target)/\(key)/add_kernel.ptx"))
         // A symlink where the exporter will create a file: it must not write through it.
@@ -98,7 +99,7 @@ import Testing
         let path = try #require(s.store.path(for: content))
         chmod(path, 0o644)
         try Data("tampered".utf8).write(to: URL(fileURLWithPath: path))
-        #expect(throws: BuildError.self) {
+        #expect(throws: ExportError.self) {
             try export(s, filter: .all, into: s.dir.url.appendingPathComponent("out").path)
         }
     }

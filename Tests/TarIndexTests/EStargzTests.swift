@@ -1,11 +1,10 @@
 import BlobCache
+import ContentHash
 import Foundation
 import OCI
 import TarIndex
+import TestSupport
 import Testing
-import Verification
-
-@testable import ImageBuilder
 
 /// The eStargz writer and the TOC reader, without a registry: what a mount would fetch by range is sliced out
 /// of the written blob here.

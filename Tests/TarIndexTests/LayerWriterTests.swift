@@ -1,11 +1,10 @@
 import BlobCache
+import ContentHash
 import Foundation
 import OCI
 import TarIndex
+import TestSupport
 import Testing
-import Verification
-
-@testable import ImageBuilder
 
 @Suite struct LayerWriterTests {
     func tar(_ entries: [LayerWriter.Entry]) throws -> Data {
@@ -85,30 +84,6 @@ import Verification
         try dir.write("12345", to: "f")
         #expect(throws: TarError.self) {
             try tar([LayerWriter.Entry(path: "f", content: .file(sourcePath: dir.path + "/f", size: 3))])
-        }
-    }
-
-    @Test func mcvfsOwnIndexerAcceptsTheLayer() throws {
-        let dir = try TemporaryDirectory()
-        let scan = try CacheScan(scanning: Fixtures.cuda90)
-        let builder = ImageBuilder(scan: scan, options: .init(compression: .gzip))
-        let image = try builder.build(try #require(builder.plans().first), in: dir.url)
-        let store = try DirectoryBlobStore(root: dir.url.appendingPathComponent("store"))
-        let index = try LayerUnpacker(store: store).index(
-            layer: image.layer.descriptor.digest, blobPath: image.layer.path,
-            mediaType: image.layer.descriptor.mediaType)
-        let files = index.entries.filter { $0.kind == .file }.map(\.path)
-        #expect(files.contains("io.triton.manifest/manifest.json"))
-        #expect(
-            files.filter { $0.hasPrefix("io.triton.cache/") }.count
-                == scan.files.filter {
-                    if case .file = $0.content { return true } else { return false }
-                }.count)
-        // Every stored file matches its source byte for byte.
-        for entry in index.entries where entry.kind == .file && entry.path.hasPrefix("io.triton.cache/") {
-            let source = Fixtures.cuda90 + "/" + entry.path.dropFirst("io.triton.cache/".count)
-            let digest = SHA256Hasher.digest(try Data(contentsOf: URL(fileURLWithPath: source)))
-            #expect(entry.content == digest, "\(entry.path)")
         }
     }
 }

@@ -1,4 +1,4 @@
-import COpenSSL
+import CDigest
 import Foundation
 import OCI
 

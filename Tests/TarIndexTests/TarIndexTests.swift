@@ -1,8 +1,10 @@
 import BlobCache
+import ContentHash
 import Foundation
 import OCI
 import Synchronization
 import TarIndex
+import TestSupport
 import Testing
 
 @Suite struct TarIndexTests {
@@ -28,7 +30,7 @@ import Testing
     func fixtureLayer(_ compression: Compression) throws -> String {
         let tar = dir.file("layer.tar")
         try runChecked([
-            "tar", "-C", (fixtureCache as NSString).deletingLastPathComponent, "--owner=0", "--group=0",
+            "tar", "-C", (Fixtures.cuda90 as NSString).deletingLastPathComponent, "--owner=0", "--group=0",
             "--transform", "s,^cuda-90,io.triton.cache,", "-cf", tar, "cuda-90",
         ])
         switch compression {
@@ -49,14 +51,14 @@ import Testing
         let index = try cache.build(layer: layer, blobPath: blob, mediaType: MediaType.ociLayerTar)
         #expect(index.layer == layer)
 
-        let expected = try regularFiles(below: fixtureCache)
+        let expected = try regularFiles(below: Fixtures.cuda90)
         try #require(expected.count > 10)
         let files = index.entries.filter { $0.kind == .file }
         #expect(files.count == expected.count)
         for (relative, bytes) in expected {
             let entry = try #require(files.first { $0.path == "io.triton.cache/" + relative }, "\(relative) missing")
             #expect(entry.size == Int64(bytes.count))
-            #expect(entry.content == sha256(bytes))
+            #expect(entry.content == SHA256Hasher.digest(bytes))
             let stored = try #require(entry.content.flatMap { store.path(for: $0) })
             #expect(try Data(contentsOf: URL(fileURLWithPath: stored)) == bytes)
             #expect(entry.mode == 0o644 || entry.mode == 0o664 || entry.mode == 0o600 || entry.mode == 0o755)
@@ -115,7 +117,7 @@ import Testing
         #expect(cache.load(layer: layer) == index)
 
         // An index file stored under the wrong name is not trusted.
-        let other = sha256(Data("other".utf8))
+        let other = SHA256Hasher.digest(Data("other".utf8))
         try FileManager.default.copyItem(atPath: cache.path(for: layer), toPath: cache.path(for: other))
         #expect(cache.load(layer: other) == nil)
     }
@@ -223,7 +225,7 @@ import Testing
         let (layer, blob) = try commitLayer(tar)
         let index = try cache.build(layer: layer, blobPath: blob)
         let byPath = Dictionary(uniqueKeysWithValues: index.entries.map { ($0.path, $0) })
-        let content = sha256(Data("cubin bytes".utf8))
+        let content = SHA256Hasher.digest(Data("cubin bytes".utf8))
         #expect(byPath["io.triton.cache/K/alias.cubin"]?.kind == .symlink)
         #expect(byPath["io.triton.cache/K/alias.cubin"]?.linkTarget == "add_kernel.cubin")
         #expect(byPath["io.triton.cache/up"]?.linkTarget == "../io.triton.cache/K")
@@ -261,7 +263,7 @@ import Testing
         let (layer, blob) = try commitLayer(tar)
         let index = try cache.build(layer: layer, blobPath: blob)
         #expect(index.entries.map(\.path) == ["a.json", "b.json"])
-        #expect(index.entries[0].content == sha256(Data("second".utf8)))
+        #expect(index.entries[0].content == SHA256Hasher.digest(Data("second".utf8)))
     }
 
     @Test func truncatedArchivesFailClearlyAndPersistNothing() throws {

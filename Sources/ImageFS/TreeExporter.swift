@@ -1,7 +1,6 @@
+import ContentHash
 import Foundation
-import ImageFS
 import OCI
-import Verification
 
 #if canImport(Glibc)
     import Glibc
@@ -41,15 +40,15 @@ public struct TreeExporter {
     public func export(into directory: String, progress: (Int64) -> Void = { _ in }) throws -> Report {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let target = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard target >= 0 else { throw BuildError.io(operation: "open", path: directory, errno: errno) }
+        guard target >= 0 else { throw ExportError.io(operation: "open", path: directory, errno: errno) }
         defer { close(target) }
         let stagingName = ".mcvfs-extract-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         guard mkdirat(target, stagingName, 0o700) == 0 else {
-            throw BuildError.io(operation: "mkdir", path: directory + "/" + stagingName, errno: errno)
+            throw ExportError.io(operation: "mkdir", path: directory + "/" + stagingName, errno: errno)
         }
         defer { try? FileManager.default.removeItem(atPath: directory + "/" + stagingName) }
         let staging = openat(target, stagingName, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-        guard staging >= 0 else { throw BuildError.io(operation: "open", path: stagingName, errno: errno) }
+        guard staging >= 0 else { throw ExportError.io(operation: "open", path: stagingName, errno: errno) }
         defer { close(staging) }
         try tree.resolveAll()
         guard let root = tree.node(tree.rootIno) else { return Report() }
@@ -66,7 +65,7 @@ public struct TreeExporter {
 
     private static func checkName(_ name: String, in path: String) throws {
         guard !name.isEmpty, name != ".", name != "..", !name.contains("/"), !name.contains("\0") else {
-            throw BuildError.invalidName(path + "/" + name)
+            throw ExportError.invalidName(path + "/" + name)
         }
     }
 
@@ -80,22 +79,22 @@ public struct TreeExporter {
             switch child.kind {
             case .directory:
                 guard mkdirat(fd, name, 0o700) == 0 else {
-                    throw BuildError.io(operation: "mkdir", path: childPath, errno: errno)
+                    throw ExportError.io(operation: "mkdir", path: childPath, errno: errno)
                 }
                 let sub = openat(fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-                guard sub >= 0 else { throw BuildError.io(operation: "open", path: childPath, errno: errno) }
+                guard sub >= 0 else { throw ExportError.io(operation: "open", path: childPath, errno: errno) }
                 defer { close(sub) }
                 try write(children: child, into: sub, path: childPath, report: &report, progress: progress)
                 fchmod(sub, mode_t(child.permissions & 0o777 | 0o700))
                 report.directories += 1
             case .symlink:
                 guard let target = child.linkTarget, symlinkat(target, fd, name) == 0 else {
-                    throw BuildError.io(operation: "symlink", path: childPath, errno: errno)
+                    throw ExportError.io(operation: "symlink", path: childPath, errno: errno)
                 }
                 report.symlinks += 1
             case .file:
                 let out = openat(fd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
-                guard out >= 0 else { throw BuildError.io(operation: "create", path: childPath, errno: errno) }
+                guard out >= 0 else { throw ExportError.io(operation: "create", path: childPath, errno: errno) }
                 defer { close(out) }
                 switch child.content {
                 case .bytes(let data):
@@ -117,10 +116,10 @@ public struct TreeExporter {
     /// Copies a store blob into `out`, hashing it on the way: a blob that no longer matches its digest fails.
     private func copy(_ digest: Digest, to out: Int32, path: String, progress: (Int64) -> Void) throws {
         guard let source = blobPath(digest) else {
-            throw BuildError.unsupported("content \(digest.short) of \(path) is missing from the local store")
+            throw ExportError.unsupported("content \(digest.short) of \(path) is missing from the local store")
         }
         let input = open(source, O_RDONLY | O_CLOEXEC)
-        guard input >= 0 else { throw BuildError.io(operation: "open", path: source, errno: errno) }
+        guard input >= 0 else { throw ExportError.io(operation: "open", path: source, errno: errno) }
         defer { close(input) }
         var hasher = SHA256Hasher()
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 16, alignment: 16)
@@ -129,7 +128,7 @@ public struct TreeExporter {
             let n = read(input, buffer.baseAddress, buffer.count)
             if n < 0 {
                 if errno == EINTR { continue }
-                throw BuildError.io(operation: "read", path: source, errno: errno)
+                throw ExportError.io(operation: "read", path: source, errno: errno)
             }
             if n == 0 { break }
             let chunk = UnsafeRawBufferPointer(rebasing: buffer[..<n])
@@ -139,7 +138,7 @@ public struct TreeExporter {
         }
         let actual = hasher.finalize()
         guard actual == digest else {
-            throw BuildError.digestMismatch(path: path, expected: digest.description, actual: actual.description)
+            throw ExportError.digestMismatch(path: path, expected: digest.description, actual: actual.description)
         }
     }
 
@@ -149,7 +148,7 @@ public struct TreeExporter {
             let n = Glibc.write(fd, bytes.baseAddress! + offset, bytes.count - offset)
             if n < 0 {
                 if errno == EINTR { continue }
-                throw BuildError.io(operation: "write", path: path, errno: errno)
+                throw ExportError.io(operation: "write", path: path, errno: errno)
             }
             offset += n
         }
@@ -168,10 +167,10 @@ public struct TreeExporter {
                 if !exists {
                     if renameat(source, name, target, name) == 0 { continue }
                     guard errno == EEXIST || errno == ENOTEMPTY else {
-                        throw BuildError.io(operation: "rename", path: childPath, errno: errno)
+                        throw ExportError.io(operation: "rename", path: childPath, errno: errno)
                     }
                     guard fstatat(target, name, &info, AT_SYMLINK_NOFOLLOW) == 0 else {
-                        throw BuildError.io(operation: "stat", path: childPath, errno: errno)
+                        throw ExportError.io(operation: "stat", path: childPath, errno: errno)
                     }
                 }
                 guard info.st_mode & S_IFMT == S_IFDIR else {
@@ -184,12 +183,14 @@ public struct TreeExporter {
                     if from >= 0 { close(from) }
                     if to >= 0 { close(to) }
                 }
-                guard from >= 0, to >= 0 else { throw BuildError.io(operation: "open", path: childPath, errno: errno) }
+                guard from >= 0, to >= 0 else { throw ExportError.io(operation: "open", path: childPath, errno: errno) }
                 try merge(children: child, from: from, into: to, path: childPath, report: &report)
             } else {
                 // linkat never replaces: an existing name (file, symlink, anything) is kept.
                 if linkat(source, name, target, name, 0) != 0 {
-                    guard errno == EEXIST else { throw BuildError.io(operation: "link", path: childPath, errno: errno) }
+                    guard errno == EEXIST else {
+                        throw ExportError.io(operation: "link", path: childPath, errno: errno)
+                    }
                     report.kept.append(childPath)
                     if child.kind == .file {
                         report.files -= 1
