@@ -11,6 +11,7 @@
 #include <openssl/rsa.h>
 #include <openssl/objects.h>
 #include <openssl/ct.h>
+#include <openssl/ts.h>
 
 // OpenSSL's STACK_OF(...) accessors are macros or type-checked inline functions that Swift cannot import;
 // these wrappers give Verification the few it needs.
@@ -78,3 +79,4 @@ static inline int mcvfs_precert_tbs(X509 *leaf, unsigned char **out) {
     X509_free(copy);
     return length;
 }
+

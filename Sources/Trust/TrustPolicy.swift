@@ -19,10 +19,16 @@ public struct TrustPolicy: Sendable, CustomStringConvertible {
         TrustPolicy(verifiers: [], description: reason)
     }
 
-    /// Key-based (`--key`): any of `keys`.
-    public static func keys(_ keys: [PublicKey], requiredAnnotations: [String: String] = [:]) -> TrustPolicy {
+    /// Key-based (`--key`): any of `keys`. Log entries in signatures are checked against `transparencyLogs` when
+    /// any are given (a `--trusted-root`), and ignored otherwise: the key is what is trusted.
+    public static func keys(
+        _ keys: [PublicKey], requiredAnnotations: [String: String] = [:], transparencyLogs: [TrustedRoot.Log] = []
+    ) -> TrustPolicy {
         TrustPolicy(
-            verifiers: [CosignVerifier(policy: .key(keys), requiredAnnotations: requiredAnnotations)],
+            verifiers: [
+                CosignVerifier(
+                    policy: .key(keys), requiredAnnotations: requiredAnnotations, transparencyLogs: transparencyLogs)
+            ],
             description: keys.map { "key sha256:\($0.fingerprint.prefix(16))" }.joined(separator: " or "))
     }
 

@@ -25,6 +25,8 @@ public struct Certificate: Sendable, Hashable, CustomStringConvertible {
     }
 
     public static let codeSigningOID = "1.3.6.1.5.5.7.3.3"
+    /// `timeStamping`, the only extended key usage a TSA certificate may have.
+    public static let timeStampingOID = "1.3.6.1.5.5.7.3.8"
     public static let anyExtendedKeyUsageOID = "2.5.29.37.0"
     /// Fulcio's OIDC issuer extension, a DER UTF8String (Fulcio ≥ 1.3):
     /// https://github.com/sigstore/fulcio/blob/main/docs/oid-info.md
@@ -43,6 +45,12 @@ public struct Certificate: Sendable, Hashable, CustomStringConvertible {
     public let extendedKeyUsages: [String]?
     /// The OIDC issuer Fulcio recorded (extension .1.8, else legacy .1.1); `nil` for other certificates.
     public let oidcIssuer: String?
+    /// Basic constraints say CA.
+    public let isCA: Bool
+    /// A CA whose subject is its issuer and whose signature its own key verifies: a root.
+    public let isSelfSignedCA: Bool
+    /// The extended key usage extension is marked critical (RFC 3161 §2.3 requires it of a TSA certificate).
+    public let hasCriticalExtendedKeyUsage: Bool
 
     /// Parses one DER certificate.
     public init(der: Data) throws(VerificationError) {
@@ -56,6 +64,12 @@ public struct Certificate: Sendable, Hashable, CustomStringConvertible {
         alternativeNames = try Self.alternativeNames(handle)
         extendedKeyUsages = try Self.extendedKeyUsages(handle)
         oidcIssuer = try Self.oidcIssuer(handle)
+        let flags = X509_get_extension_flags(handle.pointer)
+        isCA = flags & UInt32(EXFLAG_CA) != 0
+        isSelfSignedCA = isCA && flags & UInt32(EXFLAG_SS) != 0
+        let index = X509_get_ext_by_NID(handle.pointer, NID_ext_key_usage, -1)
+        hasCriticalExtendedKeyUsage =
+            index >= 0 && X509_EXTENSION_get_critical(X509_get_ext(handle.pointer, index)) == 1
     }
 
     /// Parses a single PEM `CERTIFICATE` (the `dev.sigstore.cosign/certificate` annotation).

@@ -3,182 +3,221 @@ import Foundation
 import OCI
 
 extension CosignVerifier {
-    /// Verifies a Sigstore bundle whose DSSE envelope holds an in-toto statement about the image `digest` (cosign
-    /// v3 signatures and attestations, found through the referrers API).
-    ///
-    /// Checks, in order: the Rekor entry's SET and, for v0.2+ bundles, its inclusion proof and signed checkpoint, with
-    /// the policy's logs; for certificates, the chain at the entry's integrated time, code-signing EKU, SCT, identity
-    /// and issuer; the envelope signature over the DSSE pre-authentication encoding; that the logged `dsse` entry
-    /// records this payload, signature and signer; that a statement subject is `digest`.
-    ///
-    /// Required annotations cannot be satisfied by a bundle (it has no simple-signing `optional` map), so a
-    /// verifier that requires any refuses every bundle.
+    /// Verifies a Sigstore bundle about an image: its DSSE envelope must hold an in-toto statement whose subject is
+    /// the manifest `digest` (cosign v3 signatures and attestations, found through the referrers API).
     /// - Throws: `VerificationError` naming the first check that failed.
     public func verify(bundle: SigstoreBundle, digest: Digest, now: Date = Date()) throws(VerificationError)
         -> VerifiedSignature
     {
-        let envelope = bundle.envelope
-        let message = envelope.preAuthenticationEncoding
-        let entry = bundle.transparencyLogEntries.first { $0.rekorBundle != nil }
+        guard bundle.envelope != nil else {
+            throw .invalidAttestation(
+                reason: "an image signature bundle holds a DSSE envelope, not a message signature")
+        }
+        return try verify(bundle: bundle, artifact: digest, now: now)
+    }
+
+    /// Verifies a Sigstore bundle for an artifact known by its SHA-256 `artifact` digest (and, for Ed25519 message
+    /// signatures, its `bytes`), as `cosign verify-blob` and the sigstore-conformance suite do.
+    ///
+    /// Checks, in order (so that each broken input fails for its own reason):
+    /// 1. keyless: the signing time, from RFC 3161 timestamps by the trusted root's timestamp authorities (in their
+    ///    validity windows) and Rekor v1 integrated times under a valid SET; at least one is required;
+    /// 2. keyless: at each such time, the certificate chains to a CA of the trusted root that was valid then, and
+    ///    the certificate itself was valid; code-signing use; an SCT from a trusted CT log; identity and issuer;
+    /// 3. the transparency-log entries from trusted logs: each entry's inclusion proof and signed checkpoint (Rekor
+    ///    v2: origin and key of the log) and SET where present, the log's key valid at the signing times, and the
+    ///    entry recording exactly this signature, signer and content; keyless needs one such entry;
+    /// 4. the signature over the content (DSSE pre-authentication encoding, or the artifact digest);
+    /// 5. the content is about the artifact: the message digest, or an in-toto subject; required annotations.
+    /// - Throws: `VerificationError` naming the first check that failed.
+    public func verify(bundle: SigstoreBundle, artifact: Digest, bytes: Data? = nil, now: Date = Date())
+        throws(VerificationError) -> VerifiedSignature
+    {
+        let artifactDigest = Data(hex: artifact.hex)!
         let signer: VerifiedSignature.Signer
-        let signatureBytes: Data
-        let signerDER: Data
-        var logEntry: VerifiedSignature.LogEntry?
+        var certificateKey: PublicKey?
+        var times: [Date] = []
+        var logEntries: [VerifiedSignature.LogEntry] = []
 
         switch policy {
         case .key(let keys):
-            var found: (PublicKey, Data)?
-            search: for key in keys {
-                for signature in envelope.signatures where try key.isValidSignature(signature, over: message) {
-                    found = (key, signature)
-                    break search
-                }
+            var found: PublicKey?
+            for key in keys where try Self.contentVerifies(bundle, key: key, artifact: artifactDigest, bytes: bytes) {
+                found = key
+                break
             }
-            guard let (key, signature) = found else {
+            guard let match = found else {
                 throw .badSignature(key: keys.count == 1 ? keys[0].description : "any of \(keys.count) keys")
             }
-            if !transparencyLogs.isEmpty, let entry {
-                logEntry = try verifyLogEntry(
-                    entry, logs: transparencyLogs, requireProof: bundle.requiresInclusionProof)
-            } else if requireTransparencyLog {
+            signer = .key(match)
+            if !transparencyLogs.isEmpty {
+                logEntries = try Self.verifyLogEntries(
+                    bundle, logs: transparencyLogs, signer: bundle.certificate?.der ?? match.spki,
+                    artifact: artifactDigest, times: [])
+            }
+            if requireTransparencyLog && logEntries.isEmpty {
                 throw .invalidSET(reason: "bundle has no transparency log entry verifiable with the configured logs")
             }
-            signer = .key(key)
-            signatureBytes = signature
-            signerDER = key.spki
 
         case .keyless(let root, let identity, let issuer):
             guard let certificate = bundle.certificate else {
                 throw .untrustedCertificate(reason: "keyless policy but the bundle carries no certificate")
             }
-            guard let entry else { throw .invalidSET(reason: "bundle has no transparency log entry with a SET") }
-            let verifiedEntry = try verifyLogEntry(
-                entry, logs: root.transparencyLogs + transparencyLogs, requireProof: bundle.requiresInclusionProof)
-            let chain = try Self.verifyChain(
-                certificate, root: root, extra: bundle.chain, at: verifiedEntry.integratedTime)
+            let logs = root.transparencyLogs + transparencyLogs
+            times = try Self.signingTimes(bundle, root: root, logs: logs)
+            var chain: [Certificate] = []
+            for time in times {
+                chain = try Self.verifyChain(certificate, root: root, extra: bundle.chain, at: time)
+            }
             guard certificate.permitsCodeSigning(allowAbsent: false) else {
                 throw .untrustedCertificate(reason: "certificate lacks the code-signing extended key usage")
             }
             try Self.requireSCT(certificate, chain: chain, logs: root.certificateTransparencyLogs)
             let matched = try Self.requireIdentity(certificate, identity: identity, issuer: issuer)
-            signatureBytes = try Self.envelopeSignature(envelope, message: message, key: certificate.publicKey)
-            logEntry = verifiedEntry
+            logEntries = try Self.verifyLogEntries(
+                bundle, logs: logs, signer: certificate.der, artifact: artifactDigest, times: times)
+            guard !logEntries.isEmpty else {
+                throw .invalidInclusionProof(reason: "bundle has no entry from a trusted transparency log")
+            }
+            certificateKey = certificate.publicKey
             signer = .certificate(identity: matched, issuer: certificate.oidcIssuer, certificate: certificate)
-            signerDER = certificate.der
 
         case .certificateAuthority(let roots, let intermediates, let identity, let issuer):
             guard let certificate = bundle.certificate else {
                 throw .untrustedCertificate(reason: "certificate policy but the bundle carries no certificate")
             }
-            if !transparencyLogs.isEmpty, let entry {
-                logEntry = try verifyLogEntry(
-                    entry, logs: transparencyLogs, requireProof: bundle.requiresInclusionProof)
-            } else if requireTransparencyLog {
+            if !transparencyLogs.isEmpty {
+                logEntries = try Self.verifyLogEntries(
+                    bundle, logs: transparencyLogs, signer: certificate.der, artifact: artifactDigest, times: [])
+            }
+            if requireTransparencyLog && logEntries.isEmpty {
                 throw .invalidSET(reason: "bundle has no transparency log entry verifiable with the configured logs")
             }
-            let matched = try Self.requireAuthorityCertificate(
-                certificate, roots: roots, intermediates: intermediates + bundle.chain,
-                at: logEntry?.integratedTime ?? now, identity: identity, issuer: issuer)
-            signatureBytes = try Self.envelopeSignature(envelope, message: message, key: certificate.publicKey)
+            times = logEntries.compactMap(\.integratedTime)
+            var matched = ""
+            for time in times.isEmpty ? [now] : times {
+                matched = try Self.requireAuthorityCertificate(
+                    certificate, roots: roots, intermediates: intermediates + bundle.chain, at: time,
+                    identity: identity, issuer: issuer)
+            }
+            certificateKey = certificate.publicKey
             signer = .certificate(identity: matched, issuer: certificate.oidcIssuer, certificate: certificate)
-            signerDER = certificate.der
         }
 
-        if logEntry != nil, let entry {
-            try entry.requireDSSEEntry(payload: envelope.payload, signature: signatureBytes, signer: signerDER)
+        // A key policy found its key by this very check.
+        if let certificateKey {
+            guard try Self.contentVerifies(bundle, key: certificateKey, artifact: artifactDigest, bytes: bytes) else {
+                throw .badSignature(key: certificateKey.description)
+            }
         }
-        guard envelope.payloadType == DSSEEnvelope.inTotoPayloadType else {
-            throw .invalidAttestation(reason: "payload type \(envelope.payloadType)")
-        }
-        let statement = try InTotoStatement(parsing: envelope.payload)
-        guard statement.subjects.contains(where: { $0.digest["sha256"] == digest.hex }) else {
-            let named = statement.subjects.first?.digest["sha256"].map { "sha256:" + $0 } ?? "no sha256 subject"
-            throw .digestMismatch(payload: named, expected: digest)
-        }
-        if let key = requiredAnnotations.keys.sorted().first { throw .missingAnnotation(key: key) }
+        let subject = try Self.requireSubject(bundle, artifact: artifact, annotations: requiredAnnotations)
         var verified = VerifiedSignature(
-            signer: signer, digest: digest, dockerReference: statement.subjects.first?.name ?? "", annotations: [:],
-            logEntry: logEntry)
-        verified.predicateType = statement.predicateType
+            signer: signer, digest: artifact, dockerReference: subject.name, annotations: subject.annotations,
+            logEntry: logEntries.first)
+        verified.predicateType = subject.predicateType
+        verified.signingTimes = times.sorted()
         return verified
     }
 
-    /// The SET of `entry` with the log among `logs` it names, and its inclusion proof with checkpoint (required when
-    /// `requireProof`, else checked when present).
-    private func verifyLogEntry(_ entry: TransparencyLogEntry, logs: [TrustedRoot.Log], requireProof: Bool)
-        throws(VerificationError) -> VerifiedSignature.LogEntry
+    // MARK: - Steps
+
+    /// Whether the bundle's one signature verifies with `key` over its content.
+    static func contentVerifies(_ bundle: SigstoreBundle, key: PublicKey, artifact: Data, bytes: Data?)
+        throws(VerificationError) -> Bool
     {
-        guard let promise = entry.rekorBundle else { throw .invalidSET(reason: "entry has no SET") }
-        let verified = try verifyBundle(promise, logs: logs)
-        if let proof = entry.inclusionProof {
-            if requireProof && proof.checkpoint == nil {
-                throw .invalidSET(reason: "inclusion proof has no signed checkpoint")
+        switch bundle.content {
+        case .envelope(let envelope):
+            return try key.isValidSignature(
+                envelope.signatures[0], over: envelope.preAuthenticationEncoding, hash: key.naturalHash)
+        case .messageSignature(let message):
+            if let bytes, key.algorithm == .ed25519 { return try key.isValidSignature(message.signature, over: bytes) }
+            return try key.isValidSignature(message.signature, overSHA256: artifact)
+        }
+    }
+
+    /// The verified times of signing (step 1).
+    static func signingTimes(_ bundle: SigstoreBundle, root: TrustedRoot, logs: [TrustedRoot.Log])
+        throws(VerificationError) -> [Date]
+    {
+        var times: [Date] = []
+        var reasons: [String] = []
+        for der in bundle.timestamps {
+            do {
+                let response = try TimestampResponse(der: der)
+                times.append(
+                    try response.verify(signature: bundle.signature, authorities: root.timestampAuthorities).time)
+            } catch {
+                reasons.append(error.description)
             }
-            // verifyBundle found the log, so this lookup succeeds.
-            if let log = logs.first(where: { $0.logID == entry.logID }) { try entry.verifyInclusionProof(log: log) }
-        } else if requireProof {
-            throw .invalidSET(reason: "entry has no inclusion proof")
+        }
+        for entry in bundle.transparencyLogEntries where !entry.isRekorV2 {
+            guard let promise = entry.rekorBundle else { continue }
+            do {
+                try promise.verifySET(logs: logs)
+                times.append(promise.integratedDate)
+            } catch {
+                reasons.append(error.description)
+            }
+        }
+        guard !times.isEmpty else { throw .noVerifiedTime(reasons: reasons) }
+        return times
+    }
+
+    /// The entries from trusted logs, each fully verified (step 3); entries of other logs are skipped.
+    static func verifyLogEntries(
+        _ bundle: SigstoreBundle, logs: [TrustedRoot.Log], signer: Data, artifact: Data, times: [Date]
+    ) throws(VerificationError) -> [VerifiedSignature.LogEntry] {
+        var verified: [VerifiedSignature.LogEntry] = []
+        for entry in bundle.transparencyLogEntries {
+            guard let log = logs.first(where: { $0.logID == entry.logID }) else { continue }
+            if entry.isRekorV2 && entry.inclusionProof == nil {
+                throw .invalidInclusionProof(reason: "a Rekor v2 entry needs an inclusion proof")
+            }
+            if entry.inclusionProof != nil { try entry.verifyInclusionProof(log: log) }
+            var integrated: Date?
+            if let promise = entry.rekorBundle, !entry.isRekorV2 {
+                try promise.verifySET(logs: [log])
+                integrated = promise.integratedDate
+            } else if let late = times.first(where: { !log.validity.contains($0) }) {
+                throw .invalidInclusionProof(
+                    reason: "log \(log.origin) key was not valid at \(late.formatted(.iso8601)) \(log.validity)")
+            }
+            try entry.requireRecords(bundle, signer: signer, artifact: artifact)
+            verified.append(
+                VerifiedSignature.LogEntry(
+                    logID: entry.logID.hexString, logIndex: entry.logIndex, integratedTime: integrated))
         }
         return verified
     }
 
-    /// The envelope signature that verifies with `key` over the pre-authentication encoding.
-    private static func envelopeSignature(_ envelope: DSSEEnvelope, message: Data, key: PublicKey)
-        throws(VerificationError) -> Data
+    /// Step 5: what was signed is about `artifact`. Returns the in-toto subject's name, annotations and the
+    /// statement's predicate type (none for a message signature).
+    static func requireSubject(_ bundle: SigstoreBundle, artifact: Digest, annotations required: [String: String])
+        throws(VerificationError) -> (name: String, annotations: [String: JSONValue], predicateType: String?)
     {
-        for signature in envelope.signatures where try key.isValidSignature(signature, over: message) {
-            return signature
-        }
-        throw .badSignature(key: key.description)
-    }
-}
-
-extension TransparencyLogEntry {
-    /// Checks that this `dsse` entry logs the envelope at hand: SHA-256 of `payload`, and `signature` made by
-    /// `signer` (certificate DER or key SPKI) among its signatures. The envelope hash is not recomputed: Rekor
-    /// hashes its own canonical re-serialisation of the envelope.
-    /// - Throws: `VerificationError.invalidSET`.
-    func requireDSSEEntry(payload: Data, signature: Data, signer: Data) throws(VerificationError) {
-        struct Body: Decodable {
-            struct Spec: Decodable {
-                struct Hash: Decodable {
-                    let algorithm: String
-                    let value: String
+        switch bundle.content {
+        case .messageSignature(let message):
+            if let digest = message.digest {
+                guard message.digestAlgorithm == "SHA2_256", digest == Data(hex: artifact.hex) else {
+                    throw .digestMismatch(
+                        payload: "\(message.digestAlgorithm ?? "?"):\(digest.hexString)", expected: artifact)
                 }
-                struct Signature: Decodable {
-                    let signature: String
-                    let verifier: String
-                }
-                let payloadHash: Hash
-                let signatures: [Signature]
             }
-            let apiVersion: String
-            let kind: String
-            let spec: Spec
+            if let key = required.keys.sorted().first { throw .missingAnnotation(key: key) }
+            return ("", [:], nil)
+        case .envelope(let envelope):
+            guard envelope.payloadType == DSSEEnvelope.inTotoPayloadType else {
+                throw .invalidAttestation(reason: "payload type \(envelope.payloadType)")
+            }
+            let statement = try InTotoStatement(parsing: envelope.payload)
+            guard let subject = statement.subject(sha256: artifact.hex) else {
+                let named = statement.subjects.first?.digest["sha256"].map { "sha256:" + $0 } ?? "no sha256 subject"
+                throw .digestMismatch(payload: named, expected: artifact)
+            }
+            for key in required.keys.sorted() where subject.annotations[key] != .string(required[key]!) {
+                throw .missingAnnotation(key: key)
+            }
+            return (subject.name, subject.annotations, statement.predicateType)
         }
-        guard kind == "dsse", version == "0.0.1" else {
-            throw .invalidSET(reason: "unsupported Rekor entry kind \(kind) \(version)")
-        }
-        let body: Body
-        do {
-            body = try JSONDecoder().decode(Body.self, from: canonicalizedBody)
-        } catch {
-            throw .invalidSET(reason: "entry body is not a dsse entry: \(error)")
-        }
-        guard body.kind == kind, body.apiVersion == version else {
-            throw .invalidSET(reason: "entry body kind \(body.kind) \(body.apiVersion) disagrees with the bundle")
-        }
-        guard body.spec.payloadHash.algorithm == "sha256",
-            body.spec.payloadHash.value.lowercased() == SHA256Hasher.digest(payload).hex
-        else { throw .invalidSET(reason: "entry hashes another payload") }
-        for recorded in body.spec.signatures {
-            guard (try? decodeBase64(recorded.signature, what: "entry signature")) == signature,
-                let pem = try? decodeBase64(recorded.verifier, what: "entry verifier"),
-                let block = try? PEMBlock.parse(String(decoding: pem, as: UTF8.self), what: "entry verifier").first
-            else { continue }
-            let der = block.label == "PUBLIC KEY" ? (try? PublicKey(spki: block.der).spki) : block.der
-            if der == signer { return }
-        }
-        throw .invalidSET(reason: "entry records another signature or signer")
     }
 }

@@ -118,7 +118,7 @@ public struct CosignVerifier: Sendable {
             }
             let entry = try verifyBundle(bundle, logs: root.transparencyLogs + transparencyLogs)
             let chain = try Self.verifyChain(
-                certificate, root: root, extra: signature.chain(), at: entry.integratedTime)
+                certificate, root: root, extra: signature.chain(), at: bundle.integratedDate)
             guard certificate.permitsCodeSigning(allowAbsent: false) else {
                 throw .untrustedCertificate(reason: "certificate lacks the code-signing extended key usage")
             }
@@ -151,9 +151,11 @@ public struct CosignVerifier: Sendable {
         let payload = try SimpleSigningPayload(parsing: signature.payload)
         try payload.requireDigest(digest)
         try payload.requireAnnotations(requiredAnnotations)
-        return VerifiedSignature(
+        var verified = VerifiedSignature(
             signer: signer, digest: digest, dockerReference: payload.dockerReference, annotations: payload.optional,
             logEntry: logEntry)
+        verified.signingTimes = logEntry?.integratedTime.map { [$0] } ?? []
+        return verified
     }
 
     /// Verifies every signature and returns those that pass, in order.
@@ -250,49 +252,5 @@ public struct CosignVerifier: Sendable {
             throw .issuerMismatch(expected: issuer, actual: certificate.oidcIssuer)
         }
         return matched
-    }
-}
-
-/// A signature that passed every check of a `CosignVerifier` policy.
-public struct VerifiedSignature: Sendable, Equatable, CustomStringConvertible {
-    public enum Signer: Sendable, Equatable, CustomStringConvertible {
-        /// Signed with this key.
-        case key(PublicKey)
-        /// Signed with this certificate's key; `identity` is the SAN that matched the policy.
-        case certificate(identity: String, issuer: String?, certificate: Certificate)
-
-        public var description: String {
-            switch self {
-            case .key(let key): return "key sha256:\(key.fingerprint)"
-            case .certificate(let identity, let issuer, _):
-                return issuer.map { "\(identity) (issuer \($0))" } ?? identity
-            }
-        }
-    }
-
-    /// Where and when a transparency log recorded the signature (from a verified SET).
-    public struct LogEntry: Sendable, Equatable {
-        public let logID: String
-        public let logIndex: Int64
-        public let integratedTime: Date
-    }
-
-    public let signer: Signer
-    public let digest: Digest
-    /// The payload's `docker-reference`: the name the signer gave the image (informational; not checked).
-    public let dockerReference: String
-    /// The payload's `optional` map.
-    public let annotations: [String: JSONValue]
-    public let logEntry: LogEntry?
-    /// For a Sigstore bundle: the in-toto statement's predicate type (`https://sigstore.dev/cosign/sign/v1` for a
-    /// cosign v3 signature); `nil` for a legacy simple-signing signature.
-    public var predicateType: String? = nil
-
-    public var description: String {
-        var text = "\(digest) signed by \(signer) as \(dockerReference)"
-        if let logEntry {
-            text += ", logged at \(logEntry.integratedTime.formatted(.iso8601)) (index \(logEntry.logIndex))"
-        }
-        return text
     }
 }

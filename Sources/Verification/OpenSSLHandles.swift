@@ -54,6 +54,23 @@ final class PKeyHandle {
         clearOpenSSLErrors()
         return status == 1
     }
+
+    /// Like `verify(signature:message:digest:)` for a message already hashed with `digest` (ECDSA and RSA only).
+    func verify(signature: Data, prehashed hash: Data, digest: OpaquePointer?) throws(VerificationError) -> Bool {
+        let context = try check(EVP_PKEY_CTX_new(pointer, nil), "verification context")
+        defer { EVP_PKEY_CTX_free(context) }
+        try check(EVP_PKEY_verify_init(context), "verification set-up")
+        try check(EVP_PKEY_CTX_set_signature_md(context, digest), "verification digest")
+        let status = signature.withUnsafeBytes { sig in
+            hash.withUnsafeBytes { tbs in
+                EVP_PKEY_verify(
+                    context, sig.bindMemory(to: UInt8.self).baseAddress, sig.count,
+                    tbs.bindMemory(to: UInt8.self).baseAddress, tbs.count)
+            }
+        }
+        clearOpenSSLErrors()
+        return status == 1
+    }
 }
 
 /// An owned `EVP_PKEY` holding a private key.
@@ -133,6 +150,9 @@ final class X509Handle {
         self.pointer = pointer
     }
 
+    /// Takes over a reference OpenSSL handed to the caller.
+    init(owning pointer: OpaquePointer) { self.pointer = pointer }
+
     deinit { X509_free(pointer) }
 
     func der() throws(VerificationError) -> Data {
@@ -160,6 +180,31 @@ final class X509StackHandle {
     }
 
     deinit { mcvfs_sk_X509_pop_free(pointer) }
+}
+
+/// An owned `TS_RESP` (RFC 3161 `TimeStampResp`) parsed from DER.
+final class TimestampResponseHandle {
+    let pointer: OpaquePointer
+
+    init(der: Data) throws(VerificationError) {
+        let parsed: OpaquePointer? = der.withUnsafeBytes { raw in
+            guard let base = raw.bindMemory(to: UInt8.self).baseAddress else { return nil }
+            var cursor: UnsafePointer<UInt8>? = base
+            let response = d2i_TS_RESP(nil, &cursor, raw.count)
+            guard let response, cursor == base + raw.count else {
+                if let response { TS_RESP_free(response) }
+                return nil
+            }
+            return response
+        }
+        guard let parsed else {
+            clearOpenSSLErrors()
+            throw .invalidTimestamp(reason: "not a DER TimeStampResp")
+        }
+        pointer = parsed
+    }
+
+    deinit { TS_RESP_free(pointer) }
 }
 
 /// Bytes and length of an `ASN1_STRING` (also `ASN1_OCTET_STRING`, `ASN1_IA5STRING`).

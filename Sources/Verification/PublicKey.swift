@@ -100,6 +100,25 @@ public struct PublicKey: Sendable, Hashable, CustomStringConvertible {
         }
     }
 
+    /// The hash a log or authority signing with this key uses (sigstore's defaults): SHA-256 for P-256 and RSA,
+    /// SHA-384 for P-384, SHA-512 for P-521.
+    public var naturalHash: HashAlgorithm {
+        switch algorithm {
+        case .ecdsaP384: return .sha384
+        case .ecdsaP521: return .sha512
+        default: return .sha256
+        }
+    }
+
+    /// `true` when `signature` verifies over a message whose SHA-256 digest is `digest` (a message signature over
+    /// an artifact known only by its digest). Ed25519 signs the message itself, so it cannot be checked this way.
+    public func isValidSignature(_ signature: Data, overSHA256 digest: Data) throws(VerificationError) -> Bool {
+        guard algorithm != .ed25519 else {
+            throw .malformed(what: "signature", reason: "an Ed25519 signature needs the artifact, not its digest")
+        }
+        return try PKeyHandle(spki: spki).verify(signature: signature, prehashed: digest, digest: EVP_sha256())
+    }
+
     /// `true` when `signature` verifies over `message`; throws only when the key itself cannot be used.
     public func isValidSignature(_ signature: Data, over message: Data, hash: HashAlgorithm = .sha256)
         throws(VerificationError) -> Bool

@@ -80,70 +80,37 @@ public struct RekorBundle: Sendable, Equatable {
         guard log.validity.contains(integratedDate) else {
             throw .invalidSET(reason: "log \(logID.prefix(16)) key was not valid at integratedTime \(integratedTime)")
         }
-        guard (try? log.publicKey.isValidSignature(signedEntryTimestamp, over: canonicalPayload)) == true else {
+        guard
+            (try? log.publicKey.isValidSignature(
+                signedEntryTimestamp, over: canonicalPayload, hash: log.publicKey.naturalHash)) == true
+        else {
             throw .invalidSET(reason: "signature does not verify with log \(logID.prefix(16)) key")
         }
         return log
     }
 
-    /// Checks that the logged entry is this signature: a `hashedrekord` whose hash is SHA-256 of `payload`, whose
-    /// signature is `signature`, and whose public key (or certificate) is `signer`.
+    /// Checks that the logged entry is this signature: a `hashedrekord` 0.0.1 whose hash is SHA-256 of `payload`,
+    /// whose signature is `signature`, and whose public key (or certificate) is `signer`.
     ///
     /// Without this, a valid SET for any other entry would vouch for this signature.
     /// - Parameter signer: DER of the certificate, or DER SubjectPublicKeyInfo of the key, that made the signature.
-    /// - Throws: `VerificationError.invalidSET`.
+    /// - Throws: `VerificationError.logEntryMismatch`.
     public func requireEntry(payload: Data, signature: Data, signer: Data) throws(VerificationError) {
         guard let bodyData = try? decodeBase64(body, what: "Rekor entry body") else {
-            throw .invalidSET(reason: "entry body is not base64")
+            throw .logEntryMismatch(reason: "entry body is not base64")
         }
-        let entry: HashedRekord
-        do {
-            entry = try JSONDecoder().decode(HashedRekord.self, from: bodyData)
-        } catch {
-            throw .invalidSET(reason: "entry body is not a Rekor entry: \(error)")
+        let record = try LogRecord(body: bodyData)
+        guard record.kind == "hashedrekord", record.version == "0.0.1" else {
+            throw .logEntryMismatch(reason: "unsupported Rekor entry kind \(record.kind) \(record.version)")
         }
-        guard entry.kind == "hashedrekord", entry.apiVersion == "0.0.1" else {
-            throw .invalidSET(reason: "unsupported Rekor entry kind \(entry.kind) \(entry.apiVersion)")
+        guard record.hashed == .artifact(Merkle.hash(payload)) else {
+            throw .logEntryMismatch(reason: "entry hashes another payload")
         }
-        guard entry.spec.data.hash.algorithm == "sha256",
-            entry.spec.data.hash.value.lowercased() == SHA256Hasher.digest(payload).hex
-        else {
-            throw .invalidSET(reason: "entry hashes another payload (\(entry.spec.data.hash.value.prefix(16))…)")
+        guard record.signatures.first?.signature == signature else {
+            throw .logEntryMismatch(reason: "entry records another signature")
         }
-        guard (try? decodeBase64(entry.spec.signature.content, what: "entry signature")) == signature else {
-            throw .invalidSET(reason: "entry records another signature")
+        guard record.signatures.first?.signer == signer else {
+            throw .logEntryMismatch(reason: "entry records another key or certificate")
         }
-        guard let pem = try? decodeBase64(entry.spec.signature.publicKey.content, what: "entry key"),
-            let block = try? PEMBlock.parse(String(decoding: pem, as: UTF8.self), what: "entry key").first
-        else { throw .invalidSET(reason: "entry public key is not PEM") }
-        let recorded: Data?
-        switch block.label {
-        case "CERTIFICATE": recorded = block.der
-        case "PUBLIC KEY": recorded = try? PublicKey(spki: block.der).spki
-        default: recorded = nil
-        }
-        guard recorded == signer else { throw .invalidSET(reason: "entry records another key or certificate") }
-    }
-
-    private struct HashedRekord: Decodable {
-        struct Spec: Decodable {
-            struct DataField: Decodable {
-                struct Hash: Decodable {
-                    let algorithm: String
-                    let value: String
-                }
-                let hash: Hash
-            }
-            struct Signature: Decodable {
-                struct Key: Decodable { let content: String }
-                let content: String
-                let publicKey: Key
-            }
-            let data: DataField
-            let signature: Signature
-        }
-        let apiVersion: String
-        let kind: String
-        let spec: Spec
     }
 }

@@ -1,23 +1,26 @@
 import ContentHash
 import Foundation
 
-/// A Rekor v1 entry as a Sigstore bundle carries it: the canonical body, its SET (inclusion promise) and, from
-/// bundle v0.2 on, a Merkle inclusion proof with a signed checkpoint.
+/// A transparency-log entry as a Sigstore bundle carries it: the canonical body, and the log's evidence that it
+/// holds it. A Rekor v1 entry has a signed entry timestamp (SET: a promise, with the time it was integrated) and,
+/// from bundle v0.2 on, an inclusion proof. A Rekor v2 entry (`hashedrekord`/`dsse` 0.0.2) has only the proof: a
+/// Merkle path to a root the log signed as a checkpoint, and no time at all.
 public struct TransparencyLogEntry: Sendable, Equatable {
-    /// An RFC 6962 / RFC 9162 inclusion proof.
+    /// An RFC 6962 / RFC 9162 inclusion proof and the signed checkpoint it leads to.
     public struct InclusionProof: Sendable, Equatable {
         public let logIndex: Int64
         public let treeSize: Int64
         public let rootHash: Data
         public let hashes: [Data]
-        /// The signed-note checkpoint text, when present.
-        public let checkpoint: String?
+        /// The signed-note checkpoint text.
+        public let checkpoint: String
     }
 
     public let logIndex: Int64
     public let logID: Data
     public let kind: String
     public let version: String
+    /// Unsigned on its own: it counts only when a verified SET covers it.
     public let integratedTime: Int64?
     public let signedEntryTimestamp: Data?
     /// The base64 of the canonical body, exactly as carried (what the SET signs).
@@ -25,29 +28,37 @@ public struct TransparencyLogEntry: Sendable, Equatable {
     public let canonicalizedBody: Data
     public let inclusionProof: InclusionProof?
 
+    /// Rekor v2 (rekor-tiles) writes only these two types, at version 0.0.2; `intoto` 0.0.2 is a Rekor v1 type.
+    public var isRekorV2: Bool { version == "0.0.2" && (kind == "hashedrekord" || kind == "dsse") }
+
     init(_ wire: SigstoreBundle.Wire.Entry) throws(VerificationError) {
-        guard let index = Int64(wire.logIndex) else {
-            throw .malformed(what: "transparency log entry", reason: "logIndex '\(wire.logIndex)'")
+        guard wire.logIndex.value >= 0 else {
+            throw .malformed(what: "transparency log entry", reason: "negative logIndex \(wire.logIndex.value)")
         }
-        logIndex = index
+        logIndex = wire.logIndex.value
         logID = try decodeBase64(wire.logId.keyId, what: "transparency log ID")
         kind = wire.kindVersion.kind
         version = wire.kindVersion.version
-        integratedTime = wire.integratedTime.flatMap { Int64($0) }
+        integratedTime = wire.integratedTime.map(\.value).flatMap { $0 == 0 ? nil : $0 }
         signedEntryTimestamp = try wire.inclusionPromise.map {
             (promise) throws(VerificationError) in try decodeBase64(promise.signedEntryTimestamp, what: "SET")
         }
         canonicalizedBodyBase64 = wire.canonicalizedBody
         canonicalizedBody = try decodeBase64(wire.canonicalizedBody, what: "transparency log entry body")
         if let proof = wire.inclusionProof {
-            guard let proofIndex = Int64(proof.logIndex), let size = Int64(proof.treeSize) else {
-                throw .malformed(what: "inclusion proof", reason: "index or size is not a number")
+            guard proof.logIndex.value >= 0, proof.treeSize.value > proof.logIndex.value else {
+                throw .malformed(what: "inclusion proof", reason: "index outside the tree")
             }
+            guard let checkpoint = proof.checkpoint?.envelope, !checkpoint.isEmpty else {
+                throw .malformed(what: "inclusion proof", reason: "no checkpoint")
+            }
+            guard let root = proof.rootHash else { throw .malformed(what: "inclusion proof", reason: "no root hash") }
             var hashes: [Data] = []
-            for hash in proof.hashes { hashes.append(try decodeBase64(hash, what: "inclusion proof hash")) }
+            for hash in proof.hashes ?? [] { hashes.append(try decodeBase64(hash, what: "inclusion proof hash")) }
             inclusionProof = InclusionProof(
-                logIndex: proofIndex, treeSize: size, rootHash: try decodeBase64(proof.rootHash, what: "root hash"),
-                hashes: hashes, checkpoint: proof.checkpoint?.envelope)
+                logIndex: proof.logIndex.value, treeSize: proof.treeSize.value,
+                rootHash: try decodeBase64(root, what: "inclusion proof root hash"), hashes: hashes,
+                checkpoint: checkpoint)
         } else {
             inclusionProof = nil
         }
@@ -61,24 +72,26 @@ public struct TransparencyLogEntry: Sendable, Equatable {
             logIndex: logIndex, logID: logID.hexString)
     }
 
-    /// Verifies the inclusion proof: the body's leaf hash reaches `rootHash`, and the checkpoint (when present) is
-    /// signed by `log` and names the same tree size and root.
-    /// - Throws: `VerificationError.invalidSET` (the proof is the log's other promise of inclusion).
+    /// Verifies the inclusion proof: the body's leaf hash reaches the proof's root, a checkpoint signed by `log`
+    /// names that root and tree size, and, for Rekor v2, the checkpoint's origin is the log's (a Rekor v1
+    /// checkpoint's origin carries a tree ID instead).
+    /// - Throws: `VerificationError.invalidInclusionProof`.
     public func verifyInclusionProof(log: TrustedRoot.Log) throws(VerificationError) {
-        guard let proof = inclusionProof else { throw .invalidSET(reason: "entry has no inclusion proof") }
+        guard let proof = inclusionProof else { throw .invalidInclusionProof(reason: "entry has no inclusion proof") }
+        if isRekorV2, proof.logIndex != logIndex {
+            throw .invalidInclusionProof(reason: "proof is for index \(proof.logIndex), the entry is \(logIndex)")
+        }
         var leafInput = Data([0x00])
         leafInput.append(canonicalizedBody)
         let computed = try Merkle.rootFromInclusionProof(
             leaf: Merkle.hash(leafInput), index: proof.logIndex, size: proof.treeSize, proof: proof.hashes)
         guard computed == proof.rootHash else {
-            throw .invalidSET(reason: "inclusion proof does not lead to the root hash")
+            throw .invalidInclusionProof(reason: "inclusion proof does not lead to the root hash")
         }
-        if let checkpoint = proof.checkpoint {
-            let note = try SignedCheckpoint(checkpoint)
-            try note.verify(log: log)
-            guard note.treeSize == proof.treeSize, note.rootHash == proof.rootHash else {
-                throw .invalidSET(reason: "checkpoint names another tree than the inclusion proof")
-            }
+        let checkpoint = try SignedCheckpoint(proof.checkpoint)
+        try checkpoint.verify(log: log, origin: isRekorV2 ? log.origin : nil)
+        guard checkpoint.treeSize == proof.treeSize, checkpoint.rootHash == proof.rootHash else {
+            throw .invalidInclusionProof(reason: "checkpoint names another tree than the inclusion proof")
         }
     }
 }
@@ -98,12 +111,14 @@ enum Merkle {
     static func rootFromInclusionProof(leaf: Data, index: Int64, size: Int64, proof: [Data]) throws(VerificationError)
         -> Data
     {
-        guard index >= 0, index < size else { throw .invalidSET(reason: "inclusion proof index outside the tree") }
+        guard index >= 0, index < size else {
+            throw .invalidInclusionProof(reason: "inclusion proof index outside the tree")
+        }
         var fn = index
         var sn = size - 1
         var root = leaf
         for sibling in proof {
-            guard sn != 0 else { throw .invalidSET(reason: "inclusion proof is too long") }
+            guard sn != 0 else { throw .invalidInclusionProof(reason: "inclusion proof is too long") }
             if fn & 1 == 1 || fn == sn {
                 root = node(sibling, root)
                 while fn & 1 == 0 && fn != 0 {
@@ -116,48 +131,7 @@ enum Merkle {
             fn >>= 1
             sn >>= 1
         }
-        guard sn == 0 else { throw .invalidSET(reason: "inclusion proof is too short") }
+        guard sn == 0 else { throw .invalidInclusionProof(reason: "inclusion proof is too short") }
         return root
-    }
-}
-
-/// A transparency-log checkpoint in signed-note form:
-/// https://github.com/transparency-dev/formats/blob/main/log/README.md
-struct SignedCheckpoint {
-    let text: Data
-    let origin: String
-    let treeSize: Int64
-    let rootHash: Data
-    let signatures: [(name: String, keyHint: Data, signature: Data)]
-
-    init(_ envelope: String) throws(VerificationError) {
-        guard let split = envelope.range(of: "\n\n") else { throw .invalidSET(reason: "checkpoint has no signatures") }
-        let body = String(envelope[..<split.lowerBound]) + "\n"
-        let lines = body.split(separator: "\n", omittingEmptySubsequences: false).dropLast()
-        guard lines.count >= 3, let size = Int64(lines[1]),
-            let root = try? decodeBase64(String(lines[2]), what: "checkpoint root")
-        else { throw .invalidSET(reason: "checkpoint body is malformed") }
-        text = Data(body.utf8)
-        origin = String(lines[0])
-        treeSize = size
-        rootHash = root
-        var signatures: [(String, Data, Data)] = []
-        for line in envelope[split.upperBound...].split(separator: "\n") {
-            let parts = line.split(separator: " ")
-            guard parts.count == 3, parts[0] == "\u{2014}",
-                let blob = try? decodeBase64(String(parts[2]), what: "checkpoint signature"), blob.count > 4
-            else { throw .invalidSET(reason: "checkpoint signature line is malformed") }
-            signatures.append((String(parts[1]), blob.prefix(4), blob.dropFirst(4)))
-        }
-        self.signatures = signatures
-    }
-
-    /// One signature whose key hint is the first four bytes of the log ID must verify with the log key.
-    func verify(log: TrustedRoot.Log) throws(VerificationError) {
-        let hint = log.logID.prefix(4)
-        for signature in signatures where signature.keyHint == hint {
-            if (try? log.publicKey.isValidSignature(Data(signature.signature), over: text)) == true { return }
-        }
-        throw .invalidSET(reason: "checkpoint is not signed by the log key")
     }
 }

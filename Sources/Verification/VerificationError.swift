@@ -19,6 +19,15 @@ public enum VerificationError: Error, Equatable, CustomStringConvertible, Sendab
     case issuerMismatch(expected: String, actual: String?)
     /// The Rekor signed entry timestamp is missing, malformed, signed by an unknown key, or describes another entry.
     case invalidSET(reason: String)
+    /// An inclusion proof or its signed checkpoint does not prove the entry is in a trusted log.
+    case invalidInclusionProof(reason: String)
+    /// A transparency-log entry records something else than the bundle's signature, signer or content.
+    case logEntryMismatch(reason: String)
+    /// An RFC 3161 timestamp is malformed, over another signature, or not from a trusted authority in its window.
+    case invalidTimestamp(reason: String)
+    /// No verified time (a timestamp authority's, or a Rekor v1 integrated time under a valid SET) fixes when a
+    /// certificate was used; the reasons the candidates failed.
+    case noVerifiedTime(reasons: [String])
     /// A certificate in the chain was not valid at the moment the signature was logged (or verified).
     case certificateExpired(at: Date)
     /// An embedded signed certificate timestamp is missing or does not verify against a trusted CT log.
@@ -34,7 +43,7 @@ public enum VerificationError: Error, Equatable, CustomStringConvertible, Sendab
         switch self {
         case .badSignature(let key): return "signature does not verify with \(key)"
         case .digestMismatch(let payload, let expected):
-            return "signed payload names \(payload), not the image being verified (\(expected))"
+            return "signed payload names \(payload), not \(expected), the digest being verified"
         case .missingAnnotation(let key): return "required annotation '\(key)' is missing from the signed payload"
         case .untrustedCertificate(let reason): return "untrusted certificate: \(reason)"
         case .identityMismatch(let expected, let actual):
@@ -43,6 +52,12 @@ public enum VerificationError: Error, Equatable, CustomStringConvertible, Sendab
         case .issuerMismatch(let expected, let actual):
             return "certificate OIDC issuer \(actual ?? "(none)") is not \(expected)"
         case .invalidSET(let reason): return "invalid Rekor signed entry timestamp: \(reason)"
+        case .invalidInclusionProof(let reason): return "invalid inclusion proof: \(reason)"
+        case .logEntryMismatch(let reason): return "transparency log entry does not match the bundle: \(reason)"
+        case .invalidTimestamp(let reason): return "invalid RFC 3161 timestamp: \(reason)"
+        case .noVerifiedTime(let reasons):
+            let why = reasons.isEmpty ? "" : ": " + reasons.joined(separator: "; ")
+            return "no verified time for the signature (neither a trusted timestamp nor a Rekor v1 SET)" + why
         case .certificateExpired(let at):
             return "certificate was not valid at \(at.formatted(.iso8601))"
         case .invalidSCT(let reason): return "invalid signed certificate timestamp: \(reason)"
@@ -72,11 +87,16 @@ func check<T>(_ value: T?, _ what: @autoclosure () -> String) throws(Verificatio
 func openSSLErrorText() -> String {
     var messages: [String] = []
     while true {
-        let code = ERR_get_error()
+        var data: UnsafePointer<CChar>?
+        var flags: Int32 = 0
+        let code = ERR_get_error_all(nil, nil, nil, &data, &flags)
         if code == 0 { break }
         var buffer = [CChar](repeating: 0, count: 256)
         ERR_error_string_n(code, &buffer, buffer.count)
-        messages.append(String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
+        var message = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        // Some reasons carry their detail as data ("Verify error:certificate has expired").
+        if flags & ERR_TXT_STRING != 0, let data, data.pointee != 0 { message += " (\(String(cString: data)))" }
+        messages.append(message)
     }
     return messages.isEmpty ? "unknown OpenSSL error" : messages.joined(separator: "; ")
 }

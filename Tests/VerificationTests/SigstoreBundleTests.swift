@@ -62,21 +62,25 @@ import Verification
 
     @Test func tamperedPayloadOrSignatureFails() throws {
         let parsed = try bundle()
-        let key = try #require(parsed.certificate).publicKey.description
-        let payload = parsed.envelope.payload.flipping(at: 40)
+        let payload = try #require(parsed.envelope).payload.flipping(at: 40)
         let tampered = try bundle { object in
             var envelope = object["dsseEnvelope"] as! [String: Any]
             envelope["payload"] = payload.base64EncodedString()
             object["dsseEnvelope"] = envelope
         }
-        expectError(.badSignature(key: key)) { try verifier().verify(bundle: tampered, digest: Self.digest) }
-        let signature = parsed.envelope.signatures[0].flipping(at: -4)
+        // The log entry, checked before the signature, records the original payload.
+        expectError(.logEntryMismatch(reason: "entry hashes another payload")) {
+            try verifier().verify(bundle: tampered, digest: Self.digest)
+        }
+        let signature = try #require(parsed.envelope).signatures[0].flipping(at: -4)
         let badSignature = try bundle { object in
             var envelope = object["dsseEnvelope"] as! [String: Any]
             envelope["signatures"] = [["sig": signature.base64EncodedString()]]
             object["dsseEnvelope"] = envelope
         }
-        expectError(.badSignature(key: key)) { try verifier().verify(bundle: badSignature, digest: Self.digest) }
+        expectError(.logEntryMismatch(reason: "entry records another signature")) {
+            try verifier().verify(bundle: badSignature, digest: Self.digest)
+        }
     }
 
     @Test func wrongDigestIdentityOrAnnotationsFail() throws {
@@ -100,9 +104,12 @@ import Verification
                 entry["inclusionPromise"] = ["signedEntryTimestamp": bytes.base64EncodedString()]
             }
         }
-        expectError(.invalidSET(reason: "signature does not verify with log c0d23d6ad406973f key")) {
-            try verifier().verify(bundle: set, digest: Self.digest)
-        }
+        // The SET is the only source of time here: without it, the certificate cannot be judged.
+        expectError(
+            .noVerifiedTime(reasons: [
+                "invalid Rekor signed entry timestamp: signature does not verify with log c0d23d6ad406973f key"
+            ])
+        ) { try verifier().verify(bundle: set, digest: Self.digest) }
         let proof = try bundle { object in
             editEntry(&object) { entry in
                 var proof = entry["inclusionProof"] as! [String: Any]
@@ -112,7 +119,7 @@ import Verification
                 entry["inclusionProof"] = proof
             }
         }
-        expectError(.invalidSET(reason: "inclusion proof does not lead to the root hash")) {
+        expectError(.invalidInclusionProof(reason: "inclusion proof does not lead to the root hash")) {
             try verifier().verify(bundle: proof, digest: Self.digest)
         }
         let checkpoint = try bundle { object in
@@ -125,31 +132,28 @@ import Verification
                 entry["inclusionProof"] = proof
             }
         }
-        expectError(.invalidSET(reason: "checkpoint is not signed by the log key")) {
+        expectError(.invalidInclusionProof(reason: "checkpoint signature by the log does not verify")) {
             try verifier().verify(bundle: checkpoint, digest: Self.digest)
         }
-        let noProof = try bundle { object in editEntry(&object) { entry in entry["inclusionProof"] = nil } }
-        expectError(.invalidSET(reason: "entry has no inclusion proof")) {
-            try verifier().verify(bundle: noProof, digest: Self.digest)
+        // From v0.2 on a bundle must prove inclusion, and a proof must come with its checkpoint.
+        expectError(.malformed(what: "Sigstore bundle", reason: "a v0.3 bundle's log entry has no inclusion proof")) {
+            try bundle { object in editEntry(&object) { entry in entry["inclusionProof"] = nil } }
         }
-        let noCheckpoint = try bundle { object in
-            editEntry(&object) { entry in
-                var proof = entry["inclusionProof"] as! [String: Any]
-                proof["checkpoint"] = nil
-                entry["inclusionProof"] = proof
+        expectError(.malformed(what: "inclusion proof", reason: "no checkpoint")) {
+            try bundle { object in
+                editEntry(&object) { entry in
+                    var proof = entry["inclusionProof"] as! [String: Any]
+                    proof["checkpoint"] = nil
+                    entry["inclusionProof"] = proof
+                }
             }
-        }
-        expectError(.invalidSET(reason: "inclusion proof has no signed checkpoint")) {
-            try verifier().verify(bundle: noCheckpoint, digest: Self.digest)
         }
         let noEntry = try bundle { object in
             var material = object["verificationMaterial"] as! [String: Any]
             material["tlogEntries"] = [Any]()
             object["verificationMaterial"] = material
         }
-        expectError(.invalidSET(reason: "bundle has no transparency log entry with a SET")) {
-            try verifier().verify(bundle: noEntry, digest: Self.digest)
-        }
+        expectError(.noVerifiedTime(reasons: [])) { try verifier().verify(bundle: noEntry, digest: Self.digest) }
     }
 
     @Test func expiredCertificateAtIntegratedTime() throws {
