@@ -10,7 +10,7 @@ struct MCVFS: ParsableCommand {
             ListCommand.self, InspectCommand.self, FetchCommand.self, MountCommand.self, UnmountCommand.self,
             ExportCommand.self,
             GPUsCommand.self, PushCommand.self, ExtractCommand.self, StatusCommand.self, CacheCommand.self,
-            VerifyCommand.self, SignCommand.self, GenerateKeyPairCommand.self,
+            VerifyCommand.self, VerifyBlobCommand.self, SignCommand.self, GenerateKeyPairCommand.self,
         ]
     )
 }

@@ -74,30 +74,45 @@ struct TrustOptions: ParsableArguments {
         }
         let required = try requiredAnnotations()
         if !keys.isEmpty {
-            var loaded: [PublicKey] = []
-            for path in keys {
-                do {
-                    loaded.append(try PublicKey(pem: String(contentsOfFile: path, encoding: .utf8)))
-                } catch let error as VerificationError {
-                    throw ValidationError("--key \(path): \(error)")
-                } catch {
-                    throw ValidationError("--key \(path): cannot read: \(error.localizedDescription)")
-                }
-            }
-            return .keys(loaded, requiredAnnotations: required)
-        }
-        let identity: CosignVerifier.Identity =
-            certificateIdentity.map { .exact($0) } ?? .regexp(certificateIdentityRegexp!)
-        let root: TrustedRoot
-        if let trustedRoot {
-            do { root = try TrustedRoot(json: Data(contentsOf: URL(fileURLWithPath: trustedRoot))) } catch {
-                throw ValidationError("--trusted-root \(trustedRoot): \(error)")
-            }
-        } else {
-            root = try TrustedRoot.publicGood()
+            return .keys(
+                try publicKeys(), requiredAnnotations: required,
+                transparencyLogs: trustedRoot == nil ? [] : try root().transparencyLogs)
         }
         return .keyless(
-            identity: identity, issuer: certificateOidcIssuer, trustedRoot: root, requiredAnnotations: required)
+            identity: try identity(), issuer: certificateOidcIssuer, trustedRoot: try root(),
+            requiredAnnotations: required)
+    }
+
+    /// The `--key` files.
+    func publicKeys() throws -> [PublicKey] {
+        var loaded: [PublicKey] = []
+        for path in keys {
+            do {
+                loaded.append(try PublicKey(pem: String(contentsOfFile: path, encoding: .utf8)))
+            } catch let error as VerificationError {
+                throw ValidationError("--key \(path): \(error)")
+            } catch {
+                throw ValidationError("--key \(path): cannot read: \(error.localizedDescription)")
+            }
+        }
+        return loaded
+    }
+
+    /// `--certificate-identity` or `--certificate-identity-regexp`.
+    func identity() throws -> CosignVerifier.Identity {
+        if let certificateIdentity { return .exact(certificateIdentity) }
+        guard let certificateIdentityRegexp else {
+            throw ValidationError("keyless verification needs --certificate-identity(-regexp)")
+        }
+        return .regexp(certificateIdentityRegexp)
+    }
+
+    /// `--trusted-root`, else the bundled public-good root.
+    func root() throws -> TrustedRoot {
+        guard let trustedRoot else { return try TrustedRoot.publicGood() }
+        do { return try TrustedRoot(json: Data(contentsOf: URL(fileURLWithPath: trustedRoot))) } catch {
+            throw ValidationError("--trusted-root \(trustedRoot): \(error)")
+        }
     }
 
     /// Verifies the images `catalog` would use; those without a valid signature become skipped (logged, and their

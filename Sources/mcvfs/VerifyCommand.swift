@@ -36,6 +36,8 @@ struct VerifyCommand: ParsableCommand {
             var predicateType: String?
             var logIndex: Int64?
             var integratedTime: String?
+            /// Verified signing times (RFC 3161 timestamps, Rekor v1 integrated times).
+            var signingTimes: [String]
         }
         struct Failure: Encodable {
             var layout: String?
@@ -103,7 +105,8 @@ struct VerifyCommand: ParsableCommand {
                     layout: accepted.layout.rawValue, signer: signature.signer.description,
                     dockerReference: signature.dockerReference, annotations: signature.annotations,
                     predicateType: signature.predicateType, logIndex: signature.logEntry?.logIndex,
-                    integratedTime: signature.logEntry?.integratedTime.formatted(.iso8601))
+                    integratedTime: signature.logEntry?.integratedTime?.formatted(.iso8601),
+                    signingTimes: signature.signingTimes.map { $0.formatted(.iso8601) })
                 switch signature.signer {
                 case .key(let key): entry.key = "sha256:" + key.fingerprint
                 case .certificate(let identity, let issuer, _):
