@@ -31,7 +31,7 @@ let package = Package(
         .target(name: "TarIndex", dependencies: ["OCI", "ContentHash", "BlobCache", "CArchive"]),
         .target(name: "CacheRepository", dependencies: ["OCI", "ContentHash", "Registry", "BlobCache", "TarIndex"]),
         .target(name: "Verification", dependencies: ["OCI", "ContentHash", "COpenSSL", "CSodium"]),
-        .target(name: "Trust", dependencies: ["OCI", "Registry", "Verification"]),
+        .target(name: "Trust", dependencies: ["OCI", "ContentHash", "Registry", "BlobCache", "Verification"]),
         .target(name: "ImageFS", dependencies: ["OCI", "ContentHash", "TarIndex"]),
         .target(name: "FUSEBridge", dependencies: ["ImageFS", "CFuse"]),
         .target(name: "ImageBuilder", dependencies: ["OCI", "ContentHash", "GPU", "Registry", "TarIndex"]),

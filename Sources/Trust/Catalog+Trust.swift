@@ -32,7 +32,12 @@ extension Catalog {
                 }
             }
             if result.isTrusted {
-                entries[i].signedBy = result.accepted.map { $0.signature.signer.description }
+                // A signer who signed in both layouts is listed once.
+                var signers: [String] = []
+                for signer in result.accepted.map(\.signature.signer.description) where !signers.contains(signer) {
+                    signers.append(signer)
+                }
+                entries[i].signedBy = signers
             } else {
                 entries[i].skipReason = "signature policy (\(policy)) not met: \(result)"
                 refused.append(entries[i])

@@ -1,6 +1,7 @@
 import Foundation
 import OCI
 import Registry
+import Synchronization
 import Verification
 
 /// What verifying one digest under a policy found: the signatures that passed and, for each one that did not, why.
@@ -24,9 +25,19 @@ public struct Verdict: Sendable, CustomStringConvertible {
         public var description: String { layout.map { "\($0.rawValue) signature: \(reason)" } ?? reason }
     }
 
+    /// Where the signatures were read.
+    public enum Source: Sendable, Equatable {
+        case registry
+        /// The signature store, because the registry could not be asked (`reason`).
+        case stored(reason: String)
+    }
+
     public var digest: Digest
     public var accepted: [Accepted] = []
     public var rejected: [Rejected] = []
+    public var source: Source = .registry
+    /// What did not fail the verdict but is worth a log line (signatures that could not be stored).
+    public var notes: [String] = []
 
     public var isTrusted: Bool { !accepted.isEmpty }
 
@@ -40,31 +51,85 @@ public struct Verdict: Sendable, CustomStringConvertible {
     }
 }
 
-/// Verifies a manifest digest against a `TrustPolicy`, reading its signatures from the registry.
-public struct ImageVerifier: Sendable {
+/// Verifies a manifest digest against a `TrustPolicy`, reading its signatures from the registry and keeping them
+/// in a `SignatureStore`; when the registry cannot be asked (down, stalling, or `client` is `nil` offline), the
+/// stored signatures are verified instead, under the same policy and trusted root. An image with no stored
+/// signatures is refused; a stored artifact altered on disk fails its own check.
+///
+/// After the first unreachable answer the registry is not asked again by this verifier: every further digest
+/// goes straight to the store, so an outage costs one timeout, not one per image.
+public final class ImageVerifier: Sendable {
     /// The predicate of a cosign v3 image signature; other bundles about the image are attestations, not signatures.
-    public static let signaturePredicate = "https://sigstore.dev/cosign/sign/v1"
+    public static let signaturePredicate = SigstoreBundle.imageSignaturePredicate
 
     public let policy: TrustPolicy
-    private let finder: SignatureFinder
+    private let registry: RegistrySignatureSource?
+    private let repository: String
+    private let store: SignatureStore?
+    private let cache: VerdictCache
+    private let unreachable = Mutex<String?>(nil)
 
-    public init(policy: TrustPolicy, client: RegistryClient, repository: String) {
+    /// - Parameters:
+    ///   - client: the registry (or its mirror); `nil` to verify stored signatures only.
+    ///   - store: where signatures are kept for outages; `nil` keeps nothing.
+    ///   - cache: verdicts reused within the process.
+    public init(
+        policy: TrustPolicy, client: RegistryClient?, repository: String, store: SignatureStore? = nil,
+        cache: VerdictCache = .shared
+    ) {
         self.policy = policy
-        self.finder = SignatureFinder(client: client, repository: repository)
+        self.registry = client.map { RegistrySignatureSource(client: $0, repository: repository) }
+        self.repository = repository
+        self.store = store
+        self.cache = cache
     }
 
-    /// Finds and checks every signature of `digest`. A registry that cannot be asked makes the verdict untrusted
-    /// with that reason: fail closed, never open.
+    /// Finds and checks every signature of `digest`. Fails closed: a verdict is trusted only when a signature
+    /// verified, from the registry or from the store.
     public func verify(_ digest: Digest, now: Date = Date()) -> Verdict {
-        let found: SignatureFinder.Found
-        do {
-            found = try finder.signatures(for: digest)
-        } catch {
-            var verdict = Verdict(digest: digest)
-            verdict.rejected.append(.init(layout: nil, reason: "cannot read signatures: \(error)"))
-            return verdict
+        let key = VerdictCache.Key(policy: policy.fingerprint, repository: repository, digest: digest)
+        if let known = cache.verdict(for: key) { return known }
+        var verdict: Verdict
+        if let registry, unreachable.withLock({ $0 }) == nil {
+            let recorder = RecordingSource(registry)
+            do {
+                let found = try SignatureFinder(source: recorder).signatures(for: digest)
+                verdict = Self.verify(found, digest: digest, policy: policy, now: now)
+                do { try store?.save(recorder.recording, for: digest) } catch {
+                    verdict.notes.append("signatures not stored for outages: \(error)")
+                }
+            } catch {
+                unreachable.withLock { $0 = "\(error)" }
+                verdict = stored(digest, now: now, because: "the registry is unreachable (\(error))")
+            }
+        } else {
+            verdict = stored(
+                digest, now: now,
+                because: unreachable.withLock { $0 }.map {
+                    "the registry is unreachable (\($0))"
+                } ?? "offline")
         }
-        return Self.verify(found, digest: digest, policy: policy, now: now)
+        cache.remember(verdict, for: key)
+        return verdict
+    }
+
+    /// The verdict on the signatures stored for `digest`.
+    private func stored(_ digest: Digest, now: Date, because reason: String) -> Verdict {
+        var verdict = Verdict(digest: digest)
+        do {
+            guard let store, let source = try store.source(for: digest) else {
+                verdict.rejected.append(.init(layout: nil, reason: "\(reason) and no signature of it is stored"))
+                return verdict
+            }
+            verdict = Self.verify(
+                try SignatureFinder(source: source).signatures(for: digest), digest: digest,
+                policy: policy, now: now)
+        } catch {
+            verdict.rejected.append(
+                .init(layout: nil, reason: "\(reason) and its stored signatures are unusable: \(error)"))
+        }
+        verdict.source = .stored(reason: reason)
+        return verdict
     }
 
     /// The pure part: checks what was found against the policy.

@@ -3,11 +3,12 @@ import OCI
 import Registry
 import Verification
 
-/// The signatures a registry holds for one manifest digest, in both layouts cosign writes: the legacy image at tag
-/// `sha256-<hex>.sig` (cosign v1/v2, `cosign sign --key` today), and Sigstore bundles attached as OCI referrers (cosign
-/// v3's default), through the referrers API or its `sha256-<hex>` fallback tag.
+/// The signatures a source holds for one manifest digest, in both layouts cosign writes: the legacy image at tag
+/// `sha256-<hex>.sig` (cosign v1/v2, and what cosign v3 verifies with `--new-bundle-format=false`), and Sigstore
+/// bundles attached as OCI referrers (cosign v3's default), through the referrers API or its `sha256-<hex>`
+/// fallback tag.
 ///
-/// Everything is fetched by digest and checked against it; nothing here decides trust (`ImageVerifier` does).
+/// Everything is read by digest and checked against it; nothing here decides trust (`ImageVerifier` does).
 public struct SignatureFinder: Sendable {
     /// What one lookup found. A candidate that could not even be read is a `problem` (a reason, never a pass).
     public struct Found: Sendable {
@@ -15,6 +16,8 @@ public struct SignatureFinder: Sendable {
         public var bundles: [SigstoreBundle] = []
         /// Unreadable candidates: a `.sig` tag that is not a signature image, a bundle that does not parse.
         public var problems: [String] = []
+
+        public init() {}
 
         public var isEmpty: Bool { legacy.isEmpty && bundles.isEmpty && problems.isEmpty }
     }
@@ -25,16 +28,14 @@ public struct SignatureFinder: Sendable {
 
     public static let bundleMediaTypePrefix = "application/vnd.dev.sigstore.bundle"
 
-    private let client: RegistryClient
-    private let repository: String
+    private let source: any SignatureSource
 
-    public init(client: RegistryClient, repository: String) {
-        self.client = client
-        self.repository = repository
+    public init(source: any SignatureSource) {
+        self.source = source
     }
 
     /// Looks up both layouts for `digest`.
-    /// - Throws: `RegistryError` when the registry cannot be asked (other than a 404 for an absent signature).
+    /// - Throws: the error of a source that cannot be asked (`isUnreachable`); every other failure is a problem.
     public func signatures(for digest: Digest) throws -> Found {
         var found = Found()
         try legacy(digest, into: &found)
@@ -42,64 +43,63 @@ public struct SignatureFinder: Sendable {
         return found
     }
 
-    private func legacy(_ digest: Digest, into found: inout Found) throws {
-        let tag = CosignSignature.signatureTag(for: digest)
-        let fetched: FetchedManifest
+    /// Only the bundle referrers of `digest`.
+    public func bundles(for digest: Digest) throws -> [SigstoreBundle] {
+        var found = Found()
+        try bundles(digest, into: &found)
+        return found.bundles
+    }
+
+    /// Runs `body`, turning an answer that is not usable into a problem; an unreachable source propagates.
+    private func reading<T>(_ what: @autoclosure () -> String, _ problems: inout [String], _ body: () throws -> T?)
+        throws -> T?
+    {
         do {
-            fetched = try client.getManifest(repository: repository, reference: tag)
-        } catch RegistryError.notFound {
-            return
-        } catch let error as RegistryError where !error.isTransient {
-            found.problems.append("signature tag \(tag) is unusable: \(error)")
-            return
-        }
-        guard case .manifest(let manifest) = fetched.document else {
-            found.problems.append("signature tag \(tag) is an index, not a signature image")
-            return
-        }
-        guard manifest.layers.count <= Self.maxSignatureLayers else {
-            found.problems.append(
-                "signature tag \(tag) has \(manifest.layers.count) layers (at most \(Self.maxSignatureLayers) are read)"
-            )
-            return
-        }
-        do {
-            found.legacy = try CosignSignature.signatures(in: manifest) { layer in
-                try client.getBlob(repository: repository, digest: layer.digest)
-            }
-        } catch let error as RegistryError where error.isTransient {
+            return try body()
+        } catch  where error.isUnreachable {
             throw error
         } catch {
-            found.problems.append("signature image \(tag) (\(fetched.digest.short)) is unusable: \(error)")
+            problems.append("\(what()) is unusable: \(error)")
+            return nil
         }
     }
 
-    private func bundles(_ digest: Digest, into found: inout Found) throws {
-        let referrers: [Descriptor]
-        do {
-            referrers = try client.referrers(repository: repository, digest: digest).filter {
-                ($0.artifactType ?? "").hasPrefix(Self.bundleMediaTypePrefix)
+    private func legacy(_ digest: Digest, into found: inout Found) throws {
+        let tag = CosignSignature.signatureTag(for: digest)
+        let signatures = try reading("signature tag \(tag)", &found.problems) { () throws -> [CosignSignature]? in
+            guard let fetched = try source.manifest(tag) else { return nil }
+            guard case .manifest(let manifest) = fetched.document else {
+                throw VerificationError.malformed(
+                    what: "signature tag", reason: "it is an index, not a signature image")
             }
-        } catch let error as RegistryError where !error.isTransient {
-            found.problems.append("referrers of \(digest.short) are unusable: \(error)")
-            return
+            guard manifest.layers.count <= Self.maxSignatureLayers else {
+                throw VerificationError.malformed(
+                    what: "signature tag",
+                    reason: "\(manifest.layers.count) layers (at most \(Self.maxSignatureLayers) are read)")
+            }
+            return try CosignSignature.signatures(in: manifest) { try source.blob($0.digest) }
         }
-        for referrer in referrers.prefix(Self.maxReferrers) {
-            do {
-                let fetched = try client.getManifest(repository: repository, reference: referrer.digest.description)
+        found.legacy = signatures ?? []
+    }
+
+    private func bundles(_ digest: Digest, into found: inout Found) throws {
+        let referrers = try reading("referrers of \(digest.short)", &found.problems) {
+            try source.referrers(of: digest).filter { ($0.artifactType ?? "").hasPrefix(Self.bundleMediaTypePrefix) }
+        }
+        for referrer in (referrers ?? []).prefix(Self.maxReferrers) {
+            let bundles = try reading("referrer \(referrer.digest.short)", &found.problems) {
+                () throws -> [SigstoreBundle]? in
+                guard let fetched = try source.manifest(referrer.digest.description) else {
+                    throw VerificationError.malformed(what: "referrer", reason: "its manifest is missing")
+                }
                 guard case .manifest(let manifest) = fetched.document else {
-                    found.problems.append("referrer \(referrer.digest.short) is an index, not a bundle artifact")
-                    continue
+                    throw VerificationError.malformed(what: "referrer", reason: "an index, not a bundle artifact")
                 }
-                for layer in manifest.layers where layer.mediaType.hasPrefix(Self.bundleMediaTypePrefix) {
-                    let blob = try client.getBlob(repository: repository, digest: layer.digest)
-                    found.bundles.append(try SigstoreBundle(json: blob))
+                return try manifest.layers.filter { $0.mediaType.hasPrefix(Self.bundleMediaTypePrefix) }.map {
+                    try SigstoreBundle(json: try source.blob($0.digest))
                 }
-            } catch let error as RegistryError where error.isTransient {
-                throw error
-            } catch {
-                found.problems.append("referrer \(referrer.digest.short) is unusable: \(error)")
             }
+            found.bundles += bundles ?? []
         }
     }
 }

@@ -14,6 +14,9 @@ public struct TrustPolicy: Sendable, CustomStringConvertible {
         self.description = description
     }
 
+    /// Equal for policies that accept the same signatures (the key of cached verdicts).
+    public var fingerprint: String { verifiers.map(\.fingerprint).joined(separator: "+") }
+
     /// A policy that accepts nothing: what a policy file means for a repository it does not name.
     public static func rejectAll(_ reason: String) -> TrustPolicy {
         TrustPolicy(verifiers: [], description: reason)

@@ -75,6 +75,25 @@ public struct CosignVerifier: Sendable {
         self.requireTransparencyLog = requireTransparencyLog
     }
 
+    /// A digest of the whole policy (keys, identities, trusted root, logs, annotations): verifiers with equal
+    /// fingerprints accept the same signatures.
+    public var fingerprint: String {
+        var text: String
+        switch policy {
+        case .key(let keys): text = "key " + keys.map(\.fingerprint).sorted().joined(separator: ",")
+        case .keyless(let root, let identity, let issuer):
+            text = "keyless \(identity) \(issuer ?? "-") \(root.fingerprint)"
+        case .certificateAuthority(let roots, let intermediates, let identity, let issuer):
+            let certificates = (roots + intermediates).map { SHA256Hasher.digest($0.der).hex }.joined(separator: ",")
+            text = "ca \(certificates) \(identity?.description ?? "-") \(issuer ?? "-")"
+        }
+        text +=
+            "\n" + requiredAnnotations.keys.sorted().map { "\($0)=\(requiredAnnotations[$0]!)" }.joined(separator: ",")
+        text += "\n" + transparencyLogs.map { "\($0.logID.hexString) \($0.validity)" }.joined(separator: ",")
+        text += "\n\(requireTransparencyLog)"
+        return SHA256Hasher.digest(Data(text.utf8)).hex
+    }
+
     /// Verifies one signature for the image `digest`.
     /// - Parameters:
     ///   - signature: the signature layer (payload blob and descriptor annotations).

@@ -217,6 +217,25 @@ public struct TrustedRoot: Sendable, Equatable {
         let timestampAuthorities: [Authority]?
     }
 
+    /// A digest of everything verification reads from this root: equal roots, equal fingerprints (for caches of
+    /// verification results, which must not outlive a change of trust).
+    public var fingerprint: String {
+        var text = ""
+        for (label, authorities) in [("ca", certificateAuthorities), ("tsa", timestampAuthorities)] {
+            for authority in authorities {
+                text +=
+                    "\(label) \(authority.validity) "
+                    + authority.chain.map { SHA256Hasher.digest($0.der).hex }.joined(separator: ",") + "\n"
+            }
+        }
+        for (label, logs) in [("tlog", transparencyLogs), ("ctlog", certificateTransparencyLogs)] {
+            for log in logs {
+                text += "\(label) \(log.baseURL) \(log.logID.hexString) \(log.publicKey.fingerprint) \(log.validity)\n"
+            }
+        }
+        return SHA256Hasher.digest(Data(text.utf8)).hex
+    }
+
     /// The transparency log whose identifier is `logID`, if any.
     func transparencyLog(id logID: Data) -> Log? {
         transparencyLogs.first { $0.logID == logID }

@@ -24,6 +24,6 @@ struct CatalogRequest {
         if record {
             try? CatalogRecord(root: try global.cacheRoot()).save(catalog, selection: selection.description)
         }
-        try trust.enforce(on: &catalog, reference: reference, client: client)
+        try trust.enforce(on: &catalog, reference: reference, client: client, cacheRoot: try global.cacheRoot())
     }
 }

@@ -100,11 +100,7 @@ struct MountCommand: ParsableCommand {
         let node = try NodeRuntime(
             options: service, global: global, reference: ref, mountpoint: mountpoint, store: store)
         var catalog = try node.catalog(selection: selection)
-        if let client = node.origin ?? node.mirrorClient {
-            try trust.enforce(on: &catalog, reference: ref, client: client)
-        } else if try trust.policy(for: ref) != nil {
-            throw ValidationError("signatures cannot be verified offline: drop --offline or the trust policy")
-        }
+        try trust.enforce(on: &catalog, reference: ref, client: node.origin ?? node.mirrorClient, cacheRoot: cacheRoot)
         for entry in catalog.entries {
             Log.info(
                 entry.isUsed

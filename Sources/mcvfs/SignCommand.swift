@@ -10,9 +10,14 @@ struct SignCommand: ParsableCommand {
         commandName: "sign",
         abstract: "Sign an image with a cosign key, as `cosign sign --key --tlog-upload=false` does.",
         discussion: """
-            Resolves the reference to its manifest digest and adds a signature layer to the image at tag \
-            sha256-<hex>.sig in the same repository, keeping the signatures already there. The key's password comes \
-            from COSIGN_PASSWORD, else a prompt on the terminal.
+            Resolves the reference to its manifest digest and signs it in the layouts given by --signature-format: \
+            'bundle' attaches a Sigstore bundle v0.3 (a DSSE in-toto statement, predicate \
+            https://sigstore.dev/cosign/sign/v1) as an OCI referrer of the image, as cosign v3 does by default \
+            (listed in the sha256-<hex> index on registries without the referrers API); 'legacy' adds a layer to \
+            the image at tag sha256-<hex>.sig, as cosign v1 and v2 do, keeping the signatures already there; \
+            'both' (the default) does both, so cosign v2, cosign v3 and containers/image verifiers all find it. \
+            Signing again with the same key and annotations adds nothing. The key's password comes from \
+            COSIGN_PASSWORD, else a prompt on the terminal.
             """)
 
     @OptionGroup var global: GlobalOptions
@@ -25,7 +30,22 @@ struct SignCommand: ParsableCommand {
         help: "key=value to put in the signed payload. Repeatable.")
     var annotations: [String] = []
 
+    @Option(help: "Which layouts to write: bundle (cosign v3), legacy (cosign v1/v2 .sig image), or both.")
+    var signatureFormat: SignatureFormat = .both
+
     @Argument(help: "REGISTRY/REPOSITORY[:TAG|@DIGEST]") var reference: String
+
+    enum SignatureFormat: String, ExpressibleByArgument, CaseIterable {
+        case bundle, legacy, both
+
+        var formats: Set<ImageSigner.Format> {
+            switch self {
+            case .bundle: return [.bundle]
+            case .legacy: return [.legacy]
+            case .both: return [.legacy, .bundle]
+            }
+        }
+    }
 
     func validate() throws { _ = try parseAnnotations(annotations) }
 
@@ -34,17 +54,26 @@ struct SignCommand: ParsableCommand {
             let ref = try ImageReference(parsing: reference)
             let privateKey = try loadPrivateKey(path: key)
             let client = try global.client(for: ref)
-            let digest = try client.getManifest(repository: ref.repository, reference: ref.reference).digest
-            let outcome = try CosignSigner(client: client, repository: ref.repository).sign(
-                digest: digest, reference: Self.dockerReference(ref), annotations: try parseAnnotations(annotations),
-                key: privateKey)
+            let image = try client.getManifest(repository: ref.repository, reference: ref.reference).descriptor
+            let digest = image.digest
+            let result = try ImageSigner(client: client, repository: ref.repository).sign(
+                subject: image, reference: Self.dockerReference(ref), annotations: try parseAnnotations(annotations),
+                key: privateKey, formats: signatureFormat.formats)
+            print("signed \(ref.repositoryName)@\(digest) with key sha256:\(privateKey.publicKey.fingerprint)")
             let tag = CosignSignature.signatureTag(for: digest)
-            switch outcome {
+            switch result.legacy {
             case .appended(let manifest, let count):
-                print("signed \(ref.repositoryName)@\(digest) with key sha256:\(privateKey.publicKey.fingerprint)")
                 print("pushed \(ref.repositoryName):\(tag) (\(manifest)), \(count) signature(s)")
-            case .alreadySigned:
-                print("\(ref.repositoryName)@\(digest) already carries this signature in \(tag); nothing pushed")
+            case .alreadySigned: print("\(tag) already carries this signature; nothing pushed")
+            case nil: break
+            }
+            switch result.bundle {
+            case .attached(let referrer, let fallbackTag):
+                print(
+                    "pushed bundle referrer \(ref.repositoryName)@\(referrer)"
+                        + (fallbackTag.map { ", listed in \(ref.repositoryName):\($0)" } ?? ""))
+            case .alreadySigned: print("a bundle referrer already carries this signature; nothing pushed")
+            case nil: break
             }
         }
     }

@@ -117,10 +117,30 @@ struct TrustOptions: ParsableArguments {
 
     /// Verifies the images `catalog` would use; those without a valid signature become skipped (logged, and their
     /// reason is what status shows). When the user named a tag or digest, any refusal fails the command.
-    func enforce(on catalog: inout Catalog, reference: ImageReference, client: RegistryClient) throws {
+    ///
+    /// The signatures read are kept in `<cacheRoot>/signatures`; with `client` nil (offline) or a registry that
+    /// cannot be reached, those stored signatures are verified instead, so a node keeps serving what it verified.
+    func enforce(on catalog: inout Catalog, reference: ImageReference, client: RegistryClient?, cacheRoot: URL) throws {
         guard let policy = try policy(for: reference) else { return }
-        let verifier = ImageVerifier(policy: policy, client: client, repository: reference.repository)
-        let refused = catalog.enforce(policy) { verifier.verify($0) }
+        let store: SignatureStore?
+        do { store = try SignatureStore(cacheRoot: cacheRoot) } catch {
+            Log.warning("signatures are not kept for outages: \(error)")
+            store = nil
+        }
+        let verifier = ImageVerifier(policy: policy, client: client, repository: reference.repository, store: store)
+        var stored: [String] = []
+        let refused = catalog.enforce(policy) { digest in
+            let verdict = verifier.verify(digest)
+            for note in verdict.notes { Log.warning("\(digest.short): \(note)") }
+            if case .stored(let reason) = verdict.source, verdict.isTrusted {
+                stored.append("\(digest.short) (\(reason))")
+            }
+            return verdict
+        }
+        if !stored.isEmpty {
+            Log.warning(
+                "verified the signatures stored at the last online verification: \(stored.joined(separator: ", "))")
+        }
         for entry in catalog.entries {
             if let signers = entry.signedBy {
                 Log.info(

@@ -1,9 +1,12 @@
 """Signing and verification against a real registry, cross-checked with an independent implementation.
 
-The independent side is this file's own cosign-compatible signer and checker, written from cosign's format
-(specs/SIGNATURE_SPEC.md; go-containerregistry's image layout) with `cryptography` only: a signature either side
-makes must verify with the other. The mount tests then show that `mcvfs mount --key` never exposes an image whose
-signature is missing, from another key, about another digest, or tampered, and says why.
+The independent side is this file's own cosign-compatible signer and checker, written from cosign's formats
+(specs/SIGNATURE_SPEC.md and go-containerregistry's image layout for the legacy `.sig` image; cosign v3's
+`WriteAttestationNewBundleFormat` referrer, the Sigstore bundle and DSSE specs for the bundle layout) with
+`cryptography` only: a signature either side makes must verify with the other. The mount tests then show that
+`mcvfs mount --key` never exposes an image whose signature is missing, from another key, about another digest, or
+tampered, and says why; and that a signed mount keeps serving through a registry outage from the signatures it
+stored, refusing one altered on disk.
 """
 from __future__ import annotations
 
@@ -135,32 +138,98 @@ def py_check(api: RegistryAPI, repo: str, digest: str, public_pem: bytes) -> lis
 
 def py_bundle(api: RegistryAPI, repo: str, digest: str, size: int, key: ec.EllipticCurvePrivateKey) -> None:
     """A cosign v3-style signature: a Sigstore bundle v0.3 (DSSE over an in-toto statement with cosign's sign
-    predicate, key-based, no transparency log) attached as a referrer; this registry has no referrers API, so it
-    is listed in the fallback index at tag `sha256-<hex>`, as cosign and oras do."""
+    predicate, key-based, no transparency log) attached as a referrer with cosign's annotations; this registry has no
+    referrers API, so it is listed in the fallback index at tag `sha256-<hex>` (replacing it), as cosign and oras
+    do."""
     statement = json.dumps({"_type": "https://in-toto.io/Statement/v1",
                             "subject": [{"name": f"{api.base.removeprefix('http://')}/{repo}",
                                          "digest": {"sha256": digest.removeprefix("sha256:")}}],
                             "predicateType": "https://sigstore.dev/cosign/sign/v1", "predicate": {}}).encode()
     payload_type = "application/vnd.in-toto+json"
-    pae = b"DSSEv1 %d %s %d %s" % (len(payload_type), payload_type.encode(), len(statement), statement)
-    signature = key.sign(pae, ec.ECDSA(hashes.SHA256()))
+    signature = key.sign(pae(payload_type, statement), ec.ECDSA(hashes.SHA256()))
+    der = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     bundle = json.dumps({"mediaType": BUNDLE_TYPE,
-                         "verificationMaterial": {"publicKey": {"hint": "test"}, "tlogEntries": []},
+                         "verificationMaterial": {"publicKey": {"hint": base64.b64encode(
+                             hashlib.sha256(der).digest()).decode()}, "tlogEntries": []},
                          "dsseEnvelope": {"payload": base64.b64encode(statement).decode(), "payloadType": payload_type,
                                           "signatures": [{"sig": base64.b64encode(signature).decode(),
                                                           "keyid": ""}]}}).encode()
     empty = b"{}"
+    annotations = {"org.opencontainers.image.created": "2026-01-01T00:00:00Z",
+                   "dev.sigstore.bundle.content": "dsse-envelope",
+                   "dev.sigstore.bundle.predicateType": "https://sigstore.dev/cosign/sign/v1"}
     manifest = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": BUNDLE_TYPE,
                            "config": {"mediaType": "application/vnd.oci.empty.v1+json",
                                       "digest": api.push_blob(repo, empty), "size": len(empty)},
                            "layers": [{"mediaType": BUNDLE_TYPE, "digest": api.push_blob(repo, bundle),
                                        "size": len(bundle)}],
-                           "subject": {"mediaType": OCI_MANIFEST, "digest": digest, "size": size}}).encode()
+                           "subject": {"mediaType": OCI_MANIFEST, "digest": digest, "size": size},
+                           "annotations": annotations}).encode()
     manifest_digest = api.push_manifest(repo, sha256_digest(manifest), manifest, OCI_MANIFEST)
     index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX,
                         "manifests": [{"mediaType": OCI_MANIFEST, "digest": manifest_digest, "size": len(manifest),
-                                       "artifactType": BUNDLE_TYPE}]}).encode()
+                                       "artifactType": BUNDLE_TYPE, "annotations": annotations}]}).encode()
     api.push_manifest(repo, digest.replace("sha256:", "sha256-"), index, OCI_INDEX)
+
+
+def pae(payload_type: str, payload: bytes) -> bytes:
+    return b"DSSEv1 %d %s %d %s" % (len(payload_type), payload_type.encode(), len(payload), payload)
+
+
+def bundle_referrers(api: RegistryAPI, repo: str, digest: str) -> list[dict]:
+    """The referrers tag schema's index at `sha256-<hex>` (this registry has no referrers API)."""
+    try:
+        body, media_type, _ = api.get_manifest(repo, digest.replace("sha256:", "sha256-"))
+    except Exception:
+        return []
+    assert media_type == OCI_INDEX, media_type
+    return [d for d in json.loads(body)["manifests"] if d.get("artifactType") == BUNDLE_TYPE]
+
+
+def py_check_bundle(api: RegistryAPI, repo: str, digest: str, public_pem: bytes) -> list[dict]:
+    """Reads cosign v3's layout independently and returns the statements whose DSSE signature verifies with the key
+    and which name `digest`: each referrer must have cosign's exact shape (empty config, one bundle layer, the image
+    as subject, the bundle annotations), each bundle v0.3 a key hint and an in-toto statement with cosign's sign
+    predicate."""
+    key = serialization.load_pem_public_key(public_pem)
+    image_body, image_type, _ = api.get_manifest(repo, digest)
+    verified = []
+    for listed in bundle_referrers(api, repo, digest):
+        body, media_type, _ = api.get_manifest(repo, listed["digest"])
+        assert media_type == OCI_MANIFEST and sha256_digest(body) == listed["digest"] and len(body) == listed["size"]
+        manifest = json.loads(body)
+        assert manifest["artifactType"] == BUNDLE_TYPE
+        assert manifest["subject"] == {"mediaType": image_type, "digest": digest, "size": len(image_body)}
+        assert manifest["config"]["mediaType"] == "application/vnd.oci.empty.v1+json"
+        assert api.get_blob(repo, manifest["config"]["digest"]) == b"{}"
+        assert manifest["annotations"]["dev.sigstore.bundle.content"] == "dsse-envelope"
+        assert manifest["annotations"]["dev.sigstore.bundle.predicateType"] == "https://sigstore.dev/cosign/sign/v1"
+        assert listed["annotations"] == manifest["annotations"]
+        [layer] = manifest["layers"]
+        assert layer["mediaType"] == BUNDLE_TYPE
+        blob = api.get_blob(repo, layer["digest"])
+        assert sha256_digest(blob) == layer["digest"] and len(blob) == layer["size"]
+        bundle = json.loads(blob)
+        assert bundle["mediaType"] == BUNDLE_TYPE and "x509CertificateChain" not in bundle["verificationMaterial"]
+        envelope = bundle["dsseEnvelope"]
+        assert envelope["payloadType"] == "application/vnd.in-toto+json"
+        payload = base64.b64decode(envelope["payload"])
+        [signature] = envelope["signatures"]
+        try:
+            key.verify(base64.b64decode(signature["sig"]), pae(envelope["payloadType"], payload),
+                       ec.ECDSA(hashes.SHA256()))
+        except InvalidSignature:
+            continue
+        statement = json.loads(payload)
+        assert statement["_type"] == "https://in-toto.io/Statement/v1"
+        assert statement["predicateType"] == "https://sigstore.dev/cosign/sign/v1"
+        subjects = [s for s in statement["subject"] if s["digest"].get("sha256") == digest.removeprefix("sha256:")]
+        if subjects:
+            der = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+            assert bundle["verificationMaterial"]["publicKey"]["hint"] == base64.b64encode(
+                hashlib.sha256(der).digest()).decode()
+            verified.append({"bundle": bundle, "subject": subjects[0]})
+    return verified
 
 
 def py_decrypt_cosign_key(pem: str, password: str) -> ec.EllipticCurvePrivateKey:
@@ -348,15 +417,19 @@ def test_mcvfs_signature_verifies_with_mcvfs_and_the_independent_checker(world: 
     assert f"key sha256:{fingerprint}" in r.stdout and digest in r.stdout
     report = m.run("verify", "--plain-http", "--key", world.trusted_pub, "--json", world.ref("signed")).json()
     assert report["verified"] is True and report["digest"] == digest
-    assert [s["layout"] for s in report["signatures"]] == ["legacy"]
-    assert report["signatures"][0]["key"] == f"sha256:{fingerprint}"
+    # By default both layouts: cosign v1/v2 and containers/image read the first, cosign v3 the second.
+    assert [s["layout"] for s in report["signatures"]] == ["legacy", "bundle"]
+    assert {s["key"] for s in report["signatures"]} == {f"sha256:{fingerprint}"}
     assert report["signatures"][0]["dockerReference"] == f"{world.host}/{REPO}"
+    assert report["signatures"][1]["predicateType"] == "https://sigstore.dev/cosign/sign/v1"
 
     checked = py_check(world.api, REPO, digest, world.trusted_pub.read_bytes())
     assert len(checked) == 1
     # The payload bytes are exactly Go's json.Marshal form of cosign's payload.
     assert checked[0]["bytes"] == cosign_payload(f"{world.host}/{REPO}", digest)
     assert b'"optional":null' in checked[0]["bytes"]
+    bundles = py_check_bundle(world.api, REPO, digest, world.trusted_pub.read_bytes())
+    assert len(bundles) == 1 and "annotations" not in bundles[0]["subject"]
 
 
 def test_sign_appends_and_keeps_other_signatures(world: World, tmp_path):
@@ -381,11 +454,15 @@ def test_sign_appends_and_keeps_other_signatures(world: World, tmp_path):
     assert m.run("verify", "--plain-http", "--key", world.trusted_pub, "-a", "env=prod", world.ref("scratch", SCRATCH)).rc == 0
     bad = m.run("verify", "--plain-http", "--key", world.trusted_pub, "-a", "env=dev", world.ref("scratch", SCRATCH))
     assert bad.rc == 1 and "required annotation 'env'" in bad.stderr, bad
-    # Signing again with the same key and payload adds nothing (cosign's duplicate detection).
+    # The bundle carries the annotations on its statement's subject, as cosign v3 does.
+    [bundle] = py_check_bundle(world.api, SCRATCH, digest, world.trusted_pub.read_bytes())
+    assert bundle["subject"]["annotations"] == {"env": "prod", "team": "gpu <&>"}
+    # Signing again with the same key and payload adds nothing, in either layout (cosign's duplicate detection).
     again = m.run("sign", "--plain-http", "--key", world.trusted_key, "-a", "env=prod", "-a", "team=gpu <&>",
                   world.ref("scratch", SCRATCH), env={"COSIGN_PASSWORD": PASSWORD})
-    assert again.rc == 0 and "nothing pushed" in again.stdout, again
+    assert again.rc == 0 and again.stdout.count("nothing pushed") == 2, again
     assert len(existing_layers(world.api, SCRATCH, digest)) == 2
+    assert len(bundle_referrers(world.api, SCRATCH, digest)) == 1
 
 
 def test_sign_never_drops_signatures_it_cannot_read(world: World, tmp_path):
@@ -455,6 +532,41 @@ def test_verify_refuses_a_payload_naming_another_image(world: World, tmp_path):
     report = json.loads(r.stdout)
     assert report["verified"] is False
     assert any(f"names {world.digests['signed']}" in f["reason"] for f in report["failures"]), report
+
+
+@pytest.mark.parametrize("fmt", ["bundle", "legacy"])
+def test_sign_in_one_layout(world: World, tmp_path, fmt):
+    digest, _, _ = marker_image(world.api, SCRATCH, f"only-{fmt}")
+    m = mcvfs_for(tmp_path)
+    r = m.run("sign", "--plain-http", "--key", world.trusted_key, "--signature-format", fmt, "-a", "env=prod",
+              world.ref(f"only-{fmt}", SCRATCH), env={"COSIGN_PASSWORD": PASSWORD})
+    assert r.rc == 0, r
+    pem = world.trusted_pub.read_bytes()
+    if fmt == "bundle":
+        assert existing_layers(world.api, SCRATCH, digest) == []
+        assert len(py_check_bundle(world.api, SCRATCH, digest, pem)) == 1
+        assert f"listed in {world.host}/{SCRATCH}:{digest.replace(':', '-')}" in r.stdout
+    else:
+        assert bundle_referrers(world.api, SCRATCH, digest) == []
+        assert len(py_check(world.api, SCRATCH, digest, pem)) == 1
+    report = m.run("verify", "--plain-http", "--key", world.trusted_pub, "-a", "env=prod", "--json",
+                   world.ref(f"only-{fmt}", SCRATCH)).json()
+    assert [s["layout"] for s in report["signatures"]] == [fmt]
+    bad = m.run("verify", "--plain-http", "--key", world.trusted_pub, "-a", "env=dev", world.ref(f"only-{fmt}", SCRATCH))
+    assert bad.rc == 1 and "required annotation 'env'" in bad.stderr, bad
+
+
+def test_bundle_signature_on_a_registry_with_other_referrers(world: World, tmp_path):
+    """The fallback index keeps what it lists: signing appends, and an attestation stays an attestation."""
+    digest, size, _ = marker_image(world.api, SCRATCH, "referred")
+    py_bundle(world.api, SCRATCH, digest, size, world.other)
+    r = mcvfs_for(tmp_path).run("sign", "--plain-http", "--key", world.trusted_key, "--signature-format", "bundle",
+                                world.ref("referred", SCRATCH), env={"COSIGN_PASSWORD": PASSWORD})
+    assert r.rc == 0, r
+    assert len(bundle_referrers(world.api, SCRATCH, digest)) == 2
+    assert len(py_check_bundle(world.api, SCRATCH, digest, world.trusted_pub.read_bytes())) == 1
+    for pub in (world.trusted_pub, world.other_pub):
+        assert mcvfs_for(tmp_path).run("verify", "--plain-http", "--key", pub, world.ref("referred", SCRATCH)).rc == 0
 
 
 # -- the mount enforces it ----------------------------------------------------------------------------------
@@ -528,7 +640,8 @@ def test_mount_with_policy_trusting_both_keys(world: World, mount: Mount, tmp_pa
     shown = sorted(p.name for p in mount.mountpoint.iterdir() if not p.name.startswith("."))
     assert shown == ["BUNDLED", "OTHERKEY", "PYSIGNED", "SIGNED"], shown
     reasons = {i["name"]: i["reason"] for i in mount.status()["skipped"]}
-    assert f"names {world.digests['signed']}, not the image" in reasons["wrongdigest"], reasons["wrongdigest"]
+    assert f"names {world.digests['signed']}, not {world.digests['wrongdigest']}" in reasons["wrongdigest"], \
+        reasons["wrongdigest"]
     assert "does not verify" in reasons["tampered"]
     assert "no signature found" in reasons["unsigned"]
 
@@ -566,3 +679,89 @@ def test_fetch_with_key_skips_unsigned(world: World, tmp_path):
     bad = m.run("fetch", "--plain-http", "--cache-dir", tmp_path / "c", "--gpu", "all", "--key", world.trusted_pub,
                 world.ref("unsigned"))
     assert bad.rc == 1 and "is refused" in bad.error_line, bad
+
+
+# -- outages: signatures kept in the cache ------------------------------------------------------------------
+
+def stored_payload(cache: Path, digest: str) -> Path:
+    """The stored simple-signing payload of `digest`'s legacy signature: record -> .sig manifest -> its layer."""
+    record = json.loads((cache / "signatures" / "images" / "sha256" / f"{digest.removeprefix('sha256:')}.json")
+                        .read_text())
+    blobs = cache / "signatures" / "blobs" / "sha256"
+    manifest = json.loads((blobs / record["tags"][sig_tag(digest)].removeprefix("sha256:")).read_text())
+    return blobs / manifest["layers"][0]["digest"].removeprefix("sha256:")
+
+
+def test_signed_mount_keeps_serving_through_a_registry_outage(world: World, tmp_path):
+    """Verified online once, a node that remounts while its registry is down serves the signed images from the
+    signatures it stored (both layouts), still refuses what was never validly signed, and refuses an image whose
+    stored signature was altered on disk."""
+    repo = "org/outage"
+    m = mcvfs_for(tmp_path)
+    cache = tmp_path / "cache"
+    with Registry(tmp_path / "registry") as registry:
+        api = RegistryAPI(registry.host)
+        digests = {tag: marker_image(api, repo, tag)[0] for tag in ("both", "bundle", "legacy", "unsigned")}
+        for tag, fmt in (("both", "both"), ("bundle", "bundle"), ("legacy", "legacy")):
+            r = m.run("sign", "--plain-http", "--key", world.trusted_key, "--signature-format", fmt,
+                      f"{registry.host}/{repo}:{tag}", env={"COSIGN_PASSWORD": PASSWORD})
+            assert r.rc == 0, r
+        online = Mount(m, cache, tmp_path / "mnt")
+        args = ("--timeout", "2", "--key", world.trusted_pub, f"{registry.host}/{repo}")
+        try:
+            assert online.start(*args).rc == 0
+            for tag in ("both", "bundle", "legacy"):  # the first read fetches each layer into the cache
+                assert (online.mountpoint / tag.upper() / "marker").read_text() == f"image {tag}\n"
+            assert not (online.mountpoint / "UNSIGNED").exists()
+        finally:
+            online.stop()
+        # `fetch` pre-warms a node the same way: it records the catalog and keeps the signatures it verified.
+        for tag in ("both", "legacy"):
+            r = m.run("fetch", "--plain-http", "--cache-dir", cache, "--gpu", "all", "--key", world.trusted_pub,
+                      f"{registry.host}/{repo}:{tag}")
+            assert r.rc == 0, r
+        stored = sorted(p.name for p in (cache / "signatures" / "images" / "sha256").iterdir())
+        assert stored == sorted(f"{d.removeprefix('sha256:')}.json" for d in digests.values()), stored
+
+    # The registry is gone: the same reference, the same policy.
+    outage = Mount(m, cache, tmp_path / "mnt")
+    try:
+        r = outage.start(*args)
+        assert r.rc == 0, r
+        shown = sorted(p.name for p in outage.mountpoint.iterdir() if not p.name.startswith("."))
+        assert shown == ["BOTH", "BUNDLE", "LEGACY"], shown
+        assert (outage.mountpoint / "BUNDLE" / "marker").read_text() == "image bundle\n"
+        status = outage.status()
+        assert {i["name"]: i["signedBy"] for i in status["used"]} == {
+            tag: [f"key sha256:{key_fingerprint(world.trusted_pub)}"] for tag in ("both", "bundle", "legacy")}
+        reasons = {i["name"]: i["reason"] for i in status["skipped"]}
+        assert "no signature found" in reasons["unsigned"], reasons
+        assert "verified the signatures stored at the last online verification" in outage.log()
+    finally:
+        outage.stop()
+
+    # One byte of a stored payload changed: that signature fails, the others (and the other layout) still count.
+    payload = stored_payload(cache, digests["legacy"])
+    payload.chmod(0o644)
+    data = bytearray(payload.read_bytes())
+    data[-2] ^= 0x01
+    payload.write_bytes(bytes(data))
+    tampered = Mount(m, cache, tmp_path / "mnt")
+    try:
+        assert tampered.start(*args).rc == 0
+        shown = sorted(p.name for p in tampered.mountpoint.iterdir() if not p.name.startswith("."))
+        assert shown == ["BOTH", "BUNDLE"], shown
+        reasons = {i["name"]: i["reason"] for i in tampered.status()["skipped"]}
+        assert "altered on disk" in reasons["legacy"], reasons
+    finally:
+        tampered.stop()
+    # Named by tag (resolved from the catalog `fetch` recorded), an image verified from stored signatures serves;
+    # one refused makes the mount fail with the reason.
+    named = Mount(m, cache, tmp_path / "mnt")
+    try:
+        assert named.start("--timeout", "2", "--key", world.trusted_pub, f"{registry.host}/{repo}:both").rc == 0
+    finally:
+        named.stop()
+    refused = Mount(m, cache, tmp_path / "mnt").start("--timeout", "2", "--key", world.trusted_pub,
+                                                        f"{registry.host}/{repo}:legacy")
+    assert refused.rc == 1 and "altered on disk" in refused.error_line, refused
