@@ -56,7 +56,9 @@ let package = Package(
         .testTarget(
             name: "VerificationTests", dependencies: ["Verification", "OCI", "ContentHash"],
             resources: [.copy("Fixtures")]),
-        .testTarget(name: "TrustTests", dependencies: ["Trust", "Verification", "OCI", "ContentHash"]),
+        .testTarget(
+            name: "TrustTests",
+            dependencies: ["Trust", "Verification", "Registry", "OCI", "ContentHash", "TestSupport"]),
         .testTarget(
             name: "ImageFSTests",
             dependencies: ["ImageFS", "ImageBuilder", "TarIndex", "BlobCache", "OCI", "ContentHash", "TestSupport"]),

@@ -63,7 +63,7 @@ public final class ImageVerifier: Sendable {
     public static let signaturePredicate = SigstoreBundle.imageSignaturePredicate
 
     public let policy: TrustPolicy
-    private let registry: RegistrySignatureSource?
+    private let registry: (any SignatureSource)?
     private let repository: String
     private let store: SignatureStore?
     private let cache: VerdictCache
@@ -73,12 +73,22 @@ public final class ImageVerifier: Sendable {
     ///   - client: the registry (or its mirror); `nil` to verify stored signatures only.
     ///   - store: where signatures are kept for outages; `nil` keeps nothing.
     ///   - cache: verdicts reused within the process.
-    public init(
+    public convenience init(
         policy: TrustPolicy, client: RegistryClient?, repository: String, store: SignatureStore? = nil,
         cache: VerdictCache = .shared
     ) {
+        self.init(
+            policy: policy, source: client.map { RegistrySignatureSource(client: $0, repository: repository) },
+            repository: repository, store: store, cache: cache)
+    }
+
+    /// - Parameter source: where signatures are read first (the registry); `nil` to verify stored ones only.
+    public init(
+        policy: TrustPolicy, source: (any SignatureSource)?, repository: String, store: SignatureStore? = nil,
+        cache: VerdictCache = .shared
+    ) {
         self.policy = policy
-        self.registry = client.map { RegistrySignatureSource(client: $0, repository: repository) }
+        self.registry = source
         self.repository = repository
         self.store = store
         self.cache = cache

@@ -486,3 +486,51 @@ def tsa_root_entry(tsa: TimestampAuthority, *, start: dt.datetime | None = None,
             "certChain": {"certificates": [{"rawBytes": b64(c.public_bytes(serialization.Encoding.DER))}
                                            for c in tsa.chain]},
             "validFor": valid}
+
+
+# -- committed fixtures for the Swift unit tests ---------------------------------------------------------------
+
+def write_fixtures(directory: Path) -> None:
+    """Writes the private instance's material the unit tests verify (Tests/VerificationTests/Fixtures/test-pki):
+    bundles whose times are fixed by their own evidence, so they verify forever."""
+    directory.mkdir(parents=True, exist_ok=True)
+    artifact = b"a GPU kernel cache, or any other file\n"
+    ca, tsa, log2, log1 = fulcio(), TimestampAuthority.create(), Log.v2(), Log.v1()
+    start = dt.datetime.now(UTC).replace(microsecond=0) - dt.timedelta(hours=1)
+
+    def signing(content: str) -> Signing:
+        key = ec.generate_private_key(ec.SECP256R1())
+        payload = artifact if content == "message" else statement(hashlib.sha256(artifact).hexdigest())
+        return sign(content, payload, key, signing_certificate(ca, key, not_before=start))
+
+    message, dsse, legacy = signing("message"), signing("dsse"), signing("dsse")
+    gen_time = start + dt.timedelta(minutes=1, milliseconds=250)
+    witness = Witness("witness.test.example")
+    files = {
+        "artifact": artifact,
+        "trusted_root.json": json.dumps(trusted_root(
+            fulcio_ca=ca, logs=[log2.trusted_root_entry(), log1.trusted_root_entry()],
+            tsas=[tsa_root_entry(tsa)]), indent=1).encode(),
+        "rekor2-message.sigstore.json": json.dumps(message.bundle(
+            [log2.entry(message.hashedrekord_v2(), "hashedrekord", "0.0.2")],
+            [tsa.timestamp(message.signature, gen_time)]), indent=1).encode(),
+        "rekor2-dsse.sigstore.json": json.dumps(dsse.bundle(
+            [log2.entry(dsse.hashedrekord_v2(), "hashedrekord", "0.0.2")],
+            [tsa.timestamp(dsse.signature, gen_time, embed_certificate=False)]), indent=1).encode(),
+        "rekor1-dsse.sigstore.json": json.dumps(legacy.bundle(
+            [log1.entry(legacy.dsse_v1(), "dsse", "0.0.1",
+                        integrated_time=int((start + dt.timedelta(minutes=1)).timestamp()))], []), indent=1).encode(),
+    }
+    size = len(log2.leaves)
+    root = tree_root(log2.leaves)
+    files["witness.json"] = json.dumps({
+        "name": witness.name, "publicKey": b64(witness.key.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)),
+        "checkpoint": log2.checkpoint(size, root, witnesses=[witness])}, indent=1).encode()
+    for name, data in files.items():
+        (directory / name).write_bytes(data)
+
+
+if __name__ == "__main__":
+    import sys
+    write_fixtures(Path(sys.argv[1]))
