@@ -9,17 +9,7 @@ final class PKeyHandle {
     let pointer: OpaquePointer
 
     init(spki: Data) throws(VerificationError) {
-        let parsed: OpaquePointer? = spki.withUnsafeBytes { raw in
-            guard let base = raw.bindMemory(to: UInt8.self).baseAddress else { return nil }
-            var cursor: UnsafePointer<UInt8>? = base
-            let key = d2i_PUBKEY(nil, &cursor, raw.count)
-            // Trailing bytes after the structure mean this is not one SPKI.
-            guard let key, cursor == base + raw.count else {
-                if let key { EVP_PKEY_free(key) }
-                return nil
-            }
-            return key
-        }
+        let parsed = decodeDER(spki, { d2i_PUBKEY(nil, &$0, $1) }, free: EVP_PKEY_free)
         pointer = try check(parsed, "public key (DER SubjectPublicKeyInfo)")
     }
 
@@ -131,16 +121,7 @@ final class X509Handle {
     let pointer: OpaquePointer
 
     init(der: Data) throws(VerificationError) {
-        let parsed: OpaquePointer? = der.withUnsafeBytes { raw in
-            guard let base = raw.bindMemory(to: UInt8.self).baseAddress else { return nil }
-            var cursor: UnsafePointer<UInt8>? = base
-            let cert = d2i_X509(nil, &cursor, raw.count)
-            guard let cert, cursor == base + raw.count else {
-                if let cert { X509_free(cert) }
-                return nil
-            }
-            return cert
-        }
+        let parsed = decodeDER(der, { d2i_X509(nil, &$0, $1) }, free: X509_free)
         pointer = try check(parsed, "certificate (DER)")
     }
 
@@ -187,16 +168,7 @@ final class TimestampResponseHandle {
     let pointer: OpaquePointer
 
     init(der: Data) throws(VerificationError) {
-        let parsed: OpaquePointer? = der.withUnsafeBytes { raw in
-            guard let base = raw.bindMemory(to: UInt8.self).baseAddress else { return nil }
-            var cursor: UnsafePointer<UInt8>? = base
-            let response = d2i_TS_RESP(nil, &cursor, raw.count)
-            guard let response, cursor == base + raw.count else {
-                if let response { TS_RESP_free(response) }
-                return nil
-            }
-            return response
-        }
+        let parsed = decodeDER(der, { d2i_TS_RESP(nil, &$0, $1) }, free: TS_RESP_free)
         guard let parsed else {
             clearOpenSSLErrors()
             throw .invalidTimestamp(reason: "not a DER TimeStampResp")
@@ -205,6 +177,23 @@ final class TimestampResponseHandle {
     }
 
     deinit { TS_RESP_free(pointer) }
+}
+
+/// Runs an OpenSSL `d2i_*` decoder over `data`, requiring it to consume every byte: trailing bytes after the
+/// structure mean the input is not one such value. Frees what was decoded when it is refused.
+private func decodeDER(
+    _ data: Data, _ decode: (inout UnsafePointer<UInt8>?, Int) -> OpaquePointer?, free: (OpaquePointer) -> Void
+) -> OpaquePointer? {
+    data.withUnsafeBytes { raw in
+        guard let base = raw.bindMemory(to: UInt8.self).baseAddress else { return nil }
+        var cursor: UnsafePointer<UInt8>? = base
+        guard let value = decode(&cursor, raw.count) else { return nil }
+        guard cursor == base + raw.count else {
+            free(value)
+            return nil
+        }
+        return value
+    }
 }
 
 /// Bytes and length of an `ASN1_STRING` (also `ASN1_OCTET_STRING`, `ASN1_IA5STRING`).

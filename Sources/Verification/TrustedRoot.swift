@@ -235,9 +235,4 @@ public struct TrustedRoot: Sendable, Equatable {
         }
         return SHA256Hasher.digest(Data(text.utf8)).hex
     }
-
-    /// The transparency log whose identifier is `logID`, if any.
-    func transparencyLog(id logID: Data) -> Log? {
-        transparencyLogs.first { $0.logID == logID }
-    }
 }

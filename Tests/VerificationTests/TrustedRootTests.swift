@@ -23,6 +23,12 @@ import Verification
         #expect(!root.certificateTransparencyLogs.isEmpty)
         let first = root.certificateAuthorities[0].validity
         #expect(first.end == Date(timeIntervalSince1970: 1_672_531_199.999))
+        // Rekor v2's log ID is its C2SP checkpoint key ID, named by its host; the TSA cosign v3 uses is there.
+        let rekorV2 = try #require(root.transparencyLogs.first { $0.publicKey.algorithm == .ed25519 })
+        #expect(rekorV2.origin == "log2025-1.rekor.sigstore.dev")
+        #expect(rekorV2.checkpointKeyID(name: rekorV2.origin) == rekorV2.logID)
+        #expect(root.timestampAuthorities.map(\.uri) == ["https://timestamp.sigstore.dev/api/v1/timestamp"])
+        #expect(root.timestampAuthorities[0].validity.end == nil)
     }
 
     @Test func refusesGarbage() {
