@@ -67,6 +67,7 @@ public final class ImageVerifier: Sendable {
     private let repository: String
     private let store: SignatureStore?
     private let cache: VerdictCache
+    /// Why the registry could not be asked, once it could not. A leaf lock, held only to read or set it.
     private let unreachable = Mutex<String?>(nil)
 
     /// - Parameters:
@@ -105,8 +106,13 @@ public final class ImageVerifier: Sendable {
             do {
                 let found = try SignatureFinder(source: recorder).signatures(for: digest)
                 verdict = Self.verify(found, digest: digest, policy: policy, now: now)
-                do { try store?.save(recorder.recording, for: digest) } catch {
-                    verdict.notes.append("signatures not stored for outages: \(error)")
+                // What the registry answered replaces what was stored (a signature removed there is gone here
+                // too), unless some answer was unusable and nothing verified: a flaky answer must not erase a
+                // good record.
+                if found.problems.isEmpty || verdict.isTrusted {
+                    do { try store?.save(recorder.recording, for: digest) } catch {
+                        verdict.notes.append("signatures not stored for outages: \(error)")
+                    }
                 }
             } catch {
                 unreachable.withLock { $0 = "\(error)" }

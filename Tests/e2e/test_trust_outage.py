@@ -85,6 +85,14 @@ def test_signed_mount_keeps_serving_through_a_registry_outage(keys: Path, tmp_pa
         assert "verified the signatures stored at the last online verification" in outage.log()
     finally:
         outage.stop()
+    # --offline never asks the registry: the same verdicts, from the store.
+    offline = Mount(m, cache, tmp_path / "mnt")
+    try:
+        assert offline.start("--offline", "--key", pub, f"{registry.host}/{repo}").rc == 0
+        shown = sorted(p.name for p in offline.mountpoint.iterdir() if not p.name.startswith("."))
+        assert shown == ["BOTH", "BUNDLE", "LEGACY"], shown
+    finally:
+        offline.stop()
 
     # One byte of a stored payload changed: that signature fails, the others (and the other layout) still count.
     payload = stored_payload(cache, digests["legacy"])
