@@ -189,6 +189,32 @@ final class MemorySource: SignatureSource, @unchecked Sendable {
         #expect(registry.calls == asked)
     }
 
+    @Test func anUnusableAnswerDoesNotEraseAGoodRecord() throws {
+        let directory = try TemporaryDirectory()
+        let store = try SignatureStore(cacheRoot: directory.url)
+        let registry = MemorySource()
+        try registry.sign(signed, with: key)
+        let policy = TrustPolicy.keys([key.publicKey])
+        #expect(
+            ImageVerifier(policy: policy, source: registry, repository: "r", store: store, cache: VerdictCache())
+                .verify(signed).isTrusted)
+        // The registry now serves the .sig manifest but not its payload: a problem, nothing verifies.
+        let payload = try #require(registry.blobs.first { $0.value.starts(with: Data(#"{"critical""#.utf8)) }).key
+        registry.blobs[payload] = nil
+        let flaky = ImageVerifier(
+            policy: policy, source: registry, repository: "r", store: store, cache: VerdictCache())
+        #expect(!flaky.verify(signed).isTrusted)
+        let offline = ImageVerifier(policy: policy, source: nil, repository: "r", store: store, cache: VerdictCache())
+        #expect(offline.verify(signed).isTrusted)
+        // A clean answer without signatures replaces it: the signature was removed.
+        registry.tags = [:]
+        _ = ImageVerifier(policy: policy, source: registry, repository: "r", store: store, cache: VerdictCache())
+            .verify(signed)
+        #expect(
+            !ImageVerifier(policy: policy, source: nil, repository: "r", store: store, cache: VerdictCache())
+                .verify(signed).isTrusted)
+    }
+
     @Test func onlyTrustedVerdictsAreRemembered() throws {
         var state = VerdictCache.State()
         let key = VerdictCache.Key(policy: "p", repository: "r", digest: signed)
