@@ -33,13 +33,7 @@ final class PKeyHandle {
         let context = try check(EVP_MD_CTX_new(), "verification context")
         defer { EVP_MD_CTX_free(context) }
         try check(EVP_DigestVerifyInit(context, nil, digest, nil, pointer), "verification set-up")
-        let status = signature.withUnsafeBytes { sig in
-            message.withUnsafeBytes { msg in
-                EVP_DigestVerify(
-                    context, sig.bindMemory(to: UInt8.self).baseAddress, sig.count,
-                    msg.bindMemory(to: UInt8.self).baseAddress, msg.count)
-            }
-        }
+        let status = withBytes(signature, message) { EVP_DigestVerify(context, $0, $1, $2, $3) }
         // A bad signature leaves a reason on the queue (for ECDSA, often a DER decode error); it is not a fault.
         clearOpenSSLErrors()
         return status == 1
@@ -51,13 +45,7 @@ final class PKeyHandle {
         defer { EVP_PKEY_CTX_free(context) }
         try check(EVP_PKEY_verify_init(context), "verification set-up")
         try check(EVP_PKEY_CTX_set_signature_md(context, digest), "verification digest")
-        let status = signature.withUnsafeBytes { sig in
-            hash.withUnsafeBytes { tbs in
-                EVP_PKEY_verify(
-                    context, sig.bindMemory(to: UInt8.self).baseAddress, sig.count,
-                    tbs.bindMemory(to: UInt8.self).baseAddress, tbs.count)
-            }
-        }
+        let status = withBytes(signature, hash) { EVP_PKEY_verify(context, $0, $1, $2, $3) }
         clearOpenSSLErrors()
         return status == 1
     }
@@ -177,6 +165,17 @@ final class TimestampResponseHandle {
     }
 
     deinit { TS_RESP_free(pointer) }
+}
+
+/// Calls `body` with the bytes and lengths of `first` and `second`, OpenSSL's (pointer, length) argument pairs.
+private func withBytes<R>(
+    _ first: Data, _ second: Data, _ body: (UnsafePointer<UInt8>?, Int, UnsafePointer<UInt8>?, Int) -> R
+) -> R {
+    first.withUnsafeBytes { a in
+        second.withUnsafeBytes { b in
+            body(a.bindMemory(to: UInt8.self).baseAddress, a.count, b.bindMemory(to: UInt8.self).baseAddress, b.count)
+        }
+    }
 }
 
 /// Runs an OpenSSL `d2i_*` decoder over `data`, requiring it to consume every byte: trailing bytes after the
