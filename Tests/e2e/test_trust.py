@@ -8,6 +8,7 @@ key, about another digest, or tampered, and says why (test_trust_outage.py: and 
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
 import os
 import subprocess
@@ -18,8 +19,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from support import sigstore_pki as pki
 from support.cosign_format import (
-    bundle_referrers, cosign_payload, existing_layers, py_bundle, py_check, py_check_bundle, py_decrypt_cosign_key,
+    attach_bundle, bundle_referrers, cosign_payload, existing_layers, py_bundle, py_check, py_check_bundle, py_decrypt_cosign_key,
     py_encrypt_cosign_key, py_sign, sig_tag,
 )
 from support.images import RegistryAPI
@@ -312,6 +314,39 @@ def test_bundle_signature_on_a_registry_with_other_referrers(world: World, tmp_p
     assert len(py_check_bundle(world.api, SCRATCH, digest, world.trusted_pub.read_bytes())) == 1
     for pub in (world.trusted_pub, world.other_pub):
         assert mcvfs_for(tmp_path).run("verify", "--plain-http", "--key", pub, world.ref("referred", SCRATCH)).rc == 0
+
+
+def test_keyless_cosign_v3_signature_verifies_and_mounts(world: World, tmp_path):
+    """cosign v3's default keyless signature of an image: a bundle referrer whose DSSE statement is logged to a
+    Rekor v2 log (hashedrekord of the PAE) with an RFC 3161 timestamp, made by the independent private instance."""
+    repo = "org/keyless"
+    digest, size, _ = marker_image(world.api, repo, "keyless")
+    ca, tsa, log = pki.fulcio(), pki.TimestampAuthority.create(), pki.Log.v2()
+    start = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=30)
+    key = ec.generate_private_key(ec.SECP256R1())
+    signing = pki.sign("dsse", pki.statement(digest.removeprefix("sha256:")), key,
+                       pki.signing_certificate(ca, key, not_before=start))
+    bundle = signing.bundle([log.entry(signing.hashedrekord_v2(), "hashedrekord", "0.0.2")],
+                            [tsa.timestamp(signing.signature, start + dt.timedelta(minutes=1))])
+    attach_bundle(world.api, repo, digest, size, json.dumps(bundle).encode())
+    root = tmp_path / "trusted_root.json"
+    root.write_text(json.dumps(pki.trusted_root(fulcio_ca=ca, logs=[log.trusted_root_entry()],
+                                                tsas=[pki.tsa_root_entry(tsa)])))
+    policy = ["--certificate-identity", pki.IDENTITY, "--certificate-oidc-issuer", pki.ISSUER, "--trusted-root", root]
+    m = mcvfs_for(tmp_path)
+    report = m.run("verify", "--plain-http", *policy, "--json", world.ref("keyless", repo)).json()
+    assert [s["layout"] for s in report["signatures"]] == ["bundle"]
+    assert report["signatures"][0]["identity"] == pki.IDENTITY and report["signatures"][0]["signingTimes"]
+    # Without the private root (the bundled public-good one) nothing vouches for the time or the log.
+    refused = m.run("verify", "--plain-http", *policy[:4], world.ref("keyless", repo))
+    assert refused.rc == 1 and "no verified time" in refused.stderr, refused
+    mount = Mount(m, tmp_path / "cache", tmp_path / "mnt")
+    try:
+        assert mount.start(*policy, world.ref(None, repo)).rc == 0
+        assert (mount.mountpoint / "KEYLESS" / "marker").read_text() == "image keyless\n"
+        assert mount.status()["used"][0]["signedBy"] == [f"{pki.IDENTITY} (issuer {pki.ISSUER})"]
+    finally:
+        mount.stop()
 
 
 # -- the mount enforces it ----------------------------------------------------------------------------------

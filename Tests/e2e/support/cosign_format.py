@@ -118,9 +118,7 @@ def py_check(api: RegistryAPI, repo: str, digest: str, public_pem: bytes) -> lis
 
 def py_bundle(api: RegistryAPI, repo: str, digest: str, size: int, key: ec.EllipticCurvePrivateKey) -> None:
     """A cosign v3-style signature: a Sigstore bundle v0.3 (DSSE over an in-toto statement with cosign's sign
-    predicate, key-based, no transparency log) attached as a referrer with cosign's annotations; this registry has no
-    referrers API, so it is listed in the fallback index at tag `sha256-<hex>` (replacing it), as cosign and oras
-    do."""
+    predicate, key-based, no transparency log) attached as a referrer (`attach_bundle`)."""
     statement = json.dumps({"_type": "https://in-toto.io/Statement/v1",
                             "subject": [{"name": f"{api.base.removeprefix('http://')}/{repo}",
                                          "digest": {"sha256": digest.removeprefix("sha256:")}}],
@@ -134,6 +132,12 @@ def py_bundle(api: RegistryAPI, repo: str, digest: str, size: int, key: ec.Ellip
                          "dsseEnvelope": {"payload": base64.b64encode(statement).decode(), "payloadType": payload_type,
                                           "signatures": [{"sig": base64.b64encode(signature).decode(),
                                                           "keyid": ""}]}}).encode()
+    attach_bundle(api, repo, digest, size, bundle)
+
+
+def attach_bundle(api: RegistryAPI, repo: str, digest: str, size: int, bundle: bytes) -> None:
+    """Pushes `bundle` as cosign v3 does: a referrer manifest of the image with cosign's annotations, listed in the
+    fallback index at tag `sha256-<hex>` (replacing it; this registry has no referrers API)."""
     empty = b"{}"
     annotations = {"org.opencontainers.image.created": "2026-01-01T00:00:00Z",
                    "dev.sigstore.bundle.content": "dsse-envelope",
