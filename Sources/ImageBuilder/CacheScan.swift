@@ -15,7 +15,7 @@ import OCI
 /// anything that is not a `<KEY>/` directory of files. Refused outright: symlinks leaving the directory and files
 /// that cannot be read, since an image missing what the user asked to publish is worse than no image.
 public struct CacheScan: Sendable {
-    public enum Kind: String, Sendable, Hashable, Codable {
+    public enum Kind: String, Sendable, Hashable, Codable, CaseIterable {
         case triton
         case vllm
 

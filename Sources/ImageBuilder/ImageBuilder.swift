@@ -18,6 +18,8 @@ public struct BuiltImage: Sendable {
     public var entryCount: Int
     public var layer: BlobFile
     public var diffID: Digest
+    /// Hot-set names that named nothing in this image (so not at the front of its layer).
+    public var missedHotSet: [String]
     public var config: Data
     public var configDescriptor: Descriptor
     public var manifest: Data
@@ -68,11 +70,16 @@ public struct ImageBuilder: Sendable {
         /// RFC 3339 time for the config's `created`; nil leaves it out, keeping digests reproducible.
         public var created: String?
         public var split: Split
+        /// Cache entries to put first in an eStargz layer, before its prefetch landmark (`HotSet`).
+        public var hotSet: HotSet
 
-        public init(format: LayerFormat = .estargz, created: String? = nil, split: Split = .none) {
+        public init(
+            format: LayerFormat = .estargz, created: String? = nil, split: Split = .none, hotSet: HotSet = HotSet()
+        ) {
             self.format = format
             self.created = created
             self.split = split
+            self.hotSet = hotSet
         }
 
         public init(compression: LayerWriter.Compression, created: String? = nil, split: Split = .none) {
@@ -84,9 +91,62 @@ public struct ImageBuilder: Sendable {
     public struct Plan: Sendable {
         public var tagSuffix: String?
         public var entries: [LayerWriter.Entry]
+        /// Layer paths of the hot set, in order: what an eStargz layer puts before its prefetch landmark.
+        public var prioritized: [String] = []
+        /// Hot-set names that name nothing in this image.
+        public var missedHotSet: [String] = []
         public var kernels: [CacheScan.Kernel]
         public var labels: [String: String]
         public var targets: [GPUTarget]
+
+        /// A plan for entries that come from elsewhere than a scan (`mcvfs convert`): the hot set's names are
+        /// looked up under both cache roots a mount serves (`io.triton.cache/`, `io.vllm.cache/`).
+        public init(
+            entries: [LayerWriter.Entry], labels: [String: String], targets: [GPUTarget], entryCount: Int,
+            hotSet: HotSet
+        ) {
+            self.entries = entries
+            self.labels = labels
+            self.targets = targets
+            self.kernels = []
+            self.entryCount = entryCount
+            (prioritized, missedHotSet) = Self.prioritize(
+                hotSet, roots: CacheScan.Kind.allCases.map(\.cacheDirectory), in: entries)
+        }
+
+        init(
+            tagSuffix: String?, entries: [LayerWriter.Entry], kernels: [CacheScan.Kernel], labels: [String: String],
+            targets: [GPUTarget], hotSet: HotSet, root: String
+        ) {
+            self.tagSuffix = tagSuffix
+            self.entries = entries
+            self.kernels = kernels
+            self.labels = labels
+            self.targets = targets
+            self.entryCount = kernels.count
+            (prioritized, missedHotSet) = Self.prioritize(hotSet, roots: [root], in: entries)
+        }
+
+        /// Kernels in the image (what the labels count).
+        public var entryCount: Int
+
+        /// The layer path of each hot-set name under the first root that has it; the names no root has.
+        static func prioritize(
+            _ hotSet: HotSet, roots: [String], in entries: [LayerWriter.Entry]
+        ) -> (paths: [String], missed: [String]) {
+            guard !hotSet.isEmpty else { return ([], []) }
+            let paths = Set(entries.map(\.path))
+            var found: [String] = []
+            var missed: [String] = []
+            for name in hotSet.names {
+                if let path = roots.map({ $0 + "/" + name }).first(where: paths.contains) {
+                    found.append(path)
+                } else {
+                    missed.append(name)
+                }
+            }
+            return (found, missed)
+        }
     }
 
     public let scan: CacheScan
@@ -174,12 +234,19 @@ public struct ImageBuilder: Sendable {
         let labels = MCVMetadata.labels(kind: kind, kernels: kernels, vllmHashes: hashes, cacheSizeBytes: size)
         return Plan(
             tagSuffix: suffix, entries: entries, kernels: kernels, labels: labels,
-            targets: CacheScan.distinctTargets(kernels.map(\.metadata.target)))
+            targets: CacheScan.distinctTargets(kernels.map(\.metadata.target)), hotSet: options.hotSet,
+            root: kind.cacheDirectory)
     }
 
     /// Writes `plan`'s layer into `directory` and assembles its config and manifest.
     /// - Throws: `TarError` from the writer, `BuildError.io` for file failures.
     public func build(_ plan: Plan, in directory: URL) throws -> BuiltImage {
+        try Self.build(plan, options: options, in: directory)
+    }
+
+    /// Writes `plan`'s layer in the format `options` name into `directory` and assembles its config and manifest.
+    /// - Throws: `TarError` from the writer, `BuildError.io` for file failures.
+    public static func build(_ plan: Plan, options: Options, in directory: URL) throws -> BuiltImage {
         let tarPath = directory.appendingPathComponent("layer-\(UUID().uuidString).tar").path
         let layerPath: String
         let layerDigest: Digest
@@ -191,7 +258,8 @@ public struct ImageBuilder: Sendable {
             layerPath = tarPath + ".gz"
             var written: EStargzWriter.Written?
             layerDigest = try Self.writeHashed(to: layerPath) { sink in
-                written = try EStargzWriter.write(plan.entries, scratch: tarPath, to: sink)
+                written = try EStargzWriter.write(
+                    plan.entries, prioritized: plan.prioritized, scratch: tarPath, to: sink)
             }.digest
             diffID = (written!.diffID, written!.uncompressedSize)
             mediaType = MediaType.ociLayerGzip
@@ -228,9 +296,9 @@ public struct ImageBuilder: Sendable {
         let manifestDescriptor = Descriptor(
             mediaType: MediaType.ociManifest, digest: SHA256Hasher.digest(manifest), size: Int64(manifest.count))
         return BuiltImage(
-            tagSuffix: plan.tagSuffix, targets: plan.targets, entryCount: plan.kernels.count, layer: layer,
-            diffID: diffID.digest, config: config, configDescriptor: configDescriptor, manifest: manifest,
-            manifestDescriptor: manifestDescriptor)
+            tagSuffix: plan.tagSuffix, targets: plan.targets, entryCount: plan.entryCount, layer: layer,
+            diffID: diffID.digest, missedHotSet: plan.missedHotSet, config: config, configDescriptor: configDescriptor,
+            manifest: manifest, manifestDescriptor: manifestDescriptor)
     }
 
     /// The OCI image config: labels, the layer's diff ID, and a fixed platform (a kernel cache has no CPU

@@ -30,6 +30,7 @@ extension EStargz {
                 [:]
         var total: Int64 = 0
         var lastFile: (name: String, content: Digest, size: Int64)?
+        var prefetchEnd: Int64?
         func record(_ key: String, _ entry: TarEntry) {
             if entries.updateValue(entry, forKey: key) == nil { order.append(key) }
         }
@@ -45,7 +46,14 @@ extension EStargz {
             }
             let path: String
             do { path = try EntryPolicy.normalise(item.name) } catch { throw hostile(error.reason) }
-            if path == tocName || path == ".prefetch.landmark" || path == ".no.prefetch.landmark" { continue }
+            if path == tocName || path == noPrefetchLandmark { continue }
+            if path == prefetchLandmark {
+                // Everything before the landmark's member is the prioritized region (fetched in one request).
+                if item.type == "reg", let offset = item.offset, offset >= 0, offset <= tocOffset {
+                    prefetchEnd = offset
+                }
+                continue
+            }
             let mode = UInt32(truncatingIfNeeded: item.mode ?? 0o644)
             if mode & 0o6000 != 0 { throw hostile("setuid or setgid bit set (mode \(String(mode, radix: 8)))") }
             let mtime =
@@ -188,7 +196,8 @@ extension EStargz {
         }
         return LayerIndex(
             layer: layer, entries: order.map { entries[$0]! },
-            remote: RemoteLayout(tocDigest: tocDigest ?? SHA256Hasher.digest(json), chunks: layout))
+            remote: RemoteLayout(
+                tocDigest: tocDigest ?? SHA256Hasher.digest(json), chunks: layout, prefetchEnd: prefetchEnd))
     }
 
     /// `YYYY-MM-DDTHH:MM:SSZ` (what writers emit) without a date formatter, which costs more than the rest of

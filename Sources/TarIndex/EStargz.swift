@@ -15,6 +15,12 @@ public enum EStargz {
     /// Size of the uncompressed layer, recorded by the ecosystem's writers for readers that preallocate.
     public static let uncompressedSizeAnnotation = "io.containers.estargz.uncompressed-size"
     public static let tocName = "stargz.index.json"
+    /// Marks the end of the prioritized entries, which a reader prefetches with one request.
+    public static let prefetchLandmark = ".prefetch.landmark"
+    /// Says that no entry is prioritized.
+    public static let noPrefetchLandmark = ".no.prefetch.landmark"
+    /// What either landmark file holds (one byte).
+    public static let landmarkContents: UInt8 = 0x0f
     public static let footerSize = 51
     /// Files larger than this are split into chunks, each its own gzip member and TOC entry.
     public static let defaultChunkSize: Int64 = 4 << 20

@@ -4,10 +4,12 @@ import OCI
 
 /// Writes eStargz layers (see `EStargz`) reproducibly, from the same entries and tar headers as `LayerWriter`.
 ///
-/// Entry order: directories, then the small files a mount reads while building its tree (kernel metadata
-/// `*.json` and `__grp__*` group files), then everything else, each group in byte-wise path order. The
-/// metadata then lies in one contiguous run of the blob, which a lazy mount fetches with one range request;
-/// tar readers do not care about order beyond parents coming first.
+/// Entry order (stargz-snapshotter `docs/estargz.md`, "Prioritized Files and Landmark Files"): the prioritized
+/// entries, each with its parents first and in the order given, then the landmark `.prefetch.landmark`; or, with
+/// nothing prioritized, the landmark `.no.prefetch.landmark` first. Then the rest: directories, the small files a
+/// mount reads while building its tree (kernel metadata `*.json` and `__grp__*` group files), everything else, each
+/// group in byte-wise path order. A mount fetches the prioritized region (up to the landmark's member) with one
+/// range request, and the metadata run with another; tar readers do not care about order beyond parents first.
 public enum EStargzWriter {
     public struct Written: Sendable, Hashable {
         /// sha256 of the TOC JSON: the value of the `toc.digest` annotation.
@@ -15,19 +17,23 @@ public enum EStargzWriter {
         /// sha256 of the uncompressed layer (the config's `diff_id`).
         public var diffID: Digest
         public var uncompressedSize: Int64
+        /// Prioritized paths that named no entry (left out of the prioritized region).
+        public var missedPrioritized: [String] = []
     }
 
     /// Writes `entries` as an eStargz layer into `sink`.
     /// - Parameters:
+    ///   - prioritized: layer paths (files or directories, with everything below them) to put first, in order.
     ///   - scratch: a path for the intermediate tar (created, then removed).
     ///   - chunkSize: files larger than this are split into members of this many uncompressed bytes.
     /// - Throws: `TarError`, or what `sink` throws.
     public static func write(
-        _ entries: [LayerWriter.Entry], scratch: String, chunkSize: Int64 = EStargz.defaultChunkSize,
-        level: Int = LayerWriter.gzipLevel, to sink: @escaping (UnsafeRawBufferPointer) throws -> Void
+        _ entries: [LayerWriter.Entry], prioritized: [String] = [], scratch: String,
+        chunkSize: Int64 = EStargz.defaultChunkSize, level: Int = LayerWriter.gzipLevel,
+        to sink: @escaping (UnsafeRawBufferPointer) throws -> Void
     ) throws -> Written {
         precondition(chunkSize > 0, "chunk size must be positive")
-        let ordered = order(entries)
+        let (ordered, missed) = order(entries, prioritized: prioritized)
         let fd = open(scratch, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw TarError.store(.io(operation: "create", path: scratch, errno: errno)) }
         defer {
@@ -144,7 +150,54 @@ public enum EStargzWriter {
         try gzip.writeRaw(EStargz.footer(tocOffset: tocOffset))
         let hasher = uncompressed.hasher.take()!
         return Written(
-            tocDigest: SHA256Hasher.digest(json), diffID: hasher.finalize(), uncompressedSize: uncompressed.size)
+            tocDigest: SHA256Hasher.digest(json), diffID: hasher.finalize(), uncompressedSize: uncompressed.size,
+            missedPrioritized: missed)
+    }
+
+    /// The landmark entries: regular files holding the byte 0x0f, as the spec has them.
+    static func landmark(_ name: String) -> LayerWriter.Entry {
+        LayerWriter.Entry(path: name, content: .bytes(Data([EStargz.landmarkContents])))
+    }
+
+    /// The prioritized entries (parents first, then each prioritized path's subtree in `order`), the landmark,
+    /// then the rest in `order`; with nothing prioritized, the no-prefetch landmark, then everything in `order`.
+    /// - Returns: the entries to write and the prioritized paths that matched none.
+    static func order(
+        _ entries: [LayerWriter.Entry], prioritized: [String]
+    ) -> (entries: [LayerWriter.Entry], missed: [String]) {
+        guard !prioritized.isEmpty else { return ([landmark(EStargz.noPrefetchLandmark)] + order(entries), []) }
+        // Every entry under each of its ancestors (and itself), so a subtree is one lookup.
+        var under: [String: [Int]] = [:]
+        for (i, entry) in entries.enumerated() {
+            var path = Substring(entry.path)
+            while true {
+                under[String(path), default: []].append(i)
+                guard let slash = path.lastIndex(of: "/") else { break }
+                path = path[..<slash]
+            }
+        }
+        let byPath = Dictionary(entries.map { ($0.path, $0) }, uniquingKeysWith: { first, _ in first })
+        var picked = Set<String>()
+        var head: [LayerWriter.Entry] = []
+        var missed: [String] = []
+        for path in prioritized {
+            guard let members = under[path] else {
+                missed.append(path)
+                continue
+            }
+            var parents: [LayerWriter.Entry] = []
+            var parent = Substring(path)
+            while let slash = parent.lastIndex(of: "/") {
+                parent = parent[..<slash]
+                if let entry = byPath[String(parent)] { parents.append(entry) }
+            }
+            let subtree = order(members.map { entries[$0] })
+            for entry in parents.reversed() + subtree where picked.insert(entry.path).inserted {
+                head.append(entry)
+            }
+        }
+        let rest = order(entries.filter { !picked.contains($0.path) })
+        return (head + [landmark(EStargz.prefetchLandmark)] + rest, missed)
     }
 
     /// Directories, then tree-building metadata, then the rest; byte-wise path order within each.

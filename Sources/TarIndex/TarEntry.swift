@@ -92,16 +92,20 @@ public struct RemoteLayout: Codable, Sendable, Hashable {
     public var tocDigest: Digest
     /// Chunks of each file content, in file order.
     public var chunks: [Digest: [Chunk]]
+    /// Where the `.prefetch.landmark` member starts: the members before it hold the layer's prioritized entries
+    /// (its hot set), fetched with one request. Nil when the layer has no prioritized entries.
+    public var prefetchEnd: Int64?
 
-    public init(tocDigest: Digest, chunks: [Digest: [Chunk]]) {
+    public init(tocDigest: Digest, chunks: [Digest: [Chunk]], prefetchEnd: Int64? = nil) {
         self.tocDigest = tocDigest
         self.chunks = chunks
+        self.prefetchEnd = prefetchEnd
     }
 
     public func chunks(of content: Digest) -> [Chunk]? { chunks[content] }
 
     private enum CodingKeys: String, CodingKey {
-        case tocDigest, chunks
+        case tocDigest, chunks, prefetchEnd
     }
 
     // On disk the chunks stay a JSON object keyed by the digest's string form.
@@ -110,6 +114,7 @@ public struct RemoteLayout: Codable, Sendable, Hashable {
         tocDigest = try container.decode(Digest.self, forKey: .tocDigest)
         let byName = try container.decode([String: [Chunk]].self, forKey: .chunks)
         chunks = try Dictionary(uniqueKeysWithValues: byName.map { (try Digest(parsing: $0.key), $0.value) })
+        prefetchEnd = try container.decodeIfPresent(Int64.self, forKey: .prefetchEnd)
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -117,5 +122,6 @@ public struct RemoteLayout: Codable, Sendable, Hashable {
         try container.encode(tocDigest, forKey: .tocDigest)
         try container.encode(
             Dictionary(uniqueKeysWithValues: chunks.map { ($0.key.description, $0.value) }), forKey: .chunks)
+        try container.encodeIfPresent(prefetchEnd, forKey: .prefetchEnd)
     }
 }

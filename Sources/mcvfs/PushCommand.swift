@@ -53,6 +53,15 @@ struct PushCommand: ParsableCommand {
     )
     var signKey: String?
 
+    @Option(
+        help: ArgumentHelp(
+            "Put these cache entries first in the eStargz layer, before its .prefetch.landmark, so a mount fetches "
+                + "them with one request at its first lookup.",
+            discussion: "One <KEY> (or deeper path under the cache root) per line, in the order a workload uses them: "
+                + "what `mcvfs export --hot-set` writes from a mount.",
+            valueName: "file"))
+    var hotSet: String?
+
     @Option(help: "Blobs larger than this many bytes are uploaded in chunks of this size.")
     var chunkSize: Int = 16 << 20
 
@@ -66,6 +75,9 @@ struct PushCommand: ParsableCommand {
         if chunkSize < 1 { throw ValidationError("--chunk-size must be at least 1 byte") }
         if let output, !output.hasPrefix("oci-layout:") || output.count == "oci-layout:".count {
             throw ValidationError("--output must be oci-layout:DIR")
+        }
+        if hotSet != nil && layerFormat != .estargz {
+            throw ValidationError("--hot-set orders an eStargz layer; drop --layer-format \(layerFormat.rawValue)")
         }
         if let created, ISO8601DateFormatter().date(from: created) == nil {
             throw ValidationError("--created must be an RFC 3339 time such as 2025-01-31T12:00:00Z")
@@ -86,8 +98,9 @@ struct PushCommand: ParsableCommand {
             // Asked before anything is pushed, so a wrong password leaves nothing unsigned behind.
             let signingKey = try signKey.map(loadPrivateKey(path:))
             if signingKey != nil && output != nil { throw PushError.signingLayout }
+            let hot = try hotSet.map(HotSet.init(contentsOf:)) ?? HotSet()
             let builder = ImageBuilder(
-                scan: scan, options: .init(format: layerFormat, created: created, split: split))
+                scan: scan, options: .init(format: layerFormat, created: created, split: split, hotSet: hot))
             let plans = try builder.plans()
 
             let destination: any ImageDestination
@@ -107,6 +120,7 @@ struct PushCommand: ParsableCommand {
                 let image = try builder.build(plan, in: work)
                 let tag =
                     plan.tagSuffix.map { suffix in ref.tag.map { "\($0)-\(suffix)" } ?? suffix } ?? ref.tag ?? "latest"
+                warnMissing(image.missedHotSet, tag: tag)
                 let bar = ProgressBar(label: "push \(tag)")
                 let progress = PublishProgress { p in
                     bar.update(
@@ -136,6 +150,13 @@ struct PushCommand: ParsableCommand {
             }
         }
     }
+}
+
+/// Hot-set names an image does not have: a hot set recorded against an older cache, or another target's kernels.
+func warnMissing(_ names: [String], tag: String) {
+    guard !names.isEmpty else { return }
+    for name in names { Log.info("\(tag): hot-set entry \(name) is not in the cache") }
+    Log.warning("\(tag): \(names.count) hot-set entr(ies) not in the cache were left out; --log-level info lists them")
 }
 
 enum PushError: Error, CustomStringConvertible {

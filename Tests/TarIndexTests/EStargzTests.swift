@@ -101,11 +101,84 @@ import Testing
         let dir = try TemporaryDirectory()
         let layer = try write(try entries(in: dir))
         let names = try layerEntryNames(layer.blob)
+        // Nothing prioritized: the spec's no-prefetch landmark comes first.
         #expect(
-            names.prefix(4) == [
-                "io.triton.cache/", "io.triton.cache/K/", "io.triton.cache/K/__grp__a.json", "io.triton.cache/K/a.json",
+            names.prefix(5) == [
+                EStargz.noPrefetchLandmark, "io.triton.cache/", "io.triton.cache/K/",
+                "io.triton.cache/K/__grp__a.json", "io.triton.cache/K/a.json",
             ])
         #expect(names.last == EStargz.tocName)
+    }
+
+    /// Three kernel directories, each with metadata and a binary.
+    func kernels(_ keys: [String]) -> [LayerWriter.Entry] {
+        [.directory("io.triton.cache"), .directory("io.triton.manifest")]
+            + keys.flatMap { key -> [LayerWriter.Entry] in
+                [
+                    .directory("io.triton.cache/\(key)"),
+                    LayerWriter.Entry(path: "io.triton.cache/\(key)/k.json", content: .bytes(Data("{\(key)}".utf8))),
+                    LayerWriter.Entry(
+                        path: "io.triton.cache/\(key)/k.cubin",
+                        content: .bytes(Data(String(repeating: key, count: 500).utf8))),
+                ]
+            }
+            + [LayerWriter.Entry(path: "io.triton.manifest/manifest.json", content: .bytes(Data("{}".utf8)))]
+    }
+
+    @Test func prioritizedEntriesComeFirstThenThePrefetchLandmark() throws {
+        let dir = try TemporaryDirectory()
+        var blob = Data()
+        let written = try EStargzWriter.write(
+            kernels(["A", "B", "C"]), prioritized: ["io.triton.cache/C", "io.triton.cache/Z", "io.triton.cache/A"],
+            scratch: dir.path + "/scratch.tar"
+        ) { blob.append(contentsOf: $0) }
+        #expect(written.missedPrioritized == ["io.triton.cache/Z"])
+        let names = try layerEntryNames(blob)
+        #expect(
+            names.prefix(8) == [
+                "io.triton.cache/", "io.triton.cache/C/", "io.triton.cache/C/k.json", "io.triton.cache/C/k.cubin",
+                "io.triton.cache/A/", "io.triton.cache/A/k.json", "io.triton.cache/A/k.cubin",
+                EStargz.prefetchLandmark,
+            ])
+        #expect(names.dropFirst(8).first == "io.triton.cache/B/")
+        #expect(!names.contains(EStargz.noPrefetchLandmark))
+        #expect(names.filter { $0 == "io.triton.cache/" }.count == 1)
+
+        // The index knows where the prioritized region ends: the hot files lie before it, the rest after.
+        let (offset, json) = try toc(of: blob)
+        let index = try EStargz.index(layer: SHA256Hasher.digest(blob), toc: json, tocOffset: offset)
+        let end = try #require(index.remote?.prefetchEnd)
+        #expect(!index.entries.contains { $0.path == EStargz.prefetchLandmark })
+        for entry in index.entries where entry.kind == .file {
+            let start = try #require(index.remote?.chunks(of: entry.content!)?.first?.offset)
+            let hot = entry.path.hasPrefix("io.triton.cache/A/") || entry.path.hasPrefix("io.triton.cache/C/")
+            #expect(hot == (start < end), "\(entry.path) at \(start), landmark at \(end)")
+        }
+        // The landmark is the spec's: one byte 0x0f, in the TOC like any file.
+        let toc = try JSONDecoder().decode(EStargz.TOC.self, from: json)
+        let landmark = try #require(toc.entries.first { $0.name == EStargz.prefetchLandmark })
+        #expect(landmark.offset == end)
+        #expect(landmark.size == 1)
+        #expect(landmark.digest == SHA256Hasher.digest(Data([0x0f])).description)
+    }
+
+    @Test func aLayerWithoutPrioritizedEntriesHasNoPrefetchRegion() throws {
+        let dir = try TemporaryDirectory()
+        var blob = Data()
+        _ = try EStargzWriter.write(kernels(["A"]), scratch: dir.path + "/scratch.tar") { blob.append(contentsOf: $0) }
+        let (offset, json) = try toc(of: blob)
+        let index = try EStargz.index(layer: SHA256Hasher.digest(blob), toc: json, tocOffset: offset)
+        #expect(index.remote?.prefetchEnd == nil)
+        #expect(!index.entries.contains { $0.path == EStargz.noPrefetchLandmark })
+    }
+
+    @Test func hotSetsParseTheirTextFormAndRefuseEscapes() throws {
+        let set = try HotSet(parsing: "# recorded by a mount\nKEY1\n\nKEY2/\nKEY1\ntorch_compile_cache/h/rank_0_0\n")
+        #expect(set.names == ["KEY1", "KEY2", "torch_compile_cache/h/rank_0_0"])
+        #expect(try HotSet(parsing: set.text) == set)
+        #expect(throws: HotSet.ParseError.self) { try HotSet(parsing: "KEY\n../etc\n") }
+        #expect(throws: HotSet.ParseError.self) { try HotSet(parsing: "/abs") }
+        #expect(throws: HotSet.ParseError.self) { try HotSet(parsing: "a//b") }
     }
 
     /// An eStargz layer is an ordinary tar.gz: mcvfs's own unpacker (libarchive) reads it, diff_id included.

@@ -153,8 +153,10 @@ def test_pushed_triton_cache_is_an_ordinary_oci_image_in_mcv_layout(mcvfs, anon,
     out = skopeo("copy", "--src-tls-verify=false", f"docker://{ref}", f"oci:{layout}:v1")
     assert out.returncode == 0, out.stderr
     rootfs = umoci_unpack(layout, "v1", tmp_path / "bundle")
-    # eStargz (the default format) carries its TOC as the archive's last entry, at the root, beside MCV's dirs.
-    assert sorted(p.name for p in rootfs.iterdir()) == ["io.triton.cache", "io.triton.manifest", "stargz.index.json"]
+    # eStargz (the default format) carries its TOC as the archive's last entry, at the root, beside MCV's dirs,
+    # and the spec's no-prefetch landmark (nothing prioritized) as its first.
+    assert sorted(p.name for p in rootfs.iterdir()) == [".no.prefetch.landmark", "io.triton.cache",
+                                                        "io.triton.manifest", "stargz.index.json"]
     assert_same_tree(rootfs / "io.triton.cache", cache)
     manifest = json.loads((rootfs / "io.triton.manifest" / "manifest.json").read_text())
     entries = manifest["triton"]
