@@ -22,6 +22,8 @@ let package = Package(
 
         .systemLibrary(name: "CDigest", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
 
+        // Generic single flight (one run of a piece of work per key at a time), below everything that gates work.
+        .target(name: "SingleFlight"),
         .target(name: "OCI"),
         .target(name: "ContentHash", dependencies: ["OCI", "CDigest"]),
         .target(name: "GPU", dependencies: ["OCI"]),
@@ -47,6 +49,7 @@ let package = Package(
 
         // Helpers every test target may use: temporary directories, fixture paths, processes, tar builders.
         .target(name: "TestSupport", path: "Tests/TestSupport"),
+        .testTarget(name: "SingleFlightTests", dependencies: ["SingleFlight", "TestSupport"]),
         .testTarget(name: "OCITests", dependencies: ["OCI"]),
         .testTarget(name: "GPUTests", dependencies: ["GPU", "OCI"], resources: [.copy("Fixtures")]),
         .testTarget(name: "RegistryTests", dependencies: ["Registry", "CurlTransport", "OCI", "ContentHash"]),
