@@ -47,8 +47,11 @@ let package = Package(
             ]
         ),
 
-        // Helpers every test target may use: temporary directories, fixture paths, processes, tar builders.
-        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        // Helpers every test target may use: temporary directories, fixture paths, processes, tar builders,
+        // and a scripted registry that serves blobs and ranges from memory.
+        .target(
+            name: "TestSupport", dependencies: ["OCI", "ContentHash", "Registry", "TarIndex"], path: "Tests/TestSupport"
+        ),
         .testTarget(name: "SingleFlightTests", dependencies: ["SingleFlight", "TestSupport"]),
         .testTarget(name: "OCITests", dependencies: ["OCI"]),
         .testTarget(name: "GPUTests", dependencies: ["GPU", "OCI"], resources: [.copy("Fixtures")]),
