@@ -31,7 +31,9 @@ let package = Package(
         .target(name: "CurlTransport", dependencies: ["Registry", "CCurl"]),
         .target(name: "BlobCache", dependencies: ["OCI", "ContentHash"]),
         .target(name: "TarIndex", dependencies: ["OCI", "ContentHash", "BlobCache", "CArchive"]),
-        .target(name: "CacheRepository", dependencies: ["OCI", "ContentHash", "Registry", "BlobCache", "TarIndex"]),
+        .target(
+            name: "CacheRepository",
+            dependencies: ["SingleFlight", "OCI", "ContentHash", "Registry", "BlobCache", "TarIndex"]),
         .target(name: "Verification", dependencies: ["OCI", "ContentHash", "COpenSSL", "CSodium"]),
         .target(name: "Trust", dependencies: ["OCI", "Registry", "Verification"]),
         .target(name: "ImageFS", dependencies: ["OCI", "ContentHash", "TarIndex"]),
@@ -70,5 +72,10 @@ let package = Package(
             name: "ImageBuilderTests",
             dependencies: ["ImageBuilder", "TarIndex", "BlobCache", "OCI", "ContentHash", "TestSupport"]),
         .testTarget(name: "NodeServiceTests", dependencies: ["NodeService", "OCI", "BlobCache", "TarIndex"]),
+        .testTarget(
+            name: "CacheRepositoryTests",
+            dependencies: [
+                "CacheRepository", "OCI", "ContentHash", "Registry", "BlobCache", "TarIndex", "TestSupport",
+            ]),
     ]
 )
