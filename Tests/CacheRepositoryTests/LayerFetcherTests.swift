@@ -109,6 +109,16 @@ import Testing
         #expect(bench.registry.requests.isEmpty)
     }
 
+    @Test func aFetchPastTheMemoryBoundIsStoredBeforeItReturns() throws {
+        let memory = MemoryBlobCache(store: bench.store, maxBytes: 64 << 10, commitDelay: .seconds(3600))
+        let fetcher = try bench.fetcher(memory: memory)
+        _ = try fetcher.index(of: descriptor)
+        // KEY0's files hold more than the bound: the fetch commits them itself instead of holding them.
+        _ = try fetcher.fetch(kernels.layer.content(of: "KEY0/add.cubin"))
+        #expect(memory.heldBytes <= 64 << 10)
+        #expect(kernels.paths(of: "KEY0").allSatisfy { bench.store.contains(kernels.layer.content(of: $0)) })
+    }
+
     @Test func anOfflineFetcherServesOnlyWhatIsLocal() throws {
         let offline = try bench.fetcher(online: false)
         #expect(throws: LayerFetcher.FetchError.offline(descriptor.digest)) { try offline.index(of: descriptor) }
