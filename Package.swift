@@ -22,6 +22,8 @@ let package = Package(
 
         .systemLibrary(name: "CDigest", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
 
+        // Generic single flight (one run of a piece of work per key at a time), below everything that gates work.
+        .target(name: "SingleFlight"),
         .target(name: "OCI"),
         .target(name: "ContentHash", dependencies: ["OCI", "CDigest"]),
         .target(name: "GPU", dependencies: ["OCI"]),
@@ -29,7 +31,9 @@ let package = Package(
         .target(name: "CurlTransport", dependencies: ["Registry", "CCurl"]),
         .target(name: "BlobCache", dependencies: ["OCI", "ContentHash"]),
         .target(name: "TarIndex", dependencies: ["OCI", "ContentHash", "BlobCache", "CArchive"]),
-        .target(name: "CacheRepository", dependencies: ["OCI", "ContentHash", "Registry", "BlobCache", "TarIndex"]),
+        .target(
+            name: "CacheRepository",
+            dependencies: ["SingleFlight", "OCI", "ContentHash", "Registry", "BlobCache", "TarIndex"]),
         .target(name: "Verification", dependencies: ["OCI", "ContentHash", "COpenSSL", "CSodium"]),
         .target(name: "Trust", dependencies: ["OCI", "ContentHash", "Registry", "BlobCache", "Verification"]),
         .target(name: "ImageFS", dependencies: ["OCI", "ContentHash", "TarIndex"]),
@@ -45,8 +49,12 @@ let package = Package(
             ]
         ),
 
-        // Helpers every test target may use: temporary directories, fixture paths, processes, tar builders.
-        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        // Helpers every test target may use: temporary directories, fixture paths, processes, tar builders,
+        // and a scripted registry that serves blobs and ranges from memory.
+        .target(
+            name: "TestSupport", dependencies: ["OCI", "ContentHash", "Registry", "TarIndex"], path: "Tests/TestSupport"
+        ),
+        .testTarget(name: "SingleFlightTests", dependencies: ["SingleFlight", "TestSupport"]),
         .testTarget(name: "OCITests", dependencies: ["OCI"]),
         .testTarget(name: "GPUTests", dependencies: ["GPU", "OCI"], resources: [.copy("Fixtures")]),
         .testTarget(name: "RegistryTests", dependencies: ["Registry", "CurlTransport", "OCI", "ContentHash"]),
@@ -66,5 +74,10 @@ let package = Package(
             name: "ImageBuilderTests",
             dependencies: ["ImageBuilder", "TarIndex", "BlobCache", "OCI", "ContentHash", "TestSupport"]),
         .testTarget(name: "NodeServiceTests", dependencies: ["NodeService", "OCI", "BlobCache", "TarIndex"]),
+        .testTarget(
+            name: "CacheRepositoryTests",
+            dependencies: [
+                "CacheRepository", "OCI", "ContentHash", "Registry", "BlobCache", "TarIndex", "TestSupport",
+            ]),
     ]
 )
