@@ -34,19 +34,25 @@ let package = Package(
         .target(name: "Trust", dependencies: ["OCI", "Registry", "Verification"]),
         .target(name: "ImageFS", dependencies: ["OCI", "ContentHash", "TarIndex"]),
         .target(name: "FUSEBridge", dependencies: ["ImageFS", "CFuse"]),
+        // Node policy above the filesystem and the fetcher: catalogs (offline, mirror, recorded), leases and the
+        // leased layer provider, eviction, metrics, status, systemd. Commands only wire it.
+        .target(
+            name: "NodeService",
+            dependencies: ["OCI", "ContentHash", "GPU", "Registry", "BlobCache", "TarIndex", "CacheRepository", "ImageFS"]
+        ),
         .target(name: "ImageBuilder", dependencies: ["OCI", "ContentHash", "GPU", "Registry", "TarIndex"]),
-        .target(name: "NodeService", dependencies: ["OCI", "BlobCache", "TarIndex"]),
         .executableTarget(
             name: "mcvfs",
             dependencies: [
-                "OCI", "ContentHash", "GPU", "Registry", "CurlTransport", "BlobCache", "TarIndex", "CacheRepository",
-                "Verification", "Trust", "ImageFS", "FUSEBridge", "ImageBuilder", "NodeService",
+                "OCI", "GPU", "Registry", "CurlTransport", "BlobCache", "TarIndex", "Verification", "Trust", "ImageFS",
+                "FUSEBridge", "ImageBuilder", "NodeService",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
 
-        // Helpers every test target may use: temporary directories, fixture paths, processes, tar builders.
-        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        // Helpers every test target may use: temporary directories, fixture paths, processes, tar builders, an
+        // in-memory registry.
+        .target(name: "TestSupport", dependencies: ["OCI", "ContentHash", "Registry"], path: "Tests/TestSupport"),
         .testTarget(name: "OCITests", dependencies: ["OCI"]),
         .testTarget(name: "GPUTests", dependencies: ["GPU", "OCI"], resources: [.copy("Fixtures")]),
         .testTarget(name: "RegistryTests", dependencies: ["Registry", "CurlTransport", "OCI", "ContentHash"]),
@@ -63,6 +69,13 @@ let package = Package(
         .testTarget(
             name: "ImageBuilderTests",
             dependencies: ["ImageBuilder", "TarIndex", "BlobCache", "OCI", "ContentHash", "TestSupport"]),
-        .testTarget(name: "NodeServiceTests", dependencies: ["NodeService", "OCI", "BlobCache", "TarIndex"]),
+        .testTarget(
+            name: "CacheRepositoryTests",
+            dependencies: ["CacheRepository", "BlobCache", "ContentHash", "OCI", "Registry", "TestSupport"]),
+        .testTarget(
+            name: "NodeServiceTests",
+            dependencies: [
+                "NodeService", "OCI", "ContentHash", "GPU", "Registry", "BlobCache", "TarIndex", "TestSupport",
+            ]),
     ]
 )

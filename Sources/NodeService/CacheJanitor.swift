@@ -14,7 +14,7 @@ public struct CacheJanitor: Sendable {
     public init(store: DirectoryBlobStore) throws {
         self.store = store
         self.indexes = try LayerIndexCache(store: store)
-        self.leases = try LeaseDirectory(cacheRoot: store.root)
+        self.leases = try LeaseDirectory(layout: store.layout)
     }
 
     /// What the cache holds, for `mcvfs cache ls` and the policy.
@@ -38,10 +38,8 @@ public struct CacheJanitor: Sendable {
     /// Reads the cache; call under `leases.withLock` for a view consistent with deletions.
     public func inventory() throws -> Inventory {
         var indexMap: [Digest: Set<Digest>] = [:]
-        let names = (try? FileManager.default.contentsOfDirectory(atPath: store.root.path + "/index/sha256")) ?? []
-        for name in names where name.hasSuffix(".json") {
-            guard let layer = try? Digest(hex: String(name.dropLast(5))), let index = indexes.load(layer: layer)
-            else { continue }
+        for layer in indexes.persistedLayers() {
+            guard let index = indexes.load(layer: layer) else { continue }
             indexMap[layer] = index.contentDigests
         }
         return Inventory(blobs: try store.list(), indexes: indexMap, leases: leases.live())

@@ -1,5 +1,4 @@
 import ArgumentParser
-import BlobCache
 import Foundation
 import NodeService
 import OCI
@@ -12,25 +11,18 @@ struct CacheCommand: ParsableCommand {
 
 /// Options of the cache subcommands: where the cache is, and logging.
 struct CacheOptions: ParsableArguments {
-    @Option(
-        help:
-            "Local cache directory (default: /var/lib/mcvfs as root, else $XDG_CACHE_HOME/mcvfs; or $MCVFS_CACHE_DIR).")
-    var cacheDir: String?
+    @OptionGroup var cache: CacheDirectoryOptions
 
+    /// The cache's janitor, leases of dead processes removed.
     func janitor() throws -> CacheJanitor {
-        guard let path = CacheDirectory.resolve(explicit: cacheDir) else {
-            throw ValidationError("no cache directory: HOME is unset; pass --cache-dir or set MCVFS_CACHE_DIR")
-        }
-        let janitor = try CacheJanitor(store: try DirectoryBlobStore(root: URL(fileURLWithPath: path)))
-        janitor.removeStaleLeases()
-        return janitor
+        try NodeCache(layout: try cache.layout()).janitor
     }
 }
 
 struct CacheListCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ls",
-        abstract: "List cached blobs: layer, file or other; size; last use; whether a running mount holds it.")
+        abstract: "List cached blobs: layer, file or other; size; last use; whether a lease holds it.")
 
     @OptionGroup var options: CacheOptions
     @Flag(help: "Print JSON.") var json = false
@@ -88,9 +80,9 @@ struct CacheListCommand: ParsableCommand {
             printColumns(rows)
             print(
                 "\n\(blobs.count) blob(s), \(formatBytes(output.totalSize)) in \(output.directory); "
-                    + "\(inventory.indexes.count) indexed layer(s); \(inventory.leases.count) running mount(s)")
+                    + "\(inventory.indexes.count) indexed layer(s); \(inventory.leases.count) lease(s) held")
             for lease in inventory.leases {
-                print("  mount \(lease.mountpoint) (pid \(lease.pid)): \(lease.reference)")
+                print("  \(lease.holder) (pid \(lease.pid)): \(lease.reference)")
             }
         }
     }

@@ -1,5 +1,4 @@
 import ArgumentParser
-import CacheRepository
 import Foundation
 import OCI
 import Registry
