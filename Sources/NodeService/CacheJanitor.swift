@@ -33,6 +33,30 @@ public struct CacheJanitor: Sendable {
         }
 
         public var totalSize: Int64 { blobs.reduce(0) { $0 + $1.size } }
+
+        /// What each blob is to the cache: how `cache ls` classifies it.
+        public enum Kind: String, Sendable, Codable {
+            /// A layer blob: indexed, or named by a lease (being indexed).
+            case layer
+            /// A file content an index names.
+            case file
+            /// Anything else: configs, layers downloaded but never indexed.
+            case blob
+        }
+
+        /// The kind of every blob.
+        public var kinds: [Digest: Kind] {
+            let files = indexes.values.reduce(into: Set<Digest>()) { $0.formUnion($1) }
+            let leasedLayers = Set(leases.flatMap(\.layers))
+            var kinds: [Digest: Kind] = [:]
+            for blob in blobs {
+                let digest = blob.digest
+                kinds[digest] =
+                    indexes[digest] != nil || leasedLayers.contains(digest)
+                    ? .layer : files.contains(digest) ? .file : .blob
+            }
+            return kinds
+        }
     }
 
     /// Reads the cache; call under `leases.withLock` for a view consistent with deletions.

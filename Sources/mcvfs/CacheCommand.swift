@@ -30,9 +30,7 @@ struct CacheListCommand: ParsableCommand {
     struct Output: Encodable {
         struct Blob: Encodable {
             var digest: String
-            /// `layer` (a layer blob or indexed layer), `file` (a file content an index names), `blob` (other:
-            /// configs, layers never indexed).
-            var kind: String
+            var kind: CacheJanitor.Inventory.Kind
             var size: Int64
             var lastAccess: Date
             var live: Bool
@@ -49,15 +47,11 @@ struct CacheListCommand: ParsableCommand {
         try reportingErrors {
             let janitor = try options.janitor()
             let inventory = try janitor.leases.withLock { try janitor.inventory() }
-            let files = inventory.indexes.values.reduce(into: Set<Digest>()) { $0.formUnion($1) }
-            let leasedLayers = Set(inventory.leases.flatMap(\.layers))
-            let protected = inventory.protected
+            let (kinds, protected) = (inventory.kinds, inventory.protected)
             let blobs = inventory.blobs.sorted { ($0.lastAccess, $0.digest) > ($1.lastAccess, $1.digest) }.map {
                 Output.Blob(
-                    digest: $0.digest.description,
-                    kind: inventory.indexes[$0.digest] != nil || leasedLayers.contains($0.digest)
-                        ? "layer" : files.contains($0.digest) ? "file" : "blob",
-                    size: $0.size, lastAccess: $0.lastAccess, live: protected.contains($0.digest))
+                    digest: $0.digest.description, kind: kinds[$0.digest] ?? .blob, size: $0.size,
+                    lastAccess: $0.lastAccess, live: protected.contains($0.digest))
             }
             let output = Output(
                 directory: janitor.store.root.path, totalSize: inventory.totalSize, blobs: blobs,
@@ -73,7 +67,7 @@ struct CacheListCommand: ParsableCommand {
             var rows = [["DIGEST", "KIND", "SIZE", "LAST USED", "LIVE"]]
             for blob in blobs {
                 rows.append([
-                    blob.digest, blob.kind, formatBytes(blob.size), dates.string(from: blob.lastAccess),
+                    blob.digest, blob.kind.rawValue, formatBytes(blob.size), dates.string(from: blob.lastAccess),
                     blob.live ? "yes" : "no",
                 ])
             }

@@ -89,7 +89,7 @@ struct MountCommand: ParsableCommand {
             level: max(global.logLevel, .info), stderr: !daemon.isChild,
             file: layout.log(named: "mount-\(Daemon.logName(for: mountpoint)).log"),
             syslog: ProcessInfo.processInfo.environment["JOURNAL_STREAM"] == nil)  // journald reads stderr already
-        try Mountpoint.prepare(mountpoint)
+        try Mountpoint.prepare(mountpoint, log: .process)
         let selection = try gpu.resolve()
         let node = try NodeRuntime(
             upstream: try service.upstream(for: ref, global: global),

@@ -63,6 +63,9 @@ import Testing
         #expect(try janitor.inventory().indexes.count == 2)
         let held = try janitor.leases.acquire(
             Lease(mountpoint: "/m", reference: "r/x", layers: [stored["layer-a"]!.digest], blobs: []))
+        let kinds = try janitor.inventory().kinds
+        #expect(kinds[stored["layer-a"]!.digest] == .layer && kinds[stored["layer-b"]!.digest] == .layer)
+        #expect(kinds[stored["file-a"]!.digest] == .file && kinds[stored["config"]!.digest] == .blob)
         let plan = try janitor.enforce(maxSize: 0)
         #expect(plan.overBound)
         for name in ["layer-a", "file-a"] { #expect(store.contains(stored[name]!.digest)) }

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import io
 import json
 import tarfile
 from pathlib import Path
 
 import pytest
 
-from support.images import OCI_LAYER_GZIP, RegistryAPI, mcv_labels
+from support.images import OCI_LAYER_GZIP, RegistryAPI, mcv_labels, tar_bytes
 from support.mcvfs import Mcvfs, blob_files
 from support.registry import Registry
 
@@ -31,17 +30,16 @@ def layer_of_many_files(image: int) -> tuple[bytes, dict[str, bytes]]:
     key = hashlib.sha256(f"key-{image}".encode()).hexdigest()
     files = {f"io.triton.cache/{key}/part-{n:05d}.bin": hashlib.sha256(f"{image}/{n}".encode()).digest() * 64
              for n in range(FILES_PER_IMAGE)}
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name in ("io.triton.cache", f"io.triton.cache/{key}"):
-            info = tarfile.TarInfo(name)
-            info.type, info.mode = tarfile.DIRTYPE, 0o755
-            tar.addfile(info)
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size, info.mode = len(data), 0o644
-            tar.addfile(info, io.BytesIO(data))
-    return gzip.compress(raw.getvalue(), mtime=0), files
+    members = []
+    for name in ("io.triton.cache", f"io.triton.cache/{key}"):
+        directory = tarfile.TarInfo(name)
+        directory.type, directory.mode = tarfile.DIRTYPE, 0o755
+        members.append((directory, None))
+    for name, data in files.items():
+        file = tarfile.TarInfo(name)
+        file.size, file.mode = len(data), 0o644
+        members.append((file, data))
+    return gzip.compress(tar_bytes(members), mtime=0), files
 
 
 @pytest.fixture(scope="module")
