@@ -38,19 +38,27 @@ let package = Package(
         .target(name: "Trust", dependencies: ["OCI", "ContentHash", "Registry", "BlobCache", "Verification"]),
         .target(name: "ImageFS", dependencies: ["OCI", "ContentHash", "TarIndex"]),
         .target(name: "FUSEBridge", dependencies: ["ImageFS", "CFuse"]),
+        // Node policy above the filesystem and the fetcher: catalogs (offline, mirror, recorded), leases and the
+        // leased layer provider, eviction, metrics, status, systemd. Commands only wire it.
+        .target(
+            name: "NodeService",
+            dependencies: [
+                "OCI", "ContentHash", "GPU", "Registry", "BlobCache", "TarIndex", "CacheRepository", "ImageFS",
+            ]
+        ),
         .target(name: "ImageBuilder", dependencies: ["OCI", "ContentHash", "GPU", "Registry", "TarIndex"]),
-        .target(name: "NodeService", dependencies: ["OCI", "BlobCache", "TarIndex"]),
         .executableTarget(
             name: "mcvfs",
             dependencies: [
-                "OCI", "ContentHash", "GPU", "Registry", "CurlTransport", "BlobCache", "TarIndex", "CacheRepository",
-                "Verification", "Trust", "ImageFS", "FUSEBridge", "ImageBuilder", "NodeService",
+                "OCI", "ContentHash", "GPU", "Registry", "CurlTransport", "BlobCache", "TarIndex", "Verification",
+                "Trust", "ImageFS",
+                "FUSEBridge", "ImageBuilder", "NodeService",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
 
-        // Helpers every test target may use: temporary directories, fixture paths, processes, tar builders,
-        // and a scripted registry that serves blobs and ranges from memory.
+        // Helpers every test target may use: temporary directories, fixture paths, processes, tar builders, and an
+        // in-memory registry that serves manifests, blobs and ranges with scripted faults.
         .target(
             name: "TestSupport", dependencies: ["OCI", "ContentHash", "Registry", "TarIndex"], path: "Tests/TestSupport"
         ),
@@ -66,18 +74,22 @@ let package = Package(
             resources: [.copy("Fixtures")]),
         .testTarget(
             name: "TrustTests",
-            dependencies: ["Trust", "Verification", "Registry", "OCI", "ContentHash", "TestSupport"]),
+            dependencies: ["Trust", "Verification", "Registry", "BlobCache", "OCI", "ContentHash", "TestSupport"]),
         .testTarget(
             name: "ImageFSTests",
             dependencies: ["ImageFS", "ImageBuilder", "TarIndex", "BlobCache", "OCI", "ContentHash", "TestSupport"]),
         .testTarget(
             name: "ImageBuilderTests",
             dependencies: ["ImageBuilder", "TarIndex", "BlobCache", "OCI", "ContentHash", "TestSupport"]),
-        .testTarget(name: "NodeServiceTests", dependencies: ["NodeService", "OCI", "BlobCache", "TarIndex"]),
         .testTarget(
             name: "CacheRepositoryTests",
             dependencies: [
                 "CacheRepository", "OCI", "ContentHash", "Registry", "BlobCache", "TarIndex", "TestSupport",
+            ]),
+        .testTarget(
+            name: "NodeServiceTests",
+            dependencies: [
+                "NodeService", "OCI", "ContentHash", "GPU", "Registry", "BlobCache", "TarIndex", "TestSupport",
             ]),
     ]
 )
