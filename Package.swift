@@ -22,6 +22,8 @@ let package = Package(
 
         .systemLibrary(name: "CDigest", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
 
+        // Generic single flight (one run of a piece of work per key at a time), below everything that gates work.
+        .target(name: "SingleFlight"),
         .target(name: "OCI"),
         .target(name: "ContentHash", dependencies: ["OCI", "CDigest"]),
         .target(name: "GPU", dependencies: ["OCI"]),
@@ -29,24 +31,38 @@ let package = Package(
         .target(name: "CurlTransport", dependencies: ["Registry", "CCurl"]),
         .target(name: "BlobCache", dependencies: ["OCI", "ContentHash"]),
         .target(name: "TarIndex", dependencies: ["OCI", "ContentHash", "BlobCache", "CArchive"]),
-        .target(name: "CacheRepository", dependencies: ["OCI", "ContentHash", "Registry", "BlobCache", "TarIndex"]),
+        .target(
+            name: "CacheRepository",
+            dependencies: ["SingleFlight", "OCI", "ContentHash", "Registry", "BlobCache", "TarIndex"]),
         .target(name: "Verification", dependencies: ["OCI", "ContentHash", "COpenSSL", "CSodium"]),
         .target(name: "Trust", dependencies: ["OCI", "ContentHash", "Registry", "BlobCache", "Verification"]),
         .target(name: "ImageFS", dependencies: ["OCI", "ContentHash", "TarIndex"]),
         .target(name: "FUSEBridge", dependencies: ["ImageFS", "CFuse"]),
+        // Node policy above the filesystem and the fetcher: catalogs (offline, mirror, recorded), leases and the
+        // leased layer provider, eviction, metrics, status, systemd. Commands only wire it.
+        .target(
+            name: "NodeService",
+            dependencies: [
+                "OCI", "ContentHash", "GPU", "Registry", "BlobCache", "TarIndex", "CacheRepository", "ImageFS",
+            ]
+        ),
         .target(name: "ImageBuilder", dependencies: ["OCI", "ContentHash", "GPU", "Registry", "TarIndex"]),
-        .target(name: "NodeService", dependencies: ["OCI", "BlobCache", "TarIndex"]),
         .executableTarget(
             name: "mcvfs",
             dependencies: [
-                "OCI", "ContentHash", "GPU", "Registry", "CurlTransport", "BlobCache", "TarIndex", "CacheRepository",
-                "Verification", "Trust", "ImageFS", "FUSEBridge", "ImageBuilder", "NodeService",
+                "OCI", "ContentHash", "GPU", "Registry", "CurlTransport", "BlobCache", "TarIndex", "Verification",
+                "Trust", "ImageFS",
+                "FUSEBridge", "ImageBuilder", "NodeService",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
 
-        // Helpers every test target may use: temporary directories, fixture paths, processes, tar builders.
-        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        // Helpers every test target may use: temporary directories, fixture paths, processes, tar builders, and an
+        // in-memory registry that serves manifests, blobs and ranges with scripted faults.
+        .target(
+            name: "TestSupport", dependencies: ["OCI", "ContentHash", "Registry", "TarIndex"], path: "Tests/TestSupport"
+        ),
+        .testTarget(name: "SingleFlightTests", dependencies: ["SingleFlight", "TestSupport"]),
         .testTarget(name: "OCITests", dependencies: ["OCI"]),
         .testTarget(name: "GPUTests", dependencies: ["GPU", "OCI"], resources: [.copy("Fixtures")]),
         .testTarget(name: "RegistryTests", dependencies: ["Registry", "CurlTransport", "OCI", "ContentHash"]),
@@ -58,13 +74,22 @@ let package = Package(
             resources: [.copy("Fixtures")]),
         .testTarget(
             name: "TrustTests",
-            dependencies: ["Trust", "Verification", "Registry", "OCI", "ContentHash", "TestSupport"]),
+            dependencies: ["Trust", "Verification", "Registry", "BlobCache", "OCI", "ContentHash", "TestSupport"]),
         .testTarget(
             name: "ImageFSTests",
             dependencies: ["ImageFS", "ImageBuilder", "TarIndex", "BlobCache", "OCI", "ContentHash", "TestSupport"]),
         .testTarget(
             name: "ImageBuilderTests",
             dependencies: ["ImageBuilder", "TarIndex", "BlobCache", "OCI", "ContentHash", "TestSupport"]),
-        .testTarget(name: "NodeServiceTests", dependencies: ["NodeService", "OCI", "BlobCache", "TarIndex"]),
+        .testTarget(
+            name: "CacheRepositoryTests",
+            dependencies: [
+                "CacheRepository", "OCI", "ContentHash", "Registry", "BlobCache", "TarIndex", "TestSupport",
+            ]),
+        .testTarget(
+            name: "NodeServiceTests",
+            dependencies: [
+                "NodeService", "OCI", "ContentHash", "GPU", "Registry", "BlobCache", "TarIndex", "TestSupport",
+            ]),
     ]
 )

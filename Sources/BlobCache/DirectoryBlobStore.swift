@@ -21,24 +21,27 @@ import OCI
 /// The store keeps no in-memory state: the directory is the state, shared by every process using it, so the
 /// class is trivially `Sendable`.
 public final class DirectoryBlobStore: BlobStore {
-    public let root: URL
-    let blobsDirectory: String
-    let ingestDirectory: String
+    public let layout: CacheLayout
+    var blobsDirectory: String { layout.blobs }
+    var ingestDirectory: String { layout.ingest }
 
-    /// Opens (creating when missing) the store at `root` and removes what crashed writers left in `ingest/`.
-    /// - Throws: `CacheError.invalidCacheDirectory` for a relative path; `CacheError.io` when it cannot be created.
-    public init(root: URL) throws(CacheError) {
-        let rootPath = root.standardizedFileURL.path
-        guard rootPath.hasPrefix("/") else {
-            throw CacheError.invalidCacheDirectory(path: root.path, reason: "not an absolute path")
-        }
-        self.root = URL(fileURLWithPath: rootPath, isDirectory: true)
-        self.blobsDirectory = rootPath + "/blobs/sha256"
-        self.ingestDirectory = rootPath + "/ingest"
-        try makeDirectories(blobsDirectory)
-        try makeDirectories(ingestDirectory)
+    /// Opens (creating when missing) the store in `layout` and removes what crashed writers left in `ingest/`.
+    /// - Throws: `CacheError.io` when its directories cannot be created.
+    public init(layout: CacheLayout) throws(CacheError) {
+        self.layout = layout
+        try makeDirectories(layout.blobs)
+        try makeDirectories(layout.ingest)
         try removeStaleIngestFiles()
     }
+
+    /// The store of the cache directory at `root`.
+    /// - Throws: `CacheError.invalidCacheDirectory` for a relative path; `CacheError.io` when it cannot be created.
+    public convenience init(root: URL) throws(CacheError) {
+        try self.init(layout: CacheLayout(root: root.path))
+    }
+
+    /// The cache directory.
+    public var root: URL { layout.rootURL }
 
     // MARK: Reading
 
@@ -219,5 +222,5 @@ public final class DirectoryBlobStore: BlobStore {
         }
     }
 
-    func blobPath(_ digest: Digest) -> String { "\(blobsDirectory)/\(digest.hex)" }
+    func blobPath(_ digest: Digest) -> String { layout.blob(digest) }
 }

@@ -1,88 +1,58 @@
 import BlobCache
-import ContentHash
 import Foundation
 import OCI
 import Registry
-import Synchronization
+import SingleFlight
 import TarIndex
 
-/// Gets a layer's index: from disk when it was built before, else by downloading the blob (streamed into the
-/// store, which verifies it before committing) and indexing it. One download per digest at a time in this
-/// process; the store's ingest lock covers other processes.
+/// Layers and their files for a filesystem or a command, from the local cache or the registry.
 ///
-/// With `lazy`, a layer whose descriptor carries the eStargz `toc.digest` annotation is not downloaded: its
-/// footer and TOC are fetched by range, the TOC is checked against the annotation, and the index is built from
-/// the TOC. File contents are then fetched on demand (`fetch`), each verified against the TOC's digest before it
-/// is served or stored.
+/// A layer's index comes from disk when it was built before, else from a whole-layer download
+/// (`LayerDownloader`), or, with `lazy`, for a layer whose descriptor carries the eStargz `toc.digest` annotation,
+/// from its TOC alone (`TOCIndexer`). File contents of such a layer are fetched on demand with the other files of
+/// their directory (`VerifyingReader` over `LayerBlobReader`), each verified against its TOC digest, served from
+/// memory at once and committed to the store in the background (`MemoryBlobCache`). One index build per layer
+/// and one fetch per file run at a time in this process (`SingleFlight`); the store's ingest lock covers other
+/// processes.
 public final class LayerFetcher: Sendable {
-    private let client: RegistryClient?
-    private let repository: String
+    public let metrics: FetchMetrics
     private let store: DirectoryBlobStore
     private let indexes: LayerIndexCache
     private let lazy: Bool
-    public let metrics: FetchMetrics
-    private let flights = Mutex<[Digest: NSLock]>([:])
-    /// Lock order: a group gate (held across its range requests, the single flight for the files of one
-    /// directory), then `remote`. `remote` is never held across I/O.
-    private let groupGates = Mutex<[String: NSLock]>([:])
-    private let remote = Mutex(RemoteFiles())
-    /// Registrations of TOC-built indexes still running (`fetch` and `prefetch` wait for them).
-    private let registrations = DispatchGroup()
-    /// Verified bytes not yet committed to the store: files fetched for a first read (served from here, committed
-    /// in the background after `commitDelay`) and metadata a root listing prefetched (committed with
-    /// `persistPrefetched`), so no file creation or filesystem sync stands on a read's path.
-    private let held = Mutex<[Digest: Data]>([:])
-    private let commitScheduled = Atomic(false)
-    /// Fetched files wait this long in memory, so that the files a process opens together share one commit.
-    static let commitDelay = DispatchTimeInterval.milliseconds(500)
-
-    /// Where each lazily indexed content lies, and which contents share a directory (fetched together).
-    struct RemoteFiles {
-        struct File {
-            var layer: Descriptor
-            var chunks: [RemoteLayout.Chunk]
-            var size: Int64
-            var group: String
-        }
-        var files: [Digest: File] = [:]
-        var groups: [String: [Digest]] = [:]
-        var registered: Set<Digest> = []
-        /// Indexes built from a TOC in this process and not yet persisted.
-        var unsaved: [Digest: LayerIndex] = [:]
-
-        mutating func register(_ index: LayerIndex, layer: Descriptor) {
-            guard let layout = index.remote, registered.insert(layer.digest).inserted else { return }
-            let layerName = layer.digest.hex
-            for entry in index.entries where entry.kind == .file {
-                guard let content = entry.content, files[content] == nil else { continue }
-                let directory = entry.path.lastIndex(of: "/").map { String(entry.path[..<$0]) } ?? ""
-                let group = layerName + "/" + directory
-                files[content] = File(
-                    layer: layer, chunks: layout.chunks(of: content) ?? [], size: entry.size, group: group)
-                groups[group, default: []].append(content)
-            }
-        }
-    }
-
-    /// Neighbouring members closer than this are fetched in one request (the gap is downloaded and dropped).
-    static let coalesceGap: Int64 = 256 << 10
-    /// One grouped request covers at most this many bytes.
-    static let maxSpan: Int64 = 32 << 20
+    private let downloader: LayerDownloader
+    /// nil when offline.
+    private let reader: VerifyingReader?
+    private let tocIndexer = TOCIndexer()
+    private let files = RemoteFileMap()
+    private let memory: MemoryBlobCache
+    private let layerFlights = SingleFlight<Digest, LayerIndex>()
 
     /// - Parameters:
     ///   - client: nil when offline: only what is already local can be served.
     ///   - lazy: index eStargz layers from their TOC and fetch files on demand (mounts); otherwise every layer
     ///     is downloaded whole (fetch, extract).
-    public init(
+    public convenience init(
         client: RegistryClient?, repository: String, store: DirectoryBlobStore, metrics: FetchMetrics,
         lazy: Bool = false
     ) throws {
-        self.client = client
-        self.repository = repository
+        try self.init(
+            client: client, repository: repository, store: store, metrics: metrics, lazy: lazy,
+            memory: MemoryBlobCache(store: store))
+    }
+
+    init(
+        client: RegistryClient?, repository: String, store: DirectoryBlobStore, metrics: FetchMetrics, lazy: Bool,
+        memory: MemoryBlobCache
+    ) throws {
         self.store = store
         self.indexes = try LayerIndexCache(store: store)
         self.metrics = metrics
         self.lazy = lazy
+        self.downloader = LayerDownloader(client: client, repository: repository, store: store, metrics: metrics)
+        self.reader = client.map {
+            VerifyingReader(client: $0, repository: repository, metrics: metrics, memory: memory)
+        }
+        self.memory = memory
     }
 
     public enum FetchError: Error, Equatable, CustomStringConvertible {
@@ -103,88 +73,6 @@ public final class LayerFetcher: Sendable {
         }
     }
 
-    public func index(of layer: Descriptor) throws -> LayerIndex {
-        if let index = loadUsable(layer) {
-            metrics.layerLookup(hit: true)
-            return index
-        }
-        let gate = flights.withLock { $0[layer.digest, default: NSLock()] }
-        gate.lock()
-        defer { gate.unlock() }
-        if let index = loadUsable(layer) {
-            metrics.layerLookup(hit: true)
-            return index
-        }
-        metrics.layerLookup(hit: false)
-        do {
-            if lazy, let annotation = layer.annotations?[EStargz.tocDigestAnnotation] {
-                let index = try tocIndex(of: layer, annotation: annotation)
-                // Persisting (encoding thousands of entries, a sync) waits for `persistPrefetched`, off the path
-                // to the first kernel; until then the index lives in this process.
-                remote.withLock { $0.unsaved[layer.digest] = index }
-                // Mapping every content to where it lies takes tens of milliseconds for a large TOC: it runs
-                // beside the tree build, and fetches wait for it.
-                registrations.enter()
-                DispatchQueue.global(qos: .userInitiated).async { [self] in
-                    remote.withLock { $0.register(index, layer: layer) }
-                    registrations.leave()
-                }
-                return index
-            }
-            let blob = try fetchBlob(layer)
-            return try indexes.build(layer: layer.digest, blobPath: blob, mediaType: layer.mediaType)
-        } catch {
-            metrics.failed(error, verification: Self.isVerificationFailure(error))
-            throw error
-        }
-    }
-
-    /// The persisted index, when this fetcher can serve from it: a TOC-built one only when lazy (or when every
-    /// content it names is local after all).
-    private func loadUsable(_ layer: Descriptor) -> LayerIndex? {
-        if lazy, let index = remote.withLock({ $0.unsaved[layer.digest] }) { return index }
-        guard let index = indexes.load(layer: layer.digest) else { return nil }
-        if index.remote != nil {
-            guard lazy || indexes.isComplete(index) else { return nil }
-            remote.withLock { $0.register(index, layer: layer) }
-        }
-        return index
-    }
-
-    /// Footer, then TOC, by range; the TOC must hash to the annotation.
-    private func tocIndex(of layer: Descriptor, annotation: String) throws -> LayerIndex {
-        guard let client else { throw FetchError.offline(layer.digest) }
-        let expected: Digest
-        do { expected = try Digest(parsing: annotation) } catch {
-            throw TarError.corrupt(path: nil, reason: "layer \(layer.digest.short): bad toc.digest '\(annotation)'")
-        }
-        let footerStart = layer.size - Int64(EStargz.footerSize)
-        guard footerStart > 0 else {
-            throw TarError.corrupt(path: nil, reason: "layer \(layer.digest.short) is too small for eStargz")
-        }
-        let footer = try range(footerStart..<layer.size, of: layer, client: client)
-        let tocOffset = try EStargz.tocOffset(footer: [UInt8](footer))
-        guard tocOffset < footerStart, footerStart - tocOffset <= EStargz.maxTOCSize else {
-            throw TarError.corrupt(
-                path: nil, reason: "layer \(layer.digest.short): TOC offset \(tocOffset) out of range")
-        }
-        let member = try range(tocOffset..<footerStart, of: layer, client: client)
-        let json = try EStargz.tocJSON(fromMember: member)
-        let actual = SHA256Hasher.digest(json)
-        guard actual == expected else {
-            throw FetchError.tocDigestMismatch(layer: layer.digest, expected: expected, actual: actual)
-        }
-        return try EStargz.index(layer: layer.digest, toc: json, tocOffset: tocOffset, tocDigest: actual)
-    }
-
-    private func range(_ bytes: Range<Int64>, of layer: Descriptor, client: RegistryClient) throws -> Data {
-        var data = Data()
-        data.reserveCapacity(Int(bytes.count))
-        try client.getBlob(repository: repository, digest: layer.digest, range: bytes) { data.append(contentsOf: $0) }
-        metrics.fetchedRange(bytes: Int64(data.count))
-        return data
-    }
-
     /// Where a verified file's bytes are.
     public enum Verified: Sendable {
         /// In the local store.
@@ -192,6 +80,69 @@ public final class LayerFetcher: Sendable {
         /// Fetched and verified, held in memory until the background commit stores it.
         case held(Data)
     }
+
+    /// Index builds and file fetches running now (entries go when their flight lands).
+    var flightsInAir: Int { layerFlights.inFlight + (reader?.inFlight ?? 0) }
+
+    /// Callers waiting for another caller's index build or file fetch now.
+    var waitingOnFlights: Int { layerFlights.followers + (reader?.waiting ?? 0) }
+
+    // MARK: Layers
+
+    /// The index of `layer`: persisted, built from its TOC (lazy eStargz), or from a whole-layer download.
+    /// Concurrent calls for one layer wait for one build and share its outcome, failures included.
+    public func index(of layer: Descriptor) throws -> LayerIndex {
+        if let index = loadUsable(layer) {
+            metrics.layerLookup(hit: true)
+            return index
+        }
+        var led = false
+        let index = try layerFlights.run(layer.digest) {
+            led = true
+            // A flight may have landed between the check above and this one's claim.
+            let loaded = loadUsable(layer)
+            metrics.layerLookup(hit: loaded != nil)
+            if let loaded { return loaded }
+            do { return try build(layer) } catch {
+                metrics.failed(error, verification: Self.isVerificationFailure(error))
+                throw error
+            }
+        }
+        if !led { metrics.layerLookup(hit: true) }  // served by another caller's build
+        return index
+    }
+
+    private func build(_ layer: Descriptor) throws -> LayerIndex {
+        guard lazy, let annotation = layer.annotations?[EStargz.tocDigestAnnotation] else {
+            return try downloader.index(layer, into: indexes)
+        }
+        guard let reader else { throw FetchError.offline(layer.digest) }
+        let index = try tocIndexer.index(annotation: annotation, reader: reader.reader(for: layer))
+        // Registered before it is published, so no caller finds the index and then misses its files.
+        files.registerInBackground(index, layer: layer)
+        tocIndexer.keep(index)
+        return index
+    }
+
+    /// The index already built, when this fetcher can serve from it: a TOC-built one only when lazy (or when every
+    /// content it names is local after all).
+    private func loadUsable(_ layer: Descriptor) -> LayerIndex? {
+        if lazy, let index = tocIndexer.unsaved(layer.digest) { return index }
+        guard let index = indexes.load(layer: layer.digest) else { return nil }
+        if index.remote != nil {
+            guard lazy || indexes.isComplete(index) else { return nil }
+            files.register(index, layer: layer)
+        }
+        return index
+    }
+
+    /// Downloads `layer` into the store unless it is there; returns its local path.
+    @discardableResult
+    public func fetchBlob(_ layer: Descriptor) throws -> String { try downloader.blob(layer) }
+
+    public func path(of content: Digest) -> String? { store.path(for: content) }
+
+    // MARK: Files
 
     /// The verified bytes of `content`: from the store, from memory, or fetched from the registry with the other
     /// files of its directory not yet local (in as few requests as their layout allows), each checked against
@@ -202,35 +153,15 @@ public final class LayerFetcher: Sendable {
     ///   `CacheError.digestMismatch` for bytes that do not verify (nothing is kept then); registry errors.
     public func fetch(_ content: Digest) throws -> Verified {
         if let found = local(content) { return found }
-        registrations.wait()
-        guard let file = remote.withLock({ $0.files[content] }) else { throw FetchError.unknownContent(content) }
-        let gate = groupGates.withLock { $0[file.group, default: NSLock()] }
-        gate.lock()
-        defer { gate.unlock() }
-        if let found = local(content) { return found }
+        guard let file = files.file(content) else { throw FetchError.unknownContent(content) }
         do {
-            if file.chunks.isEmpty {
-                return .stored(path: try store.ensure(content, expectedSize: 0) { _ in })
-            }
-            if file.chunks.count > 1 || file.chunks[0].length > Self.maxSpan {
-                return .stored(path: try fetchChunked(content, file))
-            }
-            let siblings = remote.withLock { state in
-                (state.groups[file.group] ?? []).compactMap { digest -> (Digest, RemoteFiles.File)? in
-                    guard digest != content, let sibling = state.files[digest], sibling.chunks.count == 1,
-                        sibling.chunks[0].length <= Self.maxSpan
-                    else {
-                        return nil
-                    }
-                    return (digest, sibling)
-                }
-            }.filter { local($0.0) == nil }
-            let fetched = try fetchVerified([(content, file)] + siblings, required: content)
-            hold(fetched)
-            guard let data = fetched.first(where: { $0.expected == content })?.data else {
-                throw FetchError.unknownContent(content)
-            }
-            return .held(data)
+            if file.chunks.isEmpty { return .stored(path: try store.ensure(content, expectedSize: 0) { _ in }) }
+            guard let reader else { throw FetchError.offline(content) }
+            guard file.isSingleMember else { return .stored(path: try reader.store(file, in: store)) }
+            let wanted = [file] + files.siblings(of: file).filter { local($0.content) == nil }
+            let fetched = reader.files(wanted, commit: .soon)
+            guard let outcome = fetched[content] else { throw FetchError.unknownContent(content) }
+            return .held(try outcome.get().data)
         } catch {
             metrics.failed(error, verification: Self.isVerificationFailure(error))
             throw error
@@ -241,71 +172,11 @@ public final class LayerFetcher: Sendable {
     /// are only in memory, a commit of what is held.
     public func materialize(_ content: Digest) throws -> String {
         if case .stored(let path) = try fetch(content) { return path }
-        commitHeld()
+        memory.commit()
         guard let path = store.path(for: content) else {
             throw CacheError.io(operation: "commit", path: content.description, errno: EIO)
         }
         return path
-    }
-
-    private func local(_ content: Digest) -> Verified? {
-        if let path = store.path(for: content) { return .stored(path: path) }
-        return held.withLock { $0[content] }.map(Verified.held)
-    }
-
-    /// Keeps verified bytes in memory and schedules their commit to the store.
-    private func hold(_ blobs: [(expected: Digest, data: Data)]) {
-        let schedule = held.withLock { held in
-            for (digest, data) in blobs { held[digest] = data }
-            return !blobs.isEmpty && commitScheduled.exchange(true, ordering: .relaxed) == false
-        }
-        guard schedule else { return }
-        DispatchQueue.global(qos: .utility).asyncAfter(deadline: .now() + Self.commitDelay) { [self] in
-            commitScheduled.store(false, ordering: .relaxed)
-            commitHeld()
-        }
-    }
-
-    /// Stores what is held in memory (one filesystem sync for all).
-    private func commitHeld() {
-        let pending = held.withLock { held in held.map { (expected: $0.key, data: $0.value) } }
-        guard !pending.isEmpty else { return }
-        let committed = store.commitBatch(pending)
-        held.withLock { held in
-            for (digest, result) in committed { if case .success = result { held[digest] = nil } }
-        }
-    }
-
-    /// Fetches what it can of `contents` (best effort, for the tree build's metadata): single-member files not
-    /// yet local, in coalesced range requests, verified and held in memory (`fetch` serves them; the next commit
-    /// stores them). Failures are left for `fetch` to report.
-    public func prefetch(_ contents: [Digest]) {
-        registrations.wait()
-        let wanted = remote.withLock { state in
-            contents.compactMap { digest -> (Digest, RemoteFiles.File)? in
-                guard let file = state.files[digest], file.chunks.count == 1, file.chunks[0].length <= Self.maxSpan
-                else { return nil }
-                return (digest, file)
-            }
-        }.filter { local($0.0) == nil }
-        guard let fetched = try? fetchVerified(wanted, required: nil) else { return }
-        held.withLock { held in
-            for (digest, data) in fetched { held[digest] = data }
-        }
-    }
-
-    /// Persists the indexes built from TOCs and commits the prefetched metadata still held in memory (one sync
-    /// for all), so a later mount over this cache fetches none of it again.
-    public func persistPrefetched() {
-        for (digest, index) in remote.withLock({ $0.unsaved }) {
-            do {
-                try indexes.save(index)
-                remote.withLock { _ = $0.unsaved.removeValue(forKey: digest) }
-            } catch {
-                metrics.failed(error, verification: false)
-            }
-        }
-        commitHeld()
     }
 
     /// The bytes of a file content: from memory when prefetched, else from the store (fetching it first).
@@ -316,108 +187,27 @@ public final class LayerFetcher: Sendable {
         }
     }
 
-    /// Fetches single-member files in coalesced spans of one layer at a time and returns the bytes of those whose
-    /// sha256 matches the TOC; only the failure of `required` is thrown.
-    private func fetchVerified(
-        _ files: [(Digest, RemoteFiles.File)], required: Digest?
-    ) throws -> [(expected: Digest, data: Data)] {
-        guard let client else {
-            if let required { throw FetchError.offline(required) }
-            return []
-        }
-        var seen = Set<Digest>()
-        let byLayer = Dictionary(grouping: files.filter { seen.insert($0.0).inserted }, by: { $0.1.layer.digest })
-        let spans = byLayer.values.flatMap { group in
-            Self.spans(of: group).map { (layer: group[0].1.layer, files: $0) }
-        }
-        // The spans of one directory (its metadata run and its binaries) are fetched at once: one round trip.
-        let results = Mutex([Result<[(expected: Digest, data: Data)], any Error>?](repeating: nil, count: spans.count))
-        DispatchQueue.concurrentPerform(iterations: spans.count) { i in
-            let result = Result {
-                try fetchSpan(spans[i].files, of: spans[i].layer, client: client, required: required)
-            }
-            results.withLock { $0[i] = result }
-        }
-        return try results.withLock { $0 }.flatMap { try $0!.get() }
+    /// Fetches what it can of `contents` (best effort, for the tree build's metadata): single-member files not
+    /// yet local, in coalesced range requests, verified and held in memory until the next commit. Failures are
+    /// left for `fetch` to report.
+    public func prefetch(_ contents: [Digest]) {
+        guard let reader else { return }
+        let wanted = files.files(contents).filter { $0.isSingleMember && local($0.content) == nil }
+        guard !wanted.isEmpty else { return }
+        _ = reader.files(wanted, commit: .withNext)
     }
 
-    /// Neighbouring members of one layer, in offset order, grouped into the spans one request each fetches.
-    private static func spans(of files: [(Digest, RemoteFiles.File)]) -> [[(Digest, RemoteFiles.File)]] {
-        var spans: [[(Digest, RemoteFiles.File)]] = []
-        for item in files.sorted(by: { $0.1.chunks[0].offset < $1.1.chunks[0].offset }) {
-            let chunk = item.1.chunks[0]
-            if let last = spans.last?.last?.1.chunks[0], let first = spans.last?.first?.1.chunks[0],
-                chunk.offset - (last.offset + last.length) <= coalesceGap,
-                chunk.offset + chunk.length - first.offset <= maxSpan
-            {
-                spans[spans.count - 1].append(item)
-            } else {
-                spans.append([item])
-            }
-        }
-        return spans
+    /// Persists the indexes built from TOCs and commits the prefetched metadata still held in memory (one sync
+    /// for all), so a later mount over this cache fetches none of it again.
+    public func persistPrefetched() {
+        for error in tocIndexer.persist(into: indexes) { metrics.failed(error, verification: false) }
+        memory.commit()
     }
 
-    /// One span's request; the files whose bytes verify. Throws only when `required` is in it and fails.
-    private func fetchSpan(
-        _ span: [(Digest, RemoteFiles.File)], of layer: Descriptor, client: RegistryClient, required: Digest?
-    ) throws -> [(expected: Digest, data: Data)] {
-        let start = span[0].1.chunks[0].offset
-        let end = span.map { $0.1.chunks[0].offset + $0.1.chunks[0].length }.max()!
-        let data: Data
-        do { data = try range(start..<end, of: layer, client: client) } catch {
-            if span.contains(where: { $0.0 == required }) { throw error }
-            return []
-        }
-        var verified: [(expected: Digest, data: Data)] = []
-        for (content, file) in span {
-            let chunk = file.chunks[0]
-            do {
-                let lower = Int(chunk.offset - start)
-                let member = data.subdata(in: lower..<(lower + Int(chunk.length)))
-                let bytes = try EStargz.chunkBytes(member: member, size: chunk.size, digest: chunk.digest)
-                let actual = SHA256Hasher.digest(bytes)
-                guard actual == content, Int64(bytes.count) == file.size else {
-                    throw CacheError.digestMismatch(expected: content, actual: actual, size: Int64(bytes.count))
-                }
-                verified.append((content, bytes))
-            } catch  where content != required {
-                continue
-            }
-        }
-        return verified
+    private func local(_ content: Digest) -> Verified? {
+        if let path = store.path(for: content) { return .stored(path: path) }
+        return memory.data(content).map(Verified.held)
     }
-
-    /// A file of several members: one request per member, streamed into the store in order.
-    private func fetchChunked(_ content: Digest, _ file: RemoteFiles.File) throws -> String {
-        guard let client else { throw FetchError.offline(content) }
-        return try store.ensure(content, expectedSize: file.size) { writer in
-            for chunk in file.chunks {
-                let member = try range(chunk.offset..<(chunk.offset + chunk.length), of: file.layer, client: client)
-                let bytes = try EStargz.chunkBytes(member: member, size: chunk.size, digest: chunk.digest)
-                try writer.write(bytes)
-            }
-        }
-    }
-
-    /// Downloads `layer` into the store unless it is there; returns its local path.
-    @discardableResult
-    public func fetchBlob(_ layer: Descriptor) throws -> String {
-        if let path = store.path(for: layer.digest) { return path }
-        guard let client else { throw FetchError.offline(layer.digest) }
-        return try store.ensure(layer.digest, expectedSize: layer.size) { writer in
-            let start = ContinuousClock.now
-            try client.getBlob(repository: repository, digest: layer.digest, range: nil) { chunk in
-                try writer.write(chunk)
-            }
-            let elapsed = ContinuousClock.now - start
-            metrics.fetched(
-                bytes: layer.size,
-                seconds: Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
-        }
-    }
-
-    public func path(of content: Digest) -> String? { store.path(for: content) }
 
     static func isVerificationFailure(_ error: any Error) -> Bool {
         switch error {

@@ -1,7 +1,7 @@
 import Foundation
 import OCI
 
-/// Finds the compilation targets of this host's GPUs, named as Triton names them (DOMAIN.md §7).
+/// Finds the compilation targets of this host's GPUs, named as Triton names them (docs/gpu-targets.md).
 ///
 /// Every input is injectable so tests never depend on the machine: the environment, the KFD topology root and the
 /// NVML library name. Detection never crashes and never throws for hardware trouble; see `detect()`.

@@ -7,7 +7,7 @@ import Foundation
 #endif
 
 /// AMD GPUs as the amdgpu kernel driver (KFD) lists them under `/sys/class/kfd/kfd/topology/nodes/<n>/properties`,
-/// the same source ROCr reads; no ROCm userspace is needed (DOMAIN.md §7).
+/// the same source ROCr reads; no ROCm userspace is needed (docs/gpu-targets.md).
 enum KFDTopology {
     static let defaultRoot = "/sys/class/kfd/kfd/topology/nodes"
 

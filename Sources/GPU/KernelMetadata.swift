@@ -1,7 +1,7 @@
 import Foundation
 import OCI
 
-/// A Triton kernel's `<name>.json` (DOMAIN.md §1), the authority on which target a cache entry was compiled for.
+/// A Triton kernel's `<name>.json` (docs/triton-cache.md), the authority on which target a cache entry was compiled for.
 ///
 /// Only the fields mcvfs reads are decoded; the many others (and those later Triton versions add) are ignored.
 /// Everything but `hash`, `target` and `name` is optional, since older Triton wrote fewer keys (`triton_version`
@@ -18,7 +18,7 @@ public struct KernelMetadata: Sendable, Equatable, Decodable {
     public var numWarps: Int?
     public var numStages: Int?
     public var numCTAs: Int?
-    /// Usually nil; not a selection criterion (DOMAIN.md §7).
+    /// Usually nil; not a selection criterion (docs/gpu-targets.md).
     public var ptxVersion: Int?
     public var debug: Bool?
 

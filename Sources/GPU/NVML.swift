@@ -5,7 +5,7 @@
 #endif
 
 /// The few NVML entry points mcvfs needs, resolved with `dlopen` so one binary runs on hosts with or without the
-/// NVIDIA driver (DOMAIN.md §7). This file is the only place that touches NVML's C types and pointers.
+/// NVIDIA driver (docs/gpu-targets.md). This file is the only place that touches NVML's C types and pointers.
 enum NVML {
     /// What enumerating NVIDIA devices produced: one compute capability per device NVML could read, in index order.
     struct Enumeration: Equatable {

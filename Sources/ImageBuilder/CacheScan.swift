@@ -9,7 +9,7 @@ import OCI
 /// What a cache directory holds, as a cache image will carry it: the files to pack, the kernels their metadata
 /// describes, and what was left out and why.
 ///
-/// Two kinds are recognised (DOMAIN.md §1, §2): a Triton cache (`TRITON_CACHE_DIR`: one `<KEY>/` directory per
+/// Two kinds are recognised (docs/triton-cache.md): a Triton cache (`TRITON_CACHE_DIR`: one `<KEY>/` directory per
 /// entry) and a vLLM cache root (`VLLM_CACHE_ROOT`, holding `torch_compile_cache/`). Left out, and reported:
 /// Triton's temp dirs (`tmp.pid_*`), lock files, hidden files, sockets and other special files, and for Triton
 /// anything that is not a `<KEY>/` directory of files. Refused outright: symlinks leaving the directory and files
@@ -19,7 +19,7 @@ public struct CacheScan: Sendable {
         case triton
         case vllm
 
-        /// The layer directory holding the cache (DOMAIN.md §3).
+        /// The layer directory holding the cache (docs/mcv-images.md).
         public var cacheDirectory: String { self == .triton ? "io.triton.cache" : "io.vllm.cache" }
         /// The layer directory holding MCV's `manifest.json`.
         public var manifestDirectory: String { self == .triton ? "io.triton.manifest" : "io.vllm.manifest" }

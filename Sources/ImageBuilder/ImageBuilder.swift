@@ -36,7 +36,7 @@ public struct BuiltImage: Sendable {
     }
 }
 
-/// Builds MCV-layout cache images from a scanned cache directory (DOMAIN.md §3): one layer holding
+/// Builds MCV-layout cache images from a scanned cache directory (docs/mcv-images.md): one layer holding
 /// `io.triton.cache/...` (or `io.vllm.cache/...`) and `io.triton.manifest/manifest.json`, an OCI config carrying
 /// MCV's labels, and an OCI manifest. Reproducible: see `LayerWriter`; the config has no `created` unless asked.
 public struct ImageBuilder: Sendable {

@@ -2,7 +2,7 @@ import Foundation
 import GPU
 import OCI
 
-/// The metadata Model Cache Vault (MCV) puts in and on a cache image (DOMAIN.md §3), so images mcvfs pushes are
+/// The metadata Model Cache Vault (MCV) puts in and on a cache image (docs/mcv-images.md), so images mcvfs pushes are
 /// read by MCV as its own and vice versa: `io.triton.manifest/manifest.json` (or `io.vllm.manifest/`) in the layer,
 /// and the `cache.triton.image/*`, `cache.vllm.image/*` and `model.cache.image/*` config labels.
 ///

@@ -2,7 +2,7 @@ import Foundation
 
 /// Rewrites Triton's `__grp__<name>.json` so its `child_paths` name where each child lives for the consuming
 /// process. Triton 3.x stores absolute paths of the machine that compiled, and misses (recompiles) when they do
-/// not exist; see DOMAIN.md §1 for the rule, which PyTorch's TritonBundler applies too.
+/// not exist; see docs/relocation.md for the rule, which PyTorch's TritonBundler applies too.
 public enum GroupRelocation {
     /// True for the file names Triton uses for group files.
     public static func isGroupFile(_ name: String) -> Bool {

@@ -244,7 +244,7 @@ public final class ImageFileSystem: FileSystem {
             throw .invalidArgument
         }
         let handle = handles.withLock { $0.insert(file) }
-        // Shared objects never: `dlopen` maps them executable, and DOMAIN.md §1 rules direct I/O out for them.
+        // Shared objects never: `dlopen` maps them executable, and docs/triton-cache.md rules direct I/O out for them.
         let isSharedObject = node.name.hasSuffix(".so") || node.name.contains(".so.")
         let direct = !isSharedObject && options.directIOFrom.map { node.size >= $0 } ?? false
         return OpenedFile(handle: handle, keepCache: !direct, directIO: direct)

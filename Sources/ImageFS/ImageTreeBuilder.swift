@@ -5,7 +5,7 @@ import TarIndex
 /// Collects loaded images into an `ImageTree`, in the mount's documented order: the first image that has a file
 /// wins it; directories of the same name merge.
 public struct ImageTreeBuilder {
-    /// Layer directories whose contents form the cache root (MCV layout, DOMAIN.md §3). vLLM content sits at the
+    /// Layer directories whose contents form the cache root (MCV layout, docs/mcv-images.md). vLLM content sits at the
     /// root beside Triton's `<KEY>/` directories: the two never share a name (vLLM's top level is
     /// `torch_compile_cache/`), so one mount serves both `TRITON_CACHE_DIR` and `VLLM_CACHE_ROOT`.
     public static let cacheRoots = ["io.triton.cache/", "io.vllm.cache/"]

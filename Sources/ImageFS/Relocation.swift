@@ -1,7 +1,7 @@
 import Foundation
 
 /// The files of a compile cache that name absolute paths of the machine that built it, and how each is served
-/// so that the names point under the consumer's root instead (DOMAIN.md §1 and §2).
+/// so that the names point under the consumer's root instead (docs/relocation.md).
 public enum Relocation {
     public static let vllmCompileIndex = "vllm_compile_cache.py"
 

@@ -24,4 +24,16 @@ public enum ByteSize {
         guard bytes < 9.2e18 else { throw .invalidSize(text) }
         return Int64(bytes)
     }
+
+    /// `bytes` as people read sizes: `512 B`, `1.5 KiB`, `20.0 GiB` (powers of 1024, one decimal).
+    public static func format(_ bytes: Int64) -> String {
+        let units = ["B", "KiB", "MiB", "GiB", "TiB"]
+        var value = Double(bytes)
+        var unit = 0
+        while value >= 1024 && unit < units.count - 1 {
+            value /= 1024
+            unit += 1
+        }
+        return unit == 0 ? "\(bytes) B" : String(format: "%.1f %@", value, units[unit])
+    }
 }

@@ -14,7 +14,7 @@ public struct CacheJanitor: Sendable {
     public init(store: DirectoryBlobStore) throws {
         self.store = store
         self.indexes = try LayerIndexCache(store: store)
-        self.leases = try LeaseDirectory(cacheRoot: store.root)
+        self.leases = try LeaseDirectory(layout: store.layout)
     }
 
     /// What the cache holds, for `mcvfs cache ls` and the policy.
@@ -33,15 +33,37 @@ public struct CacheJanitor: Sendable {
         }
 
         public var totalSize: Int64 { blobs.reduce(0) { $0 + $1.size } }
+
+        /// What each blob is to the cache: how `cache ls` classifies it.
+        public enum Kind: String, Sendable, Codable {
+            /// A layer blob: indexed, or named by a lease (being indexed).
+            case layer
+            /// A file content an index names.
+            case file
+            /// Anything else: configs, layers downloaded but never indexed.
+            case blob
+        }
+
+        /// The kind of every blob.
+        public var kinds: [Digest: Kind] {
+            let files = indexes.values.reduce(into: Set<Digest>()) { $0.formUnion($1) }
+            let leasedLayers = Set(leases.flatMap(\.layers))
+            var kinds: [Digest: Kind] = [:]
+            for blob in blobs {
+                let digest = blob.digest
+                kinds[digest] =
+                    indexes[digest] != nil || leasedLayers.contains(digest)
+                    ? .layer : files.contains(digest) ? .file : .blob
+            }
+            return kinds
+        }
     }
 
     /// Reads the cache; call under `leases.withLock` for a view consistent with deletions.
     public func inventory() throws -> Inventory {
         var indexMap: [Digest: Set<Digest>] = [:]
-        let names = (try? FileManager.default.contentsOfDirectory(atPath: store.root.path + "/index/sha256")) ?? []
-        for name in names where name.hasSuffix(".json") {
-            guard let layer = try? Digest(hex: String(name.dropLast(5))), let index = indexes.load(layer: layer)
-            else { continue }
+        for layer in indexes.persistedLayers() {
+            guard let index = indexes.load(layer: layer) else { continue }
             indexMap[layer] = index.contentDigests
         }
         return Inventory(blobs: try store.list(), indexes: indexMap, leases: leases.live())

@@ -1,3 +1,4 @@
+import BlobCache
 import Foundation
 import OCI
 
@@ -5,22 +6,27 @@ import OCI
     import Glibc
 #endif
 
-/// What one running mount needs from the shared cache, so eviction leaves it alone.
+/// What one running mount (or one `fetch` or `extract` while it runs) needs from the shared cache, so eviction
+/// leaves it alone.
 public struct Lease: Codable, Sendable, Equatable {
     public var pid: Int32
-    public var mountpoint: String
+    /// `mount`, `fetch`, `extract`; nil in leases written before commands other than mounts held one.
+    public var command: String?
+    /// The mount's mountpoint; nil for a command that mounts nothing.
+    public var mountpoint: String?
     public var reference: String
     public var created: Date
-    /// Layer digests of the images the mount uses (a named layer protects its whole unit: index and files).
+    /// Layer digests of the images the holder uses (a named layer protects its whole unit: index and files).
     public var layers: [Digest]
-    /// Image configs and the file contents of the layers indexed so far.
+    /// The file contents of the layers indexed so far.
     public var blobs: [Digest]
 
     public init(
-        pid: Int32 = getpid(), mountpoint: String, reference: String, created: Date = Date(), layers: [Digest],
-        blobs: [Digest]
+        pid: Int32 = getpid(), command: String = "mount", mountpoint: String?, reference: String,
+        created: Date = Date(), layers: [Digest], blobs: [Digest]
     ) {
         self.pid = pid
+        self.command = command
         self.mountpoint = mountpoint
         self.reference = reference
         self.created = created
@@ -29,10 +35,15 @@ public struct Lease: Codable, Sendable, Equatable {
     }
 
     public var digests: Set<Digest> { Set(layers).union(blobs) }
+
+    /// Who holds it, as `cache ls` prints it: `mount /mnt/triton`, `fetch`.
+    public var holder: String {
+        [command ?? "mount", mountpoint].compactMap { $0 }.joined(separator: " ")
+    }
 }
 
-/// `<cache>/leases/`: one `<pid>.json` per running mount (`<pid>-<n>.json` when a mount in another pid
-/// namespace sharing the cache already has that name).
+/// `<cache>/leases/`: one `<pid>.json` per running mount or fetching command (`<pid>-<n>.json` when a process in
+/// another pid namespace sharing the cache already has that name).
 ///
 /// **Liveness is a lock, not a pid.** The owner holds an exclusive `flock` on its lease file for its whole life;
 /// the kernel drops it when the process dies, however it dies. So a lease whose lock can be taken is stale, and
@@ -40,16 +51,18 @@ public struct Lease: Codable, Sendable, Equatable {
 /// `kill(pid, 0)` would lie. Stale leases are removed by whoever notices, unlinked only while locked.
 ///
 /// **Consistency.** Writers rewrite a lease, and the evictor reads all of them, under `leases/.lock` (exclusive
-/// for both), so eviction never sees a half-written lease, and a mount's lease is on disk before it fetches
-/// anything: a concurrent eviction either finished before (the mount then downloads what it lacks) or sees it.
+/// for both), so eviction never sees a half-written lease, and a holder's lease is on disk before it fetches
+/// anything: a concurrent eviction either finished before (the holder then downloads what it lacks) or sees it.
+/// Fetching and indexing run under the lock shared (`LeasedLayerProvider`), so no eviction runs between a file
+/// blob's ingest and the persisted index that names it.
 ///
 /// Lock order: `leases/.lock`, then a blob's ingest lock or a layer's index lock; never the reverse.
 public final class LeaseDirectory: Sendable {
     public let path: String
     var lockPath: String { path + "/.lock" }
 
-    public init(cacheRoot: URL) throws(ServiceError) {
-        path = cacheRoot.standardizedFileURL.path + "/leases"
+    public init(layout: CacheLayout) throws(ServiceError) {
+        path = layout.leases
         if mkdir(path, 0o755) != 0 && errno != EEXIST { throw .io(operation: "mkdir", path: path, errno: errno) }
     }
 

@@ -1,4 +1,4 @@
-/// The rules that decide whether a layer entry is safe to expose (DOMAIN §3: cache layers come from registries
+/// The rules that decide whether a layer entry is safe to expose (docs/mcv-images.md: cache layers come from registries
 /// anyone can push to). A violation refuses the whole layer rather than dropping the entry, since a layer that
 /// carries one is not a cache image built by MCV, and half a cache is worse than none.
 ///

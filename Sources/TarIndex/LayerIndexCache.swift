@@ -18,7 +18,7 @@ public final class LayerIndexCache: Sendable {
 
     public let unpacker: LayerUnpacker
     public var store: any BlobStore { unpacker.store }
-    let directory: String
+    let layout: CacheLayout
 
     private struct Persisted: Codable {
         var formatVersion: Int
@@ -26,19 +26,19 @@ public final class LayerIndexCache: Sendable {
     }
 
     /// - Parameters:
-    ///   - root: the cache directory (the blob store's root).
+    ///   - layout: the cache directory (indexes live in `layout.indexes`).
     ///   - store: where file contents go.
     /// - Throws: `TarError.store` when `index/sha256` cannot be created.
-    public init(root: URL, store: any BlobStore, limits: LayerUnpacker.Limits = .init()) throws(TarError) {
+    public init(layout: CacheLayout, store: any BlobStore, limits: LayerUnpacker.Limits = .init()) throws(TarError) {
         self.unpacker = LayerUnpacker(store: store, limits: limits)
-        self.directory = root.standardizedFileURL.path + "/index/sha256"
-        do { try AtomicFile.makeDirectory(directory) } catch { throw TarError.store(error) }
-        AtomicFile.removeStaleTemps(in: directory)
+        self.layout = layout
+        do { try AtomicFile.makeDirectory(layout.indexes) } catch { throw TarError.store(error) }
+        AtomicFile.removeStaleTemps(in: layout.indexes)
     }
 
-    /// An index cache sharing the root of `store`.
+    /// An index cache in the cache directory of `store`.
     public convenience init(store: DirectoryBlobStore, limits: LayerUnpacker.Limits = .init()) throws(TarError) {
-        try self.init(root: store.root, store: store, limits: limits)
+        try self.init(layout: store.layout, store: store, limits: limits)
     }
 
     /// The persisted index of `layer`, when present, readable, of this format version, and for that layer.
@@ -56,7 +56,7 @@ public final class LayerIndexCache: Sendable {
     public func build(layer: Digest, blobPath: String, mediaType: String? = nil) throws(TarError) -> LayerIndex {
         if let index = load(layer: layer), isComplete(index) { return index }
         do {
-            return try FileLock.withExclusive(path: directory + "/\(layer.hex).lock") {
+            return try FileLock.withExclusive(path: layout.indexLock(of: layer)) {
                 if let index = load(layer: layer), isComplete(index) { return index }  // built while we waited
                 let index = try unpacker.index(layer: layer, blobPath: blobPath, mediaType: mediaType)
                 let encoder = JSONEncoder()
@@ -78,7 +78,7 @@ public final class LayerIndexCache: Sendable {
     /// - Throws: `TarError.store` when it cannot be written.
     public func save(_ index: LayerIndex) throws(TarError) {
         do {
-            try FileLock.withExclusive(path: directory + "/\(index.layer.hex).lock") {
+            try FileLock.withExclusive(path: layout.indexLock(of: index.layer)) {
                 let encoder = JSONEncoder()
                 encoder.outputFormatting = [.sortedKeys]
                 let data = try encoder.encode(Persisted(formatVersion: Self.formatVersion, index: index))
@@ -102,5 +102,14 @@ public final class LayerIndexCache: Sendable {
     }
 
     /// Where the index of `layer` is persisted.
-    public func path(for layer: Digest) -> String { directory + "/\(layer.hex).json" }
+    public func path(for layer: Digest) -> String { layout.index(of: layer) }
+
+    /// The layers that have a persisted index (readable or not: `load` decides that), for eviction's inventory.
+    public func persistedLayers() -> [Digest] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: layout.indexes)) ?? []
+        return names.compactMap { name in
+            guard name.hasSuffix(".json") else { return nil }
+            return try? Digest(hex: String(name.dropLast(".json".count)))
+        }.sorted()
+    }
 }

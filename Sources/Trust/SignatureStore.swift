@@ -17,9 +17,6 @@ import Verification
 /// disk can only make a signature fail. The store is separate from the layer cache, so evicting layers never
 /// takes the signatures of what is still cached.
 public struct SignatureStore: Sendable {
-    /// The subdirectory of the cache directory.
-    public static let directoryName = "signatures"
-
     /// What the registry answered for one image digest.
     struct Record: Codable, Equatable {
         var digest: Digest
@@ -32,9 +29,9 @@ public struct SignatureStore: Sendable {
     private let blobs: DirectoryBlobStore
     private let records: String
 
-    /// Opens (creating) the store in `<cacheRoot>/signatures`.
-    public init(cacheRoot: URL) throws {
-        let root = cacheRoot.appendingPathComponent(Self.directoryName)
+    /// Opens (creating) the store in the cache directory's `signatures/`.
+    public init(layout: CacheLayout) throws {
+        let root = URL(fileURLWithPath: layout.signatures)
         blobs = try DirectoryBlobStore(root: root)
         records = root.appendingPathComponent("images/sha256").path
         try AtomicFile.makeDirectory(records)

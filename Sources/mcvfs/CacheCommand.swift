@@ -1,5 +1,4 @@
 import ArgumentParser
-import BlobCache
 import Foundation
 import NodeService
 import OCI
@@ -12,25 +11,18 @@ struct CacheCommand: ParsableCommand {
 
 /// Options of the cache subcommands: where the cache is, and logging.
 struct CacheOptions: ParsableArguments {
-    @Option(
-        help:
-            "Local cache directory (default: /var/lib/mcvfs as root, else $XDG_CACHE_HOME/mcvfs; or $MCVFS_CACHE_DIR).")
-    var cacheDir: String?
+    @OptionGroup var cache: CacheDirectoryOptions
 
+    /// The cache's janitor, leases of dead processes removed.
     func janitor() throws -> CacheJanitor {
-        guard let path = CacheDirectory.resolve(explicit: cacheDir) else {
-            throw ValidationError("no cache directory: HOME is unset; pass --cache-dir or set MCVFS_CACHE_DIR")
-        }
-        let janitor = try CacheJanitor(store: try DirectoryBlobStore(root: URL(fileURLWithPath: path)))
-        janitor.removeStaleLeases()
-        return janitor
+        try NodeCache(layout: try cache.layout()).janitor
     }
 }
 
 struct CacheListCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ls",
-        abstract: "List cached blobs: layer, file or other; size; last use; whether a running mount holds it.")
+        abstract: "List cached blobs: layer, file or other; size; last use; whether a lease holds it.")
 
     @OptionGroup var options: CacheOptions
     @Flag(help: "Print JSON.") var json = false
@@ -38,9 +30,7 @@ struct CacheListCommand: ParsableCommand {
     struct Output: Encodable {
         struct Blob: Encodable {
             var digest: String
-            /// `layer` (a layer blob or indexed layer), `file` (a file content an index names), `blob` (other:
-            /// configs, layers never indexed).
-            var kind: String
+            var kind: CacheJanitor.Inventory.Kind
             var size: Int64
             var lastAccess: Date
             var live: Bool
@@ -57,15 +47,11 @@ struct CacheListCommand: ParsableCommand {
         try reportingErrors {
             let janitor = try options.janitor()
             let inventory = try janitor.leases.withLock { try janitor.inventory() }
-            let files = inventory.indexes.values.reduce(into: Set<Digest>()) { $0.formUnion($1) }
-            let leasedLayers = Set(inventory.leases.flatMap(\.layers))
-            let protected = inventory.protected
+            let (kinds, protected) = (inventory.kinds, inventory.protected)
             let blobs = inventory.blobs.sorted { ($0.lastAccess, $0.digest) > ($1.lastAccess, $1.digest) }.map {
                 Output.Blob(
-                    digest: $0.digest.description,
-                    kind: inventory.indexes[$0.digest] != nil || leasedLayers.contains($0.digest)
-                        ? "layer" : files.contains($0.digest) ? "file" : "blob",
-                    size: $0.size, lastAccess: $0.lastAccess, live: protected.contains($0.digest))
+                    digest: $0.digest.description, kind: kinds[$0.digest] ?? .blob, size: $0.size,
+                    lastAccess: $0.lastAccess, live: protected.contains($0.digest))
             }
             let output = Output(
                 directory: janitor.store.root.path, totalSize: inventory.totalSize, blobs: blobs,
@@ -81,16 +67,16 @@ struct CacheListCommand: ParsableCommand {
             var rows = [["DIGEST", "KIND", "SIZE", "LAST USED", "LIVE"]]
             for blob in blobs {
                 rows.append([
-                    blob.digest, blob.kind, formatBytes(blob.size), dates.string(from: blob.lastAccess),
+                    blob.digest, blob.kind.rawValue, formatBytes(blob.size), dates.string(from: blob.lastAccess),
                     blob.live ? "yes" : "no",
                 ])
             }
             printColumns(rows)
             print(
                 "\n\(blobs.count) blob(s), \(formatBytes(output.totalSize)) in \(output.directory); "
-                    + "\(inventory.indexes.count) indexed layer(s); \(inventory.leases.count) running mount(s)")
+                    + "\(inventory.indexes.count) indexed layer(s); \(inventory.leases.count) lease(s) held")
             for lease in inventory.leases {
-                print("  mount \(lease.mountpoint) (pid \(lease.pid)): \(lease.reference)")
+                print("  \(lease.holder) (pid \(lease.pid)): \(lease.reference)")
             }
         }
     }

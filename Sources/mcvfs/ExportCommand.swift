@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Glibc
 import ImageFS
+import NodeService
 
 struct ExportCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -42,15 +43,13 @@ struct ExportCommand: ParsableCommand {
 
     /// The caller's upper directory, as the mount's status names it.
     private func upperDirectory() throws -> String {
-        let statusPath = URL(fileURLWithPath: mountpoint).appendingPathComponent(".mcvfs/status.json").path
-        guard let data = FileManager.default.contents(atPath: statusPath),
-            let status = try JSONSerialization.jsonObject(with: data) as? [String: Any]
+        let statusPath = MountStatus.file(in: URL(fileURLWithPath: mountpoint).standardizedFileURL.path)
+        guard let data = FileManager.default.contents(atPath: statusPath), let status = try? MountStatus.decode(data)
         else { throw ExportError(description: "\(mountpoint) is not an mcvfs mount (no .mcvfs/status.json)") }
-        guard let root = status["upperRoot"] as? String else {
+        guard let upper = status.upper(of: getuid()) else {
             throw ExportError(description: "\(mountpoint) is mounted read-only: it has no upper")
         }
-        let isolation = (status["isolation"] as? String).flatMap(OverlayFileSystem.Isolation.init) ?? .perUser
-        return root + "/" + OverlayFileSystem.upperName(isolation: isolation, uid: getuid())
+        return upper
     }
 
     /// Copies regular files, directories and symlinks; skips mcvfs' own markers and Triton's temp directories.
@@ -58,7 +57,9 @@ struct ExportCommand: ParsableCommand {
         let manager = FileManager.default
         var copied = 0
         for name in try manager.contentsOfDirectory(atPath: source).sorted() {
-            if name == ".mcvfs" || name == ".mcvfs-work" || name.hasPrefix(".wh.") || name.hasPrefix("tmp.pid_") {
+            if name == ImageFileSystem.controlName || OverlayFileSystem.isBookkeeping(name)
+                || name.hasPrefix("tmp.pid_")
+            {
                 continue
             }
             let from = source + "/" + name

@@ -1,10 +1,7 @@
 import ArgumentParser
-import CacheRepository
 import Foundation
-import ImageBuilder
 import ImageFS
 import OCI
-import TarIndex
 
 struct ExtractCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -26,23 +23,19 @@ struct ExtractCommand: ParsableCommand {
 
     func run() throws {
         try runReportingErrors(global) {
-            let request = try CatalogRequest(reference, global: global, gpu: gpu, trust: trust)
-            let (ref, client, store, catalog) = (request.reference, request.client, request.store, request.catalog)
-            let selection = request.selection
+            let request = try LeasedCatalog(
+                reference, command: "extract", global: global, gpu: gpu, trust: trust, recording: .none)
+            let (catalog, selection, layers) = (request.catalog, request.selection, request.layers)
             for entry in catalog.skipped { Log.warning("skipped image \(entry.name): \(entry.skipReason ?? "")") }
             guard !catalog.used.isEmpty else {
                 let reasons = catalog.skipped.map { "\($0.name): \($0.skipReason ?? "")" }.joined(separator: "; ")
-                throw ExtractError.nothingToExtract(reference: ref.description, reasons: reasons)
+                throw ExtractError.nothingToExtract(reference: request.reference.description, reasons: reasons)
             }
             let target = URL(fileURLWithPath: directory).standardizedFileURL.path
-            let fetcher = try LayerFetcher(
-                client: client, repository: ref.repository, store: store, metrics: FetchMetrics())
             var builder = ImageTreeBuilder(
                 options: .init(consumerRoot: target, filter: selection.kernelFilter, worldReadable: false),
                 readBlob: { digest in
-                    guard let path = fetcher.path(of: digest) else {
-                        throw ExtractError.missingContent(digest)
-                    }
+                    guard let path = layers.path(of: digest) else { throw ExtractError.missingContent(digest) }
                     return try Data(contentsOf: URL(fileURLWithPath: path))
                 })
             let bar = ProgressBar(label: "extract")
@@ -50,22 +43,19 @@ struct ExtractCommand: ParsableCommand {
             let totalLayerBytes = catalog.used.reduce(Int64(0)) { $0 + $1.size }
             var fetchedBytes: Int64 = 0
             var fetchedLayers = 0
-            for image in catalog.used {
-                var layers: [TarIndex.LayerIndex] = []
-                for layer in image.layers {
-                    layers.append(try fetcher.index(of: layer))
-                    fetchedBytes += layer.size
-                    fetchedLayers += 1
-                    bar.update(
-                        bytes: fetchedBytes, totalBytes: totalLayerBytes, blobs: fetchedLayers, totalBlobs: totalLayers)
-                }
-                builder.add(layers: layers, image: image)
+            for (image, indexes) in try layers.indexUsedImages(progress: { _, layer in
+                fetchedBytes += layer.size
+                fetchedLayers += 1
+                bar.update(
+                    bytes: fetchedBytes, totalBytes: totalLayerBytes, blobs: fetchedLayers, totalBlobs: totalLayers)
+            }) {
+                builder.add(layers: indexes, image: image)
                 Log.info("using \(image.name) \(image.digest.short)")
             }
             let tree = builder.build(rootIno: 1, firstIno: 16)
             try tree.resolveAll()  // filtered and relocated, so the progress total is what will be written
             let total = tree.totalFileBytes
-            let report = try TreeExporter(tree: tree, blobPath: { fetcher.path(of: $0) })
+            let report = try TreeExporter(tree: tree, blobPath: { layers.path(of: $0) })
                 .export(into: target) { written in bar.update(bytes: written, totalBytes: total) }
             bar.finish()
             let built = tree.report

@@ -1,7 +1,5 @@
 import ArgumentParser
-import CacheRepository
 import Foundation
-import OCI
 
 struct FetchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -16,17 +14,12 @@ struct FetchCommand: ParsableCommand {
 
     func run() throws {
         try runReportingErrors(global) {
-            let request = try CatalogRequest(reference, global: global, gpu: gpu, trust: trust, record: true)
-            let (ref, client, store, catalog) = (request.reference, request.client, request.store, request.catalog)
-            let fetcher = try LayerFetcher(
-                client: client, repository: ref.repository, store: store, metrics: FetchMetrics())
-            for image in catalog.used {
-                for layer in image.layers {
-                    _ = try fetcher.index(of: layer)
-                    print("\(image.name)\t\(layer.digest)\t\(layer.size)")
-                }
+            let request = try LeasedCatalog(
+                reference, command: "fetch", global: global, gpu: gpu, trust: trust, recording: .record)
+            _ = try request.layers.indexUsedImages { image, layer in
+                print("\(image.name)\t\(layer.digest)\t\(layer.size)")
             }
-            for entry in catalog.skipped { Log.info("skipped \(entry.name): \(entry.skipReason ?? "")") }
+            for entry in request.catalog.skipped { Log.info("skipped \(entry.name): \(entry.skipReason ?? "")") }
         }
     }
 }

@@ -1,5 +1,4 @@
 import ArgumentParser
-import BlobCache
 import CurlTransport
 import Foundation
 import OCI
@@ -16,27 +15,13 @@ struct GlobalOptions: ParsableArguments {
     @Option(help: "Registry credentials as user:password (else auth files and credential helpers are used).")
     var creds: String?
 
-    @Option(
-        help:
-            "Local cache directory (default: /var/lib/mcvfs as root, else $XDG_CACHE_HOME/mcvfs; or $MCVFS_CACHE_DIR).")
-    var cacheDir: String?
+    @OptionGroup var cache: CacheDirectoryOptions
 
     @Option(help: "Seconds a registry may stall (connect, or no bytes arriving) before a request fails.")
     var timeout: Double = 10
 
     @Option(help: "Log level: error, warning, info, debug.")
     var logLevel: Log.Level = .warning
-
-    func cacheRoot() throws -> URL {
-        guard let path = CacheDirectory.resolve(explicit: cacheDir) else {
-            throw ValidationError("no cache directory: HOME is unset; pass --cache-dir or set MCVFS_CACHE_DIR")
-        }
-        return URL(fileURLWithPath: path)
-    }
-
-    func store() throws -> DirectoryBlobStore {
-        try DirectoryBlobStore(root: try cacheRoot())
-    }
 
     func client(for reference: ImageReference, attempts: Int = 3) throws -> RegistryClient {
         let credentials = try CredentialStore().resolve(

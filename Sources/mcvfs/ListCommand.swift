@@ -1,7 +1,7 @@
 import ArgumentParser
-import CacheRepository
+import BlobCache
 import Foundation
-import GPU
+import NodeService
 import OCI
 
 struct ListCommand: ParsableCommand {
@@ -17,8 +17,12 @@ struct ListCommand: ParsableCommand {
         try runReportingErrors(global) {
             let reference = try ImageReference(parsing: repository)
             let selection = try gpu.resolveForListing()
-            let catalog = try ImageResolver(client: try global.client(for: reference), store: try global.store())
-                .catalog(for: reference, accepts: selection.accepts, selectionDescription: selection.description)
+            let layout = try global.cache.layout()
+            let catalog = try CatalogService(
+                upstream: Upstream(reference: reference, origin: try global.client(for: reference), log: .process),
+                store: try DirectoryBlobStore(layout: layout), records: CatalogRecords(layout: layout),
+                recording: .none
+            ).resolve(selection)
             if json {
                 try printJSON(ListOutput(catalog))
             } else {

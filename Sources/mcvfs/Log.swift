@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import NodeService
 import Synchronization
 
 /// The daemon's log: lines to stderr (foreground), to a file, and to syslog (journald picks it up).
@@ -60,4 +61,9 @@ enum Log {
             }
         }
     }
+}
+
+extension NodeLog {
+    /// The node service's reports, into this process's log.
+    static let process = NodeLog(info: { Log.info($0) }, warning: { Log.warning($0) })
 }

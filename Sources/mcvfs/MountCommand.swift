@@ -1,15 +1,10 @@
 import ArgumentParser
-import BlobCache
-import CacheRepository
-import ContentHash
 import FUSEBridge
 import Foundation
 import Glibc
 import ImageFS
 import NodeService
 import OCI
-import Registry
-import TarIndex
 
 struct MountCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -89,26 +84,25 @@ struct MountCommand: ParsableCommand {
     private func serve(_ daemon: Daemon) throws {
         let ref = try ImageReference(parsing: reference)
         let mountpoint = URL(fileURLWithPath: self.mountpoint).standardizedFileURL.path
-        let cacheRoot = try global.cacheRoot()
+        let layout = try global.cache.layout()
         Log.configure(
             level: max(global.logLevel, .info), stderr: !daemon.isChild,
-            file: cacheRoot.appendingPathComponent("logs/mount-\(Daemon.logName(for: mountpoint)).log").path,
+            file: layout.log(named: "mount-\(Daemon.logName(for: mountpoint)).log"),
             syslog: ProcessInfo.processInfo.environment["JOURNAL_STREAM"] == nil)  // journald reads stderr already
-        try Mountpoint.prepare(mountpoint)
+        try Mountpoint.prepare(mountpoint, log: .process)
         let selection = try gpu.resolve()
-        let store = try global.store()
         let node = try NodeRuntime(
-            options: service, global: global, reference: ref, mountpoint: mountpoint, store: store)
-        var catalog = try node.catalog(selection: selection)
-        try trust.enforce(on: &catalog, reference: ref, client: node.origin ?? node.mirrorClient, cacheRoot: cacheRoot)
+            upstream: try service.upstream(for: ref, global: global),
+            cache: try NodeCache(layout: layout, maxSize: service.maxSize, log: .process), mountpoint: mountpoint,
+            metricsListen: service.metricsAddress, log: .process)
+        let catalog = try node.catalogs.resolve(selection, policy: trust.catalogPolicy(layout))
         for entry in catalog.entries {
             Log.info(
                 entry.isUsed
                     ? "using \(entry.name) \(entry.digest?.short ?? "")"
                     : "skipping \(entry.name): \(entry.skipReason ?? "")")
         }
-        let metrics = FetchMetrics()
-        let provider = try node.provider(catalog: catalog, metrics: metrics)
+        let provider = try node.provider(for: catalog)
         let owner = (uid: getuid(), gid: getgid())
         let allowOther = self.allowOther ?? (owner.uid == 0)
         let options = ImageFileSystem.Options(
@@ -116,10 +110,10 @@ struct MountCommand: ParsableCommand {
                 consumerRoot: consumerRoot ?? mountpoint, filter: selection.kernelFilter, worldReadable: allowOther),
             owner: owner, retryDelay: .milliseconds(Int64(retryDelay * 1000)),
             directIOFrom: directIOFrom == "off" ? nil : try parsedSize(directIOFrom))
-        let status = StatusBox()
+        let status = MountStatusBoard()
         let images = ImageFileSystem(
             images: catalog.used, provider: provider, options: options, status: { status.render() })
-        let upperRoot = upper ?? cacheRoot.appendingPathComponent("upper/\(Self.identity(of: ref))").path
+        let upperRoot = upper ?? layout.uppers(of: ref)
         let isolation: OverlayFileSystem.Isolation = sharedUpper ? .shared : .perUser
         let fileSystem: any FileSystem
         if readOnly {
@@ -137,7 +131,7 @@ struct MountCommand: ParsableCommand {
         status.set(
             MountStatus.Source(
                 reference: ref.description, mountpoint: mountpoint, consumerRoot: consumerRoot ?? mountpoint,
-                selection: selection.description, catalog: catalog, metrics: metrics, fileSystem: images,
+                selection: selection.description, catalog: catalog, metrics: node.metrics, fileSystem: images,
                 upperRoot: readOnly ? nil : upperRoot,
                 isolation: readOnly ? nil : isolation.rawValue, service: node.status))
         let session = FUSESession(
@@ -163,28 +157,5 @@ struct MountCommand: ParsableCommand {
         images.persistPrefetched()
         node.finished()
         Log.info("unmounted \(mountpoint)")
-    }
-}
-
-extension MountCommand {
-    /// Names a mount's uppers after what is mounted, not where: a remount of the same reference at another
-    /// path finds the kernels compiled before.
-    static func identity(of reference: ImageReference) -> String {
-        let readable = reference.description.map { $0.isLetter || $0.isNumber ? $0 : "_" }
-        let hash = SHA256Hasher.digest(Data(reference.description.utf8)).hex.prefix(12)
-        return String(readable.prefix(80)) + "-" + hash
-    }
-}
-
-extension LayerFetcher: LayerProvider {
-    public func index(of layer: Descriptor, in image: CacheImage) throws -> LayerIndex {
-        try index(of: layer)
-    }
-
-    public func source(of content: Digest) throws -> FileSource {
-        switch try fetch(content) {
-        case .stored(let path): return .file(path: path)
-        case .held(let data): return .memory(data)
-        }
     }
 }

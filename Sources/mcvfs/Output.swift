@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import NodeService
 
 func printJSON<T: Encodable>(_ value: T) throws {
     let encoder = JSONEncoder()
@@ -18,16 +19,7 @@ func printColumns(_ rows: [[String]]) {
     }
 }
 
-func formatBytes(_ bytes: Int64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB"]
-    var value = Double(bytes)
-    var unit = 0
-    while value >= 1024 && unit < units.count - 1 {
-        value /= 1024
-        unit += 1
-    }
-    return unit == 0 ? "\(bytes) B" : String(format: "%.1f %@", value, units[unit])
-}
+func formatBytes(_ bytes: Int64) -> String { ByteSize.format(bytes) }
 
 /// Runs a command body so that any failure prints one line, `mcvfs: error: <what>`, and exits 1.
 func runReportingErrors(_ global: GlobalOptions, _ body: () throws -> Void) throws {

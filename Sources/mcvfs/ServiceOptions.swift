@@ -1,5 +1,6 @@
 import ArgumentParser
 import NodeService
+import OCI
 
 /// `mount` options for running as a node service: metrics, a cache bound, a mirror, offline mode.
 struct ServiceOptions: ParsableArguments {
@@ -40,6 +41,18 @@ struct ServiceOptions: ParsableArguments {
     }
 
     var maxSize: Int64? { cacheMaxSize.flatMap { try? parsedSize($0) } }
+
+    var metricsAddress: MetricsServer.Address? { metricsListen.flatMap { try? MetricsServer.Address(parsing: $0) } }
+
+    /// Where the mount reads `reference` from: nothing offline; else the origin, and the mirror first when given.
+    func upstream(for reference: ImageReference, global: GlobalOptions) throws -> Upstream {
+        guard !offline else { return Upstream(reference: reference, origin: nil, log: .process) }
+        let mirror = try self.mirror.map { host in
+            Upstream.Mirror(host: host, client: try global.client(for: reference.onRegistry(host), attempts: 1))
+        }
+        return Upstream(
+            reference: reference, origin: try global.client(for: reference, attempts: 2), mirror: mirror, log: .process)
+    }
 }
 
 func parsedSize(_ text: String) throws -> Int64 {

@@ -17,30 +17,6 @@ struct StatusCommand: ParsableCommand {
     @Flag(help: "Print the status documents as JSON (one object for MOUNTPOINT, else an array).") var json = false
     @Argument(help: "One mountpoint (default: every mcvfs mount).") var mountpoint: String?
 
-    /// The parts of the status document the table shows.
-    struct Document: Decodable {
-        struct Image: Decodable {
-            var name: String
-            var digest: String?
-            var reason: String?
-        }
-
-        struct Fetch: Decodable {
-            var bytesFetched: Int64
-            var layerCacheHits: Int
-            var layerCacheMisses: Int
-            var verificationFailures: Int
-            var fetchErrors: Int
-            var lastErrors: [String]
-        }
-
-        var reference: String
-        var mountpoint: String
-        var used: [Image]
-        var skipped: [Image]
-        var fetch: Fetch
-    }
-
     struct ReadProblem: Error, CustomStringConvertible {
         let description: String
     }
@@ -76,10 +52,10 @@ struct StatusCommand: ParsableCommand {
             mounts = MountTable.current().mcvfsMounts.map(\.mountpoint)
         }
         var raw: [Data] = []
-        var documents: [Document] = []
+        var documents: [MountStatus] = []
         var problems: [String] = []
         for mount in mounts {
-            let file = mount + "/.mcvfs/status.json"
+            let file = MountStatus.file(in: mount)
             let data: Data
             switch Self.read(file, withinSeconds: 5) {
             case .success(let contents): data = contents
@@ -89,7 +65,7 @@ struct StatusCommand: ParsableCommand {
             }
             raw.append(data)
             do {
-                documents.append(try JSONDecoder().decode(Document.self, from: data))
+                documents.append(try MountStatus.decode(data))
             } catch {
                 problems.append("\(mount): unreadable status document: \(error)")
             }
@@ -110,7 +86,7 @@ struct StatusCommand: ParsableCommand {
         if !problems.isEmpty { throw ExitCode.failure }
     }
 
-    private func printTable(_ documents: [Document]) {
+    private func printTable(_ documents: [MountStatus]) {
         guard !documents.isEmpty else {
             if mountpoint == nil { print("no mcvfs mounts") }
             return

@@ -1,5 +1,5 @@
 import ArgumentParser
-import CacheRepository
+import BlobCache
 import Foundation
 import OCI
 import Registry
@@ -118,12 +118,14 @@ struct TrustOptions: ParsableArguments {
     /// Verifies the images `catalog` would use; those without a valid signature become skipped (logged, and their
     /// reason is what status shows). When the user named a tag or digest, any refusal fails the command.
     ///
-    /// The signatures read are kept in `<cacheRoot>/signatures`; with `client` nil (offline) or a registry that
+    /// The signatures read are kept in the cache's `signatures/`; with `client` nil (offline) or a registry that
     /// cannot be reached, those stored signatures are verified instead, so a node keeps serving what it verified.
-    func enforce(on catalog: inout Catalog, reference: ImageReference, client: RegistryClient?, cacheRoot: URL) throws {
+    func enforce(
+        on catalog: inout Catalog, reference: ImageReference, client: RegistryClient?, cache: CacheLayout
+    ) throws {
         guard let policy = try policy(for: reference) else { return }
         let store: SignatureStore?
-        do { store = try SignatureStore(cacheRoot: cacheRoot) } catch {
+        do { store = try SignatureStore(layout: cache) } catch {
             Log.warning("signatures are not kept for outages: \(error)")
             store = nil
         }

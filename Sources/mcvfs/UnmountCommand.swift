@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import NodeService
 
 struct UnmountCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -3,21 +3,15 @@ import Foundation
 import Glibc
 import OCI
 import TarIndex
+import TestSupport
 import Testing
 
 @testable import NodeService
 
-func temporaryDirectory() throws -> URL {
-    let url = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("mcvfs-lease-\(UUID().uuidString)")
-    try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
-    return url
-}
-
 @Suite struct LeaseTests {
     @Test func heldLeaseIsLiveAndReleasedLeaseIsGone() throws {
-        let root = try temporaryDirectory()
-        defer { try? FileManager.default.removeItem(at: root) }
-        let leases = try LeaseDirectory(cacheRoot: root)
+        let root = try TemporaryDirectory()
+        let leases = try LeaseDirectory(layout: CacheLayout(root: root.path))
         let held = try leases.acquire(Lease(mountpoint: "/mnt", reference: "r/x", layers: [d("a")], blobs: [d("c")]))
         #expect(held.file.hasSuffix("/leases/\(getpid()).json"))
         try held.add(blobs: [d("1"), d("c")])
@@ -31,9 +25,8 @@ func temporaryDirectory() throws -> URL {
     }
 
     @Test func leaseOfADeadOwnerIsStaleWhateverItsPid() throws {
-        let root = try temporaryDirectory()
-        defer { try? FileManager.default.removeItem(at: root) }
-        let leases = try LeaseDirectory(cacheRoot: root)
+        let root = try TemporaryDirectory()
+        let leases = try LeaseDirectory(layout: CacheLayout(root: root.path))
         // A crash leftover: a lease file nobody holds locked, naming our own (live) pid. Liveness is the lock.
         let lease = Lease(mountpoint: "/mnt", reference: "r/x", layers: [d("a")], blobs: [])
         try LeaseDirectory.encoder.encode(lease).write(to: URL(fileURLWithPath: leases.path + "/\(getpid()).json"))
@@ -42,19 +35,17 @@ func temporaryDirectory() throws -> URL {
     }
 
     @Test func aSecondLeaseOfTheSamePidGetsItsOwnFile() throws {
-        let root = try temporaryDirectory()
-        defer { try? FileManager.default.removeItem(at: root) }
-        let leases = try LeaseDirectory(cacheRoot: root)
+        let root = try TemporaryDirectory()
+        let leases = try LeaseDirectory(layout: CacheLayout(root: root.path))
         let first = try leases.acquire(Lease(mountpoint: "/a", reference: "r/x", layers: [d("a")], blobs: []))
         let second = try leases.acquire(Lease(mountpoint: "/b", reference: "r/y", layers: [d("b")], blobs: []))
         #expect(first.file != second.file)
-        #expect(try leases.withLock { leases.live() }.map(\.mountpoint).sorted() == ["/a", "/b"])
+        #expect(try leases.withLock { leases.live() }.compactMap(\.mountpoint).sorted() == ["/a", "/b"])
     }
 
     @Test func janitorNeverRemovesLeasedBlobs() throws {
-        let root = try temporaryDirectory()
-        defer { try? FileManager.default.removeItem(at: root) }
-        let store = try DirectoryBlobStore(root: root)
+        let root = try TemporaryDirectory()
+        let store = try DirectoryBlobStore(layout: CacheLayout(root: root.path))
         let janitor = try CacheJanitor(store: store)
         var stored: [String: StoredBlob] = [:]
         for name in ["layer-a", "file-a", "layer-b", "file-b", "config"] {
@@ -72,6 +63,9 @@ func temporaryDirectory() throws -> URL {
         #expect(try janitor.inventory().indexes.count == 2)
         let held = try janitor.leases.acquire(
             Lease(mountpoint: "/m", reference: "r/x", layers: [stored["layer-a"]!.digest], blobs: []))
+        let kinds = try janitor.inventory().kinds
+        #expect(kinds[stored["layer-a"]!.digest] == .layer && kinds[stored["layer-b"]!.digest] == .layer)
+        #expect(kinds[stored["file-a"]!.digest] == .file && kinds[stored["config"]!.digest] == .blob)
         let plan = try janitor.enforce(maxSize: 0)
         #expect(plan.overBound)
         for name in ["layer-a", "file-a"] { #expect(store.contains(stored[name]!.digest)) }

@@ -1,3 +1,4 @@
+import BlobCache
 import ContentHash
 import Foundation
 import OCI
@@ -79,7 +80,7 @@ final class MemorySource: SignatureSource, @unchecked Sendable {
     let image = SHA256Hasher.digest(Data("image".utf8))
 
     func stored(_ source: MemorySource, in directory: TemporaryDirectory) throws -> SignatureStore {
-        let store = try SignatureStore(cacheRoot: directory.url)
+        let store = try SignatureStore(layout: CacheLayout(root: directory.path))
         let recorder = RecordingSource(source)
         let found = try SignatureFinder(source: recorder).signatures(for: image)
         #expect(found.legacy.count + found.bundles.count >= 1)
@@ -137,7 +138,7 @@ final class MemorySource: SignatureSource, @unchecked Sendable {
 
     @Test func offlineVerifiesStoredSignaturesOnly() throws {
         let directory = try TemporaryDirectory()
-        let store = try SignatureStore(cacheRoot: directory.url)
+        let store = try SignatureStore(layout: CacheLayout(root: directory.path))
         let source = MemorySource()
         try source.sign(signed, with: key)
         let policy = TrustPolicy.keys([key.publicKey])
@@ -161,7 +162,7 @@ final class MemorySource: SignatureSource, @unchecked Sendable {
 
     @Test func anUnreachableRegistryFallsBackToTheStoreAndIsNotAskedAgain() throws {
         let directory = try TemporaryDirectory()
-        let store = try SignatureStore(cacheRoot: directory.url)
+        let store = try SignatureStore(layout: CacheLayout(root: directory.path))
         let registry = MemorySource()
         try registry.sign(signed, with: key)
         try registry.attach(signed, with: key)
@@ -191,7 +192,7 @@ final class MemorySource: SignatureSource, @unchecked Sendable {
 
     @Test func anUnusableAnswerDoesNotEraseAGoodRecord() throws {
         let directory = try TemporaryDirectory()
-        let store = try SignatureStore(cacheRoot: directory.url)
+        let store = try SignatureStore(layout: CacheLayout(root: directory.path))
         let registry = MemorySource()
         try registry.sign(signed, with: key)
         let policy = TrustPolicy.keys([key.publicKey])

@@ -137,7 +137,7 @@ def mounts(tmp_path):
 
 
 def expected_group(src_bytes: bytes, key: str, root: str) -> dict:
-    """DOMAIN.md §1's rule applied to a source group file: children of KEY move under `root`/KEY."""
+    """docs/relocation.md's rule applied to a source group file: children of KEY move under `root`/KEY."""
     data = json.loads(src_bytes)
     paths = data.get("child_paths")
     if isinstance(paths, dict):

@@ -1,21 +1,22 @@
 import Foundation
 import Glibc
-import NodeService
 
 /// Checks on the mountpoint directory: it exists, nothing live is mounted on it, and a dead daemon's mount
 /// (the kernel answers ENOTCONN) is cleared.
-enum Mountpoint {
-    struct Problem: Error, CustomStringConvertible {
-        let description: String
+public enum Mountpoint {
+    public struct Problem: Error, CustomStringConvertible {
+        public let description: String
     }
 
-    static func prepare(_ path: String) throws {
+    /// Makes `path` ready to mount on, clearing the stale mount of a daemon that died.
+    /// - Throws: `Problem` when it is missing, not a directory, still stale, or a live mount point.
+    public static func prepare(_ path: String, log: NodeLog = .silent) throws {
         var info = stat()
         if stat(path, &info) != 0 {
             guard errno == ENOTCONN else {
                 throw Problem(description: "mountpoint \(path): \(String(cString: strerror(errno)))")
             }
-            Log.warning("clearing the stale mount of a dead mcvfs daemon at \(path)")
+            log.warning("clearing the stale mount of a dead mcvfs daemon at \(path)")
             try unmount(path, lazy: true)
             guard stat(path, &info) == 0 else {
                 throw Problem(description: "mountpoint \(path) is still stale after unmounting")
@@ -30,11 +31,12 @@ enum Mountpoint {
     }
 
     /// True when `/proc/self/mountinfo` lists `path` as a mount point.
-    static func isMounted(_ path: String) -> Bool {
+    public static func isMounted(_ path: String) -> Bool {
         MountTable.current().entries.contains { $0.mountpoint == path }
     }
 
-    static func unmount(_ path: String, lazy: Bool) throws {
+    /// `fusermount3 -u [-z] path`.
+    public static func unmount(_ path: String, lazy: Bool) throws {
         var arguments = ["-u"]
         if lazy { arguments.append("-z") }
         let tool = Process()

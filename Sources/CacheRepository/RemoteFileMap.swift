@@ -1,0 +1,90 @@
+import Dispatch
+import OCI
+import Synchronization
+import TarIndex
+
+/// A file of a lazily indexed layer: where its gzip members lie, and the directory it is fetched with.
+struct RemoteFile: Sendable, Hashable {
+    var content: Digest
+    var layer: Descriptor
+    var chunks: [RemoteLayout.Chunk]
+    var size: Int64
+    /// `<layer hex>/<directory>`: the files fetched together.
+    var group: String
+
+    /// One member, small enough to be held in memory and fetched in a span with its neighbours. Larger files
+    /// (several members) are streamed into the store member by member.
+    var isSingleMember: Bool { chunks.count == 1 && chunks[0].length <= LayerBlobReader.maxSpan }
+
+    /// The blob range of a single-member file.
+    var region: LayerBlobReader.Region { LayerBlobReader.Region(offset: chunks[0].offset, length: chunks[0].length) }
+}
+
+/// Where each file content of the layers indexed from their TOC lies, and which contents share a directory.
+///
+/// Mapping every content of a large TOC takes tens of milliseconds, so a fresh index is registered in the
+/// background, beside the tree build; lookups wait for registrations still running.
+final class RemoteFileMap: Sendable {
+    struct State {
+        var files: [Digest: RemoteFile] = [:]
+        var groups: [String: [Digest]] = [:]
+        var registered: Set<Digest> = []
+
+        /// Records the files of `index` (a layer indexed from its TOC); a layer registered before, and a content
+        /// another layer already placed, are left as they are.
+        mutating func register(_ index: LayerIndex, layer: Descriptor) {
+            guard let layout = index.remote, registered.insert(layer.digest).inserted else { return }
+            let layerName = layer.digest.hex
+            for entry in index.entries where entry.kind == .file {
+                guard let content = entry.content, files[content] == nil else { continue }
+                let directory = entry.path.lastIndex(of: "/").map { String(entry.path[..<$0]) } ?? ""
+                let group = layerName + "/" + directory
+                files[content] = RemoteFile(
+                    content: content, layer: layer, chunks: layout.chunks(of: content) ?? [], size: entry.size,
+                    group: group)
+                groups[group, default: []].append(content)
+            }
+        }
+
+        /// The other single-member files of `file`'s directory.
+        func siblings(of file: RemoteFile) -> [RemoteFile] {
+            (groups[file.group] ?? []).compactMap { digest in
+                guard digest != file.content, let sibling = files[digest], sibling.isSingleMember else { return nil }
+                return sibling
+            }
+        }
+    }
+
+    private let state = Mutex(State())
+    /// Registrations still running in the background.
+    private let registrations = DispatchGroup()
+
+    /// Registers `index` now.
+    func register(_ index: LayerIndex, layer: Descriptor) {
+        state.withLock { $0.register(index, layer: layer) }
+    }
+
+    /// Registers `index` on another thread; `file(_:)` and `files(_:)` wait for it.
+    func registerInBackground(_ index: LayerIndex, layer: Descriptor) {
+        registrations.enter()
+        DispatchQueue.global(qos: .userInitiated).async { [self] in
+            register(index, layer: layer)
+            registrations.leave()
+        }
+    }
+
+    func file(_ content: Digest) -> RemoteFile? {
+        registrations.wait()
+        return state.withLock { $0.files[content] }
+    }
+
+    /// The files of `contents` that a registered layer names.
+    func files(_ contents: [Digest]) -> [RemoteFile] {
+        registrations.wait()
+        return state.withLock { state in contents.compactMap { state.files[$0] } }
+    }
+
+    func siblings(of file: RemoteFile) -> [RemoteFile] {
+        state.withLock { $0.siblings(of: file) }
+    }
+}

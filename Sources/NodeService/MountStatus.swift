@@ -1,0 +1,210 @@
+import CacheRepository
+import Foundation
+import ImageFS
+import OCI
+import Synchronization
+
+/// `MOUNTPOINT/.mcvfs/status.json`: what a mount uses and skips, what fetching cost and found, its uppers and its
+/// node-service state. One type for the daemon that writes it and for `mcvfs status` and `mcvfs export`, which
+/// read it.
+///
+/// **Compatibility.** The field names are a contract (readiness probes, dashboards and tests read them). A newer
+/// `mcvfs status` reads the documents of daemons an older binary started, since mounts run through upgrades: so
+/// every field added after the first release is an optional (it decodes as nil from an older document), and
+/// unknown fields are ignored. Add fields that way.
+public struct MountStatus: Codable, Sendable, Equatable {
+    /// One image of the catalog, used or skipped.
+    public struct Image: Codable, Sendable, Equatable {
+        public var name: String
+        public var digest: String?
+        public var targets: [String]?
+        /// Used images: their layer digests.
+        public var layers: [String]?
+        /// Skipped images: why.
+        public var reason: String?
+        /// Under a signature policy: who signed the image.
+        public var signedBy: [String]?
+
+        public init(
+            name: String, digest: String? = nil, targets: [String]? = nil, layers: [String]? = nil,
+            reason: String? = nil, signedBy: [String]? = nil
+        ) {
+            self.name = name
+            self.digest = digest
+            self.targets = targets
+            self.layers = layers
+            self.reason = reason
+            self.signedBy = signedBy
+        }
+    }
+
+    /// One writable upper (a uid's, or `shared`).
+    public struct Upper: Codable, Sendable, Equatable {
+        public var name: String
+        public var bytes: Int64
+        public var files: Int
+
+        public init(name: String, bytes: Int64, files: Int) {
+            self.name = name
+            self.bytes = bytes
+            self.files = files
+        }
+    }
+
+    /// The node-service part: cache bound, lease, mirror, FUSE errors.
+    public struct Service: Codable, Sendable, Equatable {
+        public var offline: Bool
+        public var mirror: String?
+        public var mirrorFallbacks: Int
+        public var metricsListen: String?
+        public var cacheDir: String
+        public var cacheMaxSize: Int64?
+        public var cacheSize: Int64?
+        public var evictedBlobs: Int
+        public var evictedBytes: Int64
+        /// The lease file while the mount holds it.
+        public var lease: String?
+        /// `operation/ERRNO` → error replies.
+        public var fuseErrors: [String: Int]
+        public var systemdNotify: Bool
+    }
+
+    public var reference: String
+    public var mountpoint: String
+    public var consumerRoot: String
+    public var pid: Int32
+    /// The GPU selection, as `--gpu` resolved.
+    public var gpus: String
+    /// Whether the used images' layers are loaded (the first lookup below the root loads them).
+    public var loaded: Bool
+    public var used: [Image]
+    public var skipped: [Image]
+    /// Kernels shown and hidden and group files relocated, in the directories resolved so far.
+    public var tree: ImageTreeBuilder.Report?
+    public var fetch: FetchMetrics.Snapshot
+    /// nil for a read-only mount.
+    public var upperRoot: String?
+    /// `perUser` or `shared` (`OverlayFileSystem.Isolation`); nil for a read-only mount.
+    public var isolation: String?
+    public var uppers: [Upper]
+    public var service: Service?
+
+    /// The directory holding what `uid` wrote through the mount; nil for a read-only mount.
+    public func upper(of uid: UInt32) -> String? {
+        guard let upperRoot else { return nil }
+        let mode = isolation.flatMap(OverlayFileSystem.Isolation.init(rawValue:)) ?? .perUser
+        return upperRoot + "/" + OverlayFileSystem.upperName(isolation: mode, uid: uid)
+    }
+
+    /// Where a mount serves its status: reachable by name, never listed.
+    public static func file(in mountpoint: String) -> String {
+        mountpoint + "/" + ImageFileSystem.controlName + "/status.json"
+    }
+
+    /// Reads a document as the daemon wrote it.
+    public static func decode(_ data: Data) throws -> MountStatus {
+        try JSONDecoder().decode(MountStatus.self, from: data)
+    }
+
+    /// The document as the daemon serves it: indented, keys sorted, one trailing newline.
+    public func encoded() throws -> Data {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        return try encoder.encode(self) + Data("\n".utf8)
+    }
+}
+
+extension MountStatus {
+    /// What a running mount renders its status from, on every open of the status file.
+    public struct Source: Sendable {
+        public var reference: String
+        public var mountpoint: String
+        public var consumerRoot: String
+        public var selection: String
+        public var catalog: Catalog
+        public var metrics: FetchMetrics
+        public var fileSystem: ImageFileSystem
+        public var upperRoot: String?
+        public var isolation: String?
+        /// Node-service state; nil when not wired.
+        public var service: (@Sendable () -> Service)?
+
+        public init(
+            reference: String, mountpoint: String, consumerRoot: String, selection: String, catalog: Catalog,
+            metrics: FetchMetrics, fileSystem: ImageFileSystem, upperRoot: String?, isolation: String?,
+            service: (@Sendable () -> Service)? = nil
+        ) {
+            self.reference = reference
+            self.mountpoint = mountpoint
+            self.consumerRoot = consumerRoot
+            self.selection = selection
+            self.catalog = catalog
+            self.metrics = metrics
+            self.fileSystem = fileSystem
+            self.upperRoot = upperRoot
+            self.isolation = isolation
+            self.service = service
+        }
+    }
+
+    /// The status now.
+    public init(_ source: Source) {
+        reference = source.reference
+        mountpoint = source.mountpoint
+        consumerRoot = source.consumerRoot
+        pid = getpid()
+        gpus = source.selection
+        loaded = source.fileSystem.isLoaded
+        used = source.catalog.entries.filter(\.isUsed).map {
+            Image(
+                name: $0.name, digest: $0.digest?.description, targets: $0.targets?.map(\.description),
+                layers: $0.image?.layers.map(\.digest.description), signedBy: $0.signedBy)
+        }
+        skipped = source.catalog.skipped.map {
+            Image(
+                name: $0.name, digest: $0.digest?.description, targets: $0.targets?.map(\.description),
+                reason: $0.skipReason)
+        }
+        tree = source.fileSystem.report
+        fetch = source.metrics.snapshot
+        service = source.service?()
+        upperRoot = source.upperRoot
+        isolation = source.isolation
+        uppers = source.upperRoot.map(Self.uppers(in:)) ?? []
+    }
+
+    /// Size of each upper under `root` (one per uid, or `shared`): the files users wrote, work files of writes in
+    /// progress included, the overlay's whiteouts not.
+    static func uppers(in root: String) -> [Upper] {
+        let manager = FileManager.default
+        return ((try? manager.contentsOfDirectory(atPath: root)) ?? []).sorted().map { name in
+            var bytes: Int64 = 0
+            var files = 0
+            let enumerator = manager.enumerator(atPath: root + "/" + name)
+            while let path = enumerator?.nextObject() as? String {
+                guard let attributes = enumerator?.fileAttributes,
+                    attributes[.type] as? FileAttributeType == .typeRegular,
+                    !OverlayFileSystem.isBookkeeping((path as NSString).lastPathComponent)
+                else { continue }
+                bytes += (attributes[.size] as? Int64) ?? Int64((attributes[.size] as? Int) ?? 0)
+                files += 1
+            }
+            return Upper(name: name, bytes: bytes, files: files)
+        }
+    }
+}
+
+/// Holds a mount's status source once the mount is wired; the filesystem renders through it on every open of
+/// the status file (before the wiring is done, the document is `{}`).
+public final class MountStatusBoard: Sendable {
+    private let source = Mutex<MountStatus.Source?>(nil)
+
+    public init() {}
+
+    public func set(_ value: MountStatus.Source) { source.withLock { $0 = value } }
+
+    public func render() -> Data {
+        guard let current = source.withLock({ $0 }) else { return Data("{}\n".utf8) }
+        return (try? MountStatus(current).encoded()) ?? Data("{}\n".utf8)
+    }
+}

@@ -1,0 +1,126 @@
+import CacheRepository
+import Foundation
+import OCI
+import Synchronization
+
+/// What `mount` does as a node service, one per mount process: resolves the catalog (offline, mirrored, recorded),
+/// holds the lease through the layer provider, keeps the cache bound, serves metrics and tells systemd.
+///
+/// Lock order: `state` is a leaf, never held across I/O or while taking another lock.
+public final class NodeRuntime: Sendable {
+    public let upstream: Upstream
+    public let cache: NodeCache
+    public let mountpoint: String
+    public let catalogs: CatalogService
+    public let fuseErrors = FUSEErrorCounter()
+    public let metrics = FetchMetrics()
+    let notifier: SystemdNotifier
+    let metricsServer: MetricsServer?
+    let log: NodeLog
+    private let state = Mutex(State())
+
+    struct State {
+        var catalog: Catalog?
+        var provider: LeasedLayerProvider?
+    }
+
+    /// Binds the metrics listener now, so a taken port fails the mount before it is announced.
+    public init(
+        upstream: Upstream, cache: NodeCache, mountpoint: String, metricsListen: MetricsServer.Address? = nil,
+        notifier: SystemdNotifier = SystemdNotifier(), log: NodeLog = .silent
+    ) throws {
+        self.upstream = upstream
+        self.cache = cache
+        self.mountpoint = mountpoint
+        self.notifier = notifier
+        self.log = log
+        self.catalogs = CatalogService(
+            upstream: upstream, store: cache.store, records: CatalogRecords(layout: cache.layout),
+            recording: .recordAndFallBack)
+        let box = Mutex<NodeRuntime?>(nil)
+        metricsServer = try metricsListen.map { address in
+            try MetricsServer(address: address) {
+                PrometheusText.render(box.withLock { $0 }.map { NodeMetrics.families($0.metricsSample) } ?? [])
+            }
+        }
+        box.withLock { $0 = self }
+    }
+
+    /// The layer provider for the mount's filesystem, holding the mount's lease. Call once, with the catalog
+    /// the mount serves (after its policy).
+    public func provider(for catalog: Catalog) throws -> LeasedLayerProvider {
+        let provider = try LeasedLayerProvider(
+            catalog: catalog, upstream: upstream, cache: cache,
+            options: .init(command: "mount", mountpoint: mountpoint, lazy: true), metrics: metrics,
+            onLayerLoaded: { [weak self] count in self?.layerLoaded(count) })
+        state.withLock {
+            $0.catalog = catalog
+            $0.provider = provider
+        }
+        return provider
+    }
+
+    // MARK: Lifecycle
+
+    /// The mount serves: start metrics and tell systemd.
+    public func serving(_ message: String) {
+        if let metricsServer {
+            metricsServer.start()
+            log.info("metrics at http://\(metricsServer.address)/metrics")
+        }
+        do { try notifier.ready(status: message) } catch { log.warning("sd_notify READY: \(error)") }
+    }
+
+    /// Refreshes the `STATUS=` line `systemctl status` shows, after a layer comes into use.
+    func layerLoaded(_ count: Int) {
+        guard notifier.isEnabled else { return }
+        let fetched = ByteSize.format(metrics.snapshot.bytesFetched)
+        try? notifier.status(
+            "serving \(upstream.reference) at \(mountpoint); \(count) layer(s) in use, \(fetched) fetched")
+    }
+
+    /// The FUSE loop ended (unmount or signal); the mount is about to go.
+    public func stopping() {
+        do { try notifier.stopping(status: "unmounting \(mountpoint)") } catch {
+            log.warning("sd_notify STOPPING: \(error)")
+        }
+    }
+
+    /// The mount is gone: drop the lease so its layers become evictable.
+    public func finished() {
+        let provider = state.withLock { current -> LeasedLayerProvider? in
+            defer { current.provider = nil }
+            return current.provider
+        }
+        provider?.release()
+    }
+
+    // MARK: Observability
+
+    /// The node-service part of the status document.
+    public var status: @Sendable () -> MountStatus.Service {
+        { [self] in
+            let (lease, evictions) = (state.withLock { $0.provider?.lease.file }, cache.evictions)
+            return MountStatus.Service(
+                offline: upstream.isOffline, mirror: upstream.mirror?.host, mirrorFallbacks: upstream.mirrorFallbacks,
+                metricsListen: metricsServer.map { "\($0.address)" }, cacheDir: cache.layout.root,
+                cacheMaxSize: cache.maxSize, cacheSize: try? cache.store.totalSize(), evictedBlobs: evictions.blobs,
+                evictedBytes: evictions.bytes, lease: lease, fuseErrors: fuseErrors.summary,
+                systemdNotify: notifier.isEnabled)
+        }
+    }
+
+    var metricsSample: NodeMetrics.Sample {
+        let catalog = state.withLock { $0.catalog }
+        var sample = NodeMetrics.Sample()
+        sample.fetch = metrics.snapshot
+        sample.mirrorFallbacks = upstream.mirrorFallbacks
+        sample.evictedBytes = cache.evictions.bytes
+        sample.fuseErrors = fuseErrors.snapshot
+        sample.imagesUsed = catalog?.used.count ?? 0
+        sample.imagesSkipped = catalog?.skipped.count ?? 0
+        sample.cacheSize = try? cache.store.totalSize()
+        sample.cacheMaxSize = cache.maxSize
+        return sample
+    }
+}
