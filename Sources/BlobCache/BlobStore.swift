@@ -61,10 +61,16 @@ public protocol BlobStore: Sendable {
     /// inside the lock downloads each blob once even when several processes want it at the same time.
     func withIngestLock<R>(_ digest: Digest, _ body: () throws -> R) throws -> R
 
-    /// Removes the blob; false when it was not there. Open handles keep reading the removed bytes.
+    /// Removes the blob, and the pack unpacked from it when it is a layer; false when neither was there. Open
+    /// handles keep reading the removed bytes.
     @discardableResult func remove(_ digest: Digest) throws -> Bool
-    /// Every committed blob.
+    /// Every committed blob, and every pack (listed under its layer's digest).
     func list() throws -> [BlobInfo]
+
+    /// The committed pack of `layer`: its file contents unpacked back to back (`PackWriter`).
+    func packPath(for layer: Digest) -> String?
+    /// Starts writing the pack of `layer`; nothing is visible until `PackWriter.commit`.
+    func createPack(for layer: Digest) throws -> PackWriter
 }
 
 extension BlobStore {

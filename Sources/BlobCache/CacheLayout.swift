@@ -6,7 +6,8 @@ import OCI
 /// there. A plain value: a process builds it once from the resolved root (`CacheDirectory.resolve`) and hands it
 /// to the store, the index cache, the leases and the node service, so no two parts can disagree on a name.
 ///
-///     blobs/sha256/<hex>           verified blobs: layers, configs, every file of every indexed layer
+///     blobs/sha256/<hex>           verified blobs: layers, configs, files of lazily fetched layers
+///     packs/sha256/<hex>           every file of the whole layer <hex>, unpacked back to back (`PackWriter`)
 ///     ingest/                      temp files of downloads in progress, per-digest ingest locks
 ///     index/sha256/<hex>.json      persisted layer indexes (`<hex>.lock`: one builder per layer)
 ///     catalogs/<key>.json          the catalog a reference and GPU selection last resolved to
@@ -37,6 +38,11 @@ public struct CacheLayout: Sendable, Hashable, CustomStringConvertible {
     public var blobs: String { root + "/blobs/sha256" }
 
     public func blob(_ digest: Digest) -> String { blobs + "/" + digest.hex }
+
+    /// Packs: the file contents of layers unpacked whole, one file per layer, named by the layer's digest.
+    public var packs: String { root + "/packs/sha256" }
+
+    public func pack(of layer: Digest) -> String { packs + "/" + layer.hex }
 
     /// Temp files of blobs being written and per-digest ingest locks, on the same filesystem as `blobs`.
     public var ingest: String { root + "/ingest" }

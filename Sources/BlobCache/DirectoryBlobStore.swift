@@ -10,8 +10,14 @@ import OCI
 /// A `BlobStore` in a directory, laid out like an OCI image layout's blob tree:
 ///
 ///     <root>/blobs/sha256/<hex>     committed, verified blobs (mode 0444)
+///     <root>/packs/sha256/<hex>     packs: the file contents of layer <hex>, unpacked, back to back (`PackWriter`)
 ///     <root>/ingest/<hex>.<pid>.<rand>.tmp   blobs being written, each flock-ed by its writer
 ///     <root>/ingest/<hex>.lock      per-digest ingest locks (see `withIngestLock`)
+///
+/// A pack is named by the layer it was unpacked from (its own bytes need no second hash: each content in it was
+/// hashed as it was written, and the layer's index names them by digest and offset). For accounting and eviction
+/// it is part of its layer: `list` reports it under the layer's digest (with the layer blob's size, when that is
+/// kept too), and `remove` of the layer's digest removes both.
 ///
 /// Commit protocol (the one crash-safe order): write to a temp file in `ingest/` (same file system), hash while
 /// writing, `fsync` it, compare digest and size, `rename` into `blobs/sha256/`, `fsync` that directory. A crash
@@ -23,6 +29,7 @@ import OCI
 public final class DirectoryBlobStore: BlobStore {
     public let layout: CacheLayout
     var blobsDirectory: String { layout.blobs }
+    var packsDirectory: String { layout.packs }
     var ingestDirectory: String { layout.ingest }
 
     /// Opens (creating when missing) the store in `layout` and removes what crashed writers left in `ingest/`.
@@ -30,6 +37,7 @@ public final class DirectoryBlobStore: BlobStore {
     public init(layout: CacheLayout) throws(CacheError) {
         self.layout = layout
         try makeDirectories(layout.blobs)
+        try makeDirectories(layout.packs)
         try makeDirectories(layout.ingest)
         try removeStaleIngestFiles()
     }
@@ -73,11 +81,15 @@ public final class DirectoryBlobStore: BlobStore {
     public func touch(_ digest: Digest) throws(CacheError) {
         // UTIME_NOW / UTIME_OMIT from <sys/stat.h>: macros Swift does not import.
         var times = [timespec(tv_sec: 0, tv_nsec: (1 << 30) - 1), timespec(tv_sec: 0, tv_nsec: (1 << 30) - 2)]
-        let path = blobPath(digest)
-        if utimensat(AT_FDCWD, path, &times, 0) != 0 {
-            if errno == ENOENT { throw CacheError.notFound(digest) }
-            throw CacheError.io(operation: "utimensat", path: path, errno: errno)
+        var found = false
+        for path in [blobPath(digest), packFile(digest)] {
+            if utimensat(AT_FDCWD, path, &times, 0) == 0 {
+                found = true
+            } else if errno != ENOENT {
+                throw CacheError.io(operation: "utimensat", path: path, errno: errno)
+            }
         }
+        if !found { throw CacheError.notFound(digest) }
     }
 
     // MARK: Ingest
@@ -124,35 +136,9 @@ public final class DirectoryBlobStore: BlobStore {
     private func write(
         expected: Digest?, expectedSize: Int64?, _ produce: (BlobWriter) throws -> Void
     ) throws -> StoredBlob {
-        let (fd, temp) = try createTemp(label: expected?.hex ?? "content")
-        var committed = false
-        defer {
-            if !committed { unlink(temp) }  // while still holding its flock, so the cleaner never races us
-            close(fd)
-        }
-        let writer = BlobWriter(expectedDigest: expected, expectedSize: expectedSize) { bytes throws(CacheError) in
-            try writeAll(fd, bytes, path: temp)
-        }
-        try produce(writer)
-        let actual = writer.finish()
-        let size = writer.bytesWritten
-        if let expectedSize, size != expectedSize {
-            throw CacheError.sizeMismatch(digest: expected, expected: expectedSize, actual: size)
-        }
-        if let expected, actual != expected {
-            throw CacheError.digestMismatch(expected: expected, actual: actual, size: size)
-        }
-        let final = blobPath(actual)
-        if access(final, F_OK) == 0 {
-            // Same bytes already committed (content addressing): keep the existing file, discard ours.
-            return StoredBlob(digest: actual, size: size, path: final)
-        }
-        try check(fchmod(fd, 0o444), "fchmod", temp)
-        try check(retryingEINTR { fsync(fd) }, "fsync", temp)
-        try check(rename(temp, final), "rename", temp)
-        committed = true
-        try syncDirectory(blobsDirectory)
-        return StoredBlob(digest: actual, size: size, path: final)
+        let pending = try beginIngest(expected, expectedSize: expectedSize)
+        try produce(pending.writer)
+        return try pending.commit()
     }
 
     /// Creates a fresh temp file in `ingest/`, locked by this writer for its lifetime.
@@ -180,29 +166,40 @@ public final class DirectoryBlobStore: BlobStore {
 
     // MARK: Eviction and accounting
 
+    /// Removes the blob and the pack unpacked from it; false when neither was there.
     @discardableResult
     public func remove(_ digest: Digest) throws(CacheError) -> Bool {
-        let path = blobPath(digest)
-        if unlink(path) != 0 {
-            if errno == ENOENT { return false }
-            throw CacheError.io(operation: "unlink", path: path, errno: errno)
+        var removed = false
+        for (path, directory) in [(blobPath(digest), blobsDirectory), (packFile(digest), packsDirectory)] {
+            if unlink(path) != 0 {
+                if errno == ENOENT { continue }
+                throw CacheError.io(operation: "unlink", path: path, errno: errno)
+            }
+            try syncDirectory(directory)
+            removed = true
         }
-        try syncDirectory(blobsDirectory)
-        return true
+        return removed
     }
 
+    /// Every blob, and every pack under its layer's digest (one entry per digest: sizes added, newest access).
     public func list() throws(CacheError) -> [BlobInfo] {
-        var result: [BlobInfo] = []
-        for name in try directoryEntries(blobsDirectory) {
-            guard let digest = try? Digest(hex: name) else { continue }  // not ours; leave it alone
-            var info = stat()
-            if stat("\(blobsDirectory)/\(name)", &info) != 0 { continue }  // removed meanwhile
-            guard info.st_mode & S_IFMT == S_IFREG else { continue }
-            let atime = Date(
-                timeIntervalSince1970: Double(info.st_atim.tv_sec) + Double(info.st_atim.tv_nsec) / 1e9)
-            result.append(BlobInfo(digest: digest, size: Int64(info.st_size), lastAccess: atime))
+        var result: [Digest: BlobInfo] = [:]
+        for directory in [blobsDirectory, packsDirectory] {
+            for name in try directoryEntries(directory) {
+                guard let digest = try? Digest(hex: name) else { continue }  // not ours; leave it alone
+                var info = stat()
+                if stat("\(directory)/\(name)", &info) != 0 { continue }  // removed meanwhile
+                guard info.st_mode & S_IFMT == S_IFREG else { continue }
+                let atime = Date(
+                    timeIntervalSince1970: Double(info.st_atim.tv_sec) + Double(info.st_atim.tv_nsec) / 1e9)
+                let entry = BlobInfo(digest: digest, size: Int64(info.st_size), lastAccess: atime)
+                result[digest] =
+                    result[digest].map {
+                        BlobInfo(digest: digest, size: $0.size + entry.size, lastAccess: max($0.lastAccess, atime))
+                    } ?? entry
+            }
         }
-        return result.sorted { $0.digest < $1.digest }
+        return result.values.sorted { $0.digest < $1.digest }
     }
 
     // MARK: Crash leftovers

@@ -48,6 +48,8 @@ final class FullDiskStore: BlobStore {
     }
     func remove(_ digest: Digest) throws -> Bool { try base.remove(digest) }
     func list() throws -> [BlobInfo] { try base.list() }
+    func packPath(for layer: Digest) -> String? { base.packPath(for: layer) }
+    func createPack(for layer: Digest) throws -> PackWriter { try base.createPack(for: layer) }
 }
 
 @Suite struct MemoryBlobCacheStateTests {
