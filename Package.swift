@@ -19,6 +19,7 @@ let package = Package(
         .systemLibrary(name: "CArchive", pkgConfig: "libarchive", providers: [.apt(["libarchive-dev"])]),
         .systemLibrary(name: "COpenSSL", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CSodium", pkgConfig: "libsodium", providers: [.apt(["libsodium-dev"])]),
+        .systemLibrary(name: "CIsal", pkgConfig: "libisal", providers: [.apt(["libisal-dev"])]),
 
         .systemLibrary(name: "CDigest", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
 
@@ -30,7 +31,7 @@ let package = Package(
         .target(name: "Registry", dependencies: ["OCI", "ContentHash"]),
         .target(name: "CurlTransport", dependencies: ["Registry", "CCurl"]),
         .target(name: "BlobCache", dependencies: ["OCI", "ContentHash"]),
-        .target(name: "TarIndex", dependencies: ["OCI", "ContentHash", "BlobCache", "CArchive"]),
+        .target(name: "TarIndex", dependencies: ["OCI", "ContentHash", "BlobCache", "CArchive", "CIsal"]),
         .target(
             name: "CacheRepository",
             dependencies: ["SingleFlight", "OCI", "ContentHash", "Registry", "BlobCache", "TarIndex"]),

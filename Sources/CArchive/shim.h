@@ -2,6 +2,7 @@
 #include <archive.h>
 #include <archive_entry.h>
 #include <zlib.h>
+#include <errno.h>
 
 // zlib's init functions are macros Swift cannot call. windowBits 15 + 16 selects the gzip wrapper (RFC 1952):
 // deflate writes a header without name or time, inflate reads exactly one member and stops at its end.
@@ -11,4 +12,9 @@ static inline int mcvfs_deflate_init_gzip(z_streamp stream, int level) {
 
 static inline int mcvfs_inflate_init_gzip(z_streamp stream) {
     return inflateInit2(stream, 15 + 16);
+}
+
+// archive_set_error is variadic; Swift passes a message through a fixed format.
+static inline void mcvfs_archive_set_error(struct archive *archive, const char *message) {
+    archive_set_error(archive, EIO, "%s", message);
 }

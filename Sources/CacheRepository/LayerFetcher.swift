@@ -8,7 +8,8 @@ import TarIndex
 /// Layers and their files for a filesystem or a command, from the local cache or the registry.
 ///
 /// A layer's index comes from disk when it was built before, else from a whole-layer download
-/// (`LayerDownloader`), or, with `lazy`, for a layer whose descriptor carries the eStargz `toc.digest` annotation,
+/// (`LayerDownloader`: unpacked while it arrives into the layer's pack, whose files are then served in place,
+/// `PackedLayers`), or, with `lazy`, for a layer whose descriptor carries the eStargz `toc.digest` annotation,
 /// from its TOC alone (`TOCIndexer`). File contents of such a layer are fetched on demand with the other files of
 /// their directory (`VerifyingReader` over `LayerBlobReader`), each verified against its TOC digest, served from
 /// memory at once and committed to the store in the background (`MemoryBlobCache`). One index build per layer
@@ -25,6 +26,7 @@ public final class LayerFetcher: Sendable {
     private let tocIndexer = TOCIndexer()
     private let files = RemoteFileMap()
     private let memory: MemoryBlobCache
+    private let packs: PackedLayers
     private let layerFlights = SingleFlight<Digest, LayerIndex>()
 
     /// - Parameters:
@@ -53,6 +55,7 @@ public final class LayerFetcher: Sendable {
             VerifyingReader(client: $0, repository: repository, metrics: metrics, memory: memory)
         }
         self.memory = memory
+        self.packs = PackedLayers(store: store)
     }
 
     public enum FetchError: Error, Equatable, CustomStringConvertible {
@@ -79,6 +82,8 @@ public final class LayerFetcher: Sendable {
         case stored(path: String)
         /// Fetched and verified, held in memory until the background commit stores it.
         case held(Data)
+        /// In the pack of a layer unpacked whole (`LayerPack.region(of:)`).
+        case packed(LayerPack)
     }
 
     /// Index builds and file fetches running now (entries go when their flight lands).
@@ -114,7 +119,7 @@ public final class LayerFetcher: Sendable {
 
     private func build(_ layer: Descriptor) throws -> LayerIndex {
         guard lazy, let annotation = layer.annotations?[EStargz.tocDigestAnnotation] else {
-            return try downloader.index(layer, into: indexes)
+            return try unpackWhole(layer)
         }
         guard let reader else { throw FetchError.offline(layer.digest) }
         let index = try tocIndexer.index(annotation: annotation, reader: reader.reader(for: layer))
@@ -124,11 +129,33 @@ public final class LayerFetcher: Sendable {
         return index
     }
 
+    /// The layer unpacked into its pack and served from it at once. A mount (lazy) commits the pack and persists
+    /// the index in the background; a command (fetch, extract) before it returns, since it exits next.
+    private func unpackWhole(_ layer: Descriptor) throws -> LayerIndex {
+        if let blob = store.path(for: layer.digest) {  // downloaded whole by an older mcvfs
+            let index = try indexes.build(layer: layer.digest, blobPath: blob, mediaType: layer.mediaType)
+            guard packs.open(index) else { throw CacheError.notFound(layer.digest) }
+            return index
+        }
+        let downloaded = try downloader.unpack(layer, with: indexes.unpacker)
+        let index = downloaded.unpacked.index
+        packs.register(try LayerPack(index: index, file: downloaded.unpacked.pack.map()))
+        if lazy {
+            packs.commitInBackground(downloaded, into: indexes) { [metrics] in
+                metrics.failed($0, verification: false)
+            }
+        } else {
+            try PackedLayers.commit(downloaded, into: indexes)
+        }
+        return index
+    }
+
     /// The index already built, when this fetcher can serve from it: a TOC-built one only when lazy (or when every
-    /// content it names is local after all).
+    /// content it names is local after all); a packed one when its pack is there.
     private func loadUsable(_ layer: Descriptor) -> LayerIndex? {
         if lazy, let index = tocIndexer.unsaved(layer.digest) { return index }
         guard let index = indexes.load(layer: layer.digest) else { return nil }
+        if index.pack != nil { return packs.open(index) ? index : nil }
         if index.remote != nil {
             guard lazy || indexes.isComplete(index) else { return nil }
             files.register(index, layer: layer)
@@ -171,7 +198,14 @@ public final class LayerFetcher: Sendable {
     /// Makes `content` local and returns its path (for callers that need a file): `fetch`, then, when the bytes
     /// are only in memory, a commit of what is held.
     public func materialize(_ content: Digest) throws -> String {
-        if case .stored(let path) = try fetch(content) { return path }
+        switch try fetch(content) {
+        case .stored(let path): return path
+        case .packed(let pack):
+            // A file of its own, copied out of the pack (verified again on the way in).
+            guard let bytes = pack.data(of: content) else { throw FetchError.unknownContent(content) }
+            return try store.ingest(data: bytes, expected: content).path
+        case .held: break
+        }
         memory.commit()
         guard let path = store.path(for: content) else {
             throw CacheError.io(operation: "commit", path: content.description, errno: EIO)
@@ -184,6 +218,9 @@ public final class LayerFetcher: Sendable {
         switch try fetch(content) {
         case .held(let data): return data
         case .stored(let path): return try Data(contentsOf: URL(fileURLWithPath: path))
+        case .packed(let pack):
+            guard let bytes = pack.data(of: content) else { throw FetchError.unknownContent(content) }
+            return bytes
         }
     }
 
@@ -202,9 +239,14 @@ public final class LayerFetcher: Sendable {
     public func persistPrefetched() {
         for error in tocIndexer.persist(into: indexes) { metrics.failed(error, verification: false) }
         memory.commit()
+        waitForCommits()
     }
 
+    /// Waits until the layers unpacked whole so far are committed (their blobs, packs and indexes on disk).
+    public func waitForCommits() { packs.waitForCommits() }
+
     private func local(_ content: Digest) -> Verified? {
+        if let pack = packs.pack(holding: content) { return .packed(pack) }
         if let path = store.path(for: content) { return .stored(path: path) }
         return memory.data(content).map(Verified.held)
     }

@@ -47,6 +47,8 @@ public final class ImageFileSystem: FileSystem {
         /// A blob mapped whole (read-only, shared with the page cache); unmapped at release.
         case mapped(Mapping)
         case bytes(Data)
+        /// A file in place in a mapping the provider owns (a layer's pack), kept mapped by the handle.
+        case region(MappedRegion)
     }
 
     /// Read-only memory that stays mapped until its handle's `release`, which the kernel sends only after the
@@ -233,6 +235,8 @@ public final class ImageFileSystem: FileSystem {
             switch source {
             case .memory(let data):
                 file = .bytes(data)
+            case .region(let region):
+                file = .region(region)
             case .file(let path):
                 let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
                 guard fd >= 0 else {
@@ -268,13 +272,17 @@ public final class ImageFileSystem: FileSystem {
         switch file {
         case .bytes(let data): return Reads.copy(data, offset: offset, into: buffer)
         case .mapped(let mapping): return Reads.copy(mapping.bytes, offset: offset, into: buffer)
+        case .region(let region): return Reads.copy(region.bytes, offset: offset, into: buffer)
         case .descriptor(let fd): return try Reads.fill(buffer, from: fd, offset: offset)
         }
     }
 
     public func contentBytes(handle: UInt64) -> UnsafeRawBufferPointer? {
-        guard case .mapped(let mapping)? = handles.withLock({ $0.open[handle] }) else { return nil }
-        return mapping.bytes
+        switch handles.withLock({ $0.open[handle] }) {
+        case .mapped(let mapping)?: return mapping.bytes
+        case .region(let region)?: return region.bytes
+        default: return nil
+        }
     }
 
     public func release(handle: UInt64) {

@@ -16,48 +16,10 @@ struct LayerFile: Sendable, Hashable {
 }
 
 extension LayerFile {
-    /// Applies `layers` bottom to top with OCI whiteout semantics (`.wh.<name>` deletes a lower path,
-    /// `.wh..wh..opq` empties a lower directory) and resolves hard links to their target's content.
-    /// - Returns: path (relative, no leading slash) and entry, in the layer's order when there is one layer with
-    ///   neither whiteouts nor hard links (the common case, with no table to build), else in no particular order.
+    /// The layers applied bottom to top (`LayerIndex.flatten`: OCI whiteouts, hard links resolved), as the tree's
+    /// entries; in the layer's order for one plain layer, else in no particular order.
     static func flatten(_ layers: [LayerIndex]) -> [(path: String, file: LayerFile)] {
-        let needsTable =
-            layers.count != 1
-            || layers[0].entries.contains {
-                $0.kind == .whiteout || $0.kind == .opaqueWhiteout || $0.kind == .hardlink
-            }
-        if !needsTable {
-            return layers[0].entries.compactMap { entry in LayerFile(entry).map { (entry.path, $0) } }
-        }
-        var files: [String: LayerFile] = [:]
-        for layer in layers {
-            var added = Set<String>()
-            for entry in layer.entries {
-                let path = entry.path
-                switch entry.kind {
-                case .whiteout, .opaqueWhiteout:
-                    // TarIndex gives a whiteout as the path it deletes, an opaque one as the directory it empties.
-                    let opaque = entry.kind == .opaqueWhiteout
-                    let prefix = path.isEmpty ? "" : path + "/"
-                    // A whiteout hides what lower layers had; what this layer itself added stays.
-                    for existing in files.keys
-                    where !added.contains(existing)
-                        && (existing.hasPrefix(prefix) || (!opaque && existing == path))
-                    {
-                        files[existing] = nil
-                    }
-                    continue
-                case .hardlink:
-                    guard let target = entry.linkTarget.map(normalised), let source = files[target] else { continue }
-                    files[path] = source
-                default:
-                    guard let file = LayerFile(entry) else { continue }
-                    files[path] = file
-                }
-                added.insert(path)
-            }
-        }
-        return files.map { ($0.key, $0.value) }
+        LayerIndex.flatten(layers).compactMap { item in LayerFile(item.entry).map { (item.path, $0) } }
     }
 
     /// A directory, file or symlink entry as the tree shows it; nil for other kinds and for a file without content.
@@ -75,12 +37,5 @@ extension LayerFile {
         default:
             return nil
         }
-    }
-
-    private static func normalised(_ path: String) -> String {
-        var p = Substring(path)
-        while p.hasPrefix("./") { p = p.dropFirst(2) }
-        while p.hasPrefix("/") { p = p.dropFirst() }
-        return String(p)
     }
 }

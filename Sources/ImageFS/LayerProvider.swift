@@ -29,6 +29,21 @@ public protocol LayerProvider: Sendable {
 public enum FileSource: Sendable {
     case file(path: String)
     case memory(Data)
+    /// In place in a mapping (a file of a whole layer's pack), served without a copy.
+    case region(MappedRegion)
+}
+
+/// Read-only bytes in a mapping that stays valid for as long as `owner` lives: a handle that keeps the region keeps
+/// its owner.
+public struct MappedRegion: @unchecked Sendable {
+    // The pages are mapped read-only and never change; `owner` keeps them mapped.
+    public let bytes: UnsafeRawBufferPointer
+    public let owner: any AnyObject & Sendable
+
+    public init(bytes: UnsafeRawBufferPointer, owner: any AnyObject & Sendable) {
+        self.bytes = bytes
+        self.owner = owner
+    }
 }
 
 extension LayerProvider {

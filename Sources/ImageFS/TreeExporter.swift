@@ -27,12 +27,12 @@ public struct TreeExporter {
     }
 
     private let tree: ImageTree
-    private let blobPath: (Digest) -> String?
+    private let source: (Digest) throws -> FileSource
 
-    /// - Parameter blobPath: the local file holding a content digest (a `BlobStore` path).
-    public init(tree: ImageTree, blobPath: @escaping (Digest) -> String?) {
+    /// - Parameter source: where the verified bytes of a content digest are (`LayerProvider.source(of:)`).
+    public init(tree: ImageTree, source: @escaping (Digest) throws -> FileSource) {
         self.tree = tree
-        self.blobPath = blobPath
+        self.source = source
     }
 
     /// Exports the tree into `directory`, created when missing.
@@ -113,28 +113,36 @@ public struct TreeExporter {
         }
     }
 
-    /// Copies a store blob into `out`, hashing it on the way: a blob that no longer matches its digest fails.
+    /// Copies a content into `out`, hashing it on the way: bytes that no longer match their digest fail.
     private func copy(_ digest: Digest, to out: Int32, path: String, progress: (Int64) -> Void) throws {
-        guard let source = blobPath(digest) else {
-            throw ExportError.unsupported("content \(digest.short) of \(path) is missing from the local store")
-        }
-        let input = open(source, O_RDONLY | O_CLOEXEC)
-        guard input >= 0 else { throw ExportError.io(operation: "open", path: source, errno: errno) }
-        defer { close(input) }
         var hasher = SHA256Hasher()
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 16, alignment: 16)
-        defer { buffer.deallocate() }
-        while true {
-            let n = read(input, buffer.baseAddress, buffer.count)
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw ExportError.io(operation: "read", path: source, errno: errno)
-            }
-            if n == 0 { break }
-            let chunk = UnsafeRawBufferPointer(rebasing: buffer[..<n])
+        func put(_ chunk: UnsafeRawBufferPointer, _ hasher: inout SHA256Hasher) throws {
             hasher.update(chunk)
             try Self.writeAll(out, chunk, path: path)
-            progress(Int64(n))
+            progress(Int64(chunk.count))
+        }
+        let found: FileSource
+        do { found = try source(digest) } catch {
+            throw ExportError.unsupported("content \(digest.short) of \(path) is not available: \(error)")
+        }
+        switch found {
+        case .memory(let data): try data.withUnsafeBytes { try put($0, &hasher) }
+        case .region(let region): try put(region.bytes, &hasher)
+        case .file(let file):
+            let input = open(file, O_RDONLY | O_CLOEXEC)
+            guard input >= 0 else { throw ExportError.io(operation: "open", path: file, errno: errno) }
+            defer { close(input) }
+            let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 16, alignment: 16)
+            defer { buffer.deallocate() }
+            while true {
+                let n = read(input, buffer.baseAddress, buffer.count)
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    throw ExportError.io(operation: "read", path: file, errno: errno)
+                }
+                if n == 0 { break }
+                try put(UnsafeRawBufferPointer(rebasing: buffer[..<n]), &hasher)
+            }
         }
         let actual = hasher.finalize()
         guard actual == digest else {

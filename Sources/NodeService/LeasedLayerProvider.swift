@@ -135,6 +135,14 @@ public final class LeasedLayerProvider: LayerProvider {
                 bookkeeping.asyncAfter(deadline: .now() + Self.lazyBookkeepingDelay, execute: firstUse)
             } else {
                 firstUse()
+                // A layer unpacked while it downloaded is served before its blob and pack are committed: the
+                // bound is enforced again once they count in the cache.
+                if index.pack != nil {
+                    bookkeeping.async { [sources, cache] in
+                        for (_, fetcher) in sources { fetcher.waitForCommits() }
+                        cache.enforceBound()
+                    }
+                }
             }
         }
         return index
@@ -163,6 +171,11 @@ public final class LeasedLayerProvider: LayerProvider {
             switch try fetcher.fetch(content) {
             case .stored(let path): return .file(path: path)
             case .held(let data): return .memory(data)
+            case .packed(let pack):
+                guard let bytes = pack.region(of: content) else {
+                    throw LayerFetcher.FetchError.unknownContent(content)
+                }
+                return .region(MappedRegion(bytes: bytes, owner: pack))
             }
         }
     }

@@ -7,6 +7,8 @@ final class ArchiveReader {
     private let handle: OpaquePointer
     private var entry: OpaquePointer?
     let path: String
+    /// The stream a reader opened with `init(source:)` pulls from; kept alive for libarchive's callback.
+    private let source: ArchiveSource?
 
     /// What libarchive reported about the current header, converted to Swift values.
     struct Header {
@@ -29,16 +31,36 @@ final class ArchiveReader {
     /// Opens `path`, detecting compression (any filter libarchive knows: gzip, zstd, xz, ...) and tar dialect
     /// (ustar, pax, GNU) from the content.
     init(path: String) throws(TarError) {
+        self.handle = try Self.makeHandle()
+        self.path = path
+        self.source = nil
+        try configure()
+        try check(archive_read_open_filename(handle, path, 1 << 16), "open \(path)")
+    }
+
+    /// Reads an archive streamed by `source` (any filter libarchive knows, as for a file), on the calling thread:
+    /// every read blocks until `source` has bytes.
+    init(source: ArchiveSource, name: String) throws(TarError) {
+        self.handle = try Self.makeHandle()
+        self.path = name
+        self.source = source
+        try configure()
+        let context = Unmanaged.passUnretained(source as AnyObject).toOpaque()
+        try check(archive_read_open(handle, context, nil, archiveSourceRead, nil), "open \(name)")
+    }
+
+    private static func makeHandle() throws(TarError) -> OpaquePointer {
         guard let handle = archive_read_new() else {
             throw TarError.archive(operation: "archive_read_new", message: "out of memory", errno: ENOMEM)
         }
-        self.handle = handle
-        self.path = path
+        return handle
+    }
+
+    private func configure() throws(TarError) {
         try check(archive_read_support_filter_all(handle), "support_filter_all")
         try check(archive_read_support_format_tar(handle), "support_format_tar")
         try check(archive_read_support_format_gnutar(handle), "support_format_gnutar")
         try check(archive_read_support_format_empty(handle), "support_format_empty")
-        try check(archive_read_open_filename(handle, path, 1 << 16), "open \(path)")
     }
 
     deinit { archive_read_free(handle) }
@@ -98,5 +120,28 @@ final class ArchiveReader {
         let n = archive_read_data(handle, buffer.baseAddress, buffer.count)
         if n < 0 { try check(Int32(n), "read data") }
         return max(n, 0)
+    }
+}
+
+/// Where a streamed archive's bytes come from. `next` blocks until bytes arrive and returns nil at the end of the
+/// stream; the bytes it returns stay valid until the next call.
+protocol ArchiveSource: AnyObject {
+    func next() throws -> UnsafeRawBufferPointer?
+}
+
+/// libarchive's read callback for `ArchiveReader(source:)`: the next bytes, 0 at the end, -1 (with the source's
+/// error as libarchive's message) on failure.
+private func archiveSourceRead(
+    _ archive: OpaquePointer?, _ context: UnsafeMutableRawPointer?, _ buffer: UnsafeMutablePointer<UnsafeRawPointer?>?
+) -> la_ssize_t {
+    guard let context else { return -1 }
+    let source = Unmanaged<AnyObject>.fromOpaque(context).takeUnretainedValue() as! ArchiveSource
+    do {
+        guard let bytes = try source.next() else { return 0 }
+        buffer?.pointee = bytes.baseAddress
+        return la_ssize_t(bytes.count)
+    } catch {
+        mcvfs_archive_set_error(archive, "\(error)")
+        return -1
     }
 }

@@ -96,9 +96,11 @@ public final class LayerIndexCache: Sendable {
         unlink(path(for: layer))
     }
 
-    /// True when every file content the index names is in the store (eviction may have removed some).
+    /// True when every file content the index names is in the store (eviction may have removed some): the pack of
+    /// a packed layer, else each content's own blob.
     public func isComplete(_ index: LayerIndex) -> Bool {
-        index.contentDigests.allSatisfy { store.contains($0) }
+        if index.pack != nil { return store.packPath(for: index.layer) != nil }
+        return index.contentDigests.allSatisfy { store.contains($0) }
     }
 
     /// Where the index of `layer` is persisted.

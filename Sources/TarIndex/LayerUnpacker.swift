@@ -3,13 +3,14 @@ import ContentHash
 import Foundation
 import OCI
 
-/// Reads a layer blob (tar, tar+gzip, tar+zstd; detected from the content, the media type is only checked to be
-/// a tar kind) and stores every regular file's bytes in a `BlobStore` as its own content-addressed blob, hashed
-/// while copied, so each stored file is verified by construction. Every entry is checked against `EntryPolicy`;
-/// one hostile entry fails the whole layer.
+/// Reads a layer (tar, tar+gzip, tar+zstd; detected from the content, the media type is only checked to be a tar
+/// kind) and writes every regular file's bytes into the layer's pack (`PackWriter`): one file for the whole layer,
+/// each distinct content once, hashed while copied so that the index names every content by its sha256 and where
+/// it lies. Every entry is checked against `EntryPolicy`; one hostile entry fails the whole layer, and its pack is
+/// removed unwritten.
 ///
-/// File blobs stored before a later entry fails stay in the store: they are valid content, unreferenced, and
-/// eviction reclaims them.
+/// From a file (`index(layer:blobPath:)`, the pack committed before returning) or from a stream of the layer's
+/// bytes as they arrive (`stream(layer:mediaType:)`, `LayerStream`).
 public struct LayerUnpacker: Sendable {
     /// Bounds on what a layer may expand to. Compressed layers can expand without limit (a "zip bomb"); these
     /// bound the disk an untrusted layer can fill.
@@ -33,11 +34,11 @@ public struct LayerUnpacker: Sendable {
         self.limits = limits
     }
 
-    /// Indexes the layer blob at `blobPath`.
+    /// Indexes the layer blob at `blobPath` and commits its pack.
     /// - Parameters:
-    ///   - layer: the layer's digest (recorded in the index; the blob is assumed verified, as store blobs are).
+    ///   - layer: the layer's digest (the pack's name; the blob is assumed verified, as store blobs are).
     ///   - mediaType: the descriptor's media type, when known; a non-tar type is refused.
-    /// - Returns: the layer's entries; file contents are in `store`.
+    /// - Returns: the layer's entries; file contents are in the pack, at `index.pack`'s offsets.
     /// - Throws: `TarError`.
     public func index(layer: Digest, blobPath: String, mediaType: String? = nil) throws(TarError) -> LayerIndex {
         if let mediaType, !MediaType.isTarLayer(mediaType) { throw TarError.unsupportedMediaType(mediaType) }
@@ -45,8 +46,31 @@ public struct LayerUnpacker: Sendable {
         guard stat(blobPath, &info) == 0 else {
             throw TarError.store(.io(operation: "stat", path: blobPath, errno: errno))
         }
-        var state = State(blobSize: Int64(info.st_size), reader: try ArchiveReader(path: blobPath))
-        defer { state.buffer.deallocate() }
+        let unpacked = try unpack(
+            layer: layer, reader: try ArchiveReader(path: blobPath), blobSize: Int64(info.st_size),
+            into: try createPack(for: layer))
+        do { _ = try unpacked.pack.commit() } catch {
+            unpacked.pack.abort()
+            throw TarError.store(error)
+        }
+        return unpacked.index
+    }
+
+    /// A new pack for `layer` (removed unless committed).
+    func createPack(for layer: Digest) throws(TarError) -> PackWriter {
+        do { return try store.createPack(for: layer) } catch { throw TarError.store(Self.cacheError(error)) }
+    }
+
+    /// A layer read from `reader` into `pack`, not yet committed.
+    func unpack(
+        layer: Digest, reader: ArchiveReader, blobSize: Int64?, into pack: PackWriter
+    ) throws(TarError) -> UnpackedLayer {
+        var state = State(blobSize: blobSize, reader: reader, pack: pack)
+        var succeeded = false
+        defer {
+            state.buffer.deallocate()
+            if !succeeded { pack.abort() }  // now, not when the last reference goes
+        }
         while let header = try state.reader.next() {
             state.count += 1
             if state.count > limits.maxEntries {
@@ -54,7 +78,6 @@ public struct LayerUnpacker: Sendable {
             }
             try add(header, to: &state)
         }
-        try flush(&state)
         var tree: [String: TarEntry] = [:]
         var whiteouts: [TarEntry] = []
         for (key, entry) in state.entries {
@@ -63,24 +86,32 @@ public struct LayerUnpacker: Sendable {
         if let (path, reason) = EntryPolicy.validateTree(tree, whiteouts: whiteouts) {
             throw TarError.hostileEntry(path: path, reason: reason)
         }
-        return LayerIndex(layer: layer, entries: state.order.map { state.entries[$0]! })
+        let index = LayerIndex(
+            layer: layer, entries: state.order.map { state.entries[$0]! },
+            pack: PackLayout(size: pack.size, offsets: state.offsets))
+        succeeded = true
+        return UnpackedLayer(index: index, pack: pack)
+    }
+
+    static func cacheError(_ error: any Error) -> CacheError {
+        error as? CacheError ?? .io(operation: "pack", path: "", errno: EIO)
     }
 
     /// What indexing has seen so far.
     private struct State {
         /// Whiteouts are keyed apart from the paths they delete (`a/.wh.b` and `a/b` may both appear).
         static let whiteoutKey = "\u{0}"
-        let blobSize: Int64
+        /// The compressed-or-not blob's size, when reading a file (bounds an uncompressed layer's entries).
+        let blobSize: Int64?
         let reader: ArchiveReader
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 16, alignment: 16)
+        let pack: PackWriter
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 18, alignment: 64)
         var order: [String] = []  // keys in first-seen order
         var entries: [String: TarEntry] = [:]
+        /// Where each content starts in the pack (the first copy; later ones are not stored).
+        var offsets: [Digest: Int64] = [:]
         var total: Int64 = 0
         var count = 0
-        /// Small files read and hashed but not committed yet: committed together, with one sync (the index is
-        /// written only after `flush`).
-        var batch: [(expected: Digest, data: Data)] = []
-        var batchBytes = 0
 
         mutating func record(_ key: String, _ entry: TarEntry) {
             if entries.updateValue(entry, forKey: key) == nil { order.append(key) }
@@ -148,18 +179,11 @@ public struct LayerUnpacker: Sendable {
                 state.record(State.whiteoutKey + "opq:" + directory, entry)
             case .none:
                 try checkSize(header, raw: raw, state: state)
-                let stored: StoredBlob
-                if let size = header.size, size <= Self.batchedFileSize {
-                    stored = try readSmall(raw, size: size, state: &state)
-                } else {
-                    stored = try copyContent(of: raw, size: header.size, state: state)
-                }
-                state.total += stored.size
+                let (digest, size) = try pack(raw, size: header.size, state: &state)
+                state.total += size
                 state.record(
                     path,
-                    TarEntry(
-                        path: path, kind: .file, mode: mode, size: stored.size, mtime: header.mtime,
-                        content: stored.digest))
+                    TarEntry(path: path, kind: .file, mode: mode, size: size, mtime: header.mtime, content: digest))
             }
 
         case 0o020000: throw hostile("character device node")
@@ -170,51 +194,13 @@ public struct LayerUnpacker: Sendable {
         }
     }
 
-    /// Files up to this size are read into memory and committed in batches (a Triton cache is thousands of
-    /// small files; two `fsync`s each would cost more than reading the layer).
-    static let batchedFileSize: Int64 = 1 << 20
-
-    /// Reads the current entry (known to be `size` bytes) into the batch; flushes the batch when it is large.
-    private func readSmall(_ path: String, size: Int64, state: inout State) throws(TarError) -> StoredBlob {
-        var data = Data(capacity: Int(size))
-        while true {
-            let n = try state.reader.readData(into: state.buffer)
-            if n == 0 { break }
-            if Int64(data.count + n) > size {
-                throw TarError.corrupt(path: path, reason: "more data than the \(size) bytes declared")
-            }
-            data.append(UnsafeRawBufferPointer(rebasing: state.buffer[..<n]).bindMemory(to: UInt8.self))
-        }
-        guard Int64(data.count) == size else {
-            throw TarError.corrupt(path: path, reason: "truncated: \(data.count) of \(size) bytes")
-        }
-        let digest = SHA256Hasher.digest(data)
-        if !store.contains(digest) {
-            state.batch.append((digest, data))
-            state.batchBytes += data.count
-            if state.batch.count >= 4096 || state.batchBytes >= 64 << 20 { try flush(&state) }
-        }
-        return StoredBlob(digest: digest, size: size, path: "")
-    }
-
-    /// Commits the batched small files; any failure fails the layer (no index is written).
-    private func flush(_ state: inout State) throws(TarError) {
-        guard !state.batch.isEmpty else { return }
-        let results = store.commitBatch(state.batch)
-        state.batch.removeAll()
-        state.batchBytes = 0
-        for result in results.values {
-            if case .failure(let error) = result { throw TarError.store(error) }
-        }
-    }
-
     /// Refuses sizes that cannot be true (past the end of an uncompressed blob) or exceed the limits.
     private func checkSize(_ header: ArchiveReader.Header, raw: String, state: State) throws(TarError) {
         guard let size = header.size else { return }  // unknown: bounded while copying
         if size < 0 { throw TarError.corrupt(path: raw, reason: "negative size \(size)") }
-        if state.reader.isUncompressed && size > state.blobSize - header.position {
+        if let blobSize = state.blobSize, state.reader.isUncompressed, size > blobSize - header.position {
             throw TarError.corrupt(
-                path: raw, reason: "entry of \(size) bytes extends past the end of the \(state.blobSize)-byte layer")
+                path: raw, reason: "entry of \(size) bytes extends past the end of the \(blobSize)-byte layer")
         }
         if size > limits.maxEntrySize {
             throw TarError.limitExceeded(path: raw, reason: "\(size) bytes (limit \(limits.maxEntrySize))")
@@ -224,33 +210,50 @@ public struct LayerUnpacker: Sendable {
         }
     }
 
-    /// Streams the current entry into the store, hashing as it goes.
-    private func copyContent(of path: String, size: Int64?, state: State) throws(TarError) -> StoredBlob {
+    /// Copies the current entry into the pack, hashing it as it goes; a content the pack holds already is dropped
+    /// again (identical files are stored once).
+    /// - Returns: the content's digest and size.
+    private func pack(_ path: String, size: Int64?, state: inout State) throws(TarError) -> (Digest, Int64) {
         let limit = min(size ?? limits.maxEntrySize, limits.maxTotalSize - state.total)
-        let reader = state.reader
-        let buffer = state.buffer
+        let start = state.pack.size
+        var hasher = SHA256Hasher()
+        var copied: Int64 = 0
         do {
-            return try store.ingest(expectedSize: size) { writer in
-                while true {
-                    let n = try reader.readData(into: buffer)
-                    if n == 0 { break }
-                    if writer.bytesWritten + Int64(n) > limit {
-                        if let size {
-                            throw TarError.corrupt(path: path, reason: "more data than the \(size) bytes declared")
-                        }
-                        throw TarError.limitExceeded(path: path, reason: "entry without a size grows past \(limit)")
+            while true {
+                let n = try state.reader.readData(into: state.buffer)
+                if n == 0 { break }
+                if copied + Int64(n) > limit {
+                    if let size {
+                        throw TarError.corrupt(path: path, reason: "more data than the \(size) bytes declared")
                     }
-                    try writer.write(UnsafeRawBufferPointer(rebasing: buffer[..<n]))
+                    throw TarError.limitExceeded(path: path, reason: "entry without a size grows past \(limit)")
                 }
+                let bytes = UnsafeRawBufferPointer(rebasing: state.buffer[..<n])
+                hasher.update(bytes)
+                try state.pack.append(bytes)
+                copied += Int64(n)
             }
+            if let size, copied != size {
+                throw TarError.corrupt(path: path, reason: "truncated: \(copied) of \(size) bytes")
+            }
+            let digest = hasher.finalize()
+            if state.offsets[digest] != nil {
+                try state.pack.truncate(to: start)
+            } else {
+                state.offsets[digest] = start
+            }
+            return (digest, copied)
         } catch let error as TarError {
             throw error
-        } catch CacheError.sizeMismatch(_, let expected, let actual) {
-            throw TarError.corrupt(path: path, reason: "truncated: \(actual) of \(expected) bytes")
-        } catch let error as CacheError {
-            throw TarError.store(error)
         } catch {
-            throw TarError.corrupt(path: path, reason: String(describing: error))
+            throw TarError.store(Self.cacheError(error))
         }
     }
+}
+
+/// A layer unpacked into a pack not yet committed: the index, and the pack to serve from (`PackWriter.map`) and
+/// then commit.
+public struct UnpackedLayer: Sendable {
+    public var index: LayerIndex
+    public let pack: PackWriter
 }

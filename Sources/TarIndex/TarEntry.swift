@@ -51,18 +51,54 @@ public struct LayerIndex: Codable, Sendable, Hashable {
     public var layer: Digest
     public var entries: [TarEntry]
     /// Where each file's bytes lie in the remote blob, for a layer indexed from its eStargz TOC without being
-    /// downloaded; nil when the layer was unpacked (every file content is then in the store). Optional, so
-    /// indexes persisted before it existed still decode.
+    /// downloaded; nil when the layer was unpacked. Optional, so indexes persisted before it existed still decode.
     public var remote: RemoteLayout?
+    /// Where each file's bytes lie in the layer's pack (`packs/sha256/<layer>`), for a layer unpacked whole; nil
+    /// for one indexed from its TOC, and for indexes of older versions, whose file contents are blobs of their own.
+    public var pack: PackLayout?
 
-    public init(layer: Digest, entries: [TarEntry], remote: RemoteLayout? = nil) {
+    public init(layer: Digest, entries: [TarEntry], remote: RemoteLayout? = nil, pack: PackLayout? = nil) {
         self.layer = layer
         self.entries = entries
         self.remote = remote
+        self.pack = pack
     }
 
-    /// Content blobs the index refers to.
+    /// File contents the index names (blobs of their own, unless the layer is packed).
     public var contentDigests: Set<Digest> { Set(entries.compactMap(\.content)) }
+}
+
+/// Where the contents of an unpacked layer lie in its pack: each distinct content once, at an offset, its size
+/// being that of the entries naming it.
+public struct PackLayout: Codable, Sendable, Hashable {
+    /// Bytes in the pack.
+    public var size: Int64
+    /// Offset of each content.
+    public var offsets: [Digest: Int64]
+
+    public init(size: Int64, offsets: [Digest: Int64]) {
+        self.size = size
+        self.offsets = offsets
+    }
+
+    private enum CodingKeys: String, CodingKey {
+        case size, offsets
+    }
+
+    // On disk the offsets are a JSON object keyed by the digest's string form, as `RemoteLayout`'s chunks.
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        size = try container.decode(Int64.self, forKey: .size)
+        let byName = try container.decode([String: Int64].self, forKey: .offsets)
+        offsets = try Dictionary(uniqueKeysWithValues: byName.map { (try Digest(parsing: $0.key), $0.value) })
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(size, forKey: .size)
+        try container.encode(
+            Dictionary(uniqueKeysWithValues: offsets.map { ($0.key.description, $0.value) }), forKey: .offsets)
+    }
 }
 
 /// The compressed locations of an eStargz layer's files: enough to fetch and verify any one of them with range

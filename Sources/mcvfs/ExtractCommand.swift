@@ -34,10 +34,7 @@ struct ExtractCommand: ParsableCommand {
             let target = URL(fileURLWithPath: directory).standardizedFileURL.path
             var builder = ImageTreeBuilder(
                 options: .init(consumerRoot: target, filter: selection.kernelFilter, worldReadable: false),
-                readBlob: { digest in
-                    guard let path = layers.path(of: digest) else { throw ExtractError.missingContent(digest) }
-                    return try Data(contentsOf: URL(fileURLWithPath: path))
-                })
+                readBlob: { try layers.contents(of: $0) })
             let bar = ProgressBar(label: "extract")
             let totalLayers = catalog.used.reduce(0) { $0 + $1.layers.count }
             let totalLayerBytes = catalog.used.reduce(Int64(0)) { $0 + $1.size }
@@ -55,7 +52,7 @@ struct ExtractCommand: ParsableCommand {
             let tree = builder.build(rootIno: 1, firstIno: 16)
             try tree.resolveAll()  // filtered and relocated, so the progress total is what will be written
             let total = tree.totalFileBytes
-            let report = try TreeExporter(tree: tree, blobPath: { layers.path(of: $0) })
+            let report = try TreeExporter(tree: tree, source: { try layers.source(of: $0) })
                 .export(into: target) { written in bar.update(bytes: written, totalBytes: total) }
             bar.finish()
             let built = tree.report
@@ -76,14 +73,12 @@ struct ExtractCommand: ParsableCommand {
 
 enum ExtractError: Error, CustomStringConvertible {
     case nothingToExtract(reference: String, reasons: String)
-    case missingContent(Digest)
 
     var description: String {
         switch self {
         case .nothingToExtract(let ref, let reasons):
             return "no image of \(ref) can be extracted for the selected GPUs"
                 + (reasons.isEmpty ? "" : " (\(reasons))")
-        case .missingContent(let digest): return "file blob \(digest) is missing from the local store"
         }
     }
 }

@@ -36,6 +36,7 @@ import Testing
         let runtime = try runtime()
         let provider = try runtime.provider(for: try runtime.catalogs.resolve(NodeFixture.selection))
         _ = try provider.indexUsedImages()
+        provider.persistPrefetched()  // a mount commits a layer unpacked whole in the background: let it land
         let status = runtime.status()
         #expect(status.cacheDir == node.layout.root && status.cacheMaxSize == 1 << 30)
         #expect(!status.offline && status.mirror == nil && status.mirrorFallbacks == 0 && !status.systemdNotify)

@@ -55,12 +55,12 @@ import Testing
         try #require(expected.count > 10)
         let files = index.entries.filter { $0.kind == .file }
         #expect(files.count == expected.count)
+        let pack = try LayerPack(index: index, file: MappedFile(path: try #require(store.packPath(for: layer))))
         for (relative, bytes) in expected {
             let entry = try #require(files.first { $0.path == "io.triton.cache/" + relative }, "\(relative) missing")
             #expect(entry.size == Int64(bytes.count))
             #expect(entry.content == SHA256Hasher.digest(bytes))
-            let stored = try #require(entry.content.flatMap { store.path(for: $0) })
-            #expect(try Data(contentsOf: URL(fileURLWithPath: stored)) == bytes)
+            #expect(pack.data(of: try #require(entry.content)) == bytes)
             #expect(entry.mode == 0o644 || entry.mode == 0o664 || entry.mode == 0o600 || entry.mode == 0o755)
         }
         let directories = Set(index.entries.filter { $0.kind == .directory }.map(\.path))
@@ -74,17 +74,16 @@ import Testing
     @Test func indexIsReloadedFromDiskWithoutTheBlob() throws {
         let (layer, blob) = try commitLayer(try fixtureLayer(.gzip))
         let built = try cache.build(layer: layer, blobPath: blob)
-        try store.remove(layer)  // the layer blob is gone; only the index and file blobs remain
-        #expect(!FileManager.default.fileExists(atPath: blob))
+        unlink(blob)  // the layer blob is gone; only the index and the pack remain
 
         let reopened = try LayerIndexCache(store: try DirectoryBlobStore(root: store.root))
         #expect(reopened.load(layer: layer) == built)
         #expect(try reopened.build(layer: layer, blobPath: blob) == built)
 
-        // Once a file blob is evicted the index is incomplete: build must read the layer again, and fails
-        // clearly when it is gone too.
-        let victim = try #require(built.entries.first { $0.kind == .file }?.content)
-        try store.remove(victim)
+        // Once the pack is evicted (with its layer, as one unit) the index is incomplete: build must read the
+        // layer again, and fails clearly when it is gone too.
+        #expect(try store.remove(layer))
+        #expect(store.packPath(for: layer) == nil)
         #expect(!reopened.isComplete(built))
         #expect(throws: TarError.self) { try reopened.build(layer: layer, blobPath: blob) }
     }

@@ -30,6 +30,7 @@ from support.mcvfs import Mcvfs, blob_files
 from support.mounts import (
     CUDA, HIP, MountPool, access_errno, compile_foreign, is_mountpoint, kernel_dirs, probe, probe_json, run_triton,
 )
+from support.net import wait_until
 from support.registry import Registry
 
 
@@ -191,7 +192,8 @@ def test_no_layer_is_fetched_at_mount_time_only_at_first_access(world, mounts, t
     key = sorted(kernel_dirs(world.cuda_src))[0]
     assert access_errno(mnt.path / key) == "ok"
     assert any(layer in r.uri and r.method == "GET" for r in world.registry.requests_since(mark))
-    assert layer in blob_files(tmp_path / "cache")
+    # Served as soon as it verified; the blob (and the layer's pack) are committed in the background.
+    wait_until(lambda: layer in blob_files(tmp_path / "cache"), timeout=30, what="the layer blob's commit")
     assert mnt.status()["fetch"]["blobsFetched"] >= 1
 
 

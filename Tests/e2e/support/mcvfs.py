@@ -93,6 +93,14 @@ def blob_files(cache_dir: Path) -> dict[str, Path]:
     return {"sha256:" + p.name: p for p in root.iterdir()}
 
 
+def pack_files(cache_dir: Path) -> dict[str, Path]:
+    """`<cache-dir>/packs/sha256/<hex>` files (the unpacked contents of layer <hex>), by layer digest."""
+    root = Path(cache_dir) / "packs" / "sha256"
+    if not root.is_dir():
+        return {}
+    return {"sha256:" + p.name: p for p in root.iterdir()}
+
+
 def all_files(root: Path) -> list[Path]:
     return sorted(p for p in Path(root).rglob("*") if p.is_file() or p.is_symlink())
 
