@@ -23,13 +23,16 @@ let package = Package(
         .systemLibrary(name: "CDigest", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
 
         .target(name: "OCI"),
+        .target(name: "TimeBudget"),
         .target(name: "ContentHash", dependencies: ["OCI", "CDigest"]),
         .target(name: "GPU", dependencies: ["OCI"]),
-        .target(name: "Registry", dependencies: ["OCI", "ContentHash"]),
+        .target(name: "Registry", dependencies: ["OCI", "ContentHash", "TimeBudget"]),
         .target(name: "CurlTransport", dependencies: ["Registry", "CCurl"]),
         .target(name: "BlobCache", dependencies: ["OCI", "ContentHash"]),
         .target(name: "TarIndex", dependencies: ["OCI", "ContentHash", "BlobCache", "CArchive"]),
-        .target(name: "CacheRepository", dependencies: ["OCI", "ContentHash", "Registry", "BlobCache", "TarIndex"]),
+        .target(
+            name: "CacheRepository",
+            dependencies: ["OCI", "ContentHash", "Registry", "BlobCache", "TarIndex", "TimeBudget"]),
         .target(name: "Verification", dependencies: ["OCI", "ContentHash", "COpenSSL", "CSodium"]),
         .target(name: "Trust", dependencies: ["OCI", "Registry", "Verification"]),
         .target(name: "ImageFS", dependencies: ["OCI", "ContentHash", "TarIndex"]),
@@ -49,7 +52,8 @@ let package = Package(
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "OCITests", dependencies: ["OCI"]),
         .testTarget(name: "GPUTests", dependencies: ["GPU", "OCI"], resources: [.copy("Fixtures")]),
-        .testTarget(name: "RegistryTests", dependencies: ["Registry", "CurlTransport", "OCI", "ContentHash"]),
+        .testTarget(
+            name: "RegistryTests", dependencies: ["Registry", "CurlTransport", "OCI", "ContentHash", "TimeBudget"]),
         .testTarget(name: "BlobCacheTests", dependencies: ["BlobCache", "OCI", "ContentHash", "TestSupport"]),
         .testTarget(
             name: "TarIndexTests", dependencies: ["TarIndex", "BlobCache", "OCI", "ContentHash", "TestSupport"]),

@@ -5,6 +5,7 @@ import OCI
 import Registry
 import Synchronization
 import TarIndex
+import TimeBudget
 
 /// Gets a layer's index: from disk when it was built before, else by downloading the blob (streamed into the
 /// store, which verifies it before committing) and indexing it. One download per digest at a time in this
@@ -331,10 +332,14 @@ public final class LayerFetcher: Sendable {
             Self.spans(of: group).map { (layer: group[0].1.layer, files: $0) }
         }
         // The spans of one directory (its metadata run and its binaries) are fetched at once: one round trip.
+        // Each under the caller's deadline, which does not follow work onto other threads by itself.
         let results = Mutex([Result<[(expected: Digest, data: Data)], any Error>?](repeating: nil, count: spans.count))
+        let deadline = Deadline.current
         DispatchQueue.concurrentPerform(iterations: spans.count) { i in
             let result = Result {
-                try fetchSpan(spans[i].files, of: spans[i].layer, client: client, required: required)
+                try Deadline.bind(deadline) {
+                    try fetchSpan(spans[i].files, of: spans[i].layer, client: client, required: required)
+                }
             }
             results.withLock { $0[i] = result }
         }

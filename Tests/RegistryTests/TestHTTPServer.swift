@@ -19,6 +19,8 @@ final class TestHTTPServer: Sendable {
         var status: Int
         var headers: [String: String] = [:]
         var body = Data()
+        /// Send the body one byte at a time, this long apart (a registry that drips).
+        var drip: Duration? = nil
     }
 
     let port: UInt16
@@ -83,15 +85,27 @@ final class TestHTTPServer: Sendable {
         var head = "HTTP/1.1 \(reply.status) X\r\nConnection: close\r\nContent-Length: \(reply.body.count)\r\n"
         for (name, value) in reply.headers { head += "\(name): \(value)\r\n" }
         head += "\r\n"
-        var out = Data(head.utf8)
-        if request.method != "HEAD" { out.append(reply.body) }
-        out.withUnsafeBytes { bytes in
+        guard Self.send(Data(head.utf8), to: fd), request.method != "HEAD" else { return }
+        guard let drip = reply.drip else {
+            _ = Self.send(reply.body, to: fd)
+            return
+        }
+        for byte in reply.body {
+            guard Self.send(Data([byte]), to: fd) else { return }
+            Thread.sleep(forTimeInterval: Double(drip.components.attoseconds) / 1e18 + Double(drip.components.seconds))
+        }
+    }
+
+    /// False once the client is gone.
+    private static func send(_ data: Data, to fd: Int32) -> Bool {
+        data.withUnsafeBytes { bytes in
             var sent = 0
             while sent < bytes.count {
                 let n = Glibc.send(fd, bytes.baseAddress! + sent, bytes.count - sent, Int32(MSG_NOSIGNAL))
-                if n <= 0 { return }
+                if n <= 0 { return false }
                 sent += n
             }
+            return true
         }
     }
 
