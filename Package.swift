@@ -35,8 +35,8 @@ let package = Package(
             dependencies: ["OCI", "ContentHash", "Registry", "BlobCache", "TarIndex", "TimeBudget"]),
         .target(name: "Verification", dependencies: ["OCI", "ContentHash", "COpenSSL", "CSodium"]),
         .target(name: "Trust", dependencies: ["OCI", "Registry", "Verification"]),
-        .target(name: "ImageFS", dependencies: ["OCI", "ContentHash", "TarIndex"]),
-        .target(name: "FUSEBridge", dependencies: ["ImageFS", "CFuse"]),
+        .target(name: "ImageFS", dependencies: ["OCI", "ContentHash", "TarIndex", "TimeBudget"]),
+        .target(name: "FUSEBridge", dependencies: ["ImageFS", "TimeBudget", "CFuse"]),
         .target(name: "ImageBuilder", dependencies: ["OCI", "ContentHash", "GPU", "Registry", "TarIndex"]),
         .target(name: "NodeService", dependencies: ["OCI", "BlobCache", "TarIndex"]),
         .executableTarget(
@@ -63,7 +63,9 @@ let package = Package(
         .testTarget(name: "TrustTests", dependencies: ["Trust", "Verification", "OCI", "ContentHash"]),
         .testTarget(
             name: "ImageFSTests",
-            dependencies: ["ImageFS", "ImageBuilder", "TarIndex", "BlobCache", "OCI", "ContentHash", "TestSupport"]),
+            dependencies: [
+                "ImageFS", "ImageBuilder", "TarIndex", "BlobCache", "OCI", "ContentHash", "TimeBudget", "TestSupport",
+            ]),
         .testTarget(
             name: "ImageBuilderTests",
             dependencies: ["ImageBuilder", "TarIndex", "BlobCache", "OCI", "ContentHash", "TestSupport"]),

@@ -17,10 +17,12 @@ public final class FUSESession {
         public var cacheTimeout: Double
         /// Log every failed operation, not only failures to get content.
         public var traceErrors: Bool
+        /// Each request runs under a `Deadline` this far away: everything it makes the registry do ends by it.
+        public var operationBudget: Duration?
 
         public init(
             mountpoint: String, fsName: String, allowOther: Bool, maxThreads: UInt32 = 16, cacheTimeout: Double = 60,
-            traceErrors: Bool = false
+            traceErrors: Bool = false, operationBudget: Duration? = nil
         ) {
             self.mountpoint = mountpoint
             self.fsName = fsName
@@ -28,6 +30,7 @@ public final class FUSESession {
             self.maxThreads = maxThreads
             self.cacheTimeout = cacheTimeout
             self.traceErrors = traceErrors
+            self.operationBudget = operationBudget
         }
     }
 
@@ -59,8 +62,8 @@ public final class FUSESession {
     ) {
         self.options = options
         self.context = OperationContext(
-            fileSystem: fileSystem, cacheTimeout: options.cacheTimeout, traceErrors: options.traceErrors, log: log,
-            onError: onError, onConnected: onConnected)
+            fileSystem: fileSystem, cacheTimeout: options.cacheTimeout, traceErrors: options.traceErrors,
+            operationBudget: options.operationBudget, log: log, onError: onError, onConnected: onConnected)
     }
 
     deinit {

@@ -34,6 +34,12 @@ struct MountStatus: Encodable {
         var reason: String?
         /// Under a signature policy: who signed the image.
         var signedBy: [String]? = nil
+        /// For a used image: pending, loading, loaded or failed; why its last load failed, and when a failed one
+        /// is retried.
+        var state: ImageSet.Status.Phase? = nil
+        var failures: Int? = nil
+        var error: String? = nil
+        var nextRetry: Date? = nil
     }
 
     var reference: String
@@ -58,10 +64,13 @@ struct MountStatus: Encodable {
         pid = getpid()
         gpus = source.selection
         loaded = source.fileSystem.isLoaded
-        used = source.catalog.entries.filter(\.isUsed).map {
-            Image(
-                name: $0.name, digest: $0.digest?.description, targets: $0.targets?.map(\.description),
-                layers: $0.image?.layers.map(\.digest.description), reason: nil, signedBy: $0.signedBy)
+        let loads = source.fileSystem.imageStatus
+        used = source.catalog.entries.filter(\.isUsed).map { entry in
+            let load = loads.first { $0.name == entry.name && $0.digest == entry.digest }
+            return Image(
+                name: entry.name, digest: entry.digest?.description, targets: entry.targets?.map(\.description),
+                layers: entry.image?.layers.map(\.digest.description), reason: nil, signedBy: entry.signedBy,
+                state: load?.phase, failures: load?.failures, error: load?.lastError, nextRetry: load?.nextRetry)
         }
         skipped = source.catalog.skipped.map {
             Image(
@@ -106,6 +115,7 @@ final class StatusBox: Sendable {
         guard let current = source.withLock({ $0 }) else { return Data("{}\n".utf8) }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        encoder.dateEncodingStrategy = .iso8601
         return ((try? encoder.encode(MountStatus(current))) ?? Data("{}".utf8)) + Data("\n".utf8)
     }
 }

@@ -36,6 +36,8 @@ final class NodeRuntime: Sendable {
         var evictedBytes: Int64 = 0
         var mirrorFallbacks = 0
         var layersLoaded = 0
+        /// Where each used image stands, once the filesystem exists.
+        var images: (@Sendable () -> [ImageSet.Status])?
     }
 
     init(
@@ -187,6 +189,11 @@ final class NodeRuntime: Sendable {
         }
     }
 
+    /// Metrics name each used image's state from now on.
+    func watch(_ fileSystem: ImageFileSystem) {
+        state.withLock { $0.images = { fileSystem.imageStatus } }
+    }
+
     // MARK: Lifecycle
 
     /// The mount serves: start metrics and tell systemd.
@@ -295,6 +302,7 @@ final class NodeRuntime: Sendable {
                     MetricFamily.Sample(labels: [("state", "used")], value: used),
                     MetricFamily.Sample(labels: [("state", "skipped")], value: skipped),
                 ]))
+        families += ImageMetrics.families(current.images?() ?? [])
         if let size = try? store.totalSize() {
             gauge("mcvfs_cache_bytes", "Bytes of committed blobs in the cache directory.", Double(size))
         }

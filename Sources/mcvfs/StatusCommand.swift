@@ -23,6 +23,9 @@ struct StatusCommand: ParsableCommand {
             var name: String
             var digest: String?
             var reason: String?
+            var state: String?
+            var error: String?
+            var nextRetry: String?
         }
 
         struct Fetch: Decodable {
@@ -128,7 +131,11 @@ struct StatusCommand: ParsableCommand {
         printColumns(rows)
         for doc in documents {
             print("\n\(doc.mountpoint):")
-            for image in doc.used { print("  used     \(image.name)  \(image.digest ?? "-")") }
+            for image in doc.used {
+                let failing =
+                    image.state == "failed" ? "  failed: \(image.error ?? "") (retry \(image.nextRetry ?? "-"))" : ""
+                print("  used     \(image.name)  \(image.digest ?? "-")\(failing)")
+            }
             for image in doc.skipped { print("  skipped  \(image.name): \(image.reason ?? "")") }
             for error in doc.fetch.lastErrors { print("  error    \(error)") }
         }
