@@ -153,9 +153,11 @@ public final class ImageSet: Sendable {
     }
 
     /// Starts, in the background, the loads that are due; each adds its image to `tree` when it succeeds.
+    /// Each load gets a thread of its own: a load blocks on the network for as long as the registry makes it,
+    /// and a pool shared with other work (Dispatch's) could run out of threads behind a few stalled ones.
     func startDue(into tree: ImageTree) {
         for (rank, image) in state.withLock({ $0.takeDue(now: .now) }) {
-            DispatchQueue.global(qos: .userInitiated).async { [self] in load(image, rank: rank, into: tree) }
+            Thread.detachNewThread { [self] in load(image, rank: rank, into: tree) }
         }
     }
 
