@@ -360,7 +360,17 @@ final class ServiceLayerProvider: LayerProvider {
     }
 
     func index(of layer: Descriptor, in image: CacheImage) throws -> LayerIndex {
-        let index = try runtime.janitor.leases.withLock(exclusive: false) { try fetch(layer) }
+        // A whole layer downloads outside `leases/.lock`: the mount's lease names the layer from the start (no
+        // eviction takes it), and the lock held across the network would make every other image's bookkeeping
+        // (which takes it exclusively) wait for this download. Indexing, which ingests file blobs, stays under it.
+        if layer.annotations?[EStargz.tocDigestAnnotation] == nil,
+            !FileManager.default.fileExists(atPath: runtime.janitor.indexes.path(for: layer.digest))
+        {
+            try throughMirror(layer) { try $0.fetchBlob(layer) }
+        }
+        let index = try runtime.janitor.leases.withLock(exclusive: false) {
+            try throughMirror(layer) { try $0.index(of: layer) }
+        }
         if used.withLock({ $0.insert(layer.digest).inserted }) {
             let firstUse: @Sendable () -> Void = { [runtime, lease] in
                 let contents = index.contentDigests
@@ -384,10 +394,12 @@ final class ServiceLayerProvider: LayerProvider {
         return index
     }
 
-    private func fetch(_ layer: Descriptor) throws -> LayerIndex {
+    /// `body` with the mirror's fetcher, then the origin's when the mirror fails.
+    @discardableResult
+    private func throughMirror<R>(_ layer: Descriptor, _ body: (LayerFetcher) throws -> R) throws -> R {
         for (i, (name, fetcher)) in fetchers.enumerated() {
             do {
-                return try fetcher.index(of: layer)
+                return try body(fetcher)
             } catch  where i < fetchers.count - 1 {
                 runtime.noteMirrorFallback("on layer \(layer.digest.short) (\(name))", error)
             }
