@@ -32,6 +32,13 @@ import TimeBudget
         return TwoImages(fs: fs, provider: provider, a: a, b: b)
     }
 
+    /// The same, with b's load held until the test releases it (a registry that takes its time).
+    func twoImagesWaitingForB(_ f: Fixture, budget: Duration = .seconds(10)) throws -> TwoImages {
+        let t = try twoImages(f, budget: budget)
+        t.provider.hold(t.b)
+        return t
+    }
+
     func status(_ fs: ImageFileSystem, _ name: String) -> ImageSet.Status? {
         fs.imageStatus.first { $0.name == name }
     }
@@ -107,8 +114,7 @@ import TimeBudget
 
     @Test func imagesDoNotWaitForEachOther() throws {
         let f = try Fixture()
-        let t = try twoImages(f)
-        t.provider.hold(t.b)
+        let t = try twoImagesWaitingForB(f)
         defer { t.provider.release(t.b) }
         let start = ContinuousClock.now
         #expect(try t.fs.contents("KEYA/add.bin") == "binary of add for cuda:90:32")
@@ -118,8 +124,7 @@ import TimeBudget
 
     @Test func aLookupWaitingForAnImageEndsAtItsDeadline() throws {
         let f = try Fixture()
-        let t = try twoImages(f)
-        t.provider.hold(t.b)
+        let t = try twoImagesWaitingForB(f)
         defer { t.provider.release(t.b) }
         let start = ContinuousClock.now
         #expect {
@@ -137,8 +142,7 @@ import TimeBudget
 
     @Test func anImageWithoutADeadlineWaitsForTheMountsBudget() throws {
         let f = try Fixture()
-        let t = try twoImages(f, budget: .milliseconds(300))
-        t.provider.hold(t.b)
+        let t = try twoImagesWaitingForB(f, budget: .milliseconds(300))
         defer { t.provider.release(t.b) }
         let start = ContinuousClock.now
         #expect(throws: FSError.self) { try t.fs.path("KEYB") }
