@@ -405,6 +405,15 @@ public final class LayerFetcher: Sendable {
         }
     }
 
+    /// `fetchBlob`, counting a failure as `index(of:)` does: for a caller that downloads a layer before it
+    /// indexes it (outside a lock it indexes under).
+    public func download(_ layer: Descriptor) throws {
+        do { try fetchBlob(layer) } catch {
+            metrics.failed(error, verification: Self.isVerificationFailure(error))
+            throw error
+        }
+    }
+
     /// Downloads `layer` into the store unless it is there; returns its local path.
     @discardableResult
     public func fetchBlob(_ layer: Descriptor) throws -> String {

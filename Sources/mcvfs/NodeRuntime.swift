@@ -366,7 +366,7 @@ final class ServiceLayerProvider: LayerProvider {
         if layer.annotations?[EStargz.tocDigestAnnotation] == nil,
             !FileManager.default.fileExists(atPath: runtime.janitor.indexes.path(for: layer.digest))
         {
-            try throughMirror(layer) { try $0.fetchBlob(layer) }
+            try throughMirror(layer) { try $0.download(layer) }
         }
         let index = try runtime.janitor.leases.withLock(exclusive: false) {
             try throughMirror(layer) { try $0.index(of: layer) }
