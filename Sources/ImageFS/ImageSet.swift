@@ -7,10 +7,13 @@ import TimeBudget
 /// The images of a mount and how far each got: not tried yet, loading, loaded (in the tree), or failed with the
 /// time of its next retry.
 ///
-/// Each image loads on its own, in the background, the first time an access needs the tree: no image waits for
-/// another, and a lookup waits only while no loaded image has the name it wants (within its operation's
-/// deadline). A failed image is retried, again in the background, by the first access after `retryDelay`; until
-/// then it costs nothing. Images can be added while the mount serves (`append`).
+/// Each image loads on its own, in the background, the first time an access needs the tree: no load waits for
+/// another. A lookup waits (within its operation's deadline) while no loaded image has the name it wants, and,
+/// to resolve a name, for the images still in their first load: so a healthy mount merges in tag order, whichever
+/// image finished first. An image that is still in its first load when a wait for it runs out of time is not
+/// waited for again, and neither are retries: a slow or failing image holds lookups back once, by one budget
+/// at most. A failed image is retried, in the background, by the first access after `retryDelay`; until then
+/// it costs nothing. Images can be added while the mount serves (`append`); nothing waits for them.
 public final class ImageSet: Sendable {
     /// What status and metrics show of one image.
     public struct Status: Sendable, Hashable, Codable {
@@ -37,6 +40,9 @@ public final class ImageSet: Sendable {
             var lastError: String?
             var failedAt: ContinuousClock.Instant?
             var retryAt: ContinuousClock.Instant?
+            /// A lookup that resolves a name waits for this image: until its first load settles, or a wait for it
+            /// runs out of time.
+            var holdsLookups = true
         }
 
         var entries: [Entry] = []
@@ -73,12 +79,21 @@ public final class ImageSet: Sendable {
                 entries[rank].phase = .loaded
                 entries[rank].retryAt = nil
             }
+            entries[rank].holdsLookups = false
             generation += 1
             defer { waiters = [] }
             return waiters
         }
 
         var isLoading: Bool { entries.contains { $0.phase == .loading } }
+
+        /// Whether an image in its first load still holds lookups back.
+        var isHoldingLookups: Bool { entries.contains { $0.holdsLookups && $0.phase == .loading } }
+
+        /// A wait for first loads ran out of time: the images still in theirs hold nothing back any more.
+        mutating func stopHoldingLookups() {
+            for rank in entries.indices where entries[rank].phase == .loading { entries[rank].holdsLookups = false }
+        }
 
         var allLoaded: Bool { entries.allSatisfy { $0.phase == .loaded } }
 
@@ -122,11 +137,14 @@ public final class ImageSet: Sendable {
         self.state = Mutex(State(entries: images.map { State.Entry(image: $0) }))
     }
 
-    /// Adds images to the mount: they rank after every image already in it, and load on the next access.
+    /// Adds images to the mount: they rank after every image already in it, load on the next access, and hold no
+    /// lookup back (a serving mount does not stall for them).
     func append(_ images: [CacheImage]) {
         state.withLock { state in
             let known = Set(state.entries.map(\.image.digest))
-            state.entries += images.filter { !known.contains($0.digest) }.map { State.Entry(image: $0) }
+            state.entries += images.filter { !known.contains($0.digest) }.map {
+                State.Entry(image: $0, holdsLookups: false)
+            }
         }
     }
 
@@ -218,6 +236,28 @@ public final class ImageSet: Sendable {
                 }
                 guard let missing else { return true }
                 throw .unavailable(reason: "time budget spent waiting: " + missing.joined(separator: "; "))
+            }
+        }
+    }
+
+    /// Waits, within the operation's deadline, until no image in its first load holds lookups back (those still
+    /// in it at the deadline stop holding them).
+    func awaitFirstLoads() {
+        let deadline = Deadline.current ?? .after(budget)
+        while true {
+            let semaphore = DispatchSemaphore(value: 0)
+            let holding = state.withLock { state in
+                guard state.isHoldingLookups else { return false }
+                state.waiters.append(semaphore)
+                return true
+            }
+            guard holding else { return }
+            if semaphore.wait(timeout: .now() + .nanoseconds(Int(deadline.remaining.nanoseconds))) == .timedOut {
+                state.withLock { state in
+                    state.waiters.removeAll { $0 === semaphore }
+                    state.stopHoldingLookups()
+                }
+                return
             }
         }
     }

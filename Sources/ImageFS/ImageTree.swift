@@ -7,9 +7,10 @@ import TimeBudget
 ///
 /// Images are added as they become available (`add`), each on its own: a top-level name (a Triton `<KEY>/`
 /// directory, vLLM's `torch_compile_cache/`) appears at once, and what lies under it is resolved on its first
-/// lookup from the images added by then, reading only that directory's kernel metadata and group files. So the
-/// time to the first kernel does not grow with the number of kernels, and an image that is slow or failing
-/// holds no other image back.
+/// lookup from the images added by then (after the images in their first load settle, within the lookup's
+/// deadline: `ImageSet`), reading only that directory's kernel metadata and group files. So the time to the first
+/// kernel does not grow with the number of kernels, and an image that is slow or failing holds the others back
+/// once, by one budget at most.
 ///
 /// The merge rules, which hold however late an image arrives:
 /// - a name not resolved yet merges the images added so far in the mount's image order (their rank: tag order,
@@ -139,8 +140,14 @@ public final class ImageTree: Sendable {
     /// - Throws: `unavailable` when an image that may hold `name` failed, or was still loading at the deadline.
     public func child(of parent: UInt64, named name: String) throws(FSError) -> Node? {
         if parent == rootIno {
-            guard let ino = try topLevel(name) else { return nil }
-            try resolve(ino)
+            let found = try withinBudget { () throws(FSError) -> Bool in
+                guard let ino = try topLevel(name) else { return false }
+                // A name merges the images a healthy mount has, in tag order, whichever loaded first.
+                if state.withLock({ $0.pending[ino] != nil }) { images?.awaitFirstLoads() }
+                try resolve(ino)
+                return true
+            }
+            guard found else { return nil }
         }
         return state.withLock { state in
             Self.node(parent, in: state, firstIno: firstIno, rootIno: rootIno)?.children[name].flatMap {
@@ -153,13 +160,11 @@ public final class ImageTree: Sendable {
     private func topLevel(_ name: String) throws(FSError) -> UInt64? {
         guard let images else { return node(rootIno)?.children[name] }
         images.startDue(into: self)
-        return try withinBudget { () throws(FSError) -> UInt64? in
-            while true {
-                // Read before looking: an image added after the look moves the generation past it.
-                let seen = images.generation
-                if let ino = node(rootIno)?.children[name] { return ino }
-                guard try images.awaitChange(since: seen, into: self) else { return nil }
-            }
+        while true {
+            // Read before looking: an image added after the look moves the generation past it.
+            let seen = images.generation
+            if let ino = node(rootIno)?.children[name] { return ino }
+            guard try images.awaitChange(since: seen, into: self) else { return nil }
         }
     }
 

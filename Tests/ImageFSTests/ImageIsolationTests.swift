@@ -112,14 +112,31 @@ import TimeBudget
         #expect(throws: FSError.notFound) { try t.fs.path("NOWHERE") }
     }
 
-    @Test func imagesDoNotWaitForEachOther() throws {
+    @Test func aSlowImageHoldsTheFirstLookupBackByOneBudgetAtMostThenNothing() throws {
         let f = try Fixture()
-        let t = try twoImagesWaitingForB(f)
+        let t = try twoImagesWaitingForB(f, budget: .milliseconds(300))
         defer { t.provider.release(t.b) }
         let start = ContinuousClock.now
+        // The first lookup waits for b's first load (it might hold KEYA too) until its budget runs out...
         #expect(try t.fs.contents("KEYA/add.bin") == "binary of add for cuda:90:32")
-        #expect(ContinuousClock.now - start < .seconds(5), "a's kernel waited for b")
+        // ... and from then on b holds nothing back: SHARED resolves from a alone, although b ranks first.
+        #expect(try t.fs.contents("SHARED/x") == "a's x")
+        #expect(ContinuousClock.now - start < .seconds(5), "a waited for b more than once")
         #expect(status(t.fs, "b")?.phase == .loading)
+        // What b holds joins when it arrives, changing nothing that was served.
+        t.provider.release(t.b)
+        #expect(eventually { status(t.fs, "b")?.phase == .loaded })
+        #expect(try t.fs.contents("SHARED/y") == "b's y")
+        #expect(try t.fs.contents("SHARED/x") == "a's x")
+    }
+
+    @Test func aHealthyMountMergesInTagOrderWhicheverImageLoadsFirst() throws {
+        let f = try Fixture()
+        let t = try twoImagesWaitingForB(f)
+        // b ranks first and is the slower of the two: its files win anyway.
+        DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(200)) { t.provider.release(t.b) }
+        #expect(try t.fs.contents("SHARED/x") == "b's x")
+        #expect(try t.fs.names("SHARED") == ["x", "y"])
     }
 
     @Test func aLookupWaitingForAnImageEndsAtItsDeadline() throws {
@@ -176,6 +193,19 @@ import TimeBudget
 @Suite struct ImageSetStateTests {
     func image(_ name: String) -> CacheImage {
         CacheImage(name: name, digest: SHA256Hasher.digest(Data(name.utf8)), layers: [], labels: [:])
+    }
+
+    @Test func onlyFirstLoadsHoldLookupsAndOnlyUntilAWaitForThemRunsOut() {
+        var state = ImageSet.State(entries: [.init(image: image("a")), .init(image: image("b"))])
+        _ = state.takeDue(now: .now)
+        #expect(state.isHoldingLookups)
+        _ = state.settle(0, failure: "boom", now: .now, retryDelay: .zero)
+        #expect(state.isHoldingLookups, "b is still in its first load")
+        state.stopHoldingLookups()
+        #expect(!state.isHoldingLookups)
+        #expect(state.isLoading, "b goes on loading")
+        _ = state.takeDue(now: .now)  // a's retry
+        #expect(!state.isHoldingLookups, "a retry holds nothing back")
     }
 
     @Test func loadsStartOnceAndFailuresWaitForTheirRetryTime() {
