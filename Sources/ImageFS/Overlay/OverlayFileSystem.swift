@@ -102,10 +102,15 @@ public final class OverlayFileSystem: FileSystem {
         let tree = lower.load()
         let probe = try upper(for: caller).probe(path)
         let lowerPath = path.joined(separator: "/")
-        // What the upper holds serves even while an image that may also hold the path is unavailable.
-        let lowerNode =
-            probe.hidesLower
-            ? nil : probe.info != nil ? try? tree.node(atPath: lowerPath) : try tree.node(atPath: lowerPath)
+        let lowerNode: ImageTree.Node?
+        if probe.hidesLower {
+            lowerNode = nil
+        } else if probe.info != nil {
+            // What the upper holds serves even while an image that may also hold the path is unavailable.
+            lowerNode = try? tree.node(atPath: lowerPath)
+        } else {
+            lowerNode = try tree.node(atPath: lowerPath)
+        }
         if let info = probe.info {
             guard Self.isDirectory(info) else { return .upperFile(path: path, info: info) }
             return .directory(path: path, lower: lowerNode?.kind == .directory ? lowerNode : nil, upper: info)
