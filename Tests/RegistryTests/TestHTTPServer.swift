@@ -27,6 +27,7 @@ final class TestHTTPServer: Sendable {
     private let listener: Int32
     private let handler: @Sendable (Request) -> Reply?
     private let received = Mutex<[Request]>([])
+    private let stopped = Atomic(false)
 
     var requests: [Request] { received.withLock { $0 } }
 
@@ -56,16 +57,19 @@ final class TestHTTPServer: Sendable {
         Thread.detachNewThread { [self] in acceptLoop() }
     }
 
-    /// Stops accepting; connections in progress finish on their own.
+    /// Stops accepting; connections in progress finish on their own. The accept loop closes the listener as it
+    /// leaves: closed here, its descriptor number could be reused by another test's server before the loop's
+    /// next `accept`, which would then take that server's connections.
     func stop() {
+        stopped.store(true, ordering: .releasing)
         shutdown(listener, Int32(SHUT_RDWR))
-        close(listener)
     }
 
     var baseURL: String { "http://127.0.0.1:\(port)" }
 
     private func acceptLoop() {
-        while true {
+        defer { close(listener) }
+        while !stopped.load(ordering: .acquiring) {
             let connection = accept(listener, nil, nil)
             guard connection >= 0 else { return }
             Thread.detachNewThread { [self] in serve(connection) }
