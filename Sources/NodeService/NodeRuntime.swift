@@ -1,5 +1,6 @@
 import CacheRepository
 import Foundation
+import ImageFS
 import OCI
 import Synchronization
 
@@ -22,6 +23,8 @@ public final class NodeRuntime: Sendable {
     struct State {
         var catalog: Catalog?
         var provider: LeasedLayerProvider?
+        /// Where each used image stands, once the filesystem exists.
+        var images: (@Sendable () -> [ImageSet.Status])?
     }
 
     /// Binds the metrics listener now, so a taken port fails the mount before it is announced.
@@ -58,6 +61,11 @@ public final class NodeRuntime: Sendable {
             $0.provider = provider
         }
         return provider
+    }
+
+    /// Metrics name each used image's state from now on.
+    public func watch(_ fileSystem: ImageFileSystem) {
+        state.withLock { $0.images = { fileSystem.imageStatus } }
     }
 
     // MARK: Lifecycle
@@ -111,7 +119,7 @@ public final class NodeRuntime: Sendable {
     }
 
     var metricsSample: NodeMetrics.Sample {
-        let catalog = state.withLock { $0.catalog }
+        let (catalog, images) = state.withLock { ($0.catalog, $0.images) }
         var sample = NodeMetrics.Sample()
         sample.fetch = metrics.snapshot
         sample.mirrorFallbacks = upstream.mirrorFallbacks
@@ -119,6 +127,7 @@ public final class NodeRuntime: Sendable {
         sample.fuseErrors = fuseErrors.snapshot
         sample.imagesUsed = catalog?.used.count ?? 0
         sample.imagesSkipped = catalog?.skipped.count ?? 0
+        sample.images = images?() ?? []
         sample.cacheSize = try? cache.store.totalSize()
         sample.cacheMaxSize = cache.maxSize
         return sample
