@@ -48,7 +48,10 @@ public final class LayerStream {
                     layer: layer, reader: try ArchiveReader(source: queue, name: "layer \(layer.short)"),
                     blobSize: nil, into: pack)
             }
-            if case .failure(let error) = result { queue.fail(error) }
+            if case .failure(let error) = result {
+                pack.abort()  // also when libarchive failed before the unpacking began
+                queue.fail(error)
+            }
             outcome.result = result.mapError { $0 as any Error }
             done.signal()
         }
