@@ -52,7 +52,20 @@ struct LayerBlobReader: Sendable {
 
     /// The bytes of each region, its span's requests sent at once; a failed request fails its regions alone.
     func read(_ regions: some Collection<Region>) -> [Region: Result<Data, any Error>] {
-        let spans = Self.spans(of: regions)
+        var out: [Region: Result<Data, any Error>] = [:]
+        out.reserveCapacity(regions.count)
+        for (span, result) in readSpans(regions) {
+            for region in span.regions { out[region] = result.map { Self.slice($0, of: span, region) } }
+        }
+        return out
+    }
+
+    /// The spans of `regions` (bridging gaps up to `gap`), each with its request's bytes (which may hold more
+    /// members than were asked for).
+    func readSpans(
+        _ regions: some Collection<Region>, gap: Int64 = coalesceGap
+    ) -> [(span: Span, bytes: Result<Data, any Error>)] {
+        let spans = Self.spans(of: regions, gap: gap)
         let results = Mutex([Result<Data, any Error>?](repeating: nil, count: spans.count))
         // Each span under the caller's deadline, which does not follow work onto other threads by itself.
         let deadline = Deadline.current
@@ -60,17 +73,13 @@ struct LayerBlobReader: Sendable {
             let result = Result { try Deadline.bind(deadline) { try read(spans[i].range) } }
             results.withLock { $0[i] = result }
         }
-        var out: [Region: Result<Data, any Error>] = [:]
-        out.reserveCapacity(regions.count)
-        for (span, result) in zip(spans, results.withLock { $0 }) {
-            for region in span.regions {
-                out[region] = result!.map { data in
-                    let lower = Int(region.offset - span.range.lowerBound)
-                    return data.subdata(in: lower..<(lower + Int(region.length)))
-                }
-            }
-        }
-        return out
+        return Array(zip(spans, results.withLock { $0 }.map { $0! }))
+    }
+
+    /// The bytes of `region` out of its span's.
+    static func slice(_ data: Data, of span: Span, _ region: Region) -> Data {
+        let lower = Int(region.offset - span.range.lowerBound)
+        return data.subdata(in: lower..<(lower + Int(region.length)))
     }
 
     /// Regions in offset order, grouped into the spans one request each fetches (duplicates once).

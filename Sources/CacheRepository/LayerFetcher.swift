@@ -27,35 +27,52 @@ public final class LayerFetcher: Sendable {
     private let files = RemoteFileMap()
     private let memory: MemoryBlobCache
     private let packs: PackedLayers
+    /// nil when offline.
+    private let prefetcher: LayerPrefetcher?
     private let layerFlights = SingleFlight<Digest, LayerIndex>()
 
     /// - Parameters:
     ///   - client: nil when offline: only what is already local can be served.
     ///   - lazy: index eStargz layers from their TOC and fetch files on demand (mounts); otherwise every layer
     ///     is downloaded whole (fetch, extract).
+    ///   - prefetch: what a lazy fetcher fetches of eStargz layers ahead of use.
     public convenience init(
         client: RegistryClient?, repository: String, store: DirectoryBlobStore, metrics: FetchMetrics,
-        lazy: Bool = false
+        lazy: Bool = false, prefetch: PrefetchPolicy = PrefetchPolicy(mode: .none)
     ) throws {
         try self.init(
             client: client, repository: repository, store: store, metrics: metrics, lazy: lazy,
-            memory: MemoryBlobCache(store: store))
+            memory: MemoryBlobCache(store: store), prefetch: prefetch)
     }
 
     init(
         client: RegistryClient?, repository: String, store: DirectoryBlobStore, metrics: FetchMetrics, lazy: Bool,
-        memory: MemoryBlobCache
+        memory: MemoryBlobCache, prefetch: PrefetchPolicy = PrefetchPolicy(mode: .none)
     ) throws {
         self.store = store
         self.indexes = try LayerIndexCache(store: store)
         self.metrics = metrics
         self.lazy = lazy
         self.downloader = LayerDownloader(client: client, repository: repository, store: store, metrics: metrics)
+        let files = self.files
         self.reader = client.map {
-            VerifyingReader(client: $0, repository: repository, metrics: metrics, memory: memory)
+            VerifyingReader(
+                client: $0, repository: repository, metrics: metrics, memory: memory,
+                neighbours: { files.files(of: $0, within: $1) })
         }
         self.memory = memory
-        self.packs = PackedLayers(store: store)
+        let packs = PackedLayers(store: store)
+        self.packs = packs
+        let (indexes, tocIndexer) = (self.indexes, self.tocIndexer)
+        self.prefetcher = reader.map {
+            LayerPrefetcher(
+                policy: prefetch, reader: $0, files: files, memory: memory, packs: packs, store: store,
+                metrics: metrics,
+                persist: { index in
+                    // An index not persisted yet is replaced in memory, so its first save does not lose the pack.
+                    if !tocIndexer.replaceUnsaved(index) { try indexes.save(index) }
+                })
+        }
     }
 
     public enum FetchError: Error, Equatable, CustomStringConvertible {
@@ -126,6 +143,7 @@ public final class LayerFetcher: Sendable {
         // Registered before it is published, so no caller finds the index and then misses its files.
         files.registerInBackground(index, layer: layer)
         tocIndexer.keep(index)
+        prefetcher?.fetchHotRegion(of: index, layer: layer)
         return index
     }
 
@@ -155,10 +173,13 @@ public final class LayerFetcher: Sendable {
     private func loadUsable(_ layer: Descriptor) -> LayerIndex? {
         if lazy, let index = tocIndexer.unsaved(layer.digest) { return index }
         guard let index = indexes.load(layer: layer.digest) else { return nil }
-        if index.pack != nil { return packs.open(index) ? index : nil }
+        // A layer unpacked whole is its pack; an eStargz layer's pack holds what a prefetch wrote (if it is gone,
+        // its files are fetched by range again).
+        if index.pack != nil && !packs.open(index) && index.remote == nil { return nil }
         if index.remote != nil {
             guard lazy || indexes.isComplete(index) else { return nil }
             files.register(index, layer: layer)
+            if lazy { prefetcher?.fetchHotRegion(of: index, layer: layer) }
         }
         return index
     }
@@ -193,6 +214,12 @@ public final class LayerFetcher: Sendable {
         do {
             if file.chunks.isEmpty { return .stored(path: try store.ensure(content, expectedSize: 0) { _ in }) }
             guard let reader else { throw FetchError.offline(content) }
+            // The first read of a layer starts the rest of it, once this read landed (what it brought is local).
+            defer {
+                prefetcher?.noteRead(in: file.layer) { [tocIndexer, indexes] in
+                    tocIndexer.unsaved(file.layer.digest) ?? indexes.load(layer: file.layer.digest)
+                }
+            }
             guard file.isSingleMember else { return .stored(path: try reader.store(file, in: store)) }
             let wanted = [file] + files.siblings(of: file).filter { local($0.content) == nil }
             let fetched = reader.files(wanted, commit: .soon)
@@ -253,6 +280,9 @@ public final class LayerFetcher: Sendable {
 
     /// Waits until the layers unpacked whole so far are committed (their blobs, packs and indexes on disk).
     public func waitForCommits() { packs.waitForCommits() }
+
+    /// Waits until the prefetches started so far have ended (tests, and `fetch`).
+    public func waitForPrefetches() { prefetcher?.waitUntilIdle() }
 
     private func local(_ content: Digest) -> Verified? {
         if let pack = packs.pack(holding: content) { return .packed(pack) }

@@ -19,8 +19,9 @@ final class PackedLayers: Sendable {
         /// Which pack holds each content (the first registered, when several do).
         var holders: [Digest: Digest] = [:]
 
+        /// Serves `pack`, in place of an earlier pack of its layer (a prefetch that wrote more of it).
         mutating func register(_ pack: LayerPack) {
-            guard packs.updateValue(pack, forKey: pack.layer) == nil else { return }
+            packs[pack.layer] = pack
             for content in pack.contents where holders[content] == nil { holders[content] = pack.layer }
         }
 
@@ -38,6 +39,9 @@ final class PackedLayers: Sendable {
     func pack(holding content: Digest) -> LayerPack? { state.withLock { $0.pack(holding: content) } }
 
     func isRegistered(_ layer: Digest) -> Bool { state.withLock { $0.packs[layer] != nil } }
+
+    /// The pack served for `layer`, if any.
+    func pack(of layer: Digest) -> LayerPack? { state.withLock { $0.packs[layer] } }
 
     /// Serves `pack` from now on.
     func register(_ pack: LayerPack) { state.withLock { $0.register(pack) } }

@@ -29,6 +29,8 @@ final class RemoteFileMap: Sendable {
         var files: [Digest: RemoteFile] = [:]
         var groups: [String: [Digest]] = [:]
         var registered: Set<Digest> = []
+        /// Each layer's single-member files in offset order: what a range of the blob holds.
+        var byOffset: [Digest: [RemoteFile]] = [:]
 
         /// Records the files of `index` (a layer indexed from its TOC); a layer registered before, and a content
         /// another layer already placed, are left as they are.
@@ -39,12 +41,34 @@ final class RemoteFileMap: Sendable {
                 guard let content = entry.content, files[content] == nil else { continue }
                 let directory = entry.path.lastIndex(of: "/").map { String(entry.path[..<$0]) } ?? ""
                 let group = layerName + "/" + directory
-                files[content] = RemoteFile(
+                let file = RemoteFile(
                     content: content, layer: layer, chunks: layout.chunks(of: content) ?? [], size: entry.size,
                     group: group)
+                files[content] = file
                 groups[group, default: []].append(content)
+                if file.isSingleMember { byOffset[layer.digest, default: []].append(file) }
             }
+            byOffset[layer.digest]?.sort { $0.chunks[0].offset < $1.chunks[0].offset }
         }
+
+        /// The single-member files of `layer` whose member lies wholly inside `range`.
+        func files(of layer: Digest, within range: Range<Int64>) -> [RemoteFile] {
+            guard let sorted = byOffset[layer] else { return [] }
+            var (low, high) = (0, sorted.count)
+            while low < high {
+                let middle = (low + high) / 2
+                if sorted[middle].chunks[0].offset < range.lowerBound { low = middle + 1 } else { high = middle }
+            }
+            var found: [RemoteFile] = []
+            for file in sorted[low...] {
+                guard file.region.offset < range.upperBound else { break }
+                if file.region.end <= range.upperBound { found.append(file) }
+            }
+            return found
+        }
+
+        /// Every single-member file of `layer`, in offset order.
+        func files(of layer: Digest) -> [RemoteFile] { byOffset[layer] ?? [] }
 
         /// The other single-member files of `file`'s directory.
         func siblings(of file: RemoteFile) -> [RemoteFile] {
@@ -86,5 +110,18 @@ final class RemoteFileMap: Sendable {
 
     func siblings(of file: RemoteFile) -> [RemoteFile] {
         state.withLock { $0.siblings(of: file) }
+    }
+
+    /// The single-member files of `layer` lying wholly inside `range` (what a fetched span holds besides what was
+    /// asked for).
+    func files(of layer: Digest, within range: Range<Int64>) -> [RemoteFile] {
+        registrations.wait()
+        return state.withLock { $0.files(of: layer, within: range) }
+    }
+
+    /// Every single-member file of `layer`, in offset order.
+    func files(of layer: Digest) -> [RemoteFile] {
+        registrations.wait()
+        return state.withLock { $0.files(of: layer) }
     }
 }

@@ -44,6 +44,15 @@ final class TOCIndexer: Sendable {
     /// Holds `index` (served by `unsaved`) until `persist` saves it.
     func keep(_ index: LayerIndex) { unsaved.withLock { $0[index.layer] = index } }
 
+    /// Replaces the unsaved index of `index`'s layer, if there is one; false when there is none (it was saved).
+    func replaceUnsaved(_ index: LayerIndex) -> Bool {
+        unsaved.withLock { unsaved in
+            guard unsaved[index.layer] != nil else { return false }
+            unsaved[index.layer] = index
+            return true
+        }
+    }
+
     /// Saves the indexes built here; one that fails stays for the next call.
     /// - Returns: the failures, for the caller to report.
     func persist(into indexes: LayerIndexCache) -> [any Error] {
@@ -51,7 +60,8 @@ final class TOCIndexer: Sendable {
         for (digest, index) in unsaved.withLock({ $0 }) {
             do {
                 try indexes.save(index)
-                unsaved.withLock { _ = $0.removeValue(forKey: digest) }
+                // Unless a newer one (naming a prefetch's pack) replaced it meanwhile: that one is saved next time.
+                unsaved.withLock { if $0[digest]?.pack == index.pack { $0[digest] = nil } }
             } catch {
                 failures.append(error)
             }

@@ -45,7 +45,9 @@ struct VerifiedBlob: Sendable {
 ///
 /// Single flight per file: a caller asking for a file another caller is fetching waits for that fetch and shares
 /// its verified bytes (or its error), so a directory in flight is never fetched twice and its followers neither
-/// fetch nor verify again. Reads have a priority: an on-demand read never waits behind a background one (it
+/// fetch nor verify again. The other files a request's span happens to hold (the members between the wanted ones,
+/// downloaded to save a round trip) are verified and kept too (`neighbours`), so no byte is fetched twice for them
+/// either. Reads have a priority: an on-demand read never waits behind a background one (it
 /// fetches what a background read holds itself), and a background read leaves out what on-demand reads are
 /// fetching.
 final class VerifyingReader: Sendable {
@@ -63,12 +65,18 @@ final class VerifyingReader: Sendable {
     private let memory: MemoryBlobCache
     private let onDemand = SingleFlight<Digest, VerifiedBlob>()
     private let background = SingleFlight<Digest, VerifiedBlob>()
+    /// The single-member files of a layer lying inside a byte range (nil: keep only what was asked for).
+    private let neighbours: (@Sendable (Digest, Range<Int64>) -> [RemoteFile])?
 
-    init(client: RegistryClient, repository: String, metrics: FetchMetrics, memory: MemoryBlobCache) {
+    init(
+        client: RegistryClient, repository: String, metrics: FetchMetrics, memory: MemoryBlobCache,
+        neighbours: (@Sendable (Digest, Range<Int64>) -> [RemoteFile])? = nil
+    ) {
         self.client = client
         self.repository = repository
         self.metrics = metrics
         self.memory = memory
+        self.neighbours = neighbours
     }
 
     /// Files whose fetch is running now, both priorities together (entries go when their flight lands).
@@ -84,10 +92,11 @@ final class VerifyingReader: Sendable {
     /// The verified bytes of single-member `files`, fetched in coalesced spans (every layer's at once) and added to
     /// the memory layer before their flights land, so that a caller arriving after a landing finds them there. A
     /// file that fails (its request, its member, its digest) fails alone; the others are still returned.
-    /// - Parameter commit: when the memory layer stores what this read adds.
+    /// - Parameter commit: when the memory layer stores what this read adds; nil when the caller stores the bytes
+    ///   itself (a background read writing a layer's pack).
     /// - Returns: an outcome per file, except, for a background read, the files on-demand reads were fetching.
     func files(
-        _ files: [RemoteFile], priority: Priority = .onDemand, commit: MemoryBlobCache.Commit = .soon
+        _ files: [RemoteFile], priority: Priority = .onDemand, commit: MemoryBlobCache.Commit? = .soon
     ) -> [Digest: Result<VerifiedBlob, any Error>] {
         precondition(files.allSatisfy(\.isSingleMember), "files of several members are streamed into the store")
         var byContent: [Digest: RemoteFile] = [:]
@@ -106,8 +115,8 @@ final class VerifyingReader: Sendable {
                     missing.append(byContent[digest]!)
                 }
             }
-            let fetched = fetch(missing)
-            memory.add(fetched.values.compactMap { try? $0.get() }, commit: commit)
+            let fetched = fetch(missing, priority: priority)
+            if let commit { memory.add(fetched.values.compactMap { try? $0.get() }, commit: commit) }
             return outcomes.merging(fetched) { local, _ in local }
         }
     }
@@ -126,20 +135,37 @@ final class VerifyingReader: Sendable {
         }
     }
 
-    /// One batch of led files: each layer's regions in spans, the layers side by side.
-    private func fetch(_ files: [RemoteFile]) -> [Digest: Result<VerifiedBlob, any Error>] {
+    /// One batch of led files: each layer's regions in spans, the layers side by side. The other files inside the
+    /// spans go to the memory layer when they verify (nobody waits for them, so a failure of one is dropped). An
+    /// on-demand read bridges gaps between the wanted members (a round trip costs more than the bytes); a background
+    /// read, bandwidth-bound, bridges none, so it never downloads again what is local already.
+    private func fetch(_ files: [RemoteFile], priority: Priority) -> [Digest: Result<VerifiedBlob, any Error>] {
+        let gap = priority == .onDemand ? LayerBlobReader.coalesceGap : 0
         let byLayer = Array(Dictionary(grouping: files, by: \.layer.digest).values)
         let results = Mutex([Digest: Result<VerifiedBlob, any Error>]())
         DispatchQueue.concurrentPerform(iterations: byLayer.count) { i in
             let group = byLayer[i]
-            let members = reader(for: group[0].layer).read(group.map(\.region))
+            let wanted = Dictionary(group.map { ($0.region, $0) }, uniquingKeysWith: { first, _ in first })
             var verified: [Digest: Result<VerifiedBlob, any Error>] = [:]
-            for file in group {
-                let member = members[file.region] ?? .failure(LayerFetcher.FetchError.unknownContent(file.content))
-                verified[file.content] = member.flatMap { member in
-                    Result { try VerifiedBlob(member: member, of: file) }
+            var extra: [VerifiedBlob] = []
+            for (span, bytes) in reader(for: group[0].layer).readSpans(group.map(\.region), gap: gap) {
+                for region in span.regions {
+                    guard let file = wanted[region] else { continue }
+                    verified[file.content] = bytes.flatMap { data in
+                        Result { try VerifiedBlob(member: LayerBlobReader.slice(data, of: span, region), of: file) }
+                    }
+                }
+                guard case .success(let data) = bytes, let neighbours else { continue }
+                for file in neighbours(group[0].layer.digest, span.range) where wanted[file.region] == nil {
+                    if memory.data(file.content) != nil { continue }
+                    if let blob = try? VerifiedBlob(
+                        member: LayerBlobReader.slice(data, of: span, file.region), of: file)
+                    {
+                        extra.append(blob)
+                    }
                 }
             }
+            memory.add(extra, commit: .soon)
             results.withLock { $0.merge(verified) { first, _ in first } }
         }
         return results.withLock { $0 }

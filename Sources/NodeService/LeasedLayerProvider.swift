@@ -7,6 +7,9 @@ import OCI
 import Synchronization
 import TarIndex
 
+/// What a mount fetches of eStargz layers ahead of use, as the command line names it.
+public typealias PrefetchMode = PrefetchPolicy.Mode
+
 /// The one way a mount or a command gets layers: through the mirror, then the origin (or only from the local
 /// cache offline), under a lease.
 ///
@@ -29,11 +32,14 @@ public final class LeasedLayerProvider: LayerProvider {
         /// Index eStargz layers from their TOC and fetch files on demand (mounts); otherwise every layer is
         /// downloaded whole (fetch, extract).
         public var lazy: Bool
+        /// What a lazy provider fetches of eStargz layers ahead of use (`mount --prefetch`).
+        public var prefetch: PrefetchPolicy.Mode
 
-        public init(command: String, mountpoint: String? = nil, lazy: Bool) {
+        public init(command: String, mountpoint: String? = nil, lazy: Bool, prefetch: PrefetchPolicy.Mode = .none) {
             self.command = command
             self.mountpoint = mountpoint
             self.lazy = lazy
+            self.prefetch = prefetch
         }
     }
 
@@ -62,6 +68,10 @@ public final class LeasedLayerProvider: LayerProvider {
         self.metrics = metrics
         self.onLayerLoaded = onLayerLoaded
         let repository = upstream.reference.repository
+        // A background prefetch takes no more than the bound leaves (measured when it starts).
+        let prefetch = PrefetchPolicy(mode: options.prefetch) { [cache] in
+            cache.maxSize.map { $0 - ((try? cache.store.totalSize()) ?? 0) }
+        }
         var sources: [(name: String, fetcher: LayerFetcher)] = []
         if let mirror = upstream.mirror {
             sources.append(
@@ -69,7 +79,7 @@ public final class LeasedLayerProvider: LayerProvider {
                     "mirror \(mirror.host)",
                     try LayerFetcher(
                         client: mirror.client, repository: repository, store: cache.store, metrics: metrics,
-                        lazy: options.lazy)
+                        lazy: options.lazy, prefetch: prefetch)
                 ))
         }
         sources.append(
@@ -77,7 +87,7 @@ public final class LeasedLayerProvider: LayerProvider {
                 upstream.isOffline ? "local cache" : "origin",
                 try LayerFetcher(
                     client: upstream.origin, repository: repository, store: cache.store, metrics: metrics,
-                    lazy: options.lazy)
+                    lazy: options.lazy, prefetch: prefetch)
             ))
         self.sources = sources
         var layers: [Digest] = []

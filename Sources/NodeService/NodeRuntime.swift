@@ -51,10 +51,10 @@ public final class NodeRuntime: Sendable {
 
     /// The layer provider for the mount's filesystem, holding the mount's lease. Call once, with the catalog
     /// the mount serves (after its policy).
-    public func provider(for catalog: Catalog) throws -> LeasedLayerProvider {
+    public func provider(for catalog: Catalog, prefetch: PrefetchPolicy.Mode = .none) throws -> LeasedLayerProvider {
         let provider = try LeasedLayerProvider(
             catalog: catalog, upstream: upstream, cache: cache,
-            options: .init(command: "mount", mountpoint: mountpoint, lazy: true), metrics: metrics,
+            options: .init(command: "mount", mountpoint: mountpoint, lazy: true, prefetch: prefetch), metrics: metrics,
             onLayerLoaded: { [weak self] count in self?.layerLoaded(count) })
         state.withLock {
             $0.catalog = catalog

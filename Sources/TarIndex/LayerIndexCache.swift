@@ -97,10 +97,12 @@ public final class LayerIndexCache: Sendable {
     }
 
     /// True when every file content the index names is in the store (eviction may have removed some): the pack of
-    /// a packed layer, else each content's own blob.
+    /// a layer unpacked whole; else each content in the layer's pack (what a prefetch wrote) or a blob of its own.
     public func isComplete(_ index: LayerIndex) -> Bool {
-        if index.pack != nil { return store.packPath(for: index.layer) != nil }
-        return index.contentDigests.allSatisfy { store.contains($0) }
+        let pack = index.pack.flatMap { store.packPath(for: index.layer) != nil ? $0 : nil }
+        if index.remote == nil && index.pack != nil { return pack != nil }
+        let packed = pack?.offsets ?? [:]
+        return index.contentDigests.allSatisfy { packed[$0] != nil || store.contains($0) }
     }
 
     /// Where the index of `layer` is persisted.

@@ -6,6 +6,8 @@ import ImageFS
 import NodeService
 import OCI
 
+extension PrefetchMode: ExpressibleByArgument {}
+
 struct MountCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mount",
@@ -66,6 +68,14 @@ struct MountCommand: ParsableCommand {
     )
     var directIOFrom: String = "8M"
 
+    @Option(
+        help: """
+            What to fetch of eStargz layers ahead of use: none; hot (a layer's prioritized entries, its hot set, in \
+            one request at the first lookup); all (the hot set, then the rest of each layer once a file of it is \
+            read, in the background, below on-demand reads, within --cache-max-size).
+            """)
+    var prefetch: PrefetchMode = .all
+
     @Argument(help: "REGISTRY/REPOSITORY[:TAG|@DIGEST]") var reference: String
     @Argument(help: "An existing empty directory.") var mountpoint: String
 
@@ -105,7 +115,7 @@ struct MountCommand: ParsableCommand {
                     ? "using \(entry.name) \(entry.digest?.short ?? "")"
                     : "skipping \(entry.name): \(entry.skipReason ?? "")")
         }
-        let provider = try node.provider(for: catalog)
+        let provider = try node.provider(for: catalog, prefetch: prefetch)
         let owner = (uid: getuid(), gid: getgid())
         let allowOther = self.allowOther ?? (owner.uid == 0)
         // Two attempts that each stall for --timeout, and the backoff between them (README, "Faults").

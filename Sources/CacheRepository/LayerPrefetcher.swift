@@ -1,0 +1,177 @@
+import BlobCache
+import Dispatch
+import Foundation
+import OCI
+import Synchronization
+import TarIndex
+
+/// What a mount fetches of its eStargz layers ahead of use (`mount --prefetch`).
+public struct PrefetchPolicy: Sendable {
+    public enum Mode: String, Sendable, CaseIterable {
+        /// Only what is read, when it is read.
+        case none
+        /// A layer's prioritized entries (its hot set, before the `.prefetch.landmark`) at its first lookup.
+        case hot
+        /// The hot set, then, once a file of the layer has been read, the rest of it in the background.
+        case all
+    }
+
+    public var mode: Mode
+    /// Bytes the cache may still take (its `--cache-max-size` less what it holds), asked once per layer before its
+    /// background prefetch; nil when unbounded.
+    public var room: @Sendable () -> Int64?
+
+    public init(mode: Mode, room: @escaping @Sendable () -> Int64? = { nil }) {
+        self.mode = mode
+        self.room = room
+    }
+}
+
+/// Fetches eStargz layers ahead of use, below on-demand reads.
+///
+/// **Hot region.** At a layer's first lookup (its TOC index), the files before its prefetch landmark are fetched
+/// with one request per `LayerBlobReader.maxSpan` of them, all sent at once, as on-demand reads: a lookup of one of
+/// them joins that flight instead of fetching its directory again.
+///
+/// **The rest.** After the first read of a file of a layer, the files not local yet are fetched in the background,
+/// in offset order, a `batchBytes` span at a time, as background reads: they leave out what on-demand reads are
+/// fetching, and an on-demand read never waits for them. Each file is verified against the TOC, then appended to
+/// the layer's pack (so a whole layer costs one file, not one blob per file), which is mapped and served after each
+/// batch and committed, with the layer's index naming what it holds, at the end. Memory holds one batch; the pack
+/// stops growing when the cache has no room left. Files of several members are left to on-demand reads.
+final class LayerPrefetcher: Sendable {
+    static let batchBytes: Int64 = 8 << 20
+
+    struct State {
+        /// Layers whose hot region, and whose rest, were started (once each).
+        var hot: Set<Digest> = []
+        var rest: Set<Digest> = []
+    }
+
+    private let policy: PrefetchPolicy
+    private let reader: VerifyingReader
+    private let files: RemoteFileMap
+    private let memory: MemoryBlobCache
+    private let packs: PackedLayers
+    private let store: DirectoryBlobStore
+    /// Persists a layer's index (now naming its pack's contents).
+    private let persist: @Sendable (LayerIndex) throws -> Void
+    private let metrics: FetchMetrics
+    private let state = Mutex(State())
+    /// Prefetches running (`waitUntilIdle`).
+    private let running = DispatchGroup()
+
+    init(
+        policy: PrefetchPolicy, reader: VerifyingReader, files: RemoteFileMap, memory: MemoryBlobCache,
+        packs: PackedLayers, store: DirectoryBlobStore, metrics: FetchMetrics,
+        persist: @escaping @Sendable (LayerIndex) throws -> Void
+    ) {
+        self.policy = policy
+        self.reader = reader
+        self.files = files
+        self.memory = memory
+        self.packs = packs
+        self.store = store
+        self.persist = persist
+        self.metrics = metrics
+    }
+
+    /// Starts fetching `index`'s hot region, once per layer (no-op without one, or with `--prefetch none`).
+    func fetchHotRegion(of index: LayerIndex, layer: Descriptor) {
+        guard policy.mode != .none, let end = index.remote?.prefetchEnd, end > 0,
+            state.withLock({ $0.hot.insert(layer.digest).inserted })
+        else { return }
+        background { [self] in
+            let hot = files.files(of: layer.digest, within: 0..<end).filter { !isLocal($0.content) }
+            let batches = Self.batches(hot, limit: LayerBlobReader.maxSpan)
+            DispatchQueue.concurrentPerform(iterations: batches.count) { i in
+                _ = reader.files(batches[i], priority: .onDemand, commit: .soon)
+            }
+        }
+    }
+
+    /// Notes an on-demand read of a file of `layer`: the first starts the rest of the layer (`.all`), whose index
+    /// `index` gives (asked only then).
+    func noteRead(in layer: Descriptor, index: @escaping @Sendable () -> LayerIndex?) {
+        guard policy.mode == .all, state.withLock({ $0.rest.insert(layer.digest).inserted }) else { return }
+        background { [self] in
+            if let index = index() { fetchRest(of: layer, index: index) }
+        }
+    }
+
+    /// Waits for every prefetch started so far.
+    func waitUntilIdle() { running.wait() }
+
+    private func background(_ work: @escaping @Sendable () -> Void) {
+        running.enter()
+        DispatchQueue.global(qos: .utility).async { [running] in
+            defer { running.leave() }
+            work()
+        }
+    }
+
+    private func isLocal(_ content: Digest) -> Bool {
+        packs.pack(holding: content) != nil || memory.data(content) != nil || store.path(for: content) != nil
+    }
+
+    private func fetchRest(of layer: Descriptor, index: LayerIndex) {
+        var room = policy.room()
+        let pending = files.files(of: layer.digest).filter { !isLocal($0.content) }
+        guard !pending.isEmpty, let pack = try? store.createPack(for: layer.digest) else { return }
+        // A pack an earlier mount left is carried over whole (its offsets stay), then grows.
+        var offsets: [Digest: Int64] = [:]
+        if let earlier = packs.pack(of: layer.digest) {
+            do { try pack.append(earlier.file.bytes) } catch { return }
+            offsets = earlier.layout.offsets
+        }
+        for batch in Self.batches(pending, limit: Self.batchBytes) {
+            let size = batch.reduce(Int64(0)) { $0 + $1.size }
+            if let left = room {
+                guard left >= size else { break }
+                room = left - size
+            }
+            // What on-demand reads fetched meanwhile is not fetched again.
+            let wanted = batch.filter { !isLocal($0.content) }
+            for (content, outcome) in reader.files(wanted, priority: .background, commit: nil) {
+                guard case .success(let blob) = outcome, offsets[content] == nil else { continue }
+                let start = pack.size
+                do { try blob.data.withUnsafeBytes { try pack.append($0) } } catch {
+                    metrics.failed(error, verification: false)
+                    return
+                }
+                offsets[content] = start
+            }
+            publish(pack, offsets: offsets, index: index)
+        }
+        guard !offsets.isEmpty else { return }
+        do {
+            _ = try pack.commit()
+            var saved = index
+            saved.pack = PackLayout(size: pack.size, offsets: offsets)
+            try persist(saved)
+        } catch {
+            metrics.failed(error, verification: false)
+        }
+    }
+
+    /// Serves what the pack holds so far.
+    private func publish(_ pack: PackWriter, offsets: [Digest: Int64], index: LayerIndex) {
+        var partial = index
+        partial.pack = PackLayout(size: pack.size, offsets: offsets)
+        guard let file = try? pack.map(), let mapped = try? LayerPack(index: partial, file: file) else { return }
+        packs.register(mapped)
+    }
+
+    /// Files in offset order, cut into runs of at most `limit` bytes of members (one request each).
+    static func batches(_ files: [RemoteFile], limit: Int64) -> [[RemoteFile]] {
+        var batches: [[RemoteFile]] = []
+        for file in files.sorted(by: { $0.region.offset < $1.region.offset }) {
+            if let first = batches.last?.first, file.region.end - first.region.offset <= limit {
+                batches[batches.count - 1].append(file)
+            } else {
+                batches.append([file])
+            }
+        }
+        return batches
+    }
+}
