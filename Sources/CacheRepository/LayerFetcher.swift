@@ -220,6 +220,8 @@ public final class LayerFetcher: Sendable {
                     tocIndexer.unsaved(file.layer.digest) ?? indexes.load(layer: file.layer.digest)
                 }
             }
+            prefetcher?.awaitHotClaims(of: file.layer.digest)
+            if let found = local(content) { return found }
             guard file.isSingleMember else { return .stored(path: try reader.store(file, in: store)) }
             let wanted = [file] + files.siblings(of: file).filter { local($0.content) == nil }
             let fetched = reader.files(wanted, commit: .soon)

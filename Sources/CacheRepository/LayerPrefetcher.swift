@@ -43,8 +43,10 @@ final class LayerPrefetcher: Sendable {
     static let batchBytes: Int64 = 8 << 20
 
     struct State {
-        /// Layers whose hot region, and whose rest, were started (once each).
-        var hot: Set<Digest> = []
+        /// Layers whose hot region was started (once each), with the flights of that region: left once all of its
+        /// files are in flight.
+        var hot: [Digest: DispatchGroup] = [:]
+        /// Layers whose rest was started (once each).
         var rest: Set<Digest> = []
     }
 
@@ -78,16 +80,30 @@ final class LayerPrefetcher: Sendable {
 
     /// Starts fetching `index`'s hot region, once per layer (no-op without one, or with `--prefetch none`).
     func fetchHotRegion(of index: LayerIndex, layer: Descriptor) {
-        guard policy.mode != .none, let end = index.remote?.prefetchEnd, end > 0,
-            state.withLock({ $0.hot.insert(layer.digest).inserted })
-        else { return }
+        guard policy.mode != .none, let end = index.remote?.prefetchEnd, end > 0 else { return }
+        let claims = DispatchGroup()
+        claims.enter()
+        let first = state.withLock { state -> Bool in
+            guard state.hot[layer.digest] == nil else { return false }
+            state.hot[layer.digest] = claims
+            return true
+        }
+        guard first else { return }
         background { [self] in
             let hot = files.files(of: layer.digest, within: 0..<end).filter { !isLocal($0.content) }
             let batches = Self.batches(hot, limit: LayerBlobReader.maxSpan)
+            for _ in batches { claims.enter() }
+            claims.leave()
             DispatchQueue.concurrentPerform(iterations: batches.count) { i in
-                _ = reader.files(batches[i], priority: .onDemand, commit: .soon)
+                _ = reader.files(batches[i], priority: .onDemand, commit: .soon, claimed: { claims.leave() })
             }
         }
+    }
+
+    /// Waits until the files of `layer`'s hot region are in flight (so that an on-demand read of one joins its
+    /// flight instead of fetching its directory again); at once for a layer without one.
+    func awaitHotClaims(of layer: Digest) {
+        state.withLock { $0.hot[layer] }?.wait()
     }
 
     /// Notes an on-demand read of a file of `layer`: the first starts the rest of the layer (`.all`), whose index

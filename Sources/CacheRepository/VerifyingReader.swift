@@ -92,11 +92,14 @@ final class VerifyingReader: Sendable {
     /// The verified bytes of single-member `files`, fetched in coalesced spans (every layer's at once) and added to
     /// the memory layer before their flights land, so that a caller arriving after a landing finds them there. A
     /// file that fails (its request, its member, its digest) fails alone; the others are still returned.
-    /// - Parameter commit: when the memory layer stores what this read adds; nil when the caller stores the bytes
-    ///   itself (a background read writing a layer's pack).
+    /// - Parameters:
+    ///   - commit: when the memory layer stores what this read adds; nil when the caller stores the bytes itself (a
+    ///     background read writing a layer's pack).
+    ///   - claimed: called once this read's files are in flight (led here, or followed), before any byte is fetched.
     /// - Returns: an outcome per file, except, for a background read, the files on-demand reads were fetching.
     func files(
-        _ files: [RemoteFile], priority: Priority = .onDemand, commit: MemoryBlobCache.Commit? = .soon
+        _ files: [RemoteFile], priority: Priority = .onDemand, commit: MemoryBlobCache.Commit? = .soon,
+        claimed: (@Sendable () -> Void)? = nil
     ) -> [Digest: Result<VerifiedBlob, any Error>] {
         precondition(files.allSatisfy(\.isSingleMember), "files of several members are streamed into the store")
         var byContent: [Digest: RemoteFile] = [:]
@@ -104,7 +107,11 @@ final class VerifyingReader: Sendable {
         let wanted =
             priority == .onDemand ? Array(byContent.keys) : byContent.keys.filter { !onDemand.isInFlight($0) }
         let lane = priority == .onDemand ? onDemand : background
+        var told = false
+        defer { if !told { claimed?() } }  // every file was another's flight: now landed
         return lane.run(wanted) { led in
+            claimed?()
+            told = true
             // A flight may have landed between the caller's look and this claim: what it left is not fetched again.
             var outcomes: [Digest: Result<VerifiedBlob, any Error>] = [:]
             var missing: [RemoteFile] = []

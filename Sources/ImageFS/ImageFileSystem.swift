@@ -21,9 +21,17 @@ public final class ImageFileSystem: FileSystem {
     public static let rootIno: UInt64 = 1
     static let controlIno: UInt64 = 2
     static let statusIno: UInt64 = 3
+    static let hotSetIno: UInt64 = 4
+    static let hotSetsIno: UInt64 = 5
     static let firstTreeIno: UInt64 = 16
     /// The hidden directory that exposes the mount's status; never listed, always reachable by name.
     public static let controlName = ".mcvfs"
+
+    /// The hot-set files of the control directory (`HotSetRecorder`).
+    public enum HotSetFiles {
+        public static let text = "hot-set"
+        public static let json = "hot-sets.json"
+    }
 
     public struct Options: Sendable {
         public var tree: ImageTreeBuilder.Options
@@ -84,6 +92,8 @@ public final class ImageFileSystem: FileSystem {
     private let imageSet: ImageSet
     private let tree: ImageTree
     private let provider: any LayerProvider
+    /// What readers opened, for `.mcvfs/hot-set` and `mcvfs export --hot-set`.
+    public let hotSet = HotSetRecorder()
     private let options: Options
     private let statusDocument: @Sendable () -> Data
     private let mounted = Int64(Date().timeIntervalSince1970)
@@ -140,8 +150,10 @@ public final class ImageFileSystem: FileSystem {
     public func lookup(parent: UInt64, name: String, caller: Caller) throws(FSError) -> Attributes {
         switch (parent, name) {
         case (Self.rootIno, Self.controlName): return controlAttributes()
-        case (Self.controlIno, "status.json"): return statusAttributes()
-        case (Self.controlIno, _), (Self.statusIno, _): throw .notFound
+        case (Self.controlIno, "status.json"): return volatileAttributes(Self.statusIno)
+        case (Self.controlIno, HotSetFiles.text): return volatileAttributes(Self.hotSetIno)
+        case (Self.controlIno, HotSetFiles.json): return volatileAttributes(Self.hotSetsIno)
+        case (Self.controlIno, _), (Self.statusIno, _), (Self.hotSetIno, _), (Self.hotSetsIno, _): throw .notFound
         default: break
         }
         let tree = load()
@@ -158,7 +170,8 @@ public final class ImageFileSystem: FileSystem {
     public func attributes(ino: UInt64, caller: Caller) throws(FSError) -> Attributes {
         switch ino {
         case Self.controlIno: return controlAttributes()
-        case Self.statusIno: return statusAttributes()
+        case Self.statusIno: return volatileAttributes(Self.statusIno)
+        case Self.hotSetIno, Self.hotSetsIno: return volatileAttributes(ino)
         case Self.rootIno:
             return Attributes(
                 ino: ino, kind: .directory, permissions: rootPermissions, links: 2, size: 0,
@@ -181,6 +194,8 @@ public final class ImageFileSystem: FileSystem {
                 DirectoryEntry(ino: Self.controlIno, name: ".", kind: .directory),
                 DirectoryEntry(ino: Self.rootIno, name: "..", kind: .directory),
                 DirectoryEntry(ino: Self.statusIno, name: "status.json", kind: .file),
+                DirectoryEntry(ino: Self.hotSetIno, name: HotSetFiles.text, kind: .file),
+                DirectoryEntry(ino: Self.hotSetsIno, name: HotSetFiles.json, kind: .file),
             ]
         }
         let tree = load()
@@ -194,12 +209,14 @@ public final class ImageFileSystem: FileSystem {
 
     public func open(ino: UInt64, flags: Int32, caller: Caller) throws(FSError) -> OpenedFile {
         guard flags & O_ACCMODE == O_RDONLY, flags & O_TRUNC == 0 else { throw .readOnly }
-        if ino == Self.statusIno {
-            let handle = handles.withLock { $0.insert(.bytes(statusDocument())) }
+        if let document = controlDocument(ino) {
+            let handle = handles.withLock { $0.insert(.bytes(document)) }
             return OpenedFile(handle: handle, keepCache: false, directIO: true)
         }
-        guard let node = load().node(ino) else { throw .notFound }
+        let tree = load()
+        guard let node = tree.node(ino) else { throw .notFound }
         guard node.kind == .file else { throw node.kind == .directory ? .isDirectory : .invalidArgument }
+        if let top = tree.topLevelName(of: ino) { hotSet.record(top) { tree.images(providing: top) } }
         let file: OpenFile
         switch node.content {
         case .bytes(let data)?:
@@ -310,9 +327,19 @@ public final class ImageFileSystem: FileSystem {
             gid: options.owner.gid, modified: mounted)
     }
 
-    private func statusAttributes() -> Attributes {
+    /// The bytes of a file of `.mcvfs/`, made afresh on each open; nil for any other inode.
+    private func controlDocument(_ ino: UInt64) -> Data? {
+        switch ino {
+        case Self.statusIno: return statusDocument()
+        case Self.hotSetIno: return Data(hotSet.hotSet.text.utf8)
+        case Self.hotSetsIno: return hotSet.document
+        default: return nil
+        }
+    }
+
+    private func volatileAttributes(_ ino: UInt64) -> Attributes {
         var attributes = Attributes(
-            ino: Self.statusIno, kind: .file, permissions: 0o444, size: Int64(statusDocument().count),
+            ino: ino, kind: .file, permissions: 0o444, size: Int64(controlDocument(ino)?.count ?? 0),
             uid: options.owner.uid, gid: options.owner.gid, modified: Int64(Date().timeIntervalSince1970))
         attributes.isVolatile = true
         return attributes

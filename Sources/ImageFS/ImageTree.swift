@@ -62,6 +62,8 @@ public final class ImageTree: Sendable {
         var pending: [UInt64: Pending] = [:]
         /// Top-level names that resolved to nothing (every kernel for another GPU): they stay away.
         var hidden: Set<String> = []
+        /// The images that have each top-level name, in the order they were added.
+        var providers: [String: [String]] = [:]
         var report = ImageTreeBuilder.Report()
     }
 
@@ -103,6 +105,7 @@ public final class ImageTree: Sendable {
             var added: [String] = []
             var late: [(UInt64, SubtreeResolver.Contribution)] = []
             for (name, contribution) in contributions {
+                state.providers[name, default: []].append(contribution.image)
                 if let ino = state.nodes[0].children[name] {
                     if state.pending[ino] != nil {
                         state.pending[ino]?.insert(contribution)
@@ -188,6 +191,20 @@ public final class ImageTree: Sendable {
         }
         return current
     }
+
+    /// The top-level name `ino` lies under (itself, for a top-level node); nil for the root.
+    public func topLevelName(of ino: UInt64) -> String? {
+        state.withLock { state in
+            var current = Self.node(ino, in: state, firstIno: firstIno, rootIno: rootIno)
+            while let node = current, node.parent != rootIno {
+                current = Self.node(node.parent, in: state, firstIno: firstIno, rootIno: rootIno)
+            }
+            return current.flatMap { $0.ino == rootIno ? nil : $0.name }
+        }
+    }
+
+    /// The images that have the top-level `name`, in the order they were added.
+    public func images(providing name: String) -> [String] { state.withLock { $0.providers[name] ?? [] } }
 
     /// Path components of `ino` from the root (empty for the root).
     public func path(of ino: UInt64) -> [String]? {

@@ -69,7 +69,10 @@ public struct ImageTreeBuilder {
         }
         if let done = current { byTop[String(done.top), default: []] += done.entries }
         let backends = Set((image.targets ?? []).map(\.backend))
-        return byTop.mapValues { SubtreeResolver.Contribution(rank: rank, backends: backends, entries: $0) }
+        return byTop.mapValues {
+            SubtreeResolver.Contribution(
+                rank: rank, image: image.name, backends: backends, entries: $0)
+        }
     }
 
     /// The resolver a tree of these options uses.

@@ -10,6 +10,8 @@ struct SubtreeResolver: Sendable {
     struct Contribution: Sendable {
         /// The image's place in the mount's merge order: the lowest rank that has a file wins it.
         var rank: Int
+        /// The image's name (what a mount's hot set is recorded per).
+        var image: String
         var backends: Set<GPUTarget.Backend>
         /// In layer order, kept as a list since most are never resolved; a path a layer lists twice is taken
         /// from its last entry.

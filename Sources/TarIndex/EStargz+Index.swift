@@ -31,6 +31,7 @@ extension EStargz {
         var total: Int64 = 0
         var lastFile: (name: String, content: Digest, size: Int64)?
         var prefetchEnd: Int64?
+        var landmarks: [Int64] = []
         func record(_ key: String, _ entry: TarEntry) {
             if entries.updateValue(entry, forKey: key) == nil { order.append(key) }
         }
@@ -46,11 +47,13 @@ extension EStargz {
             }
             let path: String
             do { path = try EntryPolicy.normalise(item.name) } catch { throw hostile(error.reason) }
-            if path == tocName || path == noPrefetchLandmark { continue }
-            if path == prefetchLandmark {
-                // Everything before the landmark's member is the prioritized region (fetched in one request).
-                if item.type == "reg", let offset = item.offset, offset >= 0, offset <= tocOffset {
-                    prefetchEnd = offset
+            if path == tocName { continue }
+            if path == prefetchLandmark || path == noPrefetchLandmark {
+                // Not files of the cache, but members of the blob: the member before one ends where it starts.
+                if item.type == "reg", let offset = item.offset, offset >= 0, offset < tocOffset {
+                    landmarks.append(offset)
+                    // Everything before the prefetch landmark's member is the prioritized region (one request).
+                    if path == prefetchLandmark { prefetchEnd = offset }
                 }
                 continue
             }
@@ -161,6 +164,7 @@ extension EStargz {
         // A member runs from its offset to the next member's (or the TOC's): that is the range to fetch.
         var starts = chunks.values.flatMap { $0.list.map(\.offset) }
         starts.append(tocOffset)
+        starts += landmarks
         starts.sort()
         // The first member start after `offset` (every chunk's offset is in `starts`, and the TOC's is last).
         func memberEnd(_ offset: Int64) -> Int64 {

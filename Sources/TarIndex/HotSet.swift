@@ -65,4 +65,6 @@ public struct HotSet: Sendable, Hashable {
     }
 
     public var isEmpty: Bool { names.isEmpty }
+
+    public func contains(_ name: String) -> Bool { members.contains(name) }
 }

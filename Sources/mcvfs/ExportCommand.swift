@@ -3,6 +3,7 @@ import Foundation
 import Glibc
 import ImageFS
 import NodeService
+import TarIndex
 
 struct ExportCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -11,16 +12,35 @@ struct ExportCommand: ParsableCommand {
         discussion: """
             The copy is what the calling user sees through the mount. With --upper-only it holds only the kernels \
             written through the mount by the calling user (or the shared upper), ready for `mcvfs push`.
+
+            --hot-set FILE writes the names of the <KEY>/ directories the mount's readers opened a file under, in \
+            first-open order (every image's, or one image's with --image): give it to the next `mcvfs push \
+            --hot-set` so the next node's first lookup fetches them all in one request.
             """)
 
     @Flag(help: "Only the caller's upper: kernels compiled on this node, not those from the images.")
     var upperOnly = false
 
+    @Option(help: ArgumentHelp("Write the hot set the mount recorded to this file.", valueName: "file"))
+    var hotSet: String?
+
+    @Option(help: "With --hot-set: only the names this image (tag) provides.")
+    var image: String?
+
     @Argument(help: "An mcvfs mountpoint.") var mountpoint: String
-    @Argument(help: "Destination directory (created; must be empty if it exists).") var directory: String
+    @Argument(help: "Destination directory (created; must be empty if it exists).") var directory: String?
+
+    func validate() throws {
+        if directory == nil && hotSet == nil {
+            throw ValidationError("give a destination DIR, --hot-set FILE, or both")
+        }
+        if image != nil && hotSet == nil { throw ValidationError("--image selects the hot set of --hot-set") }
+    }
 
     func run() throws {
         do {
+            if let hotSet { try writeHotSet(to: hotSet) }
+            guard let directory else { return }
             let source = try upperOnly ? upperDirectory() : URL(fileURLWithPath: mountpoint).standardizedFileURL.path
             let destination = URL(fileURLWithPath: directory).standardizedFileURL.path
             let manager = FileManager.default
@@ -39,6 +59,30 @@ struct ExportCommand: ParsableCommand {
 
     struct ExportError: Error, CustomStringConvertible {
         let description: String
+    }
+
+    /// Writes the recorded hot set (all images', or `image`'s) in the form `push --hot-set` reads.
+    private func writeHotSet(to path: String) throws {
+        let control = URL(fileURLWithPath: mountpoint).standardizedFileURL.path + "/" + ImageFileSystem.controlName
+        let text: String
+        if let image {
+            guard let data = FileManager.default.contents(atPath: control + "/" + ImageFileSystem.HotSetFiles.json),
+                let byImage = try? JSONDecoder().decode([String: [String]].self, from: data)
+            else { throw ExportError(description: "\(mountpoint) is not an mcvfs mount (no recorded hot set)") }
+            guard let names = byImage[image] else {
+                throw ExportError(
+                    description: "no file of image \(image) was opened (images with a hot set: "
+                        + "\(byImage.keys.sorted().joined(separator: ", ")))")
+            }
+            text = HotSet(names).text
+        } else {
+            guard let data = FileManager.default.contents(atPath: control + "/" + ImageFileSystem.HotSetFiles.text)
+            else { throw ExportError(description: "\(mountpoint) is not an mcvfs mount (no recorded hot set)") }
+            text = String(decoding: data, as: UTF8.self)
+        }
+        try Data(text.utf8).write(to: URL(fileURLWithPath: path), options: .atomic)
+        let count = text.split(separator: "\n").count
+        print("wrote a hot set of \(count) entr\(count == 1 ? "y" : "ies") to \(path)")
     }
 
     /// The caller's upper directory, as the mount's status names it.
