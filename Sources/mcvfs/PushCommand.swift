@@ -3,7 +3,6 @@ import Foundation
 import ImageBuilder
 import OCI
 import TarIndex
-import Trust
 
 extension ImageBuilder.LayerFormat: ExpressibleByArgument {}
 extension ImageBuilder.Split: ExpressibleByArgument {}
@@ -95,22 +94,12 @@ struct PushCommand: ParsableCommand {
                     "left out \(scan.skipped.count) path(s) that are not cache entries (temp dirs, locks, ...); "
                         + "--log-level info lists them")
             }
-            // Asked before anything is pushed, so a wrong password leaves nothing unsigned behind.
-            let signingKey = try signKey.map(loadPrivateKey(path:))
-            if signingKey != nil && output != nil { throw PushError.signingLayout }
+            let publisher = try ImagePublisher(
+                reference: ref, output: output, signKey: signKey, chunkSize: chunkSize, global: global)
             let hot = try hotSet.map(HotSet.init(contentsOf:)) ?? HotSet()
             let builder = ImageBuilder(
                 scan: scan, options: .init(format: layerFormat, created: created, split: split, hotSet: hot))
             let plans = try builder.plans()
-
-            let destination: any ImageDestination
-            let client = output == nil ? try global.client(for: ref) : nil
-            if let output {
-                let directory = String(output.dropFirst("oci-layout:".count))
-                destination = OCILayoutDestination(directory: URL(fileURLWithPath: directory).standardizedFileURL)
-            } else {
-                destination = RegistryDestination(client: client!, repository: ref.repository, chunkSize: chunkSize)
-            }
 
             let work = FileManager.default.temporaryDirectory.appendingPathComponent("mcvfs-push-\(UUID().uuidString)")
             try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
@@ -118,57 +107,10 @@ struct PushCommand: ParsableCommand {
 
             for plan in plans {
                 let image = try builder.build(plan, in: work)
-                let tag =
-                    plan.tagSuffix.map { suffix in ref.tag.map { "\($0)-\(suffix)" } ?? suffix } ?? ref.tag ?? "latest"
+                let tag = publisher.tag(suffix: plan.tagSuffix)
                 warnMissing(image.missedHotSet, tag: tag)
-                let bar = ProgressBar(label: "push \(tag)")
-                let progress = PublishProgress { p in
-                    bar.update(
-                        bytes: p.doneBytes, totalBytes: p.totalBytes, blobs: p.doneBlobs, totalBlobs: p.totalBlobs)
-                }
-                progress.expect(blobs: image.blobs.count, bytes: image.blobs.reduce(0) { $0 + $1.descriptor.size })
-                let digest: Digest
-                do {
-                    digest = try destination.publish(image, tag: tag, progress: progress)
-                } catch {
-                    bar.finish()
-                    throw error
-                }
-                bar.finish()
-                unlink(image.layer.path)
-                let name = output == nil ? "\(ref.repositoryName):\(tag)" : "\(output!):\(tag)"
-                Log.info(
-                    "\(name): \(image.entryCount) kernel(s) for \(image.targets.map(\.description).joined(separator: ", ")); "
-                        + "layer \(image.layer.descriptor.digest.short) \(formatBytes(image.layer.descriptor.size)), "
-                        + "\(progress.skippedBlobs) of \(progress.totalBlobs) blob(s) already present")
-                print("\(digest)\t\(name)")
-                if let signingKey, let client {
-                    _ = try CosignSigner(client: client, repository: ref.repository).sign(
-                        digest: digest, reference: SignCommand.dockerReference(ref), annotations: [:], key: signingKey)
-                    Log.info("signed \(name)@\(digest) with key sha256:\(signingKey.publicKey.fingerprint)")
-                }
+                try publisher.publish(image, tag: tag, verb: "push")
             }
-        }
-    }
-}
-
-/// Hot-set names an image does not have: a hot set recorded against an older cache, or another target's kernels.
-func warnMissing(_ names: [String], tag: String) {
-    guard !names.isEmpty else { return }
-    for name in names { Log.info("\(tag): hot-set entry \(name) is not in the cache") }
-    Log.warning("\(tag): \(names.count) hot-set entr(ies) not in the cache were left out; --log-level info lists them")
-}
-
-enum PushError: Error, CustomStringConvertible {
-    case digestReference(String)
-    case signingLayout
-
-    var description: String {
-        switch self {
-        case .digestReference(let ref):
-            return "\(ref): push needs a tag, not a digest (the digest is what push computes)"
-        case .signingLayout:
-            return "--sign-key signs in a registry; with --output oci-layout push the layout, then `mcvfs sign` it"
         }
     }
 }
