@@ -157,7 +157,7 @@ public final class LayerFetcher: Sendable {
         }
         let downloaded = try downloader.unpack(layer, with: indexes.unpacker)
         let index = downloaded.unpacked.index
-        packs.register(try LayerPack(index: index, file: downloaded.unpacked.pack.map()))
+        packs.register(try LayerPack(index: index, file: downloaded.unpacked.pack.map()), unpacked: index)
         if lazy {
             packs.commitInBackground(downloaded, into: indexes) { [metrics] in
                 metrics.failed($0, verification: false)
@@ -172,6 +172,7 @@ public final class LayerFetcher: Sendable {
     /// content it names is local after all); a packed one when its pack is there.
     private func loadUsable(_ layer: Descriptor) -> LayerIndex? {
         if lazy, let index = tocIndexer.unsaved(layer.digest) { return index }
+        if let index = packs.unpacked(layer.digest) { return index }
         guard let index = indexes.load(layer: layer.digest) else { return nil }
         // A layer unpacked whole is its pack; an eStargz layer's pack holds what a prefetch wrote (if it is gone,
         // its files are fetched by range again).
@@ -188,13 +189,11 @@ public final class LayerFetcher: Sendable {
     @discardableResult
     public func fetchBlob(_ layer: Descriptor) throws -> String { try downloader.blob(layer) }
 
-    /// `fetchBlob`, counting a failure as `index(of:)` does: for a caller that downloads a layer before it
-    /// indexes it (outside a lock it indexes under).
+    /// Downloads a whole layer, for a caller that downloads before it indexes (outside a lock it indexes under):
+    /// a whole layer is unpacked as it downloads, so this is its index's build, and the `index(of:)` that follows
+    /// finds it done. Failures count as `index(of:)` counts them.
     public func download(_ layer: Descriptor) throws {
-        do { try fetchBlob(layer) } catch {
-            metrics.failed(error, verification: Self.isVerificationFailure(error))
-            throw error
-        }
+        _ = try index(of: layer)
     }
 
     public func path(of content: Digest) -> String? { store.path(for: content) }

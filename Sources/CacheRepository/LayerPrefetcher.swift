@@ -140,12 +140,18 @@ final class LayerPrefetcher: Sendable {
             do { try pack.append(earlier.file.bytes) } catch { return }
             offsets = earlier.layout.offsets
         }
-        for batch in Self.batches(pending, limit: Self.batchBytes) {
-            let size = batch.reduce(Int64(0)) { $0 + $1.size }
+        for var batch in Self.batches(pending, limit: Self.batchBytes) {
             if let left = room {
-                guard left >= size else { break }
-                room = left - size
+                // As much of the batch as the cache has room for (the pack holds files, not their members).
+                var taken: Int64 = 0
+                batch = Array(
+                    batch.prefix { file in
+                        taken += file.size
+                        return taken <= left
+                    })
+                room = left - batch.reduce(Int64(0)) { $0 + $1.size }
             }
+            guard !batch.isEmpty else { break }
             // What on-demand reads fetched meanwhile is not fetched again.
             let wanted = batch.filter { !isLocal($0.content) }
             for (content, outcome) in reader.files(wanted, priority: .background, commit: nil) {

@@ -18,6 +18,8 @@ final class PackedLayers: Sendable {
         var packs: [Digest: LayerPack] = [:]
         /// Which pack holds each content (the first registered, when several do).
         var holders: [Digest: Digest] = [:]
+        /// Indexes of the layers this process unpacked whole (persisted in the background).
+        var unpacked: [Digest: LayerIndex] = [:]
 
         /// Serves `pack`, in place of an earlier pack of its layer (a prefetch that wrote more of it).
         mutating func register(_ pack: LayerPack) {
@@ -43,8 +45,17 @@ final class PackedLayers: Sendable {
     /// The pack served for `layer`, if any.
     func pack(of layer: Digest) -> LayerPack? { state.withLock { $0.packs[layer] } }
 
-    /// Serves `pack` from now on.
-    func register(_ pack: LayerPack) { state.withLock { $0.register(pack) } }
+    /// Serves `pack` from now on; `unpacked` is the index of a layer unpacked whole here, kept for the fetcher
+    /// until the persisted one is there.
+    func register(_ pack: LayerPack, unpacked: LayerIndex? = nil) {
+        state.withLock { state in
+            state.register(pack)
+            if let unpacked { state.unpacked[unpacked.layer] = unpacked }
+        }
+    }
+
+    /// The index of `layer` when this process unpacked it whole.
+    func unpacked(_ layer: Digest) -> LayerIndex? { state.withLock { $0.unpacked[layer] } }
 
     /// Maps the committed pack of a persisted packed `index` and serves it; false when the pack is gone or does not
     /// hold what the index says (then the layer must be unpacked again).
