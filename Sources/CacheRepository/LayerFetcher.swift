@@ -27,6 +27,7 @@ public final class LayerFetcher: Sendable {
     private let files = RemoteFileMap()
     private let memory: MemoryBlobCache
     private let packs: PackedLayers
+    private let prefetchMode: PrefetchPolicy.Mode
     /// nil when offline.
     private let prefetcher: LayerPrefetcher?
     private let layerFlights = SingleFlight<Digest, LayerIndex>()
@@ -63,6 +64,7 @@ public final class LayerFetcher: Sendable {
         self.memory = memory
         let packs = PackedLayers(store: store)
         self.packs = packs
+        self.prefetchMode = prefetch.mode
         let (indexes, tocIndexer) = (self.indexes, self.tocIndexer)
         self.prefetcher = reader.map {
             LayerPrefetcher(
@@ -134,8 +136,20 @@ public final class LayerFetcher: Sendable {
         return index
     }
 
+    /// An eStargz layer this small is fetched whole when anything is prefetched: one request then brings all of
+    /// it, where its footer, its TOC and its files would take three round trips in sequence (at 1 Gbit/s and 20 ms
+    /// a round trip carries 2.5 MB).
+    public static let smallLayerSize: Int64 = 4 << 20
+
+    /// True when `index(of:)` downloads `layer` whole (a layer without a TOC, any layer when not lazy, a small
+    /// eStargz layer when prefetching): what a caller that downloads outside a lock asks first.
+    public func downloadsWhole(_ layer: Descriptor) -> Bool {
+        guard lazy, layer.annotations?[EStargz.tocDigestAnnotation] != nil else { return true }
+        return prefetchMode != .none && layer.size <= Self.smallLayerSize
+    }
+
     private func build(_ layer: Descriptor) throws -> LayerIndex {
-        guard lazy, let annotation = layer.annotations?[EStargz.tocDigestAnnotation] else {
+        guard !downloadsWhole(layer), let annotation = layer.annotations?[EStargz.tocDigestAnnotation] else {
             return try unpackWhole(layer)
         }
         guard let reader else { throw FetchError.offline(layer.digest) }

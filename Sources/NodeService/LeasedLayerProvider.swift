@@ -129,7 +129,7 @@ public final class LeasedLayerProvider: LayerProvider {
         // A whole layer downloads outside `leases/.lock`: the lease names the layer from the start (no eviction
         // takes it), and the lock held across the network would make every other image's bookkeeping (which takes
         // it exclusively) wait for this download. Indexing, which ingests file blobs, stays under it.
-        if layer.annotations?[EStargz.tocDigestAnnotation] == nil,
+        if sources[sources.count - 1].fetcher.downloadsWhole(layer),
             !FileManager.default.fileExists(atPath: cache.janitor.indexes.path(for: layer.digest))
         {
             try throughSources(layer) { try $0.download(layer) }

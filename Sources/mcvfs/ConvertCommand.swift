@@ -42,13 +42,7 @@ struct ConvertCommand: ParsableCommand {
     var destination: String
 
     func validate() throws {
-        if chunkSize < 1 { throw ValidationError("--chunk-size must be at least 1 byte") }
-        if let output, !output.hasPrefix("oci-layout:") || output.count == "oci-layout:".count {
-            throw ValidationError("--output must be oci-layout:DIR")
-        }
-        if let created, ISO8601DateFormatter().date(from: created) == nil {
-            throw ValidationError("--created must be an RFC 3339 time such as 2025-01-31T12:00:00Z")
-        }
+        try ImagePublisher.validate(chunkSize: chunkSize, output: output, created: created)
     }
 
     func run() throws {

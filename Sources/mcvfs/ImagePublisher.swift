@@ -1,3 +1,4 @@
+import ArgumentParser
 import Foundation
 import ImageBuilder
 import OCI
@@ -29,6 +30,17 @@ struct ImagePublisher {
             let client = try global.client(for: reference)
             destination = RegistryDestination(client: client, repository: reference.repository, chunkSize: chunkSize)
             self.client = client
+        }
+    }
+
+    /// Checks the options every publishing command takes.
+    static func validate(chunkSize: Int, output: String?, created: String?) throws {
+        if chunkSize < 1 { throw ValidationError("--chunk-size must be at least 1 byte") }
+        if let output, !output.hasPrefix("oci-layout:") || output.count == "oci-layout:".count {
+            throw ValidationError("--output must be oci-layout:DIR")
+        }
+        if let created, ISO8601DateFormatter().date(from: created) == nil {
+            throw ValidationError("--created must be an RFC 3339 time such as 2025-01-31T12:00:00Z")
         }
     }
 

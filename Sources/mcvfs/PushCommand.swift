@@ -71,15 +71,9 @@ struct PushCommand: ParsableCommand {
     var reference: String
 
     func validate() throws {
-        if chunkSize < 1 { throw ValidationError("--chunk-size must be at least 1 byte") }
-        if let output, !output.hasPrefix("oci-layout:") || output.count == "oci-layout:".count {
-            throw ValidationError("--output must be oci-layout:DIR")
-        }
+        try ImagePublisher.validate(chunkSize: chunkSize, output: output, created: created)
         if hotSet != nil && layerFormat != .estargz {
             throw ValidationError("--hot-set orders an eStargz layer; drop --layer-format \(layerFormat.rawValue)")
-        }
-        if let created, ISO8601DateFormatter().date(from: created) == nil {
-            throw ValidationError("--created must be an RFC 3339 time such as 2025-01-31T12:00:00Z")
         }
     }
 

@@ -16,18 +16,12 @@ from pathlib import Path
 import pytest
 
 from support.images import OCI_LAYER_GZIP, RegistryAPI, mcv_labels, stage_mcv_tree, tar_of_tree
-from support.mounts import MountPool
+from support.lazy_fetch import mounts  # noqa: F401
 from support.mcvfs import Mcvfs
+from support.mounts import MountPool
 from support.registry import require_tool
 
 TOC_ANNOTATION = "containerd.io/snapshot/stargz/toc.digest"
-
-
-@pytest.fixture
-def mounts(tmp_path):
-    pool = MountPool(Mcvfs(tmp_path / "home"))
-    yield pool
-    pool.close()
 
 
 def manifest(api: RegistryAPI, repo: str, ref: str) -> dict:

@@ -28,6 +28,9 @@ from test_service import Service, assert_serves, expected_files, mounted  # noqa
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = REPO_ROOT / "Tests" / "Fixtures" / "triton-3.9.0" / "cuda-90"
 TOC_ANNOTATION = "containerd.io/snapshot/stargz/toc.digest"
+# What is read, when it is read: these tests count the ranges of lazy reads (a prefetching mount fetches a small
+# layer whole, and the rest of a larger one in the background; test_prefetch.py covers that).
+ON_DEMAND = ("--prefetch", "none")
 
 
 # -- helpers ------------------------------------------------------------------------------------------------
@@ -173,7 +176,7 @@ def test_first_kernel_needs_only_footer_toc_and_its_entry(mcvfs, service, regist
     push(mcvfs, big, f"{registry.host}/es/big:v1")
     layer, blob = layer_bytes(registry, "es/big", "v1")
     with FaultProxy(registry.host) as proxy:
-        d = service.start(f"{proxy.host}/es/big:v1", "--gpu", "cuda:90", "--cache-dir", str(tmp_path / "c"))
+        d = service.start(f"{proxy.host}/es/big:v1", "--gpu", "cuda:90", *ON_DEMAND, "--cache-dir", str(tmp_path / "c"))
         assert ranges_for(proxy, layer["digest"]) == [], "mounting fetched layer bytes before any use"
         first = sorted(p.name for p in big.iterdir())[7]
         for f in sorted((big / first).iterdir()):
@@ -198,7 +201,7 @@ def test_first_kernel_needs_only_footer_toc_and_its_entry(mcvfs, service, regist
 
         # A second mount over the same cache fetches nothing at all.
         proxy.reset_counts()
-        d2 = service.start(f"{proxy.host}/es/big:v1", "--gpu", "cuda:90", "--cache-dir", str(tmp_path / "c"),
+        d2 = service.start(f"{proxy.host}/es/big:v1", "--gpu", "cuda:90", *ON_DEMAND, "--cache-dir", str(tmp_path / "c"),
                            name="again")
         assert_serves(d2.mountpoint, big)
         assert ranges_for(proxy, layer["digest"]) == []
@@ -210,7 +213,7 @@ def test_listing_the_root_reads_all_metadata_in_one_request(mcvfs, service, regi
     push(mcvfs, big, f"{registry.host}/es/list:v1")
     layer, blob = layer_bytes(registry, "es/list", "v1")
     with FaultProxy(registry.host) as proxy:
-        d = service.start(f"{proxy.host}/es/list:v1", "--gpu", "cuda:90", "--cache-dir", str(tmp_path / "c"), *mode)
+        d = service.start(f"{proxy.host}/es/list:v1", "--gpu", "cuda:90", *ON_DEMAND, "--cache-dir", str(tmp_path / "c"), *mode)
         assert sorted(os.listdir(d.mountpoint)) == sorted(p.name for p in big.iterdir())
         # Footer, TOC and the metadata run: every directory resolved together, not one fetch per directory.
         ranges = ranges_for(proxy, layer["digest"])
@@ -251,7 +254,7 @@ def test_corrupted_member_gives_eio_for_that_file_only(mcvfs, service, registry,
     registry.blob_path(layer["digest"]).write_bytes(bytes(data))
 
     cache = tmp_path / "c"
-    d = service.start(f"{registry.host}/es/bad:v1", "--gpu", "cuda:90", "--cache-dir", str(cache))
+    d = service.start(f"{registry.host}/es/bad:v1", "--gpu", "cuda:90", *ON_DEMAND, "--cache-dir", str(cache))
     rel = victim["name"].removeprefix("io.triton.cache/")
     with pytest.raises(OSError) as e:
         (d.mountpoint / rel).read_bytes()
@@ -273,7 +276,7 @@ def test_toc_not_matching_the_annotation_makes_the_image_unusable(mcvfs, service
     manifest["layers"][0]["annotations"][TOC_ANNOTATION] = "sha256:" + "0" * 64
     api.push_manifest("es/toc", "forged", json.dumps(manifest).encode(), manifest["mediaType"])
 
-    d = service.start(f"{registry.host}/es/toc:forged", "--gpu", "cuda:90", "--cache-dir", str(tmp_path / "c"))
+    d = service.start(f"{registry.host}/es/toc:forged", "--gpu", "cuda:90", *ON_DEMAND, "--cache-dir", str(tmp_path / "c"))
     with pytest.raises(OSError) as e:
         list(d.mountpoint.iterdir())
     assert e.value.errno == errno.EIO

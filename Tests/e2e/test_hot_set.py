@@ -13,30 +13,20 @@ import pytest
 
 from support.images import RegistryAPI
 from support.latency_proxy import LatencyProxy
+from support.lazy_fetch import FIXTURE, kernel_dirs, mounts, read_kernel, registry  # noqa: F401
 from support.mcvfs import Mcvfs
-from support.mounts import MountPool
 from support.registry import Registry
-from test_estargz import read_toc
-
-FIXTURE = Path(__file__).resolve().parents[1] / "Fixtures" / "triton-3.9.0" / "cuda-90"
-KEYS = sorted(p.name for p in FIXTURE.iterdir() if p.is_dir())
+from test_estargz import read_toc, replicate
 
 
-@pytest.fixture
-def registry(tmp_path):
-    with Registry(tmp_path / "registry") as r:
-        yield r
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    """A cache too large to be fetched whole (a prefetching mount fetches layers under 4 MiB in one request)."""
+    return replicate(FIXTURE, tmp_path_factory.mktemp("hot") / "cache", copies=30)
 
 
-@pytest.fixture
-def mounts(tmp_path):
-    pool = MountPool(Mcvfs(tmp_path / "home"))
-    yield pool
-    pool.close()
-
-
-def push(mcvfs: Mcvfs, ref: str, *args: str) -> None:
-    r = mcvfs.run("push", "--plain-http", *args, str(FIXTURE), ref, timeout=300)
+def push(mcvfs: Mcvfs, cache: Path, ref: str, *args: str) -> None:
+    r = mcvfs.run("push", "--plain-http", *args, str(cache), ref, timeout=600)
     assert r.rc == 0, r
 
 
@@ -46,16 +36,12 @@ def layer_blob(registry: Registry, repo: str, tag: str) -> tuple[dict, bytes]:
     return layer, api.get_blob(repo, layer["digest"])
 
 
-def read_kernel(directory: Path) -> None:
-    for f in sorted(directory.iterdir()):
-        f.read_bytes()
-
-
 def test_a_hot_set_push_puts_the_entries_first_and_a_mount_fetches_them_in_one_request(
-        mcvfs, registry, mounts, tmp_path):
-    hot = [KEYS[4], KEYS[1]]
+        mcvfs, registry, mounts, cache, tmp_path):
+    keys = kernel_dirs(cache)
+    hot = [keys[4], keys[1]]
     (tmp_path / "hot").write_text("# the workload's kernels\n" + "".join(k + "\n" for k in hot))
-    push(mcvfs, f"{registry.host}/hs/app:v1", "--hot-set", str(tmp_path / "hot"))
+    push(mcvfs, cache, f"{registry.host}/hs/app:v1", "--hot-set", str(tmp_path / "hot"))
     layer, blob = layer_blob(registry, "hs/app", "v1")
 
     # The tar order: the hot kernels (parents first, in the set's order), the landmark, then the rest.
@@ -81,12 +67,13 @@ def test_a_hot_set_push_puts_the_entries_first_and_a_mount_fetches_them_in_one_r
         assert len(ranges) == 3, ranges
         assert ranges[0][0] < 1024 and ranges[0][1] + 1 == entry["offset"], (ranges, entry["offset"])
         # The other kernels are not fetched before they are read.
-        read_kernel(mnt.path / KEYS[0])
+        read_kernel(mnt.path / keys[0])
         assert len(proxy.blob_requests(layer["digest"])) == 4
 
 
-def test_a_mount_records_its_hot_set_and_the_next_push_bakes_it_in(mcvfs, registry, mounts, tmp_path):
-    push(mcvfs, f"{registry.host}/hs/app:v1")
+def test_a_mount_records_its_hot_set_and_the_next_push_bakes_it_in(mcvfs, registry, mounts, cache, tmp_path):
+    KEYS = kernel_dirs(cache)
+    push(mcvfs, cache, f"{registry.host}/hs/app:v1")
     with LatencyProxy(registry.host) as proxy:
         mnt = mounts.mount(f"{proxy.host}/hs/app:v1", tmp_path / "mnt", tmp_path / "cache", "--gpu", "cuda:90",
                            "--prefetch", "none")
@@ -108,7 +95,7 @@ def test_a_mount_records_its_hot_set_and_the_next_push_bakes_it_in(mcvfs, regist
         assert r.rc == 1 and "v9" in r.stderr, r
 
         # The next push carries it, and the next node's first kernels cost one request for all three.
-        push(mcvfs, f"{registry.host}/hs/app:v2", "--hot-set", str(tmp_path / "recorded"))
+        push(mcvfs, cache, f"{registry.host}/hs/app:v2", "--hot-set", str(tmp_path / "recorded"))
         layer, _ = layer_blob(registry, "hs/app", "v2")
         proxy.reset()
         nxt = mounts.mount(f"{proxy.host}/hs/app:v2", tmp_path / "mnt2", tmp_path / "cache2", "--gpu", "cuda:90",

@@ -5,54 +5,22 @@ The registry sits behind the latency proxy (20 ms per request, and a bandwidth c
 take a while), whose log gives each request's byte range and when it arrived and finished. Waits are hang guards."""
 from __future__ import annotations
 
-import json
-import os
 import time
 from pathlib import Path
 
-import pytest
-
 from support.latency_proxy import LatencyProxy
+from support.lazy_fetch import FIXTURE, kernel_dirs, layer_of, mounts, read_kernel, registry  # noqa: F401
 from support.mcvfs import Mcvfs, pack_files
-from support.mounts import MountPool
 from support.net import wait_until
 from support.registry import Registry
 from test_estargz import replicate
 
-FIXTURE = Path(__file__).resolve().parents[1] / "Fixtures" / "triton-3.9.0" / "cuda-90"
 GUARD = 120
-
-
-@pytest.fixture
-def registry(tmp_path):
-    with Registry(tmp_path / "registry") as r:
-        yield r
-
-
-@pytest.fixture
-def mounts(tmp_path):
-    pool = MountPool(Mcvfs(tmp_path / "home"))
-    yield pool
-    pool.close()
 
 
 def push(mcvfs: Mcvfs, cache: Path, ref: str, *args: str) -> None:
     r = mcvfs.run("push", "--plain-http", *args, str(cache), ref, timeout=600)
     assert r.rc == 0, r
-
-
-def layer_of(registry: Registry, repo: str, tag: str) -> dict:
-    from support.images import RegistryAPI
-    return json.loads(RegistryAPI(registry.host).get_manifest(repo, tag)[0])["layers"][0]
-
-
-def read_kernel(directory: Path) -> None:
-    for f in sorted(directory.iterdir()):
-        f.read_bytes()
-
-
-def kernel_dirs(cache: Path) -> list[str]:
-    return sorted(p.name for p in cache.iterdir() if p.is_dir())
 
 
 def assert_disjoint(ranges: list[tuple[int, int]]) -> None:
@@ -64,11 +32,12 @@ def assert_disjoint(ranges: list[tuple[int, int]]) -> None:
 
 def test_background_prefetch_completes_the_layer_and_a_later_read_makes_no_request(
         mcvfs, registry, mounts, tmp_path):
-    push(mcvfs, FIXTURE, f"{registry.host}/pf/small:v1")
-    layer = layer_of(registry, "pf/small", "v1")
+    cache = replicate(FIXTURE, tmp_path / "src", copies=30)  # past the size a prefetching mount fetches whole
+    push(mcvfs, cache, f"{registry.host}/pf/layer:v1")
+    layer = layer_of(registry, "pf/layer", "v1")
     with LatencyProxy(registry.host) as proxy:
-        mnt = mounts.mount(f"{proxy.host}/pf/small:v1", tmp_path / "mnt", tmp_path / "cache", "--gpu", "cuda:90")
-        keys = kernel_dirs(FIXTURE)
+        mnt = mounts.mount(f"{proxy.host}/pf/layer:v1", tmp_path / "mnt", tmp_path / "cache", "--gpu", "cuda:90")
+        keys = kernel_dirs(cache)
         read_kernel(mnt.path / keys[0])
         # The rest of the layer lands in its pack, committed with the index that names it.
         wait_until(lambda: layer["digest"] in pack_files(tmp_path / "cache"), timeout=GUARD, what="the prefetch")
@@ -81,7 +50,7 @@ def test_background_prefetch_completes_the_layer_and_a_later_read_makes_no_reque
         assert proxy.log("blobs") == [], "a read after the prefetch went to the registry"
         # And a remount over this cache needs no byte of the layer either.
         mnt.unmount()
-        again = mounts.mount(f"{proxy.host}/pf/small:v1", tmp_path / "mnt", tmp_path / "cache", "--gpu", "cuda:90")
+        again = mounts.mount(f"{proxy.host}/pf/layer:v1", tmp_path / "mnt", tmp_path / "cache", "--gpu", "cuda:90")
         for key in keys:
             read_kernel(again.path / key)
         assert proxy.blob_requests(layer["digest"]) == []
@@ -115,6 +84,17 @@ def test_an_on_demand_read_is_never_queued_behind_the_prefetch(mcvfs, registry, 
         assert prefetching.done is None or max(e.done for e in on_demand) < prefetching.done
 
 
+def test_a_small_layer_is_fetched_whole_in_one_request(mcvfs, registry, mounts, tmp_path):
+    """Under 4 MiB, one request for the whole layer costs less than footer, TOC and files in turn."""
+    push(mcvfs, FIXTURE, f"{registry.host}/pf/small:v1")
+    layer = layer_of(registry, "pf/small", "v1")
+    with LatencyProxy(registry.host) as proxy:
+        mnt = mounts.mount(f"{proxy.host}/pf/small:v1", tmp_path / "mnt", tmp_path / "cache", "--gpu", "cuda:90")
+        for key in kernel_dirs(FIXTURE):
+            read_kernel(mnt.path / key)
+        assert [e.range for e in proxy.blob_requests(layer["digest"])] == [None]
+
+
 def test_without_prefetch_every_file_read_once_fetches_each_byte_once(mcvfs, registry, mounts, tmp_path):
     """A cold read of every file of a small layer used to transfer 3.1x the layer (spans bridged other files'
     members and dropped them); now what a span brings is kept."""
@@ -132,7 +112,7 @@ def test_without_prefetch_every_file_read_once_fetches_each_byte_once(mcvfs, reg
 
 
 def test_the_prefetch_stays_within_the_cache_bound(mcvfs, registry, mounts, tmp_path):
-    big = replicate(FIXTURE, tmp_path / "big", copies=20)
+    big = replicate(FIXTURE, tmp_path / "big", copies=40)
     push(mcvfs, big, f"{registry.host}/pf/bound:v1")
     layer = layer_of(registry, "pf/bound", "v1")
     files = sum(p.stat().st_size for p in big.rglob("*") if p.is_file())

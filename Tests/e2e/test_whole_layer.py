@@ -13,27 +13,13 @@ import pytest
 
 from support.images import OCI_LAYER_GZIP, RegistryAPI, mcv_labels, stage_mcv_tree, tar_of_tree
 from support.latency_proxy import LatencyProxy
-from support.mcvfs import Mcvfs, all_files, blob_files, pack_files
-from support.mounts import MountPool, access_errno
+from support.lazy_fetch import FIXTURE, kernel_dirs, mounts, registry  # noqa: F401
+from support.mcvfs import all_files, blob_files, pack_files
+from support.mounts import access_errno
 from support.net import wait_until
-from support.registry import Registry
 
-FIXTURE = Path(__file__).resolve().parents[1] / "Fixtures" / "triton-3.9.0" / "cuda-90"
-KEYS = sorted(p.name for p in FIXTURE.iterdir() if p.is_dir())
+KEYS = kernel_dirs(FIXTURE)
 GUARD = 120
-
-
-@pytest.fixture
-def registry(tmp_path):
-    with Registry(tmp_path / "registry") as r:
-        yield r
-
-
-@pytest.fixture
-def mounts(tmp_path):
-    pool = MountPool(Mcvfs(tmp_path / "home"))
-    yield pool
-    pool.close()
 
 
 def assert_nothing_kept(cache: Path, layer: str) -> None:
