@@ -67,6 +67,8 @@ public struct MountStatus: Codable, Sendable, Equatable {
         /// `operation/ERRNO` → error replies.
         public var fuseErrors: [String: Int]
         public var systemdNotify: Bool
+        /// Automatic publishing (`--publish-to`); nil when the mount does not publish.
+        public var publishing: Publishing?
     }
 
     public var reference: String

@@ -22,6 +22,7 @@ public final class NodeRuntime: Sendable {
     struct State {
         var catalog: Catalog?
         var provider: LeasedLayerProvider?
+        var publishing: (@Sendable () -> MountStatus.Publishing)?
     }
 
     /// Binds the metrics listener now, so a taken port fails the mount before it is announced.
@@ -58,6 +59,11 @@ public final class NodeRuntime: Sendable {
             $0.provider = provider
         }
         return provider
+    }
+
+    /// Where status and metrics read the mount's automatic publishing from (called without any lock held).
+    public func report(publishing: @escaping @Sendable () -> MountStatus.Publishing) {
+        state.withLock { $0.publishing = publishing }
     }
 
     // MARK: Lifecycle
@@ -100,19 +106,21 @@ public final class NodeRuntime: Sendable {
     /// The node-service part of the status document.
     public var status: @Sendable () -> MountStatus.Service {
         { [self] in
-            let (lease, evictions) = (state.withLock { $0.provider?.lease.file }, cache.evictions)
+            let (lease, publishing) = state.withLock { ($0.provider?.lease.file, $0.publishing) }
+            let evictions = cache.evictions
             return MountStatus.Service(
                 offline: upstream.isOffline, mirror: upstream.mirror?.host, mirrorFallbacks: upstream.mirrorFallbacks,
                 metricsListen: metricsServer.map { "\($0.address)" }, cacheDir: cache.layout.root,
                 cacheMaxSize: cache.maxSize, cacheSize: try? cache.store.totalSize(), evictedBlobs: evictions.blobs,
                 evictedBytes: evictions.bytes, lease: lease, fuseErrors: fuseErrors.summary,
-                systemdNotify: notifier.isEnabled)
+                systemdNotify: notifier.isEnabled, publishing: publishing?())
         }
     }
 
     var metricsSample: NodeMetrics.Sample {
-        let catalog = state.withLock { $0.catalog }
+        let (catalog, publishing) = state.withLock { ($0.catalog, $0.publishing) }
         var sample = NodeMetrics.Sample()
+        sample.publishing = publishing?()
         sample.fetch = metrics.snapshot
         sample.mirrorFallbacks = upstream.mirrorFallbacks
         sample.evictedBytes = cache.evictions.bytes
