@@ -47,12 +47,20 @@ let package = Package(
             ]
         ),
         .target(name: "ImageBuilder", dependencies: ["OCI", "ContentHash", "GPU", "Registry", "TarIndex"]),
+        // Compile once per fleet: harvesting uppers, publishing fleet images, compacting them, the daemon's
+        // periodic publish. Above the node service, whose catalogs and leased layers it reads.
+        .target(
+            name: "Publishing",
+            dependencies: [
+                "OCI", "ContentHash", "Registry", "BlobCache", "TarIndex", "CacheRepository", "Verification", "Trust",
+                "ImageFS", "NodeService", "ImageBuilder",
+            ]),
         .executableTarget(
             name: "mcvfs",
             dependencies: [
                 "OCI", "ContentHash", "GPU", "Registry", "CurlTransport", "BlobCache", "TarIndex", "Verification",
                 "Trust", "ImageFS",
-                "FUSEBridge", "ImageBuilder", "NodeService",
+                "FUSEBridge", "ImageBuilder", "NodeService", "Publishing",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

@@ -21,6 +21,7 @@ struct MountCommand: ParsableCommand {
     @OptionGroup var gpu: GPUOptions
     @OptionGroup(title: "Node service") var service: ServiceOptions
     @OptionGroup var trust: TrustOptions
+    @OptionGroup(title: "Publishing") var publishing: MountPublishingOptions
 
     @Flag(help: "Stay attached (systemd, containers); by default mcvfs returns once the mount serves.")
     var foreground = false
@@ -65,6 +66,9 @@ struct MountCommand: ParsableCommand {
 
     @Argument(help: "REGISTRY/REPOSITORY[:TAG|@DIGEST]") var reference: String
     @Argument(help: "An existing empty directory.") var mountpoint: String
+
+    /// How long the last publish at unmount may take: within systemd's `TimeoutStopSec=30` and a pod's grace period.
+    static let publishAtUnmountBudget = Duration.seconds(20)
 
     func run() throws {
         if !foreground && ProcessInfo.processInfo.environment[Daemon.childVariable] == nil {
@@ -134,6 +138,10 @@ struct MountCommand: ParsableCommand {
                 selection: selection.description, catalog: catalog, metrics: node.metrics, fileSystem: images,
                 upperRoot: readOnly ? nil : upperRoot,
                 isolation: readOnly ? nil : isolation.rawValue, service: node.status))
+        let publisher = try publishing.publisher(
+            global: global, layout: layout, upperRoot: readOnly ? nil : upperRoot, isolation: isolation,
+            images: { images.images }, provider: provider)
+        if let publisher { node.report(publishing: { publisher.status }) }
         let session = FUSESession(
             fileSystem: fileSystem,
             options: FUSESession.Options(
@@ -153,7 +161,9 @@ struct MountCommand: ParsableCommand {
             "mounted \(ref) at \(mountpoint) (\(catalog.used.count) image(s), \(catalog.skipped.count) skipped)"
         node.serving(message)
         daemon.ready(message: message)
+        publisher?.start()
         try session.run(stopping: node.stopping)
+        publisher?.stop(within: Self.publishAtUnmountBudget)
         images.persistPrefetched()
         node.finished()
         Log.info("unmounted \(mountpoint)")
