@@ -95,6 +95,9 @@ let package = Package(
                 "CacheRepository", "OCI", "ContentHash", "Registry", "BlobCache", "TarIndex", "TestSupport",
             ]),
         .testTarget(
+            name: "PublishingTests",
+            dependencies: ["Publishing", "OCI", "ContentHash", "BlobCache", "TarIndex", "TestSupport"]),
+        .testTarget(
             name: "NodeServiceTests",
             dependencies: [
                 "NodeService", "OCI", "ContentHash", "GPU", "Registry", "BlobCache", "TarIndex", "TestSupport",
