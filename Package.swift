@@ -25,19 +25,20 @@ let package = Package(
         // Generic single flight (one run of a piece of work per key at a time), below everything that gates work.
         .target(name: "SingleFlight"),
         .target(name: "OCI"),
+        .target(name: "TimeBudget"),
         .target(name: "ContentHash", dependencies: ["OCI", "CDigest"]),
         .target(name: "GPU", dependencies: ["OCI"]),
-        .target(name: "Registry", dependencies: ["OCI", "ContentHash"]),
+        .target(name: "Registry", dependencies: ["OCI", "ContentHash", "TimeBudget"]),
         .target(name: "CurlTransport", dependencies: ["Registry", "CCurl"]),
         .target(name: "BlobCache", dependencies: ["OCI", "ContentHash"]),
         .target(name: "TarIndex", dependencies: ["OCI", "ContentHash", "BlobCache", "CArchive"]),
         .target(
             name: "CacheRepository",
-            dependencies: ["SingleFlight", "OCI", "ContentHash", "Registry", "BlobCache", "TarIndex"]),
+            dependencies: ["SingleFlight", "OCI", "ContentHash", "Registry", "BlobCache", "TarIndex", "TimeBudget"]),
         .target(name: "Verification", dependencies: ["OCI", "ContentHash", "COpenSSL", "CSodium"]),
         .target(name: "Trust", dependencies: ["OCI", "ContentHash", "Registry", "BlobCache", "Verification"]),
-        .target(name: "ImageFS", dependencies: ["OCI", "ContentHash", "TarIndex"]),
-        .target(name: "FUSEBridge", dependencies: ["ImageFS", "CFuse"]),
+        .target(name: "ImageFS", dependencies: ["OCI", "ContentHash", "TarIndex", "TimeBudget"]),
+        .target(name: "FUSEBridge", dependencies: ["ImageFS", "TimeBudget", "CFuse"]),
         // Node policy above the filesystem and the fetcher: catalogs (offline, mirror, recorded), leases and the
         // leased layer provider, eviction, metrics, status, systemd. Commands only wire it.
         .target(
@@ -73,7 +74,8 @@ let package = Package(
         .testTarget(name: "SingleFlightTests", dependencies: ["SingleFlight", "TestSupport"]),
         .testTarget(name: "OCITests", dependencies: ["OCI"]),
         .testTarget(name: "GPUTests", dependencies: ["GPU", "OCI"], resources: [.copy("Fixtures")]),
-        .testTarget(name: "RegistryTests", dependencies: ["Registry", "CurlTransport", "OCI", "ContentHash"]),
+        .testTarget(
+            name: "RegistryTests", dependencies: ["Registry", "CurlTransport", "OCI", "ContentHash", "TimeBudget"]),
         .testTarget(name: "BlobCacheTests", dependencies: ["BlobCache", "OCI", "ContentHash", "TestSupport"]),
         .testTarget(
             name: "TarIndexTests", dependencies: ["TarIndex", "BlobCache", "OCI", "ContentHash", "TestSupport"]),
@@ -85,7 +87,9 @@ let package = Package(
             dependencies: ["Trust", "Verification", "Registry", "BlobCache", "OCI", "ContentHash", "TestSupport"]),
         .testTarget(
             name: "ImageFSTests",
-            dependencies: ["ImageFS", "ImageBuilder", "TarIndex", "BlobCache", "OCI", "ContentHash", "TestSupport"]),
+            dependencies: [
+                "ImageFS", "ImageBuilder", "TarIndex", "BlobCache", "OCI", "ContentHash", "TimeBudget", "TestSupport",
+            ]),
         .testTarget(
             name: "ImageBuilderTests",
             dependencies: ["ImageBuilder", "TarIndex", "BlobCache", "OCI", "ContentHash", "TestSupport"]),

@@ -3,6 +3,7 @@ import Foundation
 import OCI
 import Registry
 import Synchronization
+import TimeBudget
 
 /// Byte ranges of one layer blob in the registry, fetched with HTTP `Range` requests.
 ///
@@ -53,8 +54,10 @@ struct LayerBlobReader: Sendable {
     func read(_ regions: some Collection<Region>) -> [Region: Result<Data, any Error>] {
         let spans = Self.spans(of: regions)
         let results = Mutex([Result<Data, any Error>?](repeating: nil, count: spans.count))
+        // Each span under the caller's deadline, which does not follow work onto other threads by itself.
+        let deadline = Deadline.current
         DispatchQueue.concurrentPerform(iterations: spans.count) { i in
-            let result = Result { try read(spans[i].range) }
+            let result = Result { try Deadline.bind(deadline) { try read(spans[i].range) } }
             results.withLock { $0[i] = result }
         }
         var out: [Region: Result<Data, any Error>] = [:]

@@ -140,6 +140,15 @@ public final class LayerFetcher: Sendable {
     @discardableResult
     public func fetchBlob(_ layer: Descriptor) throws -> String { try downloader.blob(layer) }
 
+    /// `fetchBlob`, counting a failure as `index(of:)` does: for a caller that downloads a layer before it
+    /// indexes it (outside a lock it indexes under).
+    public func download(_ layer: Descriptor) throws {
+        do { try fetchBlob(layer) } catch {
+            metrics.failed(error, verification: Self.isVerificationFailure(error))
+            throw error
+        }
+    }
+
     public func path(of content: Digest) -> String? { store.path(for: content) }
 
     // MARK: Files

@@ -17,10 +17,12 @@ public final class FUSESession {
         public var cacheTimeout: Double
         /// Log every failed operation, not only failures to get content.
         public var traceErrors: Bool
+        /// Each request runs under a `Deadline` this far away: everything it makes the registry do ends by it.
+        public var operationBudget: Duration?
 
         public init(
             mountpoint: String, fsName: String, allowOther: Bool, maxThreads: UInt32 = 16, cacheTimeout: Double = 60,
-            traceErrors: Bool = false
+            traceErrors: Bool = false, operationBudget: Duration? = nil
         ) {
             self.mountpoint = mountpoint
             self.fsName = fsName
@@ -28,20 +30,51 @@ public final class FUSESession {
             self.maxThreads = maxThreads
             self.cacheTimeout = cacheTimeout
             self.traceErrors = traceErrors
+            self.operationBudget = operationBudget
         }
     }
 
     public enum SessionError: Error, Equatable, CustomStringConvertible {
         case create
         case mount(String)
+        /// `/dev/fuse` cannot be used by this process: what is wrong, and what to do.
+        case device(String)
         case loop(Int32)
 
         public var description: String {
             switch self {
             case .create: return "cannot create a FUSE session (is /dev/fuse available?)"
             case .mount(let point): return "cannot mount at \(point) (see the log; is it an existing empty directory?)"
+            case .device(let problem): return problem
             case .loop(let rc): return "FUSE session ended with error \(rc)"
             }
+        }
+    }
+
+    /// Why this process cannot use `/dev/fuse`, when that is why a mount failed (libfuse only tells stderr).
+    static func deviceProblem(_ device: String = "/dev/fuse") -> String? {
+        let fd = open(device, O_RDWR | O_CLOEXEC)
+        guard fd < 0 else {
+            close(fd)
+            return nil
+        }
+        let code = errno
+        let reason = String(cString: strerror(code))
+        switch code {
+        case ENOENT, ENODEV, ENXIO:
+            return "cannot open \(device): \(reason): load the fuse module (modprobe fuse); in a container, pass the "
+                + "device (--device /dev/fuse, or a privileged pod)"
+        case EACCES:
+            var info = stat()
+            let mode = stat(device, &info) == 0 ? String(info.st_mode & 0o7777, radix: 8) : "?"
+            return "cannot open \(device): \(reason) for uid \(getuid()) (mode 0\(mode), owner \(info.st_uid):"
+                + "\(info.st_gid)): non-root mounts need it readable and writable by everyone (chmod 0666 \(device), as "
+                + "the fuse3 package sets it up) and fusermount3 installed; or mount as root"
+        case EPERM:
+            return "cannot open \(device): \(reason): a device policy denies it (in a container, pass --device "
+                + "/dev/fuse, or run the pod privileged)"
+        default:
+            return "cannot open \(device): \(reason)"
         }
     }
 
@@ -59,8 +92,8 @@ public final class FUSESession {
     ) {
         self.options = options
         self.context = OperationContext(
-            fileSystem: fileSystem, cacheTimeout: options.cacheTimeout, traceErrors: options.traceErrors, log: log,
-            onError: onError, onConnected: onConnected)
+            fileSystem: fileSystem, cacheTimeout: options.cacheTimeout, traceErrors: options.traceErrors,
+            operationBudget: options.operationBudget, log: log, onError: onError, onConnected: onConnected)
     }
 
     deinit {
@@ -86,7 +119,10 @@ public final class FUSESession {
             return fuse_session_new(&args, &operations, MemoryLayout<fuse_lowlevel_ops>.size, userdata)
         }
         guard let session else { throw SessionError.create }
-        guard fuse_session_mount(session, options.mountpoint) == 0 else { throw SessionError.mount(options.mountpoint) }
+        guard fuse_session_mount(session, options.mountpoint) == 0 else {
+            if let problem = Self.deviceProblem() { throw SessionError.device(problem) }
+            throw SessionError.mount(options.mountpoint)
+        }
         mounted = true
         // From here on SIGINT/SIGTERM/SIGHUP must end in an unmount, even before `run()` starts the loop (a
         // service manager may stop us right after we report ready): the handler only marks the session as

@@ -2,6 +2,7 @@ import CFuse
 import Glibc
 import ImageFS
 import Synchronization
+import TimeBudget
 
 /// What every callback needs: the filesystem, open directory listings, and the one place that turns errors
 /// into replies. Callbacks work inline on libfuse's worker threads, then reply.
@@ -11,6 +12,8 @@ final class OperationContext: Sendable {
     let log: @Sendable (String) -> Void
     /// Log every failed operation, routine ones (a lookup of a missing name) included.
     let traceErrors: Bool
+    /// The deadline each request runs under, from its start (nil: none).
+    let operationBudget: Duration?
     /// Told of every error reply (operation name, errno), for metrics; nil when nobody counts.
     let onError: (@Sendable (String, Int32) -> Void)?
     /// Called once, with the first request after the kernel's INIT was answered (mount options that the INIT
@@ -21,7 +24,7 @@ final class OperationContext: Sendable {
     private let listings = Mutex<(next: UInt64, open: [UInt64: [DirectoryEntry]])>((1, [:]))
 
     init(
-        fileSystem: any FileSystem, cacheTimeout: Double, traceErrors: Bool,
+        fileSystem: any FileSystem, cacheTimeout: Double, traceErrors: Bool, operationBudget: Duration? = nil,
         log: @escaping @Sendable (String) -> Void, onError: (@Sendable (String, Int32) -> Void)? = nil,
         onConnected: (@Sendable () -> Void)? = nil
     ) {
@@ -29,6 +32,7 @@ final class OperationContext: Sendable {
         self.fileSystem = fileSystem
         self.cacheTimeout = cacheTimeout
         self.traceErrors = traceErrors
+        self.operationBudget = operationBudget
         self.log = log
         self.onError = onError
     }
@@ -48,11 +52,12 @@ final class OperationContext: Sendable {
         attributes.isVolatile || attributes.nameIsVolatile ? 0 : cacheTimeout
     }
 
-    /// Runs `body`; a thrown `FSError` becomes its errno reply, logged once when it is not routine.
+    /// Runs `body` under the request's deadline; a thrown `FSError` becomes its errno reply, logged once when it
+    /// is not routine.
     func serve(_ req: fuse_req_t?, _ operation: StaticString, _ body: () throws(FSError) -> Void) {
         if connectedPending.load(ordering: .relaxed) { announceConnection() }
         do {
-            try body()
+            try Deadline.bind(operationBudget.map(Deadline.after), body)
         } catch {
             if error.isNoteworthy || traceErrors { log("\(operation): \(error)") }
             onError?("\(operation)", error.errno)

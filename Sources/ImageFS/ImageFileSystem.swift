@@ -1,17 +1,22 @@
 import Foundation
 import OCI
 import Synchronization
-import TarIndex
+import TimeBudget
 
 #if canImport(Glibc)
     import Glibc
 #endif
 
-/// The read-only filesystem of a mount: the merged tree of the mount's images, loaded on first use.
+/// The read-only filesystem of a mount: the merged tree of the mount's images, each loaded on first use.
 ///
 /// Mounting costs no layer download: the root directory exists from the start, and the first lookup or listing
-/// below it loads every image (in parallel), once. A load that fails answers `unavailable` (EIO) and is retried
-/// on a later access, but not before `retryDelay` so that a dead registry does not stall every lookup.
+/// below it starts loading every image, each on its own, in the background. One image that is slow, failing or
+/// malformed affects only the names that it alone could provide: the names of the others serve from the images
+/// in the tree (the first lookups wait, once and within their budget, for the images in their first load, so a
+/// healthy mount merges in tag order); a name no loaded image has answers `unavailable` (EIO) while an image that
+/// might hold it is failing or still loading, and `notFound` once every image is loaded. A failed image is
+/// retried by the first access after `retryDelay`, in the background. Every operation ends within
+/// `operationBudget`.
 public final class ImageFileSystem: FileSystem {
     public static let rootIno: UInt64 = 1
     static let controlIno: UInt64 = 2
@@ -19,26 +24,34 @@ public final class ImageFileSystem: FileSystem {
     static let firstTreeIno: UInt64 = 16
     /// The hidden directory that exposes the mount's status; never listed, always reachable by name.
     public static let controlName = ".mcvfs"
-    static let persistDelay = DispatchTimeInterval.seconds(3)
 
     public struct Options: Sendable {
         public var tree: ImageTreeBuilder.Options
         public var owner: (uid: UInt32, gid: UInt32)
+        /// How long a failed image (or top-level name) answers its failure at once before an access retries it.
         public var retryDelay: Duration
         /// Files of at least this many bytes (shared objects excepted) are served with direct I/O (nil: never).
         /// Their reads then copy once, from the blob's pages to the reader, and the kernel keeps no second copy in
         /// the mount's page cache; they can be mapped privately but not `MAP_SHARED` (ENODEV: allowing it needs
         /// `FUSE_DIRECT_IO_ALLOW_MMAP`, which libfuse 3.14 cannot negotiate).
         public var directIOFrom: Int64?
+        /// The most one operation may take when its caller bound no `Deadline`: waiting for images, and every
+        /// registry request made for it (the FUSE bridge binds the same budget per request).
+        public var operationBudget: Duration
+        /// Told of each image that failed to load.
+        public var log: @Sendable (String) -> Void
 
         public init(
             tree: ImageTreeBuilder.Options, owner: (uid: UInt32, gid: UInt32), retryDelay: Duration = .seconds(5),
-            directIOFrom: Int64? = nil
+            directIOFrom: Int64? = nil, operationBudget: Duration = .seconds(21),
+            log: @escaping @Sendable (String) -> Void = { _ in }
         ) {
             self.tree = tree
             self.owner = owner
             self.retryDelay = retryDelay
             self.directIOFrom = directIOFrom
+            self.operationBudget = operationBudget
+            self.log = log
         }
     }
 
@@ -66,88 +79,58 @@ public final class ImageFileSystem: FileSystem {
         }
     }
 
-    private struct LoadState {
-        var tree: ImageTree?
-        var lastFailure: (at: ContinuousClock.Instant, reason: String)?
-    }
-
-    public let images: [CacheImage]
+    private let imageSet: ImageSet
+    private let tree: ImageTree
     private let provider: any LayerProvider
     private let options: Options
     private let statusDocument: @Sendable () -> Data
     private let mounted = Int64(Date().timeIntervalSince1970)
-    // Lock order: loadGate, then state. The gate is held across the load on purpose: it is the single flight
-    // that makes concurrent first lookups wait for one load instead of starting their own.
-    private let loadGate = NSLock()
-    private let state = Mutex(LoadState())
-    private let handles = Mutex(Handles())
+    private let handles = Mutex<Handles>(Handles())
 
     /// - Parameter status: renders `/.mcvfs/status.json` on each open.
     public init(
         images: [CacheImage], provider: any LayerProvider, options: Options,
         status: @escaping @Sendable () -> Data
     ) {
-        self.images = images
         self.provider = provider
         self.options = options
         self.statusDocument = status
+        imageSet = ImageSet(
+            images: images, provider: provider, retryDelay: options.retryDelay, budget: options.operationBudget,
+            log: options.log)
+        tree = ImageTree(
+            rootIno: Self.rootIno, firstIno: Self.firstTreeIno,
+            resolver: ImageTreeBuilder(options: options.tree, readBlob: { try provider.contents(of: $0) }).resolver(),
+            prefetch: { provider.prefetch($0) }, retryDelay: options.retryDelay, images: imageSet)
     }
 
-    /// What the tree resolved so far, once loaded.
-    public var report: ImageTreeBuilder.Report? { state.withLock { $0.tree?.report } }
+    /// The mount's images, in merge order.
+    public var images: [CacheImage] { imageSet.images }
 
-    public var isLoaded: Bool { state.withLock { $0.tree != nil } }
+    /// Where each image stands (loaded, loading, failed with its error and next retry), for status and metrics.
+    public var imageStatus: [ImageSet.Status] { imageSet.statuses }
 
-    /// Stores prefetched metadata still held in memory (also done in the background after the load); call at
+    /// What the tree resolved so far.
+    public var report: ImageTreeBuilder.Report? { tree.report }
+
+    /// Whether every image is loaded.
+    public var isLoaded: Bool { imageSet.allLoaded }
+
+    /// Stores prefetched metadata still held in memory (also done in the background after each load); call at
     /// unmount so a later mount over the same cache fetches nothing again.
     public func persistPrefetched() { provider.persistPrefetched() }
 
-    /// Loads every image now (prefetch); the same load a first lookup would do.
-    public func load() throws(FSError) -> ImageTree {
-        if let tree = state.withLock({ $0.tree }) { return tree }
-        loadGate.lock()
-        defer { loadGate.unlock() }
-        let (loaded, failure) = state.withLock { ($0.tree, $0.lastFailure) }
-        if let loaded { return loaded }
-        if let failure, ContinuousClock.now - failure.at < options.retryDelay {
-            throw .unavailable(reason: failure.reason)
-        }
-        do {
-            let indexes = try loadLayers()
-            var builder = ImageTreeBuilder(
-                options: options.tree, readBlob: { [provider] in try provider.contents(of: $0) })
-            for (image, layers) in zip(images, indexes) {
-                builder.add(layers: layers, image: image)
-            }
-            let tree = builder.build(
-                rootIno: Self.rootIno, firstIno: Self.firstTreeIno, retryDelay: options.retryDelay,
-                prefetch: { [provider] in provider.prefetch($0) })
-            state.withLock {
-                $0.tree = tree
-                $0.lastFailure = nil
-            }
-            // Indexes built from TOCs (and metadata a listing prefetched) are stored once the first kernels are
-            // served: encoding thousands of entries and creating files would compete with them.
-            DispatchQueue.global(qos: .utility).asyncAfter(deadline: .now() + Self.persistDelay) { [provider] in
-                provider.persistPrefetched()
-            }
-            return tree
-        } catch {
-            let reason = String(describing: error)
-            state.withLock { $0.lastFailure = (ContinuousClock.now, reason) }
-            throw .unavailable(reason: reason)
-        }
+    /// The tree, after starting (in the background) the image loads that are due: images not tried yet, and
+    /// failed ones whose retry delay has passed. Waiting for them is the tree's business, name by name.
+    public func load() -> ImageTree {
+        imageSet.startDue(into: tree)
+        return tree
     }
 
-    /// Fetches the images' layers concurrently; the first error wins.
-    private func loadLayers() throws -> [[LayerIndex]] {
-        let results = Mutex([Result<[LayerIndex], any Error>?](repeating: nil, count: images.count))
-        DispatchQueue.concurrentPerform(iterations: images.count) { i in
-            let image = images[i]
-            let result = Result { try image.layers.map { try provider.index(of: $0, in: image) } }
-            results.withLock { $0[i] = result }
-        }
-        return try results.withLock { $0 }.map { try $0!.get() }
+    /// Adds images to the served tree while it serves (a refreshed repository): they rank after the images
+    /// already mounted, load on the next access, and only add names (or join names not resolved yet).
+    public func add(images: [CacheImage]) {
+        imageSet.append(images)
     }
 
     // MARK: FileSystem
@@ -159,7 +142,7 @@ public final class ImageFileSystem: FileSystem {
         case (Self.controlIno, _), (Self.statusIno, _): throw .notFound
         default: break
         }
-        let tree = try load()
+        let tree = load()
         guard let parentNode = tree.node(parent) else { throw .notFound }
         guard parentNode.kind == .directory else { throw .notDirectory }
         guard let node = try tree.child(of: parent, named: name) else { throw .notFound }
@@ -174,18 +157,18 @@ public final class ImageFileSystem: FileSystem {
         switch ino {
         case Self.controlIno: return controlAttributes()
         case Self.statusIno: return statusAttributes()
-        case Self.rootIno where !isLoaded:
+        case Self.rootIno:
             return Attributes(
                 ino: ino, kind: .directory, permissions: rootPermissions, links: 2, size: 0,
                 uid: options.owner.uid, gid: options.owner.gid, modified: mounted)
         default:
-            guard let node = try load().node(ino) else { throw .notFound }
+            guard let node = load().node(ino) else { throw .notFound }
             return attributes(of: node)
         }
     }
 
     public func readLink(ino: UInt64, caller: Caller) throws(FSError) -> String {
-        guard let node = try load().node(ino) else { throw .notFound }
+        guard let node = load().node(ino) else { throw .notFound }
         guard node.kind == .symlink, let target = node.linkTarget else { throw .invalidArgument }
         return target
     }
@@ -198,7 +181,7 @@ public final class ImageFileSystem: FileSystem {
                 DirectoryEntry(ino: Self.statusIno, name: "status.json", kind: .file),
             ]
         }
-        let tree = try load()
+        let tree = load()
         guard let node = tree.node(ino) else { throw .notFound }
         guard node.kind == .directory else { throw .notDirectory }
         return [
@@ -213,7 +196,7 @@ public final class ImageFileSystem: FileSystem {
             let handle = handles.withLock { $0.insert(.bytes(statusDocument())) }
             return OpenedFile(handle: handle, keepCache: false, directIO: true)
         }
-        guard let node = try load().node(ino) else { throw .notFound }
+        guard let node = load().node(ino) else { throw .notFound }
         guard node.kind == .file else { throw node.kind == .directory ? .isDirectory : .invalidArgument }
         let file: OpenFile
         switch node.content {
@@ -226,7 +209,9 @@ public final class ImageFileSystem: FileSystem {
             if let local = provider.path(of: digest) {
                 source = .file(path: local)
             } else {
-                do { source = try provider.source(of: digest) } catch let error as FSError { throw error } catch {
+                do {
+                    source = try Deadline.ensuring(options.operationBudget) { try provider.source(of: digest) }
+                } catch let error as FSError { throw error } catch {
                     throw .unavailable(reason: "fetching file blob \(digest): \(error)")
                 }
             }
@@ -295,10 +280,9 @@ public final class ImageFileSystem: FileSystem {
     }
 
     public func statistics() -> FileSystemStatistics {
-        let tree = state.withLock { $0.tree }
-        let bytes = UInt64(tree?.totalFileBytes ?? 0)
+        let bytes = UInt64(tree.totalFileBytes)
         return FileSystemStatistics(
-            blockSize: 4096, blocks: (bytes + 4095) / 4096, freeBlocks: 0, files: UInt64(tree?.count ?? 0))
+            blockSize: 4096, blocks: (bytes + 4095) / 4096, freeBlocks: 0, files: UInt64(tree.count))
     }
 
     // MARK: Attributes

@@ -1,13 +1,26 @@
 import Foundation
 import OCI
 import Synchronization
+import TimeBudget
 
-/// The merged, filtered, relocated tree of every image a mount uses.
+/// The merged, filtered, relocated tree of the images a mount serves.
 ///
-/// The root's entries exist from the start; what lies under each top-level name (a Triton `<KEY>/` directory,
-/// vLLM's `torch_compile_cache/`) is resolved on its first lookup, reading only that directory's kernel metadata
-/// and group files, so the time to the first kernel does not grow with the number of kernels in the image. Nodes
-/// are only ever added; inode numbers are stable for the mount's life.
+/// Images are added as they become available (`add`), each on its own: a top-level name (a Triton `<KEY>/`
+/// directory, vLLM's `torch_compile_cache/`) appears at once, and what lies under it is resolved on its first
+/// lookup from the images added by then (after the images in their first load settle, within the lookup's
+/// deadline: `ImageSet`), reading only that directory's kernel metadata and group files. So the time to the first
+/// kernel does not grow with the number of kernels, and an image that is slow or failing holds the others back
+/// once, by one budget at most.
+///
+/// The merge rules, which hold however late an image arrives:
+/// - a name not resolved yet merges the images added so far in the mount's image order (their rank: tag order,
+///   then images added to the mount later): a file comes from the first of them that has it, directories merge;
+/// - an image added after a name was resolved adds the paths the name lacks and changes none that exists: a
+///   file, once it could be served, stays what it was. Which of two images wins a path both have is decided by
+///   the images loaded when the name is first resolved;
+/// - a name that is not in the tree is looked up again on every access (nothing negative is kept), so a name
+///   an image adds later is found as soon as it is added.
+/// Nodes are only ever added; inode numbers are stable for the mount's life.
 public final class ImageTree: Sendable {
     public enum Content: Sendable, Hashable {
         /// Bytes of a verified blob in the local store.
@@ -31,57 +44,90 @@ public final class ImageTree: Sendable {
         public var listing: [String]
     }
 
-    private struct Pending {
+    struct Pending {
+        /// In rank order.
         var contributions: [SubtreeResolver.Contribution]
         var lastFailure: (at: ContinuousClock.Instant, reason: String)?
+
+        mutating func insert(_ contribution: SubtreeResolver.Contribution) {
+            let index = contributions.firstIndex { $0.rank > contribution.rank } ?? contributions.endIndex
+            contributions.insert(contribution, at: index)
+        }
     }
 
-    private struct State {
+    struct State {
         /// Slot 0 is the root; every other node is stored at `ino - firstIno`.
         var nodes: [Node]
         /// Top-level names not resolved yet, by inode.
-        var pending: [UInt64: Pending]
+        var pending: [UInt64: Pending] = [:]
+        /// Top-level names that resolved to nothing (every kernel for another GPU): they stay away.
+        var hidden: Set<String> = []
         var report = ImageTreeBuilder.Report()
     }
 
     public let rootIno: UInt64
-    private let firstIno: UInt64
-    private let resolver: SubtreeResolver
+    let firstIno: UInt64
+    let resolver: SubtreeResolver
     private let prefetch: @Sendable ([Digest]) -> Void
-    private let retryDelay: Duration
-    // Lock order: a top-level name's gate (held across its resolution: the single flight), then `state`.
-    private let state: Mutex<State>
-    private let gates = Mutex<[UInt64: NSLock]>([:])
+    let retryDelay: Duration
+    /// The images not in the tree yet (loading, or failed): nil when the tree was given all it will ever hold.
+    let images: ImageSet?
+    // Lock order: a top-level name's gate (held across its resolution: the single flight), then `state`. An
+    // `ImageSet` lock is never held while either is taken.
+    let state: Mutex<State>
+    let gates = Mutex<[UInt64: NSLock]>([:])
 
+    /// - Parameter images: where images not added yet come from; a lookup of a name the tree lacks waits for
+    ///   them (within the operation's deadline).
     init(
-        rootIno: UInt64, firstIno: UInt64, topLevel: [(name: String, contributions: [SubtreeResolver.Contribution])],
-        resolver: SubtreeResolver, prefetch: @escaping @Sendable ([Digest]) -> Void, retryDelay: Duration
+        rootIno: UInt64, firstIno: UInt64, resolver: SubtreeResolver, prefetch: @escaping @Sendable ([Digest]) -> Void,
+        retryDelay: Duration, images: ImageSet? = nil
     ) {
         self.rootIno = rootIno
         self.firstIno = firstIno
         self.resolver = resolver
         self.prefetch = prefetch
         self.retryDelay = retryDelay
-        var root = Node(
-            ino: rootIno, parent: rootIno, name: "", kind: .directory, permissions: 0o755, size: 0, modified: 0,
-            content: nil, linkTarget: nil, children: [:], listing: [])
-        var nodes: [Node] = []
-        var pending: [UInt64: Pending] = [:]
-        for (offset, top) in topLevel.sorted(by: { $0.name < $1.name }).enumerated() {
-            let ino = firstIno + UInt64(offset) + 1
-            let file =
-                top.contributions.lazy.compactMap { $0.entries.first { $0.path == top.name }?.file }.first
-                ?? LayerFile(kind: .directory, permissions: 0o755, size: 0, modified: 0)
-            nodes.append(
-                Self.node(
-                    ino: ino, parent: rootIno, name: top.name, file: file, rewritten: nil,
-                    directoryPermissions: resolver.directoryPermissions))
-            pending[ino] = Pending(contributions: top.contributions)
-            root.children[top.name] = ino
-            root.listing.append(top.name)
+        self.images = images
+        let root = Node(
+            ino: rootIno, parent: rootIno, name: "", kind: .directory,
+            permissions: resolver.directoryPermissions(0o755), size: 0, modified: 0, content: nil, linkTarget: nil,
+            children: [:], listing: [])
+        self.state = Mutex(State(nodes: [root]))
+    }
+
+    /// Adds what one image holds under each top-level name (`ImageTreeBuilder.contributions`), by the merge
+    /// rules above. Called on the loading thread: a name already resolved reads the image's metadata here.
+    func add(_ contributions: [String: SubtreeResolver.Contribution]) {
+        let late = state.withLock { state in
+            var added: [String] = []
+            var late: [(UInt64, SubtreeResolver.Contribution)] = []
+            for (name, contribution) in contributions {
+                if let ino = state.nodes[0].children[name] {
+                    if state.pending[ino] != nil {
+                        state.pending[ino]?.insert(contribution)
+                    } else {
+                        late.append((ino, contribution))
+                    }
+                    continue
+                }
+                guard !state.hidden.contains(name) else { continue }
+                let ino = firstIno + UInt64(state.nodes.count)
+                let file =
+                    contribution.entries.first { $0.path == name }?.file
+                    ?? LayerFile(kind: .directory, permissions: 0o755, size: 0, modified: 0)
+                state.nodes.append(
+                    Self.node(
+                        ino: ino, parent: rootIno, name: name, file: file, rewritten: nil,
+                        directoryPermissions: resolver.directoryPermissions))
+                state.pending[ino] = Pending(contributions: [contribution])
+                state.nodes[0].children[name] = ino
+                added.append(name)
+            }
+            if !added.isEmpty { state.nodes[0].listing = (state.nodes[0].listing + added).sorted() }
+            return late
         }
-        root.permissions = resolver.directoryPermissions(0o755)
-        self.state = Mutex(State(nodes: [root] + nodes, pending: pending))
+        for (ino, contribution) in late { merge(contribution, into: ino) }
     }
 
     public func node(_ ino: UInt64) -> Node? {
@@ -89,13 +135,36 @@ public final class ImageTree: Sendable {
     }
 
     /// The child `name` of `parent`; a top-level name is resolved first (nil when it holds only kernels for
-    /// other GPUs).
+    /// other GPUs). A top-level name the tree lacks waits for the images still loading (within the operation's
+    /// deadline); it is nil once every image is in the tree without it.
+    /// - Throws: `unavailable` when an image that may hold `name` failed, or was still loading at the deadline.
     public func child(of parent: UInt64, named name: String) throws(FSError) -> Node? {
-        if parent == rootIno, let ino = node(rootIno)?.children[name] { try resolve(ino) }
+        if parent == rootIno {
+            let found = try withinBudget { () throws(FSError) -> Bool in
+                guard let ino = try topLevel(name) else { return false }
+                // A name merges the images a healthy mount has, in tag order, whichever loaded first.
+                if state.withLock({ $0.pending[ino] != nil }) { images?.awaitFirstLoads() }
+                try resolve(ino)
+                return true
+            }
+            guard found else { return nil }
+        }
         return state.withLock { state in
             Self.node(parent, in: state, firstIno: firstIno, rootIno: rootIno)?.children[name].flatMap {
                 Self.node($0, in: state, firstIno: firstIno, rootIno: rootIno)
             }
+        }
+    }
+
+    /// The inode of a top-level name, waiting for images still loading while no image in the tree has it.
+    private func topLevel(_ name: String) throws(FSError) -> UInt64? {
+        guard let images else { return node(rootIno)?.children[name] }
+        images.startDue(into: self)
+        while true {
+            // Read before looking: an image added after the look moves the generation past it.
+            let seen = images.generation
+            if let ino = node(rootIno)?.children[name] { return ino }
+            guard try images.awaitChange(since: seen, into: self) else { return nil }
         }
     }
 
@@ -132,16 +201,26 @@ public final class ImageTree: Sendable {
     }
 
     /// Resolves every top-level name (for a listing of the root, or an export), fetching the metadata they read
-    /// together first. A name that fails to resolve does not stop the others; the first failure is thrown.
+    /// together first. Images still loading are waited for (within the operation's deadline); those that failed
+    /// leave their names out. A name that fails to resolve does not stop the others; the first failure is thrown.
+    /// - Throws: `unavailable` also when no image is in the tree and some failed or are still loading.
     public func resolveAll() throws(FSError) {
-        let pending = state.withLock { $0.pending }
-        guard !pending.isEmpty else { return }
-        prefetch(pending.values.flatMap { SubtreeResolver.metadata(of: $0.contributions) })
-        var firstFailure: FSError?
-        for ino in pending.keys.sorted() {
-            do { try resolve(ino) } catch { firstFailure = firstFailure ?? error }
+        try withinBudget { () throws(FSError) in
+            if let images {
+                let missing = images.awaitLoads(into: self)
+                if !missing.isEmpty, state.withLock({ $0.nodes[0].children.isEmpty }) {
+                    throw .unavailable(reason: missing.joined(separator: "; "))
+                }
+            }
+            let pending = state.withLock { $0.pending }
+            guard !pending.isEmpty else { return }
+            prefetch(pending.values.flatMap { SubtreeResolver.metadata(of: $0.contributions) })
+            var firstFailure: FSError?
+            for ino in pending.keys.sorted() {
+                do throws(FSError) { try resolve(ino) } catch { firstFailure = firstFailure ?? error }
+            }
+            if let firstFailure { throw firstFailure }
         }
-        if let firstFailure { throw firstFailure }
     }
 
     /// Kernels shown and hidden, and group files relocated, in what was resolved so far.
@@ -162,67 +241,14 @@ public final class ImageTree: Sendable {
 
     // MARK: Resolution
 
-    private func resolve(_ top: UInt64) throws(FSError) {
-        guard state.withLock({ $0.pending[top] != nil }) else { return }
-        let gate = gates.withLock { gates in
-            if let gate = gates[top] { return gate }
-            let gate = NSLock()
-            gates[top] = gate
-            return gate
-        }
-        gate.lock()
-        defer { gate.unlock() }
-        guard let pending = state.withLock({ $0.pending[top] }) else { return }
-        if let failure = pending.lastFailure, ContinuousClock.now - failure.at < retryDelay {
-            throw .unavailable(reason: failure.reason)
-        }
-        var report = ImageTreeBuilder.Report()
-        let entries: [SubtreeResolver.Entry]
-        do { entries = try resolver.resolve(pending.contributions, report: &report) } catch {
-            let reason = String(describing: error)
-            state.withLock { $0.pending[top]?.lastFailure = (ContinuousClock.now, reason) }
-            throw error as? FSError ?? .unavailable(reason: reason)
-        }
-        state.withLock { state in
-            attach(entries, at: top, in: &state)
-            state.pending[top] = nil
-            state.report.kernelsShown += report.kernelsShown
-            state.report.kernelsHidden += report.kernelsHidden
-            state.report.groupFilesRelocated += report.groupFilesRelocated
-        }
-        gates.withLock { _ = $0.removeValue(forKey: top) }
+    /// Runs `body` under the operation's deadline, or under a fresh budget when the caller bound none. A tree
+    /// without an image set (an export of images already local) needs no budget.
+    func withinBudget<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
+        guard let images else { return try body() }
+        return try Deadline.ensuring(images.budget, body)
     }
 
-    /// Adds a resolved top-level name's entries below its node, or removes the name when nothing of it shows.
-    private func attach(_ entries: [SubtreeResolver.Entry], at top: UInt64, in state: inout State) {
-        let topIndex = Int(top - firstIno)
-        let name = state.nodes[topIndex].name
-        guard let first = entries.first, first.path == name else {
-            state.nodes[0].children[name] = nil
-            state.nodes[0].listing.removeAll { $0 == name }
-            return
-        }
-        state.nodes[topIndex] = Self.node(
-            ino: top, parent: rootIno, name: name, file: first.file, rewritten: first.rewritten,
-            directoryPermissions: resolver.directoryPermissions)
-        var inoByPath = [name: top]
-        for entry in entries.dropFirst() {
-            let (directory, childName) = SubtreeResolver.split(entry.path)
-            // A path below a name that is not a directory here (a file in an earlier image) does not show.
-            guard let parent = inoByPath[directory] else { continue }
-            let ino = firstIno + UInt64(state.nodes.count)
-            let node = Self.node(
-                ino: ino, parent: parent, name: childName, file: entry.file, rewritten: entry.rewritten,
-                directoryPermissions: resolver.directoryPermissions)
-            if node.kind == .directory { inoByPath[entry.path] = ino }
-            state.nodes.append(node)
-            let parentIndex = Int(parent - firstIno)
-            state.nodes[parentIndex].children[childName] = ino
-            state.nodes[parentIndex].listing.append(childName)
-        }
-    }
-
-    private static func node(
+    static func node(
         ino: UInt64, parent: UInt64, name: String, file: LayerFile, rewritten: Data?,
         directoryPermissions: (UInt32) -> UInt32 = { $0 & 0o777 }
     ) -> Node {
@@ -244,7 +270,7 @@ public final class ImageTree: Sendable {
         return node
     }
 
-    private static func node(_ ino: UInt64, in state: State, firstIno: UInt64, rootIno: UInt64) -> Node? {
+    static func node(_ ino: UInt64, in state: State, firstIno: UInt64, rootIno: UInt64) -> Node? {
         if ino == rootIno { return state.nodes.first }
         guard ino > firstIno, ino - firstIno < UInt64(state.nodes.count) else { return nil }
         return state.nodes[Int(ino - firstIno)]

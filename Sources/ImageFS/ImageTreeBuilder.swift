@@ -3,7 +3,8 @@ import OCI
 import TarIndex
 
 /// Collects loaded images into an `ImageTree`, in the mount's documented order: the first image that has a file
-/// wins it; directories of the same name merge.
+/// wins it; directories of the same name merge. A mount adds its images to its tree one by one as they load
+/// (`contributions`); `extract` adds them all, then builds.
 public struct ImageTreeBuilder {
     /// Layer directories whose contents form the cache root (MCV layout, docs/mcv-images.md). vLLM content sits at the
     /// root beside Triton's `<KEY>/` directories: the two never share a name (vLLM's top level is
@@ -33,7 +34,7 @@ public struct ImageTreeBuilder {
 
     private let options: Options
     private let readBlob: @Sendable (Digest) throws -> Data
-    private var topLevel: [String: [SubtreeResolver.Contribution]] = [:]
+    private var images: [[String: SubtreeResolver.Contribution]] = []
 
     /// - Parameter readBlob: reads a verified file blob (kernel metadata and group files are read to filter
     ///   and relocate, when a top-level name is resolved).
@@ -44,11 +45,19 @@ public struct ImageTreeBuilder {
 
     /// Adds one image's layers; what an earlier image has under the same path wins when the tree resolves it.
     public mutating func add(layers: [LayerIndex], image: CacheImage) {
+        images.append(Self.contributions(of: layers, image: image, rank: images.count))
+    }
+
+    /// What one image holds under each top-level name of its cache roots, as the tree merges it.
+    /// - Parameter rank: the image's place in the mount's merge order.
+    static func contributions(of layers: [LayerIndex], image: CacheImage, rank: Int) -> [String: SubtreeResolver
+        .Contribution]
+    {
         // Entries of one directory are neighbours in a layer: the current group is found without hashing.
         var byTop: [String: [(path: String, file: LayerFile)]] = [:]
         var current: (top: Substring, entries: [(path: String, file: LayerFile)])?
         for (path, file) in LayerFile.flatten(layers) {
-            guard let root = Self.cacheRoots.first(where: { path.utf8.starts(with: $0.utf8) }) else { continue }
+            guard let root = cacheRoots.first(where: { path.utf8.starts(with: $0.utf8) }) else { continue }
             let relative = path.dropFirst(root.count)
             guard !relative.isEmpty else { continue }
             let top = relative.firstIndex(of: "/").map { relative[..<$0] } ?? relative
@@ -60,10 +69,11 @@ public struct ImageTreeBuilder {
         }
         if let done = current { byTop[String(done.top), default: []] += done.entries }
         let backends = Set((image.targets ?? []).map(\.backend))
-        for (top, entries) in byTop {
-            topLevel[top, default: []].append(SubtreeResolver.Contribution(backends: backends, entries: entries))
-        }
+        return byTop.mapValues { SubtreeResolver.Contribution(rank: rank, backends: backends, entries: $0) }
     }
+
+    /// The resolver a tree of these options uses.
+    func resolver() -> SubtreeResolver { SubtreeResolver(options: options, readBlob: readBlob) }
 
     /// The tree of what was added: top-level names at once, what lies under each resolved on first use.
     /// - Parameters:
@@ -73,9 +83,9 @@ public struct ImageTreeBuilder {
         rootIno: UInt64, firstIno: UInt64, retryDelay: Duration = .zero,
         prefetch: @escaping @Sendable ([Digest]) -> Void = { _ in }
     ) -> ImageTree {
-        ImageTree(
-            rootIno: rootIno, firstIno: firstIno, topLevel: topLevel.map { ($0.key, $0.value) },
-            resolver: SubtreeResolver(options: options, readBlob: readBlob), prefetch: prefetch,
-            retryDelay: retryDelay)
+        let tree = ImageTree(
+            rootIno: rootIno, firstIno: firstIno, resolver: resolver(), prefetch: prefetch, retryDelay: retryDelay)
+        for image in images { tree.add(image) }
+        return tree
     }
 }

@@ -8,6 +8,8 @@ import TarIndex
 struct SubtreeResolver: Sendable {
     /// What one image has under a top-level directory (paths relative to the cache root, the directory included).
     struct Contribution: Sendable {
+        /// The image's place in the mount's merge order: the lowest rank that has a file wins it.
+        var rank: Int
         var backends: Set<GPUTarget.Backend>
         /// In layer order, kept as a list since most are never resolved; a path a layer lists twice is taken
         /// from its last entry.

@@ -1,6 +1,7 @@
 import BlobCache
 import Foundation
 import OCI
+import Synchronization
 
 #if canImport(Glibc)
     import Glibc
@@ -155,12 +156,16 @@ public final class HeldLease: @unchecked Sendable {
     private var fd: Int32
     public let file: String
     private var current: Lease
+    /// What `current` names, readable without `leases/.lock`: adding what is leased already takes no lock (which
+    /// would wait for every other holder of it, downloads included).
+    private let leased: Mutex<Set<Digest>>
 
     init(directory: LeaseDirectory, fd: Int32, file: String, lease: Lease) {
         self.directory = directory
         self.fd = fd
         self.file = file
         self.current = lease
+        self.leased = Mutex(lease.digests)
     }
 
     deinit { release() }
@@ -169,6 +174,7 @@ public final class HeldLease: @unchecked Sendable {
 
     /// Adds digests to the lease (rewriting the file only when something is new).
     public func add(layers: [Digest] = [], blobs: [Digest]) throws {
+        guard leased.withLock({ !$0.isSuperset(of: layers) || !$0.isSuperset(of: blobs) }) else { return }
         try directory.withLock {
             var updated = current
             let newLayers = Set(layers).subtracting(updated.layers)
@@ -187,6 +193,7 @@ public final class HeldLease: @unchecked Sendable {
         let written = data.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, 0) }
         guard written == data.count else { throw ServiceError.io(operation: "write", path: file, errno: errno) }
         current = lease
+        leased.withLock { $0 = lease.digests }
     }
 
     /// Deletes the lease file; its digests become evictable.

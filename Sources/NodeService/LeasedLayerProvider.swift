@@ -116,7 +116,17 @@ public final class LeasedLayerProvider: LayerProvider {
     // MARK: LayerProvider
 
     public func index(of layer: Descriptor, in image: CacheImage) throws -> LayerIndex {
-        let index = try cache.janitor.leases.withLock(exclusive: false) { try firstIndex(of: layer) }
+        // A whole layer downloads outside `leases/.lock`: the lease names the layer from the start (no eviction
+        // takes it), and the lock held across the network would make every other image's bookkeeping (which takes
+        // it exclusively) wait for this download. Indexing, which ingests file blobs, stays under it.
+        if layer.annotations?[EStargz.tocDigestAnnotation] == nil,
+            !FileManager.default.fileExists(atPath: cache.janitor.indexes.path(for: layer.digest))
+        {
+            try throughSources(layer) { try $0.download(layer) }
+        }
+        let index = try cache.janitor.leases.withLock(exclusive: false) {
+            try throughSources(layer) { try $0.index(of: layer) }
+        }
         if used.withLock({ $0.insert(layer.digest).inserted }) {
             let firstUse: @Sendable () -> Void = { [self] in
                 let contents = index.contentDigests
@@ -140,13 +150,15 @@ public final class LeasedLayerProvider: LayerProvider {
         return index
     }
 
-    private func firstIndex(of layer: Descriptor) throws -> LayerIndex {
+    /// `body` with the mirror's fetcher, then the origin's when the mirror fails.
+    @discardableResult
+    private func throughSources<R>(_ layer: Descriptor, _ body: (LayerFetcher) throws -> R) throws -> R {
         for (name, fetcher) in sources.dropLast() {
-            do { return try fetcher.index(of: layer) } catch {
+            do { return try body(fetcher) } catch {
                 upstream.mirrorFailed("on layer \(layer.digest.short) (\(name))", error)
             }
         }
-        return try sources[sources.count - 1].fetcher.index(of: layer)
+        return try body(sources[sources.count - 1].fetcher)
     }
 
     /// The store holds what every source fetched: no lock, no fetch.

@@ -24,10 +24,16 @@ public struct MountStatus: Codable, Sendable, Equatable {
         public var reason: String?
         /// Under a signature policy: who signed the image.
         public var signedBy: [String]?
+        /// Used images: pending, loading, loaded or failed.
+        public var state: ImageSet.Status.Phase?
+        /// Used images: loads that failed so far, why the last one failed, and when a failed image is retried.
+        public var failures: Int?
+        public var error: String?
+        public var nextRetry: Date?
 
         public init(
             name: String, digest: String? = nil, targets: [String]? = nil, layers: [String]? = nil,
-            reason: String? = nil, signedBy: [String]? = nil
+            reason: String? = nil, signedBy: [String]? = nil, load: ImageSet.Status? = nil
         ) {
             self.name = name
             self.digest = digest
@@ -35,6 +41,10 @@ public struct MountStatus: Codable, Sendable, Equatable {
             self.layers = layers
             self.reason = reason
             self.signedBy = signedBy
+            self.state = load?.phase
+            self.failures = load?.failures
+            self.error = load?.lastError
+            self.nextRetry = load?.nextRetry
         }
     }
 
@@ -105,13 +115,16 @@ public struct MountStatus: Codable, Sendable, Equatable {
 
     /// Reads a document as the daemon wrote it.
     public static func decode(_ data: Data) throws -> MountStatus {
-        try JSONDecoder().decode(MountStatus.self, from: data)
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .iso8601
+        return try decoder.decode(MountStatus.self, from: data)
     }
 
     /// The document as the daemon serves it: indented, keys sorted, one trailing newline.
     public func encoded() throws -> Data {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        encoder.dateEncodingStrategy = .iso8601
         return try encoder.encode(self) + Data("\n".utf8)
     }
 }
@@ -157,10 +170,12 @@ extension MountStatus {
         pid = getpid()
         gpus = source.selection
         loaded = source.fileSystem.isLoaded
-        used = source.catalog.entries.filter(\.isUsed).map {
+        let loads = source.fileSystem.imageStatus
+        used = source.catalog.entries.filter(\.isUsed).map { entry in
             Image(
-                name: $0.name, digest: $0.digest?.description, targets: $0.targets?.map(\.description),
-                layers: $0.image?.layers.map(\.digest.description), signedBy: $0.signedBy)
+                name: entry.name, digest: entry.digest?.description, targets: entry.targets?.map(\.description),
+                layers: entry.image?.layers.map(\.digest.description), signedBy: entry.signedBy,
+                load: loads.first { $0.name == entry.name && $0.digest == entry.digest })
         }
         skipped = source.catalog.skipped.map {
             Image(

@@ -1,4 +1,5 @@
 import CacheRepository
+import ImageFS
 
 /// The metric families a mount exposes at `--metrics-listen`: a pure function of one sample of the mount's
 /// counters, so the names, types and values are tested without a server.
@@ -12,6 +13,8 @@ public enum NodeMetrics {
         public var fuseErrors: [FUSEErrorCounter.Key: Int] = [:]
         public var imagesUsed = 0
         public var imagesSkipped = 0
+        /// Where each used image's load stands (empty before the filesystem exists).
+        public var images: [ImageSet.Status] = []
         /// Bytes of committed blobs; nil when the store could not be listed.
         public var cacheSize: Int64?
         public var cacheMaxSize: Int64?
@@ -82,7 +85,7 @@ public enum NodeMetrics {
             gauge("mcvfs_cache_max_bytes", "The --cache-max-size bound.", Double(maxSize))
         }
         if let publishing = sample.publishing { families += Self.publishing(publishing) }
-        return families
+        return families + ImageMetrics.families(sample.images)
     }
 
     static func publishing(_ publishing: MountStatus.Publishing) -> [MetricFamily] {

@@ -1,5 +1,6 @@
 import CacheRepository
 import Foundation
+import ImageFS
 import OCI
 import Synchronization
 
@@ -23,6 +24,8 @@ public final class NodeRuntime: Sendable {
         var catalog: Catalog?
         var provider: LeasedLayerProvider?
         var publishing: (@Sendable () -> MountStatus.Publishing)?
+        /// Where each used image stands, once the filesystem exists.
+        var images: (@Sendable () -> [ImageSet.Status])?
     }
 
     /// Binds the metrics listener now, so a taken port fails the mount before it is announced.
@@ -64,6 +67,11 @@ public final class NodeRuntime: Sendable {
     /// Where status and metrics read the mount's automatic publishing from (called without any lock held).
     public func report(publishing: @escaping @Sendable () -> MountStatus.Publishing) {
         state.withLock { $0.publishing = publishing }
+    }
+
+    /// Metrics name each used image's state from now on.
+    public func watch(_ fileSystem: ImageFileSystem) {
+        state.withLock { $0.images = { fileSystem.imageStatus } }
     }
 
     // MARK: Lifecycle
@@ -118,7 +126,7 @@ public final class NodeRuntime: Sendable {
     }
 
     var metricsSample: NodeMetrics.Sample {
-        let (catalog, publishing) = state.withLock { ($0.catalog, $0.publishing) }
+        let (catalog, images, publishing) = state.withLock { ($0.catalog, $0.images, $0.publishing) }
         var sample = NodeMetrics.Sample()
         sample.publishing = publishing?()
         sample.fetch = metrics.snapshot
@@ -127,6 +135,7 @@ public final class NodeRuntime: Sendable {
         sample.fuseErrors = fuseErrors.snapshot
         sample.imagesUsed = catalog?.used.count ?? 0
         sample.imagesSkipped = catalog?.skipped.count ?? 0
+        sample.images = images?() ?? []
         sample.cacheSize = try? cache.store.totalSize()
         sample.cacheMaxSize = cache.maxSize
         return sample

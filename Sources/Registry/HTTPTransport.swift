@@ -1,4 +1,5 @@
 import Foundation
+import TimeBudget
 
 /// The seam between `RegistryClient` and the network: one blocking, streaming request.
 ///
@@ -87,16 +88,28 @@ public struct HTTPTimeouts: Sendable, Equatable {
     /// The transfer fails when fewer than `stallBytesPerSecond` bytes per second arrive for this long
     /// (including the wait for the response head).
     public var stall: Duration
+    /// 1 KiB/s by default: a registry dripping a few bytes a second is as stuck as a silent one (a 1 byte/s drip
+    /// would otherwise hold a layer download forever), and any working link is thousands of times faster.
     public var stallBytesPerSecond: Int
 
     public init(
         connect: Duration = .seconds(10), total: Duration? = .seconds(60), stall: Duration = .seconds(20),
-        stallBytesPerSecond: Int = 1
+        stallBytesPerSecond: Int = 1024
     ) {
         self.connect = connect
         self.total = total
         self.stall = stall
         self.stallBytesPerSecond = stallBytesPerSecond
+    }
+
+    /// These limits cut to what is left before `deadline`: connecting and the whole request end by it.
+    public func bounded(by deadline: Deadline?) -> HTTPTimeouts {
+        guard let deadline else { return self }
+        let left = deadline.remaining
+        var bounded = self
+        bounded.connect = min(connect, left)
+        bounded.total = min(total ?? left, left)
+        return bounded
     }
 }
 

@@ -121,8 +121,7 @@ extension RegistryClient {
             // URLComponents leaves '+' alone, which a form decoder reads as a space.
             let body = (form.percentEncodedQuery ?? "").replacingOccurrences(of: "+", with: "%2B")
             headers["Content-Type"] = "application/x-www-form-urlencoded"
-            request = HTTPRequest(
-                method: .post, url: url, headers: headers, body: Data(body.utf8), timeouts: options.timeouts)
+            request = try self.request(.post, url, headers: headers, body: Data(body.utf8), timeouts: options.timeouts)
         } else {
             var query = components.queryItems ?? []
             if let service = challenge.service { query.append(URLQueryItem(name: "service", value: service)) }
@@ -130,7 +129,7 @@ extension RegistryClient {
             if !query.isEmpty { components.queryItems = query }
             guard let url = components.url else { throw RegistryError.authentication("realm '\(realm)' is not a URL") }
             if let credentials { headers["Authorization"] = credentials.basicAuthorization }
-            request = HTTPRequest(method: .get, url: url, headers: headers, timeouts: options.timeouts)
+            request = try self.request(.get, url, headers: headers, body: nil, timeouts: options.timeouts)
         }
         let response = try transport.send(request, maxBodySize: 1 << 20)
         let what = "\(request.method.rawValue) \(request.url.absoluteString)"

@@ -1,6 +1,7 @@
 import Foundation
 import OCI
 import Synchronization
+import TimeBudget
 
 /// A client for one registry's OCI Distribution API (`/v2/`), over any `HTTPTransport`.
 ///
@@ -8,6 +9,10 @@ import Synchronization
 /// `perform`, which adds authentication (Basic or Bearer tokens, cached per scope), follows redirects
 /// itself (at most `maxRedirects`, dropping `Authorization` when the origin changes, as object-storage
 /// redirects for blobs require), and retries transient failures per `RegistryOptions.retry`.
+///
+/// A call made while a `Deadline` is in effect (`Deadline.current`: a filesystem operation's budget) ends by it:
+/// every request, token request and redirect hop is cut to the time left, and a retry (or a `Retry-After`) that
+/// does not fit in it is not made: the call fails at once with the last error.
 public final class RegistryClient: Sendable {
     /// `host[:port]` as given.
     public let registry: String
@@ -84,6 +89,7 @@ public final class RegistryClient: Sendable {
         head: (HTTPResponseHead) throws -> Void = { _ in },
         body: (UnsafeRawBufferPointer) throws -> Void = { _ in }
     ) throws -> HTTPResponseHead {
+        let deadline = Deadline.current
         var attempt = 0
         while true {
             var delivered = false
@@ -96,10 +102,26 @@ public final class RegistryClient: Sendable {
             } catch let error as RegistryError
                 where error.isTransient && attempt + 1 < options.retry.attempts && (restartable || !delivered)
             {
-                options.sleep(options.retry.delay(beforeRetry: attempt, retryAfter: retryAfter))
+                guard
+                    let wait = options.retry.wait(
+                        beforeRetry: attempt, retryAfter: retryAfter, remaining: deadline?.remaining)
+                else { throw error }
+                options.sleep(wait)
                 attempt += 1
             }
         }
+    }
+
+    /// The request as the transport gets it: limits cut to the deadline in effect, which must not have passed.
+    func request(
+        _ method: HTTPRequest.Method, _ url: URL, headers: HTTPHeaders, body: Data?, timeouts: HTTPTimeouts
+    ) throws(RegistryError) -> HTTPRequest {
+        let deadline = Deadline.current
+        if let deadline, deadline.hasPassed {
+            throw .timeout("\(method.rawValue) \(url.absoluteString): not sent, the operation's time budget is spent")
+        }
+        return HTTPRequest(
+            method: method, url: url, headers: headers, body: body, timeouts: timeouts.bounded(by: deadline))
     }
 
     private func attemptOnce(
@@ -130,8 +152,7 @@ public final class RegistryClient: Sendable {
             } else {
                 headers["Authorization"] = nil
             }
-            let request = HTTPRequest(
-                method: method, url: url, headers: headers, body: requestBody, timeouts: call.timeouts)
+            let request = try self.request(method, url, headers: headers, body: requestBody, timeouts: call.timeouts)
 
             var success = false
             var received: Int64 = 0

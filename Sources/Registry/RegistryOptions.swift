@@ -44,14 +44,15 @@ public struct RegistryOptions: Sendable {
 }
 
 /// Retries for transient failures (`RegistryError.isTransient`): exponential backoff, and the server's
-/// `Retry-After` on 429 and 503 when it sends one.
+/// `Retry-After` on 429 and 503 when it sends one. No wait is ever longer than what the operation has left.
 public struct RetryPolicy: Sendable, Equatable {
     /// Total tries, the first included; 1 disables retries.
     public var attempts: Int
     /// Wait before retry n (0-based) is `baseDelay · 2ⁿ`, at most `maxDelay`.
     public var baseDelay: Duration
     public var maxDelay: Duration
-    /// A `Retry-After` longer than this is cut to it, so a hostile header cannot park a FUSE thread for hours.
+    /// A `Retry-After` longer than this fails the request at once rather than parking the caller (a FUSE thread,
+    /// a layer download) on a hostile or overloaded registry: the caller's own retry, later, costs nothing.
     public var maxRetryAfter: Duration
 
     public init(
@@ -67,12 +68,21 @@ public struct RetryPolicy: Sendable, Equatable {
     /// No retries: for callers that retry at a higher level.
     public static let none = RetryPolicy(attempts: 1)
 
-    /// The wait before retry `retry` (0 for the first retry).
-    public func delay(beforeRetry retry: Int, retryAfter: Duration? = nil) -> Duration {
-        if let retryAfter { return min(retryAfter, maxRetryAfter) }
+    /// The backoff before retry `retry` (0 for the first retry).
+    public func delay(beforeRetry retry: Int) -> Duration {
         var delay = baseDelay
         for _ in 0..<min(retry, 30) where delay < maxDelay { delay *= 2 }
         return min(delay, maxDelay)
+    }
+
+    /// How long to wait before retry `retry`, or nil when it must not be made: the server's `Retry-After` is
+    /// honoured only up to `maxRetryAfter`, and no wait is made that does not end before `remaining` (what is
+    /// left of the operation's deadline; nil when it has none) runs out.
+    public func wait(beforeRetry retry: Int, retryAfter: Duration? = nil, remaining: Duration? = nil) -> Duration? {
+        if let retryAfter, retryAfter > maxRetryAfter { return nil }
+        let wait = retryAfter ?? delay(beforeRetry: retry)
+        if let remaining, wait >= remaining { return nil }
+        return wait
     }
 
     /// Parses `Retry-After`: delta-seconds or an HTTP-date (RFC 9110 §10.2.3).

@@ -37,7 +37,10 @@ struct MountCommand: ParsableCommand {
         help: "Let other users (pods running as other uids) use the mount. Default: on when run as root.")
     var allowOther: Bool?
 
-    @Option(help: "Seconds a failed image load answers EIO at once before the next access retries it.")
+    @Option(
+        help:
+            "Seconds a failed image answers EIO at once (for the names only it may hold) before an access retries it, in the background."
+    )
     var retryDelay: Double = 5
 
     @Flag(help: "Refuse every write with EROFS (Triton then cannot store kernels it compiles).")
@@ -109,14 +112,18 @@ struct MountCommand: ParsableCommand {
         let provider = try node.provider(for: catalog)
         let owner = (uid: getuid(), gid: getgid())
         let allowOther = self.allowOther ?? (owner.uid == 0)
+        // Two attempts that each stall for --timeout, and the backoff between them (README, "Faults").
+        let budget = Duration.seconds(global.timeout * 2) + .seconds(1)
         let options = ImageFileSystem.Options(
             tree: ImageTreeBuilder.Options(
                 consumerRoot: consumerRoot ?? mountpoint, filter: selection.kernelFilter, worldReadable: allowOther),
             owner: owner, retryDelay: .milliseconds(Int64(retryDelay * 1000)),
-            directIOFrom: directIOFrom == "off" ? nil : try parsedSize(directIOFrom))
+            directIOFrom: directIOFrom == "off" ? nil : try parsedSize(directIOFrom), operationBudget: budget,
+            log: { Log.warning($0) })
         let status = MountStatusBoard()
         let images = ImageFileSystem(
             images: catalog.used, provider: provider, options: options, status: { status.render() })
+        node.watch(images)
         let upperRoot = upper ?? layout.uppers(of: ref)
         let isolation: OverlayFileSystem.Isolation = sharedUpper ? .shared : .perUser
         let fileSystem: any FileSystem
@@ -146,7 +153,7 @@ struct MountCommand: ParsableCommand {
             fileSystem: fileSystem,
             options: FUSESession.Options(
                 mountpoint: mountpoint, fsName: "mcvfs#\(ref)", allowOther: allowOther,
-                traceErrors: global.logLevel == .debug),
+                traceErrors: global.logLevel == .debug, operationBudget: budget),
             log: { Log.warning($0) }, onError: node.fuseErrors.record,
             onConnected: { [readAheadKib] in
                 guard readAheadKib > 0 else { return }

@@ -104,7 +104,11 @@ struct StatusCommand: ParsableCommand {
         printColumns(rows)
         for doc in documents {
             print("\n\(doc.mountpoint):")
-            for image in doc.used { print("  used     \(image.name)  \(image.digest ?? "-")") }
+            for image in doc.used {
+                let retry = image.nextRetry.map { ISO8601DateFormatter().string(from: $0) } ?? "-"
+                let failing = image.state == .failed ? "  failed: \(image.error ?? "") (retry \(retry))" : ""
+                print("  used     \(image.name)  \(image.digest ?? "-")\(failing)")
+            }
             for image in doc.skipped { print("  skipped  \(image.name): \(image.reason ?? "")") }
             for error in doc.fetch.lastErrors { print("  error    \(error)") }
         }

@@ -19,11 +19,22 @@ final class FixtureProvider: LayerProvider {
         self.layers = Dictionary(uniqueKeysWithValues: layers.map { ($0.layer, $0) })
     }
 
-    struct Unreachable: Error {}
+    /// Layers whose fetch fails, and layers whose fetch waits until `release`d (a slow registry).
+    let failingLayers = Mutex<Set<Digest>>([])
+    private let holds = Mutex<[Digest: DispatchSemaphore]>([:])
+
+    struct Unreachable: Error, CustomStringConvertible {
+        var description: String { "registry unreachable (test)" }
+    }
+
+    func hold(_ layer: LayerIndex) { holds.withLock { $0[layer.layer] = DispatchSemaphore(value: 0) } }
+
+    func release(_ layer: LayerIndex) { holds.withLock { $0.removeValue(forKey: layer.layer) }?.signal() }
 
     func index(of layer: Descriptor, in image: CacheImage) throws -> LayerIndex {
         requests.withLock { $0.append(layer.digest) }
-        if failing.withLock({ $0 }) { throw Unreachable() }
+        if let hold = holds.withLock({ $0[layer.digest] }) { _ = hold.wait(timeout: .now() + 20) }
+        if failing.withLock({ $0 }) || failingLayers.withLock({ $0.contains(layer.digest) }) { throw Unreachable() }
         return layers[layer.digest]!
     }
 
@@ -99,12 +110,13 @@ struct Fixture {
     }
 
     func mount(
-        _ images: [CacheImage], layers: [LayerIndex], filter: KernelFilter = .all, root: String = "/mnt/triton"
+        _ images: [CacheImage], layers: [LayerIndex], filter: KernelFilter = .all, root: String = "/mnt/triton",
+        budget: Duration = .seconds(10)
     ) -> (ImageFileSystem, FixtureProvider) {
         let provider = FixtureProvider(store: store, layers: layers)
         let options = ImageFileSystem.Options(
             tree: .init(consumerRoot: root, filter: filter, worldReadable: true), owner: (1000, 1000),
-            retryDelay: .milliseconds(200))
+            retryDelay: .milliseconds(200), operationBudget: budget)
         return (
             ImageFileSystem(images: images, provider: provider, options: options, status: { Data("{}".utf8) }), provider
         )

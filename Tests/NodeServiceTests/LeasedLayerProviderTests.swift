@@ -43,23 +43,29 @@ import Testing
         #expect(try liveLeases().isEmpty)
     }
 
-    @Test func everyFetchHoldsTheLeaseLockSoNoEvictionCanRunInTheMiddle() throws {
+    @Test func aWholeLayerDownloadsLeasedButOutsideTheLeaseLock() throws {
+        // The download must not hold leases/.lock (eviction, and every other image's lease bookkeeping, would wait
+        // for the network); what keeps an eviction from taking the layer meanwhile is the lease naming it.
         let lockFile = node.layout.leases + "/.lock"
-        let evictionCouldRun = Mutex<[Bool]>([])
+        let seen = Mutex<[(lockFree: Bool, leased: Bool)]>([])
         let layerPath = "/v2/org/cache/blobs/\(node.layer.digest)"
+        let leases = cache.janitor.leases
+        let layer = node.layer.digest
         node.origin.script { request in
             guard request.url.path == layerPath else { return nil }
             // What an eviction does first: take leases/.lock exclusively, here without waiting.
             let fd = open(lockFile, O_RDWR | O_CLOEXEC)
             defer { close(fd) }
-            let taken = flock(fd, LOCK_EX | LOCK_NB) == 0
-            evictionCouldRun.withLock { $0.append(taken) }
+            let lockFree = flock(fd, LOCK_EX | LOCK_NB) == 0
+            let leased = leases.live().contains { $0.layers.contains(layer) }
+            seen.withLock { $0.append((lockFree, leased)) }
             return nil
         }
         let layers = try provider(try node.upstream())
         let indexes = try layers.indexUsedImages()
         #expect(indexes.map(\.image.name) == ["cuda-sm90"])
-        #expect(evictionCouldRun.withLock { $0 } == [false])
+        #expect(seen.withLock { $0.map(\.lockFree) } == [true])
+        #expect(seen.withLock { $0.map(\.leased) } == [true])
         #expect(Set(indexes[0].layers[0].entries.compactMap(\.content)).count == NodeFixture.files.count)
     }
 

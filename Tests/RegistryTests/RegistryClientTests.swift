@@ -462,7 +462,11 @@ private func tokenRegistry(tokens: @escaping @Sendable (Int) -> String, valid: @
                 .milliseconds(200), .milliseconds(400), .milliseconds(800), .milliseconds(1600), .milliseconds(3200),
                 .seconds(5), .seconds(5),
             ])
-        #expect(policy.delay(beforeRetry: 0, retryAfter: .seconds(3600)) == .seconds(30))
+        #expect(policy.wait(beforeRetry: 0, retryAfter: .seconds(3600)) == nil, "longer than maxRetryAfter: fail now")
+        #expect(policy.wait(beforeRetry: 0, retryAfter: .seconds(30)) == .seconds(30))
+        #expect(policy.wait(beforeRetry: 2, remaining: .seconds(1)) == .milliseconds(800))
+        #expect(policy.wait(beforeRetry: 3, remaining: .seconds(1)) == nil, "a backoff that outlasts the budget")
+        #expect(policy.wait(beforeRetry: 0, retryAfter: .seconds(2), remaining: .seconds(2)) == nil)
         let now = Date(timeIntervalSince1970: 1_445_412_480)  // Wed, 21 Oct 2015 07:28:00 GMT
         #expect(RetryPolicy.parseRetryAfter("Wed, 21 Oct 2015 07:28:10 GMT", now: now) == .seconds(10))
         #expect(RetryPolicy.parseRetryAfter("soon", now: now) == nil)

@@ -19,12 +19,15 @@ final class TestHTTPServer: Sendable {
         var status: Int
         var headers: [String: String] = [:]
         var body = Data()
+        /// Send the body one byte at a time, this long apart (a registry that drips).
+        var drip: Duration? = nil
     }
 
     let port: UInt16
     private let listener: Int32
     private let handler: @Sendable (Request) -> Reply?
     private let received = Mutex<[Request]>([])
+    private let stopped = Atomic(false)
 
     var requests: [Request] { received.withLock { $0 } }
 
@@ -54,16 +57,19 @@ final class TestHTTPServer: Sendable {
         Thread.detachNewThread { [self] in acceptLoop() }
     }
 
-    /// Stops accepting; connections in progress finish on their own.
+    /// Stops accepting; connections in progress finish on their own. The accept loop closes the listener as it
+    /// leaves: closed here, its descriptor number could be reused by another test's server before the loop's
+    /// next `accept`, which would then take that server's connections.
     func stop() {
+        stopped.store(true, ordering: .releasing)
         shutdown(listener, Int32(SHUT_RDWR))
-        close(listener)
     }
 
     var baseURL: String { "http://127.0.0.1:\(port)" }
 
     private func acceptLoop() {
-        while true {
+        defer { close(listener) }
+        while !stopped.load(ordering: .acquiring) {
             let connection = accept(listener, nil, nil)
             guard connection >= 0 else { return }
             Thread.detachNewThread { [self] in serve(connection) }
@@ -83,15 +89,27 @@ final class TestHTTPServer: Sendable {
         var head = "HTTP/1.1 \(reply.status) X\r\nConnection: close\r\nContent-Length: \(reply.body.count)\r\n"
         for (name, value) in reply.headers { head += "\(name): \(value)\r\n" }
         head += "\r\n"
-        var out = Data(head.utf8)
-        if request.method != "HEAD" { out.append(reply.body) }
-        out.withUnsafeBytes { bytes in
+        guard Self.send(Data(head.utf8), to: fd), request.method != "HEAD" else { return }
+        guard let drip = reply.drip else {
+            _ = Self.send(reply.body, to: fd)
+            return
+        }
+        for byte in reply.body {
+            guard Self.send(Data([byte]), to: fd) else { return }
+            Thread.sleep(forTimeInterval: Double(drip.components.attoseconds) / 1e18 + Double(drip.components.seconds))
+        }
+    }
+
+    /// False once the client is gone.
+    private static func send(_ data: Data, to fd: Int32) -> Bool {
+        data.withUnsafeBytes { bytes in
             var sent = 0
             while sent < bytes.count {
                 let n = Glibc.send(fd, bytes.baseAddress! + sent, bytes.count - sent, Int32(MSG_NOSIGNAL))
-                if n <= 0 { return }
+                if n <= 0 { return false }
                 sent += n
             }
+            return true
         }
     }
 

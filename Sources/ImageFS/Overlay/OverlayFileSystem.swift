@@ -99,9 +99,18 @@ public final class OverlayFileSystem: FileSystem {
     /// What `path` is for this caller: the upper wins; the image shows through unless a whiteout, an opaque
     /// directory or an upper non-directory above it hides it.
     func resolve(_ path: [String], caller: Caller) throws(FSError) -> Resolved? {
-        let tree = try lower.load()
+        let tree = lower.load()
         let probe = try upper(for: caller).probe(path)
-        let lowerNode = probe.hidesLower ? nil : try tree.node(atPath: path.joined(separator: "/"))
+        let lowerPath = path.joined(separator: "/")
+        let lowerNode: ImageTree.Node?
+        if probe.hidesLower {
+            lowerNode = nil
+        } else if probe.info != nil {
+            // What the upper holds serves even while an image that may also hold the path is unavailable.
+            lowerNode = try? tree.node(atPath: lowerPath)
+        } else {
+            lowerNode = try tree.node(atPath: lowerPath)
+        }
         if let info = probe.info {
             guard Self.isDirectory(info) else { return .upperFile(path: path, info: info) }
             return .directory(path: path, lower: lowerNode?.kind == .directory ? lowerNode : nil, upper: info)
@@ -120,7 +129,7 @@ public final class OverlayFileSystem: FileSystem {
             case .directory(let path): return Self.components(path)
             case .upper(let owner, let path) where owner == space: return Self.components(path)
             case .lowerFile(let treeIno):
-                if let path = try lower.load().path(of: treeIno) { return path }
+                if let path = lower.load().path(of: treeIno) { return path }
             default: continue
             }
         }

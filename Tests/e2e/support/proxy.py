@@ -2,9 +2,15 @@
 
 `FaultProxy` forwards every request to the upstream registry (keeping the client's Host, so Location and Link
 headers point back at the proxy) and counts them per kind: "base" (`/v2/`), "tags", "manifests", "blobs",
-"uploads", "other". Faults, each armed by a test: answer a status N times, delay N requests, stall (accept and
-never answer), serve a malformed manifest body, page tags/list as hosted registries do, or redirect blob GETs to a
-`RedirectTarget` reached by another host name.
+"uploads", "other". Faults, each armed by a test for a kind of request, optionally only for paths containing
+`match` (one image's layer digest) and after letting `skip` of them through:
+- `fail`: answer a status (500, 429, 503, with headers such as `Retry-After`);
+- `delay`: answer late;
+- `stall`: accept the request and never answer;
+- `break_body`: forward the request, answer the real head, then mangle the body after `after` bytes:
+  "close" (drop the connection), "stall" (send nothing more), "drip" (one byte every 1/rate s).
+Also: serve a malformed manifest body, page tags/list as hosted registries do, or redirect blob GETs to a
+`RedirectTarget` reached by another host name. Everything stalled or dripping is let go when the proxy stops.
 """
 from __future__ import annotations
 
@@ -49,6 +55,9 @@ class SeenRequest:
     headers: dict[str, str]
 
 
+BODY_FAULTS = ("close", "stall", "drip")
+
+
 @dataclass
 class _Fault:
     kind: str
@@ -57,6 +66,16 @@ class _Fault:
     delay: float = 0.0
     headers: dict[str, str] = field(default_factory=dict)
     methods: tuple[str, ...] = ("GET", "HEAD")
+    match: str | None = None
+    skip: int = 0
+    stall: bool = False
+    body: str | None = None  # one of BODY_FAULTS
+    after: int = 0
+    rate: float = 1.0
+
+    def applies(self, kind: str, method: str, path: str) -> bool:
+        return (self.kind == kind and self.remaining > 0 and method in self.methods
+                and (self.match is None or self.match in path))
 
 
 class FaultProxy(LocalHTTPService):
@@ -73,18 +92,37 @@ class FaultProxy(LocalHTTPService):
 
     # -- arming faults -------------------------------------------------------------------------------------
 
-    def fail(self, kind: str, status: int, times: int, headers: dict[str, str] | None = None) -> None:
-        with self._lock:
-            self._faults.append(_Fault(kind, times, status=status, headers=dict(headers or {})))
+    def fail(self, kind: str, status: int, times: int, headers: dict[str, str] | None = None, *,
+             match: str | None = None, skip: int = 0) -> None:
+        self._arm(_Fault(kind, times, status=status, headers=dict(headers or {}), match=match, skip=skip))
 
-    def delay(self, kind: str, seconds: float, times: int, methods: tuple[str, ...] = ("GET", "HEAD")) -> None:
-        with self._lock:
-            self._faults.append(_Fault(kind, times, delay=seconds, methods=methods))
+    def delay(self, kind: str, seconds: float, times: int, methods: tuple[str, ...] = ("GET", "HEAD"), *,
+              match: str | None = None) -> None:
+        self._arm(_Fault(kind, times, delay=seconds, methods=methods, match=match))
 
-    def _take_fault(self, kind: str, method: str) -> _Fault | None:
+    def stall(self, kind: str, *, match: str | None = None, skip: int = 0, times: int = 1000) -> None:
+        self._arm(_Fault(kind, times, stall=True, match=match, skip=skip))
+
+    def break_body(self, kind: str, mode: str, *, after: int = 0, rate: float = 1.0, match: str | None = None,
+                   skip: int = 0, times: int = 1000) -> None:
+        assert mode in BODY_FAULTS, mode
+        self._arm(_Fault(kind, times, body=mode, after=after, rate=rate, match=match, skip=skip, methods=("GET",)))
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    def _arm(self, fault: _Fault) -> None:
+        with self._lock:
+            self._faults.append(fault)
+
+    def _take_fault(self, kind: str, method: str, path: str = "") -> _Fault | None:
         with self._lock:
             for f in self._faults:
-                if f.kind == kind and f.remaining > 0 and method in f.methods:
+                if f.applies(kind, method, path):
+                    if f.skip > 0:
+                        f.skip -= 1
+                        return None
                     f.remaining -= 1
                     return f
         return None
@@ -128,11 +166,11 @@ class FaultProxy(LocalHTTPService):
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
 
-                if kind in proxy.stall_kinds:
+                fault = proxy._take_fault(kind, self.command, self.path)
+                if kind in proxy.stall_kinds or (fault and fault.stall):
                     proxy._release.wait()  # accept, read, never answer (until the proxy stops)
                     self.close_connection = True
                     return
-                fault = proxy._take_fault(kind, self.command)
                 if fault and fault.delay:
                     time.sleep(fault.delay)
                 if fault and fault.status:
@@ -168,10 +206,34 @@ class FaultProxy(LocalHTTPService):
                         if resp.getheader("Content-Length"):
                             self.send_header("Content-Length", resp.getheader("Content-Length"))
                         self.end_headers()
+                    elif fault and fault.body:
+                        self._send_broken(resp.status, data, out, fault)
                     else:
                         self._send(resp.status, data, out)
                 finally:
                     conn.close()
+
+            def _send_broken(self, status: int, data: bytes, headers: dict[str, str], fault: _Fault):
+                """The real head (full Content-Length), `after` bytes of body, then the fault."""
+                self.send_response(status)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.close_connection = True
+                try:
+                    self.wfile.write(data[:fault.after])
+                    self.wfile.flush()
+                    if fault.body == "stall":
+                        proxy._release.wait()
+                    elif fault.body == "drip":
+                        for i in range(fault.after, len(data)):
+                            if proxy._release.wait(1 / fault.rate):
+                                return
+                            self.wfile.write(data[i:i + 1])
+                            self.wfile.flush()
+                except OSError:
+                    pass  # the client gave up
 
             def _page_tags(self):
                 """distribution 2.8 ignores `n`/`last` on tags/list (v3 and hosted registries honour them): page

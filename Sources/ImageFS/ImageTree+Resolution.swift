@@ -1,0 +1,108 @@
+import Foundation
+
+/// How a top-level name's subtree comes to be: resolved once from the images added by its first lookup, then
+/// completed by the images that arrive later.
+extension ImageTree {
+    /// Resolves a pending top-level name, once (concurrent lookups of it wait for the first).
+    func resolve(_ top: UInt64) throws(FSError) {
+        guard state.withLock({ $0.pending[top] != nil }) else { return }
+        let gate = gates.withLock { gates in
+            if let gate = gates[top] { return gate }
+            let gate = NSLock()
+            gates[top] = gate
+            return gate
+        }
+        gate.lock()
+        defer { gate.unlock() }
+        while let pending = state.withLock({ $0.pending[top] }) {
+            if let failure = pending.lastFailure, ContinuousClock.now - failure.at < retryDelay {
+                throw .unavailable(reason: failure.reason)
+            }
+            var report = ImageTreeBuilder.Report()
+            let entries: [SubtreeResolver.Entry]
+            do {
+                // Reads metadata from the registry for a lazily fetched image: under the operation's deadline.
+                entries = try withinBudget { try resolver.resolve(pending.contributions, report: &report) }
+            } catch {
+                let reason = String(describing: error)
+                state.withLock { $0.pending[top]?.lastFailure = (ContinuousClock.now, reason) }
+                throw error as? FSError ?? .unavailable(reason: reason)
+            }
+            let resolved = state.withLock { state in
+                // An image that joined the name meanwhile may rank first: resolve again with it.
+                guard state.pending[top]?.contributions.count == pending.contributions.count else { return false }
+                state.pending[top] = nil
+                attach(entries, at: top, first: true, in: &state)
+                state.report.add(report)
+                return true
+            }
+            if resolved { break }
+        }
+        gates.withLock { _ = $0.removeValue(forKey: top) }
+    }
+
+    /// Adds what an image that arrived after `top` was resolved has under it: only paths that do not exist, so
+    /// nothing that could have been served changes. An image whose metadata cannot be read adds nothing here.
+    func merge(_ contribution: SubtreeResolver.Contribution, into top: UInt64) {
+        var report = ImageTreeBuilder.Report()
+        guard let entries = try? resolver.resolve([contribution], report: &report) else { return }
+        state.withLock { state in
+            attach(entries, at: top, first: false, in: &state)
+            state.report.add(report)
+        }
+    }
+
+    /// Adds a top-level name's entries (sorted, parents first) below its node. The first time, the name takes the
+    /// resolution's attributes, or leaves the root when nothing of it shows; a path that exists is never changed.
+    private func attach(_ entries: [SubtreeResolver.Entry], at top: UInt64, first: Bool, in state: inout State) {
+        let topIndex = Int(top - firstIno)
+        let name = state.nodes[topIndex].name
+        guard let head = entries.first, head.path == name else {
+            if first {
+                state.nodes[0].children[name] = nil
+                state.nodes[0].listing.removeAll { $0 == name }
+                state.hidden.insert(name)
+            }
+            return
+        }
+        if first {
+            state.nodes[topIndex] = Self.node(
+                ino: top, parent: rootIno, name: name, file: head.file, rewritten: head.rewritten,
+                directoryPermissions: resolver.directoryPermissions)
+        }
+        var inoByPath = state.nodes[topIndex].kind == .directory ? [name: top] : [:]
+        for entry in entries.dropFirst() {
+            let (directory, childName) = SubtreeResolver.split(entry.path)
+            // A path below a name that is not a directory here (a file in an earlier image) does not show.
+            guard let parent = inoByPath[directory] else { continue }
+            let parentIndex = Int(parent - firstIno)
+            if let existing = state.nodes[parentIndex].children[childName] {
+                if state.nodes[Int(existing - firstIno)].kind == .directory { inoByPath[entry.path] = existing }
+                continue
+            }
+            let ino = firstIno + UInt64(state.nodes.count)
+            let node = Self.node(
+                ino: ino, parent: parent, name: childName, file: entry.file, rewritten: entry.rewritten,
+                directoryPermissions: resolver.directoryPermissions)
+            if node.kind == .directory { inoByPath[entry.path] = ino }
+            state.nodes.append(node)
+            state.nodes[parentIndex].children[childName] = ino
+            // Entries come sorted: a first resolution appends; a later image's names may fall in between.
+            let listing = state.nodes[parentIndex].listing
+            if let last = listing.last, last > childName {
+                let index = listing.firstIndex { $0 > childName } ?? listing.endIndex
+                state.nodes[parentIndex].listing.insert(childName, at: index)
+            } else {
+                state.nodes[parentIndex].listing.append(childName)
+            }
+        }
+    }
+}
+
+extension ImageTreeBuilder.Report {
+    mutating func add(_ other: ImageTreeBuilder.Report) {
+        kernelsShown += other.kernelsShown
+        kernelsHidden += other.kernelsHidden
+        groupFilesRelocated += other.groupFilesRelocated
+    }
+}

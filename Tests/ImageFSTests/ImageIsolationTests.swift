@@ -1,0 +1,242 @@
+import ContentHash
+import Foundation
+import OCI
+import Synchronization
+import TarIndex
+import Testing
+import TimeBudget
+
+@testable import ImageFS
+
+/// One image that fails or stalls affects only the names that it alone could provide (issue 13).
+@Suite struct ImageIsolationTests {
+    struct TwoImages {
+        let fs: ImageFileSystem
+        let provider: FixtureProvider
+        let a: LayerIndex
+        let b: LayerIndex
+    }
+
+    /// Images "a" (KEYA, and SHARED with a file of its own) and "b" (KEYB, and SHARED), b ranked first.
+    func twoImages(_ f: Fixture, budget: Duration = .seconds(10)) throws -> TwoImages {
+        let a = f.layer(
+            try f.kernel("KEYA", name: "add", target: "cuda:90:32") + [
+                f.directory("io.triton.cache/SHARED"), try f.file("io.triton.cache/SHARED/x", "a's x"),
+            ])
+        let b = f.layer(
+            try f.kernel("KEYB", name: "mul", target: "cuda:90:32") + [
+                f.directory("io.triton.cache/SHARED"), try f.file("io.triton.cache/SHARED/x", "b's x"),
+                try f.file("io.triton.cache/SHARED/y", "b's y"),
+            ])
+        let (fs, provider) = f.mount([f.image("b", [b]), f.image("a", [a])], layers: [a, b], budget: budget)
+        return TwoImages(fs: fs, provider: provider, a: a, b: b)
+    }
+
+    /// The same, with b's load held until the test releases it (a registry that takes its time).
+    func twoImagesWaitingForB(_ f: Fixture, budget: Duration = .seconds(10)) throws -> TwoImages {
+        let t = try twoImages(f, budget: budget)
+        t.provider.hold(t.b)
+        return t
+    }
+
+    func status(_ fs: ImageFileSystem, _ name: String) -> ImageSet.Status? {
+        fs.imageStatus.first { $0.name == name }
+    }
+
+    /// Polls `condition` (background loads settle on their own time), up to a generous guard.
+    func eventually(_ condition: () -> Bool) -> Bool {
+        let end = ContinuousClock.now + .seconds(10)
+        while !condition() {
+            if ContinuousClock.now > end { return false }
+            Thread.sleep(forTimeInterval: 0.01)
+        }
+        return true
+    }
+
+    @Test func aFailingImageLeavesTheOthersServing() throws {
+        let f = try Fixture()
+        let t = try twoImages(f)
+        t.provider.failingLayers.withLock { $0 = [t.b.layer] }
+        #expect(try t.fs.contents("KEYA/add.bin") == "binary of add for cuda:90:32")
+        // The shared name is served from the image that works.
+        #expect(try t.fs.contents("SHARED/x") == "a's x")
+        #expect(throws: FSError.notFound) { try t.fs.path("SHARED/y") }
+        // A name only the failing image may hold answers EIO, with the image and its error.
+        #expect {
+            try t.fs.path("KEYB")
+        } throws: { error in
+            guard case FSError.unavailable(let reason) = error else { return false }
+            return reason.contains("image b") && reason.contains("registry unreachable")
+        }
+        // The root lists what is available.
+        #expect(try t.fs.names("") == ["KEYA", "SHARED"])
+        let b = try #require(status(t.fs, "b"))
+        #expect(b.phase == .failed)
+        #expect(b.failures == 1)
+        #expect(b.lastError?.contains(t.b.layer.short) == true)
+        #expect(b.nextRetry.map { $0 > Date() && $0 < Date().addingTimeInterval(5) } == true)
+        #expect(status(t.fs, "a")?.phase == .loaded)
+        #expect(t.fs.isLoaded == false)
+    }
+
+    @Test func aFailedImageIsRetriedInTheBackgroundAndOnlyAddsWhatIsMissing() throws {
+        let f = try Fixture()
+        let t = try twoImages(f)
+        t.provider.failingLayers.withLock { $0 = [t.b.layer] }
+        #expect(try t.fs.contents("SHARED/x") == "a's x")
+        let fetches = t.provider.requests.withLock { $0.filter { $0 == t.b.layer }.count }
+        #expect(throws: FSError.self) { try t.fs.path("KEYB") }
+        #expect(t.provider.requests.withLock { $0.filter { $0 == t.b.layer }.count } == fetches, "retried too soon")
+
+        t.provider.failingLayers.withLock { $0 = [] }
+        Thread.sleep(forTimeInterval: 0.3)  // past the 200 ms retry delay
+        // Any access starts the retry; nobody has to ask for one of b's names.
+        #expect(try t.fs.contents("KEYA/add.bin") == "binary of add for cuda:90:32")
+        #expect(eventually { status(t.fs, "b")?.phase == .loaded })
+        #expect(try t.fs.contents("KEYB/mul.bin") == "binary of mul for cuda:90:32")
+        // SHARED was served from a: it keeps a's x, and gains the y only b has.
+        #expect(try t.fs.contents("SHARED/x") == "a's x")
+        #expect(try t.fs.contents("SHARED/y") == "b's y")
+        #expect(try t.fs.names("SHARED") == ["x", "y"])
+        #expect(t.fs.isLoaded)
+        #expect(status(t.fs, "b")?.lastError != nil, "the failure stays on record")
+    }
+
+    @Test func aNameNoImageHasIsMissingOnlyOnceEveryImageIsLoaded() throws {
+        let f = try Fixture()
+        let t = try twoImages(f)
+        t.provider.failingLayers.withLock { $0 = [t.b.layer] }
+        #expect(throws: FSError.self) { try t.fs.path("NOWHERE") }
+        t.provider.failingLayers.withLock { $0 = [] }
+        Thread.sleep(forTimeInterval: 0.3)
+        #expect(throws: FSError.notFound) { try t.fs.path("NOWHERE") }
+    }
+
+    @Test func aSlowImageHoldsTheFirstLookupBackByOneBudgetAtMostThenNothing() throws {
+        let f = try Fixture()
+        let t = try twoImagesWaitingForB(f, budget: .milliseconds(300))
+        defer { t.provider.release(t.b) }
+        let start = ContinuousClock.now
+        // The first lookup waits for b's first load (it might hold KEYA too) until its budget runs out...
+        #expect(try t.fs.contents("KEYA/add.bin") == "binary of add for cuda:90:32")
+        // ... and from then on b holds nothing back: SHARED resolves from a alone, although b ranks first.
+        #expect(try t.fs.contents("SHARED/x") == "a's x")
+        #expect(ContinuousClock.now - start < .seconds(5), "a waited for b more than once")
+        #expect(status(t.fs, "b")?.phase == .loading)
+        // What b holds joins when it arrives, changing nothing that was served.
+        t.provider.release(t.b)
+        #expect(eventually { status(t.fs, "b")?.phase == .loaded })
+        #expect(try t.fs.contents("SHARED/y") == "b's y")
+        #expect(try t.fs.contents("SHARED/x") == "a's x")
+    }
+
+    @Test func aHealthyMountMergesInTagOrderWhicheverImageLoadsFirst() throws {
+        let f = try Fixture()
+        let t = try twoImagesWaitingForB(f)
+        // b ranks first and is the slower of the two: its files win anyway.
+        DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(200)) { t.provider.release(t.b) }
+        #expect(try t.fs.contents("SHARED/x") == "b's x")
+        #expect(try t.fs.names("SHARED") == ["x", "y"])
+    }
+
+    @Test func aLookupWaitingForAnImageEndsAtItsDeadline() throws {
+        let f = try Fixture()
+        let t = try twoImagesWaitingForB(f)
+        defer { t.provider.release(t.b) }
+        let start = ContinuousClock.now
+        #expect {
+            try Deadline.bind(.after(.milliseconds(300))) { try t.fs.path("KEYB") }
+        } throws: { error in
+            guard case FSError.unavailable(let reason) = error else { return false }
+            return reason.contains("image b still loading")
+        }
+        #expect(ContinuousClock.now - start < .seconds(5))
+        // The load goes on: once it ends, the name serves.
+        t.provider.release(t.b)
+        #expect(eventually { status(t.fs, "b")?.phase == .loaded })
+        #expect(try t.fs.contents("KEYB/mul.bin") == "binary of mul for cuda:90:32")
+    }
+
+    @Test func anImageWithoutADeadlineWaitsForTheMountsBudget() throws {
+        let f = try Fixture()
+        let t = try twoImagesWaitingForB(f, budget: .milliseconds(300))
+        defer { t.provider.release(t.b) }
+        let start = ContinuousClock.now
+        #expect(throws: FSError.self) { try t.fs.path("KEYB") }
+        #expect(ContinuousClock.now - start < .seconds(5))
+    }
+
+    @Test func imagesAddedWhileServingOnlyAddNames() throws {
+        let f = try Fixture()
+        let first = f.layer([f.directory("io.triton.cache/K"), try f.file("io.triton.cache/K/a", "first a")])
+        let late = f.layer([
+            f.directory("io.triton.cache/K"), try f.file("io.triton.cache/K/a", "late a"),
+            f.directory("io.triton.cache/NEW"), try f.file("io.triton.cache/NEW/n", "new"),
+        ])
+        let provider = FixtureProvider(store: f.store, layers: [first, late])
+        let fs = ImageFileSystem(
+            images: [f.image("1", [first])], provider: provider,
+            options: .init(
+                tree: .init(consumerRoot: "/mnt", filter: .all, worldReadable: true), owner: (1000, 1000),
+                retryDelay: .milliseconds(200)),
+            status: { Data() })
+        #expect(try fs.contents("K/a") == "first a")
+        #expect(throws: FSError.notFound) { try fs.path("NEW") }
+        fs.add(images: [f.image("2", [late])])
+        #expect(try fs.contents("NEW/n") == "new")
+        #expect(try fs.contents("K/a") == "first a", "a served file never changes")
+        #expect(fs.images.map(\.name) == ["1", "2"])
+    }
+}
+
+/// The per-image state machine, without threads.
+@Suite struct ImageSetStateTests {
+    func image(_ name: String) -> CacheImage {
+        CacheImage(name: name, digest: SHA256Hasher.digest(Data(name.utf8)), layers: [], labels: [:])
+    }
+
+    @Test func onlyFirstLoadsHoldLookupsAndOnlyUntilAWaitForThemRunsOut() {
+        var state = ImageSet.State(entries: [.init(image: image("a")), .init(image: image("b"))])
+        _ = state.takeDue(now: .now)
+        #expect(state.isHoldingLookups)
+        _ = state.settle(0, failure: "boom", now: .now, retryDelay: .zero)
+        #expect(state.isHoldingLookups, "b is still in its first load")
+        state.stopHoldingLookups()
+        #expect(!state.isHoldingLookups)
+        #expect(state.isLoading, "b goes on loading")
+        _ = state.takeDue(now: .now)  // a's retry
+        #expect(!state.isHoldingLookups, "a retry holds nothing back")
+    }
+
+    @Test func loadsStartOnceAndFailuresWaitForTheirRetryTime() {
+        var state = ImageSet.State(entries: [.init(image: image("a")), .init(image: image("b"))])
+        let now = ContinuousClock.now
+        #expect(state.takeDue(now: now).map(\.rank) == [0, 1])
+        #expect(state.takeDue(now: now).isEmpty, "a load in flight is not started twice")
+        #expect(state.isLoading)
+
+        _ = state.settle(0, failure: nil, now: now, retryDelay: .seconds(5))
+        _ = state.settle(1, failure: "boom", now: now, retryDelay: .seconds(5))
+        #expect(state.generation == 2)
+        #expect(!state.isLoading)
+        #expect(state.takeDue(now: now + .seconds(4)).isEmpty)
+        #expect(
+            state.unavailable(now: now + .seconds(4)) == [
+                "image b unavailable: boom (failed 1 time(s); next retry in 1.0 s)"
+            ])
+        #expect(state.takeDue(now: now + .seconds(5)).map(\.rank) == [1])
+        #expect(state.unavailable(now: now + .seconds(5)) == ["image b still loading"])
+        _ = state.settle(1, failure: nil, now: now + .seconds(6), retryDelay: .seconds(5))
+        #expect(state.allLoaded)
+        #expect(state.entries[1].failures == 1)
+        #expect(state.entries[1].lastError == "boom")
+    }
+
+    @Test func settlingWakesEveryWaiterOnce() {
+        var state = ImageSet.State(entries: [.init(image: image("a"))])
+        _ = state.takeDue(now: .now)
+        state.waiters = [DispatchSemaphore(value: 0), DispatchSemaphore(value: 0)]
+        #expect(state.settle(0, failure: nil, now: .now, retryDelay: .zero).count == 2)
+        #expect(state.waiters.isEmpty)
+    }
+}
