@@ -6,7 +6,7 @@ import Registry
 
 /// A check every resolved catalog passes before anything of it is used: signature verification. It marks the
 /// images it refuses as skipped, and throws when the user named one image and that image is refused.
-public protocol CatalogPolicy {
+public protocol CatalogPolicy: Sendable {
     /// Whether the policy has anything to check for `reference` (no flags: nothing is verified).
     func applies(to reference: ImageReference) throws -> Bool
     /// Verifies the used images of `catalog` through `client`; with `client` nil (offline) against the signatures

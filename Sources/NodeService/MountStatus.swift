@@ -79,6 +79,8 @@ public struct MountStatus: Codable, Sendable, Equatable {
         public var systemdNotify: Bool
         /// Automatic publishing (`--publish-to`); nil when the mount does not publish.
         public var publishing: Publishing?
+        /// Live refresh (`--refresh-interval`); nil when the mount's images are fixed at mount.
+        public var refresh: Refresh?
     }
 
     public var reference: String
@@ -219,6 +221,9 @@ public final class MountStatusBoard: Sendable {
     public init() {}
 
     public func set(_ value: MountStatus.Source) { source.withLock { $0 = value } }
+
+    /// The catalog a refresh grew: the images used and skipped from now on.
+    public func update(catalog: Catalog) { source.withLock { $0?.catalog = catalog } }
 
     public func render() -> Data {
         guard let current = source.withLock({ $0 }) else { return Data("{}\n".utf8) }

@@ -20,6 +20,8 @@ public enum NodeMetrics {
         public var cacheMaxSize: Int64?
         /// Automatic publishing's counters; nil when the mount does not publish.
         public var publishing: MountStatus.Publishing?
+        /// Live refresh's counters; nil when the mount does not refresh.
+        public var refresh: MountStatus.Refresh?
 
         public init() {}
     }
@@ -85,7 +87,22 @@ public enum NodeMetrics {
             gauge("mcvfs_cache_max_bytes", "The --cache-max-size bound.", Double(maxSize))
         }
         if let publishing = sample.publishing { families += Self.publishing(publishing) }
+        if let refresh = sample.refresh { families += Self.refresh(refresh) }
         return families + ImageMetrics.families(sample.images)
+    }
+
+    static func refresh(_ refresh: MountStatus.Refresh) -> [MetricFamily] {
+        [
+            .single(
+                "mcvfs_refreshes_total", help: "Live refreshes of the repository's tags (--refresh-interval).",
+                kind: .counter, value: Double(refresh.refreshes)),
+            .single(
+                "mcvfs_refresh_failures_total", help: "Live refreshes that failed (retried at the next interval).",
+                kind: .counter, value: Double(refresh.failures)),
+            .single(
+                "mcvfs_refresh_added_images_total", help: "Images live refresh added to the served tree.",
+                kind: .counter, value: Double(refresh.imagesAdded)),
+        ]
     }
 
     static func publishing(_ publishing: MountStatus.Publishing) -> [MetricFamily] {

@@ -24,6 +24,7 @@ public final class NodeRuntime: Sendable {
         var catalog: Catalog?
         var provider: LeasedLayerProvider?
         var publishing: (@Sendable () -> MountStatus.Publishing)?
+        var refresh: (@Sendable () -> MountStatus.Refresh)?
         /// Where each used image stands, once the filesystem exists.
         var images: (@Sendable () -> [ImageSet.Status])?
     }
@@ -68,6 +69,14 @@ public final class NodeRuntime: Sendable {
     public func report(publishing: @escaping @Sendable () -> MountStatus.Publishing) {
         state.withLock { $0.publishing = publishing }
     }
+
+    /// Where status and metrics read the mount's live refresh from (called without any lock held).
+    public func report(refresh: @escaping @Sendable () -> MountStatus.Refresh) {
+        state.withLock { $0.refresh = refresh }
+    }
+
+    /// The catalog a refresh grew: metrics count its images from now on.
+    public func update(catalog: Catalog) { state.withLock { $0.catalog = catalog } }
 
     /// Metrics name each used image's state from now on.
     public func watch(_ fileSystem: ImageFileSystem) {
@@ -114,21 +123,24 @@ public final class NodeRuntime: Sendable {
     /// The node-service part of the status document.
     public var status: @Sendable () -> MountStatus.Service {
         { [self] in
-            let (lease, publishing) = state.withLock { ($0.provider?.lease.file, $0.publishing) }
+            let (lease, publishing, refresh) = state.withLock { ($0.provider?.lease.file, $0.publishing, $0.refresh) }
             let evictions = cache.evictions
             return MountStatus.Service(
                 offline: upstream.isOffline, mirror: upstream.mirror?.host, mirrorFallbacks: upstream.mirrorFallbacks,
                 metricsListen: metricsServer.map { "\($0.address)" }, cacheDir: cache.layout.root,
                 cacheMaxSize: cache.maxSize, cacheSize: try? cache.store.totalSize(), evictedBlobs: evictions.blobs,
                 evictedBytes: evictions.bytes, lease: lease, fuseErrors: fuseErrors.summary,
-                systemdNotify: notifier.isEnabled, publishing: publishing?())
+                systemdNotify: notifier.isEnabled, publishing: publishing?(), refresh: refresh?())
         }
     }
 
     var metricsSample: NodeMetrics.Sample {
-        let (catalog, images, publishing) = state.withLock { ($0.catalog, $0.images, $0.publishing) }
+        let (catalog, images, publishing, refresh) = state.withLock {
+            ($0.catalog, $0.images, $0.publishing, $0.refresh)
+        }
         var sample = NodeMetrics.Sample()
         sample.publishing = publishing?()
+        sample.refresh = refresh?()
         sample.fetch = metrics.snapshot
         sample.mirrorFallbacks = upstream.mirrorFallbacks
         sample.evictedBytes = cache.evictions.bytes

@@ -22,6 +22,7 @@ struct MountCommand: ParsableCommand {
     @OptionGroup(title: "Node service") var service: ServiceOptions
     @OptionGroup var trust: TrustOptions
     @OptionGroup(title: "Publishing") var publishing: MountPublishingOptions
+    @OptionGroup(title: "Live refresh") var refresh: MountRefreshOptions
 
     @Flag(help: "Stay attached (systemd, containers); by default mcvfs returns once the mount serves.")
     var foreground = false
@@ -102,7 +103,8 @@ struct MountCommand: ParsableCommand {
             upstream: try service.upstream(for: ref, global: global),
             cache: try NodeCache(layout: layout, maxSize: service.maxSize, log: .process), mountpoint: mountpoint,
             metricsListen: service.metricsAddress, log: .process)
-        let catalog = try node.catalogs.resolve(selection, policy: trust.catalogPolicy(layout))
+        let policy = trust.catalogPolicy(layout)
+        let catalog = try node.catalogs.resolve(selection, policy: policy)
         for entry in catalog.entries {
             Log.info(
                 entry.isUsed
@@ -145,6 +147,9 @@ struct MountCommand: ParsableCommand {
                 selection: selection.description, catalog: catalog, metrics: node.metrics, fileSystem: images,
                 upperRoot: readOnly ? nil : upperRoot,
                 isolation: readOnly ? nil : isolation.rawValue, service: node.status))
+        let refresher = try refresh.refresher(
+            for: ref, catalog: catalog, node: node, selection: selection, policy: policy, fileSystem: images,
+            status: status)
         let publisher = try publishing.publisher(
             global: global, layout: layout, upperRoot: readOnly ? nil : upperRoot, isolation: isolation,
             images: { images.images }, provider: provider)
@@ -168,8 +173,10 @@ struct MountCommand: ParsableCommand {
             "mounted \(ref) at \(mountpoint) (\(catalog.used.count) image(s), \(catalog.skipped.count) skipped)"
         node.serving(message)
         daemon.ready(message: message)
+        refresher?.start()
         publisher?.start()
         try session.run(stopping: node.stopping)
+        refresher?.stop()
         publisher?.stop(within: Self.publishAtUnmountBudget)
         images.persistPrefetched()
         node.finished()

@@ -9,39 +9,6 @@ import Testing
 
 @testable import Publishing
 
-@Suite struct FleetTagTests {
-    let digest = SHA256Hasher.digest(Data("image".utf8))
-
-    @Test func aTagIsItsPrefixTargetAndDigestAndParsesBack() throws {
-        let tag = FleetTag(target: "cuda-sm90", digest: digest)
-        #expect(tag.description == "fleet-cuda-sm90-\(digest.hex.prefix(16))")
-        let parsed = try #require(FleetTag(parsing: tag.description))
-        #expect(parsed == tag)
-        #expect(parsed.names(digest))
-        #expect(!parsed.names(SHA256Hasher.digest(Data("another".utf8))))
-        #expect(
-            FleetTag(parsing: "ci-hip-gfx942-w64-\(digest.hex.prefix(16))", prefix: "ci")?.target == "hip-gfx942-w64")
-    }
-
-    @Test func otherTagsAreNotFleetTags() {
-        for tag in [
-            "cuda-sm90", "fleet-cuda-sm90", "fleet--0123456789abcdef", "fleet-cuda-sm90-0123456789ABCDEF",
-            "fleet-cuda-sm90-0123456789abcde", "other-cuda-sm90-0123456789abcdef", "sha256-\(digest.hex).sig",
-        ] {
-            #expect(FleetTag(parsing: tag) == nil, "\(tag)")
-        }
-    }
-
-    @Test func prefixesFollowTheTagGrammar() {
-        #expect(FleetTag.isValidPrefix("fleet"))
-        #expect(FleetTag.isValidPrefix("node_a.1-x"))
-        #expect(!FleetTag.isValidPrefix(""))
-        #expect(!FleetTag.isValidPrefix("-x"))
-        #expect(!FleetTag.isValidPrefix("a/b"))
-        #expect(!FleetTag.isValidPrefix(String(repeating: "a", count: 65)))
-    }
-}
-
 @Suite struct UpperSelectionTests {
     @Test func aUserPublishesTheirOwnUpperOnly() throws {
         #expect(try UpperSelection.uppers(root: "/u", isolation: .perUser, caller: 1000, uids: []) == ["/u/1000"])

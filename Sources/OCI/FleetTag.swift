@@ -1,13 +1,11 @@
-import OCI
-
 /// The tags published and compacted images get: `<prefix>-<target>-<digest>`, e.g.
 /// `fleet-cuda-sm90-3f2a9c0b7d1e4a56`, where `<digest>` is the first 16 hex digits of the image's manifest digest.
 ///
 /// Content-derived, so a tag names one image forever: no publish can overwrite another node's tag or an earlier
 /// publish's with different content (two nodes that publish the same kernels make the same image, and write the
 /// same tag with the same digest), publishing the same kernels again writes nothing new, and a mount that knows a
-/// fleet tag never asks the registry about it again. A tag whose manifest does not start with its digest was
-/// moved by someone: consumers skip it (docs/fleet.md).
+/// fleet tag never asks the registry about it again (`isContentDerived`). A tag whose manifest does not start with
+/// its digest was moved by someone: compaction leaves it alone (docs/fleet.md).
 public struct FleetTag: Sendable, Hashable, CustomStringConvertible {
     /// Hex digits of the manifest digest kept in the tag: 64 bits, enough that no two images collide by chance.
     public static let digestLength = 16
@@ -44,6 +42,15 @@ public struct FleetTag: Sendable, Hashable, CustomStringConvertible {
 
     /// Whether `digest` is the image this tag names.
     public func names(_ digest: Digest) -> Bool { digest.hex.hasPrefix(digestPrefix) }
+
+    /// Whether `tag` names `digest` by its content, whatever its prefix: its last `-`-separated part is the
+    /// digest's first 16 hex digits. Such a tag cannot move to another image without its name lying, so a mount
+    /// that resolved it once need not ask the registry again.
+    public static func isContentDerived(_ tag: String, digest: Digest) -> Bool {
+        guard let dash = tag.lastIndex(of: "-") else { return false }
+        let hex = tag[tag.index(after: dash)...]
+        return hex.count == digestLength && digest.hex.hasPrefix(hex)
+    }
 
     /// Whether `prefix` can start a tag (the registry's tag grammar leaves room for the rest).
     public static func isValidPrefix(_ prefix: String) -> Bool {
