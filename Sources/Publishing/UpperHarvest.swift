@@ -137,7 +137,7 @@ public struct UpperHarvest: Sendable {
                     break
                 }
                 if GroupRelocation.isGroupFile(file) {
-                    data = GroupRelocation.rewrite(data, directory: entry.key, root: canonicalRoot) ?? data
+                    data = Self.canonicalGroup(data, key: entry.key, root: canonicalRoot)
                 }
                 try Self.write(data, to: target + "/" + file, executable: source.isExecutable(file))
             }
@@ -148,6 +148,17 @@ public struct UpperHarvest: Sendable {
             }
         }
         return staged
+    }
+
+    /// A group file naming `root`, in one byte form (sorted keys, no spaces) whether or not its paths changed:
+    /// Triton writes its own form, the rewrite another, and the bytes are part of the image digest.
+    static func canonicalGroup(_ data: Data, key: String, root: String) -> Data {
+        if let rewritten = GroupRelocation.rewrite(data, directory: key, root: root) { return rewritten }
+        guard let document = try? JSONSerialization.jsonObject(with: data),
+            let canonical = try? JSONSerialization.data(
+                withJSONObject: document, options: [.sortedKeys, .withoutEscapingSlashes])
+        else { return data }
+        return canonical
     }
 
     static func write(_ data: Data, to path: String, executable: Bool) throws {

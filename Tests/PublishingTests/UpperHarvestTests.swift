@@ -123,6 +123,19 @@ import Testing
         #expect(stat(staging, &info) == 0 && info.st_mode & 0o777 == 0o700, "the staging directory is private")
     }
 
+    @Test func aGroupFileHasOneByteFormWhereverItWasCompiled() throws {
+        let elsewhere = Data(#"{"child_paths": {"k.cubin": "/mnt/a/KEY/k.cubin", "k.json": "/mnt/a/KEY/k.json"}}"#.utf8)
+        let canonical = Data(
+            #"{"child_paths": {"k.json": "/root/.triton/cache/KEY/k.json", "k.cubin": "/root/.triton/cache/KEY/k.cubin"}}"#
+                .utf8)
+        let one = UpperHarvest.canonicalGroup(elsewhere, key: "KEY", root: "/root/.triton/cache")
+        #expect(one == UpperHarvest.canonicalGroup(canonical, key: "KEY", root: "/root/.triton/cache"))
+        #expect(
+            String(decoding: one, as: UTF8.self)
+                == #"{"child_paths":{"k.cubin":"/root/.triton/cache/KEY/k.cubin","k.json":"/root/.triton/cache/KEY/k.json"}}"#
+        )
+    }
+
     @Test func anEntryThatChangedSinceTheScanIsNotStaged() throws {
         let taken = harvest()
         let child = try groupFiles(keys[2]).first { $0.hasSuffix(".cubin") }!
