@@ -66,7 +66,8 @@ public struct ImagePublisher: Sendable {
         /// The `<KEY>/` directories it holds.
         public var keys: [String]
         public var state: State
-        public var bytesSent: Int64
+        /// Blobs uploaded (those the registry already had are not sent again).
+        public var blobsPushed: Int
         public var signed: Bool
     }
 
@@ -107,7 +108,7 @@ public struct ImagePublisher: Sendable {
         let tag = FleetTag(prefix: options.prefix, target: image.tagSuffix ?? "any", digest: digest).description
         var outcome = Outcome(
             tag: tag, digest: digest.description, targets: image.targets.map(\.description), keys: keys,
-            state: .wouldPush, bytesSent: 0, signed: false)
+            state: .wouldPush, blobsPushed: 0, signed: false)
         let present = try? client.headManifest(repository: repository, reference: tag).digest
         if present == digest { outcome.state = .present }
         guard !options.dryRun else { return outcome }
@@ -116,7 +117,7 @@ public struct ImagePublisher: Sendable {
             progress.expect(blobs: image.blobs.count, bytes: image.blobs.reduce(0) { $0 + $1.descriptor.size })
             _ = try RegistryDestination(client: client, repository: repository, chunkSize: options.chunkSize)
                 .publish(image, tag: digest.description, progress: progress)
-            outcome.bytesSent = progress.doneBytes
+            outcome.blobsPushed = progress.totalBlobs - progress.skippedBlobs
         }
         if let signing = options.signing {
             _ = try ImageSigner(client: client, repository: repository).sign(
