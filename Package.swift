@@ -34,13 +34,16 @@ let package = Package(
         .target(name: "Trust", dependencies: ["OCI", "Registry", "Verification"]),
         .target(name: "ImageFS", dependencies: ["OCI", "ContentHash", "TarIndex"]),
         .target(name: "FUSEBridge", dependencies: ["ImageFS", "CFuse"]),
+        // Linux's mount API (a C target: its syscalls have no glibc 2.36 wrappers), and FUSE mounts made with it.
+        .target(name: "CMount"),
+        .target(name: "FUSEMount", dependencies: ["CMount"]),
         .target(name: "ImageBuilder", dependencies: ["OCI", "ContentHash", "GPU", "Registry", "TarIndex"]),
         .target(name: "NodeService", dependencies: ["OCI", "BlobCache", "TarIndex"]),
         .executableTarget(
             name: "mcvfs",
             dependencies: [
                 "OCI", "ContentHash", "GPU", "Registry", "CurlTransport", "BlobCache", "TarIndex", "CacheRepository",
-                "Verification", "Trust", "ImageFS", "FUSEBridge", "ImageBuilder", "NodeService",
+                "Verification", "Trust", "ImageFS", "FUSEBridge", "FUSEMount", "ImageBuilder", "NodeService",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

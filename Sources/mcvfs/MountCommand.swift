@@ -3,6 +3,7 @@ import BlobCache
 import CacheRepository
 import ContentHash
 import FUSEBridge
+import FUSEMount
 import Foundation
 import Glibc
 import ImageFS
@@ -29,6 +30,14 @@ struct MountCommand: ParsableCommand {
 
     @Flag(help: "Stay attached (systemd, containers); by default mcvfs returns once the mount serves.")
     var foreground = false
+
+    @Flag(
+        help: """
+            Take over a live mcvfs mount at MOUNTPOINT without a gap: mount beneath it, then detach it (its daemon \
+            finishes what is in flight, and is stopped when it runs in this PID namespace). For upgrades: \
+            `systemctl reload`, rolling DaemonSet updates.
+            """)
+    var replace = false
 
     @Option(
         help:
@@ -94,7 +103,7 @@ struct MountCommand: ParsableCommand {
             level: max(global.logLevel, .info), stderr: !daemon.isChild,
             file: cacheRoot.appendingPathComponent("logs/mount-\(Daemon.logName(for: mountpoint)).log").path,
             syslog: ProcessInfo.processInfo.environment["JOURNAL_STREAM"] == nil)  // journald reads stderr already
-        try Mountpoint.prepare(mountpoint)
+        let placement = try MountPlacement.inspect(mountpoint, replace: replace)
         let selection = try gpu.resolve()
         let store = try global.store()
         let node = try NodeRuntime(
@@ -144,10 +153,13 @@ struct MountCommand: ParsableCommand {
                 selection: selection.description, catalog: catalog, metrics: metrics, fileSystem: images,
                 upperRoot: readOnly ? nil : upperRoot,
                 isolation: readOnly ? nil : isolation.rawValue, service: node.status))
+        // mcvfs attaches the connection itself (beneath a mount it replaces); libfuse serves it through /dev/fd/N.
+        let attached = try placement.attach(
+            FUSEMount.Options(fsName: "mcvfs#\(ref)", allowOther: allowOther, uid: owner.uid, gid: owner.gid))
         let session = FUSESession(
             fileSystem: fileSystem,
             options: FUSESession.Options(
-                mountpoint: mountpoint, fsName: "mcvfs#\(ref)", allowOther: allowOther,
+                mountpoint: attached.libfuseMountpoint, fsName: "mcvfs#\(ref)", allowOther: allowOther,
                 traceErrors: global.logLevel == .debug),
             log: { Log.warning($0) }, onError: node.fuseErrors.record,
             onConnected: { [readAheadKib] in
@@ -161,9 +173,17 @@ struct MountCommand: ParsableCommand {
             "mounted \(ref) at \(mountpoint): \(catalog.used.count) image(s) used, \(catalog.skipped.count) skipped")
         let message =
             "mounted \(ref) at \(mountpoint) (\(catalog.used.count) image(s), \(catalog.skipped.count) skipped)"
-        node.serving(message)
+        node.serving(message, replacing: placement.replacesLiveMount)
         daemon.ready(message: message)
-        try session.run(stopping: node.stopping)
+        placement.takeOver()
+        // A replaced mount's daemon is not stopping the service: its successor is (STOPPING=1 would stop both).
+        let signal = try session.run(stopping: { if attached.isTop { node.stopping() } })
+        if MountPlacement.wasReplaced(attached) {
+            Log.info("\(mountpoint) is served by a newer mount now")
+            if signal == 0 { MountPlacement.waitForStop() }
+        } else {
+            attached.detachIfTop()
+        }
         images.persistPrefetched()
         node.finished()
         Log.info("unmounted \(mountpoint)")
