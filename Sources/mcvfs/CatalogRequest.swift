@@ -14,7 +14,10 @@ struct CatalogRequest {
     var catalog: Catalog
 
     /// - Parameter record: keep the catalog as a mount would, so a later `mount --offline` resolves tags to it.
-    init(_ text: String, global: GlobalOptions, gpu: GPUOptions, trust: TrustOptions, record: Bool = false) throws {
+    init(
+        _ text: String, global: GlobalOptions, gpu: GPUOptions, tritonVersion: TritonVersionOptions,
+        trust: TrustOptions, record: Bool = false
+    ) throws {
         reference = try ImageReference(parsing: text)
         selection = try gpu.resolve()
         client = try global.client(for: reference)
@@ -24,6 +27,7 @@ struct CatalogRequest {
         if record {
             try? CatalogRecord(root: try global.cacheRoot()).save(catalog, selection: selection.description)
         }
+        tritonVersion.apply(to: &catalog)  // before verifying signatures of images that would go unused
         try trust.enforce(on: &catalog, reference: reference, client: client)
     }
 }

@@ -19,6 +19,7 @@ struct ExtractCommand: ParsableCommand {
 
     @OptionGroup var global: GlobalOptions
     @OptionGroup var gpu: GPUOptions
+    @OptionGroup var tritonVersion: TritonVersionOptions
     @OptionGroup var trust: TrustOptions
 
     @Argument(help: "REGISTRY/REPOSITORY[:TAG|@DIGEST]") var reference: String
@@ -26,7 +27,8 @@ struct ExtractCommand: ParsableCommand {
 
     func run() throws {
         try runReportingErrors(global) {
-            let request = try CatalogRequest(reference, global: global, gpu: gpu, trust: trust)
+            let request = try CatalogRequest(
+                reference, global: global, gpu: gpu, tritonVersion: tritonVersion, trust: trust)
             let (ref, client, store, catalog) = (request.reference, request.client, request.store, request.catalog)
             let selection = request.selection
             for entry in catalog.skipped { Log.warning("skipped image \(entry.name): \(entry.skipReason ?? "")") }

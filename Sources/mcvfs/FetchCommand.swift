@@ -11,12 +11,14 @@ struct FetchCommand: ParsableCommand {
 
     @OptionGroup var global: GlobalOptions
     @OptionGroup var gpu: GPUOptions
+    @OptionGroup var tritonVersion: TritonVersionOptions
     @OptionGroup var trust: TrustOptions
     @Argument(help: "REGISTRY/REPOSITORY[:TAG|@DIGEST]") var reference: String
 
     func run() throws {
         try runReportingErrors(global) {
-            let request = try CatalogRequest(reference, global: global, gpu: gpu, trust: trust, record: true)
+            let request = try CatalogRequest(
+                reference, global: global, gpu: gpu, tritonVersion: tritonVersion, trust: trust, record: true)
             let (ref, client, store, catalog) = (request.reference, request.client, request.store, request.catalog)
             let fetcher = try LayerFetcher(
                 client: client, repository: ref.repository, store: store, metrics: FetchMetrics())

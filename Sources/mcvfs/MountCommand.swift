@@ -25,6 +25,7 @@ struct MountCommand: ParsableCommand {
 
     @OptionGroup var global: GlobalOptions
     @OptionGroup var gpu: GPUOptions
+    @OptionGroup var tritonVersion: TritonVersionOptions
     @OptionGroup(title: "Node service") var service: ServiceOptions
     @OptionGroup var trust: TrustOptions
 
@@ -109,6 +110,8 @@ struct MountCommand: ParsableCommand {
         let node = try NodeRuntime(
             options: service, global: global, reference: ref, mountpoint: mountpoint, store: store)
         var catalog = try node.catalog(selection: selection)
+        tritonVersion.apply(to: &catalog)
+        node.remember(catalog)
         if let client = node.origin ?? node.mirrorClient {
             try trust.enforce(on: &catalog, reference: ref, client: client)
         } else if try trust.policy(for: ref) != nil {
@@ -119,6 +122,10 @@ struct MountCommand: ParsableCommand {
                 entry.isUsed
                     ? "using \(entry.name) \(entry.digest?.short ?? "")"
                     : "skipping \(entry.name): \(entry.skipReason ?? "")")
+        }
+        let environment = catalog.consumerEnvironment(root: consumerRoot ?? mountpoint)
+        if !environment.isEmpty {
+            Log.info("consumers set " + environment.map { "\($0.name)=\($0.value)" }.joined(separator: " "))
         }
         let metrics = FetchMetrics()
         let provider = try node.provider(catalog: catalog, metrics: metrics)

@@ -39,6 +39,8 @@ struct MountStatus: Encodable {
     var reference: String
     var mountpoint: String
     var consumerRoot: String
+    /// What consumers set to find the caches (from the images' kinds and KServe labels).
+    var environment: [String: String]
     var pid: Int32
     var gpus: String
     var loaded: Bool
@@ -55,6 +57,9 @@ struct MountStatus: Encodable {
         reference = source.reference
         mountpoint = source.mountpoint
         consumerRoot = source.consumerRoot
+        environment = Dictionary(
+            source.catalog.consumerEnvironment(root: source.consumerRoot).map { ($0.name, $0.value) },
+            uniquingKeysWith: { first, _ in first })
         pid = getpid()
         gpus = source.selection
         loaded = source.fileSystem.isLoaded

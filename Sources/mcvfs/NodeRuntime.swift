@@ -114,7 +114,9 @@ final class NodeRuntime: Sendable {
         ImageReference(registry: host, repository: reference.repository, tag: reference.tag, digest: reference.digest)
     }
 
-    private func remember(_ catalog: Catalog) -> Catalog {
+    /// Keeps the catalog the mount serves, for metrics.
+    @discardableResult
+    func remember(_ catalog: Catalog) -> Catalog {
         state.withLock { $0.catalog = catalog }
         return catalog
     }
