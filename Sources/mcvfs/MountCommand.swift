@@ -41,6 +41,13 @@ struct MountCommand: ParsableCommand {
     var replace = false
 
     @Option(
+        help: """
+            A file to create once this daemon's mount serves MOUNTPOINT, and to remove when it no longer does \
+            (replaced or stopped): a readiness check that cannot mistake the mount it replaces for its own.
+            """)
+    var readyFile: String?
+
+    @Option(
         help:
             "The cache root as consuming processes see it, when they mount this directory at another path (a pod's hostPath). Group files name children under it. Default: the mountpoint."
     )
@@ -103,7 +110,8 @@ struct MountCommand: ParsableCommand {
         Log.configure(
             level: max(global.logLevel, .info), stderr: !daemon.isChild,
             file: cacheRoot.appendingPathComponent("logs/mount-\(Daemon.logName(for: mountpoint)).log").path,
-            syslog: ProcessInfo.processInfo.environment["JOURNAL_STREAM"] == nil)  // journald reads stderr already
+            // journald reads stderr already, unless this is a background daemon: its stderr is /dev/null.
+            syslog: daemon.isChild || ProcessInfo.processInfo.environment["JOURNAL_STREAM"] == nil)
         let placement = try MountPlacement.inspect(mountpoint, replace: replace)
         let selection = try gpu.resolve()
         let store = try global.store()
@@ -183,8 +191,13 @@ struct MountCommand: ParsableCommand {
         node.serving(message, replacing: placement.replacesLiveMount)
         daemon.ready(message: message)
         placement.takeOver()
+        let ready = readyFile.map(ReadyFile.init(path:))
+        ready?.create(mountID: attached.mountID)
         // A replaced mount's daemon is not stopping the service: its successor is (STOPPING=1 would stop both).
-        let signal = try session.run(stopping: { if attached.isTop { node.stopping() } })
+        let signal = try session.run(stopping: {
+            ready?.remove()
+            if attached.isTop { node.stopping() }
+        })
         if MountPlacement.wasReplaced(attached) {
             Log.info("\(mountpoint) is served by a newer mount now")
             if signal == 0 { MountPlacement.waitForStop() }

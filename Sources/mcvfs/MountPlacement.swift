@@ -38,6 +38,11 @@ struct MountPlacement {
     ///   mount without `replace`.
     static func inspect(_ mountpoint: String, replace: Bool) throws -> MountPlacement {
         var info = stat()
+        // A missing mountpoint is made (in an existing directory): a pod's volume holds the mountpoint, and
+        // nothing else creates it there.
+        if stat(mountpoint, &info) != 0 && errno == ENOENT && mkdir(mountpoint, 0o755) == 0 {
+            Log.info("created the mountpoint \(mountpoint)")
+        }
         if stat(mountpoint, &info) != 0 {
             guard errno == ENOTCONN else {
                 throw Problem(description: "mountpoint \(mountpoint): \(String(cString: strerror(errno)))")

@@ -575,14 +575,20 @@ def test_kubernetes_manifests_have_what_the_flow_needs():
     mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
     mnt = next(m for m in c["volumeMounts"] if volumes[m["name"]].get("hostPath", {}).get("path") == "/var/lib/mcvfs/mnt")
     assert mnt["mountPropagation"] == "Bidirectional"
-    assert mnt["mountPath"] in argv
+    # The mount goes inside the propagated volume, never on the volume itself (test_containers.py runs it).
+    mountpoint = argv[-1]
+    assert mountpoint.startswith(mnt["mountPath"] + "/"), mountpoint
+    assert "--replace" in argv
+    assert ds["spec"]["updateStrategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
     assert any(v.get("hostPath", {}).get("path") == "/dev/fuse" for v in volumes.values())
     assert "/dev/fuse" in mounts
     cache = next(v for v in volumes.values() if v.get("hostPath", {}).get("path") == "/var/lib/mcvfs/cache")
     assert cache["hostPath"]["type"] == "DirectoryOrCreate"
-    assert c["lifecycle"]["preStop"]["exec"]["command"][:2] == ["mcvfs", "unmount"]
+    # No preStop unmount: after a takeover the mount on top is the new pod's.
+    assert "preStop" not in c.get("lifecycle", {})
     probe = c["readinessProbe"]["exec"]["command"]
-    assert probe[:2] == ["mcvfs", "status"] and probe[2] == mnt["mountPath"]
+    ready_file = next(a.split("=", 1)[1] for a in argv if a.startswith("--ready-file="))
+    assert probe[:2] == ["sh", "-c"] and f"test -e {ready_file} && exec mcvfs status {mountpoint}" == probe[2]
     env = {e["name"]: e for e in c["env"]}
     assert env["REGISTRY_AUTH_FILE"]["value"].startswith(mounts_of_secret(c, volumes))
     assert any(v.get("secret") for v in volumes.values())
@@ -596,8 +602,8 @@ def test_kubernetes_manifests_have_what_the_flow_needs():
     assert uvol[umount["name"]]["hostPath"]["path"] == "/var/lib/mcvfs/mnt"
     assert umount["mountPropagation"] == "HostToContainer"
     uenv = {e["name"]: e["value"] for e in uc["env"]}
-    assert uenv["TRITON_CACHE_DIR"] == umount["mountPath"]
-    assert argv[argv.index("--consumer-root") + 1] == umount["mountPath"]
+    assert uenv["TRITON_CACHE_DIR"] == umount["mountPath"] + mountpoint[len(mnt["mountPath"]):]
+    assert argv[argv.index("--consumer-root") + 1] == uenv["TRITON_CACHE_DIR"]
     assert ("Secret", "mcvfs-registry") in kinds or any(d["kind"] == "Secret" for d in docs)
 
 
