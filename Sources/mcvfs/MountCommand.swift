@@ -196,13 +196,14 @@ struct MountCommand: ParsableCommand {
         // A replaced mount's daemon is not stopping the service: its successor is (STOPPING=1 would stop both).
         let signal = try session.run(stopping: {
             ready?.remove()
-            if attached.isTop { node.stopping() }
+            if !MountPlacement.isReplaced(attached) { node.stopping() }
         })
-        if MountPlacement.wasReplaced(attached) {
+        // Our own mount only, if still on top: when stopped before the replacement detached it, or unreplaced.
+        let replaced = MountPlacement.isReplaced(attached)
+        attached.detachIfTop()
+        if replaced {
             Log.info("\(mountpoint) is served by a newer mount now")
-            if signal == 0 { MountPlacement.waitForStop() }
-        } else {
-            attached.detachIfTop()
+            if signal == 0 && MountPlacement.waitsWhenReplaced { MountPlacement.waitForStop() }
         }
         images.persistPrefetched()
         node.finished()

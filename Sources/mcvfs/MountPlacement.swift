@@ -115,11 +115,17 @@ struct MountPlacement {
         }
     }
 
-    /// After the FUSE loop ended: true when another mcvfs mount now serves the mountpoint, that is, this one
-    /// was replaced (and must neither tell systemd it stops nor exit before its own manager stops it).
-    static func wasReplaced(_ mount: FUSEMount) -> Bool {
-        guard !mount.isTop, let top = topEntry(at: mount.path) else { return false }
-        return top.entry.fsType == MountTable.mcvfsType && top.id != mount.mountID
+    /// Whether a newer mcvfs mount serves the mountpoint, or waits beneath this one to: this one is being
+    /// replaced, and must not tell systemd the service stops (its successor is the service now).
+    static func isReplaced(_ mount: FUSEMount) -> Bool {
+        let table = MountTable.current().entries
+        guard let own = table.first(where: { UInt64($0.id) == mount.mountID }) else {
+            // Detached: replaced if another mcvfs mount is at the path now.
+            guard let top = topEntry(at: mount.path) else { return false }
+            return top.entry.fsType == MountTable.mcvfsType && top.id != mount.mountID
+        }
+        // Still attached: a replacement mounted beneath is this mount's parent, at the same mountpoint.
+        return table.contains { $0.id == own.parent && $0.mountpoint == own.mountpoint && $0.fsType == own.fsType }
     }
 
     /// The daemon pid a live mount reports in its status document (in the daemon's own PID namespace).
@@ -133,17 +139,24 @@ struct MountPlacement {
     }
 
     /// Whether `pid`, as this process sees it, is another `mcvfs mount` of `mountpoint`: a status document's pid
-    /// means that process only in the same PID namespace (a pod's daemon reports pid 1).
+    /// means that process only in the same PID namespace (a pod's daemon reports pid 1). Compares text only:
+    /// nothing here may look at the mountpoint, whose new mount does not answer before its loop runs.
     static func isMountDaemon(pid: pid_t, mountpoint: String) -> Bool {
         guard pid > 1, pid != getpid(),
             let data = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline")
         else { return false }
         let arguments = data.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
-        return arguments.contains("mount") && arguments.contains { URL(fileURLWithPath: $0).path == mountpoint }
+        let target = mountpoint.hasSuffix("/") ? String(mountpoint.dropLast()) : mountpoint
+        return arguments.contains("mount")
+            && arguments.contains { $0 == target || $0 == target + "/" || ($0 as NSString).standardizingPath == target }
     }
 
-    /// Blocks until SIGTERM, SIGINT or SIGHUP: a replaced daemon waits for its manager to stop it, since exiting
-    /// would make a container runtime restart it, and the restarted daemon would take the mount back.
+    /// Whether this daemon must wait to be stopped once replaced: as a container's init (pid 1), exiting would
+    /// make the container runtime restart it, and the restarted daemon would take the mount back. Elsewhere
+    /// (systemd) the replacement is the service's main process by then, and this one just exits.
+    static var waitsWhenReplaced: Bool { getpid() == 1 }
+
+    /// Blocks until SIGTERM, SIGINT or SIGHUP.
     static func waitForStop() {
         var signals = sigset_t()
         sigemptyset(&signals)
