@@ -298,3 +298,17 @@ def test_a_rolling_update_takes_over_without_a_failed_lookup(cluster, containers
     assert "served by a newer mount" in cluster.logs("mcvfs-old")
     assert [fstype for _, fstype in cluster.top_mount()] == ["fuse.mcvfs"]
     assert cluster.triton("app")["hits"] == 6
+
+
+def test_the_kserve_example_reads_the_daemonsets_mount():
+    """kserve-inferenceservice.yaml binds the DaemonSet's hostPath the way pod-example.yaml does, and points
+    vLLM at a mount below it."""
+    isvc = of_kind("InferenceService")["spec"]["predictor"]
+    (container,) = isvc["containers"]
+    ((mount, volume),) = [(m, v) for m in container["volumeMounts"] for v in isvc["volumes"] if v["name"] == m["name"]]
+    daemon = of_kind("DaemonSet")["spec"]["template"]["spec"]
+    assert volume["hostPath"]["path"] in {v.get("hostPath", {}).get("path") for v in daemon["volumes"]}
+    assert mount["mountPropagation"] == "HostToContainer"
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["VLLM_CACHE_ROOT"].startswith(mount["mountPath"] + "/")
+    assert env["TRITON_CACHE_DIR"] == env["VLLM_CACHE_ROOT"] + "/triton"
