@@ -67,5 +67,6 @@ let package = Package(
             name: "ImageBuilderTests",
             dependencies: ["ImageBuilder", "TarIndex", "BlobCache", "OCI", "ContentHash", "TestSupport"]),
         .testTarget(name: "NodeServiceTests", dependencies: ["NodeService", "OCI", "BlobCache", "TarIndex"]),
+        .testTarget(name: "FUSEMountTests", dependencies: ["FUSEMount", "NodeService"]),
     ]
 )

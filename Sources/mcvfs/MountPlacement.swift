@@ -118,14 +118,13 @@ struct MountPlacement {
     /// Whether a newer mcvfs mount serves the mountpoint, or waits beneath this one to: this one is being
     /// replaced, and must not tell systemd the service stops (its successor is the service now).
     static func isReplaced(_ mount: FUSEMount) -> Bool {
-        let table = MountTable.current().entries
-        guard let own = table.first(where: { UInt64($0.id) == mount.mountID }) else {
+        let table = MountTable.current()
+        guard table.entries.contains(where: { UInt64($0.id) == mount.mountID }) else {
             // Detached: replaced if another mcvfs mount is at the path now.
             guard let top = topEntry(at: mount.path) else { return false }
             return top.entry.fsType == MountTable.mcvfsType && top.id != mount.mountID
         }
-        // Still attached: a replacement mounted beneath is this mount's parent, at the same mountpoint.
-        return table.contains { $0.id == own.parent && $0.mountpoint == own.mountpoint && $0.fsType == own.fsType }
+        return table.hasReplacementBeneath(mount: Int(mount.mountID))
     }
 
     /// The daemon pid a live mount reports in its status document (in the daemon's own PID namespace).
