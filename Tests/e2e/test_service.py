@@ -23,6 +23,7 @@ import yaml
 from support.images import build_mcv_layout, skopeo_push
 from support.mcvfs import Mcvfs, blob_files
 from support.registry import Registry, require_tool
+from support.supervisor import unit_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = REPO_ROOT / "Tests" / "Fixtures" / "triton-3.9.0"
@@ -210,17 +211,6 @@ def index_exists(cache: Path, layer: str) -> bool:
 NAMESPACE_OPTIONS = ("ProtectSystem", "ProtectHome", "PrivateTmp", "ReadWritePaths", "ReadOnlyPaths",
                      "PrivateDevices", "PrivateMounts", "ProtectKernelTunables", "ProtectKernelModules",
                      "ProtectControlGroups", "TemporaryFileSystem", "InaccessiblePaths", "MountFlags")
-
-
-def unit_settings(text: str) -> dict[str, list[str]]:
-    settings: dict[str, list[str]] = {}
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith(("#", ";", "[")):
-            continue
-        key, _, value = line.partition("=")
-        settings.setdefault(key, []).append(value)
-    return settings
 
 
 def test_unit_installs_and_verifies(tmp_path):

@@ -24,10 +24,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .mounts import _alive
+
 GUARD = 120
+alive = _alive  # a process that exists and is not a zombie
 
 
 def unit_settings(text: str) -> dict[str, list[str]]:
+    """A unit file's settings: key -> values in order (a key may repeat, as Exec lines do)."""
     settings: dict[str, list[str]] = {}
     for line in text.splitlines():
         line = line.strip()
@@ -36,14 +40,6 @@ def unit_settings(text: str) -> dict[str, list[str]]:
         key, _, value = line.partition("=")
         settings.setdefault(key, []).append(value)
     return settings
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
 
 
 def seconds(value: str) -> float:
