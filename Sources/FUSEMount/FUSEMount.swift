@@ -140,6 +140,14 @@ public final class FUSEMount: Sendable {
     @discardableResult
     public func detachIfTop() -> Bool { Self.detach(at: path, ifTopIs: mountID) }
 
+    /// Undoes `attach` when libfuse could not take the connection over (it cannot allocate a session): closes the
+    /// device, which aborts the connection, and detaches the mount when it is on top. One put beneath another
+    /// mount cannot be named by path; it stays under it, dead and never reached, until that stack is unmounted.
+    public func abandon() {
+        detachIfTop()
+        close(device)
+    }
+
     /// The ID of the mount the path `path` resolves to (its top mount when `path` is a mountpoint), from cached
     /// attributes: it works on the stale mount of a dead FUSE daemon. Nil when the path cannot be opened.
     public static func topMountID(at path: String) -> UInt64? {

@@ -183,7 +183,10 @@ struct MountCommand: ParsableCommand {
                     Log.info("read-ahead left at the kernel's default: \(error)")
                 }
             })
-        try session.mount()
+        do { try session.mount() } catch {
+            attached.abandon()
+            throw error
+        }
         Log.info(
             "mounted \(ref) at \(mountpoint): \(catalog.used.count) image(s) used, \(catalog.skipped.count) skipped")
         let message =
