@@ -39,12 +39,16 @@ let package = Package(
         .target(name: "Trust", dependencies: ["OCI", "ContentHash", "Registry", "BlobCache", "Verification"]),
         .target(name: "ImageFS", dependencies: ["OCI", "ContentHash", "TarIndex", "TimeBudget"]),
         .target(name: "FUSEBridge", dependencies: ["ImageFS", "TimeBudget", "CFuse"]),
+        // Linux's mount API (a C target: its syscalls have no glibc 2.36 wrappers), and FUSE mounts made with it.
+        .target(name: "CMount"),
+        .target(name: "FUSEMount", dependencies: ["CMount"]),
         // Node policy above the filesystem and the fetcher: catalogs (offline, mirror, recorded), leases and the
-        // leased layer provider, eviction, metrics, status, systemd. Commands only wire it.
+        // leased layer provider, eviction, mount placement, metrics, status, systemd. Commands only wire it.
         .target(
             name: "NodeService",
             dependencies: [
                 "OCI", "ContentHash", "GPU", "Registry", "BlobCache", "TarIndex", "CacheRepository", "ImageFS",
+                "FUSEMount",
             ]
         ),
         .target(name: "ImageBuilder", dependencies: ["OCI", "ContentHash", "GPU", "Registry", "TarIndex"]),
@@ -60,8 +64,7 @@ let package = Package(
             name: "mcvfs",
             dependencies: [
                 "OCI", "ContentHash", "GPU", "Registry", "CurlTransport", "BlobCache", "TarIndex", "Verification",
-                "Trust", "ImageFS",
-                "FUSEBridge", "ImageBuilder", "NodeService", "Publishing",
+                "Trust", "ImageFS", "FUSEBridge", "FUSEMount", "ImageBuilder", "NodeService", "Publishing",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -106,5 +109,6 @@ let package = Package(
             dependencies: [
                 "NodeService", "OCI", "ContentHash", "GPU", "Registry", "BlobCache", "TarIndex", "TestSupport",
             ]),
+        .testTarget(name: "FUSEMountTests", dependencies: ["FUSEMount", "NodeService"]),
     ]
 )

@@ -132,7 +132,9 @@ public final class FUSESession {
 
     /// Serves requests until the filesystem is unmounted or SIGINT/SIGTERM/SIGHUP arrives, then unmounts.
     /// - Parameter stopping: called once the loop has ended, before unmounting (to tell systemd `STOPPING=1`).
-    public func run(stopping: () -> Void = {}) throws {
+    /// - Returns: the signal that ended the loop, or 0 when the filesystem went away (unmounted).
+    @discardableResult
+    public func run(stopping: () -> Void = {}) throws -> Int32 {
         guard let session else { throw SessionError.create }
         let rc = mcvfs_session_loop_mt(session, options.maxThreads)
         fuse_remove_signal_handlers(session)
@@ -141,5 +143,6 @@ public final class FUSESession {
         mounted = false
         // The loop returns the signal number when a signal stopped it: that is a clean stop.
         if rc < 0 { throw SessionError.loop(rc) }
+        return rc
     }
 }

@@ -25,6 +25,8 @@ public final class CatalogRefresher: Sendable {
     let store: any BlobStore
     let records: CatalogRecords
     let selection: ResolvedSelection
+    /// What the mount narrows every catalog with after the GPU selection (`--triton-version`).
+    let narrow: @Sendable (inout Catalog) -> Void
     let policy: (any CatalogPolicy)?
     /// Adds images to the mount, with the catalog as it stands after them.
     let apply: @Sendable ([CacheImage], Catalog) -> Void
@@ -35,16 +37,19 @@ public final class CatalogRefresher: Sendable {
 
     /// - Parameters:
     ///   - catalog: what the mount resolved and serves (its policy applied).
+    ///   - narrow: what the mount's catalog went through after the GPU selection, applied to every tag resolved.
     ///   - policy: the mount's signature policy, applied to every tag resolved from now on.
     public init(
         catalog: Catalog, upstream: Upstream, store: any BlobStore, records: CatalogRecords,
-        selection: ResolvedSelection, policy: (any CatalogPolicy)?, interval: Duration,
+        selection: ResolvedSelection, narrow: @escaping @Sendable (inout Catalog) -> Void = { _ in },
+        policy: (any CatalogPolicy)?, interval: Duration,
         apply: @escaping @Sendable ([CacheImage], Catalog) -> Void, log: NodeLog
     ) {
         self.upstream = upstream
         self.store = store
         self.records = records
         self.selection = selection
+        self.narrow = narrow
         self.policy = policy
         self.apply = apply
         self.log = log
@@ -137,7 +142,7 @@ public final class CatalogRefresher: Sendable {
         return (added, skipped, tags.count)
     }
 
-    /// `tag`'s entries for this mount: its GPU selection, then its signature policy.
+    /// `tag`'s entries for this mount: its GPU selection and narrowing, then its signature policy.
     /// - Returns: the entries, and whether the policy refused any.
     private func resolve(_ tag: String, client: RegistryClient) throws -> (entries: [Catalog.Entry], refused: Bool) {
         let repository = upstream.reference.withoutTag
@@ -155,6 +160,7 @@ public final class CatalogRefresher: Sendable {
                 ], false
             )
         }
+        narrow(&catalog)
         let usedBefore = catalog.used.count
         if let policy, try policy.applies(to: repository) {
             try policy.enforce(on: &catalog, reference: repository, client: upstream.signatureClient)

@@ -49,8 +49,13 @@ public struct CatalogService: Sendable {
     /// The catalog of the reference for `selection`, with `policy` applied.
     /// - Throws: `ServiceError.noRecordedCatalog` offline without a record; registry errors (after the fallbacks);
     ///   whatever the policy throws.
-    public func resolve(_ selection: ResolvedSelection, policy: (any CatalogPolicy)? = nil) throws -> Catalog {
+    /// - Parameter narrow: skips images the caller cannot use for reasons of its own (another Triton version),
+    ///   before the policy verifies signatures of images that would go unused.
+    public func resolve(
+        _ selection: ResolvedSelection, narrow: (inout Catalog) -> Void = { _ in }, policy: (any CatalogPolicy)? = nil
+    ) throws -> Catalog {
         var catalog = try unverified(selection)
+        narrow(&catalog)
         if let policy, try policy.applies(to: reference) {
             try policy.enforce(on: &catalog, reference: reference, client: upstream.signatureClient)
         }

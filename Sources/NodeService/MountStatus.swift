@@ -86,6 +86,9 @@ public struct MountStatus: Codable, Sendable, Equatable {
     public var reference: String
     public var mountpoint: String
     public var consumerRoot: String
+    /// What consumers set to find the caches (from the images' kinds and KServe labels); optional: documents of
+    /// older daemons lack it.
+    public var environment: [String: String]?
     public var pid: Int32
     /// The GPU selection, as `--gpu` resolved.
     public var gpus: String
@@ -169,6 +172,9 @@ extension MountStatus {
         reference = source.reference
         mountpoint = source.mountpoint
         consumerRoot = source.consumerRoot
+        environment = Dictionary(
+            source.catalog.consumerEnvironment(root: source.consumerRoot).map { ($0.name, $0.value) },
+            uniquingKeysWith: { first, _ in first })
         pid = getpid()
         gpus = source.selection
         loaded = source.fileSystem.isLoaded

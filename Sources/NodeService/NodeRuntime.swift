@@ -85,13 +85,17 @@ public final class NodeRuntime: Sendable {
 
     // MARK: Lifecycle
 
-    /// The mount serves: start metrics and tell systemd.
-    public func serving(_ message: String) {
+    /// The mount serves: start metrics and tell systemd. A replacement (`--replace`, run by `systemctl reload`)
+    /// first names itself the service's main process: the daemon it replaces is about to exit.
+    public func serving(_ message: String, replacing: Bool = false) {
         if let metricsServer {
             metricsServer.start()
             log.info("metrics at http://\(metricsServer.address)/metrics")
         }
-        do { try notifier.ready(status: message) } catch { log.warning("sd_notify READY: \(error)") }
+        do {
+            if replacing { try notifier.send(["MAINPID=\(getpid())"]) }
+            try notifier.ready(status: message)
+        } catch { log.warning("sd_notify READY: \(error)") }
     }
 
     /// Refreshes the `STATUS=` line `systemctl status` shows, after a layer comes into use.

@@ -71,10 +71,6 @@ public struct ImagePublisher: Sendable {
         public var signed: Bool
     }
 
-    /// The label recording which Triton versions compiled an image's kernels (their cache keys include it, so a
-    /// node running another version can skip the image unread).
-    public static let tritonVersionLabel = "model.cache.image/triton-version"
-
     let client: RegistryClient
     let repository: String
     let options: Options
@@ -94,9 +90,6 @@ public struct ImagePublisher: Sendable {
         return try builder.plans().map { plan in
             var plan = plan
             plan.labels.merge(options.labels) { _, added in added }
-            if plan.labels[Self.tritonVersionLabel] == nil, let versions = Self.tritonVersions(plan.kernels) {
-                plan.labels[Self.tritonVersionLabel] = versions
-            }
             let image = try builder.build(plan, in: work)
             defer { unlink(image.layer.path) }
             return try publish(image, keys: Set(plan.kernels.map(\.directory)).sorted())
@@ -131,13 +124,5 @@ public struct ImagePublisher: Sendable {
             outcome.state = .pushed
         }
         return outcome
-    }
-
-    /// The Triton versions of `kernels`, sorted and comma-separated; nil unless every kernel names one (Triton 3.3
-    /// and later do), since a label that left some out would hide the image from their Triton.
-    static func tritonVersions(_ kernels: [CacheScan.Kernel]) -> String? {
-        let versions = kernels.map(\.metadata.tritonVersion)
-        guard !versions.isEmpty, !versions.contains(nil) else { return nil }
-        return Set(versions.compactMap { $0 }).sorted().joined(separator: ",")
     }
 }

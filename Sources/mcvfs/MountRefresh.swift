@@ -21,7 +21,8 @@ struct MountRefreshOptions: ParsableArguments {
     /// The refresher of a mount of `reference`; nil without `--refresh-interval`.
     func refresher(
         for reference: ImageReference, catalog: Catalog, node: NodeRuntime, selection: ResolvedSelection,
-        policy: any CatalogPolicy, fileSystem: ImageFileSystem, status: MountStatusBoard
+        narrow: @escaping @Sendable (inout Catalog) -> Void, policy: any CatalogPolicy, fileSystem: ImageFileSystem,
+        status: MountStatusBoard
     ) throws -> CatalogRefresher? {
         guard let refreshInterval else { return nil }
         guard reference.isRepositoryOnly else {
@@ -32,7 +33,7 @@ struct MountRefreshOptions: ParsableArguments {
         }
         let refresher = CatalogRefresher(
             catalog: catalog, upstream: node.upstream, store: node.cache.store,
-            records: CatalogRecords(layout: node.cache.layout), selection: selection, policy: policy,
+            records: CatalogRecords(layout: node.cache.layout), selection: selection, narrow: narrow, policy: policy,
             interval: .milliseconds(Int64(refreshInterval * 1000)),
             apply: { added, catalog in
                 fileSystem.add(images: added)
