@@ -13,11 +13,12 @@ struct MountPublishingOptions: ParsableArguments {
         help: """
             Publish the kernels compiled through this mount to REGISTRY/REPOSITORY (as `mcvfs publish` does), every \
             --publish-interval seconds and at unmount. Failures are logged, counted in status and metrics, and \
-            retried; reads never wait for it.
+            retried; reads never wait for it. Default: $MCVFS_PUBLISH_TO (empty: off).
             """)
     var publishTo: String?
 
-    @Option(help: "Seconds between automatic publishes.") var publishInterval: Double = 60
+    @Option(help: "Seconds between automatic publishes (default: $MCVFS_PUBLISH_INTERVAL, else 60).")
+    var publishInterval: Double?
 
     @Option(
         help: """
@@ -28,14 +29,22 @@ struct MountPublishingOptions: ParsableArguments {
 
     @OptionGroup var options: PublishOptions
 
+    var target: String? { setting(publishTo, "MCVFS_PUBLISH_TO") }
+
+    var interval: Double {
+        publishInterval ?? setting(nil, "MCVFS_PUBLISH_INTERVAL").flatMap(Double.init) ?? 60
+    }
+
     func validate() throws {
-        if publishInterval <= 0 { throw ValidationError("--publish-interval must be positive") }
-        if publishTo == nil && (options.signKey != nil || !publishFromUid.isEmpty) {
+        if interval <= 0 || !interval.isFinite {
+            throw ValidationError("--publish-interval (or MCVFS_PUBLISH_INTERVAL) must be a positive number")
+        }
+        if target == nil && (options.signKey != nil || !publishFromUid.isEmpty) {
             throw ValidationError("--sign-key and --publish-from-uid need --publish-to")
         }
-        if let publishTo {
+        if let target {
             let reference: ImageReference
-            do { reference = try ImageReference(parsing: publishTo) } catch {
+            do { reference = try ImageReference(parsing: target) } catch {
                 throw ValidationError("--publish-to: \(error)")
             }
             if !reference.isRepositoryOnly {
@@ -53,20 +62,20 @@ struct MountPublishingOptions: ParsableArguments {
         global: GlobalOptions, layout: CacheLayout, upperRoot: String?, isolation: OverlayFileSystem.Isolation,
         images: @escaping @Sendable () -> [CacheImage], provider: any LayerProvider
     ) throws -> AutoPublisher? {
-        guard let publishTo else { return nil }
+        guard let target else { return nil }
         guard let upperRoot else { throw ValidationError("--publish-to needs a writable mount (not --read-only)") }
-        let target = try ImageReference(parsing: publishTo)
+        let reference = try ImageReference(parsing: target)
         let uids = isolation == .shared ? [] : publishFromUid
         let uppers = try UpperSelection.uppers(root: upperRoot, isolation: isolation, caller: getuid(), uids: uids)
-        let signing = try options.signing(for: target)
+        let signing = try options.signing(for: reference)
         let job = PublishJob(
-            uppers: uppers, ledger: PublishLedger(layout: layout, repository: target.repositoryName),
-            publisher: options.publisher(target, client: try global.client(for: target), signing: signing))
+            uppers: uppers, ledger: PublishLedger(layout: layout, repository: reference.repositoryName),
+            publisher: options.publisher(reference, client: try global.client(for: reference), signing: signing))
         let keys = ProvidedKeys()
         return AutoPublisher(
-            job: job, interval: .milliseconds(Int64(publishInterval * 1000)),
+            job: job, interval: .milliseconds(Int64(interval * 1000)),
             status: MountStatus.Publishing(
-                repository: target.repositoryName, intervalSeconds: publishInterval, uppers: uppers,
+                repository: reference.repositoryName, intervalSeconds: interval, uppers: uppers,
                 signingKey: signing.map { "sha256:\($0.key.publicKey.fingerprint)" }),
             provided: {
                 let (provided, unread) = keys.keys(of: images(), provider: provider)

@@ -7,15 +7,27 @@ import OCI
 /// `mount --refresh-interval`: a repository mount picks up new and moved tags while it serves.
 struct MountRefreshOptions: ParsableArguments {
     @Option(
+        name: .customLong("refresh-interval"),
         help: """
             For a repository mount (no tag): re-list its tags every SECONDS, and add the new (or moved) images \
             that suit the GPUs and pass the signature policy to the served tree, without a remount. Served files \
-            never change; names that did not exist are found after the next refresh. Off by default.
+            never change; names that did not exist are found after the next refresh. Default: \
+            $MCVFS_REFRESH_INTERVAL (empty: off).
             """)
-    var refreshInterval: Double?
+    var refreshIntervalOption: Double?
+
+    /// `--refresh-interval`, else `MCVFS_REFRESH_INTERVAL`.
+    var refreshInterval: Double? {
+        refreshIntervalOption ?? setting(nil, "MCVFS_REFRESH_INTERVAL").flatMap(Double.init)
+    }
 
     func validate() throws {
-        if let refreshInterval, refreshInterval <= 0 { throw ValidationError("--refresh-interval must be positive") }
+        if setting(nil, "MCVFS_REFRESH_INTERVAL") != nil && refreshIntervalOption == nil && refreshInterval == nil {
+            throw ValidationError("MCVFS_REFRESH_INTERVAL must be a number of seconds")
+        }
+        if let refreshInterval, refreshInterval <= 0 || !refreshInterval.isFinite {
+            throw ValidationError("--refresh-interval must be a positive number of seconds")
+        }
     }
 
     /// The refresher of a mount of `reference`; nil without `--refresh-interval`.
@@ -25,11 +37,15 @@ struct MountRefreshOptions: ParsableArguments {
         status: MountStatusBoard
     ) throws -> CatalogRefresher? {
         guard let refreshInterval else { return nil }
-        guard reference.isRepositoryOnly else {
-            throw ValidationError("--refresh-interval refreshes a repository's tags; \(reference) names one image")
-        }
-        guard !node.upstream.isOffline else {
-            throw ValidationError("--refresh-interval and --offline exclude each other")
+        let unusable =
+            !reference.isRepositoryOnly
+            ? "refreshes a repository's tags; \(reference) names one image"
+            : node.upstream.isOffline ? "needs the registry, and the mount is --offline" : nil
+        if let unusable {
+            // Asked for on the command line, it is an error; set for every mount of a node, it is left off here.
+            guard refreshIntervalOption == nil else { throw ValidationError("--refresh-interval \(unusable)") }
+            Log.info("MCVFS_REFRESH_INTERVAL left off: live refresh \(unusable)")
+            return nil
         }
         let refresher = CatalogRefresher(
             catalog: catalog, upstream: node.upstream, store: node.cache.store,

@@ -6,12 +6,16 @@ import Registry
 /// How published images are tagged and signed: shared by `publish`, `compact` and `mount --publish-to`.
 struct PublishOptions: ParsableArguments {
     @Option(
+        name: .customLong("sign-key"),
         help: """
             Sign each image pushed with this cosign.key, in both of cosign's layouts (password from \
             COSIGN_PASSWORD, else a prompt; a daemon needs COSIGN_PASSWORD). Consumers' --key or --policy decide \
-            whether they accept it.
+            whether they accept it. Default: $MCVFS_SIGN_KEY (empty: unsigned).
             """)
-    var signKey: String?
+    var signKeyOption: String?
+
+    /// `--sign-key`, else `MCVFS_SIGN_KEY`.
+    var signKey: String? { setting(signKeyOption, "MCVFS_SIGN_KEY") }
 
     @Option(help: "First part of the tags images get: PREFIX-<target>-<first 16 hex digits of the digest>.")
     var tagPrefix: String = FleetTag.defaultPrefix

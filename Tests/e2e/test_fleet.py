@@ -64,6 +64,8 @@ def test_a_kernel_compiled_on_one_node_hits_on_the_others_after_their_next_refre
         assert tag in [u["name"] for u in status["used"]]
         assert status["service"]["refresh"]["failures"] == 0
     assert {n.name: n.mount.pid for n in (a, b, c)} == daemons
+    shown = fleet.run("status", str(b.path))
+    assert shown.rc == 0 and "1 image(s) added" in shown.stdout, str(shown)
 
     # Fleet-wide, each unique kernel was compiled once: A's three misses, nobody else's.
     compiles = len(a.upper_keys()) + len(b.upper_keys()) + len(c.upper_keys())

@@ -10,19 +10,20 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from support.fleet import REPO, Fleet, compile_kernels, start_fleet, stop_fleet, wait_for
-from support.mounts import PYTHON, probe, probe_json
+from support.fleet import REPO, Fleet, Node, key_pair, start_fleet, stop_fleet, wait_for
+from support.mcvfs import Mcvfs
+from support.mounts import PYTHON, MountPool
 from support.net import free_port
 from support.proxy import FaultProxy
 from support.registry import require_tool
 
 UID = 1000
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -248,3 +249,49 @@ def test_the_daemon_publishes_on_its_interval_retries_failures_and_publishes_at_
     assert len(after) == 1, (before, after)
     log = b.mount.daemon_log()
     assert f"published {fleet.registry.host}/{REPO}:{after.pop()}" in log, log
+
+
+def test_a_node_service_publishes_signed_from_its_environment_as_systemd_and_the_daemonset_set_it(fleet: Fleet):
+    """MCVFS_PUBLISH_TO, MCVFS_PUBLISH_INTERVAL, MCVFS_SIGN_KEY and MCVFS_REFRESH_INTERVAL are what the DaemonSet's
+    ConfigMap and systemd's NAME.conf and fleet.conf drop-in set; the password comes from COSIGN_PASSWORD."""
+    key, pub = key_pair(fleet.mcvfs, fleet.root / "keys", "pw")
+    service = Mcvfs(fleet.root / "service-home")
+    service.env.update({"MCVFS_PUBLISH_TO": fleet.repo, "MCVFS_PUBLISH_INTERVAL": "0.5", "MCVFS_SIGN_KEY": str(key),
+                        "MCVFS_REFRESH_INTERVAL": "1", "COSIGN_PASSWORD": "pw"})
+    node = Node("svc", MountPool(service).mount(fleet.repo, fleet.root / "mnt-svc", fleet.root / "cache-svc",
+                                                "--gpu", "cuda:90"), fleet.root / "home-svc")
+    try:
+        node.compile([2])
+        status = wait_for(lambda: (s := node.status()["service"])["publishing"]["imagesPushed"] == 1 and s,
+                          guard=60, what="the service's publish")
+        assert status["publishing"]["signingKey"].startswith("sha256:") and status["refresh"]["intervalSeconds"] == 1
+        (tag,) = fleet.fleet_tags()
+        r = fleet.run("verify", "--plain-http", "--key", str(pub), f"{fleet.repo}:{tag}")
+        assert r.rc == 0, str(r)
+    finally:
+        node.mount.close()
+
+
+def test_the_systemd_drop_in_for_signing_installs_and_verifies(tmp_path):
+    analyze = require_tool("systemd-analyze")
+    binary = os.environ["MCVFS_BIN"]
+    dest = tmp_path / "root"
+    out = subprocess.run([str(REPO_ROOT / "scripts" / "install"), "--destdir", str(dest), "--binary", binary,
+                          "--no-reload"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    drop_in = (dest / "usr/local/share/doc/mcvfs/fleet.conf").read_text()
+    for line in ("LoadCredential=cosign.key:/etc/mcvfs/%i.cosign.key", "Environment=MCVFS_SIGN_KEY=%d/cosign.key",
+                 "EnvironmentFile=/etc/mcvfs/%i.signing"):
+        assert line in drop_in.splitlines(), line
+    conf = (dest / "etc/mcvfs/example.conf").read_text()
+    for key in ("MCVFS_REFRESH_INTERVAL=", "MCVFS_PUBLISH_TO=", "MCVFS_PUBLISH_INTERVAL="):
+        assert any(line.startswith(key) for line in conf.splitlines()), key
+    verify = tmp_path / "verify"
+    (verify / "mcvfs@triton.service.d").mkdir(parents=True)
+    unit = (dest / "etc/systemd/system/mcvfs@.service").read_text()
+    (verify / "mcvfs@triton.service").write_text(unit.replace("/usr/local/bin/mcvfs", str(dest / "usr/local/bin/mcvfs")))
+    (verify / "mcvfs@triton.service.d" / "fleet.conf").write_text(drop_in + "\n")
+    out = subprocess.run([analyze, "verify", "mcvfs@triton.service"], capture_output=True, text=True, timeout=120,
+                         cwd=verify)
+    # systemd-analyze reports unknown keys and bad values as warnings only: any output is a failure here.
+    assert out.returncode == 0 and not out.stderr.strip() and not out.stdout.strip(), (out.stdout, out.stderr)

@@ -95,6 +95,9 @@ def container_run(pod: dict, container: str, node: Node, *, name: str, image: st
         substitutions.append(f"{key}={value}")
         env[key] = value
     for entry in spec.get("env", []):
+        if "value" not in entry:  # valueFrom: a Secret the rehearsal does not have (an optional one)
+            substitutions.append(f"env {entry['name']} left out (valueFrom)")
+            continue
         env[entry["name"]] = expand(entry["value"], env)
     argv = ["podman", "run", "-d", "--name", name, "--network", "host"]
     if spec.get("securityContext", {}).get("privileged"):
