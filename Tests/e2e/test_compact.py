@@ -10,27 +10,12 @@ import json
 import subprocess
 import time
 
-import pytest
 import requests
 
-from support.fleet import REPO, Fleet, key_pair, start_fleet, stop_fleet, wait_for
+from support.fleet import PASSWORD, REPO, Fleet, fleet, key_pair, published_tag  # noqa: F401 (fleet: a fixture)
 from support.mounts import probe_json
 from support.registry import require_tool
 
-PASSWORD = "fleet-secret"
-
-
-@pytest.fixture
-def fleet(tmp_path):
-    f = start_fleet(tmp_path)
-    yield f
-    stop_fleet(f)
-
-
-def tag_of(result) -> str:
-    assert result.rc == 0, str(result)
-    (line,) = [l for l in result.stdout.splitlines() if l.startswith("sha256:")]
-    return line.split("\t")[1].rsplit(":", 1)[1]
 
 
 def digests_on(node, keys) -> dict[str, str]:
@@ -54,9 +39,9 @@ def test_compaction_with_tag_removal_while_a_mount_serves_loses_no_kernel(fleet:
     b = fleet.node("b", "--refresh-interval", "1")
     a = fleet.node("a")
     a.compile([32])
-    first = tag_of(a.publish())
+    first = published_tag(a.publish())
     a.compile([64, 128])
-    second = tag_of(a.publish())
+    second = published_tag(a.publish())
     keys = a.upper_keys()
     upper = next((a.cache / "upper").glob("*/0"))
     expected = {f"{k}/{f.name}": hashlib.sha256(f.read_bytes()).hexdigest()
@@ -68,7 +53,7 @@ def test_compaction_with_tag_removal_while_a_mount_serves_loses_no_kernel(fleet:
     assert summary == {"kernels": 1, "hits": 1}, lines
 
     r = compact(fleet, "--keep-for", "3s", fleet.repo)
-    merged = tag_of(r)
+    merged = published_tag(r)
     assert merged.startswith("fleet-cuda-sm90-") and merged not in (first, second)
     assert set(fleet.fleet_tags()) == {first, second, merged}, "merged tags stay for --keep-for"
     info = json.loads(subprocess.run(
@@ -126,13 +111,13 @@ def test_nodes_publish_to_staging_and_ci_compacts_signed_into_the_repository_con
     consumer = fleet.node("consumer", "--refresh-interval", "1", "--key", str(ci_pub))
     a = fleet.node("a")
     a.compile([32])
-    signed = tag_of(a.publish("--sign-key", str(node_key), to=staging, env=env))
+    signed = published_tag(a.publish("--sign-key", str(node_key), to=staging, env=env))
     a.compile([64])
-    unsigned = tag_of(a.publish(to=staging))
+    unsigned = published_tag(a.publish(to=staging))
 
     r = compact(fleet, "--to", fleet.repo, "--key", str(node_pub), "--sign-key", str(ci_key), "--keep-for", "0s",
                 staging, env=env)
-    promoted = tag_of(r)
+    promoted = published_tag(r)
     assert f"not compacted: {staging}:{unsigned}" in r.stderr, "the CI job merges only what the node key signed"
     consumer.wait_refreshed_with(promoted)
     used = {u["name"]: u for u in consumer.status()["used"]}

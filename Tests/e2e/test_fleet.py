@@ -7,19 +7,9 @@ from __future__ import annotations
 
 import threading
 
-import pytest
-
-from support.fleet import Fleet, key_pair, start_fleet, stop_fleet
+from support.fleet import PASSWORD, Fleet, fleet, key_pair, published_tag  # noqa: F401 (fleet: a fixture)
 from support.mounts import probe_json
 
-PASSWORD = "fleet-secret"
-
-
-@pytest.fixture
-def fleet(tmp_path):
-    f = start_fleet(tmp_path)
-    yield f
-    stop_fleet(f)
 
 
 def exists(path) -> bool:
@@ -27,13 +17,6 @@ def exists(path) -> bool:
     outcome = probe_json(f"print(json.dumps(attempt(lambda p: os.stat(p) and True, {str(path)!r})))")
     assert outcome in (["ok", True], ["err", "ENOENT"]), outcome
     return outcome[0] == "ok"
-
-
-def published_tag(result) -> str:
-    assert result.rc == 0, str(result)
-    lines = [l for l in result.stdout.splitlines() if l.startswith("sha256:")]
-    assert len(lines) == 1, str(result)
-    return lines[0].split("\t")[1].rsplit(":", 1)[1]
 
 
 def test_a_kernel_compiled_on_one_node_hits_on_the_others_after_their_next_refresh(fleet: Fleet):

@@ -13,9 +13,7 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
-import pytest
-
-from support.fleet import REPO, Fleet, Node, key_pair, start_fleet, stop_fleet, wait_for
+from support.fleet import REPO, Fleet, Node, fleet, key_pair, pushed, wait_for  # noqa: F401 (fleet: a fixture)
 from support.mcvfs import Mcvfs
 from support.mounts import PYTHON, MountPool
 from support.net import free_port
@@ -25,18 +23,6 @@ from support.registry import require_tool
 UID = 1000
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
-
-@pytest.fixture
-def fleet(tmp_path):
-    f = start_fleet(tmp_path)
-    yield f
-    stop_fleet(f)
-
-
-def pushed(result) -> list[tuple[str, str]]:
-    """(digest, reference) of each image a publish printed."""
-    assert result.rc == 0, str(result)
-    return [tuple(line.split("\t")) for line in result.stdout.splitlines() if line.startswith("sha256:")]
 
 
 def fleet_tags_of(fleet: Fleet) -> set[str]:

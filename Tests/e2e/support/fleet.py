@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
+
 from .images import RegistryAPI, build_mcv_layout, skopeo_push
 from .mcvfs import Mcvfs, Result
 from .mounts import CUDA, MountPool, Mounted, run_guarded
@@ -21,6 +23,8 @@ FIXTURE = REPO_ROOT / "Tests" / "Fixtures" / "triton-3.9.0" / "cuda-90"
 COMPILE = Path(__file__).with_name("compile_kernels.py")
 PYTHON = sys.executable
 REPO = "fleet/cache"
+# The password of every key the fleet tests make.
+PASSWORD = "fleet-secret"
 
 
 def compile_kernels(cache_dir: Path, blocks: list[int], *, home: Path, timeout: float = 300) -> tuple[list[dict], dict]:
@@ -136,10 +140,31 @@ def stop_fleet(fleet: Fleet) -> None:
     fleet.registry.stop()
 
 
-def key_pair(mcvfs: Mcvfs, directory: Path, password: str = "fleet-secret") -> tuple[Path, Path]:
+def key_pair(mcvfs: Mcvfs, directory: Path, password: str = PASSWORD) -> tuple[Path, Path]:
     """`mcvfs generate-key-pair` in `directory`: (cosign.key, cosign.pub)."""
     directory.mkdir(parents=True, exist_ok=True)
     out = run_guarded([mcvfs.binary, "generate-key-pair"], timeout=60, what="generate-key-pair",
                       env={**mcvfs.env, "COSIGN_PASSWORD": password}, cwd=str(directory))
     assert out.returncode == 0, out.stderr
     return directory / "cosign.key", directory / "cosign.pub"
+
+
+@pytest.fixture
+def fleet(tmp_path):
+    """A fleet of the test's own (tests import this fixture by name)."""
+    f = start_fleet(tmp_path)
+    yield f
+    stop_fleet(f)
+
+
+def pushed(result: Result) -> list[tuple[str, str]]:
+    """(digest, reference) of each image a `publish` or `compact` printed as pushed."""
+    assert result.rc == 0, str(result)
+    return [tuple(line.split("\t")) for line in result.stdout.splitlines() if line.startswith("sha256:")]
+
+
+def published_tag(result: Result) -> str:
+    """The tag of the one image a `publish` or `compact` pushed."""
+    images = pushed(result)
+    assert len(images) == 1, str(result)
+    return images[0][1].rsplit(":", 1)[1]
