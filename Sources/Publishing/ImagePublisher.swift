@@ -113,9 +113,7 @@ public struct ImagePublisher: Sendable {
             outcome.blobsPushed = progress.totalBlobs - progress.skippedBlobs
         }
         if let signing = options.signing {
-            _ = try ImageSigner(client: client, repository: repository).sign(
-                subject: image.manifestDescriptor, reference: signing.dockerReference, annotations: [:],
-                key: signing.key, formats: [.legacy, .bundle])
+            try sign(image.manifestDescriptor, with: signing)
             outcome.signed = true
         }
         if outcome.state != .present {
@@ -125,4 +123,21 @@ public struct ImagePublisher: Sendable {
         }
         return outcome
     }
+
+    /// Signs in both layouts until this key's signature verifies. Two nodes publishing the same kernels sign the
+    /// same image at once, and on a registry without the referrers API both rewrite the same signature lists
+    /// (the `.sig` image, the fallback index): one signature can be lost, so each signer checks for its own.
+    private func sign(_ subject: Descriptor, with signing: Signing) throws {
+        let verifier = ImageVerifier(
+            policy: .keys([signing.key.publicKey]), client: client, repository: repository, cache: VerdictCache())
+        for _ in 0..<Self.signingAttempts {
+            _ = try ImageSigner(client: client, repository: repository).sign(
+                subject: subject, reference: signing.dockerReference, annotations: [:], key: signing.key,
+                formats: [.legacy, .bundle])
+            if verifier.verify(subject.digest).isTrusted { return }
+        }
+        throw PublishingError.signatureLost(digest: subject.digest.description, attempts: Self.signingAttempts)
+    }
+
+    static let signingAttempts = 3
 }

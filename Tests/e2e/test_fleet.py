@@ -67,8 +67,12 @@ def test_two_nodes_publishing_one_kernel_at_once_make_one_image(fleet: Fleet):
     assert all(summary["hits"] == 0 for _, summary in compiled.values()), compiled
     assert a.upper_keys() == b.upper_keys() and len(a.upper_keys()) == 1
 
+    # Each node signs with its own key: both signatures must stay, whoever rewrote the signature lists last.
+    keys = {n.name: key_pair(fleet.mcvfs, fleet.root / f"key-{n.name}") for n in (a, b)}
     results = {}
-    threads = [threading.Thread(target=lambda n=n: results.__setitem__(n.name, n.publish("--json"))) for n in (a, b)]
+    threads = [threading.Thread(target=lambda n=n: results.__setitem__(
+        n.name, n.publish("--json", "--sign-key", str(keys[n.name][0]), env={"COSIGN_PASSWORD": PASSWORD})))
+        for n in (a, b)]
     for t in threads:
         t.start()
     for t in threads:
@@ -81,6 +85,9 @@ def test_two_nodes_publishing_one_kernel_at_once_make_one_image(fleet: Fleet):
     # Whatever node was first, both built the very same image (group files are canonical): one tag, one digest.
     assert len({i["digest"] for i in images}) == 1 and len({i["tag"] for i in images}) == 1, images
     assert fleet.fleet_tags() == [images[0]["tag"]]
+    for name, (_, pub) in keys.items():
+        r = fleet.run("verify", "--plain-http", "--key", str(pub), f"{fleet.repo}:{images[0]['tag']}")
+        assert r.rc == 0, f"{name}'s signature was lost: {r}"
 
     c.wait_refreshed_with(images[0]["tag"])
     status = c.status()
