@@ -3,6 +3,7 @@ mounts with their own cache directories and one local registry.
 
   F1  time from node A's `mcvfs publish` returning to node B's first hit on that kernel (B mounted with
       --refresh-interval before the publish, no remount), against the refresh interval; target <= interval + 1 s.
+      Each run publishes at a random point of B's refresh period: the median and the worst run are reported.
       A "hit" is what Triton's hit path looks at first, the kernel's group file, seen from a fresh process polling
       every 20 ms; a real Triton run on B then confirms every kernel hits.
   F1  compiles per unique kernel across the fleet: A's misses and B's, over the kernels; target 1.0.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -56,6 +58,7 @@ def bench_fleet(mcvfs: str, tmp: Path, registry_host: str, row, mount, repeat: i
     subprocess.run([mcvfs, "push", "--plain-http", str(FIXTURE), f"{repo}:cuda-sm90"], check=True, capture_output=True)
     latencies, compiles, unique = [], 0, 0
     block = 4
+    rng = random.Random(16)
     with mount(repo, tmp / "f1-a", tmp / "f1-a-cache", writable=True), \
             mount(repo, tmp / "f1-b", tmp / "f1-b-cache", "--refresh-interval", str(refresh), writable=True):
         for i in range(repeat):
@@ -68,6 +71,8 @@ def bench_fleet(mcvfs: str, tmp: Path, registry_host: str, row, mount, repeat: i
             unique += summary["kernels"]
             upper = next((tmp / "f1-a-cache" / "upper").glob("*/0"))
             keys = {p.name for p in upper.iterdir() if p.is_dir() and not p.name.startswith(".")} - before
+            # Publish at a random point of B's refresh period, so the runs do not fall into step with it.
+            time.sleep(rng.uniform(0, refresh))
             subprocess.run([mcvfs, "publish", "--plain-http", "--cache-dir", str(tmp / "f1-a-cache"),
                             str(tmp / "f1-a"), repo], check=True, capture_output=True)
             published = time.time()
@@ -77,8 +82,9 @@ def bench_fleet(mcvfs: str, tmp: Path, registry_host: str, row, mount, repeat: i
             if on_b["hits"] != on_b["kernels"]:
                 raise SystemExit(f"bench: B did not hit what A published: {on_b}")
             compiles += on_b["kernels"] - on_b["hits"]
-    latency = statistics.median(latencies)
-    row("F1", f"publish on A to first hit on B, --refresh-interval {refresh:g} s ({kernels} kernels) (s)",
-        f"{latency:.2f}", f"{refresh:g} refresh interval", f"{latency / refresh:.2f}", f"<= {refresh + 1:g} s")
+    latency, worst = statistics.median(latencies), max(latencies)
+    row("F1", f"publish on A to first hit on B, --refresh-interval {refresh:g} s, {kernels} kernels (s; worst of "
+        f"{len(latencies)}: {worst:.2f})", f"{latency:.2f}", f"{refresh:g} refresh interval",
+        f"{latency / refresh:.2f}", f"<= {refresh + 1:g} s")
     row("F1", f"compiles per unique kernel across the fleet ({unique} kernels, 2 nodes)",
         f"{compiles / unique:.2f}", "", "", "1.0")
