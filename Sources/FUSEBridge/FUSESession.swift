@@ -37,44 +37,14 @@ public final class FUSESession {
     public enum SessionError: Error, Equatable, CustomStringConvertible {
         case create
         case mount(String)
-        /// `/dev/fuse` cannot be used by this process: what is wrong, and what to do.
-        case device(String)
         case loop(Int32)
 
         public var description: String {
             switch self {
             case .create: return "cannot create a FUSE session (is /dev/fuse available?)"
             case .mount(let point): return "cannot mount at \(point) (see the log; is it an existing empty directory?)"
-            case .device(let problem): return problem
             case .loop(let rc): return "FUSE session ended with error \(rc)"
             }
-        }
-    }
-
-    /// Why this process cannot use `/dev/fuse`, when that is why a mount failed (libfuse only tells stderr).
-    static func deviceProblem(_ device: String = "/dev/fuse") -> String? {
-        let fd = open(device, O_RDWR | O_CLOEXEC)
-        guard fd < 0 else {
-            close(fd)
-            return nil
-        }
-        let code = errno
-        let reason = String(cString: strerror(code))
-        switch code {
-        case ENOENT, ENODEV, ENXIO:
-            return "cannot open \(device): \(reason): load the fuse module (modprobe fuse); in a container, pass the "
-                + "device (--device /dev/fuse, or a privileged pod)"
-        case EACCES:
-            var info = stat()
-            let mode = stat(device, &info) == 0 ? String(info.st_mode & 0o7777, radix: 8) : "?"
-            return "cannot open \(device): \(reason) for uid \(getuid()) (mode 0\(mode), owner \(info.st_uid):"
-                + "\(info.st_gid)): non-root mounts need it readable and writable by everyone (chmod 0666 \(device), as "
-                + "the fuse3 package sets it up) and fusermount3 installed; or mount as root"
-        case EPERM:
-            return "cannot open \(device): \(reason): a device policy denies it (in a container, pass --device "
-                + "/dev/fuse, or run the pod privileged)"
-        default:
-            return "cannot open \(device): \(reason)"
         }
     }
 
@@ -120,7 +90,6 @@ public final class FUSESession {
         }
         guard let session else { throw SessionError.create }
         guard fuse_session_mount(session, options.mountpoint) == 0 else {
-            if let problem = Self.deviceProblem() { throw SessionError.device(problem) }
             throw SessionError.mount(options.mountpoint)
         }
         mounted = true

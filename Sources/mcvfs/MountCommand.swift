@@ -164,13 +164,14 @@ struct MountCommand: ParsableCommand {
                 selection: selection.description, catalog: catalog, metrics: node.metrics, fileSystem: images,
                 upperRoot: readOnly ? nil : upperRoot,
                 isolation: readOnly ? nil : isolation.rawValue, service: node.status))
-        // mcvfs attaches the connection itself (beneath a mount it replaces); libfuse serves it through /dev/fd/N.
+        // mcvfs attaches the connection itself (beneath a mount it replaces) and libfuse serves it through
+        // /dev/fd/N; for a non-root user (nil), libfuse mounts it with fusermount3.
         let attached = try placement.attach(
             FUSEMount.Options(fsName: "mcvfs#\(ref)", allowOther: allowOther, uid: owner.uid, gid: owner.gid))
         let session = FUSESession(
             fileSystem: fileSystem,
             options: FUSESession.Options(
-                mountpoint: attached.libfuseMountpoint, fsName: "mcvfs#\(ref)", allowOther: allowOther,
+                mountpoint: attached?.libfuseMountpoint ?? mountpoint, fsName: "mcvfs#\(ref)", allowOther: allowOther,
                 traceErrors: global.logLevel == .debug, operationBudget: budget),
             log: { Log.warning($0) }, onError: node.fuseErrors.record,
             onConnected: { [readAheadKib] in
@@ -180,7 +181,7 @@ struct MountCommand: ParsableCommand {
                 }
             })
         do { try session.mount() } catch {
-            attached.abandon()
+            attached?.abandon()
             throw error
         }
         Log.info(
@@ -191,7 +192,7 @@ struct MountCommand: ParsableCommand {
         daemon.ready(message: message)
         placement.takeOver()
         let ready = readyFile.map(ReadyFile.init(path:))
-        ready?.create(mountID: attached.mountID)
+        ready?.create(mountID: attached?.mountID ?? FUSEMount.topMountID(at: mountpoint) ?? 0)
         // A replaced mount's daemon is not stopping the service: its successor is (STOPPING=1 would stop both).
         let signal = try session.run(stopping: {
             ready?.remove()
@@ -199,7 +200,7 @@ struct MountCommand: ParsableCommand {
         })
         // Our own mount only, if still on top: when stopped before the replacement detached it, or unreplaced.
         let replaced = MountPlacement.isReplaced(attached)
-        attached.detachIfTop()
+        attached?.detachIfTop()
         if replaced {
             Log.info("\(mountpoint) is served by a newer mount now")
             if signal == 0 && MountPlacement.waitsWhenReplaced { MountPlacement.waitForStop() }
