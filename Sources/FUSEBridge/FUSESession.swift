@@ -47,6 +47,7 @@ public final class FUSESession {
 
     let context: OperationContext
     private var session: OpaquePointer?
+    private var notifier: KernelNotifier?
     private var mounted = false
     private let options: Options
 
@@ -64,6 +65,7 @@ public final class FUSESession {
     }
 
     deinit {
+        notifier?.stop()
         if let session {
             if mounted { fuse_session_unmount(session) }
             fuse_session_destroy(session)
@@ -88,6 +90,9 @@ public final class FUSESession {
         guard let session else { throw SessionError.create }
         guard fuse_session_mount(session, options.mountpoint) == 0 else { throw SessionError.mount(options.mountpoint) }
         mounted = true
+        let notifier = KernelNotifier(session: session)
+        self.notifier = notifier
+        context.fileSystem.connect(kernel: notifier)
         // From here on SIGINT/SIGTERM/SIGHUP must end in an unmount, even before `run()` starts the loop (a
         // service manager may stop us right after we report ready): the handler only marks the session as
         // exited, and a loop started on an exited session returns at once, then `run()` unmounts.
@@ -99,6 +104,7 @@ public final class FUSESession {
     public func run(stopping: () -> Void = {}) throws {
         guard let session else { throw SessionError.create }
         let rc = mcvfs_session_loop_mt(session, options.maxThreads)
+        notifier?.stop()
         fuse_remove_signal_handlers(session)
         stopping()
         fuse_session_unmount(session)

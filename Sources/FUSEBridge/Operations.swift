@@ -30,10 +30,12 @@ extension OperationContext {
             }
             fuse_reply_none(req)
         }
-        ops.getattr = { req, ino, _ in
+        ops.getattr = { req, ino, info in
             let context = from(req)
             context.serve(req, "getattr") { () throws(FSError) in
-                context.replyAttributes(req, try context.fileSystem.attributes(ino: ino, caller: caller(req)))
+                // The kernel names the handle when it asks about an open file (fstat, a read checking the size).
+                context.replyAttributes(
+                    req, try context.fileSystem.attributes(ino: ino, handle: info?.pointee.fh, caller: caller(req)))
             }
         }
         ops.setattr = { req, ino, attr, toSet, info in
@@ -122,7 +124,11 @@ extension OperationContext {
                 var entry = context.entry(attributes)
                 info!.pointee.fh = opened.handle
                 mcvfs_file_info_set_cache(info, opened.keepCache ? 1 : 0, opened.directIO ? 1 : 0)
-                if fuse_reply_create(req, &entry, info) != 0 { context.fileSystem.release(handle: opened.handle) }
+                if fuse_reply_create(req, &entry, info) != 0 {
+                    // The creator was interrupted: nobody will release the handle or forget the inode.
+                    context.fileSystem.release(handle: opened.handle)
+                    context.fileSystem.forget(ino: attributes.ino, count: 1)
+                }
             }
         }
         ops.read = { req, _, size, offset, info in

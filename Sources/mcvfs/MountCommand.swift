@@ -125,25 +125,24 @@ struct MountCommand: ParsableCommand {
             images: catalog.used, provider: provider, options: options, status: { status.render() })
         let upperRoot = upper ?? cacheRoot.appendingPathComponent("upper/\(Self.identity(of: ref))").path
         let isolation: OverlayFileSystem.Isolation = sharedUpper ? .shared : .perUser
-        let fileSystem: any FileSystem
-        if readOnly {
-            fileSystem = images
-        } else {
+        var overlay: OverlayFileSystem?
+        if !readOnly {
             try FileManager.default.createDirectory(
                 atPath: (upperRoot as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-            fileSystem = try OverlayFileSystem(
+            overlay = try OverlayFileSystem(
                 lower: images,
                 options: .init(
                     upperRoot: upperRoot, isolation: isolation,
                     consumerRoot: consumerRoot ?? mountpoint),
                 owner: owner)
         }
+        let fileSystem: any FileSystem = overlay ?? images
         status.set(
             MountStatus.Source(
                 reference: ref.description, mountpoint: mountpoint, consumerRoot: consumerRoot ?? mountpoint,
                 selection: selection.description, catalog: catalog, metrics: metrics, fileSystem: images,
                 upperRoot: readOnly ? nil : upperRoot,
-                isolation: readOnly ? nil : isolation.rawValue, service: node.status))
+                isolation: readOnly ? nil : isolation.rawValue, overlay: overlay, service: node.status))
         let session = FUSESession(
             fileSystem: fileSystem,
             options: FUSESession.Options(

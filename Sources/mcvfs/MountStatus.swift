@@ -16,6 +16,8 @@ struct MountStatus: Encodable {
         var fileSystem: ImageFileSystem
         var upperRoot: String?
         var isolation: String?
+        /// The writable overlay, when there is one: its live inodes and open files.
+        var overlay: OverlayFileSystem? = nil
         /// Node-service state (cache bound, lease, mirror, FUSE errors); nil when not wired.
         var service: (@Sendable () -> ServiceStatus)? = nil
     }
@@ -49,6 +51,7 @@ struct MountStatus: Encodable {
     var upperRoot: String?
     var isolation: String?
     var uppers: [Upper]
+    var overlay: OverlayFileSystem.Report?
     var service: ServiceStatus?
 
     init(_ source: Source) {
@@ -74,6 +77,7 @@ struct MountStatus: Encodable {
         upperRoot = source.upperRoot
         isolation = source.isolation
         uppers = source.upperRoot.map(Self.uppers(in:)) ?? []
+        overlay = source.overlay?.report
     }
 
     /// Size of each upper (one per uid, or `shared`), work files included.

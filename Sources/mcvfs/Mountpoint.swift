@@ -11,7 +11,9 @@ enum Mountpoint {
 
     static func prepare(_ path: String) throws {
         var info = stat()
-        if stat(path, &info) != 0 {
+        // `statvfs` always reaches the daemon; `stat` may be answered from attributes the kernel cached.
+        var filesystem = statvfs()
+        if statvfs(path, &filesystem) != 0 && errno == ENOTCONN || stat(path, &info) != 0 {
             guard errno == ENOTCONN else {
                 throw Problem(description: "mountpoint \(path): \(String(cString: strerror(errno)))")
             }
