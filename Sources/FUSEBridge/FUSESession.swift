@@ -29,6 +29,20 @@ public final class FUSESession {
             self.cacheTimeout = cacheTimeout
             self.traceErrors = traceErrors
         }
+
+        /// The command line libfuse parses: its mount options after `-o`. The kernel checks permissions itself
+        /// (`default_permissions`) against the modes mcvfs reports. libfuse splits options at commas and takes a
+        /// backslash as an escape, so the source name has both escaped.
+        var arguments: [String] {
+            var source = ""
+            for character in fsName {
+                if character == "\\" || character == "," { source.append("\\") }
+                source.append(character)
+            }
+            var mountOptions = ["fsname=" + source, "subtype=mcvfs", "default_permissions"]
+            if allowOther { mountOptions.append("allow_other") }
+            return ["mcvfs", "-o", mountOptions.joined(separator: ",")]
+        }
     }
 
     public enum SessionError: Error, Equatable, CustomStringConvertible {
@@ -74,10 +88,7 @@ public final class FUSESession {
 
     /// Creates the session and mounts it; the mount answers requests once `run()` is called.
     public func mount() throws {
-        var mountOptions = ["fsname=\(options.fsName)", "subtype=mcvfs", "default_permissions"]
-        if options.allowOther { mountOptions.append("allow_other") }
-        let arguments = ["mcvfs", "-o", mountOptions.joined(separator: ",")]
-        var cStrings = arguments.map { strdup($0) }
+        var cStrings = options.arguments.map { strdup($0) }
         defer {
             for string in cStrings { free(string) }
         }

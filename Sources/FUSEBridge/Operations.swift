@@ -188,21 +188,7 @@ extension OperationContext {
             }
             let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 16)
             defer { buffer.deallocate() }
-            var used = 0
-            var index = Int(offset)
-            while index < entries.count {
-                let entry = entries[index]
-                var st = stat()
-                st.st_ino = UInt(entry.ino)
-                st.st_mode = entry.kind.typeBits
-                let needed = fuse_add_direntry(
-                    req, buffer.baseAddress!.assumingMemoryBound(to: CChar.self) + used, size - used, entry.name, &st,
-                    off_t(index + 1))
-                if needed > size - used { break }
-                used += needed
-                index += 1
-            }
-            fuse_reply_buf(req, buffer.baseAddress, used)
+            fuse_reply_buf(req, buffer.baseAddress, pack(entries, from: Int(offset), into: buffer))
         }
         ops.releasedir = { req, _, info in
             from(req).closeListing(info!.pointee.fh)
@@ -223,6 +209,30 @@ extension OperationContext {
         }
         return ops
     }()
+}
+
+extension OperationContext {
+    /// Packs `entries` from index `offset` into `buffer` as the kernel's directory records and returns the bytes
+    /// used. Each record carries the index of the next entry as its offset, so the kernel's next `readdir` resumes
+    /// after the last one that fit (the listing is a snapshot taken at `opendir`).
+    static func pack(_ entries: [DirectoryEntry], from offset: Int, into buffer: UnsafeMutableRawBufferPointer) -> Int {
+        var used = 0
+        var index = max(offset, 0)
+        while index < entries.count {
+            let entry = entries[index]
+            var st = stat()
+            st.st_ino = UInt(entry.ino)
+            st.st_mode = entry.kind.typeBits
+            // libfuse only formats the record; the request is not used.
+            let needed = fuse_add_direntry(
+                nil, buffer.baseAddress!.assumingMemoryBound(to: CChar.self) + used, buffer.count - used, entry.name,
+                &st, off_t(index + 1))
+            if needed > buffer.count - used { break }
+            used += needed
+            index += 1
+        }
+        return used
+    }
 }
 
 extension AttributeChanges {
