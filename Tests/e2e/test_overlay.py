@@ -524,3 +524,15 @@ def test_100000_triton_writes_leave_the_daemon_where_it_started_once_the_kernel_
     assert end - start <= 10 * mib, f"RSS {start / mib:.1f} MiB -> {peak / mib:.1f} -> {end / mib:.1f} MiB"
     assert overlay["inodes"] <= 16, f"the kernel forgot, the table did not: {overlay}"
     assert len(os.listdir(mnt.path / "K0012000")) == 8  # everything written is still there
+
+
+def test_a_shared_object_written_into_the_overlay_loads_with_dlopen(image, mounts, tmp_path):
+    """Upper files are read with direct I/O (each reader gets the version it opened); `dlopen` maps them privately,
+    which direct I/O allows. Triton stores the driver helpers it builds (`cuda_utils.so`) through the mount."""
+    mnt = mounts.mount(image.ref, tmp_path / "mnt", tmp_path / "cache", "--gpu", "cuda:90")
+    os.mkdir(mnt.path / "HELPERKEY")
+    helper = mnt.path / "HELPERKEY" / "cuda_utils.so"
+    shutil.copyfile("/usr/lib/x86_64-linux-gnu/libz.so.1", helper)
+    loaded = probe_json(f"import ctypes; lib = ctypes.CDLL({str(helper)!r}); lib.zlibVersion.restype = ctypes.c_char_p; "
+                        f"print(json.dumps(lib.zlibVersion().decode()))")
+    assert loaded and loaded[0].isdigit(), loaded

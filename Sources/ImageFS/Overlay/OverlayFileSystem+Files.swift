@@ -19,7 +19,7 @@ extension OverlayFileSystem {
         case .directory: throw .isDirectory
         case .lowerFile(let path, let node):
             // The caller may have its own copy by now, reached by a name the kernel cached before: serve that.
-            switch try view(ofImageFile: ino, path: path, caller: caller) {
+            switch try view(ofImageFile: node, path: path, caller: caller) {
             case .lowerFile(_, let current)? where current.ino == node.ino:
                 guard writing else { return try openLower(node.ino, flags: flags, caller: caller) }
                 let upper = try upper(for: caller)
@@ -222,7 +222,7 @@ extension OverlayFileSystem {
                 try Self.apply(changes, fd: fd)
             }
         case .lowerFile(let path, let node):
-            switch try view(ofImageFile: ino, path: path, caller: caller) {
+            switch try view(ofImageFile: node, path: path, caller: caller) {
             case .lowerFile(_, let current)? where current.ino == node.ino:
                 try copyUp(path, node: node, caller: caller, size: changes.size)
                 var rest = changes

@@ -108,7 +108,7 @@ extension OverlayFileSystem {
         switch try subject(of: ino) {
         case .lowerFile(let path, let node):
             // The link is to the caller's copy, a file of its own: the image file's inode stays what it is.
-            switch try view(ofImageFile: ino, path: path, caller: caller) {
+            switch try view(ofImageFile: node, path: path, caller: caller) {
             case .lowerFile(_, let current)? where current.ino == node.ino:
                 try copyUp(path, node: node, caller: caller)
                 nameChanged(path, synchronously: false)

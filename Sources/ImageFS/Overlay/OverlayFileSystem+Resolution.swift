@@ -137,11 +137,14 @@ extension OverlayFileSystem {
 
     /// What an image file's inode means to this caller: the image file, or their own copy once they changed it
     /// (reached through a name the kernel cached before), or the upper file they renamed it to.
-    func view(ofImageFile ino: UInt64, path: [String], caller: Caller) throws(FSError) -> Resolved? {
-        guard let alias = inodes.withLock({ $0.alias(of: ino, in: space(of: caller)) }) else {
-            return try resolve(path, caller: caller)
+    func view(ofImageFile node: ImageTree.Node, path: [String], caller: Caller) throws(FSError) -> Resolved? {
+        if let alias = inodes.withLock({ $0.alias(of: node.ino, in: space(of: caller)) }) {
+            guard case .upperFile(let path, let space)? = try? subject(of: alias) else { return nil }
+            return try upper(space: space).status(path).map { .upperFile(path: path, info: $0) }
         }
-        guard case .upperFile(let path, let space)? = try? subject(of: alias) else { return nil }
-        return try upper(space: space).status(path).map { .upperFile(path: path, info: $0) }
+        // Almost always the caller's upper has nothing there: the image file it is, without walking the tree.
+        let probe = try upper(for: caller).probe(path)
+        if !probe.hidesLower && probe.info == nil { return .lowerFile(path: path, node: node) }
+        return try resolve(path, caller: caller)
     }
 }

@@ -164,7 +164,7 @@ public final class OverlayFileSystem: FileSystem {
             guard let resolved = try resolve(path, in: upper), case .directory = resolved else { throw .notFound }
             return try attributes(of: resolved, ino: ino, caller: caller)
         case .lowerFile(let path, let node):
-            switch try view(ofImageFile: ino, path: path, caller: caller) {
+            switch try view(ofImageFile: node, path: path, caller: caller) {
             case .lowerFile(_, let current)? where current.ino == node.ino:
                 return try attributes(of: .lowerFile(path: path, node: node), ino: ino, caller: caller)
             case .upperFile(let path, let info)?:
@@ -185,7 +185,7 @@ public final class OverlayFileSystem: FileSystem {
     public func readLink(ino: UInt64, caller: Caller) throws(FSError) -> String {
         switch try subject(of: ino) {
         case .lowerFile(let path, let node):
-            switch try view(ofImageFile: ino, path: path, caller: caller) {
+            switch try view(ofImageFile: node, path: path, caller: caller) {
             case .upperFile(let path, _)?:
                 guard let target = try upper(for: caller).readLink(path) else { throw .invalidArgument }
                 return target
