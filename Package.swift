@@ -99,5 +99,6 @@ let package = Package(
                 "NodeService", "OCI", "ContentHash", "GPU", "Registry", "BlobCache", "TarIndex", "TestSupport",
             ]),
         .testTarget(name: "FUSEMountTests", dependencies: ["FUSEMount", "NodeService"]),
+        .testTarget(name: "FUSEBridgeTests", dependencies: ["FUSEBridge", "ImageFS"]),
     ]
 )

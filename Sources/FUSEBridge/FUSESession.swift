@@ -32,6 +32,20 @@ public final class FUSESession {
             self.traceErrors = traceErrors
             self.operationBudget = operationBudget
         }
+
+        /// The command line libfuse parses: its mount options after `-o`. The kernel checks permissions itself
+        /// (`default_permissions`) against the modes mcvfs reports. libfuse splits options at commas and takes a
+        /// backslash as an escape, so the source name has both escaped.
+        var arguments: [String] {
+            var source = ""
+            for character in fsName {
+                if character == "\\" || character == "," { source.append("\\") }
+                source.append(character)
+            }
+            var mountOptions = ["fsname=" + source, "subtype=mcvfs", "default_permissions"]
+            if allowOther { mountOptions.append("allow_other") }
+            return ["mcvfs", "-o", mountOptions.joined(separator: ",")]
+        }
     }
 
     public enum SessionError: Error, Equatable, CustomStringConvertible {
@@ -50,6 +64,7 @@ public final class FUSESession {
 
     let context: OperationContext
     private var session: OpaquePointer?
+    private var notifier: KernelNotifier?
     private var mounted = false
     private let options: Options
 
@@ -67,6 +82,7 @@ public final class FUSESession {
     }
 
     deinit {
+        notifier?.stop()
         if let session {
             if mounted { fuse_session_unmount(session) }
             fuse_session_destroy(session)
@@ -75,10 +91,7 @@ public final class FUSESession {
 
     /// Creates the session and mounts it; the mount answers requests once `run()` is called.
     public func mount() throws {
-        var mountOptions = ["fsname=\(options.fsName)", "subtype=mcvfs", "default_permissions"]
-        if options.allowOther { mountOptions.append("allow_other") }
-        let arguments = ["mcvfs", "-o", mountOptions.joined(separator: ",")]
-        var cStrings = arguments.map { strdup($0) }
+        var cStrings = options.arguments.map { strdup($0) }
         defer {
             for string in cStrings { free(string) }
         }
@@ -93,6 +106,9 @@ public final class FUSESession {
             throw SessionError.mount(options.mountpoint)
         }
         mounted = true
+        let notifier = KernelNotifier(session: session)
+        self.notifier = notifier
+        context.fileSystem.connect(kernel: notifier)
         // From here on SIGINT/SIGTERM/SIGHUP must end in an unmount, even before `run()` starts the loop (a
         // service manager may stop us right after we report ready): the handler only marks the session as
         // exited, and a loop started on an exited session returns at once, then `run()` unmounts.
@@ -106,6 +122,7 @@ public final class FUSESession {
     public func run(stopping: () -> Void = {}) throws -> Int32 {
         guard let session else { throw SessionError.create }
         let rc = mcvfs_session_loop_mt(session, options.maxThreads)
+        notifier?.stop()
         fuse_remove_signal_handlers(session)
         stopping()
         fuse_session_unmount(session)

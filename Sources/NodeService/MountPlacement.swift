@@ -43,7 +43,9 @@ public struct MountPlacement: Sendable {
         if stat(mountpoint, &info) != 0 && errno == ENOENT && mkdir(mountpoint, 0o755) == 0 {
             log.info("created the mountpoint \(mountpoint)")
         }
-        if stat(mountpoint, &info) != 0 {
+        // `statvfs` always reaches the daemon; `stat` may be answered from attributes the kernel cached.
+        var filesystem = statvfs()
+        if statvfs(mountpoint, &filesystem) != 0 && errno == ENOTCONN || stat(mountpoint, &info) != 0 {
             guard errno == ENOTCONN else {
                 throw Problem(description: "mountpoint \(mountpoint): \(String(cString: strerror(errno)))")
             }

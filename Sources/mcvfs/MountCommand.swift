@@ -145,25 +145,24 @@ struct MountCommand: ParsableCommand {
         node.watch(images)
         let upperRoot = upper ?? layout.uppers(of: ref)
         let isolation: OverlayFileSystem.Isolation = sharedUpper ? .shared : .perUser
-        let fileSystem: any FileSystem
-        if readOnly {
-            fileSystem = images
-        } else {
+        var overlay: OverlayFileSystem?
+        if !readOnly {
             try FileManager.default.createDirectory(
                 atPath: (upperRoot as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-            fileSystem = try OverlayFileSystem(
+            overlay = try OverlayFileSystem(
                 lower: images,
                 options: .init(
                     upperRoot: upperRoot, isolation: isolation,
                     consumerRoot: consumerRoot ?? mountpoint),
                 owner: owner)
         }
+        let fileSystem: any FileSystem = overlay ?? images
         status.set(
             MountStatus.Source(
                 reference: ref.description, mountpoint: mountpoint, consumerRoot: consumerRoot ?? mountpoint,
                 selection: selection.description, catalog: catalog, metrics: node.metrics, fileSystem: images,
                 upperRoot: readOnly ? nil : upperRoot,
-                isolation: readOnly ? nil : isolation.rawValue, service: node.status))
+                isolation: readOnly ? nil : isolation.rawValue, overlay: overlay, service: node.status))
         // mcvfs attaches the connection itself (beneath a mount it replaces) and libfuse serves it through
         // /dev/fd/N; for a non-root user (nil), libfuse mounts it with fusermount3.
         let attached = try placement.attach(

@@ -463,7 +463,7 @@ def test_stale_mount_of_a_killed_daemon_is_cleared_by_the_next_mount(world, moun
     key = sorted(kernel_dirs(world.cuda_src))[0]
     assert access_errno(first.path / key) == "ok"
     first.kill()
-    assert access_errno(first.path, op="stat") == "ENOTCONN"
+    assert access_errno(first.path) == "ENOTCONN"  # a listing always reaches the daemon; a stat may not
     second = mounts.mount(ref, tmp_path / "mnt", tmp_path / "cache", "--gpu", "cuda:90")
     assert is_mountpoint(second.path)
     assert_serves(second.path, world.cuda_src)
