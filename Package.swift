@@ -110,5 +110,6 @@ let package = Package(
                 "NodeService", "OCI", "ContentHash", "GPU", "Registry", "BlobCache", "TarIndex", "TestSupport",
             ]),
         .testTarget(name: "FUSEMountTests", dependencies: ["FUSEMount", "NodeService"]),
+        .testTarget(name: "FUSEBridgeTests", dependencies: ["FUSEBridge", "ImageFS"]),
     ]
 )

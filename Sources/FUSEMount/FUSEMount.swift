@@ -52,7 +52,7 @@ public final class FUSEMount: Sendable {
 
         public var description: String {
             switch self {
-            case .device(let code): return "cannot open /dev/fuse: \(String(cString: strerror(code)))"
+            case .device(let code): return FUSEMount.deviceProblem(code)
             case .configure(let step, let code):
                 return "cannot create the FUSE mount (\(step)): \(String(cString: strerror(code)))"
             case .attach(let path, .beneath, let code) where code == EINVAL:
@@ -77,6 +77,27 @@ public final class FUSEMount: Sendable {
         self.placement = placement
         self.mountID = mountID
         self.device = device
+    }
+
+    /// Why this process cannot use `/dev/fuse`, and what to do about it.
+    static func deviceProblem(_ code: Int32, device: String = "/dev/fuse") -> String {
+        let reason = String(cString: strerror(code))
+        switch code {
+        case ENOENT, ENODEV, ENXIO:
+            return "cannot open \(device): \(reason): load the fuse module (modprobe fuse); in a container, pass the "
+                + "device (--device /dev/fuse, or a privileged pod)"
+        case EACCES:
+            var info = stat()
+            let mode = stat(device, &info) == 0 ? String(info.st_mode & 0o7777, radix: 8) : "?"
+            return "cannot open \(device): \(reason) for uid \(getuid()) (mode 0\(mode), owner \(info.st_uid):"
+                + "\(info.st_gid)): non-root mounts need it readable and writable by everyone (chmod 0666 \(device), as "
+                + "the fuse3 package sets it up); or mount as root"
+        case EPERM:
+            return "cannot open \(device): \(reason): a device policy denies it (in a container, pass --device "
+                + "/dev/fuse, or run the pod privileged)"
+        default:
+            return "cannot open \(device): \(reason)"
+        }
     }
 
     /// What to pass libfuse as the mountpoint: the connection is mounted already, libfuse only serves it.

@@ -43,7 +43,9 @@ public struct MountPlacement: Sendable {
         if stat(mountpoint, &info) != 0 && errno == ENOENT && mkdir(mountpoint, 0o755) == 0 {
             log.info("created the mountpoint \(mountpoint)")
         }
-        if stat(mountpoint, &info) != 0 {
+        // `statvfs` always reaches the daemon; `stat` may be answered from attributes the kernel cached.
+        var filesystem = statvfs()
+        if statvfs(mountpoint, &filesystem) != 0 && errno == ENOTCONN || stat(mountpoint, &info) != 0 {
             guard errno == ENOTCONN else {
                 throw Problem(description: "mountpoint \(mountpoint): \(String(cString: strerror(errno)))")
             }
@@ -77,8 +79,26 @@ public struct MountPlacement: Sendable {
         return (id, entry)
     }
 
-    /// Attaches a FUSE connection where this placement says.
-    public func attach(_ options: FUSEMount.Options) throws -> FUSEMount {
+    /// Attaches a FUSE connection where this placement says; nil when this process may not use the kernel's mount
+    /// API (`fsopen` needs CAP_SYS_ADMIN: a non-root user), so libfuse mounts on top through the setuid
+    /// `fusermount3` as it always did; such a mount cannot go beneath another.
+    public func attach(_ options: FUSEMount.Options) throws -> FUSEMount? {
+        do { return try attachWithMountAPI(options) } catch {
+            guard case .configure(_, EPERM) = error else { throw error }
+            switch existing {
+            case .none:
+                return nil
+            case .stale:
+                log.warning("clearing the stale mount at \(mountpoint) first: only root can mount beneath it")
+                try Mountpoint.unmount(mountpoint, lazy: true)
+                return nil
+            case .live:
+                throw Problem(description: "--replace needs root (the kernel's mount API); unmount \(mountpoint) first")
+            }
+        }
+    }
+
+    private func attachWithMountAPI(_ options: FUSEMount.Options) throws(FUSEMount.MountError) -> FUSEMount {
         switch existing {
         case .none:
             return try FUSEMount.attach(at: mountpoint, options: options, placement: .top)
@@ -119,7 +139,8 @@ public struct MountPlacement: Sendable {
 
     /// Whether a newer mcvfs mount serves the mountpoint, or waits beneath this one to: this one is being
     /// replaced, and must not tell systemd the service stops (its successor is the service now).
-    public static func isReplaced(_ mount: FUSEMount) -> Bool {
+    public static func isReplaced(_ mount: FUSEMount?) -> Bool {
+        guard let mount else { return false }  // libfuse's own mount: never replaced
         let table = MountTable.current()
         guard table.entries.contains(where: { UInt64($0.id) == mount.mountID }) else {
             // Detached: replaced if another mcvfs mount is at the path now.

@@ -104,6 +104,8 @@ public struct MountStatus: Codable, Sendable, Equatable {
     /// `perUser` or `shared` (`OverlayFileSystem.Isolation`); nil for a read-only mount.
     public var isolation: String?
     public var uppers: [Upper]
+    /// The writable overlay's live inodes and open files; nil for a read-only mount.
+    public var overlay: OverlayFileSystem.Report?
     public var service: Service?
 
     /// The directory holding what `uid` wrote through the mount; nil for a read-only mount.
@@ -146,13 +148,15 @@ extension MountStatus {
         public var fileSystem: ImageFileSystem
         public var upperRoot: String?
         public var isolation: String?
+        /// The writable overlay, when there is one.
+        public var overlay: OverlayFileSystem?
         /// Node-service state; nil when not wired.
         public var service: (@Sendable () -> Service)?
 
         public init(
             reference: String, mountpoint: String, consumerRoot: String, selection: String, catalog: Catalog,
             metrics: FetchMetrics, fileSystem: ImageFileSystem, upperRoot: String?, isolation: String?,
-            service: (@Sendable () -> Service)? = nil
+            overlay: OverlayFileSystem? = nil, service: (@Sendable () -> Service)? = nil
         ) {
             self.reference = reference
             self.mountpoint = mountpoint
@@ -163,6 +167,7 @@ extension MountStatus {
             self.fileSystem = fileSystem
             self.upperRoot = upperRoot
             self.isolation = isolation
+            self.overlay = overlay
             self.service = service
         }
     }
@@ -196,6 +201,7 @@ extension MountStatus {
         upperRoot = source.upperRoot
         isolation = source.isolation
         uppers = source.upperRoot.map(Self.uppers(in:)) ?? []
+        overlay = source.overlay?.report
     }
 
     /// Size of each upper under `root` (one per uid, or `shared`): the files users wrote, work files of writes in

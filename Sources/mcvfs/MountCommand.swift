@@ -150,25 +150,24 @@ struct MountCommand: ParsableCommand {
         node.watch(images)
         let upperRoot = upper ?? layout.uppers(of: ref)
         let isolation: OverlayFileSystem.Isolation = sharedUpper ? .shared : .perUser
-        let fileSystem: any FileSystem
-        if readOnly {
-            fileSystem = images
-        } else {
+        var overlay: OverlayFileSystem?
+        if !readOnly {
             try FileManager.default.createDirectory(
                 atPath: (upperRoot as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-            fileSystem = try OverlayFileSystem(
+            overlay = try OverlayFileSystem(
                 lower: images,
                 options: .init(
                     upperRoot: upperRoot, isolation: isolation,
                     consumerRoot: consumerRoot ?? mountpoint),
                 owner: owner)
         }
+        let fileSystem: any FileSystem = overlay ?? images
         status.set(
             MountStatus.Source(
                 reference: ref.description, mountpoint: mountpoint, consumerRoot: consumerRoot ?? mountpoint,
                 selection: selection.description, catalog: catalog, metrics: node.metrics, fileSystem: images,
                 upperRoot: readOnly ? nil : upperRoot,
-                isolation: readOnly ? nil : isolation.rawValue, service: node.status))
+                isolation: readOnly ? nil : isolation.rawValue, overlay: overlay, service: node.status))
         let refresher = try refresh.refresher(
             for: ref, catalog: catalog, node: node, selection: selection, narrow: tritonVersion.apply,
             policy: policy, fileSystem: images, status: status)
@@ -176,13 +175,14 @@ struct MountCommand: ParsableCommand {
             global: global, layout: layout, upperRoot: readOnly ? nil : upperRoot, isolation: isolation,
             images: { images.images }, provider: provider)
         if let publisher { node.report(publishing: { publisher.status }) }
-        // mcvfs attaches the connection itself (beneath a mount it replaces); libfuse serves it through /dev/fd/N.
+        // mcvfs attaches the connection itself (beneath a mount it replaces) and libfuse serves it through
+        // /dev/fd/N; for a non-root user (nil), libfuse mounts it with fusermount3.
         let attached = try placement.attach(
             FUSEMount.Options(fsName: "mcvfs#\(ref)", allowOther: allowOther, uid: owner.uid, gid: owner.gid))
         let session = FUSESession(
             fileSystem: fileSystem,
             options: FUSESession.Options(
-                mountpoint: attached.libfuseMountpoint, fsName: "mcvfs#\(ref)", allowOther: allowOther,
+                mountpoint: attached?.libfuseMountpoint ?? mountpoint, fsName: "mcvfs#\(ref)", allowOther: allowOther,
                 traceErrors: global.logLevel == .debug, operationBudget: budget),
             log: { Log.warning($0) }, onError: node.fuseErrors.record,
             onConnected: { [readAheadKib] in
@@ -192,7 +192,7 @@ struct MountCommand: ParsableCommand {
                 }
             })
         do { try session.mount() } catch {
-            attached.abandon()
+            attached?.abandon()
             throw error
         }
         Log.info(
@@ -205,7 +205,7 @@ struct MountCommand: ParsableCommand {
         publisher?.start()
         placement.takeOver()
         let ready = readyFile.map(ReadyFile.init(path:))
-        ready?.create(mountID: attached.mountID)
+        ready?.create(mountID: attached?.mountID ?? FUSEMount.topMountID(at: mountpoint) ?? 0)
         // A replaced mount's daemon is not stopping the service: its successor is (STOPPING=1 would stop both).
         let signal = try session.run(stopping: {
             ready?.remove()
@@ -213,7 +213,7 @@ struct MountCommand: ParsableCommand {
         })
         // Our own mount only, if still on top: when stopped before the replacement detached it, or unreplaced.
         let replaced = MountPlacement.isReplaced(attached)
-        attached.detachIfTop()
+        attached?.detachIfTop()
         if replaced {
             Log.info("\(mountpoint) is served by a newer mount now")
             if signal == 0 && MountPlacement.waitsWhenReplaced { MountPlacement.waitForStop() }

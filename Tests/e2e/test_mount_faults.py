@@ -453,33 +453,52 @@ print("[]")""")
 
 # -- smaller things -----------------------------------------------------------------------------------------
 
-def test_a_non_root_mount_without_access_to_dev_fuse_says_what_to_do(world):
-    """/dev/fuse replaced, in a private mount namespace, by a node only root may open (as on a host without the
-    fuse3 package's udev rule): the mount must say what is wrong and what to do."""
+def as_nobody_with_dev_fuse(world, mode: str, then: str = "") -> subprocess.CompletedProcess:
+    """`mcvfs mount` run by uid 65534 in a private mount namespace whose /dev/fuse is a node of `mode` (the host's
+    is left alone), then the shell commands `then` as that user; returns the shell's result."""
     unshare, setpriv = require_tool("unshare"), require_tool("setpriv")
-    host_mode = os.stat("/dev/fuse").st_mode
     # pytest's own temp dirs are root's alone: the user needs a path it can reach.
     root = Path(tempfile.mkdtemp(prefix="mcvfs-nonroot-"))
     try:
         os.chmod(root, 0o755)
         device = root / "fuse"
-        subprocess.run(["mknod", "-m", "0600", str(device), "c", "10", "229"], check=True)
+        subprocess.run(["mknod", "-m", mode, str(device), "c", "10", "229"], check=True)
         home, mountpoint = root / "home", root / "mnt"
         for d in (home, mountpoint):
             d.mkdir()
         mcvfs = Mcvfs(home)
         subprocess.run(["chown", "-R", "65534:65534", str(home), str(mountpoint)], check=True)
-        inner = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups",
-                 *mcvfs.argv("mount", "--plain-http", *MOUNT_ARGS, world.ref(world.registry.host, "iso/gzip"),
-                             str(mountpoint))]
-        script = f"mount --bind {device} /dev/fuse && exec " + " ".join(f"'{a}'" for a in inner)
-        r = subprocess.run([unshare, "--mount", "--propagation", "private", "sh", "-c", script],
-                           capture_output=True, text=True, env=mcvfs.env, timeout=120, stdin=subprocess.DEVNULL)
+        user = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"]
+        mount = [*user, *mcvfs.argv("mount", "--plain-http", *MOUNT_ARGS, world.ref(world.registry.host, "iso/gzip"),
+                                    str(mountpoint))]
+        quoted = " ".join(f"'{a}'" for a in mount)
+        script = f"mount --bind {device} /dev/fuse && {quoted}"
+        if then:
+            script += f" && {' '.join(user)} sh -c '{then.replace('MNT', str(mountpoint))}'"
+        return subprocess.run([unshare, "--mount", "--propagation", "private", "sh", "-c", script],
+                              capture_output=True, text=True, env=mcvfs.env, timeout=120, stdin=subprocess.DEVNULL)
     finally:
         subprocess.run(["umount", "-l", str(root / "mnt")], capture_output=True)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_a_non_root_mount_without_access_to_dev_fuse_says_what_to_do(world):
+    """/dev/fuse replaced by a node only root may open (as on a host without the fuse3 package's udev rule): the
+    mount must say what is wrong and what to do."""
+    host_mode = os.stat("/dev/fuse").st_mode
+    r = as_nobody_with_dev_fuse(world, "0600")
     assert r.returncode == 1, (r.returncode, r.stdout, r.stderr)
     lines = [l for l in r.stderr.splitlines() if l.startswith("mcvfs: error: ")]
     assert len(lines) == 1, r.stderr
     assert "/dev/fuse" in lines[0] and "Permission denied" in lines[0] and "0666" in lines[0], lines[0]
     assert os.stat("/dev/fuse").st_mode == host_mode, "the host's /dev/fuse must be left as it was"
+
+
+def test_a_non_root_user_mounts_through_fusermount3(world):
+    """With /dev/fuse open to everyone (the fuse3 package's default), a user mounts without root: the kernel's
+    mount API needs CAP_SYS_ADMIN, so the mount goes through libfuse's setuid fusermount3, and serves."""
+    kernel = a_key_file(world.pairs["gzip"])
+    r = as_nobody_with_dev_fuse(world, "0666", f"cat MNT/{kernel} >/dev/null && echo served && fusermount3 -u MNT "
+                                               "&& echo unmounted")
+    assert r.returncode == 0, (r.returncode, r.stdout, r.stderr)
+    assert r.stdout.splitlines()[-2:] == ["served", "unmounted"], (r.stdout, r.stderr)
