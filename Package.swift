@@ -19,7 +19,6 @@ let package = Package(
         .systemLibrary(name: "CArchive", pkgConfig: "libarchive", providers: [.apt(["libarchive-dev"])]),
         .systemLibrary(name: "COpenSSL", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CSodium", pkgConfig: "libsodium", providers: [.apt(["libsodium-dev"])]),
-        .systemLibrary(name: "CIsal", pkgConfig: "libisal", providers: [.apt(["libisal-dev"])]),
 
         .systemLibrary(name: "CDigest", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
 
@@ -32,7 +31,7 @@ let package = Package(
         .target(name: "Registry", dependencies: ["OCI", "ContentHash", "TimeBudget"]),
         .target(name: "CurlTransport", dependencies: ["Registry", "CCurl"]),
         .target(name: "BlobCache", dependencies: ["OCI", "ContentHash"]),
-        .target(name: "TarIndex", dependencies: ["OCI", "ContentHash", "BlobCache", "CArchive", "CIsal"]),
+        .target(name: "TarIndex", dependencies: ["OCI", "ContentHash", "BlobCache", "CArchive"]),
         .target(
             name: "CacheRepository",
             dependencies: ["SingleFlight", "OCI", "ContentHash", "Registry", "BlobCache", "TarIndex", "TimeBudget"]),
@@ -40,21 +39,32 @@ let package = Package(
         .target(name: "Trust", dependencies: ["OCI", "ContentHash", "Registry", "BlobCache", "Verification"]),
         .target(name: "ImageFS", dependencies: ["OCI", "ContentHash", "TarIndex", "TimeBudget"]),
         .target(name: "FUSEBridge", dependencies: ["ImageFS", "TimeBudget", "CFuse"]),
+        // Linux's mount API (a C target: its syscalls have no glibc 2.36 wrappers), and FUSE mounts made with it.
+        .target(name: "CMount"),
+        .target(name: "FUSEMount", dependencies: ["CMount"]),
         // Node policy above the filesystem and the fetcher: catalogs (offline, mirror, recorded), leases and the
-        // leased layer provider, eviction, metrics, status, systemd. Commands only wire it.
+        // leased layer provider, eviction, mount placement, metrics, status, systemd. Commands only wire it.
         .target(
             name: "NodeService",
             dependencies: [
                 "OCI", "ContentHash", "GPU", "Registry", "BlobCache", "TarIndex", "CacheRepository", "ImageFS",
+                "FUSEMount",
             ]
         ),
         .target(name: "ImageBuilder", dependencies: ["OCI", "ContentHash", "GPU", "Registry", "TarIndex"]),
+        // Compile once per fleet: harvesting uppers, publishing fleet images, compacting them, the daemon's
+        // periodic publish. Above the node service, whose catalogs and leased layers it reads.
+        .target(
+            name: "Publishing",
+            dependencies: [
+                "OCI", "ContentHash", "Registry", "BlobCache", "TarIndex", "CacheRepository", "Verification", "Trust",
+                "ImageFS", "NodeService", "ImageBuilder",
+            ]),
         .executableTarget(
             name: "mcvfs",
             dependencies: [
                 "OCI", "ContentHash", "GPU", "Registry", "CurlTransport", "BlobCache", "TarIndex", "Verification",
-                "Trust", "ImageFS",
-                "FUSEBridge", "ImageBuilder", "NodeService",
+                "Trust", "ImageFS", "FUSEBridge", "FUSEMount", "ImageBuilder", "NodeService", "Publishing",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -92,9 +102,14 @@ let package = Package(
                 "CacheRepository", "OCI", "ContentHash", "Registry", "BlobCache", "TarIndex", "TestSupport",
             ]),
         .testTarget(
+            name: "PublishingTests",
+            dependencies: ["Publishing", "OCI", "ContentHash", "BlobCache", "TarIndex", "TestSupport"]),
+        .testTarget(
             name: "NodeServiceTests",
             dependencies: [
                 "NodeService", "OCI", "ContentHash", "GPU", "Registry", "BlobCache", "TarIndex", "TestSupport",
             ]),
+        .testTarget(name: "FUSEMountTests", dependencies: ["FUSEMount", "NodeService"]),
+        .testTarget(name: "FUSEBridgeTests", dependencies: ["FUSEBridge", "ImageFS"]),
     ]
 )

@@ -14,6 +14,7 @@ import OCI
 ///     leases/<pid>.json, .lock     what running mounts and commands hold; the lock eviction takes
 ///     upper/<identity>/<uid>/      the writable uppers of mounts, named after what is mounted
 ///     signatures/                  signature artifacts verified online, re-verified during outages
+///     published/<hash>.json, .lock what each upper published to each repository (`mcvfs publish`)
 ///     logs/                        daemon logs
 ///
 /// `docs/cache-directory.md` describes what each part keeps there and the locks between them.
@@ -75,6 +76,9 @@ public struct CacheLayout: Sendable, Hashable, CustomStringConvertible {
     /// Signature artifacts (their own blob store and per-image records), kept apart from the layer cache so that
     /// evicting layers never takes the signatures of what is still cached.
     public var signatures: String { root + "/signatures" }
+
+    /// Records of the kernels published from an upper to a repository, one per pair (and its lock).
+    public var published: String { root + "/published" }
 
     /// Daemon logs.
     public var logs: String { root + "/logs" }

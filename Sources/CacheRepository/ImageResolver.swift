@@ -128,6 +128,10 @@ public struct ImageResolver: Sendable {
         let labels = CacheLabels(config.labels)
         entry.kinds = labels.kinds.sorted { $0.rawValue < $1.rawValue }
         entry.targets = labels.targets
+        if let reason = labels.unservableReason {
+            entry.skipReason = reason
+            return entry
+        }
         guard labels.isCacheImage else {
             entry.skipReason = "no cache labels (cache.triton.image/*, model.cache.image/*), not a cache image"
             return entry

@@ -223,7 +223,20 @@ public final class LayerFetcher: Sendable {
     ///   `CacheError.digestMismatch` for bytes that do not verify (nothing is kept then); registry errors.
     public func fetch(_ content: Digest) throws -> Verified {
         if let found = local(content) { return found }
-        guard let file = files.file(content) else { throw FetchError.unknownContent(content) }
+        let locations = files.locations(of: content)
+        guard !locations.isEmpty else { throw FetchError.unknownContent(content) }
+        for (i, file) in locations.enumerated() {
+            do { return try fetch(file) } catch RegistryError.notFound where i < locations.count - 1 {
+                // The layer is gone (its image's tag was removed and the registry collected it): the same bytes,
+                // verified against the same digest, come from another layer that holds them.
+                files.markGone(file.layer.digest)
+            }
+        }
+        throw FetchError.unknownContent(content)  // unreachable: the last location returns or throws
+    }
+
+    private func fetch(_ file: RemoteFile) throws -> Verified {
+        let content = file.content
         do {
             if file.chunks.isEmpty { return .stored(path: try store.ensure(content, expectedSize: 0) { _ in }) }
             guard let reader else { throw FetchError.offline(content) }

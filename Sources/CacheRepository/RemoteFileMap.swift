@@ -24,29 +24,41 @@ struct RemoteFile: Sendable, Hashable {
 ///
 /// Mapping every content of a large TOC takes tens of milliseconds, so a fresh index is registered in the
 /// background, beside the tree build; lookups wait for registrations still running.
+///
+/// A content several layers hold (a kernel published by one image and merged into a compaction) is fetched from
+/// the first layer registered, and from the others once that layer is gone from the registry: a mount that pinned
+/// an image whose tag compaction removed keeps serving its files from the compaction's layer.
 final class RemoteFileMap: Sendable {
     struct State {
         var files: [Digest: RemoteFile] = [:]
+        /// Other layers holding a content, in the order they were registered.
+        var alternates: [Digest: [RemoteFile]] = [:]
         var groups: [String: [Digest]] = [:]
         var registered: Set<Digest> = []
         /// Each layer's single-member files in offset order: what a range of the blob holds.
         var byOffset: [Digest: [RemoteFile]] = [:]
+        /// Layers the registry no longer has: their contents come from an alternate.
+        var gone: Set<Digest> = []
 
-        /// Records the files of `index` (a layer indexed from its TOC); a layer registered before, and a content
-        /// another layer already placed, are left as they are.
+        /// Records the files of `index` (a layer indexed from its TOC); a layer registered before is left as it is,
+        /// and a content another layer already placed is kept as an alternate.
         mutating func register(_ index: LayerIndex, layer: Descriptor) {
             guard let layout = index.remote, registered.insert(layer.digest).inserted else { return }
             let layerName = layer.digest.hex
             for entry in index.entries where entry.kind == .file {
-                guard let content = entry.content, files[content] == nil else { continue }
+                guard let content = entry.content else { continue }
                 let directory = entry.path.lastIndex(of: "/").map { String(entry.path[..<$0]) } ?? ""
                 let group = layerName + "/" + directory
                 let file = RemoteFile(
                     content: content, layer: layer, chunks: layout.chunks(of: content) ?? [], size: entry.size,
                     group: group)
-                files[content] = file
                 groups[group, default: []].append(content)
                 if file.isSingleMember { byOffset[layer.digest, default: []].append(file) }
+                if files[content] == nil {
+                    files[content] = file
+                } else if files[content]?.layer.digest != layer.digest {
+                    alternates[content, default: []].append(file)
+                }
             }
             byOffset[layer.digest]?.sort { $0.chunks[0].offset < $1.chunks[0].offset }
         }
@@ -70,10 +82,19 @@ final class RemoteFileMap: Sendable {
         /// Every single-member file of `layer`, in offset order.
         func files(of layer: Digest) -> [RemoteFile] { byOffset[layer] ?? [] }
 
-        /// The other single-member files of `file`'s directory.
+        /// Where `content` can be fetched: layers still in the registry first, each in registration order.
+        func locations(of content: Digest) -> [RemoteFile] {
+            let all = (files[content].map { [$0] } ?? []) + (alternates[content] ?? [])
+            return all.filter { !gone.contains($0.layer.digest) } + all.filter { gone.contains($0.layer.digest) }
+        }
+
+        /// The other single-member files of `file`'s directory, as that layer holds them.
         func siblings(of file: RemoteFile) -> [RemoteFile] {
             (groups[file.group] ?? []).compactMap { digest in
-                guard digest != file.content, let sibling = files[digest], sibling.isSingleMember else { return nil }
+                guard digest != file.content,
+                    let sibling = locations(of: digest).first(where: { $0.group == file.group }),
+                    sibling.isSingleMember
+                else { return nil }
                 return sibling
             }
         }
@@ -97,15 +118,23 @@ final class RemoteFileMap: Sendable {
         }
     }
 
-    func file(_ content: Digest) -> RemoteFile? {
+    func file(_ content: Digest) -> RemoteFile? { locations(of: content).first }
+
+    /// Every layer that holds `content`, those still in the registry first.
+    func locations(of content: Digest) -> [RemoteFile] {
         registrations.wait()
-        return state.withLock { $0.files[content] }
+        return state.withLock { $0.locations(of: content) }
+    }
+
+    /// Records that the registry no longer has `layer` (its blob answered 404): its contents come from elsewhere.
+    func markGone(_ layer: Digest) {
+        state.withLock { _ = $0.gone.insert(layer) }
     }
 
     /// The files of `contents` that a registered layer names.
     func files(_ contents: [Digest]) -> [RemoteFile] {
         registrations.wait()
-        return state.withLock { state in contents.compactMap { state.files[$0] } }
+        return state.withLock { state in contents.compactMap { state.locations(of: $0).first } }
     }
 
     func siblings(of file: RemoteFile) -> [RemoteFile] {

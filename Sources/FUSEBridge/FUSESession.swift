@@ -32,54 +32,39 @@ public final class FUSESession {
             self.traceErrors = traceErrors
             self.operationBudget = operationBudget
         }
+
+        /// The command line libfuse parses: its mount options after `-o`. The kernel checks permissions itself
+        /// (`default_permissions`) against the modes mcvfs reports. libfuse splits options at commas and takes a
+        /// backslash as an escape, so the source name has both escaped.
+        var arguments: [String] {
+            var source = ""
+            for character in fsName {
+                if character == "\\" || character == "," { source.append("\\") }
+                source.append(character)
+            }
+            var mountOptions = ["fsname=" + source, "subtype=mcvfs", "default_permissions"]
+            if allowOther { mountOptions.append("allow_other") }
+            return ["mcvfs", "-o", mountOptions.joined(separator: ",")]
+        }
     }
 
     public enum SessionError: Error, Equatable, CustomStringConvertible {
         case create
         case mount(String)
-        /// `/dev/fuse` cannot be used by this process: what is wrong, and what to do.
-        case device(String)
         case loop(Int32)
 
         public var description: String {
             switch self {
             case .create: return "cannot create a FUSE session (is /dev/fuse available?)"
             case .mount(let point): return "cannot mount at \(point) (see the log; is it an existing empty directory?)"
-            case .device(let problem): return problem
             case .loop(let rc): return "FUSE session ended with error \(rc)"
             }
         }
     }
 
-    /// Why this process cannot use `/dev/fuse`, when that is why a mount failed (libfuse only tells stderr).
-    static func deviceProblem(_ device: String = "/dev/fuse") -> String? {
-        let fd = open(device, O_RDWR | O_CLOEXEC)
-        guard fd < 0 else {
-            close(fd)
-            return nil
-        }
-        let code = errno
-        let reason = String(cString: strerror(code))
-        switch code {
-        case ENOENT, ENODEV, ENXIO:
-            return "cannot open \(device): \(reason): load the fuse module (modprobe fuse); in a container, pass the "
-                + "device (--device /dev/fuse, or a privileged pod)"
-        case EACCES:
-            var info = stat()
-            let mode = stat(device, &info) == 0 ? String(info.st_mode & 0o7777, radix: 8) : "?"
-            return "cannot open \(device): \(reason) for uid \(getuid()) (mode 0\(mode), owner \(info.st_uid):"
-                + "\(info.st_gid)): non-root mounts need it readable and writable by everyone (chmod 0666 \(device), as "
-                + "the fuse3 package sets it up) and fusermount3 installed; or mount as root"
-        case EPERM:
-            return "cannot open \(device): \(reason): a device policy denies it (in a container, pass --device "
-                + "/dev/fuse, or run the pod privileged)"
-        default:
-            return "cannot open \(device): \(reason)"
-        }
-    }
-
     let context: OperationContext
     private var session: OpaquePointer?
+    private var notifier: KernelNotifier?
     private var mounted = false
     private let options: Options
 
@@ -97,6 +82,7 @@ public final class FUSESession {
     }
 
     deinit {
+        notifier?.stop()
         if let session {
             if mounted { fuse_session_unmount(session) }
             fuse_session_destroy(session)
@@ -105,10 +91,7 @@ public final class FUSESession {
 
     /// Creates the session and mounts it; the mount answers requests once `run()` is called.
     public func mount() throws {
-        var mountOptions = ["fsname=\(options.fsName)", "subtype=mcvfs", "default_permissions"]
-        if options.allowOther { mountOptions.append("allow_other") }
-        let arguments = ["mcvfs", "-o", mountOptions.joined(separator: ",")]
-        var cStrings = arguments.map { strdup($0) }
+        var cStrings = options.arguments.map { strdup($0) }
         defer {
             for string in cStrings { free(string) }
         }
@@ -120,10 +103,12 @@ public final class FUSESession {
         }
         guard let session else { throw SessionError.create }
         guard fuse_session_mount(session, options.mountpoint) == 0 else {
-            if let problem = Self.deviceProblem() { throw SessionError.device(problem) }
             throw SessionError.mount(options.mountpoint)
         }
         mounted = true
+        let notifier = KernelNotifier(session: session)
+        self.notifier = notifier
+        context.fileSystem.connect(kernel: notifier)
         // From here on SIGINT/SIGTERM/SIGHUP must end in an unmount, even before `run()` starts the loop (a
         // service manager may stop us right after we report ready): the handler only marks the session as
         // exited, and a loop started on an exited session returns at once, then `run()` unmounts.
@@ -132,14 +117,18 @@ public final class FUSESession {
 
     /// Serves requests until the filesystem is unmounted or SIGINT/SIGTERM/SIGHUP arrives, then unmounts.
     /// - Parameter stopping: called once the loop has ended, before unmounting (to tell systemd `STOPPING=1`).
-    public func run(stopping: () -> Void = {}) throws {
+    /// - Returns: the signal that ended the loop, or 0 when the filesystem went away (unmounted).
+    @discardableResult
+    public func run(stopping: () -> Void = {}) throws -> Int32 {
         guard let session else { throw SessionError.create }
         let rc = mcvfs_session_loop_mt(session, options.maxThreads)
+        notifier?.stop()
         fuse_remove_signal_handlers(session)
         stopping()
         fuse_session_unmount(session)
         mounted = false
         // The loop returns the signal number when a signal stopped it: that is a clean stop.
         if rc < 0 { throw SessionError.loop(rc) }
+        return rc
     }
 }

@@ -79,9 +79,11 @@ final class OperationContext: Sendable {
         return entry
     }
 
+    /// Hands the kernel an inode, which counts as one lookup on it. A reply the kernel no longer waits for (the
+    /// caller was interrupted) fails with ENOENT, and that lookup is given back, as libfuse's high-level layer does.
     func replyEntry(_ req: fuse_req_t?, _ attributes: Attributes) {
         var entry = entry(attributes)
-        fuse_reply_entry(req, &entry)
+        if fuse_reply_entry(req, &entry) != 0 { fileSystem.forget(ino: attributes.ino, count: 1) }
     }
 
     func replyAttributes(_ req: fuse_req_t?, _ attributes: Attributes) {

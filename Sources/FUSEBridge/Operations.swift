@@ -30,10 +30,12 @@ extension OperationContext {
             }
             fuse_reply_none(req)
         }
-        ops.getattr = { req, ino, _ in
+        ops.getattr = { req, ino, info in
             let context = from(req)
             context.serve(req, "getattr") { () throws(FSError) in
-                context.replyAttributes(req, try context.fileSystem.attributes(ino: ino, caller: caller(req)))
+                // The kernel names the handle when it asks about an open file (fstat, a read checking the size).
+                context.replyAttributes(
+                    req, try context.fileSystem.attributes(ino: ino, handle: info?.pointee.fh, caller: caller(req)))
             }
         }
         ops.setattr = { req, ino, attr, toSet, info in
@@ -122,7 +124,11 @@ extension OperationContext {
                 var entry = context.entry(attributes)
                 info!.pointee.fh = opened.handle
                 mcvfs_file_info_set_cache(info, opened.keepCache ? 1 : 0, opened.directIO ? 1 : 0)
-                if fuse_reply_create(req, &entry, info) != 0 { context.fileSystem.release(handle: opened.handle) }
+                if fuse_reply_create(req, &entry, info) != 0 {
+                    // The creator was interrupted: nobody will release the handle or forget the inode.
+                    context.fileSystem.release(handle: opened.handle)
+                    context.fileSystem.forget(ino: attributes.ino, count: 1)
+                }
             }
         }
         ops.read = { req, _, size, offset, info in
@@ -182,21 +188,7 @@ extension OperationContext {
             }
             let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 16)
             defer { buffer.deallocate() }
-            var used = 0
-            var index = Int(offset)
-            while index < entries.count {
-                let entry = entries[index]
-                var st = stat()
-                st.st_ino = UInt(entry.ino)
-                st.st_mode = entry.kind.typeBits
-                let needed = fuse_add_direntry(
-                    req, buffer.baseAddress!.assumingMemoryBound(to: CChar.self) + used, size - used, entry.name, &st,
-                    off_t(index + 1))
-                if needed > size - used { break }
-                used += needed
-                index += 1
-            }
-            fuse_reply_buf(req, buffer.baseAddress, used)
+            fuse_reply_buf(req, buffer.baseAddress, pack(entries, from: Int(offset), into: buffer))
         }
         ops.releasedir = { req, _, info in
             from(req).closeListing(info!.pointee.fh)
@@ -217,6 +209,30 @@ extension OperationContext {
         }
         return ops
     }()
+}
+
+extension OperationContext {
+    /// Packs `entries` from index `offset` into `buffer` as the kernel's directory records and returns the bytes
+    /// used. Each record carries the index of the next entry as its offset, so the kernel's next `readdir` resumes
+    /// after the last one that fit (the listing is a snapshot taken at `opendir`).
+    static func pack(_ entries: [DirectoryEntry], from offset: Int, into buffer: UnsafeMutableRawBufferPointer) -> Int {
+        var used = 0
+        var index = max(offset, 0)
+        while index < entries.count {
+            let entry = entries[index]
+            var st = stat()
+            st.st_ino = UInt(entry.ino)
+            st.st_mode = entry.kind.typeBits
+            // libfuse only formats the record; the request is not used.
+            let needed = fuse_add_direntry(
+                nil, buffer.baseAddress!.assumingMemoryBound(to: CChar.self) + used, buffer.count - used, entry.name,
+                &st, off_t(index + 1))
+            if needed > buffer.count - used { break }
+            used += needed
+            index += 1
+        }
+        return used
+    }
 }
 
 extension AttributeChanges {

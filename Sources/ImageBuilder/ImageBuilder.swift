@@ -231,7 +231,8 @@ public struct ImageBuilder: Sendable {
             LayerWriter.Entry(
                 path: kind.manifestDirectory + "/manifest.json",
                 content: .bytes(MCVMetadata.manifest(kind: kind, kernels: kernels, vllmHashes: hashes))))
-        let labels = MCVMetadata.labels(kind: kind, kernels: kernels, vllmHashes: hashes, cacheSizeBytes: size)
+        let labels = MCVMetadata.labels(
+            kind: kind, kernels: kernels, vllmHashes: hashes, cacheSizeBytes: size, files: files, root: scan.root)
         return Plan(
             tagSuffix: suffix, entries: entries, kernels: kernels, labels: labels,
             targets: CacheScan.distinctTargets(kernels.map(\.metadata.target)), hotSet: options.hotSet,

@@ -94,9 +94,14 @@ public enum MCVMetadata {
         }
     }
 
-    /// The config labels MCV writes, for an image holding `kernels` and `cacheSizeBytes` bytes of cache files.
+    /// The config labels MCV writes, for an image holding `kernels` and `cacheSizeBytes` bytes of cache files, with
+    /// the KServe labels GKM's MCV adds and the Triton versions of the kernels.
+    /// - Parameters:
+    ///   - files: the image's share of the scanned cache, whose group files tell where the cache was captured.
+    ///   - root: the scanned directory the files' paths are relative to.
     public static func labels(
-        kind: CacheScan.Kind, kernels: [CacheScan.Kernel], vllmHashes: [String], cacheSizeBytes: Int64
+        kind: CacheScan.Kind, kernels: [CacheScan.Kernel], vllmHashes: [String], cacheSizeBytes: Int64,
+        files: [CacheScan.File], root: String
     ) -> [String: String] {
         let targets = CacheScan.distinctTargets(kernels.map(\.metadata.target))
         let summary = String(decoding: encode(Summary(targets)), as: UTF8.self)
@@ -106,7 +111,10 @@ public enum MCVMetadata {
             CacheLabels.genericComponents: kind.rawValue,
             CacheLabels.genericCacheSize: size,
             CacheLabels.genericSummary: summary,
+            CacheLabels.kserveFramework: kind.rawValue,
         ]
+        if let versions = tritonVersions(kernels) { labels[CacheLabels.tritonVersion] = versions }
+        let capture = captureRoot(files: files, root: root)
         switch kind {
         case .triton:
             labels[CacheLabels.genericEntryCount] = String(kernels.count)
@@ -114,12 +122,69 @@ public enum MCVMetadata {
             labels[CacheLabels.tritonEntryCount] = String(kernels.count)
             labels[CacheLabels.tritonCacheSize] = size
             labels[CacheLabels.tritonVariant] = "multi"
+            labels[CacheLabels.kserveCacheType] = "triton"
+            labels[CacheLabels.kserveMountSubpath] = "."
+            if let capture { labels[CacheLabels.kserveRootEnv] = "TRITON_CACHE_DIR=\(capture)" }
         case .vllm:
             labels[CacheLabels.genericEntryCount] = String(vllmHashes.count)
             labels[CacheLabels.vllmEntryCount] = String(vllmHashes.count)
             labels["cache.vllm.image/cache-size-bytes"] = size
             labels[CacheLabels.vllmSummary] = summary
+            labels[CacheLabels.kserveCacheType] = "torch-compile"
+            labels[CacheLabels.kserveMountSubpath] = "torch_compile_cache"
+            if !vllmHashes.isEmpty { labels[CacheLabels.kserveCacheHash] = vllmHashes.joined(separator: ",") }
+            if let capture { labels[CacheLabels.kserveRootEnv] = "VLLM_CACHE_ROOT=\(capture)" }
+            let formats = vllmFormats(files: files, hasKernels: !kernels.isEmpty)
+            if !formats.isEmpty { labels[CacheLabels.vllmFormat] = formats.joined(separator: ",") }
         }
         return labels
+    }
+
+    /// The Triton versions that compiled `kernels`, sorted and comma-separated; nil unless every kernel names its
+    /// version (Triton 3.3 and later do), since a label that left some out would hide the image from their Triton.
+    static func tritonVersions(_ kernels: [CacheScan.Kernel]) -> String? {
+        let versions = kernels.map(\.metadata.tritonVersion)
+        guard !versions.isEmpty, !versions.contains(nil) else { return nil }
+        return Set(versions.compactMap { $0 }).sorted().joined(separator: ",")
+    }
+
+    /// The directory the cache was captured from, as its group files record it: each child path is
+    /// `<root>/<the group file's directory>/<child name>`. Nil when there are no group files or they disagree.
+    static func captureRoot(files: [CacheScan.File], root: String) -> String? {
+        struct Group: Decodable {
+            var childPaths: [String: String]
+            enum CodingKeys: String, CodingKey { case childPaths = "child_paths" }
+        }
+        var roots = Set<String>()
+        for file in files {
+            let name = (file.path as NSString).lastPathComponent
+            guard name.hasPrefix("__grp__"), name.hasSuffix(".json"), case .file = file.content,
+                let data = FileManager.default.contents(atPath: root + "/" + file.path),
+                let group = try? JSONDecoder().decode(Group.self, from: data)
+            else { continue }
+            let directory = (file.path as NSString).deletingLastPathComponent
+            for (child, path) in group.childPaths {
+                let suffix = "/" + directory + "/" + child
+                guard path.hasSuffix(suffix), path.count > suffix.count else { return nil }
+                roots.insert(String(path.dropLast(suffix.count)))
+            }
+            if roots.count > 1 { return nil }
+        }
+        return roots.first
+    }
+
+    /// `cache.vllm.image/format` as MCV names the layouts: `triton` (Triton kernels below the compile cache),
+    /// `binary` and `unpacked` (vLLM's `VLLM_COMPILE_CACHE_SAVE_FORMAT` artifacts as files or directories),
+    /// `aot_compile` (`torch_aot_compile/`).
+    static func vllmFormats(files: [CacheScan.File], hasKernels: Bool) -> [String] {
+        var formats = Set<String>()
+        if hasKernels { formats.insert("triton") }
+        for file in files {
+            let components = file.path.split(separator: "/")
+            if components.contains("torch_aot_compile") { formats.insert("aot_compile") }
+            guard let last = components.last, last.hasPrefix("artifact_compile_range_") else { continue }
+            if case .directory = file.content { formats.insert("unpacked") } else { formats.insert("binary") }
+        }
+        return formats.sorted()
     }
 }

@@ -92,6 +92,14 @@ public struct FileSystemStatistics: Sendable, Hashable {
     }
 }
 
+/// The kernel's caches, as a filesystem may ask to correct them: a name it cached that now means something else.
+public protocol KernelCache: AnyObject, Sendable {
+    /// Makes the kernel forget the cached name `name` in directory `parent` (and the inode it led to, for that
+    /// name). Synchronously: only where the kernel holds no lock on `parent` for the request being served (a
+    /// `flush`); otherwise queued, done once the request in progress lets go of the directory.
+    func invalidateEntry(parent: UInt64, name: String, synchronously: Bool)
+}
+
 /// The operations a FUSE adapter forwards. Inode 1 is the root, as in FUSE. Every method may be called
 /// concurrently from libfuse worker threads; implementations block on I/O inline.
 public protocol FileSystem: AnyObject, Sendable {
@@ -99,6 +107,9 @@ public protocol FileSystem: AnyObject, Sendable {
     /// The kernel dropped `count` references to `ino` taken by lookups.
     func forget(ino: UInt64, count: UInt64)
     func attributes(ino: UInt64, caller: Caller) throws(FSError) -> Attributes
+    /// The attributes the kernel asks for through an open handle (`fstat`, or a read checking the size): those of
+    /// what that handle reads or writes, which may differ from the name's current file.
+    func attributes(ino: UInt64, handle: UInt64?, caller: Caller) throws(FSError) -> Attributes
     func readLink(ino: UInt64, caller: Caller) throws(FSError) -> String
     /// The full listing of a directory, `.` and `..` first.
     func listDirectory(ino: UInt64, caller: Caller) throws(FSError) -> [DirectoryEntry]
@@ -125,6 +136,8 @@ public protocol FileSystem: AnyObject, Sendable {
     func synchronize(handle: UInt64) throws(FSError)
     /// A descriptor of the open file was closed (`close(2)` waits for this; `release` comes later, async).
     func flush(handle: UInt64) throws(FSError)
+    /// Called once the kernel is connected, with what corrects its caches; valid until the session ends.
+    func connect(kernel: any KernelCache)
 }
 
 /// What a `setattr` asks to change; nil fields stay as they are.
@@ -170,4 +183,10 @@ extension FileSystem {
 
 extension FileSystem {
     public func contentBytes(handle: UInt64) -> UnsafeRawBufferPointer? { nil }
+
+    public func attributes(ino: UInt64, handle: UInt64?, caller: Caller) throws(FSError) -> Attributes {
+        try attributes(ino: ino, caller: caller)
+    }
+
+    public func connect(kernel: any KernelCache) {}
 }

@@ -104,5 +104,8 @@ extension ImageTreeBuilder.Report {
         kernelsShown += other.kernelsShown
         kernelsHidden += other.kernelsHidden
         groupFilesRelocated += other.groupFilesRelocated
+        if let absent = other.lookupsAbsentDuringFaults {
+            lookupsAbsentDuringFaults = (lookupsAbsentDuringFaults ?? 0) + absent
+        }
     }
 }

@@ -140,15 +140,27 @@ public final class ImageTree: Sendable {
     /// The child `name` of `parent`; a top-level name is resolved first (nil when it holds only kernels for
     /// other GPUs). A top-level name the tree lacks waits for the images still loading (within the operation's
     /// deadline); it is nil once every image is in the tree without it.
-    /// - Throws: `unavailable` when an image that may hold `name` failed, or was still loading at the deadline.
+    ///
+    /// A top-level name that only a failing image might provide (one that failed to load, was still loading at
+    /// the deadline, or whose subtree cannot be read now) is nil too, for now, rather than an error: Triton's
+    /// `os.makedirs(<KEY>, exist_ok=True)` raises on any error but EEXIST, so an error would crash every workload
+    /// that misses while one tag is broken, where "absent" makes Triton compile the kernel into the overlay, as it
+    /// would with no cache. The name appears once the image recovers (the overlay's copy still wins). Counted in
+    /// the report as `lookupsAbsentDuringFaults`.
     public func child(of parent: UInt64, named name: String) throws(FSError) -> Node? {
         if parent == rootIno {
-            let found = try withinBudget { () throws(FSError) -> Bool in
-                guard let ino = try topLevel(name) else { return false }
-                // A name merges the images a healthy mount has, in tag order, whichever loaded first.
-                if state.withLock({ $0.pending[ino] != nil }) { images?.awaitFirstLoads() }
-                try resolve(ino)
-                return true
+            let found: Bool
+            do {
+                found = try withinBudget { () throws(FSError) -> Bool in
+                    guard let ino = try topLevel(name) else { return false }
+                    // A name merges the images a healthy mount has, in tag order, whichever loaded first.
+                    if state.withLock({ $0.pending[ino] != nil }) { images?.awaitFirstLoads() }
+                    try resolve(ino)
+                    return true
+                }
+            } catch .unavailable {
+                state.withLock { $0.report.add(ImageTreeBuilder.Report(lookupsAbsentDuringFaults: 1)) }
+                return nil
             }
             guard found else { return nil }
         }

@@ -30,6 +30,9 @@ public struct ImageTreeBuilder {
         public var kernelsShown = 0
         public var kernelsHidden = 0
         public var groupFilesRelocated = 0
+        /// Lookups answered "no such name" because only an image that is failing, or still loading at the
+        /// operation's deadline, might have provided the name (optional: documents of older daemons lack it).
+        public var lookupsAbsentDuringFaults: Int? = nil
     }
 
     private let options: Options

@@ -6,7 +6,7 @@ import Registry
 
 /// A check every resolved catalog passes before anything of it is used: signature verification. It marks the
 /// images it refuses as skipped, and throws when the user named one image and that image is refused.
-public protocol CatalogPolicy {
+public protocol CatalogPolicy: Sendable {
     /// Whether the policy has anything to check for `reference` (no flags: nothing is verified).
     func applies(to reference: ImageReference) throws -> Bool
     /// Verifies the used images of `catalog` through `client`; with `client` nil (offline) against the signatures
@@ -49,8 +49,13 @@ public struct CatalogService: Sendable {
     /// The catalog of the reference for `selection`, with `policy` applied.
     /// - Throws: `ServiceError.noRecordedCatalog` offline without a record; registry errors (after the fallbacks);
     ///   whatever the policy throws.
-    public func resolve(_ selection: ResolvedSelection, policy: (any CatalogPolicy)? = nil) throws -> Catalog {
+    /// - Parameter narrow: skips images the caller cannot use for reasons of its own (another Triton version),
+    ///   before the policy verifies signatures of images that would go unused.
+    public func resolve(
+        _ selection: ResolvedSelection, narrow: (inout Catalog) -> Void = { _ in }, policy: (any CatalogPolicy)? = nil
+    ) throws -> Catalog {
         var catalog = try unverified(selection)
+        narrow(&catalog)
         if let policy, try policy.applies(to: reference) {
             try policy.enforce(on: &catalog, reference: reference, client: upstream.signatureClient)
         }

@@ -77,11 +77,18 @@ public struct MountStatus: Codable, Sendable, Equatable {
         /// `operation/ERRNO` → error replies.
         public var fuseErrors: [String: Int]
         public var systemdNotify: Bool
+        /// Automatic publishing (`--publish-to`); nil when the mount does not publish.
+        public var publishing: Publishing?
+        /// Live refresh (`--refresh-interval`); nil when the mount's images are fixed at mount.
+        public var refresh: Refresh?
     }
 
     public var reference: String
     public var mountpoint: String
     public var consumerRoot: String
+    /// What consumers set to find the caches (from the images' kinds and KServe labels); optional: documents of
+    /// older daemons lack it.
+    public var environment: [String: String]?
     public var pid: Int32
     /// The GPU selection, as `--gpu` resolved.
     public var gpus: String
@@ -97,6 +104,8 @@ public struct MountStatus: Codable, Sendable, Equatable {
     /// `perUser` or `shared` (`OverlayFileSystem.Isolation`); nil for a read-only mount.
     public var isolation: String?
     public var uppers: [Upper]
+    /// The writable overlay's live inodes and open files; nil for a read-only mount.
+    public var overlay: OverlayFileSystem.Report?
     public var service: Service?
 
     /// The directory holding what `uid` wrote through the mount; nil for a read-only mount.
@@ -139,13 +148,15 @@ extension MountStatus {
         public var fileSystem: ImageFileSystem
         public var upperRoot: String?
         public var isolation: String?
+        /// The writable overlay, when there is one.
+        public var overlay: OverlayFileSystem?
         /// Node-service state; nil when not wired.
         public var service: (@Sendable () -> Service)?
 
         public init(
             reference: String, mountpoint: String, consumerRoot: String, selection: String, catalog: Catalog,
             metrics: FetchMetrics, fileSystem: ImageFileSystem, upperRoot: String?, isolation: String?,
-            service: (@Sendable () -> Service)? = nil
+            overlay: OverlayFileSystem? = nil, service: (@Sendable () -> Service)? = nil
         ) {
             self.reference = reference
             self.mountpoint = mountpoint
@@ -156,6 +167,7 @@ extension MountStatus {
             self.fileSystem = fileSystem
             self.upperRoot = upperRoot
             self.isolation = isolation
+            self.overlay = overlay
             self.service = service
         }
     }
@@ -165,6 +177,9 @@ extension MountStatus {
         reference = source.reference
         mountpoint = source.mountpoint
         consumerRoot = source.consumerRoot
+        environment = Dictionary(
+            source.catalog.consumerEnvironment(root: source.consumerRoot).map { ($0.name, $0.value) },
+            uniquingKeysWith: { first, _ in first })
         pid = getpid()
         gpus = source.selection
         loaded = source.fileSystem.isLoaded
@@ -186,6 +201,7 @@ extension MountStatus {
         upperRoot = source.upperRoot
         isolation = source.isolation
         uppers = source.upperRoot.map(Self.uppers(in:)) ?? []
+        overlay = source.overlay?.report
     }
 
     /// Size of each upper under `root` (one per uid, or `shared`): the files users wrote, work files of writes in
@@ -217,6 +233,9 @@ public final class MountStatusBoard: Sendable {
     public init() {}
 
     public func set(_ value: MountStatus.Source) { source.withLock { $0 = value } }
+
+    /// The catalog a refresh grew: the images used and skipped from now on.
+    public func update(catalog: Catalog) { source.withLock { $0?.catalog = catalog } }
 
     public func render() -> Data {
         guard let current = source.withLock({ $0 }) else { return Data("{}\n".utf8) }

@@ -9,6 +9,9 @@ public struct MountTable: Sendable {
         public var source: String
         /// `MAJOR:MINOR` of the mount's device (for FUSE, also the name of its backing device in sysfs).
         public var device: String = ""
+        /// The mount's ID and its parent's: of mounts stacked on one mountpoint, the top one is the child.
+        public var id: Int = 0
+        public var parent: Int = 0
     }
 
     public var entries: [Entry]
@@ -21,7 +24,7 @@ public struct MountTable: Sendable {
             }
             return Entry(
                 mountpoint: Self.unescape(fields[4]), fsType: fields[dash + 1], source: Self.unescape(fields[dash + 2]),
-                device: fields[2])
+                device: fields[2], id: Int(fields[0]) ?? 0, parent: Int(fields[1]) ?? 0)
         }
     }
 

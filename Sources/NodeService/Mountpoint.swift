@@ -1,38 +1,11 @@
 import Foundation
 import Glibc
 
-/// Checks on the mountpoint directory: it exists, nothing live is mounted on it, and a dead daemon's mount
-/// (the kernel answers ENOTCONN) is cleared.
+/// Unmounting with fusermount3 (`mcvfs unmount`); what a new mount does with what is at its mountpoint is
+/// `MountPlacement`.
 public enum Mountpoint {
     public struct Problem: Error, CustomStringConvertible {
         public let description: String
-    }
-
-    /// Makes `path` ready to mount on, clearing the stale mount of a daemon that died.
-    /// - Throws: `Problem` when it is missing, not a directory, still stale, or a live mount point.
-    public static func prepare(_ path: String, log: NodeLog = .silent) throws {
-        var info = stat()
-        if stat(path, &info) != 0 {
-            guard errno == ENOTCONN else {
-                throw Problem(description: "mountpoint \(path): \(String(cString: strerror(errno)))")
-            }
-            log.warning("clearing the stale mount of a dead mcvfs daemon at \(path)")
-            try unmount(path, lazy: true)
-            guard stat(path, &info) == 0 else {
-                throw Problem(description: "mountpoint \(path) is still stale after unmounting")
-            }
-        }
-        guard info.st_mode & S_IFMT == S_IFDIR else {
-            throw Problem(description: "mountpoint \(path) is not a directory")
-        }
-        if isMounted(path) {
-            throw Problem(description: "\(path) is already a mount point; run `mcvfs unmount \(path)` first")
-        }
-    }
-
-    /// True when `/proc/self/mountinfo` lists `path` as a mount point.
-    public static func isMounted(_ path: String) -> Bool {
-        MountTable.current().entries.contains { $0.mountpoint == path }
     }
 
     /// `fusermount3 -u [-z] path`.

@@ -18,6 +18,10 @@ public enum NodeMetrics {
         /// Bytes of committed blobs; nil when the store could not be listed.
         public var cacheSize: Int64?
         public var cacheMaxSize: Int64?
+        /// Automatic publishing's counters; nil when the mount does not publish.
+        public var publishing: MountStatus.Publishing?
+        /// Live refresh's counters; nil when the mount does not refresh.
+        public var refresh: MountStatus.Refresh?
 
         public init() {}
     }
@@ -82,6 +86,39 @@ public enum NodeMetrics {
         if let maxSize = sample.cacheMaxSize {
             gauge("mcvfs_cache_max_bytes", "The --cache-max-size bound.", Double(maxSize))
         }
+        if let publishing = sample.publishing { families += Self.publishing(publishing) }
+        if let refresh = sample.refresh { families += Self.refresh(refresh) }
         return families + ImageMetrics.families(sample.images)
+    }
+
+    static func refresh(_ refresh: MountStatus.Refresh) -> [MetricFamily] {
+        [
+            .single(
+                "mcvfs_refreshes_total", help: "Live refreshes of the repository's tags (--refresh-interval).",
+                kind: .counter, value: Double(refresh.refreshes)),
+            .single(
+                "mcvfs_refresh_failures_total", help: "Live refreshes that failed (retried at the next interval).",
+                kind: .counter, value: Double(refresh.failures)),
+            .single(
+                "mcvfs_refresh_added_images_total", help: "Images live refresh added to the served tree.",
+                kind: .counter, value: Double(refresh.imagesAdded)),
+        ]
+    }
+
+    static func publishing(_ publishing: MountStatus.Publishing) -> [MetricFamily] {
+        [
+            .single(
+                "mcvfs_publish_runs_total", help: "Automatic publishes run (--publish-to).", kind: .counter,
+                value: Double(publishing.runs)),
+            .single(
+                "mcvfs_publish_failures_total", help: "Automatic publishes that failed (retried at the next interval).",
+                kind: .counter, value: Double(publishing.failures)),
+            .single(
+                "mcvfs_published_images_total", help: "Cache images this mount pushed.", kind: .counter,
+                value: Double(publishing.imagesPushed)),
+            .single(
+                "mcvfs_published_kernels_total", help: "Kernels this mount published.", kind: .counter,
+                value: Double(publishing.kernelsPublished)),
+        ]
     }
 }

@@ -23,6 +23,8 @@ public final class NodeRuntime: Sendable {
     struct State {
         var catalog: Catalog?
         var provider: LeasedLayerProvider?
+        var publishing: (@Sendable () -> MountStatus.Publishing)?
+        var refresh: (@Sendable () -> MountStatus.Refresh)?
         /// Where each used image stands, once the filesystem exists.
         var images: (@Sendable () -> [ImageSet.Status])?
     }
@@ -63,6 +65,19 @@ public final class NodeRuntime: Sendable {
         return provider
     }
 
+    /// Where status and metrics read the mount's automatic publishing from (called without any lock held).
+    public func report(publishing: @escaping @Sendable () -> MountStatus.Publishing) {
+        state.withLock { $0.publishing = publishing }
+    }
+
+    /// Where status and metrics read the mount's live refresh from (called without any lock held).
+    public func report(refresh: @escaping @Sendable () -> MountStatus.Refresh) {
+        state.withLock { $0.refresh = refresh }
+    }
+
+    /// The catalog a refresh grew: metrics count its images from now on.
+    public func update(catalog: Catalog) { state.withLock { $0.catalog = catalog } }
+
     /// Metrics name each used image's state from now on.
     public func watch(_ fileSystem: ImageFileSystem) {
         state.withLock { $0.images = { fileSystem.imageStatus } }
@@ -70,13 +85,17 @@ public final class NodeRuntime: Sendable {
 
     // MARK: Lifecycle
 
-    /// The mount serves: start metrics and tell systemd.
-    public func serving(_ message: String) {
+    /// The mount serves: start metrics and tell systemd. A replacement (`--replace`, run by `systemctl reload`)
+    /// first names itself the service's main process: the daemon it replaces is about to exit.
+    public func serving(_ message: String, replacing: Bool = false) {
         if let metricsServer {
             metricsServer.start()
             log.info("metrics at http://\(metricsServer.address)/metrics")
         }
-        do { try notifier.ready(status: message) } catch { log.warning("sd_notify READY: \(error)") }
+        do {
+            if replacing { try notifier.send(["MAINPID=\(getpid())"]) }
+            try notifier.ready(status: message)
+        } catch { log.warning("sd_notify READY: \(error)") }
     }
 
     /// Refreshes the `STATUS=` line `systemctl status` shows, after a layer comes into use.
@@ -108,19 +127,24 @@ public final class NodeRuntime: Sendable {
     /// The node-service part of the status document.
     public var status: @Sendable () -> MountStatus.Service {
         { [self] in
-            let (lease, evictions) = (state.withLock { $0.provider?.lease.file }, cache.evictions)
+            let (lease, publishing, refresh) = state.withLock { ($0.provider?.lease.file, $0.publishing, $0.refresh) }
+            let evictions = cache.evictions
             return MountStatus.Service(
                 offline: upstream.isOffline, mirror: upstream.mirror?.host, mirrorFallbacks: upstream.mirrorFallbacks,
                 metricsListen: metricsServer.map { "\($0.address)" }, cacheDir: cache.layout.root,
                 cacheMaxSize: cache.maxSize, cacheSize: try? cache.store.totalSize(), evictedBlobs: evictions.blobs,
                 evictedBytes: evictions.bytes, lease: lease, fuseErrors: fuseErrors.summary,
-                systemdNotify: notifier.isEnabled)
+                systemdNotify: notifier.isEnabled, publishing: publishing?(), refresh: refresh?())
         }
     }
 
     var metricsSample: NodeMetrics.Sample {
-        let (catalog, images) = state.withLock { ($0.catalog, $0.images) }
+        let (catalog, images, publishing, refresh) = state.withLock {
+            ($0.catalog, $0.images, $0.publishing, $0.refresh)
+        }
         var sample = NodeMetrics.Sample()
+        sample.publishing = publishing?()
+        sample.refresh = refresh?()
         sample.fetch = metrics.snapshot
         sample.mirrorFallbacks = upstream.mirrorFallbacks
         sample.evictedBytes = cache.evictions.bytes

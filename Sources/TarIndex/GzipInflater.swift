@@ -1,13 +1,15 @@
-import CIsal
+import CArchive
 import Foundation
 
-/// Streaming gzip decompression with ISA-L's inflate: bytes in as they arrive, decompressed bytes out to a sink.
-/// Every member's header is parsed and its CRC-32 and length checked (a stream of several members, as eStargz
-/// writes, is decompressed member after member). Only this file touches `inflate_state`.
+/// Streaming gzip decompression: bytes in as they arrive, decompressed bytes out to a sink. It runs on the thread
+/// that receives the layer, so decompression overlaps the tar reading and hashing on the unpacking thread (libarchive
+/// would decompress on that one thread, and it checks neither a member's CRC-32 nor its length: zlib here checks
+/// both). A stream of several members, as eStargz writes, is decompressed member after member. zlib is the library
+/// libarchive itself links for gzip; only this file and `EStargz` touch a `z_stream`.
 ///
 /// Not for concurrent use: one producer feeds it.
 final class GzipInflater {
-    private let state = UnsafeMutablePointer<inflate_state>.allocate(capacity: 1)
+    private let stream = UnsafeMutablePointer<z_stream>.allocate(capacity: 1)
     private let output: UnsafeMutableRawBufferPointer
     /// Bytes out so far, over all members.
     private(set) var produced: Int64 = 0
@@ -15,22 +17,25 @@ final class GzipInflater {
     private var betweenMembers = false
     /// Bytes after the last member: only zeros (padding some writers add) are tolerated.
     private var trailingNonZero = false
+    private var initialized = false
 
     /// - Parameter chunk: how many decompressed bytes each call of the sink receives at most.
     init(chunk: Int = 1 << 20) {
         output = UnsafeMutableRawBufferPointer.allocate(byteCount: chunk, alignment: 64)
-        isal_inflate_init(state)
-        state.pointee.crc_flag = UInt32(ISAL_GZIP)
+        stream.initialize(to: z_stream())
+        initialized = mcvfs_inflate_init_gzip(stream) == Z_OK
     }
 
     deinit {
-        state.deallocate()
+        if initialized { inflateEnd(stream) }
+        stream.deallocate()
         output.deallocate()
     }
 
     /// Decompresses `input`, handing the output to `sink` in chunks.
-    /// - Throws: `TarError.corrupt` for damaged data (a bad CRC included); what `sink` throws.
+    /// - Throws: `TarError.corrupt` for damaged data (a bad CRC or length included); what `sink` throws.
     func inflate(_ input: UnsafeRawBufferPointer, into sink: (UnsafeRawBufferPointer) throws -> Void) throws {
+        guard initialized else { throw TarError.corrupt(path: nil, reason: "gzip: zlib failed to initialise") }
         guard var next = input.baseAddress?.assumingMemoryBound(to: UInt8.self) else { return }
         var remaining = input.count
         while remaining > 0 {
@@ -38,38 +43,37 @@ final class GzipInflater {
                 // Another member must start with the gzip magic; zeros after the last one are padding.
                 if next.pointee != 0x1f {
                     trailingNonZero =
-                        trailingNonZero
-                        || UnsafeBufferPointer(start: next, count: remaining).contains {
-                            $0 != 0
-                        }
+                        trailingNonZero || UnsafeBufferPointer(start: next, count: remaining).contains { $0 != 0 }
                     if trailingNonZero { throw TarError.corrupt(path: nil, reason: "gzip: data after the last member") }
                     return
                 }
-                isal_inflate_reset(state)
-                state.pointee.crc_flag = UInt32(ISAL_GZIP)
+                inflateReset(stream)
                 betweenMembers = false
             }
-            state.pointee.next_in = UnsafeMutablePointer(mutating: next)
-            state.pointee.avail_in = UInt32(min(remaining, Int(UInt32.max)))
-            let fed = Int(state.pointee.avail_in)
+            stream.pointee.next_in = UnsafeMutablePointer(mutating: next)
+            stream.pointee.avail_in = UInt32(min(remaining, Int(UInt32.max)))
+            let fed = Int(stream.pointee.avail_in)
             repeat {
-                state.pointee.next_out = output.baseAddress!.assumingMemoryBound(to: UInt8.self)
-                state.pointee.avail_out = UInt32(output.count)
-                let code = isal_inflate(state)
-                guard code == ISAL_DECOMP_OK || code == ISAL_END_INPUT || code == ISAL_OUT_OVERFLOW else {
-                    throw TarError.corrupt(path: nil, reason: "gzip: \(Self.describe(code)) after \(produced) bytes")
+                stream.pointee.next_out = output.baseAddress!.assumingMemoryBound(to: UInt8.self)
+                stream.pointee.avail_out = UInt32(output.count)
+                let code = CArchive.inflate(stream, Z_NO_FLUSH)
+                guard code == Z_OK || code == Z_STREAM_END || code == Z_BUF_ERROR else {
+                    let reason = stream.pointee.msg.map { String(cString: $0) } ?? "inflate error \(code)"
+                    throw TarError.corrupt(path: nil, reason: "gzip: \(reason) after \(produced) bytes")
                 }
-                let n = output.count - Int(state.pointee.avail_out)
+                let n = output.count - Int(stream.pointee.avail_out)
                 if n > 0 {
                     produced += Int64(n)
                     try sink(UnsafeRawBufferPointer(rebasing: output[..<n]))
                 }
-                if state.pointee.block_state == ISAL_BLOCK_FINISH {
+                if code == Z_STREAM_END {
                     betweenMembers = true
                     break
                 }
-            } while state.pointee.avail_in > 0 || state.pointee.avail_out == 0
-            let consumed = fed - Int(state.pointee.avail_in)
+                // No progress is possible without more input.
+                if code == Z_BUF_ERROR { break }
+            } while stream.pointee.avail_in > 0 || stream.pointee.avail_out == 0
+            let consumed = fed - Int(stream.pointee.avail_in)
             next += consumed
             remaining -= consumed
         }
@@ -80,18 +84,6 @@ final class GzipInflater {
     func finish() throws {
         guard betweenMembers else {
             throw TarError.corrupt(path: nil, reason: "gzip stream cut short after \(produced) bytes")
-        }
-    }
-
-    private static func describe(_ code: Int32) -> String {
-        switch code {
-        case ISAL_INVALID_BLOCK: return "invalid deflate block"
-        case ISAL_INVALID_SYMBOL: return "invalid deflate symbol"
-        case ISAL_INVALID_LOOKBACK: return "invalid back-reference distance"
-        case ISAL_INVALID_WRAPPER: return "invalid gzip header"
-        case ISAL_UNSUPPORTED_METHOD: return "unsupported compression method"
-        case ISAL_INCORRECT_CHECKSUM: return "CRC or length mismatch"
-        default: return "inflate error \(code)"
         }
     }
 }

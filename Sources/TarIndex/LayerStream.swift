@@ -3,7 +3,7 @@ import Foundation
 import OCI
 
 /// A layer unpacked while it downloads. The producer (the thread receiving the registry's bytes) hands each
-/// compressed chunk to `write`; gzip is decompressed right there with ISA-L, and a thread of the stream's own reads
+/// compressed chunk to `write`; gzip is decompressed right there (zlib), and a thread of the stream's own reads
 /// the tar through libarchive and fills the layer's pack, hashing every file. Download, decompression and hashing
 /// so run side by side, and the producer waits only when the unpacking falls `LayerStream.maxQueued` behind (the
 /// memory a stream holds is bounded by that).

@@ -42,18 +42,18 @@ struct ConvertCommand: ParsableCommand {
     var destination: String
 
     func validate() throws {
-        try ImagePublisher.validate(chunkSize: chunkSize, output: output, created: created)
+        try ImagePusher.validate(chunkSize: chunkSize, output: output, created: created)
     }
 
     func run() throws {
         try runReportingErrors(global) {
             let target = try ImageReference(parsing: destination)
-            let publisher = try ImagePublisher(
+            let pusher = try ImagePusher(
                 reference: target, output: output, signKey: signKey, chunkSize: chunkSize, global: global)
             // Every image the reference names, whatever its GPU targets: a conversion keeps them all.
             let request = try LeasedCatalog(
                 source, command: "convert", global: global, gpu: try GPUOptions.parse(["--gpu", "all"]),
-                trust: trust, recording: .none)
+                tritonVersion: nil, trust: trust, recording: .none)
             defer { request.layers.release() }
             for entry in request.catalog.skipped { Log.warning("skipped \(entry.name): \(entry.skipReason ?? "")") }
             guard request.catalog.used.count == 1 else {
@@ -72,10 +72,10 @@ struct ConvertCommand: ParsableCommand {
             try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
             defer { try? FileManager.default.removeItem(at: work) }
             let built = try ImageBuilder.build(plan, options: .init(format: .estargz, created: created), in: work)
-            let tag = publisher.tag(suffix: nil)
+            let tag = pusher.tag(suffix: nil)
             warnMissing(built.missedHotSet, tag: tag)
             Log.info("\(image.name) (\(image.digest.short)): \(entries.count) entries in \(layers.count) layer(s)")
-            try publisher.publish(built, tag: tag, verb: "convert")
+            try pusher.publish(built, tag: tag, verb: "convert")
         }
     }
 

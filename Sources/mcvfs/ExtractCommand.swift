@@ -16,6 +16,7 @@ struct ExtractCommand: ParsableCommand {
 
     @OptionGroup var global: GlobalOptions
     @OptionGroup var gpu: GPUOptions
+    @OptionGroup var tritonVersion: TritonVersionOptions
     @OptionGroup var trust: TrustOptions
 
     @Argument(help: "REGISTRY/REPOSITORY[:TAG|@DIGEST]") var reference: String
@@ -24,7 +25,8 @@ struct ExtractCommand: ParsableCommand {
     func run() throws {
         try runReportingErrors(global) {
             let request = try LeasedCatalog(
-                reference, command: "extract", global: global, gpu: gpu, trust: trust, recording: .none)
+                reference, command: "extract", global: global, gpu: gpu, tritonVersion: tritonVersion, trust: trust,
+                recording: .none)
             let (catalog, selection, layers) = (request.catalog, request.selection, request.layers)
             for entry in catalog.skipped { Log.warning("skipped image \(entry.name): \(entry.skipReason ?? "")") }
             guard !catalog.used.isEmpty else {

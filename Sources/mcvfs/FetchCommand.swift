@@ -9,13 +9,15 @@ struct FetchCommand: ParsableCommand {
 
     @OptionGroup var global: GlobalOptions
     @OptionGroup var gpu: GPUOptions
+    @OptionGroup var tritonVersion: TritonVersionOptions
     @OptionGroup var trust: TrustOptions
     @Argument(help: "REGISTRY/REPOSITORY[:TAG|@DIGEST]") var reference: String
 
     func run() throws {
         try runReportingErrors(global) {
             let request = try LeasedCatalog(
-                reference, command: "fetch", global: global, gpu: gpu, trust: trust, recording: .record)
+                reference, command: "fetch", global: global, gpu: gpu, tritonVersion: tritonVersion, trust: trust,
+                recording: .record)
             _ = try request.layers.indexUsedImages { image, layer in
                 print("\(image.name)\t\(layer.digest)\t\(layer.size)")
             }

@@ -11,11 +11,12 @@ struct LeasedCatalog {
     let catalog: Catalog
     let layers: LeasedLayerProvider
 
-    /// - Parameter recording: `.record` keeps the catalog as a mount would, so a later `mount --offline` resolves
-    ///   tags to it.
+    /// - Parameters:
+    ///   - tritonVersion: nil uses every image whatever Triton compiled it (`convert` keeps them all).
+    ///   - recording: `.record` keeps the catalog as a mount would, so a later `mount --offline` resolves tags to it.
     init(
-        _ text: String, command: String, global: GlobalOptions, gpu: GPUOptions, trust: TrustOptions,
-        recording: CatalogService.Recording
+        _ text: String, command: String, global: GlobalOptions, gpu: GPUOptions,
+        tritonVersion: TritonVersionOptions?, trust: TrustOptions, recording: CatalogService.Recording
     ) throws {
         reference = try ImageReference(parsing: text)
         selection = try gpu.resolve()
@@ -23,7 +24,7 @@ struct LeasedCatalog {
         let upstream = Upstream(reference: reference, origin: try global.client(for: reference), log: .process)
         catalog = try CatalogService(
             upstream: upstream, store: cache.store, records: CatalogRecords(layout: cache.layout), recording: recording
-        ).resolve(selection, policy: trust.catalogPolicy(cache.layout))
+        ).resolve(selection, narrow: { tritonVersion?.apply(to: &$0) }, policy: trust.catalogPolicy(cache.layout))
         layers = try LeasedLayerProvider(
             catalog: catalog, upstream: upstream, cache: cache, options: .init(command: command, lazy: false))
     }

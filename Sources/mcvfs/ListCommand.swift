@@ -10,6 +10,7 @@ struct ListCommand: ParsableCommand {
 
     @OptionGroup var global: GlobalOptions
     @OptionGroup var gpu: GPUOptions
+    @OptionGroup var tritonVersion: TritonVersionOptions
     @Flag(help: "Print JSON.") var json = false
     @Argument(help: "REGISTRY/REPOSITORY (a tag or digest narrows it to one image).") var repository: String
 
@@ -22,7 +23,7 @@ struct ListCommand: ParsableCommand {
                 upstream: Upstream(reference: reference, origin: try global.client(for: reference), log: .process),
                 store: try DirectoryBlobStore(layout: layout), records: CatalogRecords(layout: layout),
                 recording: .none
-            ).resolve(selection)
+            ).resolve(selection, narrow: tritonVersion.apply)
             if json {
                 try printJSON(ListOutput(catalog))
             } else {
@@ -58,6 +59,8 @@ struct ListOutput: Encodable {
         var compatible: Bool
         var size: Int64
         var kinds: [String]
+        /// From `model.cache.image/triton-version`; nil when the image does not say.
+        var tritonVersions: [String]?
         var reason: String?
     }
 
@@ -78,7 +81,8 @@ struct ListOutput: Encodable {
             return Image(
                 tag: entry.name, digest: image.digest.description, mediaType: entry.mediaType ?? "",
                 targets: (entry.targets ?? []).map(\.description), compatible: entry.isUsed, size: image.size,
-                kinds: entry.kinds.map(\.rawValue), reason: entry.skipReason)
+                kinds: entry.kinds.map(\.rawValue), tritonVersions: image.cacheLabels.tritonVersions?.sorted(),
+                reason: entry.skipReason)
         }
         // Images a host could use with other GPUs are listed above with compatible: false; skipped holds what
         // is not a usable cache image at all (signatures, plain images, unreadable manifests).

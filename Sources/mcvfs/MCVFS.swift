@@ -9,8 +9,8 @@ struct MCVFS: ParsableCommand {
         subcommands: [
             ListCommand.self, InspectCommand.self, FetchCommand.self, MountCommand.self, UnmountCommand.self,
             ExportCommand.self,
-            GPUsCommand.self, PushCommand.self, ConvertCommand.self, ExtractCommand.self, StatusCommand.self,
-            CacheCommand.self,
+            GPUsCommand.self, PushCommand.self, ConvertCommand.self, PublishCommand.self, CompactCommand.self,
+            ExtractCommand.self, StatusCommand.self, CacheCommand.self,
             VerifyCommand.self, VerifyBlobCommand.self, SignCommand.self, GenerateKeyPairCommand.self,
         ]
     )

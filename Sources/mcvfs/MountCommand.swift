@@ -1,5 +1,6 @@
 import ArgumentParser
 import FUSEBridge
+import FUSEMount
 import Foundation
 import Glibc
 import ImageFS
@@ -21,11 +22,29 @@ struct MountCommand: ParsableCommand {
 
     @OptionGroup var global: GlobalOptions
     @OptionGroup var gpu: GPUOptions
+    @OptionGroup var tritonVersion: TritonVersionOptions
     @OptionGroup(title: "Node service") var service: ServiceOptions
     @OptionGroup var trust: TrustOptions
+    @OptionGroup(title: "Publishing") var publishing: MountPublishingOptions
+    @OptionGroup(title: "Live refresh") var refresh: MountRefreshOptions
 
     @Flag(help: "Stay attached (systemd, containers); by default mcvfs returns once the mount serves.")
     var foreground = false
+
+    @Flag(
+        help: """
+            Take over a live mcvfs mount at MOUNTPOINT without a gap: mount beneath it, then detach it (its daemon \
+            finishes what is in flight, and is stopped when it runs in this PID namespace). For upgrades: \
+            `systemctl reload`, rolling DaemonSet updates.
+            """)
+    var replace = false
+
+    @Option(
+        help: """
+            A file to create once this daemon's mount serves MOUNTPOINT, and to remove when it no longer does \
+            (replaced or stopped): a readiness check that cannot mistake the mount it replaces for its own.
+            """)
+    var readyFile: String?
 
     @Option(
         help:
@@ -79,6 +98,9 @@ struct MountCommand: ParsableCommand {
     @Argument(help: "REGISTRY/REPOSITORY[:TAG|@DIGEST]") var reference: String
     @Argument(help: "An existing empty directory.") var mountpoint: String
 
+    /// How long the last publish at unmount may take: within systemd's `TimeoutStopSec=30` and a pod's grace period.
+    static let publishAtUnmountBudget = Duration.seconds(20)
+
     func run() throws {
         if !foreground && ProcessInfo.processInfo.environment[Daemon.childVariable] == nil {
             try Daemon.startInBackground(arguments: Array(CommandLine.arguments.dropFirst()) + ["--foreground"])
@@ -101,19 +123,25 @@ struct MountCommand: ParsableCommand {
         Log.configure(
             level: max(global.logLevel, .info), stderr: !daemon.isChild,
             file: layout.log(named: "mount-\(Daemon.logName(for: mountpoint)).log"),
-            syslog: ProcessInfo.processInfo.environment["JOURNAL_STREAM"] == nil)  // journald reads stderr already
-        try Mountpoint.prepare(mountpoint, log: .process)
+            // journald reads stderr already, unless this is a background daemon: its stderr is /dev/null.
+            syslog: daemon.isChild || ProcessInfo.processInfo.environment["JOURNAL_STREAM"] == nil)
+        let placement = try MountPlacement.inspect(mountpoint, replace: replace, log: .process)
         let selection = try gpu.resolve()
         let node = try NodeRuntime(
             upstream: try service.upstream(for: ref, global: global),
             cache: try NodeCache(layout: layout, maxSize: service.maxSize, log: .process), mountpoint: mountpoint,
             metricsListen: service.metricsAddress, log: .process)
-        let catalog = try node.catalogs.resolve(selection, policy: trust.catalogPolicy(layout))
+        let policy = trust.catalogPolicy(layout)
+        let catalog = try node.catalogs.resolve(selection, narrow: tritonVersion.apply, policy: policy)
         for entry in catalog.entries {
             Log.info(
                 entry.isUsed
                     ? "using \(entry.name) \(entry.digest?.short ?? "")"
                     : "skipping \(entry.name): \(entry.skipReason ?? "")")
+        }
+        let environment = catalog.consumerEnvironment(root: consumerRoot ?? mountpoint)
+        if !environment.isEmpty {
+            Log.info("consumers set " + environment.map { "\($0.name)=\($0.value)" }.joined(separator: " "))
         }
         let provider = try node.provider(for: catalog, prefetch: prefetch)
         let owner = (uid: getuid(), gid: getgid())
@@ -132,29 +160,39 @@ struct MountCommand: ParsableCommand {
         node.watch(images)
         let upperRoot = upper ?? layout.uppers(of: ref)
         let isolation: OverlayFileSystem.Isolation = sharedUpper ? .shared : .perUser
-        let fileSystem: any FileSystem
-        if readOnly {
-            fileSystem = images
-        } else {
+        var overlay: OverlayFileSystem?
+        if !readOnly {
             try FileManager.default.createDirectory(
                 atPath: (upperRoot as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-            fileSystem = try OverlayFileSystem(
+            overlay = try OverlayFileSystem(
                 lower: images,
                 options: .init(
                     upperRoot: upperRoot, isolation: isolation,
                     consumerRoot: consumerRoot ?? mountpoint),
                 owner: owner)
         }
+        let fileSystem: any FileSystem = overlay ?? images
         status.set(
             MountStatus.Source(
                 reference: ref.description, mountpoint: mountpoint, consumerRoot: consumerRoot ?? mountpoint,
                 selection: selection.description, catalog: catalog, metrics: node.metrics, fileSystem: images,
                 upperRoot: readOnly ? nil : upperRoot,
-                isolation: readOnly ? nil : isolation.rawValue, service: node.status))
+                isolation: readOnly ? nil : isolation.rawValue, overlay: overlay, service: node.status))
+        let refresher = try refresh.refresher(
+            for: ref, catalog: catalog, node: node, selection: selection, narrow: tritonVersion.apply,
+            policy: policy, fileSystem: images, status: status)
+        let publisher = try publishing.publisher(
+            global: global, layout: layout, upperRoot: readOnly ? nil : upperRoot, isolation: isolation,
+            images: { images.images }, provider: provider)
+        if let publisher { node.report(publishing: { publisher.status }) }
+        // mcvfs attaches the connection itself (beneath a mount it replaces) and libfuse serves it through
+        // /dev/fd/N; for a non-root user (nil), libfuse mounts it with fusermount3.
+        let attached = try placement.attach(
+            FUSEMount.Options(fsName: "mcvfs#\(ref)", allowOther: allowOther, uid: owner.uid, gid: owner.gid))
         let session = FUSESession(
             fileSystem: fileSystem,
             options: FUSESession.Options(
-                mountpoint: mountpoint, fsName: "mcvfs#\(ref)", allowOther: allowOther,
+                mountpoint: attached?.libfuseMountpoint ?? mountpoint, fsName: "mcvfs#\(ref)", allowOther: allowOther,
                 traceErrors: global.logLevel == .debug, operationBudget: budget),
             log: { Log.warning($0) }, onError: node.fuseErrors.record,
             onConnected: { [readAheadKib] in
@@ -163,14 +201,37 @@ struct MountCommand: ParsableCommand {
                     Log.info("read-ahead left at the kernel's default: \(error)")
                 }
             })
-        try session.mount()
+        do { try session.mount() } catch {
+            attached?.abandon()
+            throw error
+        }
         Log.info(
             "mounted \(ref) at \(mountpoint): \(catalog.used.count) image(s) used, \(catalog.skipped.count) skipped")
         let message =
             "mounted \(ref) at \(mountpoint) (\(catalog.used.count) image(s), \(catalog.skipped.count) skipped)"
-        node.serving(message)
+        node.serving(message, replacing: placement.replacesLiveMount)
         daemon.ready(message: message)
-        try session.run(stopping: node.stopping)
+        refresher?.start()
+        publisher?.start()
+        placement.takeOver()
+        let ready = readyFile.map(ReadyFile.init(path:))
+        ready?.create(mountID: attached?.mountID ?? FUSEMount.topMountID(at: mountpoint) ?? 0)
+        // A replaced mount's daemon is not stopping the service: its successor is (STOPPING=1 would stop both).
+        let signal = try session.run(stopping: {
+            ready?.remove()
+            if !MountPlacement.isReplaced(attached) { node.stopping() }
+        })
+        // Our own mount only, if still on top: when stopped before the replacement detached it, or unreplaced.
+        let replaced = MountPlacement.isReplaced(attached)
+        attached?.detachIfTop()
+        if replaced {
+            Log.info("\(mountpoint) is served by a newer mount now")
+            if signal == 0 && MountPlacement.waitsWhenReplaced { MountPlacement.waitForStop() }
+        }
+        refresher?.stop()
+        // What was compiled since the last publish goes now (a successor serving the same uppers would only find
+        // it published: the ledger's lock orders the two).
+        publisher?.stop(within: Self.publishAtUnmountBudget)
         images.persistPrefetched()
         node.finished()
         Log.info("unmounted \(mountpoint)")

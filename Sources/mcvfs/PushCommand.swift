@@ -71,7 +71,7 @@ struct PushCommand: ParsableCommand {
     var reference: String
 
     func validate() throws {
-        try ImagePublisher.validate(chunkSize: chunkSize, output: output, created: created)
+        try ImagePusher.validate(chunkSize: chunkSize, output: output, created: created)
         if hotSet != nil && layerFormat != .estargz {
             throw ValidationError("--hot-set orders an eStargz layer; drop --layer-format \(layerFormat.rawValue)")
         }
@@ -88,7 +88,7 @@ struct PushCommand: ParsableCommand {
                     "left out \(scan.skipped.count) path(s) that are not cache entries (temp dirs, locks, ...); "
                         + "--log-level info lists them")
             }
-            let publisher = try ImagePublisher(
+            let pusher = try ImagePusher(
                 reference: ref, output: output, signKey: signKey, chunkSize: chunkSize, global: global)
             let hot = try hotSet.map(HotSet.init(contentsOf:)) ?? HotSet()
             let builder = ImageBuilder(
@@ -101,9 +101,9 @@ struct PushCommand: ParsableCommand {
 
             for plan in plans {
                 let image = try builder.build(plan, in: work)
-                let tag = publisher.tag(suffix: plan.tagSuffix)
+                let tag = pusher.tag(suffix: plan.tagSuffix)
                 warnMissing(image.missedHotSet, tag: tag)
-                try publisher.publish(image, tag: tag, verb: "push")
+                try pusher.publish(image, tag: tag, verb: "push")
             }
         }
     }

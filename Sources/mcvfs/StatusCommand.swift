@@ -111,7 +111,22 @@ struct StatusCommand: ParsableCommand {
             }
             for image in doc.skipped { print("  skipped  \(image.name): \(image.reason ?? "")") }
             for error in doc.fetch.lastErrors { print("  error    \(error)") }
+            if let refresh = doc.service?.refresh { print("  " + Self.describe(refresh)) }
+            if let publishing = doc.service?.publishing { print("  " + Self.describe(publishing)) }
         }
+    }
+
+    static func describe(_ refresh: MountStatus.Refresh) -> String {
+        "refresh  every \(refresh.intervalSeconds) s, last \(refresh.lastRefresh ?? "never"): "
+            + "\(refresh.imagesAdded) image(s) added, \(refresh.failures) of \(refresh.refreshes) failed"
+            + (refresh.lastError.map { " (last: \($0))" } ?? "")
+    }
+
+    static func describe(_ publishing: MountStatus.Publishing) -> String {
+        "publish  to \(publishing.repository) every \(publishing.intervalSeconds) s, last \(publishing.lastRun ?? "never"): "
+            + "\(publishing.imagesPushed) image(s), \(publishing.kernelsPublished) kernel(s); "
+            + "\(publishing.failures) of \(publishing.runs) failed"
+            + (publishing.consecutiveFailures > 0 ? " (last: \(publishing.lastError ?? ""))" : "")
     }
 
     private func fail(_ message: String) -> Never {

@@ -194,3 +194,61 @@ import Testing
         }
     }
 }
+
+/// The labels beyond MCV's own: KServe's (as GKM's MCV writes them) and the kernels' Triton version.
+@Suite struct KServeLabelTests {
+    func labels(_ path: String) throws -> [String: String] {
+        let dir = try TemporaryDirectory()
+        let builder = ImageBuilder(scan: try CacheScan(scanning: path), options: .init())
+        let image = try #require(try builder.plans().first.map { try builder.build($0, in: dir.url) })
+        return try ImageConfig(parsing: image.config).labels
+    }
+
+    @Test func aTritonCacheSaysWhereItWasCapturedAndWhichTritonCompiledIt() throws {
+        let labels = try labels(Fixtures.cuda90)
+        #expect(labels["io.kserve.km/framework"] == "triton")
+        #expect(labels["io.kserve.km/cache-type"] == "triton")
+        #expect(labels["io.kserve.km/cache-mount-subpath"] == ".")
+        // The fixture was compiled at /opt/build/cuda-90/.triton/cache: its group files say so.
+        #expect(labels["io.kserve.km/cache-root-env"] == "TRITON_CACHE_DIR=/opt/build/cuda-90/.triton/cache")
+        #expect(labels["model.cache.image/triton-version"] == "3.9.0")
+        #expect(labels["io.kserve.km/cache-hash"] == nil)
+        #expect(CacheLabels(labels).unservableReason == nil)
+    }
+
+    @Test func aVLLMCacheCarriesKServesServingPlan() throws {
+        let labels = try labels(Fixtures.vllm)
+        #expect(labels["io.kserve.km/framework"] == "vllm")
+        #expect(labels["io.kserve.km/cache-type"] == "torch-compile")
+        #expect(labels["io.kserve.km/cache-mount-subpath"] == "torch_compile_cache")
+        #expect(labels["io.kserve.km/cache-hash"] == "d4ec7c2a7d")
+        #expect(labels["io.kserve.km/cache-root-env"] == "VLLM_CACHE_ROOT=/home/vllm/.cache/vllm")
+        #expect(labels["cache.vllm.image/format"] == "triton")
+        #expect(CacheLabels(labels).kinds == [.vllm])
+    }
+
+    @Test func groupFilesThatDisagreeNameNoCaptureRoot() throws {
+        let dir = try TemporaryDirectory()
+        var files: [CacheScan.File] = []
+        for (n, root) in ["/one/cache", "/two/cache"].enumerated() {
+            let key = String(repeating: "A", count: 51) + String(n)
+            try FileManager.default.createDirectory(
+                at: dir.url.appendingPathComponent(key), withIntermediateDirectories: true)
+            let group = Data(#"{"child_paths": {"k.json": "\#(root)/\#(key)/k.json"}}"#.utf8)
+            try group.write(to: dir.url.appendingPathComponent("\(key)/__grp__k.json"))
+            files.append(CacheScan.File(path: "\(key)/__grp__k.json", content: .file(size: 1, executable: false)))
+        }
+        #expect(MCVMetadata.captureRoot(files: files, root: dir.url.path) == nil)
+        #expect(MCVMetadata.captureRoot(files: [files[0]], root: dir.url.path) == "/one/cache")
+    }
+
+    @Test func theVersionLabelIsLeftOutUnlessEveryKernelNamesItsVersion() throws {
+        let scan = try CacheScan(scanning: Fixtures.cuda90)
+        var kernels = scan.kernels
+        #expect(MCVMetadata.tritonVersions(kernels) == "3.9.0")
+        kernels[0].metadata.tritonVersion = "3.8.0"
+        #expect(MCVMetadata.tritonVersions(kernels) == "3.8.0,3.9.0")
+        kernels[1].metadata.tritonVersion = nil
+        #expect(MCVMetadata.tritonVersions(kernels) == nil)
+    }
+}

@@ -217,7 +217,13 @@ def own_registry(world, tmp_path):
         registry.stop()
 
 
-def test_corrupted_blob_is_eio_never_cached_and_counted(world, own_registry, mounts, tmp_path):
+def used_image(status: dict) -> dict:
+    """The one used image of a single-image mount's status."""
+    (image,) = status["used"]
+    return image
+
+
+def test_corrupted_blob_is_never_served_never_cached_and_counted(world, own_registry, mounts, tmp_path):
     registry, _, layer = own_registry
     path = registry.blob_path(layer)
     data = bytearray(path.read_bytes())
@@ -226,8 +232,10 @@ def test_corrupted_blob_is_eio_never_cached_and_counted(world, own_registry, mou
     mnt = mounts.mount(f"{registry.host}/e2e/own", tmp_path / "mnt", tmp_path / "cache", "--gpu", "cuda:90",
                        "--retry-delay", "1", "--timeout", "5")
     key = sorted(kernel_dirs(world.cuda_src))[0]
-    assert access_errno(mnt.path / key, op="stat") == "EIO"
-    assert access_errno(mnt.path / key / "x", op="stat") == "EIO"
+    # The only image failed: its kernels are absent for now (Triton compiles them; README, "Faults").
+    assert access_errno(mnt.path / key, op="stat") == "ENOENT"
+    assert access_errno(mnt.path / key / "x", op="stat") == "ENOENT"
+    assert used_image(mnt.status())["state"] == "failed"
     hex_ = layer.split(":", 1)[1]
     assert layer not in blob_files(tmp_path / "cache")
     stored = [p for p in (tmp_path / "cache").rglob("*") if hex_ in p.name and p.is_file() and p.stat().st_size]
@@ -237,16 +245,17 @@ def test_corrupted_blob_is_eio_never_cached_and_counted(world, own_registry, mou
     assert fetch["lastErrors"], fetch
 
 
-def test_registry_down_answers_eio_in_bounded_time_and_daemon_stays_up(world, own_registry, mounts, tmp_path):
+def test_registry_down_answers_in_bounded_time_and_daemon_stays_up(world, own_registry, mounts, tmp_path):
     registry, _, _ = own_registry
     mnt = mounts.mount(f"{registry.host}/e2e/own", tmp_path / "mnt", tmp_path / "cache", "--gpu", "cuda:90",
                        "--retry-delay", "1", "--timeout", "2")
     registry.stop()
     key = sorted(kernel_dirs(world.cuda_src))[0]
-    # Hang guards only: the access must come back (EIO), the daemon must survive and retry.
-    assert access_errno(mnt.path / key, timeout=90) == "EIO"
+    # Hang guards only: the access must come back (the kernel absent for now), the daemon must survive and retry.
+    assert access_errno(mnt.path / key, timeout=90) == "ENOENT"
     probe_json("import time; time.sleep(1.5); print('[]')")
-    assert access_errno(mnt.path / key, timeout=90) == "EIO"
+    assert access_errno(mnt.path / key, timeout=90) == "ENOENT"
+    assert used_image(mnt.status())["failures"] >= 2, "the retry after --retry-delay must have run"
     assert mnt.pid is not None and os.path.exists(f"/proc/{mnt.pid}")
     fetch = mnt.status()["fetch"]
     assert fetch["fetchErrors"] >= 1, fetch
@@ -456,7 +465,7 @@ def test_stale_mount_of_a_killed_daemon_is_cleared_by_the_next_mount(world, moun
     key = sorted(kernel_dirs(world.cuda_src))[0]
     assert access_errno(first.path / key) == "ok"
     first.kill()
-    assert access_errno(first.path, op="stat") == "ENOTCONN"
+    assert access_errno(first.path) == "ENOTCONN"  # a listing always reaches the daemon; a stat may not
     second = mounts.mount(ref, tmp_path / "mnt", tmp_path / "cache", "--gpu", "cuda:90")
     assert is_mountpoint(second.path)
     assert_serves(second.path, world.cuda_src)

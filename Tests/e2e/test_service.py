@@ -24,6 +24,7 @@ from support.images import build_mcv_layout, skopeo_push
 from support.mcvfs import Mcvfs, blob_files, pack_files
 from support.net import wait_until
 from support.registry import Registry, require_tool
+from support.supervisor import unit_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = REPO_ROOT / "Tests" / "Fixtures" / "triton-3.9.0"
@@ -214,17 +215,6 @@ NAMESPACE_OPTIONS = ("ProtectSystem", "ProtectHome", "PrivateTmp", "ReadWritePat
                      "ProtectControlGroups", "TemporaryFileSystem", "InaccessiblePaths", "MountFlags")
 
 
-def unit_settings(text: str) -> dict[str, list[str]]:
-    settings: dict[str, list[str]] = {}
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith(("#", ";", "[")):
-            continue
-        key, _, value = line.partition("=")
-        settings.setdefault(key, []).append(value)
-    return settings
-
-
 def test_unit_installs_and_verifies(tmp_path):
     analyze = require_tool("systemd-analyze")
     binary = os.environ["MCVFS_BIN"]
@@ -243,7 +233,10 @@ def test_unit_installs_and_verifies(tmp_path):
     assert s["EnvironmentFile"] == ["/etc/mcvfs/%i.conf"]
     assert s["ExecStart"] == [
         "/usr/local/bin/mcvfs mount --foreground $MCVFS_OPTIONS ${MCVFS_REFERENCE} ${MCVFS_MOUNTPOINT}"]
-    assert any("unmount --lazy ${MCVFS_MOUNTPOINT}" in v for v in s["ExecStartPre"]), "stale-mount cleanup"
+    # A crashed daemon's stale mount is replaced by the next mount from beneath; unmounting it before (or after
+    # the crash, in ExecStopPost) would show consumers the bare directory (test_restarts.py).
+    assert not any("unmount" in v for v in s.get("ExecStartPre", []) + s.get("ExecStopPost", []))
+    assert any("mount --replace" in v for v in s["ExecReload"])
     assert any("mcvfs unmount ${MCVFS_MOUNTPOINT}" in v for v in s["ExecStop"])
     assert s["Restart"] == ["on-failure"]
     assert s["CapabilityBoundingSet"] == ["CAP_SYS_ADMIN"]
@@ -582,14 +575,20 @@ def test_kubernetes_manifests_have_what_the_flow_needs():
     mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
     mnt = next(m for m in c["volumeMounts"] if volumes[m["name"]].get("hostPath", {}).get("path") == "/var/lib/mcvfs/mnt")
     assert mnt["mountPropagation"] == "Bidirectional"
-    assert mnt["mountPath"] in argv
+    # The mount goes inside the propagated volume, never on the volume itself (test_containers.py runs it).
+    mountpoint = argv[-1]
+    assert mountpoint.startswith(mnt["mountPath"] + "/"), mountpoint
+    assert "--replace" in argv
+    assert ds["spec"]["updateStrategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
     assert any(v.get("hostPath", {}).get("path") == "/dev/fuse" for v in volumes.values())
     assert "/dev/fuse" in mounts
     cache = next(v for v in volumes.values() if v.get("hostPath", {}).get("path") == "/var/lib/mcvfs/cache")
     assert cache["hostPath"]["type"] == "DirectoryOrCreate"
-    assert c["lifecycle"]["preStop"]["exec"]["command"][:2] == ["mcvfs", "unmount"]
+    # No preStop unmount: after a takeover the mount on top is the new pod's.
+    assert "preStop" not in c.get("lifecycle", {})
     probe = c["readinessProbe"]["exec"]["command"]
-    assert probe[:2] == ["mcvfs", "status"] and probe[2] == mnt["mountPath"]
+    ready_file = next(a.split("=", 1)[1] for a in argv if a.startswith("--ready-file="))
+    assert probe[:2] == ["sh", "-c"] and f"test -e {ready_file} && exec mcvfs status {mountpoint}" == probe[2]
     env = {e["name"]: e for e in c["env"]}
     assert env["REGISTRY_AUTH_FILE"]["value"].startswith(mounts_of_secret(c, volumes))
     assert any(v.get("secret") for v in volumes.values())
@@ -603,8 +602,8 @@ def test_kubernetes_manifests_have_what_the_flow_needs():
     assert uvol[umount["name"]]["hostPath"]["path"] == "/var/lib/mcvfs/mnt"
     assert umount["mountPropagation"] == "HostToContainer"
     uenv = {e["name"]: e["value"] for e in uc["env"]}
-    assert uenv["TRITON_CACHE_DIR"] == umount["mountPath"]
-    assert argv[argv.index("--consumer-root") + 1] == umount["mountPath"]
+    assert uenv["TRITON_CACHE_DIR"] == umount["mountPath"] + mountpoint[len(mnt["mountPath"]):]
+    assert argv[argv.index("--consumer-root") + 1] == uenv["TRITON_CACHE_DIR"]
     assert ("Secret", "mcvfs-registry") in kinds or any(d["kind"] == "Secret" for d in docs)
 
 

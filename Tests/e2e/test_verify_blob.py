@@ -54,6 +54,7 @@ class Case:
 
 def keyless(inst: Instance, *, content: str = "message", log: str = "v2", timestamp: str = "good",
             signed_at: dt.datetime | None = None, gen_time: dt.datetime | None = None,
+            gen_offset: dt.timedelta = dt.timedelta(minutes=1),
             embed_tsa_certificate: bool = True, identity: str = pki.IDENTITY) -> Case:
     """A keyless signature made the way cosign v3 makes one, with the evidence `log` and `timestamp` say."""
     start = signed_at or dt.datetime.now(UTC) - dt.timedelta(hours=1)
@@ -69,7 +70,7 @@ def keyless(inst: Instance, *, content: str = "message", log: str = "v2", timest
         entries.append(inst.log1.entry(body, "hashedrekord" if content == "message" else "dsse", "0.0.1",
                                        integrated_time=int((start + dt.timedelta(minutes=1)).timestamp())))
     stamps = []
-    when = gen_time or start + dt.timedelta(minutes=1)
+    when = gen_time or start + gen_offset
     if timestamp == "good":
         stamps.append(inst.tsa.timestamp(signing.signature, when, embed_certificate=embed_tsa_certificate))
     elif timestamp == "other-signature":
@@ -274,7 +275,8 @@ BROKEN = {
     "untrusted-tsa": ({"timestamp": "untrusted"}, None, "not signed by this authority"),
     "timestamp-outside-tsa-window": ({}, _tsa_window_ended, "is outside the authority's validity"),
     "timestamp-outside-tsa-certificate": ({}, _tsa_leaf_expired, "the authority's certificate"),
-    "timestamp-outside-certificate": ({"gen_time": dt.datetime.now(UTC) - dt.timedelta(minutes=30)}, None,
+    # Relative to the certificate's start, not to when the module was collected (the suite takes minutes).
+    "timestamp-outside-certificate": ({"gen_offset": -dt.timedelta(minutes=30)}, None,
                                       "certificate was not valid at"),
     "timestamp-over-another-signature": ({"timestamp": "other-signature"}, None,
                                          "timestamp is over another signature"),

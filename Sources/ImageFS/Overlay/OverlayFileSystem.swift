@@ -6,9 +6,15 @@ import Synchronization
 ///
 /// Writes land in an upper directory on local disk, one per caller uid by default, so one user's kernels can
 /// never change what another loads, and nothing can alter an image file: changing one copies it up first.
-/// Deleting an image file records a whiteout in the caller's upper. Names are resolved per caller on every
-/// lookup (the kernel is told not to cache them), since the same name can mean different files to different
-/// users.
+/// Deleting an image file records a whiteout in the caller's upper.
+///
+/// What the kernel may cache follows one rule: an inode stands for one thing, the same for every caller (an image
+/// file, a directory, one upper's file), so its attributes and pages can be shared. What differs between callers is
+/// which inode a name leads to, and a name is cached only while it leads every caller to the same inode: the
+/// image's files and directories that no upper hides or replaces. Names in per-user uppers never are. When a
+/// caller's copy-up changes what an image file's name means for them, the kernel is told to drop the name (see
+/// `isCommon`); until it has, that caller reaching the image file's inode is served their own copy, never through
+/// the image file's pages.
 public final class OverlayFileSystem: FileSystem {
     public enum Isolation: String, Sendable {
         /// One upper per caller uid (`<upper>/<uid>/`).
@@ -30,56 +36,66 @@ public final class OverlayFileSystem: FileSystem {
         }
     }
 
-    enum Resolved {
-        case directory(path: [String], lower: ImageTree.Node?, upper: stat?)
-        case lowerFile(path: [String], node: ImageTree.Node)
-        case upperFile(path: [String], info: stat)
+    /// What the overlay holds, for the mount's status.
+    public struct Report: Sendable, Hashable, Codable {
+        /// Inodes the kernel holds (the root aside): it follows the kernel's lookups, not what was ever created.
+        public var inodes: Int
+        public var openFiles: Int
     }
 
-    struct Shadow {
-        var fd: Int32
-        /// The work file until the first close publishes it; nil afterwards (writes then go in place).
-        var workName: String?
-        var path: [String]
-        var upper: UpperLayer
-        var permissions: UInt32
-        var ino: UInt64
-        var append: Bool
-    }
-
-    enum Handle {
-        case lower(UInt64)
-        case descriptor(Int32)
-        case bytes(Data)
-        case shadow(Shadow)
-    }
+    typealias Space = OverlayInodes.Space
 
     let lower: ImageFileSystem
     let options: Options
     let owner: (uid: UInt32, gid: UInt32)
-    private let uppers = Mutex<[UInt32: UpperLayer]>([:])
+    let mounted = Int64(Date().timeIntervalSince1970)
+    // Lock order: none; each is taken alone, never across a call into the lower, a reply or network I/O (`uppers`
+    // is held while a new upper is created on local disk, once per upper, so its work directory is cleared once).
+    let uppers = Mutex<[Space: UpperLayer]>([:])
     let inodes = Mutex(OverlayInodes())
-    let handles = Mutex<(next: UInt64, open: [UInt64: Handle], pending: [UInt64: Int32])>((1, [:], [:]))
+    let handles = Mutex(OverlayHandles())
+    let kernel = Mutex<(any KernelCache)?>(nil)
 
     public init(lower: ImageFileSystem, options: Options, owner: (uid: UInt32, gid: UInt32)) throws(FSError) {
         self.lower = lower
         self.options = options
         self.owner = owner
+        Allocator.keepLargeBlocksMapped
         if mkdir(options.upperRoot, 0o711) != 0 && errno != EEXIST {
             throw .unavailable(reason: "cannot create \(options.upperRoot): \(UpperLayer.lastError())")
         }
+        // Uppers left by earlier mounts count for what names other callers may see (see `isCommon`).
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: options.upperRoot)) ?? [] {
+            var info = stat()
+            guard let space = Self.space(named: name, isolation: options.isolation),
+                lstat(options.upperRoot + "/" + name, &info) == 0, Self.isDirectory(info)
+            else { continue }
+            _ = try? upper(space: space, owner: (info.st_uid, info.st_gid))
+        }
     }
+
+    public var report: Report {
+        Report(inodes: inodes.withLock { $0.count }, openFiles: handles.withLock { $0.count })
+    }
+
+    // MARK: Uppers
 
     /// The upper a caller writes to, created on first use.
     func upper(for caller: Caller) throws(FSError) -> UpperLayer {
-        let space = space(of: caller)
+        try upper(space: space(of: caller), owner: (caller.uid, caller.gid))
+    }
+
+    /// The upper of `space`, which exists once an inode names it (its owner's first lookup created it).
+    func upper(space: Space) throws(FSError) -> UpperLayer { try upper(space: space, owner: (space, space)) }
+
+    private func upper(space: Space, owner writer: (uid: UInt32, gid: UInt32)) throws(FSError) -> UpperLayer {
         if let existing = uppers.withLock({ $0[space] }) { return existing }
-        let name = Self.upperName(isolation: options.isolation, uid: caller.uid)
-        let layerOwner = options.isolation == .shared ? owner : (caller.uid, caller.gid)
+        let shared = options.isolation == .shared
+        let root = options.upperRoot + "/" + Self.upperName(isolation: options.isolation, uid: space)
         return try uppers.withLock { uppers throws(FSError) in
             if let existing = uppers[space] { return existing }
             // Created under the lock: a new layer clears its work directory, which must happen only once.
-            let layer = try UpperLayer(root: options.upperRoot + "/" + name, owner: layerOwner)
+            let layer = try UpperLayer(root: root, owner: shared ? owner : writer)
             uppers[space] = layer
             return layer
         }
@@ -90,193 +106,157 @@ public final class OverlayFileSystem: FileSystem {
         isolation == .shared ? "shared" : String(uid)
     }
 
-    func space(of caller: Caller) -> UInt32 { options.isolation == .shared ? UInt32.max : caller.uid }
+    static func space(named name: String, isolation: Isolation) -> Space? {
+        isolation == .shared ? (name == "shared" ? UInt32.max : nil) : UInt32(name)
+    }
+
+    func space(of caller: Caller) -> Space { options.isolation == .shared ? UInt32.max : caller.uid }
 
     static func isDirectory(_ info: stat) -> Bool { info.st_mode & S_IFMT == S_IFDIR }
 
-    // MARK: Resolution
-
-    /// What `path` is for this caller: the upper wins; the image shows through unless a whiteout, an opaque
-    /// directory or an upper non-directory above it hides it.
-    func resolve(_ path: [String], caller: Caller) throws(FSError) -> Resolved? {
-        let tree = lower.load()
-        let probe = try upper(for: caller).probe(path)
-        let lowerPath = path.joined(separator: "/")
-        let lowerNode: ImageTree.Node?
-        if probe.hidesLower {
-            lowerNode = nil
-        } else if probe.info != nil {
-            // What the upper holds serves even while an image that may also hold the path is unavailable.
-            lowerNode = try? tree.node(atPath: lowerPath)
-        } else {
-            lowerNode = try tree.node(atPath: lowerPath)
-        }
-        if let info = probe.info {
-            guard Self.isDirectory(info) else { return .upperFile(path: path, info: info) }
-            return .directory(path: path, lower: lowerNode?.kind == .directory ? lowerNode : nil, upper: info)
-        }
-        guard let node = lowerNode else { return nil }
-        return node.kind == .directory
-            ? .directory(path: path, lower: node, upper: nil) : .lowerFile(path: path, node: node)
-    }
-
-    /// The path an inode stands for, for this caller.
-    func path(of ino: UInt64, caller: Caller) throws(FSError) -> [String] {
-        if ino == ImageFileSystem.rootIno { return [] }
-        let space = space(of: caller)
-        for identity in inodes.withLock({ $0.identities(of: ino) }) {
-            switch identity {
-            case .directory(let path): return Self.components(path)
-            case .upper(let owner, let path) where owner == space: return Self.components(path)
-            case .lowerFile(let treeIno):
-                if let path = lower.load().path(of: treeIno) { return path }
-            default: continue
-            }
-        }
-        throw .notFound
-    }
-
-    static func components(_ path: String) -> [String] { path.split(separator: "/").map(String.init) }
-
-    func ino(of resolved: Resolved, caller: Caller) -> UInt64 {
-        inodes.withLock { table in
-            switch resolved {
-            case .directory(let path, let lowerNode, _):
-                return path.isEmpty
-                    ? ImageFileSystem.rootIno
-                    : table.ino(for: .directory(path: path.joined(separator: "/")), preferred: lowerNode?.ino)
-            case .lowerFile(_, let node):
-                return table.ino(for: .lowerFile(node.ino), preferred: node.ino)
-            case .upperFile(let path, _):
-                return table.ino(for: .upper(space: space(of: caller), path: path.joined(separator: "/")))
-            }
-        }
-    }
-
-    // MARK: Attributes
-
-    func attributes(of resolved: Resolved, caller: Caller) throws(FSError) -> Attributes {
-        let ino = ino(of: resolved, caller: caller)
-        var attributes: Attributes
-        switch resolved {
-        case .directory(_, let lowerNode, let info):
-            // Every caller may write into every directory: what they write goes to their own upper. In a shared
-            // upper, directories are sticky so users cannot remove each other's files.
-            let shared = options.isolation == .shared
-            attributes = Attributes(
-                ino: ino, kind: .directory, permissions: shared ? 0o1777 : 0o755, links: 2, size: 0,
-                uid: shared ? owner.uid : caller.uid, gid: shared ? owner.gid : caller.gid,
-                modified: info.map { Int64($0.st_mtim.tv_sec) } ?? lowerNode?.modified ?? 0)
-            attributes.isVolatile = true
-        case .lowerFile(_, let node):
-            attributes = try lower.attributes(ino: node.ino, caller: caller)
-            attributes.ino = ino
-        case .upperFile(let path, let info):
-            attributes = Self.attributes(info, ino: ino)
-            if Relocation.applies(to: path.last ?? ""), let bytes = try relocated(path, caller: caller) {
-                attributes.size = Int64(bytes.count)
-            }
-            if let fd = handles.withLock({ $0.pending[ino] }) {
-                var current = stat()
-                if fstat(fd, &current) == 0 { attributes.size = Int64(current.st_size) }
-            }
-            attributes.isVolatile = true
-        }
-        attributes.nameIsVolatile = true
-        return attributes
-    }
-
-    static func attributes(_ info: stat, ino: UInt64) -> Attributes {
-        let type = info.st_mode & S_IFMT
-        return Attributes(
-            ino: ino, kind: type == S_IFDIR ? .directory : type == S_IFLNK ? .symlink : .file,
-            permissions: info.st_mode & 0o7777, links: UInt32(info.st_nlink), size: Int64(info.st_size),
-            uid: info.st_uid, gid: info.st_gid, modified: Int64(info.st_mtim.tv_sec))
-    }
-
-    /// An upper file that names absolute paths, as consumers must see it (paths under this mount's consumer root).
-    func relocated(_ path: [String], caller: Caller) throws(FSError) -> Data? {
-        let fd = try upper(for: caller).openFile(path, flags: O_RDONLY)
-        defer { close(fd) }
-        let data = FileHandle(fileDescriptor: fd, closeOnDealloc: false).readDataToEndOfFile()
-        return Relocation.rewrite(
-            data, name: path.last ?? "", directory: path.dropLast().joined(separator: "/"), root: options.consumerRoot)
-            ?? data
-    }
-
     // MARK: FileSystem: reading
 
+    /// The lower's own inodes: the root's control directory and what is below it.
+    private static func isControl(parent: UInt64, name: String) -> Bool {
+        parent == ImageFileSystem.rootIno && name == ImageFileSystem.controlName
+            || parent != ImageFileSystem.rootIno && parent < ImageFileSystem.firstTreeIno
+    }
+
     public func lookup(parent: UInt64, name: String, caller: Caller) throws(FSError) -> Attributes {
-        if parent == ImageFileSystem.rootIno && name == ImageFileSystem.controlName || parent < 16 && parent != 1 {
+        if Self.isControl(parent: parent, name: name) {
             return try lower.lookup(parent: parent, name: name, caller: caller)
         }
         if UpperLayer.isReserved(name) { throw .notFound }
-        guard let resolved = try resolve(try path(of: parent, caller: caller) + [name], caller: caller) else {
+        guard let resolved = try resolve(try directoryPath(parent, caller: caller) + [name], caller: caller) else {
             throw .notFound
         }
-        return try attributes(of: resolved, caller: caller)
+        return try reference(resolved, parent: parent, name: name, caller: caller)
     }
 
-    public func forget(ino: UInt64, count: UInt64) {}
+    public func forget(ino: UInt64, count: UInt64) {
+        let compacted = inodes.withLock { table in
+            let before = table.compactions
+            table.forget(ino, count: count)
+            return table.compactions != before
+        }
+        // After the kernel forgot most of the table, its freed memory goes back to the system.
+        if compacted { Allocator.releaseFreePages() }
+    }
 
     public func attributes(ino: UInt64, caller: Caller) throws(FSError) -> Attributes {
-        if ino != ImageFileSystem.rootIno && ino < 16 { return try lower.attributes(ino: ino, caller: caller) }
-        if ino == ImageFileSystem.rootIno && !lower.isLoaded {
-            var root = try lower.attributes(ino: ino, caller: caller)
-            root.isVolatile = true
-            return root
+        try attributes(ino: ino, handle: nil, caller: caller)
+    }
+
+    /// An inode's attributes; through an open handle, those of what that handle reads or writes (a writer sees its
+    /// own copy, a reader the version it opened). An upper file being written shows its newest writer's copy, so
+    /// the writer's `fstat` (which names no handle) sees its own size; readers use direct I/O and read the version
+    /// they opened in full whatever size `stat` shows.
+    public func attributes(ino: UInt64, handle: UInt64?, caller: Caller) throws(FSError) -> Attributes {
+        if ino != ImageFileSystem.rootIno && ino < ImageFileSystem.firstTreeIno {
+            return try lower.attributes(ino: ino, caller: caller)
         }
-        guard let resolved = try resolve(try path(of: ino, caller: caller), caller: caller) else { throw .notFound }
-        return try attributes(of: resolved, caller: caller)
+        if let handle, let attributes = try handleAttributes(handle, ino: ino) { return attributes }
+        switch try subject(of: ino) {
+        case .directory(let path, let space):
+            if path.isEmpty { return directoryAttributes(ino: ino, modified: mounted) }
+            let upper: UpperLayer
+            if let space { upper = try self.upper(space: space) } else { upper = try self.upper(for: caller) }
+            guard let resolved = try resolve(path, in: upper), case .directory = resolved else { throw .notFound }
+            return try attributes(of: resolved, ino: ino, caller: caller)
+        case .lowerFile(let path, let node):
+            switch try view(ofImageFile: node, path: path, caller: caller) {
+            case .lowerFile(_, let current)? where current.ino == node.ino:
+                return try attributes(of: .lowerFile(path: path, node: node), ino: ino, caller: caller)
+            case .upperFile(let path, let info)?:
+                return try upperAttributes(info, path: path, ino: ino, upper: upper(for: caller))
+            default: throw .notFound
+            }
+        case .upperFile(let path, let space):
+            let upper = try upper(space: space)
+            if let fd = handles.withLock({ $0.unpublishedShadow(in: upper, at: path) }) {
+                var info = stat()
+                if fstat(fd, &info) == 0 { return try upperAttributes(info, path: path, ino: ino, upper: nil) }
+            }
+            guard let info = try upper.status(path) else { throw .notFound }
+            return try upperAttributes(info, path: path, ino: ino, upper: upper)
+        }
     }
 
     public func readLink(ino: UInt64, caller: Caller) throws(FSError) -> String {
-        switch try resolve(try path(of: ino, caller: caller), caller: caller) {
-        case .lowerFile(_, let node)?: return try lower.readLink(ino: node.ino, caller: caller)
-        case .upperFile(let path, _)?:
-            guard let target = try upper(for: caller).readLink(path) else { throw .invalidArgument }
+        switch try subject(of: ino) {
+        case .lowerFile(let path, let node):
+            switch try view(ofImageFile: node, path: path, caller: caller) {
+            case .upperFile(let path, _)?:
+                guard let target = try upper(for: caller).readLink(path) else { throw .invalidArgument }
+                return target
+            case nil: throw .notFound
+            default: return try lower.readLink(ino: node.ino, caller: caller)
+            }
+        case .upperFile(let path, let space):
+            guard let target = try upper(space: space).readLink(path) else { throw .invalidArgument }
             return target
-        case .directory?: throw .invalidArgument
-        case nil: throw .notFound
+        case .directory: throw .invalidArgument
         }
     }
 
     public func listDirectory(ino: UInt64, caller: Caller) throws(FSError) -> [DirectoryEntry] {
-        if ino != ImageFileSystem.rootIno && ino < 16 { return try lower.listDirectory(ino: ino, caller: caller) }
+        if ino != ImageFileSystem.rootIno && ino < ImageFileSystem.firstTreeIno {
+            return try lower.listDirectory(ino: ino, caller: caller)
+        }
         // Every top-level name is resolved below: all at once, after one prefetch of their metadata.
         if ino == ImageFileSystem.rootIno { try lower.load().resolveAll() }
-        let path = try path(of: ino, caller: caller)
+        let path = try directoryPath(ino, caller: caller)
+        let parent = ino == ImageFileSystem.rootIno ? ino : inodes.withLock { $0.names(of: ino)?.last?.parent } ?? ino
+        var entries = [
+            DirectoryEntry(ino: ino, name: ".", kind: .directory),
+            DirectoryEntry(ino: parent, name: "..", kind: .directory),
+        ]
+        for name in try names(in: path, caller: caller) {
+            guard let child = try resolve(path + [name], caller: caller) else { continue }
+            entries.append(entry(child, name: name, parent: ino, caller: caller))
+        }
+        return entries
+    }
+
+    /// A listing's entry: its number if the kernel holds it, else the one it would get (listings hand the kernel
+    /// no inode, so they add nothing to the table).
+    private func entry(_ resolved: Resolved, name: String, parent: UInt64, caller: Caller) -> DirectoryEntry {
+        let identity = identity(of: resolved, parent: parent, name: name, caller: caller)
+        let kind: NodeKind
+        let info: stat?
+        switch resolved {
+        case .directory(_, _, let upper):
+            kind = .directory
+            info = upper
+        case .lowerFile(_, let node):
+            kind = node.kind
+            info = nil
+        case .upperFile(_, let upper):
+            kind = Self.attributes(upper, ino: 0).kind
+            info = upper
+        }
+        // Upper entries nobody looked up have no number yet: their on-disk one, far from the table's.
+        let fallback = info.map { UInt64($0.st_ino) | 1 << 62 } ?? 0
+        return DirectoryEntry(ino: inodes.withLock { $0.peek(identity) } ?? fallback, name: name, kind: kind)
+    }
+
+    /// The names a directory shows this caller, sorted: the upper's, and the image's unless deleted or hidden.
+    func names(in path: [String], caller: Caller) throws(FSError) -> [String] {
         guard case .directory(_, let lowerNode, let upperInfo)? = try resolve(path, caller: caller) else {
             throw .notDirectory
         }
         var names = Set<String>()
         if upperInfo != nil {
-            let (upperNames, whiteouts) = try upper(for: caller).list(path)
+            let upper = try upper(for: caller)
+            let (upperNames, whiteouts) = try upper.list(path)
             names.formUnion(upperNames)
-            if let lowerNode, !(try upper(for: caller).isOpaque(path)) {
+            if let lowerNode, !(try upper.isOpaque(path)) {
                 names.formUnion(lowerNode.listing.filter { !whiteouts.contains($0) })
             }
         } else if let lowerNode {
             names.formUnion(lowerNode.listing)
         }
-        var entries = [
-            DirectoryEntry(ino: ino, name: ".", kind: .directory),
-            DirectoryEntry(
-                ino: ino == ImageFileSystem.rootIno
-                    ? ino : (try? self.ino(ofPath: Array(path.dropLast()), caller: caller)) ?? ino, name: "..",
-                kind: .directory),
-        ]
-        for name in names.sorted() {
-            guard let child = try resolve(path + [name], caller: caller) else { continue }
-            let attributes = try attributes(of: child, caller: caller)
-            entries.append(DirectoryEntry(ino: attributes.ino, name: name, kind: attributes.kind))
-        }
-        return entries
-    }
-
-    func ino(ofPath path: [String], caller: Caller) throws(FSError) -> UInt64 {
-        guard let resolved = try resolve(path, caller: caller) else { throw .notFound }
-        return ino(of: resolved, caller: caller)
+        return names.sorted()
     }
 
     public func statistics() -> FileSystemStatistics {

@@ -130,6 +130,11 @@ final class UpperLayer: Sendable {
         try status(directory + [Self.opaqueMarker]) != nil
     }
 
+    /// Whether the upper directory holds any entry (markers and whiteouts aside); false when it does not exist.
+    func hasEntries(_ directory: [String]) throws(FSError) -> Bool {
+        !(try list(directory).names.isEmpty)
+    }
+
     /// Names in the upper directory, markers excluded; whiteouts listed separately.
     func list(_ directory: [String]) throws(FSError) -> (names: [String], whiteouts: Set<String>) {
         guard let fd = try openDirectory(directory) else { return ([], []) }
@@ -204,20 +209,23 @@ final class UpperLayer: Sendable {
         }
     }
 
-    /// A new, empty, unlinked-until-published file in the work directory.
-    func makeWorkFile() throws(FSError) -> (fd: Int32, name: String) {
+    /// A new, empty file in the work directory, with the mode and owner the published file will have (the owner
+    /// first: `fchown` clears set-id bits).
+    func makeWorkFile(permissions: UInt32, owner: (uid: UInt32, gid: UInt32)) throws(FSError) -> (
+        fd: Int32, name: String
+    ) {
         let name = UUID().uuidString
         let fd = open(root + "/" + Self.workDirectory + "/" + name, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw .unavailable(reason: "create work file: \(Self.lastError())") }
+        fchown(fd, owner.uid, owner.gid)
+        fchmod(fd, permissions & 0o7777)
         return (fd, name)
     }
 
-    /// Atomically moves a work file to `path` (replacing what is there), with the writer as owner.
-    func publish(workFile name: String, to path: [String], permissions: UInt32) throws(FSError) {
+    /// Atomically moves a work file to `path`, replacing what is there.
+    func publish(workFile name: String, to path: [String]) throws(FSError) {
         let work = try openDirectory([Self.workDirectory])!
         defer { close(work) }
-        fchmodat(work, name, permissions, 0)
-        fchownat(work, name, owner.uid, owner.gid, 0)
         let done: Void? = try inParent(of: path, create: true) { fd, target throws(FSError) in
             if renameat(work, name, fd, target) != 0 { throw Self.error(errno) }
         }

@@ -93,8 +93,9 @@ class FaultProxy(LocalHTTPService):
     # -- arming faults -------------------------------------------------------------------------------------
 
     def fail(self, kind: str, status: int, times: int, headers: dict[str, str] | None = None, *,
-             match: str | None = None, skip: int = 0) -> None:
-        self._arm(_Fault(kind, times, status=status, headers=dict(headers or {}), match=match, skip=skip))
+             match: str | None = None, skip: int = 0, methods: tuple[str, ...] = ("GET", "HEAD")) -> None:
+        self._arm(_Fault(kind, times, status=status, headers=dict(headers or {}), match=match, skip=skip,
+                         methods=methods))
 
     def delay(self, kind: str, seconds: float, times: int, methods: tuple[str, ...] = ("GET", "HEAD"), *,
               match: str | None = None) -> None:

@@ -9,7 +9,7 @@ import Verification
 /// Where `push` and `convert` send the images they build: a registry (the reference's repository) or an OCI image
 /// layout (`--output oci-layout:DIR`), with a progress bar, each image signed after its push when a key is given
 /// (asked for before anything is pushed, so a wrong password leaves nothing unsigned behind).
-struct ImagePublisher {
+struct ImagePusher {
     let reference: ImageReference
     let output: String?
     private let destination: any ImageDestination

@@ -1,0 +1,233 @@
+import Foundation
+import ImageFS
+import OCI
+import Registry
+import TarIndex
+import Verification
+
+/// `mcvfs compact`: merges the fleet images of each target into one (deduplicated by `<KEY>`, labels recomputed,
+/// signed, recorded), then removes the tags that a compaction made at least `keepFor` ago holds every kernel of
+/// (`CompactionPlan`).
+///
+/// Tags are removed as the registry allows: `DELETE` of the tag (distribution spec 1.1); where only manifests can
+/// be deleted (CNCF distribution 2.x), `DELETE` of the digest, but only when no tag that stays names the same
+/// image. The signature artifacts of a removed image (`sha256-<hex>.sig`, the referrers fallback `sha256-<hex>`)
+/// go with it. Blobs stay until the registry's garbage collection; mounts that pinned a removed image serve its
+/// kernels from their cache, or, once their layer is gone, from the compaction, which holds the same files.
+public struct Compactor {
+    /// A repository as compaction reads it: its catalog (trust policy applied), and layers through a provider.
+    public struct Repository {
+        public var reference: ImageReference
+        public var client: RegistryClient
+        public var catalog: Catalog
+        public var provider: any LayerProvider
+
+        public init(reference: ImageReference, client: RegistryClient, catalog: Catalog, provider: any LayerProvider) {
+            self.reference = reference
+            self.client = client
+            self.catalog = catalog
+            self.provider = provider
+        }
+    }
+
+    public struct Options {
+        public var publishing: ImagePublisher.Options
+        /// How long a merged tag stays after the compaction that holds it.
+        public var keepFor: TimeInterval
+        public var now: Date
+
+        public init(publishing: ImagePublisher.Options, keepFor: TimeInterval, now: Date = Date()) {
+            self.publishing = publishing
+            self.keepFor = keepFor
+            self.now = now
+        }
+    }
+
+    public struct Report: Sendable, Codable, Equatable {
+        public struct Compacted: Sendable, Codable, Equatable {
+            public var image: ImagePublisher.Outcome
+            /// `repository:tag` of each image merged.
+            public var merged: [String]
+        }
+
+        public struct Removed: Sendable, Codable, Equatable {
+            public var reference: String
+            public var digest: String
+            public var coveredBy: String
+        }
+
+        public var compacted: [Compacted] = []
+        public var removed: [Removed] = []
+        /// `repository:tag: why it stays`.
+        public var kept: [String] = []
+        /// Images left out of compaction, and why.
+        public var skipped: [String] = []
+    }
+
+    let source: Repository
+    let destination: Repository
+    let options: Options
+
+    public init(source: Repository, destination: Repository? = nil, options: Options) {
+        self.source = source
+        self.destination = destination ?? source
+        self.options = options
+    }
+
+    var destinationName: String { destination.reference.repositoryName }
+
+    public func run() throws -> Report {
+        var report = Report()
+        var images: [CompactionPlan.Image] = []
+        var held: [MergeRecord.Source: (image: CacheImage, repository: Repository)] = [:]
+        let repositories = source.reference.repositoryName == destinationName ? [source] : [source, destination]
+        for repository in repositories {
+            for entry in repository.catalog.entries {
+                guard let found = fleetImage(entry, in: repository, skipped: &report.skipped) else { continue }
+                images.append(found.plan)
+                held[found.plan.source] = (found.image, repository)
+            }
+        }
+        for merge in CompactionPlan.merges(images, destination: destinationName) {
+            let (outcome, image) = try compact(merge, held: held)
+            report.compacted.append(
+                Report.Compacted(
+                    image: outcome, merged: merge.images.map { "\($0.source.repository):\($0.source.tag)" }))
+            images.append(image)
+        }
+        let (remove, keep) = CompactionPlan.removals(
+            images, destination: destinationName, now: options.now, keepFor: options.keepFor)
+        report.kept = keep.map { "\($0.image.source.repository):\($0.image.source.tag): \($0.reason)" }
+        let removing = Set(remove.map(\.image.source))
+        for removal in remove {
+            let target = removal.image.source
+            guard let repository = repositories.first(where: { $0.reference.repositoryName == target.repository })
+            else { continue }
+            let reference = "\(target.repository):\(target.tag)"
+            if !options.publishing.dryRun {
+                if let reason = try self.remove(target, from: repository, alongWith: removing) {
+                    report.kept.append("\(reference): \(reason)")
+                    continue
+                }
+            }
+            report.removed.append(
+                Report.Removed(
+                    reference: reference, digest: target.digest.description,
+                    coveredBy: "\(removal.coveredBy.source.repository):\(removal.coveredBy.source.tag)"))
+        }
+        return report
+    }
+
+    /// The entry as a fleet image of this compaction's prefix, with its keys; nil (and a line in `skipped` when it
+    /// looked like one) otherwise.
+    private func fleetImage(
+        _ entry: Catalog.Entry, in repository: Repository, skipped: inout [String]
+    ) -> (plan: CompactionPlan.Image, image: CacheImage)? {
+        guard let tag = FleetTag(parsing: entry.name, prefix: options.publishing.prefix) else { return nil }
+        let name = "\(repository.reference.repositoryName):\(entry.name)"
+        guard let image = entry.image, entry.isUsed else {
+            skipped.append("\(name): \(entry.skipReason ?? "not a cache image")")
+            return nil
+        }
+        guard tag.names(image.digest) else {
+            skipped.append("\(name): \(PublishingError.tagMismatch(tag: entry.name, digest: image.digest.description))")
+            return nil
+        }
+        guard let targets = image.targets, targets.count == 1 else {
+            skipped.append("\(name): a fleet image holds one GPU target; its labels name \(image.targets?.count ?? 0)")
+            return nil
+        }
+        do {
+            let layers = try image.layers.map { try repository.provider.index(of: $0, in: image) }
+            let record = try MergeRecord(labels: image.labels, image: name)
+            let source = MergeRecord.Source(
+                repository: repository.reference.repositoryName, tag: entry.name, digest: image.digest)
+            let plan = CompactionPlan.Image(
+                source: source, target: targets[0], keys: ProvidedKeys.topLevelNames(layers), record: record)
+            return (plan, image)
+        } catch {
+            skipped.append("\(name): \(error)")
+            return nil
+        }
+    }
+
+    /// Merges one target's images into a new image of the destination.
+    private func compact(
+        _ merge: CompactionPlan.Merge, held: [MergeRecord.Source: (image: CacheImage, repository: Repository)]
+    ) throws -> (ImagePublisher.Outcome, CompactionPlan.Image) {
+        let work = FileManager.default.temporaryDirectory.appendingPathComponent("mcvfs-compact-\(UUID())")
+        try FileManager.default.createDirectory(
+            at: work, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        defer { try? FileManager.default.removeItem(at: work) }
+        let members = merge.images.compactMap { held[$0.source] }
+        // Every content is read through the provider of the repository that holds its layer; the store is shared,
+        // so the exporter finds each one local once the providers fetched it.
+        let readers = members.map(\.repository.provider)
+        var builder = ImageTreeBuilder(
+            options: .init(
+                consumerRoot: PublishJob.canonicalRoot, filter: .targets([merge.target]), worldReadable: false),
+            readBlob: { digest in try Self.first(readers) { try $0.contents(of: digest) } })
+        for (image, repository) in members {
+            let layers = try image.layers.map { try repository.provider.index(of: $0, in: image) }
+            repository.provider.prefetch(Array(layers.flatMap(\.contentDigests)))
+            builder.add(layers: layers, image: image)
+        }
+        let tree = builder.build(rootIno: 1, firstIno: 16)
+        let staging = work.path + "/cache"
+        _ = try TreeExporter(tree: tree, source: { digest in try Self.first(readers) { try $0.source(of: digest) } })
+            .export(into: staging)
+        var publishing = options.publishing
+        let record = MergeRecord(sources: merge.images.map(\.source), mergedAt: options.now)
+        publishing.created = MergeRecord.timestamp(options.now)
+        publishing.labels.merge(record.labels) { _, new in new }
+        let outcomes = try ImagePublisher(
+            client: destination.client, repository: destination.reference.repository, options: publishing
+        ).publish(cacheDirectory: staging, work: work)
+        guard let outcome = outcomes.first, outcomes.count == 1, let digest = try? Digest(parsing: outcome.digest)
+        else { throw PublishingError.unexpectedMerge(target: merge.target.description, images: outcomes.count) }
+        let image = CompactionPlan.Image(
+            source: MergeRecord.Source(repository: destinationName, tag: outcome.tag, digest: digest),
+            target: merge.target, keys: Set(outcome.keys), record: record)
+        return (outcome, image)
+    }
+
+    /// Removes one tag; returns why it stays instead, when the registry can only delete an image another tag names.
+    private func remove(
+        _ target: MergeRecord.Source, from repository: Repository, alongWith removing: Set<MergeRecord.Source>
+    ) throws -> String? {
+        let client = repository.client
+        let name = repository.reference.repository
+        if try client.deleteTag(repository: name, tag: target.tag) == .unsupported {
+            let sharing = repository.catalog.entries.filter { entry in
+                entry.digest == target.digest && entry.name != target.tag
+                    && !removing.contains(
+                        MergeRecord.Source(repository: target.repository, tag: entry.name, digest: target.digest))
+            }
+            if let other = sharing.first {
+                return "the registry deletes images only by digest, and \(other.name) names the same image"
+            }
+            try client.deleteManifest(repository: name, digest: target.digest)
+        }
+        let tags = Set(repository.catalog.entries.map(\.name))
+        for artifact in [
+            CosignSignature.signatureTag(for: target.digest), RegistryClient.referrersTag(for: target.digest),
+        ]
+        where tags.contains(artifact) {
+            if try client.deleteTag(repository: name, tag: artifact) == .unsupported,
+                let digest = try? client.headManifest(repository: name, reference: artifact).digest
+            {
+                try client.deleteManifest(repository: name, digest: digest)
+            }
+        }
+        return nil
+    }
+
+    /// The first result of `body` over `providers` (the first error when none succeeds).
+    static func first<R>(_ providers: [any LayerProvider], _ body: (any LayerProvider) throws -> R) throws -> R {
+        var firstError: (any Error)?
+        for provider in providers {
+            do { return try body(provider) } catch { firstError = firstError ?? error }
+        }
+        throw firstError ?? PublishingError.unexpectedMerge(target: "", images: 0)
+    }
+}

@@ -1,0 +1,126 @@
+import ArgumentParser
+import Foundation
+import GPU
+import NodeService
+import OCI
+import Publishing
+import Trust
+
+struct CompactCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "compact",
+        abstract: "Merge a repository's published images into one image per GPU target; remove merged tags later.",
+        discussion: """
+            Merges the fleet images (tags PREFIX-<target>-<digest>, as `publish` and mount --publish-to make) of \
+            each GPU target into one image: deduplicated by <KEY>, labels recomputed, signed with --sign-key, and \
+            recording what it merged and when. A target whose kernels a compaction already holds is left alone. \
+            A tag goes once a compaction made at least --keep-for ago holds every kernel it has, so mounts that \
+            pinned it have had that long to refresh (mount --refresh-interval) and serve its kernels from the \
+            compaction. With --to, the images are compacted into another repository (a CI job promoting a staging \
+            repository into the one consumers mount); --key/--policy then decide which published images it takes. \
+            Removing tags needs delete permission, and a registry that allows deletion (CNCF distribution: \
+            storage.delete.enabled); layers go at the registry's garbage collection. See docs/fleet.md.
+            """)
+
+    @OptionGroup var global: GlobalOptions
+    @OptionGroup var options: PublishOptions
+    @OptionGroup var trust: TrustOptions
+
+    @Option(help: "Compact into this REGISTRY/REPOSITORY instead (default: REPOSITORY itself).") var to: String?
+
+    @Option(help: "How long merged tags stay after the compaction that holds them: 30m, 24h, 7d, 0s.")
+    var keepFor: String = "24h"
+
+    @Flag(help: "Show what would be merged and removed; change nothing.") var dryRun = false
+    @Flag(help: "Print the report as JSON.") var json = false
+
+    @Argument(help: "REGISTRY/REPOSITORY holding the published images.") var repository: String
+
+    func validate() throws { _ = try Self.seconds(keepFor) }
+
+    func run() throws {
+        try runReportingErrors(global) {
+            let source = try Self.repositoryOnly(repository)
+            let destination = try to.map(Self.repositoryOnly) ?? source
+            let signing = try options.signing(for: destination)
+            let cache = try NodeCache(layout: try global.cache.layout(), log: .process)
+            let sourcePolicy = trust.catalogPolicy(cache.layout)
+            var destinationPolicy: (any CatalogPolicy)? = sourcePolicy
+            if destination != source, let signing {
+                // The destination's own images are merged and signed anew only when this signer (or the policy)
+                // vouched for them.
+                let mine = TrustPolicy.keys([signing.key.publicKey])
+                destinationPolicy = RequiredSignatures(
+                    try trust.policy(for: destination).map { .anyOf([mine, $0]) } ?? mine)
+            }
+            let reader = try repositoryReader(source, cache: cache, policy: sourcePolicy)
+            defer { reader.release() }
+            var destinationReader: (repository: Compactor.Repository, release: () -> Void)?
+            if destination != source {
+                let opened = try repositoryReader(destination, cache: cache, policy: destinationPolicy)
+                destinationReader = (opened.repository, opened.release)
+            }
+            defer { destinationReader?.release() }
+            let report = try Compactor(
+                source: reader.repository, destination: destinationReader?.repository,
+                options: .init(
+                    publishing: .init(prefix: options.tagPrefix, signing: signing, dryRun: dryRun),
+                    keepFor: try Self.seconds(keepFor))
+            ).run()
+            if json { return try printJSON(report) }
+            for line in report.skipped { Log.warning("not compacted: \(line)") }
+            for compacted in report.compacted {
+                let name = "\(destination.repositoryName):\(compacted.image.tag)"
+                if dryRun {
+                    print("would compact \(compacted.merged.count) image(s) into \(name)")
+                } else {
+                    print("\(compacted.image.digest)\t\(name)")
+                }
+                Log.info(
+                    "\(name) merges \(compacted.merged.joined(separator: ", ")): \(compacted.image.keys.count) kernel(s)"
+                )
+            }
+            for removed in report.removed {
+                print(
+                    "\(dryRun ? "would remove" : "removed") \(removed.reference) (its kernels are in \(removed.coveredBy))"
+                )
+            }
+            for kept in report.kept { Log.info("kept \(kept)") }
+        }
+    }
+
+    /// A repository's verified catalog of every image, and a lease-holding provider for its layers.
+    private func repositoryReader(
+        _ reference: ImageReference, cache: NodeCache, policy: (any CatalogPolicy)?
+    ) throws -> (repository: Compactor.Repository, release: () -> Void) {
+        let client = try global.client(for: reference)
+        let upstream = Upstream(reference: reference, origin: client, log: .process)
+        let catalog = try CatalogService(
+            upstream: upstream, store: cache.store, records: CatalogRecords(layout: cache.layout), recording: .none
+        ).resolve(ResolvedSelection(scope: .all), policy: policy)
+        let provider = try LeasedLayerProvider(
+            catalog: catalog, upstream: upstream, cache: cache, options: .init(command: "compact", lazy: true))
+        return (
+            Compactor.Repository(reference: reference, client: client, catalog: catalog, provider: provider),
+            provider.release
+        )
+    }
+
+    static func repositoryOnly(_ text: String) throws -> ImageReference {
+        let reference = try ImageReference(parsing: text)
+        guard reference.isRepositoryOnly else {
+            throw ValidationError("\(text): compact names a repository, without a tag or digest")
+        }
+        return reference
+    }
+
+    /// `90s`, `30m`, `24h`, `7d`, or plain seconds.
+    static func seconds(_ text: String) throws -> TimeInterval {
+        let units: [Character: Double] = ["s": 1, "m": 60, "h": 3600, "d": 86400]
+        let unit = text.last.flatMap { units[$0] }
+        guard let value = Double(unit == nil ? text : String(text.dropLast())), value >= 0, value.isFinite else {
+            throw ValidationError("--keep-for '\(text)': a duration such as 90s, 30m, 24h or 7d")
+        }
+        return value * (unit ?? 1)
+    }
+}

@@ -1,0 +1,132 @@
+import ContentHash
+import Foundation
+import OCI
+import Testing
+
+@testable import Publishing
+
+/// Which images compaction merges and which tags it removes, decided without a registry.
+@Suite struct CompactionPlanTests {
+    static let repository = "registry.test/org/cache"
+    static let staging = "registry.test/org/staging"
+    static let sm90 = GPUTarget(backend: .cuda, arch: "90", warpSize: 32)
+    static let gfx942 = GPUTarget(backend: .hip, arch: "gfx942", warpSize: 64)
+    let now = Date(timeIntervalSince1970: 1_800_000_000)
+
+    func image(
+        _ tag: String, _ keys: Set<String>, target: GPUTarget = sm90, in repository: String = repository,
+        merged: [CompactionPlan.Image] = [], at mergedAt: Date? = nil
+    ) -> CompactionPlan.Image {
+        let digest = SHA256Hasher.digest(Data("\(repository):\(tag)".utf8))
+        let record = mergedAt.map { MergeRecord(sources: merged.map(\.source), mergedAt: $0) }
+        return CompactionPlan.Image(
+            source: MergeRecord.Source(repository: repository, tag: tag, digest: digest), target: target, keys: keys,
+            record: record)
+    }
+
+    func tags(_ removals: [CompactionPlan.Removal]) -> [String] { removals.map(\.image.source.tag) }
+
+    @Test func aTargetWithSeveralImagesIsMergedInTagOrderAndALoneImageIsLeft() {
+        let a = image("fleet-cuda-sm90-b", ["K1"])
+        let b = image("fleet-cuda-sm90-a", ["K2"])
+        let lone = image("fleet-hip-gfx942-c", ["K3"], target: Self.gfx942)
+        let merges = CompactionPlan.merges([a, b, lone], destination: Self.repository)
+        #expect(merges.map(\.target) == [Self.sm90])
+        #expect(merges[0].images.map(\.source.tag) == ["fleet-cuda-sm90-a", "fleet-cuda-sm90-b"])
+    }
+
+    @Test func nothingIsMergedAgainWhileTheNewestCompactionHoldsEveryKernel() {
+        let a = image("fleet-cuda-sm90-a", ["K1"])
+        let b = image("fleet-cuda-sm90-b", ["K2"])
+        let compaction = image("fleet-cuda-sm90-c", ["K1", "K2"], merged: [a, b], at: now)
+        #expect(CompactionPlan.merges([a, b, compaction], destination: Self.repository).isEmpty)
+        // A node republishing kernels the compaction has changes nothing either.
+        let again = image("fleet-cuda-sm90-d", ["K2"])
+        #expect(CompactionPlan.merges([a, b, compaction, again], destination: Self.repository).isEmpty)
+        // A new kernel does.
+        let fresh = image("fleet-cuda-sm90-e", ["K3"])
+        let merges = CompactionPlan.merges([a, b, compaction, fresh], destination: Self.repository)
+        #expect(merges.first?.images.count == 4)
+    }
+
+    @Test func imagesOfAnotherRepositoryArePromotedEvenAlone() {
+        let staged = image("fleet-cuda-sm90-a", ["K1"], in: Self.staging)
+        let merges = CompactionPlan.merges([staged], destination: Self.repository)
+        #expect(merges.map(\.images.count) == [1])
+    }
+
+    @Test func mergedTagsGoOnlyOnceTheCompactionIsKeepForOld() {
+        let a = image("fleet-cuda-sm90-a", ["K1"])
+        let b = image("fleet-cuda-sm90-b", ["K2"])
+        let compaction = image("fleet-cuda-sm90-c", ["K1", "K2"], merged: [a, b], at: now.addingTimeInterval(-60))
+        let early = CompactionPlan.removals([a, b, compaction], destination: Self.repository, now: now, keepFor: 3600)
+        #expect(early.remove.isEmpty)
+        #expect(early.keep.map(\.image.source.tag) == ["fleet-cuda-sm90-a", "fleet-cuda-sm90-b"])
+        #expect(early.keep[0].reason.hasPrefix("merged; kept until"))
+        let due = CompactionPlan.removals([a, b, compaction], destination: Self.repository, now: now, keepFor: 60)
+        #expect(tags(due.remove) == ["fleet-cuda-sm90-a", "fleet-cuda-sm90-b"])
+        #expect(due.remove.allSatisfy { $0.coveredBy == compaction })
+    }
+
+    @Test func aTagWithAKernelTheCompactionLacksStays() {
+        let a = image("fleet-cuda-sm90-a", ["K1", "K9"])
+        let compaction = image("fleet-cuda-sm90-c", ["K1"], merged: [a], at: now.addingTimeInterval(-7200))
+        let plan = CompactionPlan.removals([a, compaction], destination: Self.repository, now: now, keepFor: 60)
+        #expect(plan.remove.isEmpty)
+        #expect(plan.keep.map(\.reason) == ["not merged yet"])
+    }
+
+    @Test func anOlderCompactionGoesWhenANewerOneHoldsItAndTheNewestNeverGoes() {
+        let a = image("fleet-cuda-sm90-a", ["K1"])
+        let old = image("fleet-cuda-sm90-c1", ["K1"], merged: [a], at: now.addingTimeInterval(-7200))
+        let b = image("fleet-cuda-sm90-b", ["K2"])
+        let new = image("fleet-cuda-sm90-c2", ["K1", "K2"], merged: [a, old, b], at: now.addingTimeInterval(-3600))
+        let plan = CompactionPlan.removals([a, old, b, new], destination: Self.repository, now: now, keepFor: 60)
+        #expect(tags(plan.remove) == ["fleet-cuda-sm90-a", "fleet-cuda-sm90-b", "fleet-cuda-sm90-c1"])
+        #expect(plan.remove.allSatisfy { $0.coveredBy == new })
+        // Even at keep-for 0, a compaction nothing newer holds is never removed.
+        let now0 = CompactionPlan.removals([new], destination: Self.repository, now: now, keepFor: 0)
+        #expect(now0.remove.isEmpty)
+    }
+
+    @Test func aTagIsRemovedWhetherOrNotItsCompactionRecordedIt() {
+        // A kernel republished after the compaction, already held by it, goes once the compaction is old enough.
+        let compaction = image("fleet-cuda-sm90-c", ["K1", "K2"], at: now.addingTimeInterval(-7200))
+        let late = image("fleet-cuda-sm90-z", ["K2"])
+        let plan = CompactionPlan.removals([compaction, late], destination: Self.repository, now: now, keepFor: 60)
+        #expect(tags(plan.remove) == ["fleet-cuda-sm90-z"])
+    }
+
+    @Test func promotedTagsGoFromTheStagingRepositoryAndTargetsStayApart() {
+        let staged = image("fleet-cuda-sm90-a", ["K1"], in: Self.staging)
+        let other = image("fleet-hip-gfx942-b", ["K1"], target: Self.gfx942, in: Self.staging)
+        let compaction = image("fleet-cuda-sm90-c", ["K1"], merged: [staged], at: now.addingTimeInterval(-7200))
+        let plan = CompactionPlan.removals(
+            [staged, other, compaction], destination: Self.repository, now: now, keepFor: 60)
+        #expect(plan.remove.map(\.image.source.repository) == [Self.staging])
+        #expect(tags(plan.remove) == ["fleet-cuda-sm90-a"])
+        #expect(plan.keep.map(\.image.source.tag) == ["fleet-hip-gfx942-b"], "a compaction covers its own target")
+    }
+}
+
+@Suite struct MergeRecordTests {
+    @Test func aRecordRoundTripsThroughItsLabels() throws {
+        let source = MergeRecord.Source(
+            repository: "r/x", tag: "fleet-cuda-sm90-0123456789abcdef", digest: SHA256Hasher.digest(Data("x".utf8)))
+        let record = MergeRecord(sources: [source], mergedAt: Date(timeIntervalSince1970: 1_800_000_000))
+        let labels = record.labels
+        #expect(labels[MergeRecord.mergedAtLabel] == "2027-01-15T08:00:00Z")
+        #expect(try MergeRecord(labels: labels, image: "x") == record)
+        #expect(try MergeRecord(labels: ["other": "1"], image: "x") == nil)
+    }
+
+    @Test func anUnreadableRecordIsAnErrorNotAMissingOne() {
+        #expect(throws: PublishingError.self) {
+            try MergeRecord(labels: [MergeRecord.mergedLabel: "[oops"], image: "x")
+        }
+        #expect(throws: PublishingError.self) {
+            try MergeRecord(
+                labels: [MergeRecord.mergedLabel: "[]", MergeRecord.mergedAtLabel: "yesterday"], image: "x")
+        }
+    }
+}

@@ -1,0 +1,155 @@
+import Foundation
+import TestSupport
+import Testing
+
+@testable import Publishing
+
+/// What a publish takes from an upper: complete Triton entries only, nothing followed, group files canonicalized.
+@Suite struct UpperHarvestTests {
+    let directory: TemporaryDirectory
+    let upper: String
+    /// The fixture's six kernel entries, complete.
+    let keys: [String]
+
+    init() throws {
+        directory = try TemporaryDirectory()
+        upper = try directory.copy(Fixtures.cuda90, to: "upper/0")
+        keys = try FileManager.default.contentsOfDirectory(atPath: upper).sorted()
+    }
+
+    func harvest(leavingOut known: Set<String> = []) -> UpperHarvest {
+        UpperHarvest(uppers: [upper]) { known.contains($0) }
+    }
+
+    func reason(_ harvest: UpperHarvest, _ key: String) -> String? {
+        harvest.skipped.first { $0.path == upper + "/" + key }?.reason
+    }
+
+    /// The files of an entry's group file, the group file included.
+    func groupFiles(_ key: String) throws -> [String] {
+        let group = try FileManager.default.contentsOfDirectory(atPath: upper + "/" + key).first {
+            $0.hasPrefix("__grp__")
+        }!
+        let data = try Data(contentsOf: URL(fileURLWithPath: upper + "/" + key + "/" + group))
+        let document = try JSONSerialization.jsonObject(with: data) as! [String: Any]
+        return ((document["child_paths"] as! [String: Any]).keys + [group]).sorted()
+    }
+
+    @Test func completeEntriesAreTakenWithExactlyTheFilesTheirGroupsName() throws {
+        let taken = harvest()
+        #expect(taken.entries.map(\.key) == keys)
+        #expect(taken.skipped.isEmpty)
+        let first = taken.entries[0]
+        #expect(first.files == (try groupFiles(first.key)))
+        #expect(first.upper == upper)
+    }
+
+    @Test func knownKeysAreLeftOutWithoutALook() {
+        let taken = harvest(leavingOut: [keys[0], keys[1]])
+        #expect(taken.entries.map(\.key) == Array(keys.dropFirst(2)))
+        #expect(taken.skipped.isEmpty)
+    }
+
+    @Test func anEntryMissingAChildOrWithAnEmptyOneIsIncomplete() throws {
+        let missing = try groupFiles(keys[0]).first { $0.hasSuffix(".cubin") }!
+        try FileManager.default.removeItem(atPath: "\(upper)/\(keys[0])/\(missing)")
+        // A file created with O_EXCL shows at once, empty, until its writer closes it.
+        let open = try groupFiles(keys[1]).first { $0.hasSuffix(".ptx") }!
+        try Data().write(to: URL(fileURLWithPath: "\(upper)/\(keys[1])/\(open)"))
+        let taken = harvest()
+        #expect(reason(taken, keys[0]) == "incomplete: \(missing) is missing")
+        #expect(reason(taken, keys[1]) == "incomplete: \(open) is empty (still being written)")
+        #expect(taken.entries.map(\.key) == Array(keys.dropFirst(2)))
+    }
+
+    @Test func anEntryWithoutAGroupFileIsOneBeingWritten() throws {
+        let group = try groupFiles(keys[0]).first { $0.hasPrefix("__grp__") }!
+        try FileManager.default.removeItem(atPath: "\(upper)/\(keys[0])/\(group)")
+        #expect(reason(harvest(), keys[0])?.hasPrefix("no group file yet") == true)
+    }
+
+    @Test func aSymlinkedChildRefusesItsEntryAndIsNeverFollowed() throws {
+        let child = try groupFiles(keys[0]).first { $0.hasSuffix(".cubin") }!
+        let path = "\(upper)/\(keys[0])/\(child)"
+        try FileManager.default.removeItem(atPath: path)
+        try FileManager.default.createSymbolicLink(atPath: path, withDestinationPath: "/etc/passwd")
+        let linkedKey = "\(upper)/ZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZ"
+        try FileManager.default.createSymbolicLink(atPath: linkedKey, withDestinationPath: "\(upper)/\(keys[1])")
+        let taken = harvest()
+        #expect(reason(taken, keys[0]) == "refused: \(child) is not a regular file")
+        #expect(reason(taken, (linkedKey as NSString).lastPathComponent)?.hasPrefix("not a directory") == true)
+        #expect(!taken.entries.contains { $0.key == keys[0] })
+    }
+
+    @Test func tritonTempDirectoriesAndOverlayBookkeepingAreNeverTaken() throws {
+        try FileManager.default.createDirectory(
+            atPath: "\(upper)/\(keys[0])/tmp.pid_42_abc", withIntermediateDirectories: true)
+        try directory.write("partial", to: "upper/0/\(keys[0])/tmp.pid_42_abc/x.cubin")
+        try directory.write("stray", to: "upper/0/\(keys[0])/unlisted.txt")
+        try FileManager.default.createDirectory(atPath: "\(upper)/tmp.pid_7_x", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: "\(upper)/.mcvfs-work", withIntermediateDirectories: true)
+        try directory.write("", to: "upper/0/.wh.GONE")
+        try FileManager.default.createDirectory(
+            atPath: "\(upper)/torch_compile_cache/abc", withIntermediateDirectories: true)
+        let taken = harvest()
+        #expect(taken.entries.map(\.key) == keys)
+        #expect(taken.entries[0].files == (try groupFiles(keys[0])))
+        #expect(reason(taken, "tmp.pid_7_x") == "Triton temporary directory")
+        #expect(reason(taken, "torch_compile_cache")?.hasPrefix("vLLM compile cache") == true)
+        #expect(taken.skipped.count == 2, "\(taken.skipped)")
+    }
+
+    @Test func stagingCopiesTheEntriesWithGroupFilesNamingTheCanonicalRoot() throws {
+        let taken = harvest()
+        let staging = directory.file("staging")
+        let staged = try taken.stage(into: staging, canonicalRoot: "/root/.triton/cache")
+        #expect(staged.map(\.key) == keys)
+        for entry in staged {
+            for file in entry.files {
+                let copy = try Data(contentsOf: URL(fileURLWithPath: "\(staging)/\(entry.key)/\(file)"))
+                guard file.hasPrefix("__grp__") else {
+                    #expect(copy == (try Data(contentsOf: URL(fileURLWithPath: "\(upper)/\(entry.key)/\(file)"))))
+                    continue
+                }
+                let document = try JSONSerialization.jsonObject(with: copy) as! [String: Any]
+                for (name, path) in document["child_paths"] as! [String: String] {
+                    #expect(path == "/root/.triton/cache/\(entry.key)/\(name)")
+                }
+            }
+            #expect(
+                try FileManager.default.contentsOfDirectory(atPath: "\(staging)/\(entry.key)").sorted() == entry.files)
+        }
+        var info = stat()
+        #expect(stat(staging, &info) == 0 && info.st_mode & 0o777 == 0o700, "the staging directory is private")
+    }
+
+    @Test func aGroupFileHasOneByteFormWhereverItWasCompiled() throws {
+        let elsewhere = Data(#"{"child_paths": {"k.cubin": "/mnt/a/KEY/k.cubin", "k.json": "/mnt/a/KEY/k.json"}}"#.utf8)
+        let canonical = Data(
+            #"{"child_paths": {"k.json": "/root/.triton/cache/KEY/k.json", "k.cubin": "/root/.triton/cache/KEY/k.cubin"}}"#
+                .utf8)
+        let one = UpperHarvest.canonicalGroup(elsewhere, key: "KEY", root: "/root/.triton/cache")
+        #expect(one == UpperHarvest.canonicalGroup(canonical, key: "KEY", root: "/root/.triton/cache"))
+        #expect(
+            String(decoding: one, as: UTF8.self)
+                == #"{"child_paths":{"k.cubin":"/root/.triton/cache/KEY/k.cubin","k.json":"/root/.triton/cache/KEY/k.json"}}"#
+        )
+    }
+
+    @Test func anEntryThatChangedSinceTheScanIsNotStaged() throws {
+        let taken = harvest()
+        let child = try groupFiles(keys[2]).first { $0.hasSuffix(".cubin") }!
+        try FileManager.default.removeItem(atPath: "\(upper)/\(keys[2])/\(child)")
+        let staged = try taken.stage(into: directory.file("staging"), canonicalRoot: "/r")
+        #expect(!staged.contains { $0.key == keys[2] })
+        #expect(!FileManager.default.fileExists(atPath: directory.file("staging/\(keys[2])")))
+        #expect(staged.count == keys.count - 1)
+    }
+
+    @Test func theFirstUpperGivenWinsAKeyTwoUppersHold() throws {
+        let second = try directory.copy(Fixtures.cuda90, to: "upper/1000")
+        let taken = UpperHarvest(uppers: [upper, second]) { _ in false }
+        #expect(taken.entries.map(\.key) == keys)
+        #expect(Set(taken.entries.map(\.upper)) == [upper])
+    }
+}
