@@ -25,8 +25,8 @@ struct LayerDownloader: Sendable {
 
     /// Downloads `layer` and unpacks it as it arrives.
     /// - Returns: the index with its pack, readable, and the blob, neither committed.
-    /// - Throws: `FetchError.offline`; `RegistryError.digestMismatch` (nothing of the layer is kept then);
-    ///   `TarError` for a corrupt layer or hostile entries; registry errors.
+    /// - Throws: `FetchError.offline`; `RegistryError.digestMismatch` or `CacheError.sizeMismatch` (nothing of the
+    ///   layer is kept then); `TarError` for a corrupt layer or hostile entries; registry errors.
     func unpack(_ layer: Descriptor, with unpacker: LayerUnpacker) throws -> Downloaded {
         guard let client else { throw LayerFetcher.FetchError.offline(layer.digest) }
         let blob = try store.beginIngest(layer.digest, expectedSize: layer.size)
@@ -37,6 +37,12 @@ struct LayerDownloader: Sendable {
                     try blob.writer.write(chunk)
                     stream.write(chunk)
                 }
+            }
+            // A longer blob fails in the writer; a shorter one must fail here, before anything of it is served
+            // (the blob's own commit, which checks it too, comes later in the background).
+            let written = blob.writer.bytesWritten
+            guard written == layer.size else {
+                throw CacheError.sizeMismatch(digest: layer.digest, expected: layer.size, actual: written)
             }
         } catch {
             stream.cancel()

@@ -36,7 +36,8 @@ def compact(fleet: Fleet, *args: str, env: dict | None = None):
 
 
 def test_compaction_with_tag_removal_while_a_mount_serves_loses_no_kernel(fleet: Fleet):
-    b = fleet.node("b", "--refresh-interval", "1")
+    # B reads only what its readers open (no prefetch), so it still lacks kernels when the tags go away.
+    b = fleet.node("b", "--refresh-interval", "1", "--prefetch", "none")
     a = fleet.node("a")
     a.compile([32])
     first = published_tag(a.publish())

@@ -408,7 +408,9 @@ def test_estargz_file_ranges_that_fail_after_the_toc_hide_the_name_within_the_bu
     b_layer = pair.layer("b")["digest"]
     with FaultProxy(world.registry.host) as proxy:
         RANGE_FAULTS[fault](proxy, b_layer)  # footer and TOC pass: the two first ranges of B's layer
-        mnt = mounts.mount(world.ref(proxy.host, pair.repo), tmp_path / "mnt", tmp_path / "cache", *MOUNT_ARGS)
+        # By ranges: a prefetching mount would download a layer this small whole (the gzip cases cover that).
+        mnt = mounts.mount(world.ref(proxy.host, pair.repo), tmp_path / "mnt", tmp_path / "cache", *MOUNT_ARGS,
+                           "--prefetch", "none")
         assert timed("read", mnt.path / a_key_file(pair))[0] == "ok"
         key = b_key(pair)
         name = kernel_dirs(pair.b_src)[key]

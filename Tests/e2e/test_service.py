@@ -590,7 +590,13 @@ def test_kubernetes_manifests_have_what_the_flow_needs():
     ready_file = next(a.split("=", 1)[1] for a in argv if a.startswith("--ready-file="))
     assert probe[:2] == ["sh", "-c"] and f"test -e {ready_file} && exec mcvfs status {mountpoint}" == probe[2]
     env = {e["name"]: e for e in c["env"]}
-    assert env["REGISTRY_AUTH_FILE"]["value"].startswith(mounts_of_secret(c, volumes))
+    assert env["REGISTRY_AUTH_FILE"]["value"].startswith(mounts_of_secret(c, volumes, "mcvfs-registry"))
+    # The publishing key comes from a Secret of its own, readable by the daemon alone.
+    signing = mounts_of_secret(c, volumes, "mcvfs-signing")
+    assert config["MCVFS_SIGN_KEY"] == "" and env["COSIGN_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == \
+        "mcvfs-signing"
+    assert next(v for v in volumes.values() if v.get("secret", {}).get("secretName") == "mcvfs-signing")[
+        "secret"]["defaultMode"] == 0o400, signing
     assert any(v.get("secret") for v in volumes.values())
     assert "MCVFS_CACHE_DIR" in env
     assert pod["terminationGracePeriodSeconds"] >= 30
@@ -607,8 +613,9 @@ def test_kubernetes_manifests_have_what_the_flow_needs():
     assert ("Secret", "mcvfs-registry") in kinds or any(d["kind"] == "Secret" for d in docs)
 
 
-def mounts_of_secret(container: dict, volumes: dict) -> str:
-    (m,) = [m for m in container["volumeMounts"] if volumes[m["name"]].get("secret")]
+def mounts_of_secret(container: dict, volumes: dict, name: str) -> str:
+    (m,) = [m for m in container["volumeMounts"]
+            if volumes[m["name"]].get("secret", {}).get("secretName") == name]
     return m["mountPath"]
 
 
