@@ -37,10 +37,12 @@ public struct PrefetchPolicy: Sendable {
 /// in offset order, a `batchBytes` span at a time, as background reads: they leave out what on-demand reads are
 /// fetching, and an on-demand read never waits for them. Each file is verified against the TOC, then appended to
 /// the layer's pack (so a whole layer costs one file, not one blob per file), which is mapped and served after each
-/// batch and committed, with the layer's index naming what it holds, at the end. Memory holds one batch; the pack
+/// batch and committed, with the layer's index naming what it holds, at the end. Memory holds two batches; the pack
 /// stops growing when the cache has no room left. Files of several members are left to on-demand reads.
 final class LayerPrefetcher: Sendable {
     static let batchBytes: Int64 = 8 << 20
+    /// Batches in flight at once: memory holds at most this many.
+    static let workers = 2
 
     struct State {
         /// Layers whose hot region was started (once each), with the flights of that region: left once all of its
@@ -140,9 +142,10 @@ final class LayerPrefetcher: Sendable {
             do { try pack.append(earlier.file.bytes) } catch { return }
             offsets = earlier.layout.offsets
         }
+        // As much of each batch as the cache has room for (the pack holds files, not their members).
+        var planned: [[RemoteFile]] = []
         for var batch in Self.batches(pending, limit: Self.batchBytes) {
             if let left = room {
-                // As much of the batch as the cache has room for (the pack holds files, not their members).
                 var taken: Int64 = 0
                 batch = Array(
                     batch.prefix { file in
@@ -152,19 +155,39 @@ final class LayerPrefetcher: Sendable {
                 room = left - batch.reduce(Int64(0)) { $0 + $1.size }
             }
             guard !batch.isEmpty else { break }
-            // What on-demand reads fetched meanwhile is not fetched again.
-            let wanted = batch.filter { !isLocal($0.content) }
-            for (content, outcome) in reader.files(wanted, priority: .background, commit: nil) {
-                guard case .success(let blob) = outcome, offsets[content] == nil else { continue }
-                let start = pack.size
-                do { try blob.data.withUnsafeBytes { try pack.append($0) } } catch {
-                    metrics.failed(error, verification: false)
-                    return
-                }
-                offsets[content] = start
-            }
-            publish(pack, offsets: offsets, index: index)
+            planned.append(batch)
         }
+        // `workers` batches are fetched and verified at once, so one batch's round trip and transfer overlap the
+        // inflating and hashing of another; their files are appended to the pack one batch at a time.
+        let work = planned
+        let appended = Mutex((offsets: offsets, failed: false))
+        let next = Atomic<Int>(0)
+        DispatchQueue.concurrentPerform(iterations: min(Self.workers, work.count)) { _ in
+            while true {
+                let i = next.add(1, ordering: .relaxed).oldValue
+                guard i < work.count, !appended.withLock({ $0.failed }) else { return }
+                // What on-demand reads fetched meanwhile is not fetched again.
+                let wanted = work[i].filter { !isLocal($0.content) }
+                let fetched = reader.files(wanted, priority: .background, commit: nil)
+                appended.withLock { state in
+                    guard !state.failed else { return }
+                    for (content, outcome) in fetched {
+                        guard case .success(let blob) = outcome, state.offsets[content] == nil else { continue }
+                        let start = pack.size
+                        do { try blob.data.withUnsafeBytes { try pack.append($0) } } catch {
+                            metrics.failed(error, verification: false)
+                            state.failed = true
+                            return
+                        }
+                        state.offsets[content] = start
+                    }
+                    publish(pack, offsets: state.offsets, index: index)
+                }
+            }
+        }
+        let (done, failed) = appended.withLock { ($0.offsets, $0.failed) }
+        guard !failed else { return }
+        offsets = done
         guard !offsets.isEmpty else { return }
         do {
             _ = try pack.commit()

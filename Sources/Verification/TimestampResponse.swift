@@ -92,7 +92,7 @@ public struct TimestampResponse: Sendable, Equatable {
         defer { X509_STORE_free(store) }
         let anchor = try X509Handle(der: root.der)
         try withExtendedLifetime(anchor) { () throws(VerificationError) in
-            try check(X509_STORE_add_cert(store, anchor.pointer), "timestamp authority root")
+            _ = try check(X509_STORE_add_cert(store, anchor.pointer), "timestamp authority root")
         }
         X509_VERIFY_PARAM_set_time(
             X509_STORE_get0_param(store), time_t(generationTime.timeIntervalSince1970.rounded(.down)))

@@ -23,7 +23,7 @@ import Testing
         var step = 1  // the first chunks are tiny: the format is told from two bytes
         while offset < data.count {
             let end = min(data.count, offset + step)
-            try data[offset..<end].withUnsafeBytes { stream.write($0) }
+            data[offset..<end].withUnsafeBytes { stream.write($0) }
             offset = end
             step = step < chunk ? step * 3 : chunk
         }
@@ -136,7 +136,7 @@ import Testing
         let path = try base.fixtureLayer(.gzip)
         let data = try Data(contentsOf: URL(fileURLWithPath: path))
         let stream = try LayerUnpacker(store: store).stream(layer: SHA256Hasher.digest(data))
-        try data.prefix(data.count / 2).withUnsafeBytes { stream.write($0) }
+        data.prefix(data.count / 2).withUnsafeBytes { stream.write($0) }
         #expect(ingestTemps.count == 1)
         stream.cancel()
         #expect(ingestTemps.isEmpty)
@@ -148,7 +148,7 @@ import Testing
         let data = try Data(contentsOf: URL(fileURLWithPath: path))
         do {
             let stream = try LayerUnpacker(store: store).stream(layer: SHA256Hasher.digest(data))
-            try data.prefix(100_000).withUnsafeBytes { stream.write($0) }
+            data.prefix(100_000).withUnsafeBytes { stream.write($0) }
         }
         #expect(ingestTemps.isEmpty)
     }
