@@ -16,6 +16,7 @@ from support.images import (  # noqa: E402
     hostile_tar, mcv_labels, sha256_digest, skopeo_push, stage_mcv_tree, tar_of_tree, zstd_layout,
 )
 from support.mcvfs import Mcvfs, mcvfs_bin  # noqa: E402
+from support.mounts import MountPool  # noqa: E402
 from support.registry import Registry  # noqa: E402
 from support.token_issuer import TokenIssuer  # noqa: E402
 
@@ -187,3 +188,11 @@ def cache_dir(tmp_path) -> Path:
     d = tmp_path / "cache"
     d.mkdir()
     return d
+
+
+@pytest.fixture
+def mounts(tmp_path):
+    """Mounts made through it are unmounted (and their daemons reaped) when the test ends."""
+    pool = MountPool(Mcvfs(tmp_path / "home"))
+    yield pool
+    pool.close()

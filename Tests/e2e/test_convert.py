@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 
 from support.images import OCI_LAYER_GZIP, RegistryAPI, mcv_labels, stage_mcv_tree, tar_of_tree
-from support.lazy_fetch import mounts  # noqa: F401
 from support.mcvfs import Mcvfs
 from support.mounts import MountPool
 from support.registry import require_tool

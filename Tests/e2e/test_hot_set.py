@@ -13,7 +13,7 @@ import pytest
 
 from support.images import RegistryAPI
 from support.latency_proxy import LatencyProxy
-from support.lazy_fetch import FIXTURE, kernel_dirs, mounts, read_kernel, registry  # noqa: F401
+from support.lazy_fetch import FIXTURE, kernel_dirs, read_kernel, registry  # noqa: F401
 from support.mcvfs import Mcvfs
 from support.registry import Registry
 from test_estargz import read_toc, replicate

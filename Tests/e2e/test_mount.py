@@ -26,9 +26,9 @@ from support.images import (
     OCI_LAYER_GZIP, OCI_LAYER_TAR, Layout, RegistryAPI, build_mcv_layout, mcv_labels, skopeo_push,
     stage_mcv_tree, tar_bytes, tar_of_tree, zstd_layout,
 )
-from support.mcvfs import Mcvfs, blob_files
+from support.mcvfs import blob_files
 from support.mounts import (
-    CUDA, HIP, MountPool, access_errno, compile_foreign, is_mountpoint, kernel_dirs, probe, probe_json, run_triton,
+    CUDA, HIP, access_errno, compile_foreign, is_mountpoint, kernel_dirs, probe, probe_json, run_triton,
 )
 from support.net import wait_until
 from support.registry import Registry
@@ -128,13 +128,6 @@ def world(tmp_path_factory) -> World:
         for repo, tag in list(w.digests):
             w.layers[(repo, tag)] = layer_digests(api, repo, tag)
         yield w
-
-
-@pytest.fixture
-def mounts(tmp_path):
-    pool = MountPool(Mcvfs(tmp_path / "home"))
-    yield pool
-    pool.close()
 
 
 def expected_group(src_bytes: bytes, key: str, root: str) -> dict:

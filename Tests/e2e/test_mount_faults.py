@@ -28,7 +28,7 @@ import requests
 
 from support.images import OCI_INDEX, OCI_MANIFEST, RegistryAPI, build_mcv_layout, skopeo_push
 from support.mcvfs import Mcvfs
-from support.mounts import MountPool, kernel_dirs, probe_json
+from support.mounts import kernel_dirs, probe_json
 from support.net import free_port
 from support.proxy import FaultProxy
 from support.registry import Registry, require_tool
@@ -112,13 +112,6 @@ def world(tmp_path_factory) -> World:
                       f"{registry.host}/iso/gzip:a", timeout=300)
         assert r.rc == 0, r
         yield World(registry, api, pairs, warm)
-
-
-@pytest.fixture
-def mounts(tmp_path):
-    pool = MountPool(Mcvfs(tmp_path / "home"))
-    yield pool
-    pool.close()
 
 
 # -- probes -------------------------------------------------------------------------------------------------

@@ -22,9 +22,8 @@ from pathlib import Path
 import pytest
 
 from support.images import Layout, build_mcv_layout, skopeo_push
-from support.mcvfs import Mcvfs
 from support.mounts import (
-    CUDA, MountPool, access_errno, compile_foreign, is_mountpoint, kernel_dirs, probe, probe_json, run_guarded,
+    CUDA, access_errno, compile_foreign, is_mountpoint, kernel_dirs, probe, probe_json, run_guarded,
     run_triton,
 )
 from support.registry import Registry, require_tool
@@ -60,13 +59,6 @@ def shared_tmp():
     for m in Path("/proc/self/mountinfo").read_text().splitlines():
         assert str(d) not in m.split(" ")[4], f"a mount was left under {d}"
     shutil.rmtree(d, ignore_errors=True)
-
-
-@pytest.fixture
-def mounts(tmp_path):
-    pool = MountPool(Mcvfs(tmp_path / "home"))
-    yield pool
-    pool.close()
 
 
 def upper_dir(cache: Path, uid: int) -> Path:

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from support.latency_proxy import LatencyProxy
-from support.lazy_fetch import FIXTURE, kernel_dirs, layer_of, mounts, read_kernel, registry  # noqa: F401
+from support.lazy_fetch import FIXTURE, kernel_dirs, layer_of, read_kernel, registry  # noqa: F401
 from support.mcvfs import Mcvfs, pack_files
 from support.net import wait_until
 from support.registry import Registry

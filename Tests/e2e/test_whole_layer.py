@@ -13,7 +13,7 @@ import pytest
 
 from support.images import OCI_LAYER_GZIP, RegistryAPI, mcv_labels, stage_mcv_tree, tar_of_tree
 from support.latency_proxy import LatencyProxy
-from support.lazy_fetch import FIXTURE, kernel_dirs, mounts, registry  # noqa: F401
+from support.lazy_fetch import FIXTURE, kernel_dirs, registry  # noqa: F401
 from support.mcvfs import all_files, blob_files, pack_files
 from support.mounts import access_errno
 from support.net import wait_until

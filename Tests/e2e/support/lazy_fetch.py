@@ -1,5 +1,6 @@
-"""What the tests of lazy fetching share (prefetch, hot sets, whole layers, convert): a registry and a mount pool
-of the test's own, and the reads and look-ups they make. Import the fixtures into a test module to use them."""
+"""What the tests of lazy fetching share (prefetch, hot sets, whole layers, convert): a registry of the test's own
+(the mount pool is conftest's `mounts`), and the reads and look-ups they make. Import the fixture into a test
+module to use it."""
 from __future__ import annotations
 
 import json
@@ -8,8 +9,6 @@ from pathlib import Path
 import pytest
 
 from .images import RegistryAPI
-from .mcvfs import Mcvfs
-from .mounts import MountPool
 from .registry import Registry
 
 FIXTURE = Path(__file__).resolve().parents[2] / "Fixtures" / "triton-3.9.0" / "cuda-90"
@@ -19,13 +18,6 @@ FIXTURE = Path(__file__).resolve().parents[2] / "Fixtures" / "triton-3.9.0" / "c
 def registry(tmp_path):
     with Registry(tmp_path / "registry") as r:
         yield r
-
-
-@pytest.fixture
-def mounts(tmp_path):
-    pool = MountPool(Mcvfs(tmp_path / "home"))
-    yield pool
-    pool.close()
 
 
 def kernel_dirs(cache: Path) -> list[str]:
