@@ -35,6 +35,15 @@ public final class PendingBlob: @unchecked Sendable {
         close(fd)
     }
 
+    /// Checks that the bytes written so far are all that was expected (a longer blob already failed its write);
+    /// `commit` checks it too. For a caller that uses the bytes before it commits them.
+    /// - Throws: `CacheError.sizeMismatch`.
+    public func checkSize() throws(CacheError) {
+        if let expectedSize = writer.expectedSize, writer.bytesWritten != expectedSize {
+            throw CacheError.sizeMismatch(digest: expected, expected: expectedSize, actual: writer.bytesWritten)
+        }
+    }
+
     /// Verifies what was written and commits it; an identical blob already committed is kept instead.
     /// - Throws: `CacheError.sizeMismatch`, `.digestMismatch` (nothing is committed then), `.io`.
     public func commit() throws(CacheError) -> StoredBlob {
@@ -42,9 +51,7 @@ public final class PendingBlob: @unchecked Sendable {
         defer { if !finished { abort() } }
         let actual = writer.finish()
         let size = writer.bytesWritten
-        if let expectedSize = writer.expectedSize, size != expectedSize {
-            throw CacheError.sizeMismatch(digest: expected, expected: expectedSize, actual: size)
-        }
+        try checkSize()
         if let expected, actual != expected {
             throw CacheError.digestMismatch(expected: expected, actual: actual, size: size)
         }

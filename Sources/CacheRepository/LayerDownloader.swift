@@ -38,12 +38,9 @@ struct LayerDownloader: Sendable {
                     stream.write(chunk)
                 }
             }
-            // A longer blob fails in the writer; a shorter one must fail here, before anything of it is served
-            // (the blob's own commit, which checks it too, comes later in the background).
-            let written = blob.writer.bytesWritten
-            guard written == layer.size else {
-                throw CacheError.sizeMismatch(digest: layer.digest, expected: layer.size, actual: written)
-            }
+            // A shorter blob than the descriptor says must fail before anything of it is served: its commit, which
+            // checks the size too, comes later in the background.
+            try blob.checkSize()
         } catch {
             stream.cancel()
             blob.abort()

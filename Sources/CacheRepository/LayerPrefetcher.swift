@@ -133,34 +133,18 @@ final class LayerPrefetcher: Sendable {
     }
 
     private func fetchRest(of layer: Descriptor, index: LayerIndex) {
-        var room = policy.room()
         let pending = files.files(of: layer.digest).filter { !isLocal($0.content) }
         guard !pending.isEmpty, let pack = try? store.createPack(for: layer.digest) else { return }
         // A pack an earlier mount left is carried over whole (its offsets stay), then grows.
-        var offsets: [Digest: Int64] = [:]
+        var carried: [Digest: Int64] = [:]
         if let earlier = packs.pack(of: layer.digest) {
             do { try pack.append(earlier.file.bytes) } catch { return }
-            offsets = earlier.layout.offsets
-        }
-        // As much of each batch as the cache has room for (the pack holds files, not their members).
-        var planned: [[RemoteFile]] = []
-        for var batch in Self.batches(pending, limit: Self.batchBytes) {
-            if let left = room {
-                var taken: Int64 = 0
-                batch = Array(
-                    batch.prefix { file in
-                        taken += file.size
-                        return taken <= left
-                    })
-                room = left - batch.reduce(Int64(0)) { $0 + $1.size }
-            }
-            guard !batch.isEmpty else { break }
-            planned.append(batch)
+            carried = earlier.layout.offsets
         }
         // `workers` batches are fetched and verified at once, so one batch's round trip and transfer overlap the
         // inflating and hashing of another; their files are appended to the pack one batch at a time.
-        let work = planned
-        let appended = Mutex((offsets: offsets, failed: false))
+        let work = Self.batches(pending, limit: Self.batchBytes, room: policy.room())
+        let appended = Mutex((offsets: carried, failed: false))
         let next = Atomic<Int>(0)
         DispatchQueue.concurrentPerform(iterations: min(Self.workers, work.count)) { _ in
             while true {
@@ -185,10 +169,8 @@ final class LayerPrefetcher: Sendable {
                 }
             }
         }
-        let (done, failed) = appended.withLock { ($0.offsets, $0.failed) }
-        guard !failed else { return }
-        offsets = done
-        guard !offsets.isEmpty else { return }
+        let (offsets, failed) = appended.withLock { ($0.offsets, $0.failed) }
+        guard !failed, !offsets.isEmpty else { return }
         do {
             _ = try pack.commit()
             var saved = index
@@ -197,6 +179,27 @@ final class LayerPrefetcher: Sendable {
         } catch {
             metrics.failed(error, verification: false)
         }
+    }
+
+    /// `batches(_:limit:)`, each cut to what the cache has room for (`room` bytes of files, nil: unbounded; the pack
+    /// holds files, not their members); the batches stop where the room ends.
+    static func batches(_ files: [RemoteFile], limit: Int64, room: Int64?) -> [[RemoteFile]] {
+        var left = room
+        var planned: [[RemoteFile]] = []
+        for var batch in batches(files, limit: limit) {
+            if let bound = left {
+                var taken: Int64 = 0
+                batch = Array(
+                    batch.prefix { file in
+                        taken += file.size
+                        return taken <= bound
+                    })
+                left = bound - batch.reduce(Int64(0)) { $0 + $1.size }
+            }
+            guard !batch.isEmpty else { break }
+            planned.append(batch)
+        }
+        return planned
     }
 
     /// Serves what the pack holds so far.
