@@ -13,7 +13,7 @@ import time
 import requests
 
 from support.fleet import PASSWORD, REPO, Fleet, fleet, key_pair, published_tag  # noqa: F401 (fleet: a fixture)
-from support.mounts import probe_json
+from support.mounts import ON_DEMAND, probe_json
 from support.registry import require_tool
 
 
@@ -37,7 +37,7 @@ def compact(fleet: Fleet, *args: str, env: dict | None = None):
 
 def test_compaction_with_tag_removal_while_a_mount_serves_loses_no_kernel(fleet: Fleet):
     # B reads only what its readers open (no prefetch), so it still lacks kernels when the tags go away.
-    b = fleet.node("b", "--refresh-interval", "1", "--prefetch", "none")
+    b = fleet.node("b", "--refresh-interval", "1", *ON_DEMAND)
     a = fleet.node("a")
     a.compile([32])
     first = published_tag(a.publish())

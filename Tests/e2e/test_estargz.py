@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from support.images import RegistryAPI, file_digest
+from support.mounts import ON_DEMAND
 from support.proxy import FaultProxy
 from support.registry import Registry, require_tool
 from test_service import Service, assert_serves, expected_files, mounted  # noqa: F401
@@ -28,9 +29,6 @@ from test_service import Service, assert_serves, expected_files, mounted  # noqa
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = REPO_ROOT / "Tests" / "Fixtures" / "triton-3.9.0" / "cuda-90"
 TOC_ANNOTATION = "containerd.io/snapshot/stargz/toc.digest"
-# What is read, when it is read: these tests count the ranges of lazy reads (a prefetching mount fetches a small
-# layer whole, and the rest of a larger one in the background; test_prefetch.py covers that).
-ON_DEMAND = ("--prefetch", "none")
 
 
 # -- helpers ------------------------------------------------------------------------------------------------

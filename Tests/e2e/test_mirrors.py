@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from support.mirrors import PullThroughCache
-from support.mounts import MountPool, run_triton
+from support.mounts import ON_DEMAND, MountPool, run_triton
 from support.registry import Registry
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -44,10 +44,6 @@ def blob_gets(registry: Registry, since: int = 0) -> list[str]:
     return [r.uri for r in registry.requests_since(since) if r.method == "GET" and "/blobs/" in r.uri]
 
 
-# Reads by range only: a prefetching mount downloads a layer this small whole.
-BY_RANGES = ("--prefetch", "none")
-
-
 def test_nodes_read_estargz_by_ranges_through_a_pull_through_cache(fleet, tmp_path, mcvfs):
     origin, mirror, pool = fleet
     layer = layer_of(mcvfs, origin)
@@ -56,7 +52,7 @@ def test_nodes_read_estargz_by_ranges_through_a_pull_through_cache(fleet, tmp_pa
 
     # Node 1, cold: the first kernel is served from a few range reads through the mirror.
     one = pool.mount(ref, tmp_path / "node1", tmp_path / "cache1", "--gpu", "cuda:90", "--mirror", mirror.host,
-                     *BY_RANGES)
+                     *ON_DEMAND)
     group = next(p.name for p in (FIXTURE / KEY).iterdir() if p.name.startswith("__grp__"))
     assert json.loads((one.path / KEY / group).read_bytes())["child_paths"]
     fetch = one.status()["fetch"]
@@ -74,7 +70,7 @@ def test_nodes_read_estargz_by_ranges_through_a_pull_through_cache(fleet, tmp_pa
     # Node 2, cold cache of its own: the mirror has the layer now, the origin sees no request for it.
     mark = origin.mark()
     two = pool.mount(ref, tmp_path / "node2", tmp_path / "cache2", "--gpu", "cuda:90", "--mirror", mirror.host,
-                     *BY_RANGES)
+                     *ON_DEMAND)
     lines, summary = run_triton(two.path, "cuda:90:32", kernels="add,softmax,matmul", matmul_configs=4,
                                 home=tmp_path / "home2")
     assert summary["hits"] == 6, summary

@@ -28,7 +28,7 @@ import requests
 
 from support.images import OCI_INDEX, OCI_MANIFEST, RegistryAPI, build_mcv_layout, skopeo_push
 from support.mcvfs import Mcvfs
-from support.mounts import kernel_dirs, probe_json
+from support.mounts import ON_DEMAND, kernel_dirs, probe_json
 from support.net import free_port
 from support.proxy import FaultProxy
 from support.registry import Registry, require_tool
@@ -403,7 +403,7 @@ def test_estargz_file_ranges_that_fail_after_the_toc_hide_the_name_within_the_bu
         RANGE_FAULTS[fault](proxy, b_layer)  # footer and TOC pass: the two first ranges of B's layer
         # By ranges: a prefetching mount would download a layer this small whole (the gzip cases cover that).
         mnt = mounts.mount(world.ref(proxy.host, pair.repo), tmp_path / "mnt", tmp_path / "cache", *MOUNT_ARGS,
-                           "--prefetch", "none")
+                           *ON_DEMAND)
         assert timed("read", mnt.path / a_key_file(pair))[0] == "ok"
         key = b_key(pair)
         name = kernel_dirs(pair.b_src)[key]

@@ -23,6 +23,9 @@ MAKE_CACHE = REPO_ROOT / "scripts" / "make-triton-cache.py"
 PYTHON = sys.executable
 CUDA = "cuda:90:32"
 HIP = "hip:gfx942:64"
+# Mount options for tests that count or fault the ranges of lazy reads: what is read, when it is read (a prefetching
+# mount fetches a small layer whole, and the rest of a larger one in the background; test_prefetch.py covers that).
+ON_DEMAND = ("--prefetch", "none")
 
 
 def is_mountpoint(path: Path) -> bool:
