@@ -26,6 +26,7 @@ from support.cosign_format import (
 )
 from support.images import RegistryAPI
 from support.mcvfs import Mcvfs
+from support.net import wait_until
 from support.registry import Registry, require_tool
 from support.signed_images import Mount, key_fingerprint, marker_image
 
@@ -375,8 +376,12 @@ def test_mount_with_key_exposes_only_validly_signed_images(world: World, mount: 
     log = mount.log()
     for tag in ("unsigned", "otherkey", "tampered"):
         assert f"not using {tag} " in log, log
-    # Nothing of a refused image was even downloaded: only the signed image's layer is in the cache.
-    cached = {"sha256:" + p.name for p in (mount.cache / "blobs" / "sha256").iterdir()}
+    # Nothing of a refused image was even downloaded: only the signed image's layer is in the cache (committed in
+    # the background once it was served).
+    blobs = mount.cache / "blobs" / "sha256"
+    wait_until(lambda: (blobs / world.layers["signed"].removeprefix("sha256:")).exists(), timeout=30,
+               what="the signed layer's commit")
+    cached = {"sha256:" + p.name for p in blobs.iterdir()}
     assert world.layers["signed"] in cached
     assert not cached & {world.layers[t] for t in ("unsigned", "otherkey", "tampered", "wrongdigest", "bundled")}
 
