@@ -1,7 +1,8 @@
 // swift-tools-version:6.0
 import PackageDescription
 
-// Dependencies point down: OCI values, then the network and storage layers, then the filesystem, then the CLI.
+// Dependencies point down: OCI values, then the network and storage layers, then the filesystem, then the node
+// service and the fleet (publishing), then the CLI. docs/architecture.md draws the layers and the read path.
 // Each C module is imported by exactly one Swift target; each target lists exactly the modules it imports
 // (scripts/check-imports holds Package.swift to that).
 let package = Package(
@@ -37,7 +38,7 @@ let package = Package(
             dependencies: ["SingleFlight", "OCI", "ContentHash", "Registry", "BlobCache", "TarIndex", "TimeBudget"]),
         .target(name: "Verification", dependencies: ["OCI", "ContentHash", "COpenSSL", "CSodium"]),
         .target(name: "Trust", dependencies: ["OCI", "ContentHash", "Registry", "BlobCache", "Verification"]),
-        .target(name: "ImageFS", dependencies: ["OCI", "ContentHash", "TarIndex", "TimeBudget"]),
+        .target(name: "ImageFS", dependencies: ["OCI", "ContentHash", "BlobCache", "TarIndex", "TimeBudget"]),
         .target(name: "FUSEBridge", dependencies: ["ImageFS", "TimeBudget", "CFuse"]),
         // Linux's mount API (a C target: its syscalls have no glibc 2.36 wrappers), and FUSE mounts made with it.
         .target(name: "CMount"),

@@ -95,16 +95,6 @@ public final class LayerFetcher: Sendable {
         }
     }
 
-    /// Where a verified file's bytes are.
-    public enum Verified: Sendable {
-        /// In the local store.
-        case stored(path: String)
-        /// Fetched and verified, held in memory until the background commit stores it.
-        case held(Data)
-        /// In the pack of a layer unpacked whole (`LayerPack.region(of:)`).
-        case packed(LayerPack)
-    }
-
     /// Index builds and file fetches running now (entries go when their flight lands).
     var flightsInAir: Int { layerFlights.inFlight + (reader?.inFlight ?? 0) }
 
@@ -221,7 +211,7 @@ public final class LayerFetcher: Sendable {
     /// for one fetch.
     /// - Throws: `FetchError.unknownContent` for a digest no lazy index names; `TarError.corrupt` or
     ///   `CacheError.digestMismatch` for bytes that do not verify (nothing is kept then); registry errors.
-    public func fetch(_ content: Digest) throws -> Verified {
+    public func fetch(_ content: Digest) throws -> FileBytes {
         if let found = local(content) { return found }
         let locations = files.locations(of: content)
         guard !locations.isEmpty else { throw FetchError.unknownContent(content) }
@@ -235,7 +225,7 @@ public final class LayerFetcher: Sendable {
         throw FetchError.unknownContent(content)  // unreachable: the last location returns or throws
     }
 
-    private func fetch(_ file: RemoteFile) throws -> Verified {
+    private func fetch(_ file: RemoteFile) throws -> FileBytes {
         let content = file.content
         do {
             if file.chunks.isEmpty { return .stored(path: try store.ensure(content, expectedSize: 0) { _ in }) }
@@ -264,10 +254,9 @@ public final class LayerFetcher: Sendable {
     public func materialize(_ content: Digest) throws -> String {
         switch try fetch(content) {
         case .stored(let path): return path
-        case .packed(let pack):
+        case .mapped(let region):
             // A file of its own, copied out of the pack (verified again on the way in).
-            guard let bytes = pack.data(of: content) else { throw FetchError.unknownContent(content) }
-            return try store.ingest(data: bytes, expected: content).path
+            return try store.ingest(data: Data(region.bytes), expected: content).path
         case .held: break
         }
         memory.commit()
@@ -277,15 +266,9 @@ public final class LayerFetcher: Sendable {
         return path
     }
 
-    /// The bytes of a file content: from memory when prefetched, else from the store (fetching it first).
+    /// The bytes of a file content, wherever `fetch` finds them (memory, the store or a pack; fetching them first).
     public func contents(of content: Digest) throws -> Data {
-        switch try fetch(content) {
-        case .held(let data): return data
-        case .stored(let path): return try Data(contentsOf: URL(fileURLWithPath: path))
-        case .packed(let pack):
-            guard let bytes = pack.data(of: content) else { throw FetchError.unknownContent(content) }
-            return bytes
-        }
+        try fetch(content).data()
     }
 
     /// Fetches what it can of `contents` (best effort, for the tree build's metadata): single-member files not
@@ -312,10 +295,12 @@ public final class LayerFetcher: Sendable {
     /// Waits until the prefetches started so far have ended (tests, and `fetch`).
     public func waitForPrefetches() { prefetcher?.waitUntilIdle() }
 
-    private func local(_ content: Digest) -> Verified? {
-        if let pack = packs.pack(holding: content) { return .packed(pack) }
+    private func local(_ content: Digest) -> FileBytes? {
+        if let pack = packs.pack(holding: content), let region = pack.region(of: content) {
+            return .mapped(MappedRegion(bytes: region, owner: pack))
+        }
         if let path = store.path(for: content) { return .stored(path: path) }
-        return memory.data(content).map(Verified.held)
+        return memory.data(content).map(FileBytes.held)
     }
 
     static func isVerificationFailure(_ error: any Error) -> Bool {

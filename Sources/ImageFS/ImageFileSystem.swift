@@ -1,3 +1,4 @@
+import BlobCache
 import Foundation
 import OCI
 import Synchronization
@@ -13,8 +14,8 @@ import TimeBudget
 /// below it starts loading every image, each on its own, in the background. One image that is slow, failing or
 /// malformed affects only the names that it alone could provide: the names of the others serve from the images
 /// in the tree (the first lookups wait, once and within their budget, for the images in their first load, so a
-/// healthy mount merges in tag order); a name no loaded image has answers `unavailable` (EIO) while an image that
-/// might hold it is failing or still loading, and `notFound` once every image is loaded. A failed image is
+/// healthy mount merges in tag order); a name no loaded image has answers `notFound` (ENOENT: Triton's `makedirs`
+/// raises on EIO), whether an image that might hold it is failing, still loading, or every image is loaded. A failed image is
 /// retried by the first access after `retryDelay`, in the background. Every operation ends within
 /// `operationBudget`.
 public final class ImageFileSystem: FileSystem {
@@ -112,7 +113,8 @@ public final class ImageFileSystem: FileSystem {
             log: options.log)
         tree = ImageTree(
             rootIno: Self.rootIno, firstIno: Self.firstTreeIno,
-            resolver: ImageTreeBuilder(options: options.tree, readBlob: { try provider.contents(of: $0) }).resolver(),
+            resolver: ImageTreeBuilder(options: options.tree, readBlob: { try provider.bytes(of: $0).data() })
+                .resolver(),
             prefetch: { provider.prefetch($0) }, retryDelay: options.retryDelay, images: imageSet)
     }
 
@@ -224,22 +226,18 @@ public final class ImageFileSystem: FileSystem {
         case .blob(let digest)?:
             // Fetched on first open (an eStargz layer), verified before it is served or stored; a file whose bytes
             // do not verify fails alone, and nothing of it is kept.
-            let source: FileSource
-            if let local = provider.path(of: digest) {
-                source = .file(path: local)
-            } else {
-                do {
-                    source = try Deadline.ensuring(options.operationBudget) { try provider.source(of: digest) }
-                } catch let error as FSError { throw error } catch {
-                    throw .unavailable(reason: "fetching file blob \(digest): \(error)")
-                }
+            let bytes: FileBytes
+            do {
+                bytes = try Deadline.ensuring(options.operationBudget) { try provider.bytes(of: digest) }
+            } catch let error as FSError { throw error } catch {
+                throw .unavailable(reason: "fetching file blob \(digest): \(error)")
             }
-            switch source {
-            case .memory(let data):
+            switch bytes {
+            case .held(let data):
                 file = .bytes(data)
-            case .region(let region):
+            case .mapped(let region):
                 file = .region(region)
-            case .file(let path):
+            case .stored(let path):
                 let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
                 guard fd >= 0 else {
                     throw .unavailable(reason: "open \(path): \(String(cString: strerror(errno)))")

@@ -1,3 +1,4 @@
+import BlobCache
 import ContentHash
 import Foundation
 import OCI
@@ -27,10 +28,10 @@ public struct TreeExporter {
     }
 
     private let tree: ImageTree
-    private let source: (Digest) throws -> FileSource
+    private let source: (Digest) throws -> FileBytes
 
-    /// - Parameter source: where the verified bytes of a content digest are (`LayerProvider.source(of:)`).
-    public init(tree: ImageTree, source: @escaping (Digest) throws -> FileSource) {
+    /// - Parameter source: where the verified bytes of a content digest are (`LayerProvider.bytes(of:)`).
+    public init(tree: ImageTree, source: @escaping (Digest) throws -> FileBytes) {
         self.tree = tree
         self.source = source
     }
@@ -121,14 +122,14 @@ public struct TreeExporter {
             try Self.writeAll(out, chunk, path: path)
             progress(Int64(chunk.count))
         }
-        let found: FileSource
+        let found: FileBytes
         do { found = try source(digest) } catch {
             throw ExportError.unsupported("content \(digest.short) of \(path) is not available: \(error)")
         }
         switch found {
-        case .memory(let data): try data.withUnsafeBytes { try put($0, &hasher) }
-        case .region(let region): try put(region.bytes, &hasher)
-        case .file(let file):
+        case .held(let data): try data.withUnsafeBytes { try put($0, &hasher) }
+        case .mapped(let region): try put(region.bytes, &hasher)
+        case .stored(let file):
             let input = open(file, O_RDONLY | O_CLOEXEC)
             guard input >= 0 else { throw ExportError.io(operation: "open", path: file, errno: errno) }
             defer { close(input) }

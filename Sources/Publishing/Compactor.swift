@@ -166,7 +166,7 @@ public struct Compactor {
         var builder = ImageTreeBuilder(
             options: .init(
                 consumerRoot: PublishJob.canonicalRoot, filter: .targets([merge.target]), worldReadable: false),
-            readBlob: { digest in try Self.first(readers) { try $0.contents(of: digest) } })
+            readBlob: { digest in try Self.first(readers) { try $0.bytes(of: digest).data() } })
         for (image, repository) in members {
             let layers = try image.layers.map { try repository.provider.index(of: $0, in: image) }
             repository.provider.prefetch(Array(layers.flatMap(\.contentDigests)))
@@ -174,7 +174,7 @@ public struct Compactor {
         }
         let tree = builder.build(rootIno: 1, firstIno: 16)
         let staging = work.path + "/cache"
-        _ = try TreeExporter(tree: tree, source: { digest in try Self.first(readers) { try $0.source(of: digest) } })
+        _ = try TreeExporter(tree: tree, source: { digest in try Self.first(readers) { try $0.bytes(of: digest) } })
             .export(into: staging)
         var publishing = options.publishing
         let record = MergeRecord(sources: merge.images.map(\.source), mergedAt: options.now)

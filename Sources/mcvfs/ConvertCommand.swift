@@ -95,10 +95,10 @@ struct ConvertCommand: ParsableCommand {
             case .file:
                 guard let content = entry.content else { continue }
                 let bytes: LayerWriter.Entry.Content
-                switch try contents.source(of: content) {
-                case .file(let file): bytes = .file(sourcePath: file, size: entry.size)
-                case .memory(let data): bytes = .bytes(data)
-                case .region(let region):
+                switch try contents.bytes(of: content) {
+                case .stored(let file): bytes = .file(sourcePath: file, size: entry.size)
+                case .held(let data): bytes = .bytes(data)
+                case .mapped(let region):
                     // The pack stays mapped while the provider lives (this command); the writer only reads.
                     bytes =
                         region.bytes.isEmpty

@@ -36,7 +36,7 @@ struct ExtractCommand: ParsableCommand {
             let target = URL(fileURLWithPath: directory).standardizedFileURL.path
             var builder = ImageTreeBuilder(
                 options: .init(consumerRoot: target, filter: selection.kernelFilter, worldReadable: false),
-                readBlob: { try layers.contents(of: $0) })
+                readBlob: { try layers.bytes(of: $0).data() })
             let bar = ProgressBar(label: "extract")
             let totalLayers = catalog.used.reduce(0) { $0 + $1.layers.count }
             let totalLayerBytes = catalog.used.reduce(Int64(0)) { $0 + $1.size }
@@ -54,7 +54,7 @@ struct ExtractCommand: ParsableCommand {
             let tree = builder.build(rootIno: 1, firstIno: 16)
             try tree.resolveAll()  // filtered and relocated, so the progress total is what will be written
             let total = tree.totalFileBytes
-            let report = try TreeExporter(tree: tree, source: { try layers.source(of: $0) })
+            let report = try TreeExporter(tree: tree, source: { try layers.bytes(of: $0) })
                 .export(into: target) { written in bar.update(bytes: written, totalBytes: total) }
             bar.finish()
             let built = tree.report

@@ -59,7 +59,7 @@ struct MountCommand: ParsableCommand {
 
     @Option(
         help:
-            "Seconds a failed image answers EIO at once (for the names only it may hold) before an access retries it, in the background."
+            "Seconds a failed image stays absent (its names answer ENOENT at once, unless another image holds them) before an access retries it, in the background."
     )
     var retryDelay: Double = 5
 

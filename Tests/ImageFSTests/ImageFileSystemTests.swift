@@ -38,17 +38,15 @@ final class FixtureProvider: LayerProvider {
         return layers[layer.digest]!
     }
 
-    func path(of content: Digest) -> String? { store.path(for: content) }
-
     /// Blob reads (the tree reads kernel metadata and group files when it resolves a directory).
     let reads = Mutex<[Digest]>([])
     let failingReads = Mutex(false)
     let prefetched = Mutex<[[Digest]]>([])
 
-    func contents(of content: Digest) throws -> Data {
+    func bytes(of content: Digest) throws -> FileBytes {
         reads.withLock { $0.append(content) }
         if failingReads.withLock({ $0 }) { throw Unreachable() }
-        return try Data(contentsOf: URL(fileURLWithPath: store.path(for: content)!))
+        return .stored(path: store.path(for: content)!)
     }
 
     func prefetch(_ contents: [Digest]) { prefetched.withLock { $0.append(contents) } }

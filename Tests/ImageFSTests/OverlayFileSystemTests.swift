@@ -29,7 +29,7 @@ final class OverlayWorld {
         }
 
         func index(of layer: Descriptor, in image: CacheImage) throws -> LayerIndex { index }
-        func path(of content: Digest) -> String? { store.path(for: content) }
+        func bytes(of content: Digest) throws -> FileBytes { .stored(path: store.path(for: content)!) }
     }
 
     init(isolation: OverlayFileSystem.Isolation = .perUser) throws {

@@ -45,7 +45,7 @@ import Testing
         builder.add(layers: [setup.index], image: setup.image)
         let tree = builder.build(rootIno: 1, firstIno: 16)
         let report = try TreeExporter(
-            tree: tree, source: { .region(MappedRegion(bytes: try #require(pack.region(of: $0)), owner: pack)) }
+            tree: tree, source: { .mapped(MappedRegion(bytes: try #require(pack.region(of: $0)), owner: pack)) }
         ).export(into: target)
         return (report, tree.report)
     }

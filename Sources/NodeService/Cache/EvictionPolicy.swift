@@ -5,9 +5,9 @@ import OCI
 /// Which cache contents to delete to get under a size bound: a pure function of what the cache holds, so it is
 /// tested without files (the shape of a state machine returning actions, as the style guide asks).
 ///
-/// **Units.** A layer is stored three ways: its blob (the compressed tar), its index (`index/sha256/<layer>.json`,
-/// small, not counted), and one file blob per distinct file content the index names. A mount reads only the
-/// index and the file blobs; the layer blob is needed again only to rebuild them. Evicting part of that set
+/// **Units.** A layer is stored as its blob (the compressed tar), its index (`index/sha256/<layer>.json`, small,
+/// not counted), and its files: one file blob per distinct content the index names, or the layer's pack (all its
+/// files in one file, for a layer unpacked whole). A mount reads only the index and the files; the layer blob is needed again only to rebuild them. Evicting part of that set
 /// buys nothing but a re-download, so a layer is evicted as one unit: index, layer blob, and every file blob no
 /// surviving unit also names (identical files are shared between layers and stay while any user remains).
 /// Blobs that no index names (image configs, a layer downloaded but never indexed) are units of their own.

@@ -179,27 +179,12 @@ public final class LeasedLayerProvider: LayerProvider {
         return try body(sources[sources.count - 1].fetcher)
     }
 
-    /// The store holds what every source fetched: no lock, no fetch.
-    public func path(of content: Digest) -> String? { cache.store.path(for: content) }
-
-    /// Under `leases/.lock` shared like `index(of:in:)`: the lease already names the content, so no eviction can
-    /// take it between its ingest and its first read.
-    public func materialize(_ content: Digest) throws -> String {
-        try firstSource(of: content) { try $0.materialize(content) }
-    }
-
-    public func source(of content: Digest) throws -> FileSource {
-        try firstSource(of: content) { fetcher in
-            switch try fetcher.fetch(content) {
-            case .stored(let path): return .file(path: path)
-            case .held(let data): return .memory(data)
-            case .packed(let pack):
-                guard let bytes = pack.region(of: content) else {
-                    throw LayerFetcher.FetchError.unknownContent(content)
-                }
-                return .region(MappedRegion(bytes: bytes, owner: pack))
-            }
-        }
+    /// A local blob is answered from the store at once: no lock, no fetch. Otherwise under `leases/.lock` shared
+    /// (as indexing is): the lease already names the content, so no eviction can take it between its ingest
+    /// and its first read.
+    public func bytes(of content: Digest) throws -> FileBytes {
+        if let path = cache.store.path(for: content) { return .stored(path: path) }
+        return try firstSource(of: content) { try $0.fetch(content) }
     }
 
     /// Tries each source in turn; a source whose indexes do not name `content` is skipped silently.
@@ -216,13 +201,6 @@ public final class LeasedLayerProvider: LayerProvider {
             }
             throw lastError ?? LayerFetcher.FetchError.unknownContent(content)
         }
-    }
-
-    public func contents(of content: Digest) throws -> Data {
-        for (_, fetcher) in sources {
-            if let data = try? fetcher.contents(of: content) { return data }
-        }
-        return try Data(contentsOf: URL(fileURLWithPath: try materialize(content)))
     }
 
     public func persistPrefetched() {
