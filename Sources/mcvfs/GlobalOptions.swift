@@ -23,20 +23,16 @@ struct GlobalOptions: ParsableArguments {
     @Option(help: "Log level: error, warning, info, debug.")
     var logLevel: Log.Level = .warning
 
-    func client(for reference: ImageReference, attempts: Int = 3) throws -> RegistryClient {
+    /// The one policy every client of this process follows (stall limit, tries per role, the mount's budget).
+    var registryPolicy: RegistryPolicy { RegistryPolicy(stall: .milliseconds(Int64(timeout * 1000))) }
+
+    func client(for reference: ImageReference, role: RegistryPolicy.Role = .command) throws -> RegistryClient {
         let credentials = try CredentialStore().resolve(
             explicit: creds, registry: reference.registry, repository: reference.repository)
-        let stall = Duration.milliseconds(Int64(timeout * 1000))
-        let timeouts = HTTPTimeouts(connect: stall, total: stall * 6, stall: stall)
-        var streaming = timeouts
-        streaming.total = nil
-        let options = RegistryOptions(
-            plainHTTP: plainHTTP, retry: RetryPolicy(attempts: attempts), timeouts: timeouts,
-            streamingTimeouts: streaming)
         return try RegistryClient(
             registry: reference.registry, transport: try CurlTransport(configuration: .init(caFile: caFile)),
             credentials: credentials,
-            options: options)
+            options: registryPolicy.options(role, plainHTTP: plainHTTP))
     }
 }
 

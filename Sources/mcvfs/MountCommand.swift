@@ -146,8 +146,7 @@ struct MountCommand: ParsableCommand {
         let provider = try node.provider(for: catalog, prefetch: prefetch)
         let owner = (uid: getuid(), gid: getgid())
         let allowOther = self.allowOther ?? (owner.uid == 0)
-        // Two attempts that each stall for --timeout, and the backoff between them (README, "Faults").
-        let budget = Duration.seconds(global.timeout * 2) + .seconds(1)
+        let budget = global.registryPolicy.operationBudget(mirrored: service.mirror != nil)
         let options = ImageFileSystem.Options(
             tree: ImageTreeBuilder.Options(
                 consumerRoot: consumerRoot ?? mountpoint, filter: selection.kernelFilter, worldReadable: allowOther),

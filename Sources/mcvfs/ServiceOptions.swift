@@ -48,10 +48,10 @@ struct ServiceOptions: ParsableArguments {
     func upstream(for reference: ImageReference, global: GlobalOptions) throws -> Upstream {
         guard !offline else { return Upstream(reference: reference, origin: nil, log: .process) }
         let mirror = try self.mirror.map { host in
-            Upstream.Mirror(host: host, client: try global.client(for: reference.onRegistry(host), attempts: 1))
+            Upstream.Mirror(host: host, client: try global.client(for: reference.onRegistry(host), role: .mirror))
         }
         return Upstream(
-            reference: reference, origin: try global.client(for: reference, attempts: 2), mirror: mirror, log: .process)
+            reference: reference, origin: try global.client(for: reference, role: .origin), mirror: mirror, log: .process)
     }
 }
 
