@@ -51,7 +51,8 @@ struct ServiceOptions: ParsableArguments {
             Upstream.Mirror(host: host, client: try global.client(for: reference.onRegistry(host), role: .mirror))
         }
         return Upstream(
-            reference: reference, origin: try global.client(for: reference, role: .origin), mirror: mirror, log: .process)
+            reference: reference, origin: try global.client(for: reference, role: .origin), mirror: mirror,
+            log: .process)
     }
 }
 
