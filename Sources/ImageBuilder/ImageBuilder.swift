@@ -182,7 +182,7 @@ public struct ImageBuilder: Sendable {
                 parts[1].hasPrefix("cuda_") ? .cuda : parts[1].hasPrefix("hip_") ? .hip : nil
             helperBackends[String(parts[0]), default: []].formUnion(backend.map { [$0] } ?? [])
         }
-        let suffixes = Self.tagSuffixes(for: targets)
+        let suffixes = FleetTag.targetNames(for: targets)
         return targets.map { target in
             let files = scan.files.filter { file in
                 let directory = String(file.path.split(separator: "/").first ?? "")
@@ -193,18 +193,6 @@ public struct ImageBuilder: Sendable {
             let kernels = scan.kernels.filter { $0.metadata.target == target }
             return plan(files: files, kernels: kernels, suffix: suffixes[target])
         }
-    }
-
-    /// `cuda-sm90`, `hip-gfx942`; a warp size is added only when two targets would otherwise share a suffix.
-    static func tagSuffixes(for targets: [GPUTarget]) -> [GPUTarget: String] {
-        func base(_ t: GPUTarget) -> String { t.backend == .cuda ? "cuda-sm\(t.arch)" : "hip-\(t.arch)" }
-        var counts: [String: Int] = [:]
-        for t in targets { counts[base(t), default: 0] += 1 }
-        var result: [GPUTarget: String] = [:]
-        for t in targets {
-            result[t] = counts[base(t)]! > 1 ? "\(base(t))-w\(t.warpSize.map(String.init) ?? "any")" : base(t)
-        }
-        return result
     }
 
     private func plan(files: [CacheScan.File], kernels: [CacheScan.Kernel], suffix: String?) -> Plan {

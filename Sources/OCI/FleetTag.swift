@@ -52,6 +52,30 @@ public struct FleetTag: Sendable, Hashable, CustomStringConvertible {
         return hex.count == digestLength && digest.hex.hasPrefix(hex)
     }
 
+    /// The target part of an image's tag for each of `targets`, shared by fleet tags and `push --split per-target`:
+    /// `cuda-sm90`, `hip-gfx942`; a warp size is added only when two targets would otherwise share a name.
+    public static func targetNames(for targets: [GPUTarget]) -> [GPUTarget: String] {
+        func base(_ t: GPUTarget) -> String { t.backend == .cuda ? "cuda-sm\(t.arch)" : "hip-\(t.arch)" }
+        var counts: [String: Int] = [:]
+        for t in targets { counts[base(t), default: 0] += 1 }
+        var result: [GPUTarget: String] = [:]
+        for t in targets {
+            result[t] = counts[base(t)]! > 1 ? "\(base(t))-w\(t.warpSize.map(String.init) ?? "any")" : base(t)
+        }
+        return result
+    }
+
+    /// The target part of an image for no single target (one image for all of a cache's targets).
+    public static let anyTarget = "any"
+
+    /// The tag `push --split per-target` gives one target's image: the user's tag (or none) and the target's name.
+    /// - Parameters:
+    ///   - tag: the reference's tag; nil when the reference has none.
+    ///   - target: the target's name (`targetNames(for:)`); nil for the single image of an unsplit push.
+    public static func split(tag: String?, target: String?) -> String {
+        target.map { target in tag.map { "\($0)-\(target)" } ?? target } ?? tag ?? "latest"
+    }
+
     /// Whether `prefix` can start a tag (the registry's tag grammar leaves room for the rest).
     public static func isValidPrefix(_ prefix: String) -> Bool {
         guard let first = prefix.utf8.first, first != UInt8(ascii: "."), first != UInt8(ascii: "-"),

@@ -98,7 +98,8 @@ public struct ImagePublisher: Sendable {
 
     private func publish(_ image: BuiltImage, keys: [String]) throws -> Outcome {
         let digest = image.manifestDescriptor.digest
-        let tag = FleetTag(prefix: options.prefix, target: image.tagSuffix ?? "any", digest: digest).description
+        let tag = FleetTag(prefix: options.prefix, target: image.tagSuffix ?? FleetTag.anyTarget, digest: digest)
+            .description
         var outcome = Outcome(
             tag: tag, digest: digest.description, targets: image.targets.map(\.description), keys: keys,
             state: .wouldPush, blobsPushed: 0, signed: false)

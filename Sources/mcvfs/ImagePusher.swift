@@ -45,9 +45,7 @@ struct ImagePusher {
     }
 
     /// The tag an image goes under: the reference's (or `latest`), with a `--split` suffix.
-    func tag(suffix: String?) -> String {
-        suffix.map { suffix in reference.tag.map { "\($0)-\(suffix)" } ?? suffix } ?? reference.tag ?? "latest"
-    }
+    func tag(suffix: String?) -> String { FleetTag.split(tag: reference.tag, target: suffix) }
 
     /// Publishes `image` as `tag`, prints `<digest><TAB><name>`, signs it when asked, and removes its layer file.
     /// - Returns: the manifest digest.

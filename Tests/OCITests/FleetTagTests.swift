@@ -40,4 +40,16 @@ import Testing
         #expect(!FleetTag.isContentDerived("v1-0123456789abcdef", digest: digest), "a hex suffix naming another image")
         #expect(!FleetTag.isContentDerived("fleet-\(digest.hex.prefix(15))", digest: digest))
     }
+
+    @Test func targetNamesAddAWarpSizeOnlyWhereTwoTargetsWouldShareOne() throws {
+        let sm90 = GPUTarget(backend: .cuda, arch: "90", warpSize: 32)
+        let gfx64 = GPUTarget(backend: .hip, arch: "gfx942", warpSize: 64)
+        let gfx32 = GPUTarget(backend: .hip, arch: "gfx942", warpSize: 32)
+        let names = FleetTag.targetNames(for: [sm90, gfx64, gfx32])
+        #expect(names == [sm90: "cuda-sm90", gfx64: "hip-gfx942-w64", gfx32: "hip-gfx942-w32"])
+        #expect(FleetTag.split(tag: "v1", target: "cuda-sm90") == "v1-cuda-sm90")
+        #expect(FleetTag.split(tag: nil, target: "cuda-sm90") == "cuda-sm90")
+        #expect(FleetTag.split(tag: nil, target: nil) == "latest")
+        #expect(FleetTag.split(tag: "v1", target: nil) == "v1")
+    }
 }
