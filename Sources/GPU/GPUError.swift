@@ -19,8 +19,6 @@ public enum GPUError: Error, Equatable, CustomStringConvertible {
     case invalidOverride(variable: String, value: String, expected: String)
     /// A `--gpu` value is malformed or the values contradict each other.
     case invalidSelection(value: String, reason: String)
-    /// A Triton kernel `<name>.json` could not be decoded.
-    case malformedKernelMetadata(reason: String)
 
     public var description: String {
         switch self {
@@ -46,8 +44,6 @@ public enum GPUError: Error, Equatable, CustomStringConvertible {
             return "invalid \(variable)='\(value)': expected \(expected)"
         case .invalidSelection(let value, let reason):
             return "invalid --gpu '\(value)': \(reason)"
-        case .malformedKernelMetadata(let reason):
-            return "malformed Triton kernel metadata: \(reason)"
         }
     }
 }

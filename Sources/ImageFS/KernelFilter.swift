@@ -25,12 +25,6 @@ public struct KernelFilter: Sendable {
             acceptsBackend: { backend in targets.contains { $0.backend == backend } })
     }
 
-    /// The target a Triton kernel metadata file (`<name>.json`) names, if it names one.
-    static func target(ofKernelMetadata data: Data) -> GPUTarget? {
-        struct Metadata: Decodable { var target: GPUTarget }
-        return try? JSONDecoder().decode(Metadata.self, from: data).target
-    }
-
     /// The backend a driver helper is built for, judged by its file name; nil when the name does not say.
     static func backend(ofHelper name: String) -> GPUTarget.Backend? {
         if name.hasPrefix("cuda_") { return .cuda }

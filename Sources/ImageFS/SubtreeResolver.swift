@@ -86,7 +86,7 @@ struct SubtreeResolver: Sendable {
             var targets: [GPUTarget] = []
             for metadataName in kernels {
                 if case .file(let digest)? = entries[metadataName]?.kind,
-                    let target = KernelFilter.target(ofKernelMetadata: try readBlob(digest))
+                    let target = try? KernelMetadata(json: try readBlob(digest)).target
                 {
                     targets.append(target)
                 }

@@ -62,13 +62,13 @@ struct KernelMetadataTests {
         #expect(metadata.optionsArch == "80")
     }
 
-    @Test("missing target or broken JSON is malformedKernelMetadata naming the problem")
+    @Test("missing target or broken JSON is MalformedError naming the problem")
     func malformed() throws {
-        #expect(throws: GPUError.malformedKernelMetadata(reason: "missing key 'target'")) {
+        #expect(throws: KernelMetadata.MalformedError(reason: "missing key 'target'")) {
             try KernelMetadata(json: Data(#"{"hash":"h","name":"k"}"#.utf8))
         }
-        #expect(throws: GPUError.self) { try KernelMetadata(json: Data("{".utf8)) }
-        #expect(throws: GPUError.self) {
+        #expect(throws: KernelMetadata.MalformedError.self) { try KernelMetadata(json: Data("{".utf8)) }
+        #expect(throws: KernelMetadata.MalformedError.self) {
             try KernelMetadata(json: Data(#"{"hash":"h","name":"k","target":{"backend":"metal","arch":1}}"#.utf8))
         }
     }

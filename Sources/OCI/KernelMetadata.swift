@@ -1,5 +1,4 @@
 import Foundation
-import OCI
 
 /// A Triton kernel's `<name>.json` (docs/triton-cache.md), the authority on which target a cache entry was compiled for.
 ///
@@ -22,15 +21,28 @@ public struct KernelMetadata: Sendable, Equatable, Decodable {
     public var ptxVersion: Int?
     public var debug: Bool?
 
-    /// Decodes a kernel JSON file's bytes.
-    /// - Throws: `GPUError.malformedKernelMetadata` naming what was missing or wrong.
-    public init(json: Data) throws(GPUError) {
+    /// A kernel JSON file that could not be decoded.
+    public struct MalformedError: Error, Equatable, CustomStringConvertible {
+        /// What was missing or wrong.
+        public var reason: String
+
+        public init(reason: String) {
+            self.reason = reason
+        }
+
+        public var description: String { "malformed Triton kernel metadata: \(reason)" }
+    }
+
+    /// Decodes a kernel JSON file's bytes. The one parser of `<name>.json`: the mount's GPU filter, the image
+    /// builder's scan and `gpus` all read kernels through it.
+    /// - Throws: `MalformedError` naming what was missing or wrong.
+    public init(json: Data) throws(MalformedError) {
         do {
             self = try JSONDecoder().decode(KernelMetadata.self, from: json)
         } catch let error as DecodingError {
-            throw .malformedKernelMetadata(reason: Self.describe(error))
+            throw MalformedError(reason: Self.describe(error))
         } catch {
-            throw .malformedKernelMetadata(reason: "\(error)")
+            throw MalformedError(reason: "\(error)")
         }
     }
 
