@@ -204,11 +204,12 @@ extension MountStatus {
         overlay = source.overlay?.report
     }
 
-    /// Size of each upper under `root` (one per uid, or `shared`): the files users wrote, work files of writes in
-    /// progress included, the overlay's whiteouts not.
+    /// Size of each upper under `root` (one per uid, or `shared`): the files users wrote, the overlay's whiteouts
+    /// and the daemon's work directories not.
     static func uppers(in root: String) -> [Upper] {
         let manager = FileManager.default
-        return ((try? manager.contentsOfDirectory(atPath: root)) ?? []).sorted().map { name in
+        let names = (try? manager.contentsOfDirectory(atPath: root)) ?? []
+        return names.filter { !OverlayFileSystem.isBookkeeping($0) }.sorted().map { name in
             var bytes: Int64 = 0
             var files = 0
             let enumerator = manager.enumerator(atPath: root + "/" + name)
@@ -237,8 +238,15 @@ public final class MountStatusBoard: Sendable {
     /// The catalog a refresh grew: the images used and skipped from now on.
     public func update(catalog: Catalog) { source.withLock { $0?.catalog = catalog } }
 
-    public func render() -> Data {
+    /// The document `viewer` may read: everything for nil (root, the mount's owner); for a user, their own upper
+    /// only (other users' upper sizes say what they compile).
+    public func render(for viewer: UInt32? = nil) -> Data {
         guard let current = source.withLock({ $0 }) else { return Data("{}\n".utf8) }
-        return (try? MountStatus(current).encoded()) ?? Data("{}\n".utf8)
+        var status = MountStatus(current)
+        if let viewer {
+            let own = status.upper(of: viewer).map { ($0 as NSString).lastPathComponent }
+            status.uppers = status.uppers.filter { $0.name == own }
+        }
+        return (try? status.encoded()) ?? Data("{}\n".utf8)
     }
 }
