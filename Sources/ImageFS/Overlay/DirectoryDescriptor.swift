@@ -78,13 +78,6 @@ final class DirectoryDescriptor: Sendable {
         return DirectoryDescriptor(fd: next, path: path + "/" + name)
     }
 
-    /// Another descriptor of the same directory, for a walk that starts here.
-    func duplicate() throws(FSError) -> DirectoryDescriptor {
-        let copy = fcntl(fd, F_DUPFD_CLOEXEC, 0)
-        guard copy >= 0 else { throw Self.error(errno, "dup", ".") }
-        return DirectoryDescriptor(fd: copy, path: path)
-    }
-
     /// Opens regular file `name` (never through a final link, never blocking on a FIFO); `O_CREAT` with `mode`.
     /// - Returns: the descriptor, or the errno of the failure (`EINVAL` for a FIFO, a device, a socket).
     func openFile(_ name: String, flags: Int32, mode: UInt32 = 0o600) -> Result<Int32, Errno> {
@@ -172,13 +165,13 @@ final class DirectoryDescriptor: Sendable {
 
     /// The names of its entries, `.` and `..` excluded.
     func entries() throws(FSError) -> [String] {
-        let copy = fcntl(fd, F_DUPFD_CLOEXEC, 0)
+        // A description of its own (not a `dup`, which shares the offset): threads list one directory at once.
+        let copy = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard copy >= 0, let stream = fdopendir(copy) else {
             if copy >= 0 { close(copy) }
             throw Self.error(errno, "list", ".")
         }
         defer { closedir(stream) }
-        rewinddir(stream)  // the duplicate shares its offset with every earlier listing
         var names: [String] = []
         while let entry = readdir(stream) {
             let name = withUnsafeBytes(of: entry.pointee.d_name) {
