@@ -115,6 +115,14 @@ public struct MountStatus: Codable, Sendable, Equatable {
         return upperRoot + "/" + OverlayFileSystem.upperName(isolation: mode, uid: uid)
     }
 
+    /// What user `viewer` may see: their own upper, nobody else's (whose sizes say what they compile).
+    public func seen(by viewer: UInt32) -> MountStatus {
+        var status = self
+        let own = upper(of: viewer).map { ($0 as NSString).lastPathComponent }
+        status.uppers = uppers.filter { $0.name == own }
+        return status
+    }
+
     /// Where a mount serves its status: reachable by name, never listed.
     public static func file(in mountpoint: String) -> String {
         mountpoint + "/" + ImageFileSystem.controlName + "/status.json"
@@ -242,11 +250,7 @@ public final class MountStatusBoard: Sendable {
     /// only (other users' upper sizes say what they compile).
     public func render(for viewer: UInt32? = nil) -> Data {
         guard let current = source.withLock({ $0 }) else { return Data("{}\n".utf8) }
-        var status = MountStatus(current)
-        if let viewer {
-            let own = status.upper(of: viewer).map { ($0 as NSString).lastPathComponent }
-            status.uppers = status.uppers.filter { $0.name == own }
-        }
-        return (try? status.encoded()) ?? Data("{}\n".utf8)
+        let status = MountStatus(current)
+        return (try? (viewer.map(status.seen(by:)) ?? status).encoded()) ?? Data("{}\n".utf8)
     }
 }
