@@ -31,7 +31,7 @@ let package = Package(
         .target(name: "GPU", dependencies: ["OCI"]),
         .target(name: "Registry", dependencies: ["OCI", "ContentHash", "TimeBudget"]),
         .target(name: "CurlTransport", dependencies: ["Registry", "CCurl"]),
-        .target(name: "BlobCache", dependencies: ["OCI", "ContentHash"]),
+        .target(name: "BlobCache", dependencies: ["OCI", "ContentHash", "TimeBudget"]),
         .target(name: "TarIndex", dependencies: ["OCI", "ContentHash", "BlobCache", "CArchive"]),
         .target(
             name: "CacheRepository",

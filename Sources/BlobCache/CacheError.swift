@@ -15,6 +15,8 @@ public enum CacheError: Error, Equatable, CustomStringConvertible {
     case notFound(Digest)
     /// A cache directory that cannot be used (relative path, or not a directory).
     case invalidCacheDirectory(path: String, reason: String)
+    /// Another process held the lock file past the operation's deadline.
+    case lockTimeout(path: String)
 
     public var description: String {
         switch self {
@@ -29,6 +31,9 @@ public enum CacheError: Error, Equatable, CustomStringConvertible {
             return "blob \(digest) is not in the local cache"
         case .invalidCacheDirectory(let path, let reason):
             return "cannot use cache directory '\(path)': \(reason)"
+        case .lockTimeout(let path):
+            return "lock \(path) still held by another process at the operation's deadline; find the holder with "
+                + "`lslocks` or `fuser \(path)` (the cache directory must be 0700 so no other user can open it)"
         }
     }
 

@@ -2,6 +2,10 @@ import ContentHash
 import Foundation
 import OCI
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// Every path below the cache directory (`--cache-dir`), named in one place for every part that keeps something
 /// there. A plain value: a process builds it once from the resolved root (`CacheDirectory.resolve`) and hands it
 /// to the store, the index cache, the leases and the node service, so no two parts can disagree on a name.
@@ -32,6 +36,17 @@ public struct CacheLayout: Sendable, Hashable, CustomStringConvertible {
     }
 
     public var description: String { root }
+
+    /// Closes a directory the process owns to everyone else (0700): the cache directory holds lock files and
+    /// uppers no other user may reach. Directories of earlier versions (and systemd's `StateDirectoryMode=0755`)
+    /// were open; one owned by someone else is left alone.
+    /// - Throws: `CacheError.io` when it cannot be inspected or changed.
+    public static func restrictToOwner(_ path: String) throws(CacheError) {
+        var info = stat()
+        try check(lstat(path, &info), "stat", path)
+        guard info.st_uid == geteuid(), info.st_mode & 0o077 != 0 else { return }
+        try check(chmod(path, 0o700), "chmod 0700", path)
+    }
 
     public var rootURL: URL { URL(fileURLWithPath: root, isDirectory: true) }
 

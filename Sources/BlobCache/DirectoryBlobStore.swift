@@ -37,6 +37,7 @@ public final class DirectoryBlobStore: BlobStore {
     public init(layout: CacheLayout) throws(CacheError) {
         self.layout = layout
         try makeDirectories(layout.blobs)
+        try CacheLayout.restrictToOwner(layout.root)
         try makeDirectories(layout.packs)
         try makeDirectories(layout.ingest)
         try removeStaleIngestFiles()
@@ -213,7 +214,7 @@ public final class DirectoryBlobStore: BlobStore {
             var info = stat()
             guard lstat(path, &info) == 0 else { continue }
             guard info.st_mode & S_IFMT == S_IFREG else { continue }
-            guard let fd = try? FileLock.acquire(path: path, blocking: false) else { continue }  // in use
+            guard let fd = try? FileLock.acquire(path: path, until: nil) else { continue }  // in use
             unlink(path)
             close(fd)
         }

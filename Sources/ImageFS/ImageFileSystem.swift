@@ -96,14 +96,17 @@ public final class ImageFileSystem: FileSystem {
     /// What readers opened, for `.mcvfs/hot-set` and `mcvfs export --hot-set`.
     public let hotSet = HotSetRecorder()
     private let options: Options
-    private let statusDocument: @Sendable () -> Data
+    /// Renders `status.json` for a viewer: nil for root and the mount's owner, who see every user's part;
+    /// otherwise that uid, who sees only its own.
+    private let statusDocument: @Sendable (_ viewer: UInt32?) -> Data
     private let mounted = Int64(Date().timeIntervalSince1970)
     private let handles = Mutex<Handles>(Handles())
 
-    /// - Parameter status: renders `/.mcvfs/status.json` on each open.
+    /// - Parameter status: renders `/.mcvfs/status.json` on each open, for a viewer (nil: everything; a uid: what
+    ///   that user may see, its own upper and nobody else's).
     public init(
         images: [CacheImage], provider: any LayerProvider, options: Options,
-        status: @escaping @Sendable () -> Data
+        status: @escaping @Sendable (_ viewer: UInt32?) -> Data
     ) {
         self.provider = provider
         self.options = options
@@ -152,9 +155,9 @@ public final class ImageFileSystem: FileSystem {
     public func lookup(parent: UInt64, name: String, caller: Caller) throws(FSError) -> Attributes {
         switch (parent, name) {
         case (Self.rootIno, Self.controlName): return controlAttributes()
-        case (Self.controlIno, "status.json"): return volatileAttributes(Self.statusIno)
-        case (Self.controlIno, HotSetFiles.text): return volatileAttributes(Self.hotSetIno)
-        case (Self.controlIno, HotSetFiles.json): return volatileAttributes(Self.hotSetsIno)
+        case (Self.controlIno, "status.json"): return volatileAttributes(Self.statusIno, caller: caller)
+        case (Self.controlIno, HotSetFiles.text): return volatileAttributes(Self.hotSetIno, caller: caller)
+        case (Self.controlIno, HotSetFiles.json): return volatileAttributes(Self.hotSetsIno, caller: caller)
         case (Self.controlIno, _), (Self.statusIno, _), (Self.hotSetIno, _), (Self.hotSetsIno, _): throw .notFound
         default: break
         }
@@ -172,8 +175,7 @@ public final class ImageFileSystem: FileSystem {
     public func attributes(ino: UInt64, caller: Caller) throws(FSError) -> Attributes {
         switch ino {
         case Self.controlIno: return controlAttributes()
-        case Self.statusIno: return volatileAttributes(Self.statusIno)
-        case Self.hotSetIno, Self.hotSetsIno: return volatileAttributes(ino)
+        case Self.statusIno, Self.hotSetIno, Self.hotSetsIno: return volatileAttributes(ino, caller: caller)
         case Self.rootIno:
             return Attributes(
                 ino: ino, kind: .directory, permissions: rootPermissions, links: 2, size: 0,
@@ -211,7 +213,7 @@ public final class ImageFileSystem: FileSystem {
 
     public func open(ino: UInt64, flags: Int32, caller: Caller) throws(FSError) -> OpenedFile {
         guard flags & O_ACCMODE == O_RDONLY, flags & O_TRUNC == 0 else { throw .readOnly }
-        if let document = controlDocument(ino) {
+        if let document = try controlDocument(ino, caller: caller) {
             let handle = handles.withLock { $0.insert(.bytes(document)) }
             return OpenedFile(handle: handle, keepCache: false, directIO: true)
         }
@@ -325,19 +327,26 @@ public final class ImageFileSystem: FileSystem {
             gid: options.owner.gid, modified: mounted)
     }
 
-    /// The bytes of a file of `.mcvfs/`, made afresh on each open; nil for any other inode.
-    private func controlDocument(_ ino: UInt64) -> Data? {
+    /// Whether `caller` sees every user's part of the control files: root and the mount's owner.
+    private func isPrivileged(_ caller: Caller) -> Bool { caller.uid == 0 || caller.uid == options.owner.uid }
+
+    /// The bytes of a file of `.mcvfs/` as `caller` may see them, made afresh on each open; nil for any other
+    /// inode. The hot set tells which kernels users opened: root's and the mount owner's only (its mode says so
+    /// too, which `default_permissions` enforces; this holds without it).
+    private func controlDocument(_ ino: UInt64, caller: Caller) throws(FSError) -> Data? {
         switch ino {
-        case Self.statusIno: return statusDocument()
-        case Self.hotSetIno: return Data(hotSet.hotSet.text.utf8)
-        case Self.hotSetsIno: return hotSet.document
+        case Self.statusIno: return statusDocument(isPrivileged(caller) ? nil : caller.uid)
+        case Self.hotSetIno, Self.hotSetsIno:
+            guard isPrivileged(caller) else { throw .permissionDenied }
+            return ino == Self.hotSetIno ? Data(hotSet.hotSet.text.utf8) : hotSet.document
         default: return nil
         }
     }
 
-    private func volatileAttributes(_ ino: UInt64) -> Attributes {
+    private func volatileAttributes(_ ino: UInt64, caller: Caller) -> Attributes {
+        let size = (try? controlDocument(ino, caller: caller))??.count ?? 0
         var attributes = Attributes(
-            ino: ino, kind: .file, permissions: 0o444, size: Int64(controlDocument(ino)?.count ?? 0),
+            ino: ino, kind: .file, permissions: ino == Self.statusIno ? 0o444 : 0o400, size: Int64(size),
             uid: options.owner.uid, gid: options.owner.gid, modified: Int64(Date().timeIntervalSince1970))
         attributes.isVolatile = true
         return attributes

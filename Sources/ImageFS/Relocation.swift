@@ -5,6 +5,12 @@ import Foundation
 public enum Relocation {
     public static let vllmCompileIndex = "vllm_compile_cache.py"
 
+    /// The most bytes of a file to relocate that the daemon reads from a user's upper: Triton's group files hold a
+    /// few KiB, `vllm_compile_cache.py` some tens. A larger one is served as it is, never read whole, so one
+    /// user's 4 GiB sparse `__grp__x.json` costs the daemon nothing (a `stat` reads it on every call). Every
+    /// relocation rule reads through this bound (`DirectoryDescriptor.read(_:limit:)`).
+    public static let inputLimit = 1 << 20
+
     /// True for files whose content is rewritten when served.
     public static func applies(to name: String) -> Bool {
         GroupRelocation.isGroupFile(name) || name == vllmCompileIndex

@@ -155,7 +155,7 @@ struct MountCommand: ParsableCommand {
             log: { Log.warning($0) })
         let status = MountStatusBoard()
         let images = ImageFileSystem(
-            images: catalog.used, provider: provider, options: options, status: { status.render() })
+            images: catalog.used, provider: provider, options: options, status: { status.render(for: $0) })
         node.watch(images)
         let upperRoot = upper ?? layout.uppers(of: ref)
         let isolation: OverlayFileSystem.Isolation = sharedUpper ? .shared : .perUser

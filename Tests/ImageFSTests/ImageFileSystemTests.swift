@@ -116,7 +116,8 @@ struct Fixture {
             tree: .init(consumerRoot: root, filter: filter, worldReadable: true), owner: (1000, 1000),
             retryDelay: .milliseconds(200), operationBudget: budget)
         return (
-            ImageFileSystem(images: images, provider: provider, options: options, status: { Data("{}".utf8) }), provider
+            ImageFileSystem(images: images, provider: provider, options: options, status: { _ in Data("{}".utf8) }),
+            provider
         )
     }
 }

@@ -174,7 +174,7 @@ import TimeBudget
             options: .init(
                 tree: .init(consumerRoot: "/mnt", filter: .all, worldReadable: true), owner: (1000, 1000),
                 retryDelay: .milliseconds(200)),
-            status: { Data() })
+            status: { _ in Data() })
         #expect(try fs.contents("K/a") == "first a")
         #expect(throws: FSError.notFound) { try fs.path("NEW") }
         fs.add(images: [f.image("2", [late])])

@@ -59,7 +59,7 @@ final class OverlayWorld {
             images: [image], provider: Layers(store: store, index: index),
             options: .init(
                 tree: .init(consumerRoot: "/mnt/triton", filter: .all, worldReadable: true), owner: (0, 0)),
-            status: { Data("{}".utf8) })
+            status: { _ in Data("{}".utf8) })
         overlay = try OverlayFileSystem(
             lower: lower,
             options: .init(

@@ -71,6 +71,16 @@ import Testing
         #expect(status.upper(of: 7) == nil)
     }
 
+    @Test func aUserSeesOnlyTheirOwnUpper() throws {
+        var status = try MountStatus.decode(Data(Self.firstRelease.utf8))
+        status.uppers = ["0", "1000", "1001"].map { MountStatus.Upper(name: $0, bytes: 1, files: 1) }
+        #expect(status.seen(by: 1000).uppers.map(\.name) == ["1000"])
+        #expect(status.seen(by: 4242).uppers.isEmpty)
+        status.isolation = "shared"
+        status.uppers = [MountStatus.Upper(name: "shared", bytes: 1, files: 1)]
+        #expect(status.seen(by: 1000).uppers.map(\.name) == ["shared"])
+    }
+
     @Test func aDocumentWithoutItsOptionalPartsReads() throws {
         var object = try #require(
             try JSONSerialization.jsonObject(with: Data(Self.firstRelease.utf8)) as? [String: Any])

@@ -239,7 +239,8 @@ def test_unit_installs_and_verifies(tmp_path):
     assert any("mount --replace" in v for v in s["ExecReload"])
     assert any("mcvfs unmount ${MCVFS_MOUNTPOINT}" in v for v in s["ExecStop"])
     assert s["Restart"] == ["on-failure"]
-    assert s["CapabilityBoundingSet"] == ["CAP_SYS_ADMIN"]
+    assert s["CapabilityBoundingSet"] == ["CAP_SYS_ADMIN CAP_DAC_OVERRIDE CAP_CHOWN CAP_FOWNER"]
+    assert s["StateDirectoryMode"] == ["0700"]
     assert s["DeviceAllow"] == ["/dev/fuse rw"]
     assert s["NoNewPrivileges"] == ["yes"]
     assert s["StandardError"] == ["journal"]

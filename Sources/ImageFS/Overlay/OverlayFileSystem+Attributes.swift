@@ -51,11 +51,10 @@ extension OverlayFileSystem {
             uid: info.st_uid, gid: info.st_gid, modified: Int64(info.st_mtim.tv_sec))
     }
 
-    /// An upper file that names absolute paths, as consumers must see it (paths under this mount's consumer root).
+    /// An upper file that names absolute paths, as consumers must see it (paths under this mount's consumer root);
+    /// nil for one larger than `Relocation.inputLimit`, which is served as it is, never read whole.
     func relocated(_ path: [String], in upper: UpperLayer) throws(FSError) -> Data? {
-        let fd = try upper.openFile(path, flags: O_RDONLY)
-        defer { close(fd) }
-        let data = FileHandle(fileDescriptor: fd, closeOnDealloc: false).readDataToEndOfFile()
+        guard case .bytes(let data) = try upper.read(path, limit: Relocation.inputLimit) else { return nil }
         return Relocation.rewrite(
             data, name: path.last ?? "", directory: path.dropLast().joined(separator: "/"), root: options.consumerRoot)
             ?? data

@@ -217,9 +217,8 @@ extension OverlayFileSystem {
         switch try subject(of: ino) {
         case .directory(let path, _):
             let upper = try upper(for: caller)
-            if let fd = try upper.openDirectory(path, create: true) {
-                defer { close(fd) }
-                try Self.apply(changes, fd: fd)
+            if let directory = try upper.openDirectory(path, create: true) {
+                try Self.apply(changes, fd: directory.fd)
             }
         case .lowerFile(let path, let node):
             switch try view(ofImageFile: node, path: path, caller: caller) {

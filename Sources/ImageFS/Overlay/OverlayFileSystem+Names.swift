@@ -1,13 +1,6 @@
 import Foundation
 import Glibc
 
-/// `renameat2` is not in Swift's Glibc overlay; glibc has exported it since 2.28.
-private let renameat2: @convention(c) (Int32, UnsafePointer<CChar>, Int32, UnsafePointer<CChar>, UInt32) -> Int32 = {
-    unsafeBitCast(
-        dlsym(UnsafeMutableRawPointer(bitPattern: 0), "renameat2")!,
-        to: (@convention(c) (Int32, UnsafePointer<CChar>, Int32, UnsafePointer<CChar>, UInt32) -> Int32).self)
-}()
-
 private let renameNoReplace: UInt32 = 1
 private let renameExchange: UInt32 = 2
 
@@ -31,8 +24,7 @@ extension OverlayFileSystem {
         let path = parentPath + [name]
         if try resolve(path, caller: caller) != nil { throw .exists }
         let upper = try upper(for: caller)
-        guard let fd = try upper.openDirectory(parentPath, create: true) else { throw .notFound }
-        close(fd)
+        guard try upper.openDirectory(parentPath, create: true) != nil else { throw .notFound }
         return (path, upper)
     }
 
@@ -59,12 +51,13 @@ extension OverlayFileSystem {
     {
         let (path, upper) = try prepare(parent: parent, name: name, caller: caller)
         // The empty file appears at once, so O_EXCL creation works as a lock between processes.
-        _ = try upper.inParent(of: path) { fd, last throws(FSError) in
-            let file = openat(fd, last, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, mode & 0o7777)
-            guard file >= 0 else { throw UpperLayer.error(errno) }
-            fchown(file, caller.uid, caller.gid)
-            fchmod(file, mode & 0o7777)
-            close(file)
+        _ = try upper.inParent(of: path) { directory, last throws(FSError) in
+            switch directory.openFile(last, flags: O_CREAT | O_EXCL | O_WRONLY, mode: mode & 0o1777) {
+            case .failure(let error): throw UpperLayer.error(error.code)
+            case .success(let file):
+                defer { close(file) }
+                try UpperLayer.giveAway(file, to: (caller.uid, caller.gid), permissions: mode)
+            }
         }
         try settle(path, directory: false, upper: upper)
         let attributes = try created(path, parent: parent, caller: caller)
@@ -82,9 +75,9 @@ extension OverlayFileSystem {
     public func makeDirectory(parent: UInt64, name: String, mode: UInt32, caller: Caller) throws(FSError) -> Attributes
     {
         let (path, upper) = try prepare(parent: parent, name: name, caller: caller)
-        _ = try upper.inParent(of: path) { fd, last throws(FSError) in
-            guard mkdirat(fd, last, mode & 0o7777) == 0 else { throw UpperLayer.error(errno) }
-            fchownat(fd, last, caller.uid, caller.gid, AT_SYMLINK_NOFOLLOW)
+        _ = try upper.inParent(of: path) { directory, last throws(FSError) in
+            if let error = directory.makeDirectory(last, mode: mode & 0o1777) { throw UpperLayer.error(error.code) }
+            try UpperLayer.giveAway(last, in: directory, to: (caller.uid, caller.gid))
         }
         try settle(path, directory: true, upper: upper)
         return try created(path, parent: parent, caller: caller)
@@ -93,9 +86,9 @@ extension OverlayFileSystem {
     public func makeSymlink(parent: UInt64, name: String, target: String, caller: Caller) throws(FSError) -> Attributes
     {
         let (path, upper) = try prepare(parent: parent, name: name, caller: caller)
-        _ = try upper.inParent(of: path) { fd, last throws(FSError) in
-            guard symlinkat(target, fd, last) == 0 else { throw UpperLayer.error(errno) }
-            fchownat(fd, last, caller.uid, caller.gid, AT_SYMLINK_NOFOLLOW)
+        _ = try upper.inParent(of: path) { directory, last throws(FSError) in
+            if let error = directory.makeSymlink(last, target: target) { throw UpperLayer.error(error.code) }
+            try UpperLayer.giveAway(last, in: directory, to: (caller.uid, caller.gid))
         }
         try settle(path, directory: false, upper: upper)
         return try created(path, parent: parent, caller: caller)
@@ -124,9 +117,8 @@ extension OverlayFileSystem {
         guard case .upperFile? = try resolve(source, caller: caller) else { throw .permissionDenied }
         let (path, upper) = try prepare(parent: newParent, name: newName, caller: caller)
         guard let from = try upper.openDirectory(Array(source.dropLast())) else { throw .notFound }
-        defer { close(from) }
-        _ = try upper.inParent(of: path) { fd, last throws(FSError) in
-            guard linkat(from, source.last!, fd, last, 0) == 0 else { throw UpperLayer.error(errno) }
+        _ = try upper.inParent(of: path) { directory, last throws(FSError) in
+            if let error = from.link(source.last!, to: directory, last) { throw UpperLayer.error(error.code) }
         }
         try settle(path, directory: false, upper: upper)
         if let sourceIno {
@@ -161,8 +153,8 @@ extension OverlayFileSystem {
         case .directory?: throw .isDirectory
         case .upperFile?:
             orphanShadows(in: upper, at: path)
-            _ = try upper.inParent(of: path) { fd, last throws(FSError) in
-                guard unlinkat(fd, last, 0) == 0 else { throw UpperLayer.error(errno) }
+            _ = try upper.inParent(of: path) { directory, last throws(FSError) in
+                if let error = directory.remove(last) { throw UpperLayer.error(error.code) }
             }
             inodes.withLock { $0.unbind(self.name(parent, name, caller)) }
             if case .lowerFile? = try resolve(path, caller: caller) { try upper.makeWhiteout(path) }
@@ -241,17 +233,14 @@ extension OverlayFileSystem {
         guard let sourceDirectory = try upper.openDirectory(Array(source.dropLast())),
             let targetDirectory = try upper.openDirectory(Array(target.dropLast()), create: true)
         else { throw .notFound }
-        defer {
-            close(sourceDirectory)
-            close(targetDirectory)
-        }
         if case .directory(_, _, let upperInfo)? = existing, upperInfo != nil {
             try upper.removeDirectory(target)  // empty in the merged view: only markers can be left in it
         }
         if case .directory? = existing {} else if existing != nil { orphanShadows(in: upper, at: target) }
-        guard renameat2(sourceDirectory, source.last!, targetDirectory, target.last!, flags & renameNoReplace) == 0
-        else {
-            throw UpperLayer.error(errno)
+        if let error = sourceDirectory.rename(
+            source.last!, to: targetDirectory, target.last!, flags: flags & renameNoReplace)
+        {
+            throw UpperLayer.error(error.code)
         }
         var isDirectory = false
         if case .directory = from { isDirectory = true }

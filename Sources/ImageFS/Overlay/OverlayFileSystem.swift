@@ -55,6 +55,9 @@ public final class OverlayFileSystem: FileSystem {
     let inodes = Mutex(OverlayInodes())
     let handles = Mutex(OverlayHandles())
     let kernel = Mutex<(any KernelCache)?>(nil)
+    /// The upper root and the daemon's work directories in it, opened once at start.
+    let upperRoot: DirectoryDescriptor
+    let workDirectories: DirectoryDescriptor
 
     public init(lower: ImageFileSystem, options: Options, owner: (uid: UInt32, gid: UInt32)) throws(FSError) {
         self.lower = lower
@@ -64,11 +67,22 @@ public final class OverlayFileSystem: FileSystem {
         if mkdir(options.upperRoot, 0o711) != 0 && errno != EEXIST {
             throw .unavailable(reason: "cannot create \(options.upperRoot): \(UpperLayer.lastError())")
         }
+        // Only the daemon may change which uppers exist and where they lead: a directory it owns, which others
+        // may traverse (to reach their own upper) but not change (`--upper` on a fresh tmpfs is 1777).
+        upperRoot = try DirectoryDescriptor.open(options.upperRoot, owner: geteuid())
+        if try upperRoot.status().st_mode & 0o7022 != 0, fchmod(upperRoot.fd, 0o711) != 0 {
+            throw .unavailable(reason: "chmod 0711 \(options.upperRoot): \(UpperLayer.lastError())")
+        }
+        let daemon = (uid: geteuid(), gid: getegid())
+        guard let works = try upperRoot.directory(UpperLayer.workDirectory, create: (0o700, daemon)) else {
+            throw .unavailable(reason: "\(options.upperRoot)/\(UpperLayer.workDirectory) is not a directory: remove it")
+        }
+        try UpperLayer.restrict(works, to: daemon.uid)
+        workDirectories = works
         // Uppers left by earlier mounts count for what names other callers may see (see `isCommon`).
-        for name in (try? FileManager.default.contentsOfDirectory(atPath: options.upperRoot)) ?? [] {
-            var info = stat()
+        for name in (try? upperRoot.entries()) ?? [] {
             guard let space = Self.space(named: name, isolation: options.isolation),
-                lstat(options.upperRoot + "/" + name, &info) == 0, Self.isDirectory(info)
+                let info = upperRoot.status(name), Self.isDirectory(info)
             else { continue }
             _ = try? upper(space: space, owner: (info.st_uid, info.st_gid))
         }
@@ -91,11 +105,12 @@ public final class OverlayFileSystem: FileSystem {
     private func upper(space: Space, owner writer: (uid: UInt32, gid: UInt32)) throws(FSError) -> UpperLayer {
         if let existing = uppers.withLock({ $0[space] }) { return existing }
         let shared = options.isolation == .shared
-        let root = options.upperRoot + "/" + Self.upperName(isolation: options.isolation, uid: space)
+        let name = Self.upperName(isolation: options.isolation, uid: space)
         return try uppers.withLock { uppers throws(FSError) in
             if let existing = uppers[space] { return existing }
             // Created under the lock: a new layer clears its work directory, which must happen only once.
-            let layer = try UpperLayer(root: root, owner: shared ? owner : writer)
+            let layer = try UpperLayer(
+                name: name, in: upperRoot, works: workDirectories, owner: shared ? owner : writer)
             uppers[space] = layer
             return layer
         }

@@ -3,34 +3,82 @@ import Glibc
 
 /// One writer's upper directory on local disk: the only place an overlay writes.
 ///
-/// Every path is walked one component at a time with `O_NOFOLLOW`, and every final operation is `*at` on the
-/// parent's descriptor without following links, so a symlink a user planted in the upper can never make the
-/// daemon (root) touch anything outside it. Deletions of lower entries are recorded as OCI-style whiteout
-/// files (`.wh.<name>`, `.wh..wh..opq`), names the overlay refuses to let users create.
+/// The upper belongs to its writer, who may change anything in it directly on disk at any moment, so the daemon
+/// (root) reaches it only through `DirectoryDescriptor`s: the upper opened once and checked (a directory owned by
+/// its writer), each path walked one component at a time without following links, every final operation `*at`
+/// on the parent's descriptor. Scratch files live outside it, in a work directory only the daemon can reach
+/// (`<upper root>/.mcvfs-work/<name>/`, 0700), so no user can make the daemon create, rename or delete a file
+/// anywhere else. Deletions of lower entries are recorded as OCI-style whiteout files (`.wh.<name>`,
+/// `.wh..wh..opq`), names the overlay refuses to let users create.
 final class UpperLayer: Sendable {
     static let whiteoutPrefix = ".wh."
     static let opaqueMarker = ".wh..wh..opq"
-    /// Scratch space for copy-up and shadow writes, on the same filesystem so `rename` publishes atomically.
+    /// In the upper root: the daemon's own directory of work directories, one per upper, for copy-up and shadow
+    /// writes (on the same filesystem as the uppers, so `rename` publishes atomically). Inside an upper, the name
+    /// of where older versions kept them: reserved, and removed (never followed) at start.
     static let workDirectory = ".mcvfs-work"
 
     let root: String
     let owner: (uid: UInt32, gid: UInt32)
+    /// The upper itself, opened once: a user who renames or replaces its path changes nothing the daemon uses.
+    private let top: DirectoryDescriptor
+    /// This upper's work directory, owned by the daemon and closed to everyone else.
+    private let work: DirectoryDescriptor
 
-    init(root: String, owner: (uid: UInt32, gid: UInt32)) throws(FSError) {
-        self.root = root
+    /// Opens (creating when missing) upper `name` of the directory of uppers and its work directory, and clears
+    /// what a crash left in the latter.
+    /// - Parameters:
+    ///   - uppers: the upper root, owned by the daemon.
+    ///   - works: the daemon's work directories (`<upper root>/.mcvfs-work`).
+    init(name: String, in uppers: DirectoryDescriptor, works: DirectoryDescriptor, owner: (uid: UInt32, gid: UInt32))
+        throws(FSError)
+    {
+        root = uppers.path + "/" + name
         self.owner = owner
-        for directory in [root, root + "/" + Self.workDirectory] where mkdir(directory, 0o700) != 0 && errno != EEXIST {
-            throw .unavailable(reason: "cannot create upper directory \(directory): \(Self.lastError())")
+        guard let top = try uppers.directory(name, create: (0o700, Self.chownable(owner))) else {
+            throw .unavailable(reason: "\(root) is not a directory: remove it")
         }
-        chown(root, owner.uid, owner.gid)
-        Self.clearWork(root + "/" + Self.workDirectory)
+        // Its writer's, or the daemon's own (a daemon that is not root cannot give files away).
+        let holder = try top.status().st_uid
+        guard holder == owner.uid || holder == geteuid() else {
+            throw .unavailable(reason: "\(root) belongs to uid \(holder), not \(owner.uid): remove or chown it")
+        }
+        self.top = top
+        let daemon = (uid: geteuid(), gid: getegid())
+        guard let work = try works.directory(name, create: (0o700, daemon)) else {
+            throw .unavailable(reason: "\(works.path)/\(name) is not a directory: remove it")
+        }
+        try Self.restrict(work, to: daemon.uid)
+        self.work = work
+        Self.clear(work)
+        try Self.removeLegacyWork(in: top)
     }
 
-    /// Temp files of writes a crash interrupted were never published: they are garbage.
-    private static func clearWork(_ path: String) {
-        for name in (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? [] {
-            unlink(path + "/" + name)
+    /// Checks that the daemon owns `directory` and closes it to everyone else (older versions made some 0755).
+    static func restrict(_ directory: DirectoryDescriptor, to uid: UInt32) throws(FSError) {
+        try directory.check(owner: uid)
+        if try directory.status().st_mode & 0o077 != 0, fchmod(directory.fd, 0o700) != 0 {
+            throw .unavailable(reason: "chmod 0700 \(directory.path): \(lastError())")
         }
+    }
+
+    /// Temp files of writes a crash interrupted were never published: they are garbage. `unlinkat` on the
+    /// directory's own descriptor: nothing is deleted through a link.
+    private static func clear(_ work: DirectoryDescriptor) {
+        for name in (try? work.entries()) ?? [] { _ = work.remove(name) }
+    }
+
+    /// Older versions kept the work directory inside the upper, where its writer could swap it for a link.
+    /// What is there now is removed as it is: a link itself, or a directory's plain entries.
+    private static func removeLegacyWork(in top: DirectoryDescriptor) throws(FSError) {
+        guard let info = top.status(workDirectory) else { return }
+        if let legacy = try top.directory(workDirectory) { clear(legacy) }
+        _ = top.remove(workDirectory, directory: info.st_mode & S_IFMT == S_IFDIR)
+    }
+
+    /// `owner`, or the daemon itself when it cannot give files away.
+    static func chownable(_ owner: (uid: UInt32, gid: UInt32)) -> (uid: UInt32, gid: UInt32) {
+        geteuid() == 0 ? owner : (geteuid(), getegid())
     }
 
     static func lastError() -> String { String(cString: strerror(errno)) }
@@ -41,42 +89,28 @@ final class UpperLayer: Sendable {
 
     // MARK: Walking
 
-    /// Opens directory `components` below the root, optionally creating missing ones (owned by the writer);
-    /// nil when it does not exist (or is not a directory).
+    /// Opens directory `components` below the upper, optionally creating missing ones (owned by the writer);
+    /// nil when it does not exist (or is not a directory, or a link).
     func openDirectory(_ components: [String], create: Bool = false, mode: (Int) -> UInt32 = { _ in 0o755 })
-        throws(FSError) -> Int32?
+        throws(FSError) -> DirectoryDescriptor?
     {
-        var fd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard fd >= 0 else { throw .unavailable(reason: "open \(root): \(Self.lastError())") }
+        var current = top
         for (depth, name) in components.enumerated() {
-            var next = openat(fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-            if next < 0 && errno == ENOENT && create {
-                if mkdirat(fd, name, mode(depth)) != 0 && errno != EEXIST {
-                    close(fd)
-                    throw .unavailable(reason: "mkdir in upper: \(Self.lastError())")
-                }
-                fchownat(fd, name, owner.uid, owner.gid, AT_SYMLINK_NOFOLLOW)
-                next = openat(fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-            }
-            close(fd)
-            guard next >= 0 else {
-                if errno == ENOENT || errno == ENOTDIR || errno == ELOOP { return nil }
-                throw .unavailable(reason: "open upper directory: \(Self.lastError())")
-            }
-            fd = next
+            guard let next = try current.directory(name, create: create ? (mode(depth), Self.chownable(owner)) : nil)
+            else { return nil }
+            current = next
         }
-        return fd
+        return current
     }
 
     /// Runs `body` with the descriptor of `path`'s parent and its last name.
-    func inParent<R>(of path: [String], create: Bool = false, _ body: (Int32, String) throws(FSError) -> R)
-        throws(FSError) -> R?
-    {
-        guard let name = path.last, let fd = try openDirectory(Array(path.dropLast()), create: create) else {
+    func inParent<R>(
+        of path: [String], create: Bool = false, _ body: (DirectoryDescriptor, String) throws(FSError) -> R
+    ) throws(FSError) -> R? {
+        guard let name = path.last, let directory = try openDirectory(Array(path.dropLast()), create: create) else {
             return nil
         }
-        defer { close(fd) }
-        return try body(fd, name)
+        return try body(directory, name)
     }
 
     // MARK: Queries
@@ -90,35 +124,24 @@ final class UpperLayer: Sendable {
     }
 
     func probe(_ path: [String]) throws(FSError) -> Probe {
-        var info = stat()
-        if path.isEmpty { return Probe(hidesLower: false, info: lstat(root, &info) == 0 ? info : nil) }
-        var fd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard fd >= 0 else { throw .unavailable(reason: "open \(root): \(Self.lastError())") }
-        defer { close(fd) }
+        if path.isEmpty { return Probe(hidesLower: false, info: try top.status()) }
+        var current = top
         var hides = false
         for (depth, name) in path.enumerated() {
-            if fstatat(fd, Self.whiteoutPrefix + name, &info, AT_SYMLINK_NOFOLLOW) == 0 { hides = true }
-            guard fstatat(fd, name, &info, AT_SYMLINK_NOFOLLOW) == 0 else { return Probe(hidesLower: hides, info: nil) }
+            if current.status(Self.whiteoutPrefix + name) != nil { hides = true }
+            guard let info = current.status(name) else { return Probe(hidesLower: hides, info: nil) }
             if depth == path.count - 1 { return Probe(hidesLower: hides, info: info) }
             guard info.st_mode & S_IFMT == S_IFDIR else { return Probe(hidesLower: true, info: nil) }
-            let next = openat(fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-            guard next >= 0 else { return Probe(hidesLower: hides, info: nil) }
-            close(fd)
-            fd = next
-            if fstatat(fd, Self.opaqueMarker, &info, AT_SYMLINK_NOFOLLOW) == 0 { hides = true }
+            guard let next = try current.directory(name) else { return Probe(hidesLower: hides, info: nil) }
+            current = next
+            if current.status(Self.opaqueMarker) != nil { hides = true }
         }
         return Probe(hidesLower: hides, info: nil)
     }
 
     func status(_ path: [String]) throws(FSError) -> stat? {
-        if path.isEmpty {
-            var info = stat()
-            return lstat(root, &info) == 0 ? info : nil
-        }
-        return try inParent(of: path) { fd, name throws(FSError) in
-            var info = stat()
-            return fstatat(fd, name, &info, AT_SYMLINK_NOFOLLOW) == 0 ? info : nil
-        } ?? nil
+        if path.isEmpty { return try top.status() }
+        return try inParent(of: path) { directory, name in directory.status(name) } ?? nil
     }
 
     func isWhitedOut(_ path: [String]) throws(FSError) -> Bool {
@@ -137,19 +160,11 @@ final class UpperLayer: Sendable {
 
     /// Names in the upper directory, markers excluded; whiteouts listed separately.
     func list(_ directory: [String]) throws(FSError) -> (names: [String], whiteouts: Set<String>) {
-        guard let fd = try openDirectory(directory) else { return ([], []) }
-        guard let stream = fdopendir(fd) else {
-            close(fd)
-            return ([], [])
-        }
-        defer { closedir(stream) }
+        guard let descriptor = try openDirectory(directory) else { return ([], []) }
         var names: [String] = []
         var whiteouts = Set<String>()
-        while let entry = readdir(stream) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) {
-                String(cString: $0.bindMemory(to: CChar.self).baseAddress!)
-            }
-            if name == "." || name == ".." || name == Self.opaqueMarker { continue }
+        for name in try descriptor.entries() {
+            if name == Self.opaqueMarker { continue }
             if directory.isEmpty && name == Self.workDirectory { continue }
             if name.hasPrefix(Self.whiteoutPrefix) {
                 whiteouts.insert(String(name.dropFirst(Self.whiteoutPrefix.count)))
@@ -161,34 +176,44 @@ final class UpperLayer: Sendable {
     }
 
     func readLink(_ path: [String]) throws(FSError) -> String? {
-        try inParent(of: path) { fd, name throws(FSError) in
-            var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
-            let n = readlinkat(fd, name, &buffer, buffer.count - 1)
-            return n < 0 ? nil : String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        } ?? nil
+        try inParent(of: path) { directory, name in directory.readLink(name) } ?? nil
     }
 
-    /// Opens an existing upper file without following a final symlink.
+    /// Opens an existing regular upper file without following a final link (`invalidArgument` for a FIFO, a
+    /// device or a socket a user planted).
     func openFile(_ path: [String], flags: Int32) throws(FSError) -> Int32 {
-        let fd = try inParent(of: path) { dir, name throws(FSError) in
-            openat(dir, name, (flags & ~(O_CREAT | O_EXCL)) | O_NOFOLLOW | O_CLOEXEC)
+        let opened = try inParent(of: path) { directory, name in
+            directory.openFile(name, flags: flags & ~(O_CREAT | O_EXCL))
         }
-        guard let fd, fd >= 0 else { throw fd == nil ? .notFound : Self.error(errno) }
-        return fd
+        switch opened {
+        case nil: throw .notFound
+        case .failure(let error)?: throw Self.error(error.code)
+        case .success(let fd)?: return fd
+        }
+    }
+
+    /// The content of upper file `path` when it holds at most `limit` bytes (see `DirectoryDescriptor.read`).
+    func read(_ path: [String], limit: Int) throws(FSError) -> DirectoryDescriptor.Bounded {
+        guard
+            let read = try inParent(
+                of: path, { directory, name throws(FSError) in try directory.read(name, limit: limit) })
+        else { throw .notFound }
+        return read
     }
 
     // MARK: Changes
 
     func makeWhiteout(_ path: [String]) throws(FSError) {
-        _ = try inParent(of: path, create: true) { fd, name throws(FSError) in
-            let marker = openat(fd, Self.whiteoutPrefix + name, O_CREAT | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, 0o600)
-            guard marker >= 0 else { throw Self.error(errno) }
-            close(marker)
+        _ = try inParent(of: path, create: true) { directory, name throws(FSError) in
+            switch directory.openFile(Self.whiteoutPrefix + name, flags: O_CREAT | O_WRONLY, mode: 0o600) {
+            case .failure(let error): throw Self.error(error.code)
+            case .success(let marker): close(marker)
+            }
         }
     }
 
     func removeWhiteout(_ path: [String]) throws(FSError) {
-        _ = try inParent(of: path) { fd, name throws(FSError) in unlinkat(fd, Self.whiteoutPrefix + name, 0) }
+        _ = try inParent(of: path) { directory, name in directory.remove(Self.whiteoutPrefix + name) }
     }
 
     func makeOpaque(_ directory: [String]) throws(FSError) {
@@ -199,53 +224,67 @@ final class UpperLayer: Sendable {
     func removeDirectory(_ path: [String]) throws(FSError) {
         let (names, whiteouts) = try list(path)
         guard names.isEmpty else { throw .notEmpty }
-        if let fd = try openDirectory(path) {
-            for name in whiteouts { unlinkat(fd, Self.whiteoutPrefix + name, 0) }
-            unlinkat(fd, Self.opaqueMarker, 0)
-            close(fd)
+        if let descriptor = try openDirectory(path) {
+            for name in whiteouts { _ = descriptor.remove(Self.whiteoutPrefix + name) }
+            _ = descriptor.remove(Self.opaqueMarker)
         }
-        _ = try inParent(of: path) { fd, name throws(FSError) in
-            if unlinkat(fd, name, AT_REMOVEDIR) != 0 { throw Self.error(errno) }
+        _ = try inParent(of: path) { directory, name throws(FSError) in
+            if let error = directory.remove(name, directory: true) { throw Self.error(error.code) }
         }
     }
 
     /// A new, empty file in the work directory, with the mode and owner the published file will have (the owner
-    /// first: `fchown` clears set-id bits).
+    /// first: `fchown` clears set-id bits, which a kernel cache never needs and the overlay never sets).
     func makeWorkFile(permissions: UInt32, owner: (uid: UInt32, gid: UInt32)) throws(FSError) -> (
         fd: Int32, name: String
     ) {
         let name = UUID().uuidString
-        let fd = open(root + "/" + Self.workDirectory + "/" + name, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw .unavailable(reason: "create work file: \(Self.lastError())") }
-        fchown(fd, owner.uid, owner.gid)
-        fchmod(fd, permissions & 0o7777)
+        guard case .success(let fd) = work.openFile(name, flags: O_CREAT | O_EXCL | O_RDWR, mode: 0o600) else {
+            throw .unavailable(reason: "create work file in \(work.path): \(Self.lastError())")
+        }
+        do throws(FSError) {
+            try Self.giveAway(fd, to: owner, permissions: permissions)
+        } catch {
+            close(fd)
+            _ = work.remove(name)
+            throw error
+        }
         return (fd, name)
     }
 
+    /// Gives a file the daemon just created to its writer (who may then `touch` and `chmod` it), with `permissions`
+    /// less set-id bits. Only root can; a daemon that is not root keeps it.
+    static func giveAway(_ fd: Int32, to writer: (uid: UInt32, gid: UInt32), permissions: UInt32) throws(FSError) {
+        let owner = chownable(writer)
+        guard fchown(fd, owner.uid, owner.gid) == 0, fchmod(fd, permissions & 0o1777) == 0 else {
+            throw .unavailable(reason: "chown/chmod of a new upper file: \(lastError())" + capabilityHint)
+        }
+    }
+
+    /// `giveAway` for entry `name` of `directory` (a new directory or link: never followed).
+    static func giveAway(_ name: String, in directory: DirectoryDescriptor, to writer: (uid: UInt32, gid: UInt32))
+        throws(FSError)
+    {
+        if let error = directory.changeOwner(name, to: chownable(writer)) {
+            throw .unavailable(reason: "chown of \(name): \(String(cString: strerror(error.code)))" + capabilityHint)
+        }
+    }
+
+    /// What a failed `chown` as root most likely means.
+    static let capabilityHint =
+        " (a daemon running as root needs CAP_CHOWN and CAP_FOWNER to give users their files: see systemd/mcvfs@.service)"
+
     /// Atomically moves a work file to `path`, replacing what is there.
     func publish(workFile name: String, to path: [String]) throws(FSError) {
-        let work = try openDirectory([Self.workDirectory])!
-        defer { close(work) }
-        let done: Void? = try inParent(of: path, create: true) { fd, target throws(FSError) in
-            if renameat(work, name, fd, target) != 0 { throw Self.error(errno) }
+        let done: Void? = try inParent(of: path, create: true) { directory, target throws(FSError) in
+            if let error = work.rename(name, to: directory, target) { throw Self.error(error.code) }
         }
         if done == nil { throw .notFound }
     }
 
     func discard(workFile name: String) {
-        unlink(root + "/" + Self.workDirectory + "/" + name)
+        _ = work.remove(name)
     }
 
-    static func error(_ code: Int32) -> FSError {
-        switch code {
-        case ENOENT: return .notFound
-        case EEXIST: return .exists
-        case ENOTEMPTY: return .notEmpty
-        case ENOTDIR: return .notDirectory
-        case EISDIR: return .isDirectory
-        case EACCES, EPERM: return .permissionDenied
-        case EINVAL: return .invalidArgument
-        default: return .unavailable(reason: String(cString: strerror(code)))
-        }
-    }
+    static func error(_ code: Int32) -> FSError { DirectoryDescriptor.error(code, "upper", "file") }
 }

@@ -64,18 +64,20 @@ public final class LeaseDirectory: Sendable {
 
     public init(layout: CacheLayout) throws(ServiceError) {
         path = layout.leases
-        if mkdir(path, 0o755) != 0 && errno != EEXIST { throw .io(operation: "mkdir", path: path, errno: errno) }
+        if mkdir(path, 0o700) != 0 && errno != EEXIST { throw .io(operation: "mkdir", path: path, errno: errno) }
+        do { try CacheLayout.restrictToOwner(path) } catch {
+            guard case .io(let operation, let path, let code) = error else {
+                throw .io(operation: "chmod", path: path, errno: EIO)
+            }
+            throw .io(operation: operation, path: path, errno: code)
+        }
     }
 
-    /// Runs `body` holding `leases/.lock` (`exclusive` or shared).
+    /// Runs `body` holding `leases/.lock` (`exclusive` or shared), waiting for it no longer than the operation's
+    /// deadline (`FileLock`).
+    /// - Throws: `CacheError.lockTimeout` when someone holds it past the deadline; whatever `body` throws.
     public func withLock<R>(exclusive: Bool = true, _ body: () throws -> R) throws -> R {
-        let fd = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw ServiceError.io(operation: "open", path: lockPath, errno: errno) }
-        defer { close(fd) }
-        while flock(fd, exclusive ? LOCK_EX : LOCK_SH) != 0 {
-            guard errno == EINTR else { throw ServiceError.io(operation: "flock", path: lockPath, errno: errno) }
-        }
-        return try body()
+        try FileLock.with(path: lockPath, exclusive: exclusive, body)
     }
 
     /// Creates and locks this process's lease file and writes `lease` into it.
@@ -85,7 +87,7 @@ public final class LeaseDirectory: Sendable {
             while true {
                 let name = suffix == 0 ? "\(lease.pid).json" : "\(lease.pid)-\(suffix).json"
                 let file = "\(path)/\(name)"
-                let fd = open(file, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+                let fd = open(file, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
                 if fd < 0 {
                     guard errno == EEXIST else { throw ServiceError.io(operation: "create", path: file, errno: errno) }
                     if removeIfStale(file) { continue }

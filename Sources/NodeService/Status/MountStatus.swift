@@ -115,6 +115,14 @@ public struct MountStatus: Codable, Sendable, Equatable {
         return upperRoot + "/" + OverlayFileSystem.upperName(isolation: mode, uid: uid)
     }
 
+    /// What user `viewer` may see: their own upper, nobody else's (whose sizes say what they compile).
+    public func seen(by viewer: UInt32) -> MountStatus {
+        var status = self
+        let own = upper(of: viewer).map { ($0 as NSString).lastPathComponent }
+        status.uppers = uppers.filter { $0.name == own }
+        return status
+    }
+
     /// Where a mount serves its status: reachable by name, never listed.
     public static func file(in mountpoint: String) -> String {
         mountpoint + "/" + ImageFileSystem.controlName + "/status.json"
@@ -204,11 +212,12 @@ extension MountStatus {
         overlay = source.overlay?.report
     }
 
-    /// Size of each upper under `root` (one per uid, or `shared`): the files users wrote, work files of writes in
-    /// progress included, the overlay's whiteouts not.
+    /// Size of each upper under `root` (one per uid, or `shared`): the files users wrote, the overlay's whiteouts
+    /// and the daemon's work directories not.
     static func uppers(in root: String) -> [Upper] {
         let manager = FileManager.default
-        return ((try? manager.contentsOfDirectory(atPath: root)) ?? []).sorted().map { name in
+        let names = (try? manager.contentsOfDirectory(atPath: root)) ?? []
+        return names.filter { !OverlayFileSystem.isBookkeeping($0) }.sorted().map { name in
             var bytes: Int64 = 0
             var files = 0
             let enumerator = manager.enumerator(atPath: root + "/" + name)
@@ -237,8 +246,11 @@ public final class MountStatusBoard: Sendable {
     /// The catalog a refresh grew: the images used and skipped from now on.
     public func update(catalog: Catalog) { source.withLock { $0?.catalog = catalog } }
 
-    public func render() -> Data {
+    /// The document `viewer` may read: everything for nil (root, the mount's owner); for a user, their own upper
+    /// only (other users' upper sizes say what they compile).
+    public func render(for viewer: UInt32? = nil) -> Data {
         guard let current = source.withLock({ $0 }) else { return Data("{}\n".utf8) }
-        return (try? MountStatus(current).encoded()) ?? Data("{}\n".utf8)
+        let status = MountStatus(current)
+        return (try? (viewer.map(status.seen(by:)) ?? status).encoded()) ?? Data("{}\n".utf8)
     }
 }
