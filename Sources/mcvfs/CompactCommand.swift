@@ -36,7 +36,15 @@ struct CompactCommand: ParsableCommand {
 
     @Argument(help: "REGISTRY/REPOSITORY holding the published images.") var repository: String
 
-    func validate() throws { _ = try Self.seconds(keepFor) }
+    func validate() throws {
+        _ = try Self.seconds(keepFor)
+        if options.signKey != nil && !trust.isEnabled {
+            throw ValidationError(
+                "--sign-key signs what compaction merges, so it merges only what a signature policy verified: "
+                    + "add --key PUBLIC_KEY (the publishing nodes' key), --certificate-identity(-regexp) or "
+                    + "--policy FILE")
+        }
+    }
 
     func run() throws {
         try runReportingErrors(global) {
@@ -44,20 +52,23 @@ struct CompactCommand: ParsableCommand {
             let destination = try to.map(Self.repositoryOnly) ?? source
             let signing = try options.signing(for: destination)
             let cache = try NodeCache(layout: try global.cache.layout(), log: .process)
-            let sourcePolicy = trust.catalogPolicy(cache.layout)
-            var destinationPolicy: (any CatalogPolicy)? = sourcePolicy
-            if destination != source, let signing {
-                // The destination's own images are merged and signed anew only when this signer (or the policy)
-                // vouched for them.
-                let mine = TrustPolicy.keys([signing.key.publicKey])
-                destinationPolicy = RequiredSignatures(
-                    try trust.policy(for: destination).map { .anyOf([mine, $0]) } ?? mine)
+            // What this compaction signs it verified first: every source (earlier compactions included) passes
+            // the flags' policy, or carries this signer's own signature (the compactions it made before).
+            let mine = signing.map { TrustPolicy.keys([$0.key.publicKey]) }
+            let policy = trust.catalogPolicy(cache.layout, alsoAccepting: mine)
+            if !trust.isEnabled {
+                Log.warning(
+                    "no signature policy: every \(options.tagPrefix)-* image is merged, signed or not, and the "
+                        + "compaction is unsigned; add --key, --certificate-identity or --policy (and --sign-key)")
+            } else if signing == nil && !dryRun {
+                Log.warning(
+                    "the compaction is not signed, so mounts with this policy will not use it; add --sign-key")
             }
-            let reader = try repositoryReader(source, cache: cache, policy: sourcePolicy)
+            let reader = try repositoryReader(source, cache: cache, policy: policy)
             defer { reader.release() }
             var destinationReader: (repository: Compactor.Repository, release: () -> Void)?
             if destination != source {
-                let opened = try repositoryReader(destination, cache: cache, policy: destinationPolicy)
+                let opened = try repositoryReader(destination, cache: cache, policy: policy)
                 destinationReader = (opened.repository, opened.release)
             }
             defer { destinationReader?.release() }
@@ -69,6 +80,11 @@ struct CompactCommand: ParsableCommand {
             ).run()
             if json { return try printJSON(report) }
             for line in report.skipped { Log.warning("not compacted: \(line)") }
+            if !report.skipped.isEmpty {
+                Log.warning(
+                    "\(report.skipped.count) image(s) not compacted (unsigned, not verified or not fleet images); "
+                        + "the lines above say why")
+            }
             for compacted in report.compacted {
                 let name = "\(destination.repositoryName):\(compacted.image.tag)"
                 if dryRun {
@@ -91,7 +107,7 @@ struct CompactCommand: ParsableCommand {
 
     /// A repository's verified catalog of every image, and a lease-holding provider for its layers.
     private func repositoryReader(
-        _ reference: ImageReference, cache: NodeCache, policy: (any CatalogPolicy)?
+        _ reference: ImageReference, cache: NodeCache, policy: any CatalogPolicy
     ) throws -> (repository: Compactor.Repository, release: () -> Void) {
         let client = try global.client(for: reference)
         let upstream = Upstream(reference: reference, origin: client, log: .process)
