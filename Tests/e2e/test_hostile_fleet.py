@@ -92,6 +92,8 @@ def test_an_unsigned_fleet_image_and_an_unsigned_compaction_are_never_merged_nor
     a = fleet.node("a")
     a.compile([32])
     signed = published_tag(a.publish("--sign-key", str(node_key), env=ENV))
+    a.compile([16])
+    signed_later = published_tag(a.publish("--sign-key", str(node_key), env=ENV))
     signed_keys = a.upper_keys()
     # The attacker: push rights, no key. Its image has a well-formed fleet tag (digest and all).
     a.compile([64])
@@ -109,12 +111,12 @@ def test_an_unsigned_fleet_image_and_an_unsigned_compaction_are_never_merged_nor
     assert f"not compacted: {fleet.repo}:{unsigned_compaction}" in r.stderr, r.stderr
     assert "image(s) not compacted" in r.stderr, "a summary line"
     sources = sorted(s["tag"] for s in json.loads(labels(fleet, merged)["io.mcvfs.fleet/merged"]))
-    assert sources == [signed], sources
+    assert sources == sorted([signed, signed_later]), sources
 
     # A consumer trusting the CI and node keys serves the signed kernels only.
     consumer = fleet.node("consumer", "--key", str(ci_pub), "--key", str(node_pub))
     used = {u["name"] for u in consumer.status()["used"]}
-    assert merged in used and signed in used, used
+    assert {merged, signed, signed_later} <= used, used
     assert unsigned not in used and unsigned_compaction not in used, used
     served = set(os.listdir(consumer.path))
     assert signed_keys <= served, (signed_keys, served)
