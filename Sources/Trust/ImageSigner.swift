@@ -72,14 +72,15 @@ public struct ImageSigner: Sendable {
         subject: Descriptor, reference: String, annotations: [String: String] = [:], key: PrivateKey,
         formats: Set<Format>, attempts: Int = 3
     ) throws -> Result {
-        let verifier = ImageVerifier(
-            policy: .keys([key.publicKey], requiredAnnotations: annotations), client: client, repository: repository,
-            cache: VerdictCache())
         var missing = formats
         var result = Result()
         for _ in 0..<attempts {
             result = try sign(
                 subject: subject, reference: reference, annotations: annotations, key: key, formats: formats)
+            // A fresh cache each time: a verdict that found one layout is trusted, and would be remembered.
+            let verifier = ImageVerifier(
+                policy: .keys([key.publicKey], requiredAnnotations: annotations), client: client,
+                repository: repository, cache: VerdictCache())
             let found = Set(verifier.verify(subject.digest).accepted.map(\.layout.rawValue))
             missing = formats.filter { !found.contains($0.rawValue) }
             if missing.isEmpty { return result }

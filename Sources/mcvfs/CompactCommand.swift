@@ -13,13 +13,16 @@ struct CompactCommand: ParsableCommand {
         discussion: """
             Merges the fleet images (tags PREFIX-<target>-<digest>, as `publish` and mount --publish-to make) of \
             each GPU target into one image: deduplicated by <KEY>, labels recomputed, signed with --sign-key, and \
-            recording what it merged and when. A target whose kernels a compaction already holds is left alone. \
+            recording what it merged and when. Every source image, earlier compactions included, must pass the \
+            signature policy (--key, --certificate-identity(-regexp), --policy) or carry --sign-key's own \
+            signature; the others are left out, each with its reason. --sign-key needs a policy: a compaction \
+            signs only what it verified. A target whose kernels a compaction already holds is left alone. \
             A tag goes once a compaction made at least --keep-for ago holds every kernel it has, so mounts that \
             pinned it have had that long to refresh (mount --refresh-interval) and serve its kernels from the \
             compaction. With --to, the images are compacted into another repository (a CI job promoting a staging \
-            repository into the one consumers mount); --key/--policy then decide which published images it takes. \
-            Removing tags needs delete permission, and a registry that allows deletion (CNCF distribution: \
-            storage.delete.enabled); layers go at the registry's garbage collection. See docs/fleet.md.
+            repository into the one consumers mount). Removing tags needs delete permission, and a registry that \
+            allows deletion (CNCF distribution: storage.delete.enabled); layers go at the registry's garbage \
+            collection. See docs/fleet.md and docs/security.md.
             """)
 
     @OptionGroup var global: GlobalOptions

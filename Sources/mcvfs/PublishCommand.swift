@@ -19,8 +19,9 @@ struct PublishCommand: ParsableCommand {
             another's, and publishing the same kernels again pushes nothing. Blobs, manifest and signatures go up \
             before the tag, so an interrupted publish leaves no tag naming an incomplete image. As root, \
             --from-uid names the users whose kernels to take (repeatable), or a --shared-upper mount's shared \
-            upper is taken; never every user's. Prints "<digest><TAB><reference>" per image pushed. \
-            See docs/fleet.md for the trust model.
+            upper is taken; never every user's. An entry with a bad name (NUL, '/', control characters), a link, a \
+            special file or a file over --max-file-size is refused on its own, with its reason; the others \
+            publish. Prints "<digest><TAB><reference>" per image pushed. See docs/fleet.md and docs/security.md.
             """)
 
     @OptionGroup var global: GlobalOptions
