@@ -17,10 +17,16 @@ public struct ImagePublisher: Sendable {
         public var key: PrivateKey
         /// The signed payload's `docker-reference` (cosign writes the repository, `registry/name`).
         public var dockerReference: String
+        /// The layouts written (`--signature-format`): both by default, as `mcvfs sign`.
+        public var formats: Set<ImageSigner.Format>
 
-        public init(key: PrivateKey, dockerReference: String) {
+        public init(
+            key: PrivateKey, dockerReference: String,
+            formats: Set<ImageSigner.Format> = Set(ImageSigner.Format.allCases)
+        ) {
             self.key = key
             self.dockerReference = dockerReference
+            self.formats = formats
         }
     }
 
@@ -125,19 +131,11 @@ public struct ImagePublisher: Sendable {
         return outcome
     }
 
-    /// Signs in both layouts until this key's signature verifies. Two nodes publishing the same kernels sign the
-    /// same image at once, and on a registry without the referrers API both rewrite the same signature lists
-    /// (the `.sig` image, the fallback index): one signature can be lost, so each signer checks for its own.
+    /// Signs in the layouts asked for, each until this key's signature verifies (`ImageSigner.signConfirmed`).
     private func sign(_ subject: Descriptor, with signing: Signing) throws {
-        let verifier = ImageVerifier(
-            policy: .keys([signing.key.publicKey]), client: client, repository: repository, cache: VerdictCache())
-        for _ in 0..<Self.signingAttempts {
-            _ = try ImageSigner(client: client, repository: repository).sign(
-                subject: subject, reference: signing.dockerReference, annotations: [:], key: signing.key,
-                formats: [.legacy, .bundle])
-            if verifier.verify(subject.digest).isTrusted { return }
-        }
-        throw PublishingError.signatureLost(digest: subject.digest.description, attempts: Self.signingAttempts)
+        try ImageSigner(client: client, repository: repository).signConfirmed(
+            subject: subject, reference: signing.dockerReference, key: signing.key, formats: signing.formats,
+            attempts: Self.signingAttempts)
     }
 
     static let signingAttempts = 3

@@ -25,12 +25,16 @@ public struct PublishJob: Sendable {
     public let uppers: [String]
     let ledger: PublishLedger
     let publisher: ImagePublisher
+    let limits: PublishLimits
 
     /// - Parameter uppers: the upper directories to harvest, in precedence order (the first that has a key wins).
-    public init(uppers: [String], ledger: PublishLedger, publisher: ImagePublisher) {
+    public init(
+        uppers: [String], ledger: PublishLedger, publisher: ImagePublisher, limits: PublishLimits = PublishLimits()
+    ) {
         self.uppers = uppers
         self.ledger = ledger
         self.publisher = publisher
+        self.limits = limits
     }
 
     /// Harvests, builds and pushes, holding the repository's publish lock.
@@ -42,7 +46,7 @@ public struct PublishJob: Sendable {
                 for key in ledger.record(of: upper).keys.keys { published[key] = upper }
             }
             var report = Report()
-            let harvest = UpperHarvest(uppers: uppers) { key in
+            let harvest = UpperHarvest(uppers: uppers, limits: limits) { key in
                 let known = provided.contains(key) || published[key] != nil
                 if known { report.known += 1 }
                 return known
@@ -50,11 +54,14 @@ public struct PublishJob: Sendable {
             report.skipped = harvest.skipped
             guard !harvest.entries.isEmpty else { return report }
 
+            // The staging directory goes whatever happens after it is made: a failed build or push included.
             let work = FileManager.default.temporaryDirectory.appendingPathComponent("mcvfs-publish-\(UUID())")
             try FileManager.default.createDirectory(
                 at: work, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
             defer { try? FileManager.default.removeItem(at: work) }
-            let staged = try harvest.stage(into: work.path + "/cache", canonicalRoot: Self.canonicalRoot)
+            let stage = try harvest.stage(into: work.path + "/cache", canonicalRoot: Self.canonicalRoot)
+            report.skipped += stage.skipped
+            let staged = stage.entries
             guard !staged.isEmpty else { return report }
             report.images = try publisher.publish(cacheDirectory: work.path + "/cache", work: work)
 

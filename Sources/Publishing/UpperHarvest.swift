@@ -13,10 +13,12 @@ import ImageFS
 /// which is why empty children do not count). So half-written entries and Triton's `tmp.pid_*` directories are
 /// never taken, and only the files a group names are: nothing else a user left in the directory.
 ///
-/// Uppers are written by users (by other uids when root publishes them), so nothing in them is followed: every
-/// directory and file is opened with `O_NOFOLLOW` relative to its parent's descriptor, and a symlink or special
-/// file refuses its entry. `stage` copies what is taken into a private directory first; the image is built from
-/// that copy, never from the upper, so nothing can change between the checks and the build.
+/// Uppers are written by users (by other uids when root publishes them), so nothing in them is trusted: every
+/// directory and file is reached through `UpperDirectory` (descriptors, no link followed, no FIFO blocking), every
+/// name passes `EntryName`, every size `PublishLimits`, and a refusal refuses its entry alone, with its reason:
+/// one user's bad entry never stops the others. `stage` copies what is taken into a private directory first, in
+/// bounded chunks; the image is built from that copy, never from the upper, so nothing can change between the
+/// checks and the build.
 public struct UpperHarvest: Sendable {
     public struct Entry: Sendable, Hashable {
         public var key: String
@@ -24,6 +26,8 @@ public struct UpperHarvest: Sendable {
         public var upper: String
         /// The group files and the children they name, sorted.
         public var files: [String]
+        /// Their sizes at the scan, in bytes.
+        public var bytes: Int64 = 0
     }
 
     public struct Skipped: Sendable, Hashable, Codable {
@@ -31,26 +35,34 @@ public struct UpperHarvest: Sendable {
         public var reason: String
     }
 
+    /// What `stage` copied, and the entries it refused on the way.
+    public struct Staged: Sendable {
+        public var entries: [Entry] = []
+        public var skipped: [Skipped] = []
+    }
+
     public var entries: [Entry]
     /// Entries not taken, and why (entries left out because they are known are not listed).
     public var skipped: [Skipped]
+    public let limits: PublishLimits
 
     /// Scans each upper's top-level directories.
     /// - Parameter isKnown: keys left out without a look: those the mount's images provide and those published
     ///   before.
-    public init(uppers: [String], leavingOut isKnown: (String) -> Bool) {
+    public init(uppers: [String], limits: PublishLimits = PublishLimits(), leavingOut isKnown: (String) -> Bool) {
         var entries: [Entry] = []
         var skipped: [Skipped] = []
         for upper in uppers {
-            guard let root = Directory(path: upper) else { continue }  // a uid that never wrote has no upper
+            guard let root = UpperDirectory(path: upper) else { continue }  // a uid that never wrote has no upper
             for name in root.names() where !OverlayFileSystem.isBookkeeping(name) && !isKnown(name) {
-                let path = upper + "/" + name
-                if let reason = Self.ignoredReason(name) {
+                let path = upper + "/" + EntryName.printable(name)
+                if let reason = EntryName.problem(name).map({ "refused: \($0)" }) ?? Self.ignoredReason(name) {
                     skipped.append(Skipped(path: path, reason: reason))
                     continue
                 }
-                switch Self.check(name, in: root) {
-                case .success(let files): entries.append(Entry(key: name, upper: upper, files: files))
+                switch Self.check(name, in: root, limits: limits) {
+                case .success(let (files, bytes)):
+                    entries.append(Entry(key: name, upper: upper, files: files, bytes: bytes))
                 case .failure(let refusal): skipped.append(Skipped(path: path, reason: refusal.reason))
                 }
             }
@@ -59,6 +71,7 @@ public struct UpperHarvest: Sendable {
         var seen = Set<String>()
         self.entries = entries.filter { seen.insert($0.key).inserted }
         self.skipped = skipped
+        self.limits = limits
     }
 
     /// Top-level names that are never kernels to publish.
@@ -72,12 +85,15 @@ public struct UpperHarvest: Sendable {
         return nil
     }
 
-    struct Refusal: Error {
+    struct Refusal: Error, CustomStringConvertible {
         var reason: String
+        var description: String { reason }
     }
 
-    /// The files of a complete entry, or why it is not one.
-    static func check(_ key: String, in root: Directory) -> Result<[String], Refusal> {
+    /// The files of a complete entry and their total size, or why it is not one.
+    static func check(
+        _ key: String, in root: UpperDirectory, limits: PublishLimits
+    ) -> Result<([String], Int64), Refusal> {
         guard let directory = root.subdirectory(key) else {
             return .failure(Refusal(reason: "not a directory (a Triton cache holds <KEY>/ directories)"))
         }
@@ -88,23 +104,39 @@ public struct UpperHarvest: Sendable {
         }
         var files = Set(groups)
         for group in groups {
-            guard let data = directory.contents(of: group), let children = Self.children(ofGroup: data) else {
+            if let problem = EntryName.problem(group) { return .failure(Refusal(reason: "refused: \(problem)")) }
+            let data: Data
+            do { data = try directory.contents(of: group, limit: limits.limit(for: group)) } catch {
+                return .failure(Refusal(reason: "refused: \(group) \(error)"))
+            }
+            guard let children = Self.children(ofGroup: data) else {
                 return .failure(Refusal(reason: "\(group) is not a Triton group file"))
+            }
+            for child in children {
+                if let problem = EntryName.problem(child) {
+                    return .failure(Refusal(reason: "refused: \(group) names \(problem)"))
+                }
             }
             files.formUnion(children)
         }
+        var bytes: Int64 = 0
         for file in files {
-            guard !file.isEmpty, file != ".", file != "..", !file.contains("/") else {
-                return .failure(Refusal(reason: "a group file names '\(file)', which is not a file of the entry"))
-            }
             switch directory.kind(of: file) {
             case .missing: return .failure(Refusal(reason: "incomplete: \(file) is missing"))
             case .empty: return .failure(Refusal(reason: "incomplete: \(file) is empty (still being written)"))
             case .other: return .failure(Refusal(reason: "refused: \(file) is not a regular file"))
-            case .regular: continue
+            case .regular(let size):
+                let limit = limits.limit(for: file)
+                guard size <= limit else {
+                    return .failure(
+                        Refusal(
+                            reason: "refused: \(file) \(UpperDirectory.ReadFailure.tooLarge(size: size, limit: limit))")
+                    )
+                }
+                bytes += size
             }
         }
-        return .success(files.sorted())
+        return .success((files.sorted(), bytes))
     }
 
     /// The child names of a Triton 3.x group file (`{"child_paths": {name: absolute path}}`).
@@ -119,35 +151,71 @@ public struct UpperHarvest: Sendable {
 
     /// Copies the entries into `directory` (created, mode 0700), a Triton cache of their own, with each group
     /// file's child paths naming `canonicalRoot`, so the same kernels make the same image whichever node and
-    /// mountpoint they were compiled on.
-    /// - Returns: the entries copied; one that changed since the scan so that it no longer checks is left out.
-    public func stage(into directory: String, canonicalRoot: String) throws -> [Entry] {
+    /// mountpoint they were compiled on. An entry that changed since the scan so that it no longer checks, or
+    /// that fails to copy, is left out (and its partial copy removed); once `limits.publishBytes` are staged, the
+    /// entries that would pass it are left for a later publish.
+    /// - Throws: only when the staging directory itself cannot be made.
+    public func stage(into directory: String, canonicalRoot: String) throws -> Staged {
         guard mkdir(directory, 0o700) == 0 else { throw PublishingError.io(operation: "mkdir", path: directory, errno) }
-        var staged: [Entry] = []
+        var staged = Staged()
+        var total: Int64 = 0
         for entry in entries {
-            guard let upper = Directory(path: entry.upper), case .success(let files) = Self.check(entry.key, in: upper),
+            let path = entry.upper + "/" + entry.key
+            guard let upper = UpperDirectory(path: entry.upper),
+                case .success(let (files, bytes)) = Self.check(entry.key, in: upper, limits: limits),
                 let source = upper.subdirectory(entry.key)
             else { continue }
-            let target = directory + "/" + entry.key
-            guard mkdir(target, 0o755) == 0 else { throw PublishingError.io(operation: "mkdir", path: target, errno) }
-            var complete = true
-            for file in files {
-                guard var data = source.contents(of: file), !data.isEmpty else {
-                    complete = false
-                    break
-                }
-                if GroupRelocation.isGroupFile(file) {
-                    data = Self.canonicalGroup(data, key: entry.key, root: canonicalRoot)
-                }
-                try Self.write(data, to: target + "/" + file, executable: source.isExecutable(file))
+            guard total + bytes <= limits.publishBytes else {
+                staged.skipped.append(
+                    Skipped(
+                        path: path,
+                        reason: "left for a later publish: this one holds \(total) bytes, and \(bytes) more would "
+                            + "pass its limit of \(limits.publishBytes) (--max-publish-size)"))
+                continue
             }
-            if complete {
-                staged.append(Entry(key: entry.key, upper: entry.upper, files: files))
-            } else {
+            let target = directory + "/" + entry.key
+            do {
+                guard mkdir(target, 0o755) == 0 else {
+                    throw PublishingError.io(operation: "mkdir", path: target, errno)
+                }
+                var copied: Int64 = 0
+                for file in files {
+                    copied += try Self.copy(
+                        file, of: entry.key, from: source, to: target, limit: limits.limit(for: file),
+                        canonicalRoot: canonicalRoot)
+                }
+                total += copied
+                staged.entries.append(Entry(key: entry.key, upper: entry.upper, files: files, bytes: copied))
+            } catch {
                 try? FileManager.default.removeItem(atPath: target)
+                staged.skipped.append(Skipped(path: path, reason: "not staged: \(error)"))
             }
         }
         return staged
+    }
+
+    /// Copies one file of an entry, streamed (a group file, small and bounded, is rewritten to name `root`).
+    /// - Returns: the bytes written.
+    static func copy(
+        _ file: String, of key: String, from source: UpperDirectory, to target: String, limit: Int64,
+        canonicalRoot root: String
+    ) throws -> Int64 {
+        let path = target + "/" + file
+        if GroupRelocation.isGroupFile(file) {
+            let data = canonicalGroup(try source.contents(of: file, limit: limit), key: key, root: root)
+            let out = try StagedFile(creating: path, executable: false)
+            try data.withUnsafeBytes { try out.write($0) }
+            return Int64(data.count)
+        }
+        let out = try StagedFile(creating: path, executable: false)
+        var written: Int64 = 0
+        let executable = try source.read(file, limit: limit) { chunk in
+            try out.write(chunk)
+            written += Int64(chunk.count)
+        }
+        guard written > 0 else { throw Refusal(reason: "\(file) is empty now") }
+        if executable { try out.setExecutable(true) }
+        return written
     }
 
     /// A group file naming `root`, in one byte form (sorted keys, no spaces) whether or not its paths changed:
@@ -159,92 +227,5 @@ public struct UpperHarvest: Sendable {
                 withJSONObject: document, options: [.sortedKeys, .withoutEscapingSlashes])
         else { return data }
         return canonical
-    }
-
-    static func write(_ data: Data, to path: String, executable: Bool) throws {
-        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, executable ? 0o755 : 0o644)
-        guard fd >= 0 else { throw PublishingError.io(operation: "create", path: path, errno) }
-        defer { close(fd) }
-        try data.withUnsafeBytes { (bytes: UnsafeRawBufferPointer) in
-            var offset = 0
-            while offset < bytes.count {
-                let n = Glibc.write(fd, bytes.baseAddress! + offset, bytes.count - offset)
-                if n < 0 && errno == EINTR { continue }
-                guard n > 0 else { throw PublishingError.io(operation: "write", path: path, errno) }
-                offset += n
-            }
-        }
-    }
-}
-
-/// A directory opened without following links; its entries are read relative to its descriptor.
-final class Directory {
-    enum Kind {
-        case missing, empty, regular, other
-    }
-
-    let fd: Int32
-
-    init?(path: String) {
-        fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-        if fd < 0 { return nil }
-    }
-
-    private init(fd: Int32) { self.fd = fd }
-
-    deinit { close(fd) }
-
-    func subdirectory(_ name: String) -> Directory? {
-        let child = openat(fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-        return child < 0 ? nil : Directory(fd: child)
-    }
-
-    /// Entry names, `.` and `..` left out.
-    func names() -> [String] {
-        let copy = dup(fd)
-        guard copy >= 0, let stream = fdopendir(copy) else {
-            if copy >= 0 { close(copy) }
-            return []
-        }
-        defer { closedir(stream) }
-        var names: [String] = []
-        while let entry = readdir(stream) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
-            }
-            if name != "." && name != ".." { names.append(name) }
-        }
-        return names.sorted()
-    }
-
-    func kind(of name: String) -> Kind {
-        var info = stat()
-        guard fstatat(fd, name, &info, AT_SYMLINK_NOFOLLOW) == 0 else { return .missing }
-        guard info.st_mode & S_IFMT == S_IFREG else { return .other }
-        return info.st_size == 0 ? .empty : .regular
-    }
-
-    func isExecutable(_ name: String) -> Bool {
-        var info = stat()
-        return fstatat(fd, name, &info, AT_SYMLINK_NOFOLLOW) == 0 && info.st_mode & 0o111 != 0
-    }
-
-    /// The bytes of a regular file (nil for anything else: a link, a device, a FIFO, which `O_NONBLOCK` keeps
-    /// from blocking the open).
-    func contents(of name: String) -> Data? {
-        let file = openat(fd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
-        guard file >= 0 else { return nil }
-        defer { close(file) }
-        var info = stat()
-        guard fstat(file, &info) == 0, info.st_mode & S_IFMT == S_IFREG else { return nil }
-        var data = Data()
-        var buffer = [UInt8](repeating: 0, count: 1 << 16)
-        while true {
-            let n = read(file, &buffer, buffer.count)
-            if n < 0 && errno == EINTR { continue }
-            guard n >= 0 else { return nil }
-            if n == 0 { return data }
-            data.append(buffer, count: n)
-        }
     }
 }

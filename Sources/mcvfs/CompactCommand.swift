@@ -13,13 +13,16 @@ struct CompactCommand: ParsableCommand {
         discussion: """
             Merges the fleet images (tags PREFIX-<target>-<digest>, as `publish` and mount --publish-to make) of \
             each GPU target into one image: deduplicated by <KEY>, labels recomputed, signed with --sign-key, and \
-            recording what it merged and when. A target whose kernels a compaction already holds is left alone. \
+            recording what it merged and when. Every source image, earlier compactions included, must pass the \
+            signature policy (--key, --certificate-identity(-regexp), --policy) or carry --sign-key's own \
+            signature; the others are left out, each with its reason. --sign-key needs a policy: a compaction \
+            signs only what it verified. A target whose kernels a compaction already holds is left alone. \
             A tag goes once a compaction made at least --keep-for ago holds every kernel it has, so mounts that \
             pinned it have had that long to refresh (mount --refresh-interval) and serve its kernels from the \
             compaction. With --to, the images are compacted into another repository (a CI job promoting a staging \
-            repository into the one consumers mount); --key/--policy then decide which published images it takes. \
-            Removing tags needs delete permission, and a registry that allows deletion (CNCF distribution: \
-            storage.delete.enabled); layers go at the registry's garbage collection. See docs/fleet.md.
+            repository into the one consumers mount). Removing tags needs delete permission, and a registry that \
+            allows deletion (CNCF distribution: storage.delete.enabled); layers go at the registry's garbage \
+            collection. See docs/fleet.md and docs/security.md.
             """)
 
     @OptionGroup var global: GlobalOptions
@@ -36,7 +39,15 @@ struct CompactCommand: ParsableCommand {
 
     @Argument(help: "REGISTRY/REPOSITORY holding the published images.") var repository: String
 
-    func validate() throws { _ = try Self.seconds(keepFor) }
+    func validate() throws {
+        _ = try Self.seconds(keepFor)
+        if options.signKey != nil && !trust.isEnabled {
+            throw ValidationError(
+                "--sign-key signs what compaction merges, so it merges only what a signature policy verified: "
+                    + "add --key PUBLIC_KEY (the publishing nodes' key), --certificate-identity(-regexp) or "
+                    + "--policy FILE")
+        }
+    }
 
     func run() throws {
         try runReportingErrors(global) {
@@ -44,20 +55,23 @@ struct CompactCommand: ParsableCommand {
             let destination = try to.map(Self.repositoryOnly) ?? source
             let signing = try options.signing(for: destination)
             let cache = try NodeCache(layout: try global.cache.layout(), log: .process)
-            let sourcePolicy = trust.catalogPolicy(cache.layout)
-            var destinationPolicy: (any CatalogPolicy)? = sourcePolicy
-            if destination != source, let signing {
-                // The destination's own images are merged and signed anew only when this signer (or the policy)
-                // vouched for them.
-                let mine = TrustPolicy.keys([signing.key.publicKey])
-                destinationPolicy = RequiredSignatures(
-                    try trust.policy(for: destination).map { .anyOf([mine, $0]) } ?? mine)
+            // What this compaction signs it verified first: every source (earlier compactions included) passes
+            // the flags' policy, or carries this signer's own signature (the compactions it made before).
+            let mine = signing.map { TrustPolicy.keys([$0.key.publicKey]) }
+            let policy = trust.catalogPolicy(cache.layout, alsoAccepting: mine)
+            if !trust.isEnabled {
+                Log.warning(
+                    "no signature policy: every \(options.tagPrefix)-* image is merged, signed or not, and the "
+                        + "compaction is unsigned; add --key, --certificate-identity or --policy (and --sign-key)")
+            } else if signing == nil && !dryRun {
+                Log.warning(
+                    "the compaction is not signed, so mounts with this policy will not use it; add --sign-key")
             }
-            let reader = try repositoryReader(source, cache: cache, policy: sourcePolicy)
+            let reader = try repositoryReader(source, cache: cache, policy: policy)
             defer { reader.release() }
             var destinationReader: (repository: Compactor.Repository, release: () -> Void)?
             if destination != source {
-                let opened = try repositoryReader(destination, cache: cache, policy: destinationPolicy)
+                let opened = try repositoryReader(destination, cache: cache, policy: policy)
                 destinationReader = (opened.repository, opened.release)
             }
             defer { destinationReader?.release() }
@@ -69,6 +83,11 @@ struct CompactCommand: ParsableCommand {
             ).run()
             if json { return try printJSON(report) }
             for line in report.skipped { Log.warning("not compacted: \(line)") }
+            if !report.skipped.isEmpty {
+                Log.warning(
+                    "\(report.skipped.count) image(s) not compacted (unsigned, not verified or not fleet images); "
+                        + "the lines above say why")
+            }
             for compacted in report.compacted {
                 let name = "\(destination.repositoryName):\(compacted.image.tag)"
                 if dryRun {
@@ -91,7 +110,7 @@ struct CompactCommand: ParsableCommand {
 
     /// A repository's verified catalog of every image, and a lease-holding provider for its layers.
     private func repositoryReader(
-        _ reference: ImageReference, cache: NodeCache, policy: (any CatalogPolicy)?
+        _ reference: ImageReference, cache: NodeCache, policy: any CatalogPolicy
     ) throws -> (repository: Compactor.Repository, release: () -> Void) {
         let client = try global.client(for: reference)
         let upstream = Upstream(reference: reference, origin: client, log: .process)

@@ -25,8 +25,15 @@ struct ConvertCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Put these cache entries first, before the prefetch landmark.", valueName: "file"))
     var hotSet: String?
 
-    @Option(help: "Sign the converted image with this cosign.key, as `mcvfs sign` does.")
+    @Option(
+        help: """
+            Sign the converted image with this cosign.key, as `mcvfs sign` does: both layouts unless \
+            --signature-format says otherwise. Needs --key, --certificate-identity(-regexp) or --policy: SRC's \
+            signature is verified first, so the key vouches only for what someone it trusts signed.
+            """)
     var signKey: String?
+
+    @Option(help: SignatureFormat.help) var signatureFormat: SignatureFormat = .both
 
     @Option(help: "Write an OCI image layout instead of pushing: oci-layout:DIR (DST's tag names the image).")
     var output: String?
@@ -43,13 +50,19 @@ struct ConvertCommand: ParsableCommand {
 
     func validate() throws {
         try ImagePusher.validate(chunkSize: chunkSize, output: output, created: created)
+        if signKey != nil && !trust.isEnabled {
+            throw ValidationError(
+                "--sign-key signs SRC's files anew, so SRC must be verified first: add --key PUBLIC_KEY, "
+                    + "--certificate-identity(-regexp) or --policy FILE (the signer SRC carries)")
+        }
     }
 
     func run() throws {
         try runReportingErrors(global) {
             let target = try ImageReference(parsing: destination)
             let pusher = try ImagePusher(
-                reference: target, output: output, signKey: signKey, chunkSize: chunkSize, global: global)
+                reference: target, output: output, signKey: signKey, signatureFormat: signatureFormat,
+                chunkSize: chunkSize, global: global)
             // Every image the reference names, whatever its GPU targets: a conversion keeps them all.
             let request = try LeasedCatalog(
                 source, command: "convert", global: global, gpu: try GPUOptions.parse(["--gpu", "all"]),

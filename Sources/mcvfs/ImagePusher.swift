@@ -15,11 +15,16 @@ struct ImagePusher {
     private let destination: any ImageDestination
     private let client: RegistryClient?
     private let signingKey: PrivateKey?
+    private let signatureFormat: SignatureFormat
 
-    init(reference: ImageReference, output: String?, signKey: String?, chunkSize: Int, global: GlobalOptions) throws {
+    init(
+        reference: ImageReference, output: String?, signKey: String?, signatureFormat: SignatureFormat = .both,
+        chunkSize: Int, global: GlobalOptions
+    ) throws {
         guard reference.digest == nil else { throw PushError.digestReference(reference.description) }
         self.reference = reference
         self.output = output
+        self.signatureFormat = signatureFormat
         signingKey = try signKey.map(loadPrivateKey(path:))
         if signingKey != nil && output != nil { throw PushError.signingLayout }
         if let output {
@@ -72,9 +77,12 @@ struct ImagePusher {
                 + "\(progress.skippedBlobs) of \(progress.totalBlobs) blob(s) already present")
         print("\(digest)\t\(name)")
         if let signingKey, let client {
-            _ = try CosignSigner(client: client, repository: reference.repository).sign(
-                digest: digest, reference: SignCommand.dockerReference(reference), annotations: [:], key: signingKey)
-            Log.info("signed \(name)@\(digest) with key sha256:\(signingKey.publicKey.fingerprint)")
+            try ImageSigner(client: client, repository: reference.repository).signConfirmed(
+                subject: image.manifestDescriptor, reference: SignCommand.dockerReference(reference), key: signingKey,
+                formats: signatureFormat.formats)
+            Log.info(
+                "signed \(name)@\(digest) with key sha256:\(signingKey.publicKey.fingerprint) "
+                    + "(\(signatureFormat.formats.map(\.rawValue).sorted().joined(separator: " and ")))")
         }
         return digest
     }

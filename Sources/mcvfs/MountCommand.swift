@@ -101,8 +101,24 @@ struct MountCommand: ParsableCommand {
     /// How long the last publish at unmount may take: within systemd's `TimeoutStopSec=30` and a pod's grace period.
     static let publishAtUnmountBudget = Duration.seconds(20)
 
+    /// What a mount that refreshes or publishes with no signature policy is open to, and the fix; nil otherwise.
+    static func signatureWarning(refreshes: Bool, publishes: Bool, verifies: Bool) -> String? {
+        guard !verifies, refreshes || publishes else { return nil }
+        let loop = [refreshes ? "refreshes" : nil, publishes ? "publishes" : nil].compactMap { $0 }
+        return "this mount \(loop.joined(separator: " and ")) with no signature policy: anyone who can push to the "
+            + "registry reaches it\(refreshes ? " within a refresh" : ""); add --key PUBLIC_KEY, "
+            + "--certificate-identity(-regexp) or --policy FILE (docs/security.md)"
+    }
+
     func run() throws {
         if !foreground && ProcessInfo.processInfo.environment[Daemon.childVariable] == nil {
+            // The daemon's stderr is /dev/null: the terminal hears it here.
+            if let warning = Self.signatureWarning(
+                refreshes: refresh.refreshInterval != nil, publishes: publishing.target != nil,
+                verifies: trust.isEnabled)
+            {
+                Log.warning(warning)
+            }
             try Daemon.startInBackground(arguments: Array(CommandLine.arguments.dropFirst()) + ["--foreground"])
             return
         }
@@ -184,6 +200,12 @@ struct MountCommand: ParsableCommand {
             global: global, layout: layout, upperRoot: readOnly ? nil : upperRoot, isolation: isolation,
             images: { images.images }, provider: provider)
         if let publisher { node.report(publishing: { publisher.status }) }
+        if let warning = Self.signatureWarning(
+            refreshes: refresher != nil, publishes: publisher != nil, verifies: trust.isEnabled)
+        {
+            Log.warning(warning)
+            node.report(signatureWarning: warning)
+        }
         // mcvfs attaches the connection itself (beneath a mount it replaces) and libfuse serves it through
         // /dev/fd/N; for a non-root user (nil), libfuse mounts it with fusermount3.
         let attached = try placement.attach(

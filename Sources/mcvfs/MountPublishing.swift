@@ -28,6 +28,7 @@ struct MountPublishingOptions: ParsableArguments {
     var publishFromUid: [UInt32] = []
 
     @OptionGroup var options: PublishOptions
+    @OptionGroup var limits: PublishLimitOptions
 
     var target: String? { setting(publishTo, "MCVFS_PUBLISH_TO") }
 
@@ -70,7 +71,8 @@ struct MountPublishingOptions: ParsableArguments {
         let signing = try options.signing(for: reference)
         let job = PublishJob(
             uppers: uppers, ledger: PublishLedger(layout: layout, repository: reference.repositoryName),
-            publisher: options.publisher(reference, client: try global.client(for: reference), signing: signing))
+            publisher: options.publisher(reference, client: try global.client(for: reference), signing: signing),
+            limits: try limits.limits())
         let keys = ProvidedKeys()
         return AutoPublisher(
             job: job, interval: .milliseconds(Int64(interval * 1000)),

@@ -19,12 +19,14 @@ struct PublishCommand: ParsableCommand {
             another's, and publishing the same kernels again pushes nothing. Blobs, manifest and signatures go up \
             before the tag, so an interrupted publish leaves no tag naming an incomplete image. As root, \
             --from-uid names the users whose kernels to take (repeatable), or a --shared-upper mount's shared \
-            upper is taken; never every user's. Prints "<digest><TAB><reference>" per image pushed. \
-            See docs/fleet.md for the trust model.
+            upper is taken; never every user's. An entry with a bad name (NUL, '/', control characters), a link, a \
+            special file or a file over --max-file-size is refused on its own, with its reason; the others \
+            publish. Prints "<digest><TAB><reference>" per image pushed. See docs/fleet.md and docs/security.md.
             """)
 
     @OptionGroup var global: GlobalOptions
     @OptionGroup var options: PublishOptions
+    @OptionGroup var limits: PublishLimitOptions
 
     @Option(name: .customLong("from-uid"), help: "As root: publish what this uid compiled. Repeatable.")
     var fromUID: [UInt32] = []
@@ -59,9 +61,20 @@ struct PublishCommand: ParsableCommand {
             let job = PublishJob(
                 uppers: uppers, ledger: PublishLedger(layout: cache.layout, repository: target.repositoryName),
                 publisher: options.publisher(
-                    target, client: try global.client(for: target), signing: signing, dryRun: dryRun))
+                    target, client: try global.client(for: target), signing: signing, dryRun: dryRun),
+                limits: try limits.limits())
             let report = try job.run(provided: provided)
-            for skipped in report.skipped { Log.info("left out \(skipped.path): \(skipped.reason)") }
+            for skipped in report.skipped {
+                // A refusal (a bad name, a link, a file too large) is worth a warning; an entry still being
+                // written is not.
+                if skipped.reason.hasPrefix("refused") || skipped.reason.hasPrefix("not staged")
+                    || skipped.reason.hasPrefix("left for")
+                {
+                    Log.warning("left out \(skipped.path): \(skipped.reason)")
+                } else {
+                    Log.info("left out \(skipped.path): \(skipped.reason)")
+                }
+            }
             if json { return try printJSON(report) }
             for image in report.images {
                 let name = "\(target.repositoryName):\(image.tag)"

@@ -8,11 +8,14 @@ struct PublishOptions: ParsableArguments {
     @Option(
         name: .customLong("sign-key"),
         help: """
-            Sign each image pushed with this cosign.key, in both of cosign's layouts (password from \
-            COSIGN_PASSWORD, else a prompt; a daemon needs COSIGN_PASSWORD). Consumers' --key or --policy decide \
-            whether they accept it. Default: $MCVFS_SIGN_KEY (empty: unsigned).
+            Sign each image pushed with this cosign.key, as `mcvfs sign` does (both layouts unless \
+            --signature-format says otherwise; password from COSIGN_PASSWORD, else a prompt; a daemon needs \
+            COSIGN_PASSWORD). Consumers' --key or --policy decide whether they accept it. Default: $MCVFS_SIGN_KEY \
+            (empty: unsigned).
             """)
     var signKeyOption: String?
+
+    @Option(help: SignatureFormat.help) var signatureFormat: SignatureFormat = .both
 
     /// `--sign-key`, else `MCVFS_SIGN_KEY`.
     var signKey: String? { setting(signKeyOption, "MCVFS_SIGN_KEY") }
@@ -31,7 +34,8 @@ struct PublishOptions: ParsableArguments {
     func signing(for reference: ImageReference) throws -> ImagePublisher.Signing? {
         try signKey.map { path in
             ImagePublisher.Signing(
-                key: try loadPrivateKey(path: path), dockerReference: SignCommand.dockerReference(reference))
+                key: try loadPrivateKey(path: path), dockerReference: SignCommand.dockerReference(reference),
+                formats: signatureFormat.formats)
         }
     }
 

@@ -47,10 +47,13 @@ struct PushCommand: ParsableCommand {
     var output: String?
 
     @Option(
-        help:
-            "Sign each pushed image with this cosign.key, as `mcvfs sign` does (password from COSIGN_PASSWORD or a prompt)."
-    )
+        help: """
+            Sign each pushed image with this cosign.key, as `mcvfs sign` does: both layouts unless \
+            --signature-format says otherwise (password from COSIGN_PASSWORD or a prompt).
+            """)
     var signKey: String?
+
+    @Option(help: SignatureFormat.help) var signatureFormat: SignatureFormat = .both
 
     @Option(
         help: ArgumentHelp(
@@ -89,7 +92,9 @@ struct PushCommand: ParsableCommand {
                         + "--log-level info lists them")
             }
             let pusher = try ImagePusher(
-                reference: ref, output: output, signKey: signKey, chunkSize: chunkSize, global: global)
+                reference: ref, output: output, signKey: signKey, signatureFormat: signatureFormat,
+                chunkSize: chunkSize,
+                global: global)
             let hot = try hotSet.map(HotSet.init(contentsOf:)) ?? HotSet()
             let builder = ImageBuilder(
                 scan: scan, options: .init(format: layerFormat, created: created, split: split, hotSet: hot))

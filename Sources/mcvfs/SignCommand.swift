@@ -30,22 +30,9 @@ struct SignCommand: ParsableCommand {
         help: "key=value to put in the signed payload. Repeatable.")
     var annotations: [String] = []
 
-    @Option(help: "Which layouts to write: bundle (cosign v3), legacy (cosign v1/v2 .sig image), or both.")
-    var signatureFormat: SignatureFormat = .both
+    @Option(help: SignatureFormat.help) var signatureFormat: SignatureFormat = .both
 
     @Argument(help: "REGISTRY/REPOSITORY[:TAG|@DIGEST]") var reference: String
-
-    enum SignatureFormat: String, ExpressibleByArgument, CaseIterable {
-        case bundle, legacy, both
-
-        var formats: Set<ImageSigner.Format> {
-            switch self {
-            case .bundle: return [.bundle]
-            case .legacy: return [.legacy]
-            case .both: return [.legacy, .bundle]
-            }
-        }
-    }
 
     func validate() throws { _ = try parseAnnotations(annotations) }
 

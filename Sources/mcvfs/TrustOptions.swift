@@ -120,10 +120,13 @@ struct TrustOptions: ParsableArguments {
     ///
     /// The signatures read are kept in the cache's `signatures/`; with `client` nil (offline) or a registry that
     /// cannot be reached, those stored signatures are verified instead, so a node keeps serving what it verified.
+    /// - Parameter alsoAccepting: signers trusted besides the flags' (a compaction's own signing key).
     func enforce(
-        on catalog: inout Catalog, reference: ImageReference, client: RegistryClient?, cache: CacheLayout
+        on catalog: inout Catalog, reference: ImageReference, client: RegistryClient?, cache: CacheLayout,
+        alsoAccepting extra: TrustPolicy? = nil
     ) throws {
-        guard let policy = try policy(for: reference) else { return }
+        let given = try policy(for: reference)
+        guard let policy = given.map({ flags in extra.map { .anyOf([flags, $0]) } ?? flags }) ?? extra else { return }
         let store: SignatureStore?
         do { store = try SignatureStore(layout: cache) } catch {
             Log.warning("signatures are not kept for outages: \(error)")

@@ -5,6 +5,18 @@ import Testing
 
 /// A mount's publishing and refresh counters, as metrics and in the status document.
 @Suite struct FleetMetricsTests {
+    @Test func aMountWithoutSignaturePolicyIsAGaugeOfOne() {
+        func value(_ sample: NodeMetrics.Sample) -> [Double]? {
+            NodeMetrics.families(sample).first { $0.name == "mcvfs_signature_policy_missing" }?.samples.map(\.value)
+        }
+        var sample = NodeMetrics.Sample()
+        #expect(value(sample) == [0])
+        sample.signaturePolicyMissing = true
+        #expect(value(sample) == [1])
+        #expect(
+            NodeMetrics.families(sample).first { $0.name == "mcvfs_signature_policy_missing" }?.kind == .gauge)
+    }
+
     @Test func publishingAndRefreshCountersAreMetricsOnlyWhenTheMountDoesThem() {
         #expect(!NodeMetrics.families(NodeMetrics.Sample()).contains { $0.name.contains("publish") })
         #expect(!NodeMetrics.families(NodeMetrics.Sample()).contains { $0.name.contains("refresh") })

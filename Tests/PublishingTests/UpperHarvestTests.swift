@@ -102,7 +102,7 @@ import Testing
     @Test func stagingCopiesTheEntriesWithGroupFilesNamingTheCanonicalRoot() throws {
         let taken = harvest()
         let staging = directory.file("staging")
-        let staged = try taken.stage(into: staging, canonicalRoot: "/root/.triton/cache")
+        let staged = try taken.stage(into: staging, canonicalRoot: "/root/.triton/cache").entries
         #expect(staged.map(\.key) == keys)
         for entry in staged {
             for file in entry.files {
@@ -140,7 +140,7 @@ import Testing
         let taken = harvest()
         let child = try groupFiles(keys[2]).first { $0.hasSuffix(".cubin") }!
         try FileManager.default.removeItem(atPath: "\(upper)/\(keys[2])/\(child)")
-        let staged = try taken.stage(into: directory.file("staging"), canonicalRoot: "/r")
+        let staged = try taken.stage(into: directory.file("staging"), canonicalRoot: "/r").entries
         #expect(!staged.contains { $0.key == keys[2] })
         #expect(!FileManager.default.fileExists(atPath: directory.file("staging/\(keys[2])")))
         #expect(staged.count == keys.count - 1)
@@ -151,5 +151,115 @@ import Testing
         let taken = UpperHarvest(uppers: [upper, second]) { _ in false }
         #expect(taken.entries.map(\.key) == keys)
         #expect(Set(taken.entries.map(\.upper)) == [upper])
+    }
+
+    // MARK: Hostile entries: each refused alone, with its reason
+
+    /// Rewrites the group file of `key` so that it names `names` too.
+    func addToGroup(_ key: String, names: [String]) throws {
+        let group = try groupFiles(key).first { $0.hasPrefix("__grp__") }!
+        let path = "\(upper)/\(key)/\(group)"
+        var document =
+            try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: path))) as! [String: Any]
+        var children = document["child_paths"] as! [String: String]
+        for name in names { children[name] = "/x/\(key)/\(name)" }
+        document["child_paths"] = children
+        try JSONSerialization.data(withJSONObject: document).write(to: URL(fileURLWithPath: path))
+    }
+
+    @Test func aGroupFileNamingANulControlOrSlashNameRefusesOnlyItsEntry() throws {
+        let cubin = try groupFiles(keys[0]).first { $0.hasSuffix(".cubin") }!
+        try addToGroup(keys[0], names: [cubin + "\u{0}x"])
+        try addToGroup(keys[1], names: ["evil\u{1b}[2J.cubin"])
+        try addToGroup(keys[2], names: ["../../etc/passwd"])
+        try addToGroup(keys[3], names: [".."])
+        let taken = harvest()
+        #expect(reason(taken, keys[0])?.contains("a name with a NUL byte") == true, "\(taken.skipped)")
+        #expect(reason(taken, keys[1])?.contains("a name with a control character (evil\\u{1b}[2J.cubin)") == true)
+        #expect(reason(taken, keys[2])?.contains("a name with '/'") == true)
+        #expect(reason(taken, keys[3])?.contains("'..' is not a file name") == true)
+        #expect(taken.entries.map(\.key) == Array(keys.dropFirst(4)))
+        let staged = try taken.stage(into: directory.file("staging"), canonicalRoot: "/r")
+        #expect(staged.entries.map(\.key) == Array(keys.dropFirst(4)))
+    }
+
+    @Test func aKeyNamedWithAControlCharacterIsRefusedAndPrintedEscaped() throws {
+        let odd = "KEY\u{7}\u{1}"
+        try FileManager.default.copyItem(atPath: "\(upper)/\(keys[0])", toPath: "\(upper)/\(odd)")
+        let taken = harvest()
+        let skipped = taken.skipped.first { $0.path.hasSuffix("KEY\\u{7}\\u{1}") }
+        #expect(skipped?.reason.hasPrefix("refused: a name with a control character") == true, "\(taken.skipped)")
+        #expect(taken.entries.map(\.key) == keys)
+    }
+
+    @Test func nameProblemsAreNamed() {
+        #expect(EntryName.problem("add_kernel.cubin") == nil)
+        #expect(EntryName.problem("__grp__add_kernel.json") == nil)
+        #expect(EntryName.problem("ünïcode.json") == nil)
+        #expect(EntryName.problem("") == "an empty name")
+        #expect(EntryName.problem(".") == "'.' is not a file name")
+        #expect(EntryName.problem("a\u{0}b")?.hasPrefix("a name with a NUL byte (a\\u{0}b)") == true)
+        #expect(EntryName.problem("a/b")?.hasPrefix("a name with '/'") == true)
+        #expect(EntryName.problem("a\nb")?.hasPrefix("a name with a control character") == true)
+        #expect(EntryName.problem("a\u{7f}")?.hasPrefix("a name with a control character") == true)
+        #expect(EntryName.problem("a\u{85}")?.hasPrefix("a name with a control character") == true)
+        #expect(EntryName.problem("bad\u{fffd}")?.hasPrefix("a name that is not UTF-8") == true)
+        #expect(EntryName.problem(String(repeating: "x", count: 256)) == "a name longer than 255 bytes")
+        #expect(EntryName.problem(String(repeating: "x", count: 255)) == nil)
+    }
+
+    @Test func aFileOverTheLimitRefusesItsEntryWithoutBeingRead() throws {
+        let cubin = try groupFiles(keys[0]).first { $0.hasSuffix(".cubin") }!
+        // Sparse: 4 GiB that costs no disk; the scan refuses it by its size, reading nothing.
+        #expect(truncate("\(upper)/\(keys[0])/\(cubin)", 4 << 30) == 0)
+        let taken = harvest()
+        #expect(
+            reason(taken, keys[0])
+                == "refused: \(cubin) is too large (\(Int64(4) << 30) bytes; the limit is \(PublishLimits.defaultFileBytes))"
+        )
+        #expect(taken.entries.map(\.key) == Array(keys.dropFirst()))
+    }
+
+    @Test func aFileThatGrowsPastTheLimitAfterTheScanIsNotStaged() throws {
+        let limits = PublishLimits(fileBytes: 1 << 20)
+        let taken = UpperHarvest(uppers: [upper], limits: limits) { _ in false }
+        let cubin = try groupFiles(keys[0]).first { $0.hasSuffix(".cubin") }!
+        #expect(truncate("\(upper)/\(keys[0])/\(cubin)", 2 << 20) == 0)
+        let staged = try taken.stage(into: directory.file("staging"), canonicalRoot: "/r")
+        #expect(staged.entries.map(\.key) == Array(keys.dropFirst()))
+        #expect(!FileManager.default.fileExists(atPath: directory.file("staging/\(keys[0])")))
+    }
+
+    @Test func aGroupFileOverTheJSONLimitIsRefused() throws {
+        let group = try groupFiles(keys[0]).first { $0.hasPrefix("__grp__") }!
+        #expect(truncate("\(upper)/\(keys[0])/\(group)", Int(PublishLimits.jsonBytes) + 1) == 0)
+        #expect(reason(harvest(), keys[0])?.hasPrefix("refused: \(group) is too large") == true)
+    }
+
+    @Test func entriesPastThePublishLimitWaitForALaterPublish() throws {
+        let all = harvest()
+        let first = all.entries[0].bytes + all.entries[1].bytes
+        let taken = UpperHarvest(uppers: [upper], limits: PublishLimits(publishBytes: first)) { _ in false }
+        let staged = try taken.stage(into: directory.file("staging"), canonicalRoot: "/r")
+        #expect(staged.entries.map(\.key) == Array(keys.prefix(2)))
+        #expect(staged.skipped.count == keys.count - 2)
+        #expect(staged.skipped.allSatisfy { $0.reason.hasPrefix("left for a later publish") })
+    }
+
+    @Test func aFIFONamedByAGroupFileNeitherBlocksNorIsTaken() throws {
+        let cubin = try groupFiles(keys[0]).first { $0.hasSuffix(".cubin") }!
+        let path = "\(upper)/\(keys[0])/\(cubin)"
+        try FileManager.default.removeItem(atPath: path)
+        #expect(mkfifo(path, 0o644) == 0)
+        let taken = harvest()
+        #expect(reason(taken, keys[0]) == "refused: \(cubin) is not a regular file")
+        // Swapped in after the scan: the copy opens it without blocking and refuses it.
+        try FileManager.default.removeItem(atPath: path)
+        try Data([1]).write(to: URL(fileURLWithPath: path))
+        let again = harvest()
+        try FileManager.default.removeItem(atPath: path)
+        #expect(mkfifo(path, 0o644) == 0)
+        let staged = try again.stage(into: directory.file("staging"), canonicalRoot: "/r")
+        #expect(staged.entries.map(\.key) == Array(keys.dropFirst()))
     }
 }

@@ -128,11 +128,20 @@ def test_containerfile_builds_an_image_whose_binary_runs(containers):
 
 @pytest.fixture(scope="module")
 def cache_registry(tmp_path_factory):
-    """The bundled real Triton cache (cuda:90), pushed by mcvfs itself."""
+    """The bundled real Triton cache (cuda:90), pushed and signed by mcvfs itself: the DaemonSet verifies with the
+    mcvfs-trust ConfigMap's key, which the rehearsal mounts where the ConfigMap would be (`trust`)."""
+    trust = tmp_path_factory.mktemp("trust")
+    env = {**os.environ, "COSIGN_PASSWORD": "pw"}
+    out = subprocess.run([mcvfs_bin(), "generate-key-pair"], capture_output=True, text=True, timeout=GUARD, env=env,
+                         cwd=trust)
+    assert out.returncode == 0, out.stderr
+    (trust / "cosign.key").rename(trust.parent / f"{trust.name}.key")  # only the public key goes to the node
     with Registry(tmp_path_factory.mktemp("cache-registry")) as registry:
-        out = subprocess.run([mcvfs_bin(), "push", "--plain-http", str(FIXTURE),
-                              f"{registry.host}/org/cache:cuda-sm90"], capture_output=True, text=True, timeout=GUARD)
+        out = subprocess.run([mcvfs_bin(), "push", "--plain-http", "--sign-key", str(trust.parent / f"{trust.name}.key"),
+                              str(FIXTURE), f"{registry.host}/org/cache:cuda-sm90"], capture_output=True, text=True,
+                             timeout=GUARD, env=env)
         assert out.returncode == 0, out.stderr
+        registry.trust = trust
         yield registry
 
 
@@ -158,7 +167,8 @@ class Cluster:
         run = container_run(self.daemon_spec, "mcvfs", self.node, name=name, image=self.image,
                             config={"MCVFS_REFERENCE": f"{self.registry.host}/org/cache", "MCVFS_GPU": "cuda:90"},
                             extra_args=["--plain-http"],
-                            replace_args={"--metrics-listen=0.0.0.0:9400": "--metrics-listen=127.0.0.1:0"})
+                            replace_args={"--metrics-listen=0.0.0.0:9400": "--metrics-listen=127.0.0.1:0"},
+                            extra_volumes=["-v", f"{self.registry.trust}:/etc/mcvfs/trust:ro"])
         self.names.append(name)
         self.containers.run(run.argv, timeout=GUARD)
         self.wait_ready(name)

@@ -32,10 +32,18 @@ GUARD = 120
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory):
+    """The fixture cache, signed: the unit verifies signatures by default (MCVFS_TRUST)."""
+    keys = tmp_path_factory.mktemp("restart-keys")
+    env = {**os.environ, "COSIGN_PASSWORD": "pw"}
+    out = subprocess.run([mcvfs_bin(), "generate-key-pair"], capture_output=True, text=True, timeout=GUARD, env=env,
+                         cwd=keys)
+    assert out.returncode == 0, out.stderr
     with Registry(tmp_path_factory.mktemp("restart-registry")) as r:
-        out = subprocess.run([mcvfs_bin(), "push", "--plain-http", str(FIXTURE), f"{r.host}/org/cache:cuda-sm90"],
-                             capture_output=True, text=True, timeout=GUARD)
+        out = subprocess.run([mcvfs_bin(), "push", "--plain-http", "--sign-key", str(keys / "cosign.key"),
+                              str(FIXTURE), f"{r.host}/org/cache:cuda-sm90"],
+                             capture_output=True, text=True, timeout=GUARD, env=env)
         assert out.returncode == 0, out.stderr
+        r.public_key = keys / "cosign.pub"
         yield r
 
 
@@ -45,7 +53,9 @@ def service(mcvfs, registry, tmp_path):
     mountpoint = tmp_path / "triton"
     conf = tmp_path / "triton.conf"
     conf.write_text(f"MCVFS_REFERENCE={registry.host}/org/cache\nMCVFS_MOUNTPOINT={mountpoint}\n"
-                    f"MCVFS_OPTIONS=--plain-http --gpu cuda:90 --cache-dir {tmp_path / 'cache'} --log-level debug\n")
+                    f"MCVFS_OPTIONS=--plain-http --gpu cuda:90 --cache-dir {tmp_path / 'cache'} --log-level debug\n"
+                    # The unit's default names /etc/mcvfs/triton.pub; this node keeps its key elsewhere.
+                    f"MCVFS_TRUST=--key={registry.public_key}\n")
     s = Supervisor(unit=REPO_ROOT / "systemd" / "mcvfs@.service", instance="triton", environment_file=conf,
                    binary=mcvfs_bin(), workdir=tmp_path, base_env=mcvfs.env)
     s.mountpoint = mountpoint

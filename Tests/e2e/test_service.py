@@ -232,7 +232,8 @@ def test_unit_installs_and_verifies(tmp_path):
     assert s["Type"] == ["notify"]
     assert s["EnvironmentFile"] == ["/etc/mcvfs/%i.conf"]
     assert s["ExecStart"] == [
-        "/usr/local/bin/mcvfs mount --foreground $MCVFS_OPTIONS ${MCVFS_REFERENCE} ${MCVFS_MOUNTPOINT}"]
+        "/usr/local/bin/mcvfs mount --foreground $MCVFS_TRUST $MCVFS_OPTIONS ${MCVFS_REFERENCE} ${MCVFS_MOUNTPOINT}"]
+    assert "MCVFS_TRUST=--key=/etc/mcvfs/%i.pub" in s["Environment"], "it verifies signatures by default"
     # A crashed daemon's stale mount is replaced by the next mount from beneath; unmounting it before (or after
     # the crash, in ExecStopPost) would show consumers the bare directory (test_restarts.py).
     assert not any("unmount" in v for v in s.get("ExecStartPre", []) + s.get("ExecStopPost", []))

@@ -22,6 +22,8 @@ public enum NodeMetrics {
         public var publishing: MountStatus.Publishing?
         /// Live refresh's counters; nil when the mount does not refresh.
         public var refresh: MountStatus.Refresh?
+        /// The mount refreshes or publishes with no signature policy.
+        public var signaturePolicyMissing = false
 
         public init() {}
     }
@@ -86,6 +88,11 @@ public enum NodeMetrics {
         if let maxSize = sample.cacheMaxSize {
             gauge("mcvfs_cache_max_bytes", "The --cache-max-size bound.", Double(maxSize))
         }
+        gauge(
+            "mcvfs_signature_policy_missing",
+            "1 when the mount refreshes or publishes with no signature policy (--key, --policy): anyone who can push "
+                + "to the registry then reaches it.",
+            sample.signaturePolicyMissing ? 1 : 0)
         if let publishing = sample.publishing { families += Self.publishing(publishing) }
         if let refresh = sample.refresh { families += Self.refresh(refresh) }
         return families + ImageMetrics.families(sample.images)

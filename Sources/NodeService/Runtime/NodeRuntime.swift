@@ -27,6 +27,8 @@ public final class NodeRuntime: Sendable {
         var refresh: (@Sendable () -> MountStatus.Refresh)?
         /// Where each used image stands, once the filesystem exists.
         var images: (@Sendable () -> [ImageSet.Status])?
+        /// Why the mount's fleet loop is open to registry writers without a key (`report(signatureWarning:)`).
+        var signatureWarning: String?
     }
 
     /// Binds the metrics listener now, so a taken port fails the mount before it is announced.
@@ -74,6 +76,10 @@ public final class NodeRuntime: Sendable {
     public func report(refresh: @escaping @Sendable () -> MountStatus.Refresh) {
         state.withLock { $0.refresh = refresh }
     }
+
+    /// A mount that refreshes or publishes with no signature policy: status shows `warning`, and metrics set
+    /// `mcvfs_signature_policy_missing` to 1, so a fleet's dashboards find such nodes.
+    public func report(signatureWarning warning: String) { state.withLock { $0.signatureWarning = warning } }
 
     /// The catalog a refresh grew: metrics count its images from now on.
     public func update(catalog: Catalog) { state.withLock { $0.catalog = catalog } }
@@ -127,22 +133,26 @@ public final class NodeRuntime: Sendable {
     /// The node-service part of the status document.
     public var status: @Sendable () -> MountStatus.Service {
         { [self] in
-            let (lease, publishing, refresh) = state.withLock { ($0.provider?.lease.file, $0.publishing, $0.refresh) }
+            let (lease, publishing, refresh, warning) = state.withLock {
+                ($0.provider?.lease.file, $0.publishing, $0.refresh, $0.signatureWarning)
+            }
             let evictions = cache.evictions
             return MountStatus.Service(
                 offline: upstream.isOffline, mirror: upstream.mirror?.host, mirrorFallbacks: upstream.mirrorFallbacks,
                 metricsListen: metricsServer.map { "\($0.address)" }, cacheDir: cache.layout.root,
                 cacheMaxSize: cache.maxSize, cacheSize: try? cache.store.totalSize(), evictedBlobs: evictions.blobs,
                 evictedBytes: evictions.bytes, lease: lease, fuseErrors: fuseErrors.summary,
-                systemdNotify: notifier.isEnabled, publishing: publishing?(), refresh: refresh?())
+                systemdNotify: notifier.isEnabled, publishing: publishing?(), refresh: refresh?(),
+                signatureWarning: warning)
         }
     }
 
     var metricsSample: NodeMetrics.Sample {
-        let (catalog, images, publishing, refresh) = state.withLock {
-            ($0.catalog, $0.images, $0.publishing, $0.refresh)
+        let (catalog, images, publishing, refresh, warning) = state.withLock {
+            ($0.catalog, $0.images, $0.publishing, $0.refresh, $0.signatureWarning)
         }
         var sample = NodeMetrics.Sample()
+        sample.signaturePolicyMissing = warning != nil
         sample.publishing = publishing?()
         sample.refresh = refresh?()
         sample.fetch = metrics.snapshot

@@ -81,6 +81,9 @@ public struct MountStatus: Codable, Sendable, Equatable {
         public var publishing: Publishing?
         /// Live refresh (`--refresh-interval`); nil when the mount's images are fixed at mount.
         public var refresh: Refresh?
+        /// Set when the mount refreshes or publishes with no signature policy: what anyone who can push to the
+        /// registry can then do, and the fix.
+        public var signatureWarning: String? = nil
     }
 
     public var reference: String
