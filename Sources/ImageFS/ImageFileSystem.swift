@@ -113,7 +113,7 @@ public final class ImageFileSystem: FileSystem {
         tree = ImageTree(
             rootIno: Self.rootIno, firstIno: Self.firstTreeIno,
             resolver: ImageTreeBuilder(options: options.tree, readBlob: { try provider.contents(of: $0) }).resolver(),
-            prefetch: { provider.prefetch($0) }, retryDelay: options.retryDelay, images: imageSet)
+            prefetch: { provider.prefetch($0) }, retryDelay: options.retryDelay, images: imageSet, log: options.log)
     }
 
     /// The mount's images, in merge order.

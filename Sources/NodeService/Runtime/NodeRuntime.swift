@@ -27,6 +27,7 @@ public final class NodeRuntime: Sendable {
         var refresh: (@Sendable () -> MountStatus.Refresh)?
         /// Where each used image stands, once the filesystem exists.
         var images: (@Sendable () -> [ImageSet.Status])?
+        var keyConflicts: (@Sendable () -> Int)?
     }
 
     /// Binds the metrics listener now, so a taken port fails the mount before it is announced.
@@ -80,7 +81,10 @@ public final class NodeRuntime: Sendable {
 
     /// Metrics name each used image's state from now on.
     public func watch(_ fileSystem: ImageFileSystem) {
-        state.withLock { $0.images = { fileSystem.imageStatus } }
+        state.withLock {
+            $0.images = { fileSystem.imageStatus }
+            $0.keyConflicts = { fileSystem.report?.keyConflicts ?? 0 }
+        }
     }
 
     // MARK: Lifecycle
@@ -139,8 +143,8 @@ public final class NodeRuntime: Sendable {
     }
 
     var metricsSample: NodeMetrics.Sample {
-        let (catalog, images, publishing, refresh) = state.withLock {
-            ($0.catalog, $0.images, $0.publishing, $0.refresh)
+        let (catalog, images, keyConflicts, publishing, refresh) = state.withLock {
+            ($0.catalog, $0.images, $0.keyConflicts, $0.publishing, $0.refresh)
         }
         var sample = NodeMetrics.Sample()
         sample.publishing = publishing?()
@@ -152,6 +156,7 @@ public final class NodeRuntime: Sendable {
         sample.imagesUsed = catalog?.used.count ?? 0
         sample.imagesSkipped = catalog?.skipped.count ?? 0
         sample.images = images?() ?? []
+        sample.keyConflicts = keyConflicts?() ?? 0
         sample.cacheSize = try? cache.store.totalSize()
         sample.cacheMaxSize = cache.maxSize
         return sample
