@@ -99,16 +99,20 @@ public final class ImageFileSystem: FileSystem {
     private let mounted = Int64(Date().timeIntervalSince1970)
     private let handles = Mutex<Handles>(Handles())
 
-    /// - Parameter status: renders `/.mcvfs/status.json` on each open.
+    /// - Parameters:
+    ///   - batches: when the node first used each image, for their precedence (`Precedence.batch`; absent: at
+    ///     once, as on a node's first mount).
+    ///   - status: renders `/.mcvfs/status.json` on each open.
     public init(
-        images: [CacheImage], provider: any LayerProvider, options: Options,
+        images: [CacheImage], batches: [Digest: Int] = [:], provider: any LayerProvider, options: Options,
         status: @escaping @Sendable () -> Data
     ) {
         self.provider = provider
         self.options = options
         self.statusDocument = status
         imageSet = ImageSet(
-            images: images, provider: provider, retryDelay: options.retryDelay, budget: options.operationBudget,
+            images: images, batches: batches, provider: provider, retryDelay: options.retryDelay,
+            budget: options.operationBudget,
             log: options.log)
         tree = ImageTree(
             rootIno: Self.rootIno, firstIno: Self.firstTreeIno,

@@ -136,10 +136,12 @@ public final class ImageSet: Sendable {
     /// Never held across a load, a wait or a call into the tree.
     private let state: Mutex<State>
 
-    /// - Parameter log: told of each failed load (the error, and when it is retried).
+    /// - Parameters:
+    ///   - batches: when this node first used each image (`Precedence.batch`; absent: 0, the first).
+    ///   - log: told of each failed load (the error, and when it is retried).
     init(
-        images: [CacheImage], provider: any LayerProvider, retryDelay: Duration, budget: Duration,
-        log: @escaping @Sendable (String) -> Void
+        images: [CacheImage], batches: [Digest: Int] = [:], provider: any LayerProvider, retryDelay: Duration,
+        budget: Duration, log: @escaping @Sendable (String) -> Void
     ) {
         self.provider = provider
         self.retryDelay = retryDelay
@@ -148,8 +150,11 @@ public final class ImageSet: Sendable {
         self.state = Mutex(
             State(
                 entries: images.enumerated().map { position, image in
-                    State.Entry(image: image, precedence: Precedence(of: image, position: position, batch: 0))
-                }))
+                    State.Entry(
+                        image: image,
+                        precedence: Precedence(of: image, position: position, batch: batches[image.digest] ?? 0))
+                },
+                batches: batches.values.max() ?? 0))
     }
 
     /// Adds images to the mount, as one batch: they rank after every image already in it (so they add KEYs only),

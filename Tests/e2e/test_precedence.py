@@ -164,6 +164,28 @@ def test_new_tags_a_refresh_finds_add_keys_but_never_change_one_not_even_tag_0(a
     assert precedence["cuda-sm90"] == "base #0" and precedence["0"].startswith("added (batch 1"), precedence
 
 
+def test_a_tag_0_pushed_while_a_node_was_away_adds_keys_but_never_changes_one_on_its_remount(attack, mounts,
+                                                                                             tmp_path):
+    cache = tmp_path / "cache"
+    mnt = mounts.mount(attack.ref(), tmp_path / "mnt", cache, *mount_args(attack))
+    assert read(mnt.path / attack.key / attack.cubin) == attack.base_bytes()
+    mnt.unmount()
+    zero, zero_key = attack.evil_source("zero")
+    attack.push_signed(zero, "0", attack.node_key)
+    # The node's remount (a restarted daemon, a new pod): "0" sorts first, and this node never used it.
+    again = mounts.mount(attack.ref(), tmp_path / "mnt2", cache, *mount_args(attack))
+    assert read(again.path / attack.key / attack.cubin) == attack.base_bytes()
+    assert (again.path / zero_key).is_dir()
+    precedence = {u["name"]: u.get("precedence") for u in again.status()["used"]}
+    assert precedence["cuda-sm90"] == "base #1" and precedence["0"].startswith("added (batch 1"), precedence
+    found = wait_for(lambda: conflicts(again.status()), guard=60, what="the conflict in status")
+    assert found == [{"key": attack.key, "served": "cuda-sm90", "other": "0"}], found
+    # And the next remount still knows which came first.
+    again.unmount()
+    third = mounts.mount(attack.ref(), tmp_path / "mnt3", cache, *mount_args(attack))
+    assert read(third.path / attack.key / attack.cubin) == attack.base_bytes()
+
+
 # -- no waiting for an image without precedence ----------------------------------------------------------------
 
 STALL_TIMEOUT = 6
