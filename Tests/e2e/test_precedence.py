@@ -77,14 +77,14 @@ class Attack:
         shutil.copytree(extra / new_key, src / new_key)
         return src, new_key
 
-    def push_fleet(self, src: Path) -> str:
-        """`src` signed by the node key under a content-derived tag, as `publish` names its images."""
+    def push_fleet(self, src: Path, prefix: str = "fleet") -> str:
+        """`src` signed by the node key under a content-derived tag, as `publish --tag-prefix PREFIX` names it."""
         digest = self.push_signed(src, "scratch", self.node_key, repo="prec/scratch")
         body, media_type, _ = self.api.get_manifest("prec/scratch", digest)
         manifest = json.loads(body)
         for blob in [manifest["config"], *manifest["layers"]]:
             self.api.push_blob(REPO, self.api.get_blob("prec/scratch", blob["digest"]))
-        tag = f"fleet-cuda-sm90-{digest.removeprefix('sha256:')[:16]}"
+        tag = f"{prefix}-cuda-sm90-{digest.removeprefix('sha256:')[:16]}"
         self.api.push_manifest(REPO, tag, body, media_type)
         r = self.mcvfs.run("sign", "--plain-http", "--key", str(self.node_key), self.ref(tag), env=ENV)
         assert r.rc == 0, r
@@ -124,7 +124,8 @@ def conflicts(status: dict) -> list[dict]:
 def test_a_fleet_image_signed_by_an_accepted_key_adds_keys_but_never_changes_one_on_a_fresh_mount(attack, mounts,
                                                                                                    tmp_path):
     evil, new_key = attack.evil_source("fleet-evil")
-    tag = attack.push_fleet(evil)
+    # The node chose a tag prefix that sorts before every base tag (`publish --tag-prefix 0`).
+    tag = attack.push_fleet(evil, prefix="0")
     port = free_port()
     mnt = mounts.mount(attack.ref(), tmp_path / "mnt", tmp_path / "cache",
                        *mount_args(attack, "--metrics-listen", f"127.0.0.1:{port}"))
