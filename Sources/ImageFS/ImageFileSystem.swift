@@ -12,11 +12,11 @@ import TimeBudget
 /// Mounting costs no layer download: the root directory exists from the start, and the first lookup or listing
 /// below it starts loading every image, each on its own, in the background. One image that is slow, failing or
 /// malformed affects only the names that it alone could provide: the names of the others serve from the images
-/// in the tree (the first lookups wait, once and within their budget, for the images in their first load, so a
-/// healthy mount merges in tag order); a name no loaded image has answers `unavailable` (EIO) while an image that
-/// might hold it is failing or still loading, and `notFound` once every image is loaded. A failed image is
-/// retried by the first access after `retryDelay`, in the background. Every operation ends within
-/// `operationBudget`.
+/// in the tree (a first lookup waits, once and within its budget, only for the images in their first load that
+/// rank before the first image that has the name: `Precedence`); a name no loaded image has answers `unavailable`
+/// (EIO) while an image that might hold it is failing or still loading, and `notFound` once every image is
+/// loaded. A failed image is retried by the first access after `retryDelay`, in the background. Every operation
+/// ends within `operationBudget`.
 public final class ImageFileSystem: FileSystem {
     public static let rootIno: UInt64 = 1
     static let controlIno: UInt64 = 2
