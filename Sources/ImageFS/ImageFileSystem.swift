@@ -13,11 +13,11 @@ import TimeBudget
 /// Mounting costs no layer download: the root directory exists from the start, and the first lookup or listing
 /// below it starts loading every image, each on its own, in the background. One image that is slow, failing or
 /// malformed affects only the names that it alone could provide: the names of the others serve from the images
-/// in the tree (the first lookups wait, once and within their budget, for the images in their first load, so a
-/// healthy mount merges in tag order); a name no loaded image has answers `notFound` (ENOENT: Triton's `makedirs`
-/// raises on EIO), whether an image that might hold it is failing, still loading, or every image is loaded. A failed image is
-/// retried by the first access after `retryDelay`, in the background. Every operation ends within
-/// `operationBudget`.
+/// in the tree (a first lookup waits, once and within its budget, only for the images in their first load that
+/// rank before the first image that has the name: `Precedence`); a name no loaded image has answers `notFound`
+/// (ENOENT: Triton's `makedirs` raises on EIO), whether an image that might hold it is failing, still loading, or
+/// every image is loaded. A failed image is retried by the first access after `retryDelay`, in the background.
+/// Every operation ends within `operationBudget`.
 public final class ImageFileSystem: FileSystem {
     public static let rootIno: UInt64 = 1
     static let controlIno: UInt64 = 2
@@ -102,23 +102,27 @@ public final class ImageFileSystem: FileSystem {
     private let mounted = Int64(Date().timeIntervalSince1970)
     private let handles = Mutex<Handles>(Handles())
 
-    /// - Parameter status: renders `/.mcvfs/status.json` on each open, for a viewer (nil: everything; a uid: what
-    ///   that user may see, its own upper and nobody else's).
+    /// - Parameters:
+    ///   - batches: when the node first used each image, for their precedence (`Precedence.batch`; absent: at
+    ///     once, as on a node's first mount).
+    ///   - status: renders `/.mcvfs/status.json` on each open, for a viewer (nil: everything; a uid: what that
+    ///     user may see, its own upper and nobody else's).
     public init(
-        images: [CacheImage], provider: any LayerProvider, options: Options,
+        images: [CacheImage], batches: [Digest: Int] = [:], provider: any LayerProvider, options: Options,
         status: @escaping @Sendable (_ viewer: UInt32?) -> Data
     ) {
         self.provider = provider
         self.options = options
         self.statusDocument = status
         imageSet = ImageSet(
-            images: images, provider: provider, retryDelay: options.retryDelay, budget: options.operationBudget,
+            images: images, batches: batches, provider: provider, retryDelay: options.retryDelay,
+            budget: options.operationBudget,
             log: options.log)
         tree = ImageTree(
             rootIno: Self.rootIno, firstIno: Self.firstTreeIno,
             resolver: ImageTreeBuilder(options: options.tree, readBlob: { try provider.bytes(of: $0).data() })
                 .resolver(),
-            prefetch: { provider.prefetch($0) }, retryDelay: options.retryDelay, images: imageSet)
+            prefetch: { provider.prefetch($0) }, retryDelay: options.retryDelay, images: imageSet, log: options.log)
     }
 
     /// The mount's images, in merge order.

@@ -5,15 +5,17 @@ import TarIndex
 import TimeBudget
 
 /// The images of a mount and how far each got: not tried yet, loading, loaded (in the tree), or failed with the
-/// time of its next retry.
+/// time of its next retry; and each one's `Precedence`, fixed when it joins the mount.
 ///
 /// Each image loads on its own, in the background, the first time an access needs the tree: no load waits for
 /// another. A lookup waits (within its operation's deadline) while no loaded image has the name it wants, and,
-/// to resolve a name, for the images still in their first load: so a healthy mount merges in tag order, whichever
-/// image finished first. An image that is still in its first load when a wait for it runs out of time is not
-/// waited for again, and neither are retries: a slow or failing image holds lookups back once, by one budget
-/// at most. A failed image is retried, in the background, by the first access after `retryDelay`; until then
-/// it costs nothing. Images can be added while the mount serves (`append`); nothing waits for them.
+/// to resolve a name, only for the images still in their first load that rank before the first image that has it:
+/// a KEY of the image with precedence is served without waiting for the others, and a healthy mount resolves
+/// each KEY from the same image whichever loaded first. An image that is still in its first load when a wait for
+/// it runs out of time is not waited for again, and neither are retries: a slow or failing image holds lookups
+/// back once, by one budget at most. A failed image is retried, in the background, by the first access after
+/// `retryDelay`; until then it costs nothing. Images can be added while the mount serves (`append`); nothing waits
+/// for them.
 public final class ImageSet: Sendable {
     /// What status and metrics show of one image.
     public struct Status: Sendable, Hashable, Codable {
@@ -22,6 +24,8 @@ public final class ImageSet: Sendable {
         }
         public var name: String
         public var digest: Digest
+        /// Where the image ranks when two have a KEY (`Precedence`), as status shows it.
+        public var precedence: String?
         public var phase: Phase
         /// Loads of the image that failed so far.
         public var failures: Int
@@ -35,6 +39,7 @@ public final class ImageSet: Sendable {
     struct State {
         struct Entry {
             var image: CacheImage
+            var precedence: Precedence
             var phase = Status.Phase.pending
             var failures = 0
             var lastError: String?
@@ -46,6 +51,8 @@ public final class ImageSet: Sendable {
         }
 
         var entries: [Entry] = []
+        /// Refreshes that added images so far: the batch of the next `append`.
+        var batches = 0
         /// Moves each time an image settles (loaded or failed): a waiter that saw an older value looks again.
         var generation = 0
         /// Operations waiting for an image to settle.
@@ -53,14 +60,16 @@ public final class ImageSet: Sendable {
 
         /// Marks the images due for a load (never tried, or failed and past their retry time) as loading.
         /// - Returns: their ranks (their places in `entries`) and images.
-        mutating func takeDue(now: ContinuousClock.Instant) -> [(rank: Int, image: CacheImage)] {
-            var due: [(Int, CacheImage)] = []
+        mutating func takeDue(
+            now: ContinuousClock.Instant
+        ) -> [(rank: Int, image: CacheImage, precedence: Precedence)] {
+            var due: [(Int, CacheImage, Precedence)] = []
             for rank in entries.indices {
                 let entry = entries[rank]
                 let isDue = entry.phase == .pending || (entry.phase == .failed && entry.retryAt ?? now <= now)
                 guard isDue else { continue }
                 entries[rank].phase = .loading
-                due.append((rank, entries[rank].image))
+                due.append((rank, entries[rank].image, entries[rank].precedence))
             }
             return due
         }
@@ -87,8 +96,10 @@ public final class ImageSet: Sendable {
 
         var isLoading: Bool { entries.contains { $0.phase == .loading } }
 
-        /// Whether an image in its first load still holds lookups back.
-        var isHoldingLookups: Bool { entries.contains { $0.holdsLookups && $0.phase == .loading } }
+        /// Whether an image in its first load that ranks before `bound` still holds lookups back.
+        func isHoldingLookups(before bound: Precedence) -> Bool {
+            entries.contains { $0.holdsLookups && $0.phase == .loading && $0.precedence < bound }
+        }
 
         /// A wait for first loads ran out of time: the images still in theirs hold nothing back any more.
         mutating func stopHoldingLookups() {
@@ -125,25 +136,39 @@ public final class ImageSet: Sendable {
     /// Never held across a load, a wait or a call into the tree.
     private let state: Mutex<State>
 
-    /// - Parameter log: told of each failed load (the error, and when it is retried).
+    /// - Parameters:
+    ///   - batches: when this node first used each image (`Precedence.batch`; absent: 0, the first).
+    ///   - log: told of each failed load (the error, and when it is retried).
     init(
-        images: [CacheImage], provider: any LayerProvider, retryDelay: Duration, budget: Duration,
-        log: @escaping @Sendable (String) -> Void
+        images: [CacheImage], batches: [Digest: Int] = [:], provider: any LayerProvider, retryDelay: Duration,
+        budget: Duration, log: @escaping @Sendable (String) -> Void
     ) {
         self.provider = provider
         self.retryDelay = retryDelay
         self.budget = budget
         self.log = log
-        self.state = Mutex(State(entries: images.map { State.Entry(image: $0) }))
+        self.state = Mutex(
+            State(
+                entries: images.enumerated().map { position, image in
+                    State.Entry(
+                        image: image,
+                        precedence: Precedence(of: image, position: position, batch: batches[image.digest] ?? 0))
+                },
+                batches: batches.values.max() ?? 0))
     }
 
-    /// Adds images to the mount: they rank after every image already in it, load on the next access, and hold no
-    /// lookup back (a serving mount does not stall for them).
+    /// Adds images to the mount, as one batch: they rank after every image already in it (so they add KEYs only),
+    /// load on the next access, and hold no lookup back (a serving mount does not stall for them).
     func append(_ images: [CacheImage]) {
         state.withLock { state in
             let known = Set(state.entries.map(\.image.digest))
-            state.entries += images.filter { !known.contains($0.digest) }.map {
-                State.Entry(image: $0, holdsLookups: false)
+            let new = images.filter { !known.contains($0.digest) }
+            guard !new.isEmpty else { return }
+            state.batches += 1
+            let batch = state.batches
+            state.entries += new.map {
+                State.Entry(
+                    image: $0, precedence: Precedence(of: $0, position: 0, batch: batch), holdsLookups: false)
             }
         }
     }
@@ -152,7 +177,11 @@ public final class ImageSet: Sendable {
 
     var allLoaded: Bool { state.withLock { $0.allLoaded } }
 
+    /// In the order they joined the mount (tag order, then each refresh's).
     var images: [CacheImage] { state.withLock { $0.entries.map(\.image) } }
+
+    /// Each image's precedence, by its place in `images`.
+    func precedence(ofRank rank: Int) -> Precedence { state.withLock { $0.entries[rank].precedence } }
 
     var statuses: [Status] {
         let now = ContinuousClock.now
@@ -163,7 +192,8 @@ public final class ImageSet: Sendable {
         return state.withLock { state in
             state.entries.map { entry in
                 Status(
-                    name: entry.image.name, digest: entry.image.digest, phase: entry.phase, failures: entry.failures,
+                    name: entry.image.name, digest: entry.image.digest, precedence: entry.precedence.description,
+                    phase: entry.phase, failures: entry.failures,
                     lastError: entry.lastError, lastFailure: wallClock(entry.failedAt),
                     nextRetry: entry.phase == .failed ? wallClock(entry.retryAt) : nil)
             }
@@ -174,14 +204,14 @@ public final class ImageSet: Sendable {
     /// Each load gets a thread of its own: a load blocks on the network for as long as the registry makes it,
     /// and a pool shared with other work (Dispatch's) could run out of threads behind a few stalled ones.
     func startDue(into tree: ImageTree) {
-        for (rank, image) in state.withLock({ $0.takeDue(now: .now) }) {
-            Thread.detachNewThread { [self] in load(image, rank: rank, into: tree) }
+        for (rank, image, precedence) in state.withLock({ $0.takeDue(now: .now) }) {
+            Thread.detachNewThread { [self] in load(image, rank: rank, precedence: precedence, into: tree) }
         }
     }
 
     /// Loads one image's layers (no deadline: a download that keeps making progress is not cut short; a stalled
     /// one fails by the transport's own limits) and adds it to the tree.
-    private func load(_ image: CacheImage, rank: Int, into tree: ImageTree) {
+    private func load(_ image: CacheImage, rank: Int, precedence: Precedence, into tree: ImageTree) {
         var failure: String?
         do {
             var layers: [LayerIndex] = []
@@ -191,7 +221,7 @@ public final class ImageSet: Sendable {
                     throw error
                 }
             }
-            tree.add(ImageTreeBuilder.contributions(of: layers, image: image, rank: rank))
+            tree.add(ImageTreeBuilder.contributions(of: layers, image: image, precedence: precedence))
         } catch {
             failure = failure ?? "\(error)"
         }
@@ -240,14 +270,16 @@ public final class ImageSet: Sendable {
         }
     }
 
-    /// Waits, within the operation's deadline, until no image in its first load holds lookups back (those still
-    /// in it at the deadline stop holding them).
-    func awaitFirstLoads() {
+    /// Waits, within the operation's deadline, until no image in its first load that ranks before `bound()` holds
+    /// lookups back (those still in it at the deadline stop holding them). `bound` is asked again after each image
+    /// settles (a loaded image may have the name, which lowers it), never under this set's lock; nil: no wait.
+    func awaitFirstLoads(rankedBefore bound: () -> Precedence?) {
         let deadline = Deadline.current ?? .after(budget)
         while true {
+            guard let bound = bound() else { return }
             let semaphore = DispatchSemaphore(value: 0)
             let holding = state.withLock { state in
-                guard state.isHoldingLookups else { return false }
+                guard state.isHoldingLookups(before: bound) else { return false }
                 state.waiters.append(semaphore)
                 return true
             }

@@ -19,10 +19,10 @@ extension ImageTree {
                 throw .unavailable(reason: failure.reason)
             }
             var report = ImageTreeBuilder.Report()
-            let entries: [SubtreeResolver.Entry]
+            let resolution: SubtreeResolver.Resolution
             do {
                 // Reads metadata from the registry for a lazily fetched image: under the operation's deadline.
-                entries = try withinBudget { try resolver.resolve(pending.contributions, report: &report) }
+                resolution = try withinBudget { try resolver.resolve(pending.contributions, report: &report) }
             } catch {
                 let reason = String(describing: error)
                 state.withLock { $0.pending[top]?.lastFailure = (ContinuousClock.now, reason) }
@@ -32,23 +32,52 @@ extension ImageTree {
                 // An image that joined the name meanwhile may rank first: resolve again with it.
                 guard state.pending[top]?.contributions.count == pending.contributions.count else { return false }
                 state.pending[top] = nil
-                attach(entries, at: top, first: true, in: &state)
+                state.ownership[top] = resolution.ownership
+                attach(resolution.entries, at: top, first: true, in: &state)
                 state.report.add(report)
+                state.record(resolution.conflicts)
                 return true
             }
-            if resolved { break }
+            if resolved {
+                announce(resolution.conflicts)
+                break
+            }
         }
         gates.withLock { _ = $0.removeValue(forKey: top) }
     }
 
-    /// Adds what an image that arrived after `top` was resolved has under it: only paths that do not exist, so
-    /// nothing that could have been served changes. An image whose metadata cannot be read adds nothing here.
+    /// Adds what an image that arrived after `top` was resolved has under it: only KEYs that no image gives yet,
+    /// so nothing that could have been served changes. An image whose metadata cannot be read adds nothing here.
     func merge(_ contribution: SubtreeResolver.Contribution, into top: UInt64) {
-        var report = ImageTreeBuilder.Report()
-        guard let entries = try? resolver.resolve([contribution], report: &report) else { return }
-        state.withLock { state in
-            attach(entries, at: top, first: false, in: &state)
-            state.report.add(report)
+        // Resolved outside the lock (it may read metadata); claimed again should another late image have claimed
+        // KEYs of the name meanwhile.
+        while true {
+            var report = ImageTreeBuilder.Report()
+            let ownership = state.withLock { $0.ownership[top] } ?? KeyOwnership()
+            guard let resolution = try? resolver.resolve([contribution], ownership: ownership, report: &report) else {
+                return
+            }
+            let merged = state.withLock { state in
+                guard (state.ownership[top] ?? KeyOwnership()).version == ownership.version else { return false }
+                state.ownership[top] = resolution.ownership
+                attach(resolution.entries, at: top, first: false, in: &state)
+                state.report.add(report)
+                state.record(resolution.conflicts)
+                return true
+            }
+            if merged {
+                announce(resolution.conflicts)
+                return
+            }
+        }
+    }
+
+    /// Logs conflicts: each is a sign of compromise or of a compiler that is not deterministic.
+    private func announce(_ conflicts: [KeyOwnership.Conflict]) {
+        for conflict in conflicts {
+            log(
+                "\(conflict): two images hold different bytes for one KEY (a compromised publisher, or a compiler "
+                    + "that is not deterministic); the mount keeps serving \(conflict.served)'s")
         }
     }
 
@@ -107,5 +136,7 @@ extension ImageTreeBuilder.Report {
         if let absent = other.lookupsAbsentDuringFaults {
             lookupsAbsentDuringFaults = (lookupsAbsentDuringFaults ?? 0) + absent
         }
+        if let conflicts = other.keyConflicts { keyConflicts = (keyConflicts ?? 0) + conflicts }
+        if let listed = other.conflicts { self.conflicts = (self.conflicts ?? []) + listed }
     }
 }

@@ -13,11 +13,15 @@ import TimeBudget
 /// once, by one budget at most.
 ///
 /// The merge rules, which hold however late an image arrives:
-/// - a name not resolved yet merges the images added so far in the mount's image order (their rank: tag order,
-///   then images added to the mount later): a file comes from the first of them that has it, directories merge;
-/// - an image added after a name was resolved adds the paths the name lacks and changes none that exists: a
-///   file, once it could be served, stays what it was. Which of two images wins a path both have is decided by
-///   the images loaded when the name is first resolved;
+/// - a KEY (a Triton `<KEY>/`, a vLLM `torch_compile_cache/<hash>/`) comes whole from the first image in the
+///   mount's precedence order that has it (`Precedence`: base images in tag order, then images published by nodes
+///   and those refreshes added); other images add nothing under it, and one that holds other bytes for it is
+///   reported as a conflict (status, metrics, log);
+/// - a name not resolved yet is resolved from the images added by then, once every image still in its first load
+///   that ranks before the first image that has the name has settled (within the lookup's deadline): a KEY of the
+///   image with precedence waits for no other image;
+/// - an image added after a name was resolved adds the KEYs the name lacks and changes none that exists: a
+///   file, once it could be served, stays what it was;
 /// - a name that is not in the tree is looked up again on every access (nothing negative is kept), so a name
 ///   an image adds later is found as soon as it is added.
 /// Nodes are only ever added; inode numbers are stable for the mount's life.
@@ -50,7 +54,8 @@ public final class ImageTree: Sendable {
         var lastFailure: (at: ContinuousClock.Instant, reason: String)?
 
         mutating func insert(_ contribution: SubtreeResolver.Contribution) {
-            let index = contributions.firstIndex { $0.rank > contribution.rank } ?? contributions.endIndex
+            let index =
+                contributions.firstIndex { contribution.precedence < $0.precedence } ?? contributions.endIndex
             contributions.insert(contribution, at: index)
         }
     }
@@ -64,7 +69,17 @@ public final class ImageTree: Sendable {
         var hidden: Set<String> = []
         /// The images that have each top-level name, in the order they were added.
         var providers: [String: [String]] = [:]
+        /// Who gives each KEY of the names resolved, by inode.
+        var ownership: [UInt64: KeyOwnership] = [:]
         var report = ImageTreeBuilder.Report()
+
+        /// Counts and lists conflicts found by a resolution.
+        mutating func record(_ conflicts: [KeyOwnership.Conflict]) {
+            guard !conflicts.isEmpty else { return }
+            report.keyConflicts = (report.keyConflicts ?? 0) + conflicts.count
+            let listed = report.conflicts ?? []
+            report.conflicts = listed + conflicts.prefix(ImageTreeBuilder.Report.conflictsListed - listed.count)
+        }
     }
 
     public let rootIno: UInt64
@@ -74,6 +89,8 @@ public final class ImageTree: Sendable {
     let retryDelay: Duration
     /// The images not in the tree yet (loading, or failed): nil when the tree was given all it will ever hold.
     let images: ImageSet?
+    /// Told of each conflict (`KeyOwnership.Conflict`).
+    let log: @Sendable (String) -> Void
     // Lock order: a top-level name's gate (held across its resolution: the single flight), then `state`. An
     // `ImageSet` lock is never held while either is taken.
     let state: Mutex<State>
@@ -83,8 +100,9 @@ public final class ImageTree: Sendable {
     ///   them (within the operation's deadline).
     init(
         rootIno: UInt64, firstIno: UInt64, resolver: SubtreeResolver, prefetch: @escaping @Sendable ([Digest]) -> Void,
-        retryDelay: Duration, images: ImageSet? = nil
+        retryDelay: Duration, images: ImageSet? = nil, log: @escaping @Sendable (String) -> Void = { _ in }
     ) {
+        self.log = log
         self.rootIno = rootIno
         self.firstIno = firstIno
         self.resolver = resolver
@@ -153,8 +171,14 @@ public final class ImageTree: Sendable {
             do {
                 found = try withinBudget { () throws(FSError) -> Bool in
                     guard let ino = try topLevel(name) else { return false }
-                    // A name merges the images a healthy mount has, in tag order, whichever loaded first.
-                    if state.withLock({ $0.pending[ino] != nil }) { images?.awaitFirstLoads() }
+                    // A KEY comes from the first image in precedence order that has it, whichever loaded first:
+                    // wait for the images before the first one that has it (every image, for vLLM's shared root).
+                    images?.awaitFirstLoads(rankedBefore: { [self] in
+                        state.withLock { state in
+                            guard let first = state.pending[ino]?.contributions.first else { return nil }
+                            return name == String(Precedence.sharedRoot) ? .last : first.precedence
+                        }
+                    })
                     try resolve(ino)
                     return true
                 }

@@ -2,8 +2,8 @@ import Foundation
 import OCI
 import TarIndex
 
-/// Collects loaded images into an `ImageTree`, in the mount's documented order: the first image that has a file
-/// wins it; directories of the same name merge. A mount adds its images to its tree one by one as they load
+/// Collects loaded images into an `ImageTree`, in the mount's documented order (`Precedence`): the first image that
+/// has a KEY gives it whole. A mount adds its images to its tree one by one as they load
 /// (`contributions`); `extract` adds them all, then builds.
 public struct ImageTreeBuilder {
     /// Layer directories whose contents form the cache root (MCV layout, docs/mcv-images.md). vLLM content sits at the
@@ -33,6 +33,13 @@ public struct ImageTreeBuilder {
         /// Lookups answered "no such name" because only an image that is failing, or still loading at the
         /// operation's deadline, might have provided the name (optional: documents of older daemons lack it).
         public var lookupsAbsentDuringFaults: Int? = nil
+        /// KEYs for which an image holds other bytes than the image served (`KeyOwnership.Conflict`): a sign of
+        /// compromise or of a compiler that is not deterministic. Counted once per KEY and image.
+        public var keyConflicts: Int? = nil
+        /// The first `conflictsListed` of them.
+        public var conflicts: [KeyOwnership.Conflict]? = nil
+
+        static let conflictsListed = 50
     }
 
     private let options: Options
@@ -48,14 +55,16 @@ public struct ImageTreeBuilder {
 
     /// Adds one image's layers; what an earlier image has under the same path wins when the tree resolves it.
     public mutating func add(layers: [LayerIndex], image: CacheImage) {
-        images.append(Self.contributions(of: layers, image: image, rank: images.count))
+        images.append(
+            Self.contributions(
+                of: layers, image: image, precedence: Precedence(of: image, position: images.count, batch: 0)))
     }
 
     /// What one image holds under each top-level name of its cache roots, as the tree merges it.
-    /// - Parameter rank: the image's place in the mount's merge order.
-    static func contributions(of layers: [LayerIndex], image: CacheImage, rank: Int) -> [String: SubtreeResolver
-        .Contribution]
-    {
+    /// - Parameter precedence: the image's place in the mount's merge order.
+    static func contributions(
+        of layers: [LayerIndex], image: CacheImage, precedence: Precedence
+    ) -> [String: SubtreeResolver.Contribution] {
         // Entries of one directory are neighbours in a layer: the current group is found without hashing.
         var byTop: [String: [(path: String, file: LayerFile)]] = [:]
         var current: (top: Substring, entries: [(path: String, file: LayerFile)])?
@@ -74,7 +83,7 @@ public struct ImageTreeBuilder {
         let backends = Set((image.targets ?? []).map(\.backend))
         return byTop.mapValues {
             SubtreeResolver.Contribution(
-                rank: rank, image: image.name, backends: backends, entries: $0)
+                precedence: precedence, image: image.name, backends: backends, entries: $0)
         }
     }
 

@@ -2,14 +2,14 @@ import Foundation
 import OCI
 import TarIndex
 
-/// Decides what one top-level directory of the cache root shows: the kernels whose targets the host accepts, the
-/// other images' files merged under them, group files relocated. It reads kernel metadata and group files, so a
+/// Decides what one top-level directory of the cache root shows: the kernels whose targets the host accepts, each
+/// KEY whole from the first image in precedence order that has it (`KeyOwnership`), group files relocated. It reads kernel metadata and group files, so a
 /// mount runs it on the first lookup of that directory rather than for every directory at mount time.
 struct SubtreeResolver: Sendable {
     /// What one image has under a top-level directory (paths relative to the cache root, the directory included).
     struct Contribution: Sendable {
-        /// The image's place in the mount's merge order: the lowest rank that has a file wins it.
-        var rank: Int
+        /// The image's place in the mount's merge order: the first that has a KEY gives it.
+        var precedence: Precedence
         /// The image's name (what a mount's hot set is recorded per).
         var image: String
         var backends: Set<GPUTarget.Backend>
@@ -27,13 +27,31 @@ struct SubtreeResolver: Sendable {
         var rewritten: Data?
     }
 
+    /// What a resolution decided.
+    struct Resolution {
+        /// Sorted by path, parents first.
+        var entries: [Entry]
+        /// Who gives each KEY of the name now, the KEYs given before included.
+        var ownership: KeyOwnership
+        /// Images that hold other bytes for a KEY than the image that gives it.
+        var conflicts: [KeyOwnership.Conflict]
+    }
+
     let options: ImageTreeBuilder.Options
     let readBlob: @Sendable (Digest) throws -> Data
 
     /// The visible entries under a top-level directory in sorted path order (parents first, missing ones
     /// synthesised); empty when every kernel in it is for another GPU.
-    /// - Parameter report: counts kernels shown, hidden and group files relocated.
-    func resolve(_ contributions: [Contribution], report: inout ImageTreeBuilder.Report) throws -> [Entry] {
+    /// - Parameters:
+    ///   - contributions: in precedence order.
+    ///   - ownership: the KEYs given already (by an earlier resolution of the name): they take nothing new.
+    ///   - report: counts kernels shown, hidden and group files relocated.
+    func resolve(
+        _ contributions: [Contribution], ownership: KeyOwnership = KeyOwnership(),
+        report: inout ImageTreeBuilder.Report
+    ) throws -> Resolution {
+        var ownership = ownership
+        var conflicts: [KeyOwnership.Conflict] = []
         var paths: [String: LayerFile] = [:]
         for contribution in contributions {
             var files = contribution.files
@@ -41,7 +59,9 @@ struct SubtreeResolver: Sendable {
                 let prefix = hidden + "/"
                 files = files.filter { $0.key != hidden && !$0.key.hasPrefix(prefix) }
             }
-            for (path, file) in files
+            let (taken, found) = ownership.claim(files, image: contribution.image)
+            conflicts += found
+            for (path, file) in taken
             where paths[path] == nil || (file.kind == .directory && paths[path]?.kind == .directory) {
                 paths[path] = file
             }
@@ -53,7 +73,7 @@ struct SubtreeResolver: Sendable {
                 parent = Self.split(parent).directory
             }
         }
-        return try paths.keys.sorted().map { path in
+        let entries = try paths.keys.sorted().map { path in
             let file = paths[path]!
             var entry = Entry(path: path, file: file, rewritten: nil)
             let (directory, name) = Self.split(path)
@@ -66,6 +86,7 @@ struct SubtreeResolver: Sendable {
             }
             return entry
         }
+        return Resolution(entries: entries, ownership: ownership, conflicts: conflicts)
     }
 
     /// Kernel directories for targets the filter refuses, and driver-helper directories of another backend.

@@ -76,6 +76,16 @@ public struct FleetTag: Sendable, Hashable, CustomStringConvertible {
         target.map { target in tag.map { "\($0)-\(target)" } ?? target } ?? tag ?? "latest"
     }
 
+    /// Whether `tag` has the shape of a node-published tag, whatever its prefix and whether or not it names its
+    /// image: its last `-`-separated part is 16 lowercase hex digits. Such an image only adds KEYs to a mount
+    /// (`Precedence`): by its shape alone, so a tag that lies about its digest gains nothing.
+    public static func isNodePublished(_ tag: String) -> Bool {
+        guard let dash = tag.lastIndex(of: "-") else { return false }
+        let hex = tag[tag.index(after: dash)...]
+        return hex.utf8.count == digestLength
+            && hex.utf8.allSatisfy { (48...57).contains($0) || (97...102).contains($0) }
+    }
+
     /// Whether `prefix` can start a tag (the registry's tag grammar leaves room for the rest).
     public static func isValidPrefix(_ prefix: String) -> Bool {
         guard let first = prefix.utf8.first, first != UInt8(ascii: "."), first != UInt8(ascii: "-"),

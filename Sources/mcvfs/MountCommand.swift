@@ -170,8 +170,13 @@ struct MountCommand: ParsableCommand {
             directIOFrom: directIOFrom == "off" ? nil : try parsedSize(directIOFrom), operationBudget: budget,
             log: { Log.warning($0) })
         let status = MountStatusBoard()
+        // Images this node never used before rank after those it did: a tag pushed while it was away adds KEYs.
+        let firstSeen = FirstSeen(
+            records: CatalogRecords(layout: layout), reference: ref.description, selection: selection.description,
+            log: .process)
         let images = ImageFileSystem(
-            images: catalog.used, provider: provider, options: options, status: { status.render(for: $0) })
+            images: catalog.used, batches: firstSeen.batches(of: catalog.used, pruning: true), provider: provider,
+            options: options, status: { status.render(for: $0) })
         node.watch(images)
         let upperRoot = upper ?? layout.uppers(of: ref)
         let isolation: OverlayFileSystem.Isolation = sharedUpper ? .shared : .perUser
@@ -195,7 +200,7 @@ struct MountCommand: ParsableCommand {
                 isolation: readOnly ? nil : isolation.rawValue, overlay: overlay, service: node.status))
         let refresher = try refresh.refresher(
             for: ref, catalog: catalog, node: node, selection: selection, narrow: tritonVersion.apply,
-            policy: policy, fileSystem: images, status: status)
+            policy: policy, fileSystem: images, firstSeen: firstSeen, status: status)
         let publisher = try publishing.publisher(
             global: global, layout: layout, upperRoot: readOnly ? nil : upperRoot, isolation: isolation,
             images: { images.images }, provider: provider)

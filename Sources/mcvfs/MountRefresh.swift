@@ -34,7 +34,7 @@ struct MountRefreshOptions: ParsableArguments {
     func refresher(
         for reference: ImageReference, catalog: Catalog, node: NodeRuntime, selection: ResolvedSelection,
         narrow: @escaping @Sendable (inout Catalog) -> Void, policy: any CatalogPolicy, fileSystem: ImageFileSystem,
-        status: MountStatusBoard
+        firstSeen: FirstSeen, status: MountStatusBoard
     ) throws -> CatalogRefresher? {
         guard let refreshInterval else { return nil }
         let unusable =
@@ -52,6 +52,8 @@ struct MountRefreshOptions: ParsableArguments {
             records: CatalogRecords(layout: node.cache.layout), selection: selection, narrow: narrow, policy: policy,
             interval: .milliseconds(Int64(refreshInterval * 1000)),
             apply: { added, catalog in
+                // A remount ranks them as this mount does: after every image it had.
+                _ = firstSeen.batches(of: added, pruning: false)
                 fileSystem.add(images: added)
                 // Their layers' indexes (an eStargz TOC: a few ranges) load now, not at the first lookup that
                 // wants them: the first hit on a new kernel then waits for nothing.

@@ -125,6 +125,16 @@ struct Fixture {
 let caller = Caller(uid: 1000, gid: 1000, pid: 1)
 
 extension ImageFileSystem {
+    /// Whether every image loaded within a generous guard (background loads settle on their own time).
+    func settles() -> Bool {
+        let end = ContinuousClock.now + .seconds(10)
+        while !isLoaded {
+            if ContinuousClock.now > end { return false }
+            Thread.sleep(forTimeInterval: 0.01)
+        }
+        return true
+    }
+
     func path(_ path: String) throws -> Attributes {
         var ino = ImageFileSystem.rootIno
         var attributes = try attributes(ino: ino, caller: caller)
@@ -191,7 +201,7 @@ extension ImageFileSystem {
         #expect(fs.report?.kernelsHidden == 2)
     }
 
-    @Test func theFirstImageWinsEachFileAndDirectoriesMerge() throws {
+    @Test func theFirstImageGivesAKeyWholeAndOtherBytesForItAreReported() throws {
         let f = try Fixture()
         let first = f.layer([f.directory("io.triton.cache/K"), try f.file("io.triton.cache/K/a", "first a")])
         let second = f.layer([
@@ -200,8 +210,41 @@ extension ImageFileSystem {
         ])
         let (fs, _) = f.mount([f.image("1", [first]), f.image("2", [second])], layers: [first, second])
         #expect(try fs.contents("K/a") == "first a")
-        #expect(try fs.contents("K/b") == "second b")
-        #expect(try fs.names("K") == ["a", "b"])
+        #expect(try fs.names("K") == ["a"])
+        #expect(fs.settles(), "image 2 loads on its own time: nothing waited for it")
+        #expect(fs.report?.conflicts == [.init(key: "K", served: "1", other: "2")])
+    }
+
+    @Test func aNodeImageNeverChangesAKeyABaseImageGivesWhateverItsTagOrSignature() throws {
+        let f = try Fixture()
+        let base = f.layer([try f.file("io.triton.cache/K/a.cubin", "base")])
+        let node = f.layer([
+            try f.file("io.triton.cache/K/a.cubin", "evil"), try f.file("io.triton.cache/NEW/n.cubin", "new"),
+        ])
+        let refreshed = f.layer([
+            try f.file("io.triton.cache/K/a.cubin", "evil too"), try f.file("io.triton.cache/NEW2/n.cubin", "new 2"),
+        ])
+        // The node image's tag sorts first; a refresh then brings "0", a base-looking name that sorts first too.
+        let (fs, _) = f.mount(
+            [f.image("0-0123456789abcdef", [node]), f.image("cuda-sm90", [base])], layers: [base, node, refreshed])
+        #expect(try fs.contents("K/a.cubin") == "base")
+        #expect(try fs.contents("NEW/n.cubin") == "new", "a node image adds KEYs")
+        #expect(fs.settles())
+        fs.add(images: [f.image("0", [refreshed])])
+        _ = fs.load()
+        #expect(try fs.contents("NEW2/n.cubin") == "new 2")
+        #expect(try fs.contents("K/a.cubin") == "base")
+        #expect(fs.settles())
+        #expect(
+            fs.report?.conflicts == [
+                .init(key: "K", served: "cuda-sm90", other: "0-0123456789abcdef"),
+                .init(key: "K", served: "cuda-sm90", other: "0"),
+            ])
+        #expect(
+            fs.imageStatus.map(\.precedence) == [
+                "added (batch 0, \(fs.images[0].digest.hex.prefix(12)))", "base #1",
+                "added (batch 1, \(fs.images[2].digest.hex.prefix(12)))",
+            ])
     }
 
     @Test func whiteoutsInUpperLayersHideLowerFiles() throws {

@@ -91,10 +91,11 @@ import TimeBudget
         #expect(try t.fs.contents("KEYA/add.bin") == "binary of add for cuda:90:32")
         #expect(eventually { status(t.fs, "b")?.phase == .loaded })
         #expect(try t.fs.contents("KEYB/mul.bin") == "binary of mul for cuda:90:32")
-        // SHARED was served from a: it keeps a's x, and gains the y only b has.
+        // SHARED was served from a: it stays a's whole, and b's other bytes for it are reported.
         #expect(try t.fs.contents("SHARED/x") == "a's x")
-        #expect(try t.fs.contents("SHARED/y") == "b's y")
-        #expect(try t.fs.names("SHARED") == ["x", "y"])
+        #expect(throws: FSError.notFound) { try t.fs.path("SHARED/y") }
+        #expect(t.fs.report?.keyConflicts == 1)
+        #expect(t.fs.report?.conflicts == [.init(key: "SHARED", served: "a", other: "b")])
         #expect(t.fs.isLoaded)
         #expect(status(t.fs, "b")?.lastError != nil, "the failure stays on record")
     }
@@ -120,11 +121,28 @@ import TimeBudget
         #expect(try t.fs.contents("SHARED/x") == "a's x")
         #expect(ContinuousClock.now - start < .seconds(5), "a waited for b more than once")
         #expect(status(t.fs, "b")?.phase == .loading)
-        // What b holds joins when it arrives, changing nothing that was served.
+        // What b holds joins when it arrives, changing nothing that was served: SHARED stays a's, whole.
         t.provider.release(t.b)
         #expect(eventually { status(t.fs, "b")?.phase == .loaded })
-        #expect(try t.fs.contents("SHARED/y") == "b's y")
+        #expect(try t.fs.contents("KEYB/mul.bin") == "binary of mul for cuda:90:32")
+        #expect(throws: FSError.notFound) { try t.fs.path("SHARED/y") }
         #expect(try t.fs.contents("SHARED/x") == "a's x")
+    }
+
+    @Test func aKeyOfTheImageWithPrecedenceWaitsForNoOtherImage() throws {
+        let f = try Fixture()
+        let a = f.layer(try f.kernel("KEYA", name: "add", target: "cuda:90:32"))
+        let b = f.layer(try f.kernel("KEYB", name: "mul", target: "cuda:90:32"))
+        // A budget no test run reaches: had the lookup waited for b, it would have taken the whole of it.
+        let (fs, provider) = f.mount([f.image("a", [a]), f.image("b", [b])], layers: [a, b], budget: .seconds(120))
+        provider.hold(b)
+        defer { provider.release(b) }
+        let start = ContinuousClock.now
+        #expect(try fs.contents("KEYA/add.bin") == "binary of add for cuda:90:32")
+        #expect(ContinuousClock.now - start < .seconds(60))
+        #expect(status(fs, "b")?.phase == .loading)
+        provider.release(b)
+        #expect(try fs.contents("KEYB/mul.bin") == "binary of mul for cuda:90:32")
     }
 
     @Test func aHealthyMountMergesInTagOrderWhicheverImageLoadsFirst() throws {
@@ -190,21 +208,32 @@ import TimeBudget
         CacheImage(name: name, digest: SHA256Hasher.digest(Data(name.utf8)), layers: [], labels: [:])
     }
 
+    func entry(_ name: String, _ position: Int) -> ImageSet.State.Entry {
+        .init(image: image(name), precedence: Precedence(of: image(name), position: position, batch: 0))
+    }
+
     @Test func onlyFirstLoadsHoldLookupsAndOnlyUntilAWaitForThemRunsOut() {
-        var state = ImageSet.State(entries: [.init(image: image("a")), .init(image: image("b"))])
+        var state = ImageSet.State(entries: [entry("a", 0), entry("b", 1)])
         _ = state.takeDue(now: .now)
-        #expect(state.isHoldingLookups)
+        #expect(state.isHoldingLookups(before: .last))
         _ = state.settle(0, failure: "boom", now: .now, retryDelay: .zero)
-        #expect(state.isHoldingLookups, "b is still in its first load")
+        #expect(state.isHoldingLookups(before: .last), "b is still in its first load")
         state.stopHoldingLookups()
-        #expect(!state.isHoldingLookups)
+        #expect(!state.isHoldingLookups(before: .last))
         #expect(state.isLoading, "b goes on loading")
         _ = state.takeDue(now: .now)  // a's retry
-        #expect(!state.isHoldingLookups, "a retry holds nothing back")
+        #expect(!state.isHoldingLookups(before: .last), "a retry holds nothing back")
+    }
+
+    @Test func onlyImagesRankedBeforeTheFirstProviderHoldALookup() {
+        var state = ImageSet.State(entries: [entry("a", 0), entry("b", 1)])
+        _ = state.takeDue(now: .now)
+        #expect(!state.isHoldingLookups(before: state.entries[0].precedence), "a has the name: b is not waited for")
+        #expect(state.isHoldingLookups(before: state.entries[1].precedence), "only b has it: a may have it too")
     }
 
     @Test func loadsStartOnceAndFailuresWaitForTheirRetryTime() {
-        var state = ImageSet.State(entries: [.init(image: image("a")), .init(image: image("b"))])
+        var state = ImageSet.State(entries: [entry("a", 0), entry("b", 1)])
         let now = ContinuousClock.now
         #expect(state.takeDue(now: now).map(\.rank) == [0, 1])
         #expect(state.takeDue(now: now).isEmpty, "a load in flight is not started twice")
@@ -228,7 +257,7 @@ import TimeBudget
     }
 
     @Test func settlingWakesEveryWaiterOnce() {
-        var state = ImageSet.State(entries: [.init(image: image("a"))])
+        var state = ImageSet.State(entries: [entry("a", 0)])
         _ = state.takeDue(now: .now)
         state.waiters = [DispatchSemaphore(value: 0), DispatchSemaphore(value: 0)]
         #expect(state.settle(0, failure: nil, now: .now, retryDelay: .zero).count == 2)

@@ -21,12 +21,13 @@ import Testing
         sample.fetch.fetchErrors = 7
         sample.mirrorFallbacks = 8
         sample.evictedBytes = 9
+        sample.keyConflicts = 10
         let byName = families(sample)
         let expected: [String: Double] = [
             "mcvfs_fetched_bytes_total": 4096, "mcvfs_fetched_blobs_total": 2, "mcvfs_range_requests_total": 3,
             "mcvfs_layer_cache_hits_total": 4, "mcvfs_layer_cache_misses_total": 5,
             "mcvfs_verification_failures_total": 6, "mcvfs_registry_errors_total": 7,
-            "mcvfs_mirror_fallbacks_total": 8, "mcvfs_evicted_bytes_total": 9,
+            "mcvfs_mirror_fallbacks_total": 8, "mcvfs_evicted_bytes_total": 9, "mcvfs_key_conflicts_total": 10,
         ]
         for (name, value) in expected {
             #expect(byName[name]?.kind == .counter, "\(name)")

@@ -1,9 +1,10 @@
 import Foundation
 import ImageFS
 
-/// The metrics that name each used image's load state: which image is failing, why, and when it is retried.
+/// The metrics that name each used image's load state: which image is failing, why, and when it is retried; and
+/// how many KEYs two images hold with different bytes.
 enum ImageMetrics {
-    static func families(_ images: [ImageSet.Status]) -> [MetricFamily] {
+    static func families(_ images: [ImageSet.Status], keyConflicts: Int = 0) -> [MetricFamily] {
         func samples(_ value: (ImageSet.Status) -> Double?) -> [MetricFamily.Sample] {
             images.compactMap { image in
                 value(image).map { MetricFamily.Sample(labels: [("image", image.name)], value: $0) }
@@ -32,6 +33,11 @@ enum ImageMetrics {
                     return MetricFamily.Sample(
                         labels: [("image", image.name), ("error", String(error.prefix(200)))], value: 1)
                 }),
+            .single(
+                "mcvfs_key_conflicts_total",
+                help: "KEYs for which an image holds other bytes than the image served (compromise or a compiler that "
+                    + "is not deterministic; status lists them under tree.conflicts).",
+                kind: .counter, value: Double(keyConflicts)),
         ]
     }
 }

@@ -15,6 +15,8 @@ public enum NodeMetrics {
         public var imagesSkipped = 0
         /// Where each used image's load stands (empty before the filesystem exists).
         public var images: [ImageSet.Status] = []
+        /// KEYs for which an image holds other bytes than the image served (`ImageTreeBuilder.Report.keyConflicts`).
+        public var keyConflicts = 0
         /// Bytes of committed blobs; nil when the store could not be listed.
         public var cacheSize: Int64?
         public var cacheMaxSize: Int64?
@@ -95,7 +97,7 @@ public enum NodeMetrics {
             sample.signaturePolicyMissing ? 1 : 0)
         if let publishing = sample.publishing { families += Self.publishing(publishing) }
         if let refresh = sample.refresh { families += Self.refresh(refresh) }
-        return families + ImageMetrics.families(sample.images)
+        return families + ImageMetrics.families(sample.images, keyConflicts: sample.keyConflicts)
     }
 
     static func refresh(_ refresh: MountStatus.Refresh) -> [MetricFamily] {

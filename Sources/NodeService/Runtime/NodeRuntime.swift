@@ -29,6 +29,7 @@ public final class NodeRuntime: Sendable {
         var images: (@Sendable () -> [ImageSet.Status])?
         /// Why the mount's fleet loop is open to registry writers without a key (`report(signatureWarning:)`).
         var signatureWarning: String?
+        var keyConflicts: (@Sendable () -> Int)?
     }
 
     /// Binds the metrics listener now, so a taken port fails the mount before it is announced.
@@ -86,7 +87,10 @@ public final class NodeRuntime: Sendable {
 
     /// Metrics name each used image's state from now on.
     public func watch(_ fileSystem: ImageFileSystem) {
-        state.withLock { $0.images = { fileSystem.imageStatus } }
+        state.withLock {
+            $0.images = { fileSystem.imageStatus }
+            $0.keyConflicts = { fileSystem.report?.keyConflicts ?? 0 }
+        }
     }
 
     // MARK: Lifecycle
@@ -148,8 +152,8 @@ public final class NodeRuntime: Sendable {
     }
 
     var metricsSample: NodeMetrics.Sample {
-        let (catalog, images, publishing, refresh, warning) = state.withLock {
-            ($0.catalog, $0.images, $0.publishing, $0.refresh, $0.signatureWarning)
+        let (catalog, images, keyConflicts, publishing, refresh, warning) = state.withLock {
+            ($0.catalog, $0.images, $0.keyConflicts, $0.publishing, $0.refresh, $0.signatureWarning)
         }
         var sample = NodeMetrics.Sample()
         sample.signaturePolicyMissing = warning != nil
@@ -162,6 +166,7 @@ public final class NodeRuntime: Sendable {
         sample.imagesUsed = catalog?.used.count ?? 0
         sample.imagesSkipped = catalog?.skipped.count ?? 0
         sample.images = images?() ?? []
+        sample.keyConflicts = keyConflicts?() ?? 0
         sample.cacheSize = try? cache.store.totalSize()
         sample.cacheMaxSize = cache.maxSize
         return sample

@@ -30,6 +30,9 @@ public struct MountStatus: Codable, Sendable, Equatable {
         public var failures: Int?
         public var error: String?
         public var nextRetry: Date?
+        /// Used images: where the image ranks when two have a KEY (`Precedence`: base, or added by a node or a
+        /// refresh).
+        public var precedence: String?
 
         public init(
             name: String, digest: String? = nil, targets: [String]? = nil, layers: [String]? = nil,
@@ -45,6 +48,7 @@ public struct MountStatus: Codable, Sendable, Equatable {
             self.failures = load?.failures
             self.error = load?.lastError
             self.nextRetry = load?.nextRetry
+            self.precedence = load?.precedence
         }
     }
 
