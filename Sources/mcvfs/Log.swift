@@ -26,6 +26,8 @@ enum Log {
         var stderr = true
         var file: FileHandle?
         var syslog = false
+        /// Also gets each warning: the terminal of a daemon's parent, until the mount serves.
+        var relay: (@Sendable (String) -> Void)?
     }
 
     private static let sinks = Mutex(Sinks())
@@ -42,7 +44,12 @@ enum Log {
             _ = try? handle?.seekToEnd()
         }
         if syslog { openlog("mcvfs", LOG_PID, LOG_DAEMON) }
-        sinks.withLock { $0 = Sinks(level: level, stderr: stderr, file: handle, syslog: syslog) }
+        sinks.withLock { $0 = Sinks(level: level, stderr: stderr, file: handle, syslog: syslog, relay: $0.relay) }
+    }
+
+    /// Sends warnings to `relay` too (nil stops it).
+    static func relay(_ relay: (@Sendable (String) -> Void)?) {
+        sinks.withLock { $0.relay = relay }
     }
 
     static func error(_ message: String) { write(.error, message) }
@@ -52,6 +59,7 @@ enum Log {
 
     static func write(_ level: Level, _ message: String) {
         sinks.withLock { sinks in
+            if level == .warning { sinks.relay?(message) }
             guard level <= sinks.level else { return }
             let line = "\(ISO8601DateFormatter().string(from: Date())) \(level.rawValue) \(message)\n"
             if sinks.stderr { FileHandle.standardError.write(Data(line.utf8)) }
