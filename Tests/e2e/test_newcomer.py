@@ -1,0 +1,152 @@
+"""A newcomer's path: what a new user does first, and the mistakes they make, against a real registry and real
+mounts. Nothing fails silently: each mistake is an error (or a warning) whose one line names the fix.
+"""
+from __future__ import annotations
+
+import json
+import socket
+import threading
+
+import pytest
+
+from conftest import Populated, push_cache_repo
+from support.mcvfs import Mcvfs
+from support.mounts import CUDA, kernel_dirs, run_triton
+from support.net import wait_until
+from support.registry import Registry
+from support.tls import make_server_cert
+
+
+# -- export: a standalone cache --------------------------------------------------------------------------------
+
+def test_export_writes_a_cache_that_triton_hits_after_unmount(anon, mounts, tmp_path):
+    mnt = mounts.mount(f"{anon.host}/org/cache", tmp_path / "mnt", tmp_path / "cache", "--gpu", "cuda:90")
+    out = tmp_path / "exported"
+    r = mnt.mcvfs.run("export", str(mnt.path), str(out))
+    assert r.rc == 0, r
+    assert "relocated to it" in r.stdout, r
+    mnt.unmount()
+
+    groups = sorted(out.glob("*/__grp__*.json"))
+    assert groups, sorted(p.name for p in out.iterdir())
+    for group in groups:
+        for child in json.loads(group.read_text())["child_paths"].values():
+            assert child.startswith(f"{out}/"), (group, child)
+    # The fixture was compiled by scripts/make-triton-cache.py with its defaults: 6 kernels for cuda:90:32.
+    lines, summary = run_triton(out, CUDA, kernels="add,softmax,matmul", matmul_configs=4, home=tmp_path / "h")
+    assert summary["kernels"] == len(kernel_dirs(out)) == 6, summary
+    assert summary["hits"] == 6, (summary, lines)
+
+
+# -- a mistake is not an outage ---------------------------------------------------------------------------------
+
+def test_https_to_an_http_registry_fails_the_mount_naming_plain_http(anon, mounts, tmp_path):
+    # A first mount records the catalog: a second one without --plain-http must not serve it as if out.
+    first = mounts.mount(f"{anon.host}/org/cache", tmp_path / "mnt", tmp_path / "cache", "--gpu", "cuda:90")
+    first.unmount()
+    r = first.mcvfs.run("mount", "--timeout", "5", "--gpu", "cuda:90", "--cache-dir", str(tmp_path / "cache"),
+                        f"{anon.host}/org/cache", str(first.path))
+    assert r.rc == 1, r
+    assert "server gave HTTP response to HTTPS client" in r.error_line and "add --plain-http" in r.error_line, r
+    assert "mounted" not in r.stdout, r
+
+
+def test_a_registry_outage_at_mount_falls_back_and_says_so_on_the_terminal(fresh_registry, mounts, tmp_path):
+    ref = f"{fresh_registry.host}/org/cache"
+    first = mounts.mount(ref, tmp_path / "mnt", tmp_path / "cache", "--gpu", "cuda:90", "--timeout", "2")
+    first.unmount()
+    fresh_registry.registry.stop()
+    second = mounts.mount(ref, tmp_path / "mnt", tmp_path / "cache", "--gpu", "cuda:90", "--timeout", "2",
+                          "--retry-delay", "1")
+    warnings = [l for l in second.result.stderr.splitlines() if l.startswith("mcvfs: warning: ")]
+    assert any("registry unreachable" in l and "pinned at the last mount" in l for l in warnings), second.result
+    assert "connection failed" in "\n".join(warnings), second.result
+
+
+class Relay:
+    """A TCP relay on a free 127.0.0.1 port to `target` (host:port), switchable: a registry that changes its
+    scheme under a mount (HTTPS, then plain HTTP) without changing its address."""
+
+    def __init__(self, target: str):
+        self.target = target
+        self.open: list[socket.socket] = []
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.host = f"127.0.0.1:{self.server.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            host, port = self.target.rsplit(":", 1)
+            try:
+                upstream = socket.create_connection((host, int(port)))
+            except OSError:
+                client.close()
+                continue
+            self.open += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a: socket.socket, b: socket.socket) -> None:
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def switch(self, target: str) -> None:
+        """Later connections go to `target`; open ones are cut (a client would reuse them)."""
+        self.target = target
+        for s in self.open:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self.open.clear()
+
+    def close(self) -> None:
+        self.server.close()
+        self.switch(self.target)
+
+
+@pytest.fixture(scope="module")
+def tls_registry(tmp_path_factory, layouts):
+    workdir = tmp_path_factory.mktemp("registry-tls")
+    cert = make_server_cert(workdir / "pki")
+    with Registry(workdir / "registry", tls=cert) as registry:
+        pop = Populated(registry)
+        push_cache_repo(pop, layouts)
+        yield pop, cert
+
+
+def test_https_to_an_http_registry_at_refresh_is_the_reason_in_status(tls_registry, anon, tmp_path):
+    pop, cert = tls_registry
+    relay = Relay(pop.host)
+    mcvfs = Mcvfs(tmp_path / "home")
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    try:
+        r = mcvfs.run("mount", "--ca-file", str(cert.ca_path), "--gpu", "cuda:90", "--refresh-interval", "1",
+                      "--timeout", "5", "--cache-dir", str(tmp_path / "cache"), f"{relay.host}/org/cache", str(mnt))
+        assert r.rc == 0, r
+        relay.switch(anon.host)  # the same address now answers in plain HTTP
+
+        def refresh() -> dict:
+            return json.loads((mnt / ".mcvfs" / "status.json").read_text())["service"]["refresh"]
+
+        wait_until(lambda: "plain-http" in (refresh().get("lastError") or ""), timeout=60,
+                   what="a refresh that meets the plain-HTTP registry")
+        assert "server gave HTTP response to HTTPS client" in refresh()["lastError"], refresh()
+    finally:
+        mcvfs.run("unmount", str(mnt))
+        relay.close()
