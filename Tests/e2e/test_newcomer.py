@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
 import threading
 
 import pytest
 
 from conftest import Populated, push_cache_repo
 from support.mcvfs import Mcvfs
-from support.mounts import CUDA, kernel_dirs, run_triton
+from support.mounts import CUDA, is_mountpoint, kernel_dirs, run_triton
 from support.net import wait_until
 from support.registry import Registry
 from support.tls import make_server_cert
@@ -150,3 +151,32 @@ def test_https_to_an_http_registry_at_refresh_is_the_reason_in_status(tls_regist
     finally:
         mcvfs.run("unmount", str(mnt))
         relay.close()
+
+
+# -- mountpoints -------------------------------------------------------------------------------------------------
+
+def test_unmount_refuses_what_is_not_an_mcvfs_mount(mcvfs, tmp_path):
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    r = mcvfs.run("unmount", str(plain))
+    assert r.rc == 1 and "not an mcvfs mount" in r.error_line, r
+    tmpfs = tmp_path / "tmpfs"
+    tmpfs.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "none", str(tmpfs)], check=True)
+    try:
+        r = mcvfs.run("unmount", str(tmpfs))
+        assert r.rc == 1 and "not an mcvfs mount (it is tmpfs)" in r.error_line, r
+        assert is_mountpoint(tmpfs)
+    finally:
+        subprocess.run(["umount", str(tmpfs)], check=True)
+
+
+def test_a_non_empty_mountpoint_is_mounted_over_with_a_warning(anon, mounts, tmp_path):
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    (mnt / "mine").write_text("hidden while mounted")
+    m = mounts.mount(f"{anon.host}/org/cache", mnt, tmp_path / "cache", "--gpu", "cuda:90")
+    assert f"mcvfs: warning: {mnt} is not empty: the mount hides its 1 entry until it is unmounted" \
+        in m.result.stderr.splitlines(), m.result
+    m.unmount()
+    assert (mnt / "mine").read_text() == "hidden while mounted"
