@@ -54,7 +54,7 @@ struct ExportCommand: ParsableCommand {
             let copied = try copyTree(from: source, to: destination, root: destination, relative: "")
             print("exported \(copied.files) file(s) to \(destination), \(copied.relocated) relocated to it")
         } catch {
-            FileHandle.standardError.write(Data("mcvfs: error: \(error)\n".utf8))
+            reportError(error)
             throw ExitCode.failure
         }
     }

@@ -28,10 +28,10 @@ struct ExtractCommand: ParsableCommand {
                 reference, command: "extract", global: global, gpu: gpu, tritonVersion: tritonVersion, trust: trust,
                 recording: .none)
             let (catalog, selection, layers) = (request.catalog, request.selection, request.layers)
-            for entry in catalog.skipped { Log.warning("skipped image \(entry.name): \(entry.skipReason ?? "")") }
-            guard !catalog.used.isEmpty else {
-                let reasons = catalog.skipped.map { "\($0.name): \($0.skipReason ?? "")" }.joined(separator: "; ")
-                throw ExtractError.nothingToExtract(reference: request.reference.description, reasons: reasons)
+            if let warning = catalog.nothingSelectedWarning(selection: selection.description) {
+                Log.warning(warning)
+            } else {
+                for entry in catalog.skipped { Log.warning("skipped image \(entry.name): \(entry.skipReason ?? "")") }
             }
             let target = URL(fileURLWithPath: directory).standardizedFileURL.path
             var builder = ImageTreeBuilder(
@@ -69,18 +69,6 @@ struct ExtractCommand: ParsableCommand {
                 "extracted \(built.kernelsShown) kernel(s) from \(catalog.used.count) image(s) into \(target): "
                     + "\(report.files) files, \(formatBytes(report.bytes)); skipped \(built.kernelsHidden) kernel(s) "
                     + "for other GPUs, \(catalog.skipped.count) image(s), \(report.kept.count) existing path(s)")
-        }
-    }
-}
-
-enum ExtractError: Error, CustomStringConvertible {
-    case nothingToExtract(reference: String, reasons: String)
-
-    var description: String {
-        switch self {
-        case .nothingToExtract(let ref, let reasons):
-            return "no image of \(ref) can be extracted for the selected GPUs"
-                + (reasons.isEmpty ? "" : " (\(reasons))")
         }
     }
 }

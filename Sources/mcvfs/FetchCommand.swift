@@ -18,6 +18,9 @@ struct FetchCommand: ParsableCommand {
             let request = try LeasedCatalog(
                 reference, command: "fetch", global: global, gpu: gpu, tritonVersion: tritonVersion, trust: trust,
                 recording: .record)
+            if let warning = request.catalog.nothingSelectedWarning(selection: request.selection.description) {
+                Log.warning(warning)
+            }
             _ = try request.layers.indexUsedImages { image, layer in
                 print("\(image.name)\t\(layer.digest)\t\(layer.size)")
             }

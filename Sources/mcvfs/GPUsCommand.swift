@@ -9,12 +9,12 @@ struct GPUsCommand: ParsableCommand {
     @Option(help: "Log level: error, warning, info, debug.") var logLevel: Log.Level = .warning
 
     func run() throws {
-        Log.configure(level: logLevel, stderr: true, file: nil, syslog: false)
+        Log.configure(level: logLevel, stderr: true, file: nil, syslog: false, terminal: true)
         let detection: GPUDetector.Detection
         do {
             detection = try GPUDetector().detect()
         } catch {
-            FileHandle.standardError.write(Data("mcvfs: error: \(error)\n".utf8))
+            reportError(error)
             throw ExitCode.failure
         }
         for problem in detection.problems { Log.warning("\(problem)") }

@@ -110,8 +110,8 @@ struct MountCommand: ParsableCommand {
         do {
             try serve(daemon)
         } catch {
-            Log.error("\(error)")
-            daemon.failed("\(error)")
+            Log.error(describe(error))
+            daemon.failed(describe(error))
             throw ExitCode.failure
         }
     }
@@ -139,6 +139,7 @@ struct MountCommand: ParsableCommand {
                     ? "using \(entry.name) \(entry.digest?.short ?? "")"
                     : "skipping \(entry.name): \(entry.skipReason ?? "")")
         }
+        if let warning = catalog.nothingSelectedWarning(selection: selection.description) { Log.warning(warning) }
         let environment = catalog.consumerEnvironment(root: consumerRoot ?? mountpoint)
         if !environment.isEmpty {
             Log.info("consumers set " + environment.map { "\($0.name)=\($0.value)" }.joined(separator: " "))

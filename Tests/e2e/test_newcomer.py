@@ -180,3 +180,53 @@ def test_a_non_empty_mountpoint_is_mounted_over_with_a_warning(anon, mounts, tmp
         in m.result.stderr.splitlines(), m.result
     m.unmount()
     assert (mnt / "mine").read_text() == "hidden while mounted"
+
+
+# -- mistakes name their fix -------------------------------------------------------------------------------------
+
+def test_a_wrong_key_password_says_wrong_password_not_malformed(mcvfs, anon, tmp_path):
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    out = subprocess.run([mcvfs.binary, "generate-key-pair"], cwd=keys, capture_output=True, text=True,
+                         env={**mcvfs.env, "COSIGN_PASSWORD": "right"}, stdin=subprocess.DEVNULL, timeout=120)
+    assert out.returncode == 0, out.stderr
+    r = mcvfs.run("sign", "--plain-http", "--key", str(keys / "cosign.key"), f"{anon.host}/org/cache:cuda-sm90",
+                  env={"COSIGN_PASSWORD": "wrong"})
+    assert r.rc == 1 and "wrong password" in r.error_line and "COSIGN_PASSWORD" in r.error_line, r
+    assert "malformed" not in r.error_line, r
+
+
+# -- nothing selected: one rule for mount, fetch and extract -----------------------------------------------------
+
+NO_MATCH = ("no image of {ref} matches cuda:90:64; the repository has cuda:80:32, cuda:90:32, hip:gfx942:64 "
+            "(pass one to --gpu)")
+
+
+def test_mount_fetch_and_extract_warn_alike_when_no_image_matches(anon, mounts, mcvfs, tmp_path):
+    ref = f"{anon.host}/org/cache"
+    expected = "mcvfs: warning: " + NO_MATCH.format(ref=ref)
+    fetch = mcvfs.run("fetch", "--plain-http", "--gpu", "cuda:90:64", "--cache-dir", str(tmp_path / "c"), ref)
+    assert fetch.rc == 0 and expected in fetch.stderr.splitlines(), fetch
+    assert fetch.stdout == "", fetch
+    out = tmp_path / "out"
+    extract = mcvfs.run("extract", "--plain-http", "--gpu", "cuda:90:64", "--cache-dir", str(tmp_path / "c"), ref,
+                        str(out))
+    assert extract.rc == 0 and expected in extract.stderr.splitlines(), extract
+    assert not any(out.iterdir())
+    m = mounts.mount(ref, tmp_path / "mnt", tmp_path / "c", "--gpu", "cuda:90:64")
+    assert expected in m.result.stderr.splitlines(), m.result
+    assert "(0 image(s)" in m.result.stdout, m.result
+
+
+def test_docker_transport_prefix_is_accepted_and_a_url_is_explained(mcvfs, anon):
+    doc = mcvfs.run("inspect", "--plain-http", "--json", f"docker://{anon.host}/org/cache:cuda-sm90").json()
+    assert doc["digest"] == anon.digests[("org/cache", "cuda-sm90")]
+    r = mcvfs.run("inspect", "--plain-http", f"http://{anon.host}/org/cache:cuda-sm90")
+    assert r.rc == 1 and "is a URL: give REGISTRY/REPOSITORY[:TAG] without a scheme" in r.error_line, r
+    assert "--plain-http" in r.error_line, r
+
+
+def test_inspect_of_a_repository_without_latest_points_at_ls(mcvfs, anon):
+    r = mcvfs.run("inspect", "--plain-http", f"{anon.host}/org/cache")
+    assert r.rc == 1, r
+    assert "has no tag 'latest'" in r.error_line and f"mcvfs ls {anon.host}/org/cache" in r.error_line, r
