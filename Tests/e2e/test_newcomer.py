@@ -230,3 +230,36 @@ def test_inspect_of_a_repository_without_latest_points_at_ls(mcvfs, anon):
     r = mcvfs.run("inspect", "--plain-http", f"{anon.host}/org/cache")
     assert r.rc == 1, r
     assert "has no tag 'latest'" in r.error_line and f"mcvfs ls {anon.host}/org/cache" in r.error_line, r
+
+
+# -- status: one document, a stale mount an entry of its own -----------------------------------------------------
+
+def test_status_lists_a_stale_mount_beside_a_live_one_and_exits_0(anon, mounts, mcvfs, tmp_path):
+    ref = f"{anon.host}/org/cache"
+    live = mounts.mount(ref, tmp_path / "live", tmp_path / "cache-live", "--gpu", "cuda:90")
+    dead = mounts.mount(ref, tmp_path / "dead", tmp_path / "cache-dead", "--gpu", "cuda:90")
+    dead.kill()
+    r = mcvfs.run("status", "--json")
+    assert r.rc == 0, r
+    entries = {m["mountpoint"]: m for m in r.json()["mounts"]}
+    assert entries[str(live.path)]["state"] == "serving" and entries[str(live.path)]["reference"] == ref
+    stale = entries[str(dead.path)]
+    assert stale["state"] == "stale" and "Transport endpoint is not connected" in stale["error"], stale
+    assert stale["fix"].startswith(f"mcvfs unmount --lazy {dead.path}"), stale
+    # The same shape for one mountpoint; as a readiness probe it exits 1 for a mount that does not serve.
+    one = mcvfs.run("status", "--json", str(dead.path))
+    assert one.rc == 1 and json.loads(one.stdout)["mounts"] == [stale], one
+    assert mcvfs.run("status", "--json", str(live.path)).rc == 0
+    # The fix works.
+    u = mcvfs.run("unmount", "--lazy", str(dead.path))
+    assert u.rc == 0, u
+    assert not is_mountpoint(dead.path)
+
+
+def test_an_image_is_named_the_same_in_ls_and_status(anon, mounts, mcvfs, tmp_path):
+    ref = f"{anon.host}/org/cache"
+    listed = mcvfs.run("ls", "--plain-http", "--gpu", "cuda:90", "--json", ref).json()
+    compatible = [i["name"] for i in listed["images"] if i["compatible"]]
+    m = mounts.mount(ref, tmp_path / "mnt", tmp_path / "cache", "--gpu", "cuda:90")
+    [doc] = mcvfs.run("status", "--json", str(m.path)).json()["mounts"]
+    assert [i["name"] for i in doc["used"]] == compatible == ["cuda-sm90"], (listed, doc)
