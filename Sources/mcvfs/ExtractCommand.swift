@@ -19,8 +19,20 @@ struct ExtractCommand: ParsableCommand {
     @OptionGroup var tritonVersion: TritonVersionOptions
     @OptionGroup var trust: TrustOptions
 
+    @Flag(help: "Print JSON: what was extracted, from which images, and what was skipped.") var json = false
     @Argument(help: "REGISTRY/REPOSITORY[:TAG|@DIGEST]") var reference: String
     @Argument(help: "The directory to write the cache into (created when missing).") var directory: String
+
+    struct Output: Encodable {
+        var directory: String
+        var images: [ImageOutput]
+        var kernels: Int
+        var files: Int
+        var bytes: Int64
+        var skippedKernels: Int
+        var skippedImages: [String]
+        var keptPaths: [String]
+    }
 
     func run() throws {
         try runReportingErrors(global) {
@@ -64,6 +76,18 @@ struct ExtractCommand: ParsableCommand {
             for path in report.kept { Log.info("kept existing \(path)") }
             if !report.kept.isEmpty {
                 Log.warning("left \(report.kept.count) path(s) already in \(target) as they were")
+            }
+            if json {
+                try printJSON(
+                    Output(
+                        directory: target,
+                        images: catalog.entries.compactMap { entry in
+                            entry.isUsed ? ImageOutput(name: entry.name, digest: entry.digest?.description ?? "") : nil
+                        },
+                        kernels: built.kernelsShown, files: report.files, bytes: report.bytes,
+                        skippedKernels: built.kernelsHidden, skippedImages: catalog.skipped.map(\.name),
+                        keptPaths: report.kept))
+                return
             }
             print(
                 "extracted \(built.kernelsShown) kernel(s) from \(catalog.used.count) image(s) into \(target): "

@@ -12,6 +12,8 @@ import Verification
 struct ImagePusher {
     let reference: ImageReference
     let output: String?
+    /// The caller prints the result (`--json`): `publish` prints no `<digest><TAB><name>` line.
+    var quiet = false
     private let destination: any ImageDestination
     private let client: RegistryClient?
     private let signingKey: PrivateKey?
@@ -49,7 +51,12 @@ struct ImagePusher {
         suffix.map { suffix in reference.tag.map { "\($0)-\(suffix)" } ?? suffix } ?? reference.tag ?? "latest"
     }
 
-    /// Publishes `image` as `tag`, prints `<digest><TAB><name>`, signs it when asked, and removes its layer file.
+    /// What the image published as `tag` is called in output: the repository (or layout) and the tag.
+    func name(tag: String) -> String {
+        output == nil ? "\(reference.repositoryName):\(tag)" : "\(output!):\(tag)"
+    }
+
+    /// Publishes `image` as `tag`, prints `<digest><TAB><name>` (unless `quiet`), signs it when asked, and removes its layer file.
     /// - Returns: the manifest digest.
     @discardableResult
     func publish(_ image: BuiltImage, tag: String, verb: String) throws -> Digest {
@@ -67,12 +74,12 @@ struct ImagePusher {
         }
         bar.finish()
         unlink(image.layer.path)
-        let name = output == nil ? "\(reference.repositoryName):\(tag)" : "\(output!):\(tag)"
+        let name = name(tag: tag)
         Log.info(
             "\(name): \(image.entryCount) kernel(s) for \(image.targets.map(\.description).joined(separator: ", ")); "
                 + "layer \(image.layer.descriptor.digest.short) \(formatBytes(image.layer.descriptor.size)), "
                 + "\(progress.skippedBlobs) of \(progress.totalBlobs) blob(s) already present")
-        print("\(digest)\t\(name)")
+        if !quiet { print("\(digest)\t\(name)") }
         if let signingKey, let client {
             _ = try CosignSigner(client: client, repository: reference.repository).sign(
                 digest: digest, reference: SignCommand.dockerReference(reference), annotations: [:], key: signingKey)

@@ -55,3 +55,10 @@ func describe(_ error: any Error) -> String {
     default: return "\(path): \(cocoa.localizedDescription)"
     }
 }
+
+/// What `push`, `convert` and `fetch` print with `--json` for each image: the shape `ls` and `status` use for an
+/// image (`name`, `digest`).
+struct ImageOutput: Encodable {
+    var name: String
+    var digest: String
+}

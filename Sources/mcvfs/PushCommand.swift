@@ -61,6 +61,9 @@ struct PushCommand: ParsableCommand {
             valueName: "file"))
     var hotSet: String?
 
+    @Flag(help: "Print JSON: {\"images\": [{\"name\", \"digest\"}]} instead of a <digest><TAB><name> line per image.")
+    var json = false
+
     @Option(help: "Blobs larger than this many bytes are uploaded in chunks of this size.")
     var chunkSize: Int = 16 << 20
 
@@ -88,8 +91,9 @@ struct PushCommand: ParsableCommand {
                     "left out \(scan.skipped.count) path(s) that are not cache entries (temp dirs, locks, ...); "
                         + "--log-level info lists them")
             }
-            let pusher = try ImagePusher(
+            var pusher = try ImagePusher(
                 reference: ref, output: output, signKey: signKey, chunkSize: chunkSize, global: global)
+            pusher.quiet = json
             let hot = try hotSet.map(HotSet.init(contentsOf:)) ?? HotSet()
             let builder = ImageBuilder(
                 scan: scan, options: .init(format: layerFormat, created: created, split: split, hotSet: hot))
@@ -99,12 +103,15 @@ struct PushCommand: ParsableCommand {
             try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
             defer { try? FileManager.default.removeItem(at: work) }
 
+            var pushed: [ImageOutput] = []
             for plan in plans {
                 let image = try builder.build(plan, in: work)
                 let tag = pusher.tag(suffix: plan.tagSuffix)
                 warnMissing(image.missedHotSet, tag: tag)
-                try pusher.publish(image, tag: tag, verb: "push")
+                let digest = try pusher.publish(image, tag: tag, verb: "push")
+                pushed.append(ImageOutput(name: pusher.name(tag: tag), digest: digest.description))
             }
+            if json { try printJSON(["images": pushed]) }
         }
     }
 }

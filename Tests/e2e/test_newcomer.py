@@ -4,6 +4,7 @@ mounts. Nothing fails silently: each mistake is an error (or a warning) whose on
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import socket
 import subprocess
 import threading
@@ -12,7 +13,7 @@ import pytest
 
 from conftest import Populated, push_cache_repo
 from support.mcvfs import Mcvfs
-from support.mounts import CUDA, is_mountpoint, kernel_dirs, run_triton
+from support.mounts import CUDA, daemon_pids, is_mountpoint, kernel_dirs, run_triton
 from support.net import wait_until
 from support.registry import Registry
 from support.tls import make_server_cert
@@ -263,3 +264,43 @@ def test_an_image_is_named_the_same_in_ls_and_status(anon, mounts, mcvfs, tmp_pa
     m = mounts.mount(ref, tmp_path / "mnt", tmp_path / "cache", "--gpu", "cuda:90")
     [doc] = mcvfs.run("status", "--json", str(m.path)).json()["mounts"]
     assert [i["name"] for i in doc["used"]] == compatible == ["cuda-sm90"], (listed, doc)
+
+
+# -- script-friendly output ----------------------------------------------------------------------------------------
+
+FIXTURE_CUDA90 = Path(__file__).resolve().parents[1] / "Fixtures" / "triton-3.9.0" / "cuda-90"
+
+
+def test_push_fetch_extract_mount_and_gpus_print_json(anon, mounts, mcvfs, tmp_path):
+    ref = f"{anon.host}/newcomer/json:v1"
+    pushed = mcvfs.run("push", "--plain-http", "--json", str(FIXTURE_CUDA90), ref, timeout=300).json()
+    [image] = pushed["images"]
+    assert image["name"] == ref and image["digest"].startswith("sha256:"), pushed
+    fetched = mcvfs.run("fetch", "--plain-http", "--json", "--gpu", "cuda:90", "--cache-dir", str(tmp_path / "c"),
+                        ref).json()
+    assert [(i["name"], i["digest"]) for i in fetched["images"]] == [("v1", image["digest"])], fetched
+    assert fetched["images"][0]["layers"] and all(l["size"] > 0 for l in fetched["images"][0]["layers"])
+    out = tmp_path / "out"
+    extracted = mcvfs.run("extract", "--plain-http", "--json", "--gpu", "cuda:90", "--cache-dir",
+                          str(tmp_path / "c"), ref, str(out)).json()
+    assert extracted["directory"] == str(out) and extracted["kernels"] == 6, extracted
+    assert extracted["images"] == [{"name": "v1", "digest": image["digest"]}], extracted
+    m = mounts.mount(f"{anon.host}/org/cache", tmp_path / "mnt", tmp_path / "c2", "--gpu", "cuda:90", "--json",
+                     check=False)
+    assert m.result.rc == 0, m.result
+    ready = json.loads(m.result.stdout)
+    assert ready["mountpoint"] == str(m.path) and [ready["pid"]] == daemon_pids(m.path), ready
+    assert [i["name"] for i in ready["images"]] == ["cuda-sm90"], ready
+    assert "cuda-sm80" in [s["name"] for s in ready["skipped"]], ready
+    gpus = mcvfs.run("gpus", "--json", env={"MCVFS_GPU": "hip:gfx942:64"}).json()
+    assert gpus["gpus"] == ["hip:gfx942:64"], gpus
+
+
+def test_a_usage_error_is_one_line_and_exit_64_as_documented(mcvfs):
+    r = mcvfs.run("ls")
+    assert r.rc == 64, r
+    assert r.stderr == "mcvfs: error: Missing expected argument '<repository>' (see `mcvfs ls --help`)\n", r
+    r = mcvfs.run("mount", "--no-such-option", "a/b", "/tmp")
+    assert r.rc == 64 and r.error_line.startswith("mcvfs: error: Unknown option '--no-such-option'"), r
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert "| 64 |" in readme, "the README's exit-code table must name 64 for usage errors"
