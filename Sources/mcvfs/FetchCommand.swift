@@ -39,7 +39,16 @@ struct FetchCommand: ParsableCommand {
                 Log.warning(warning)
             }
             var output = Output()
+            let bar = ProgressBar(label: "fetch")
+            let total = (
+                layers: request.catalog.used.reduce(0) { $0 + $1.layers.count },
+                bytes: request.catalog.used.reduce(Int64(0)) { $0 + $1.size }
+            )
+            var done = (layers: 0, bytes: Int64(0))
+            defer { bar.finish() }
             _ = try request.layers.indexUsedImages { image, layer in
+                done = (done.layers + 1, done.bytes + layer.size)
+                bar.update(bytes: done.bytes, totalBytes: total.bytes, blobs: done.layers, totalBlobs: total.layers)
                 if !json { print("\(image.name)\t\(layer.digest)\t\(layer.size)") }
                 if output.images.last?.digest != image.digest.description {
                     output.images.append(.init(name: image.name, digest: image.digest.description, layers: []))

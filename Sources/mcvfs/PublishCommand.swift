@@ -60,7 +60,14 @@ struct PublishCommand: ParsableCommand {
                 uppers: uppers, ledger: PublishLedger(layout: cache.layout, repository: target.repositoryName),
                 publisher: options.publisher(
                     target, client: try global.client(for: target), signing: signing, dryRun: dryRun))
-            let report = try job.run(provided: provided)
+            let bar = ProgressBar(label: "publish \(target.repositoryName)")
+            bar.status("collecting the kernels compiled through \(mountpoint), building and pushing their images...")
+            let report: PublishJob.Report
+            do { report = try job.run(provided: provided) } catch {
+                bar.clear()
+                throw error
+            }
+            bar.clear()
             for skipped in report.skipped { Log.info("left out \(skipped.path): \(skipped.reason)") }
             if json { return try printJSON(report) }
             for image in report.images {

@@ -105,8 +105,11 @@ struct PushCommand: ParsableCommand {
 
             var pushed: [ImageOutput] = []
             for plan in plans {
-                let image = try builder.build(plan, in: work)
                 let tag = pusher.tag(suffix: plan.tagSuffix)
+                let building = ProgressBar(label: "push \(tag)")
+                building.status("building the layer from \(plan.entryCount) cache entries...")
+                let image = try builder.build(plan, in: work)
+                building.clear()
                 warnMissing(image.missedHotSet, tag: tag)
                 let digest = try pusher.publish(image, tag: tag, verb: "push")
                 pushed.append(ImageOutput(name: pusher.name(tag: tag), digest: digest.description))

@@ -4,6 +4,8 @@ mounts. Nothing fails silently: each mistake is an error (or a warning) whose on
 from __future__ import annotations
 
 import json
+import os
+import pty
 from pathlib import Path
 import socket
 import subprocess
@@ -304,3 +306,39 @@ def test_a_usage_error_is_one_line_and_exit_64_as_documented(mcvfs):
     assert r.rc == 64 and r.error_line.startswith("mcvfs: error: Unknown option '--no-such-option'"), r
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     assert "| 64 |" in readme, "the README's exit-code table must name 64 for usage errors"
+
+
+# -- progress: on a terminal, never on a pipe ---------------------------------------------------------------------
+
+def on_a_terminal(mcvfs, *args: str) -> tuple[int, str]:
+    """Runs mcvfs with stderr on a pseudo-terminal; returns (exit code, what the terminal showed)."""
+    primary, secondary = pty.openpty()
+    proc = subprocess.Popen(mcvfs.argv(*args), stdout=subprocess.DEVNULL, stderr=secondary,
+                            stdin=subprocess.DEVNULL, env=mcvfs.env)
+    os.close(secondary)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(primary, 65536)
+        except OSError:  # EIO: the process closed the terminal
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(primary)
+    return proc.wait(timeout=300), shown.decode(errors="replace")
+
+
+def test_push_and_fetch_show_progress_on_a_terminal_and_nothing_on_a_pipe(anon, mcvfs, tmp_path):
+    ref = f"{anon.host}/newcomer/progress:v1"
+    rc, shown = on_a_terminal(mcvfs, "push", "--plain-http", str(FIXTURE_CUDA90), ref)
+    assert rc == 0, shown
+    assert "push v1: building the layer from" in shown and "push v1 [" in shown and "blobs " in shown, shown
+    rc, shown = on_a_terminal(mcvfs, "fetch", "--plain-http", "--gpu", "cuda:90", "--cache-dir",
+                              str(tmp_path / "c1"), ref)
+    assert rc == 0, shown
+    assert "fetch [" in shown and "blobs 1/1" in shown, shown
+    piped = mcvfs.run("fetch", "--plain-http", "--gpu", "cuda:90", "--cache-dir", str(tmp_path / "c2"), ref)
+    assert piped.rc == 0 and piped.stderr == "", piped
+    piped = mcvfs.run("push", "--plain-http", str(FIXTURE_CUDA90), ref)
+    assert piped.rc == 0 and piped.stderr == "", piped
