@@ -19,7 +19,7 @@ struct MCVFS: ParsableCommand {
 }
 
 extension MCVFS {
-    /// Exit codes, as the README's "Exit codes" promises: 0 done, 1 the command failed (one line,
+    /// Exit codes, as the README's exit-code table promises: 0 done, 1 the command failed (one line,
     /// `mcvfs: error: <what>`), 64 a usage error (EX_USAGE: an unknown option, a missing or invalid argument), in
     /// one line that says what was wrong and where the help is, instead of ArgumentParser's usage block.
     static func main() {

@@ -159,7 +159,7 @@ struct MountCommand: ParsableCommand {
         let provider = try node.provider(for: catalog, prefetch: prefetch)
         let owner = (uid: getuid(), gid: getgid())
         let allowOther = self.allowOther ?? (owner.uid == 0)
-        // Two attempts that each stall for --timeout, and the backoff between them (README, "Faults").
+        // Two attempts that each stall for --timeout, and the backoff between them (docs/faults.md).
         let budget = Duration.seconds(global.timeout * 2) + .seconds(1)
         let options = ImageFileSystem.Options(
             tree: ImageTreeBuilder.Options(

@@ -111,7 +111,7 @@ struct StatusCommand: ParsableCommand {
                 "\(entry.mountpoint) is \(entry.state.rawValue) (\(entry.problem ?? "")); clear it: \(entry.fix ?? "")"
             FileHandle.standardError.write(Data("mcvfs: warning: \(line)\n".utf8))
         }
-        // What is reported is not a failure of the command, except for a probe of one mountpoint (the README's
+        // What is reported is not a failure of the command, except for a probe of one mountpoint (docs/operations.md's
         // readiness check): that one exits 1 unless the mount serves.
         if mountpoint != nil, entries.contains(where: { $0.state != .serving }) { throw ExitCode.failure }
     }

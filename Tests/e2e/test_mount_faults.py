@@ -37,7 +37,7 @@ from test_estargz import replicate
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = REPO_ROOT / "Tests" / "Fixtures" / "triton-3.9.0" / "cuda-90"
 TIMEOUT = 2
-BUDGET = 2 * TIMEOUT + 1  # README, "Faults": what one operation may take
+BUDGET = 2 * TIMEOUT + 1  # docs/faults.md: what one operation may take
 SLACK = 5  # for a machine shared by many test runs
 RETRY_DELAY = 30  # long enough that B stays failed for the whole test
 MOUNT_ARGS = ("--gpu", "cuda:90", "--timeout", str(TIMEOUT), "--retry-delay", str(RETRY_DELAY))
