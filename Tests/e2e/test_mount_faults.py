@@ -31,6 +31,7 @@ from support.mcvfs import Mcvfs
 from support.mounts import ON_DEMAND, kernel_dirs, probe_json
 from support.net import free_port
 from support.proxy import FaultProxy
+from support.reach import reachable
 from support.registry import Registry, require_tool
 from test_estargz import replicate
 
@@ -464,8 +465,8 @@ def as_nobody_with_dev_fuse(world, mode: str, then: str = "") -> subprocess.Comp
         mcvfs = Mcvfs(home)
         subprocess.run(["chown", "-R", "65534:65534", str(home), str(mountpoint)], check=True)
         user = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"]
-        mount = [*user, *mcvfs.argv("mount", "--plain-http", *MOUNT_ARGS, world.ref(world.registry.host, "iso/gzip"),
-                                    str(mountpoint))]
+        mount = [*user, reachable(mcvfs.binary), "mount", "--plain-http", *MOUNT_ARGS,
+                 world.ref(world.registry.host, "iso/gzip"), str(mountpoint)]
         quoted = " ".join(f"'{a}'" for a in mount)
         script = f"mount --bind {device} /dev/fuse && {quoted}"
         if then:

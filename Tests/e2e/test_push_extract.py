@@ -19,6 +19,7 @@ import requests
 
 from conftest import (BASIC_PASSWORD, BASIC_USER, REPO_ROOT, TOKEN_PASSWORD, TOKEN_USER)
 from support.images import OCI_CONFIG, OCI_LAYER_GZIP, OCI_LAYER_TAR, OCI_LAYER_ZSTD, OCI_MANIFEST
+from support.reach import reachable
 from support.registry import require_tool
 
 FIXTURES = REPO_ROOT / "Tests" / "Fixtures"
@@ -434,7 +435,7 @@ def test_unreadable_file_is_a_clear_error(mcvfs, anon):
         env = {**mcvfs.env, "HOME": str(home), "XDG_RUNTIME_DIR": str(home), "XDG_CACHE_HOME": str(home),
                "XDG_CONFIG_HOME": str(home), "MCVFS_CACHE_DIR": str(home / "cache"), "TMPDIR": str(home)}
         argv = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", "--",
-                mcvfs.binary, "push", "--plain-http", str(cache), f"{anon.host}/push/bad:unreadable"]
+                reachable(mcvfs.binary), "push", "--plain-http", str(cache), f"{anon.host}/push/bad:unreadable"]
         out = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120, stdin=subprocess.DEVNULL)
         errors = [l for l in out.stderr.splitlines() if l.startswith("mcvfs: error: ")]
         assert out.returncode == 1, out
