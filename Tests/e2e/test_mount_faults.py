@@ -471,8 +471,10 @@ def as_nobody_with_dev_fuse(world, mode: str, then: str = "") -> subprocess.Comp
         script = f"mount --bind {device} /dev/fuse && {quoted}"
         if then:
             script += f" && {' '.join(user)} sh -c '{then.replace('MNT', str(mountpoint))}'"
+        # The user's cwd must be one it can enter too (the daemon re-runs itself there).
         return subprocess.run([unshare, "--mount", "--propagation", "private", "sh", "-c", script],
-                              capture_output=True, text=True, env=mcvfs.env, timeout=120, stdin=subprocess.DEVNULL)
+                              capture_output=True, text=True, env=mcvfs.env, timeout=120, stdin=subprocess.DEVNULL,
+                              cwd=str(root))
     finally:
         subprocess.run(["umount", "-l", str(root / "mnt")], capture_output=True)
         shutil.rmtree(root, ignore_errors=True)
