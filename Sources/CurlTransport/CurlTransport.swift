@@ -75,11 +75,27 @@ public final class CurlTransport: HTTPTransport, Sendable {
 
 /// Converts a libcurl result into `RegistryError`, with `curl_easy_strerror`'s text and, when libcurl
 /// filled it, the transfer's more specific error buffer. Timeouts (`CURLE_OPERATION_TIMEDOUT`, which
-/// covers connect, total and low-speed limits) become `.timeout`; everything else `.transport`.
+/// covers connect, total and low-speed limits) become `.timeout`; a plain-HTTP answer to a TLS handshake
+/// `.plainHTTPServer`; certificate failures `.tls`; everything else `.transport`.
 func check(_ code: CURLcode, _ what: @autoclosure () -> String, detail: String? = nil) throws(RegistryError) {
     guard code != CURLE_OK else { return }
     let text = String(cString: curl_easy_strerror(code))
-    let message = "\(what()): \(detail.flatMap { $0.isEmpty ? nil : $0 } ?? text)"
+    let reason = detail.flatMap { $0.isEmpty ? nil : $0 } ?? text
+    let message = "\(what()): \(reason)"
     if code == CURLE_OPERATION_TIMEDOUT { throw .timeout(message) }
+    if code == CURLE_SSL_CONNECT_ERROR && plainHTTPAnswers.contains(where: { reason.contains($0) }) {
+        throw .plainHTTPServer(what())
+    }
+    if certificateFailures.contains(code) { throw .tls(message) }
     throw .transport(message)
 }
+
+/// What OpenSSL says when the server's first bytes are an HTTP response, not a TLS record (by OpenSSL version).
+private let plainHTTPAnswers = ["wrong version number", "packet length too long", "record layer failure"]
+
+/// Results that name a certificate or key problem: the same on every attempt. A handshake cut short
+/// (`CURLE_SSL_CONNECT_ERROR` otherwise) may be a fault of the moment, so it stays `.transport`.
+private let certificateFailures: Set<CURLcode> = [
+    CURLE_PEER_FAILED_VERIFICATION, CURLE_SSL_CERTPROBLEM, CURLE_SSL_CACERT_BADFILE, CURLE_SSL_ISSUER_ERROR,
+    CURLE_SSL_PINNEDPUBKEYNOTMATCH, CURLE_SSL_INVALIDCERTSTATUS, CURLE_SSL_CLIENTCERT,
+]

@@ -25,6 +25,8 @@ public struct ImageReference: Sendable, Hashable, CustomStringConvertible {
         case invalidTag(String)
         case invalidRegistry(String)
         case invalidDigest(String)
+        /// A URL or another tool's transport (`https://`, `oci:`): mcvfs names registries without a scheme.
+        case scheme(String)
 
         public var description: String {
             switch self {
@@ -34,15 +36,21 @@ public struct ImageReference: Sendable, Hashable, CustomStringConvertible {
             case .invalidTag(let t):
                 return "invalid tag '\(t)': at most 128 of [A-Za-z0-9_.-], not starting with . or -"
             case .invalidRegistry(let h): return "invalid registry host '\(h)'"
+            case .scheme(let text):
+                return "'\(text)' is a URL: give REGISTRY/REPOSITORY[:TAG] without a scheme "
+                    + "(for a registry that serves plain HTTP, add --plain-http)"
             case .invalidDigest(let d): return "invalid digest '\(d)': expected sha256:<64 hex digits>"
             }
         }
     }
 
-    /// Parses `text`; a first path component is a registry when it has a `.` or `:` or is `localhost`.
+    /// Parses `text`; a first path component is a registry when it has a `.` or `:` or is `localhost`. skopeo's
+    /// `docker://` transport prefix is accepted (it names the same thing); another scheme is refused with the fix.
     public init(parsing text: String) throws {
         guard !text.isEmpty else { throw ValidationError.empty }
         var rest = Substring(text)
+        if rest.hasPrefix("docker://") { rest = rest.dropFirst("docker://".count) }
+        if rest.contains("://") { throw ValidationError.scheme(text) }
         var digest: Digest?
         if let at = rest.firstIndex(of: "@") {
             let digestText = String(rest[rest.index(after: at)...])

@@ -17,8 +17,13 @@ public enum RegistryError: Error, Equatable, CustomStringConvertible {
     case tooLarge(url: String, limit: Int64)
     /// No progress within the configured connect, stall or total limit.
     case timeout(String)
-    /// The connection failed (DNS, TCP, TLS, reset, truncated transfer).
+    /// The connection failed (DNS, TCP, reset, truncated transfer).
     case transport(String)
+    /// TLS failed for a reason that trying again will not change: a certificate not trusted, a name that does not
+    /// match, a client certificate refused.
+    case tls(String)
+    /// An HTTPS request answered in plain HTTP: the registry serves HTTP only (`what` is the request).
+    case plainHTTPServer(String)
     /// The registry answered something the protocol does not allow (bad header, wrong status, bad JSON).
     case invalidResponse(String)
     /// More than `RegistryClient.maxRedirects` redirects.
@@ -30,8 +35,9 @@ public enum RegistryError: Error, Equatable, CustomStringConvertible {
     /// A repository name or reference that must not be put in a URL.
     case invalidArgument(String)
 
-    /// Whether trying again later may succeed: connection failures, timeouts, 429 and 5xx.
-    /// The one classification retries use.
+    /// Whether the registry is out, so that trying again later may succeed: connection failures, timeouts, 429
+    /// and 5xx. The one classification of an outage: retries use it, and so do the fallbacks to what a node
+    /// recorded (catalogs, signatures). A mistake (TLS or scheme, 401, 403, 404) is not an outage: it fails.
     public var isTransient: Bool {
         switch self {
         case .timeout, .transport: return true
@@ -51,6 +57,9 @@ public enum RegistryError: Error, Equatable, CustomStringConvertible {
         case .tooLarge(let url, let limit): return "response from \(url) exceeds the \(limit)-byte limit"
         case .timeout(let what): return "timed out: \(what)"
         case .transport(let what): return "connection failed: \(what)"
+        case .tls(let what): return "TLS failed: \(what)"
+        case .plainHTTPServer(let what):
+            return "server gave HTTP response to HTTPS client (\(what)); add --plain-http if the registry serves HTTP"
         case .invalidResponse(let what): return "invalid registry response: \(what)"
         case .tooManyRedirects(let url): return "too many redirects starting at \(url)"
         case .authentication(let what): return "authentication failed: \(what)"

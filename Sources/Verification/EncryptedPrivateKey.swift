@@ -45,7 +45,7 @@ public enum EncryptedPrivateKey {
     ///   - pem: the file's text.
     ///   - password: the password bytes (UTF-8; `COSIGN_PASSWORD` or what was typed), possibly empty.
     /// - Returns: the private key (its public half is `cosign.pub`'s key).
-    /// - Throws: `VerificationError.malformed` for another PEM label, unsupported KDF or cipher, or a wrong password
+    /// - Throws: `VerificationError.wrongPassword`; `.malformed` for another PEM label, unsupported KDF or cipher
     ///   (secretbox authentication fails).
     public static func decrypt(pem: String, password: Data) throws(VerificationError) -> PrivateKey {
         let blocks = try PEMBlock.parse(pem, what: "encrypted private key PEM")
@@ -91,10 +91,8 @@ public enum EncryptedPrivateKey {
         let n = Array(nonce)
         let k = Array(key)
         let status = crypto_secretbox_open_easy(&plaintext, c, UInt64(c.count), n, k)
-        guard status == 0 else {
-            throw .malformed(
-                what: "encrypted private key", reason: "decryption failed: wrong password or corrupted key")
-        }
+        // The MAC cannot tell a wrong password from changed bytes; a wrong password is by far the common case.
+        guard status == 0 else { throw .wrongPassword }
         return try PrivateKey(pkcs8: Data(plaintext))
     }
 

@@ -34,6 +34,8 @@ public enum VerificationError: Error, Equatable, CustomStringConvertible, Sendab
     case invalidSCT(reason: String)
     /// Input that is not what cosign writes: bad base64, PEM, JSON, DER.
     case malformed(what: String, reason: String)
+    /// An encrypted private key that does not open with the password given (or whose bytes were changed).
+    case wrongPassword
     /// A DSSE envelope or in-toto statement does not describe the image being verified.
     case invalidAttestation(reason: String)
     /// Every candidate signature failed; the reasons, one per signature, in order.
@@ -62,6 +64,9 @@ public enum VerificationError: Error, Equatable, CustomStringConvertible, Sendab
             return "certificate was not valid at \(at.formatted(.iso8601))"
         case .invalidSCT(let reason): return "invalid signed certificate timestamp: \(reason)"
         case .malformed(let what, let reason): return "malformed \(what): \(reason)"
+        case .wrongPassword:
+            return "wrong password for the encrypted private key (or the key file was changed): set COSIGN_PASSWORD "
+                + "to the password it was generated with"
         case .invalidAttestation(let reason): return "invalid attestation: \(reason)"
         case .noValidSignature(let reasons):
             if reasons.isEmpty { return "no signatures found" }

@@ -118,13 +118,13 @@ struct CachePruneCommand: ParsableCommand {
 }
 
 private func reportingErrors(_ body: () throws -> Void) throws {
-    Log.configure(level: .warning, stderr: true, file: nil, syslog: false)
+    Log.configure(level: .warning, stderr: true, file: nil, syslog: false, terminal: true)
     do {
         try body()
     } catch let error as ValidationError {
         throw error
     } catch {
-        FileHandle.standardError.write(Data("mcvfs: error: \(error)\n".utf8))
+        reportError(error)
         throw ExitCode.failure
     }
 }

@@ -3,15 +3,19 @@ import Foundation
 import Glibc
 
 /// Backgrounding without fork: the command re-runs itself with `--foreground` as a child in its own session,
-/// whose stdout is a pipe that carries one line, `ready ...` or `error ...`. The parent prints it and exits;
-/// the child then points stdout and stderr at /dev/null and keeps serving.
+/// whose stdout is a pipe that carries `warning ...` lines, then one line, `ready ...` or `error ...`. The parent
+/// prints them (warnings to stderr: a fallback or a doubtful argument is said on the terminal, not only in the log)
+/// and exits; the child then points stdout and stderr at /dev/null and keeps serving.
 struct Daemon {
     static let childVariable = "MCVFS_DAEMON_CHILD"
 
     let isChild = ProcessInfo.processInfo.environment[Daemon.childVariable] != nil
 
     init() {
-        if isChild { setsid() }
+        if isChild {
+            setsid()
+            Log.relay { message in Daemon.report("warning \(message)") }
+        }
     }
 
     static func startInBackground(arguments: [String]) throws {
@@ -28,11 +32,18 @@ struct Daemon {
         try child.run()
         try? pipe.fileHandleForWriting.close()
         var received = Data()
-        while !received.contains(UInt8(ascii: "\n")) {
+        var line = ""
+        reading: while true {
+            while let newline = received.firstIndex(of: UInt8(ascii: "\n")) {
+                line = String(decoding: received[..<newline], as: UTF8.self)
+                received = received[(newline + 1)...]
+                guard line.hasPrefix("warning ") else { break reading }
+                FileHandle.standardError.write(Data("mcvfs: warning: \(line.dropFirst("warning ".count))\n".utf8))
+                line = ""
+            }
             guard let chunk = try pipe.fileHandleForReading.read(upToCount: 4096), !chunk.isEmpty else { break }
             received.append(chunk)
         }
-        let line = String(decoding: received, as: UTF8.self).split(separator: "\n").first.map(String.init) ?? ""
         if line.hasPrefix("ready ") {
             print(line.dropFirst("ready ".count))
             return
@@ -47,7 +58,8 @@ struct Daemon {
     /// Tells the waiting parent (if any) that the mount serves.
     func ready(message: String) {
         if isChild {
-            report("ready \(message)")
+            Log.relay(nil)
+            Self.report("ready \(message)")
             let null = open("/dev/null", O_RDWR)
             dup2(null, STDOUT_FILENO)
             dup2(null, STDERR_FILENO)
@@ -56,10 +68,13 @@ struct Daemon {
     }
 
     func failed(_ reason: String) {
-        if isChild { report("error \(reason)") }
+        if isChild {
+            Log.relay(nil)
+            Self.report("error \(reason)")
+        }
     }
 
-    private func report(_ line: String) {
+    private static func report(_ line: String) {
         FileHandle.standardOutput.write(Data((line.replacingOccurrences(of: "\n", with: " ") + "\n").utf8))
     }
 

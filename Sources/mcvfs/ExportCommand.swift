@@ -8,10 +8,12 @@ import TarIndex
 struct ExportCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "export",
-        abstract: "Copy a mount's merged view (or only what was written to it) into a plain cache directory.",
+        abstract: "Copy a mount's merged view (or only what was written to it) into a standalone cache directory.",
         discussion: """
-            The copy is what the calling user sees through the mount. With --upper-only it holds only the kernels \
-            written through the mount by the calling user (or the shared upper), ready for `mcvfs push`.
+            The copy is what the calling user sees through the mount, with group files relocated to DIR (as \
+            `mcvfs extract` writes them), so Triton hits from DIR after the mount is gone: point TRITON_CACHE_DIR \
+            (or VLLM_CACHE_ROOT) at DIR itself. With --upper-only it holds only the kernels written through the \
+            mount by the calling user (or the shared upper), ready for `mcvfs push`.
 
             --hot-set FILE writes the names of the <KEY>/ directories the mount's readers opened a file under, in \
             first-open order (every image's, or one image's with --image): give it to the next `mcvfs push \
@@ -49,10 +51,10 @@ struct ExportCommand: ParsableCommand {
                 throw ExportError(description: "\(destination) is not empty")
             }
             try manager.createDirectory(atPath: destination, withIntermediateDirectories: true)
-            let copied = try copyTree(from: source, to: destination)
-            print("exported \(copied) file(s) to \(destination)")
+            let copied = try copyTree(from: source, to: destination, root: destination, relative: "")
+            print("exported \(copied.files) file(s) to \(destination), \(copied.relocated) relocated to it")
         } catch {
-            FileHandle.standardError.write(Data("mcvfs: error: \(error)\n".utf8))
+            reportError(error)
             throw ExitCode.failure
         }
     }
@@ -97,9 +99,13 @@ struct ExportCommand: ParsableCommand {
     }
 
     /// Copies regular files, directories and symlinks; skips mcvfs' own markers and Triton's temp directories.
-    private func copyTree(from source: String, to destination: String) throws -> Int {
+    /// Files that name absolute paths (group files) are rewritten to name `root`, the copy's own root: the mount
+    /// served them naming the mountpoint, which is gone once it is unmounted.
+    private func copyTree(from source: String, to destination: String, root: String, relative: String) throws -> (
+        files: Int, relocated: Int
+    ) {
         let manager = FileManager.default
-        var copied = 0
+        var copied = (files: 0, relocated: 0)
         for name in try manager.contentsOfDirectory(atPath: source).sorted() {
             if name == ImageFileSystem.controlName || OverlayFileSystem.isBookkeeping(name)
                 || name.hasPrefix("tmp.pid_")
@@ -112,19 +118,27 @@ struct ExportCommand: ParsableCommand {
             switch attributes[.type] as? FileAttributeType {
             case .typeDirectory?:
                 try manager.createDirectory(atPath: to, withIntermediateDirectories: false)
-                copied += try copyTree(from: from, to: to)
+                let inner = try copyTree(
+                    from: from, to: to, root: root, relative: relative.isEmpty ? name : relative + "/" + name)
+                copied = (copied.files + inner.files, copied.relocated + inner.relocated)
             case .typeSymbolicLink?:
                 try manager.createSymbolicLink(
                     atPath: to, withDestinationPath: try manager.destinationOfSymbolicLink(atPath: from))
             case .typeRegular?:
-                guard let data = manager.contents(atPath: from) else {
+                guard var data = manager.contents(atPath: from) else {
                     throw ExportError(description: "cannot read \(from)")
+                }
+                if Relocation.applies(to: name),
+                    let rewritten = Relocation.rewrite(data, name: name, directory: relative, root: root)
+                {
+                    data = rewritten
+                    copied.relocated += 1
                 }
                 try data.write(to: URL(fileURLWithPath: to), options: .atomic)
                 if let permissions = attributes[.posixPermissions] as? Int {
                     chmod(to, mode_t(permissions))
                 }
-                copied += 1
+                copied.files += 1
             default:
                 continue
             }

@@ -19,8 +19,20 @@ struct ExtractCommand: ParsableCommand {
     @OptionGroup var tritonVersion: TritonVersionOptions
     @OptionGroup var trust: TrustOptions
 
+    @Flag(help: "Print JSON: what was extracted, from which images, and what was skipped.") var json = false
     @Argument(help: "REGISTRY/REPOSITORY[:TAG|@DIGEST]") var reference: String
     @Argument(help: "The directory to write the cache into (created when missing).") var directory: String
+
+    struct Output: Encodable {
+        var directory: String
+        var images: [ImageOutput]
+        var kernels: Int
+        var files: Int
+        var bytes: Int64
+        var skippedKernels: Int
+        var skippedImages: [String]
+        var keptPaths: [String]
+    }
 
     func run() throws {
         try runReportingErrors(global) {
@@ -28,10 +40,10 @@ struct ExtractCommand: ParsableCommand {
                 reference, command: "extract", global: global, gpu: gpu, tritonVersion: tritonVersion, trust: trust,
                 recording: .none)
             let (catalog, selection, layers) = (request.catalog, request.selection, request.layers)
-            for entry in catalog.skipped { Log.warning("skipped image \(entry.name): \(entry.skipReason ?? "")") }
-            guard !catalog.used.isEmpty else {
-                let reasons = catalog.skipped.map { "\($0.name): \($0.skipReason ?? "")" }.joined(separator: "; ")
-                throw ExtractError.nothingToExtract(reference: request.reference.description, reasons: reasons)
+            if let warning = catalog.nothingSelectedWarning(selection: selection.description) {
+                Log.warning(warning)
+            } else {
+                for entry in catalog.skipped { Log.warning("skipped image \(entry.name): \(entry.skipReason ?? "")") }
             }
             let target = URL(fileURLWithPath: directory).standardizedFileURL.path
             var builder = ImageTreeBuilder(
@@ -65,22 +77,22 @@ struct ExtractCommand: ParsableCommand {
             if !report.kept.isEmpty {
                 Log.warning("left \(report.kept.count) path(s) already in \(target) as they were")
             }
+            if json {
+                try printJSON(
+                    Output(
+                        directory: target,
+                        images: catalog.entries.compactMap { entry in
+                            entry.isUsed ? ImageOutput(name: entry.name, digest: entry.digest?.description ?? "") : nil
+                        },
+                        kernels: built.kernelsShown, files: report.files, bytes: report.bytes,
+                        skippedKernels: built.kernelsHidden, skippedImages: catalog.skipped.map(\.name),
+                        keptPaths: report.kept))
+                return
+            }
             print(
                 "extracted \(built.kernelsShown) kernel(s) from \(catalog.used.count) image(s) into \(target): "
                     + "\(report.files) files, \(formatBytes(report.bytes)); skipped \(built.kernelsHidden) kernel(s) "
                     + "for other GPUs, \(catalog.skipped.count) image(s), \(report.kept.count) existing path(s)")
-        }
-    }
-}
-
-enum ExtractError: Error, CustomStringConvertible {
-    case nothingToExtract(reference: String, reasons: String)
-
-    var description: String {
-        switch self {
-        case .nothingToExtract(let ref, let reasons):
-            return "no image of \(ref) can be extracted for the selected GPUs"
-                + (reasons.isEmpty ? "" : " (\(reasons))")
         }
     }
 }

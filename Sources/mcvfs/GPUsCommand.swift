@@ -7,14 +7,15 @@ struct GPUsCommand: ParsableCommand {
         commandName: "gpus", abstract: "Print this host's GPUs as backend:arch:warp, the way Triton names targets.")
 
     @Option(help: "Log level: error, warning, info, debug.") var logLevel: Log.Level = .warning
+    @Flag(help: "Print JSON: {\"gpus\": [\"cuda:90:32\", ...], \"problems\": [...]}.") var json = false
 
     func run() throws {
-        Log.configure(level: logLevel, stderr: true, file: nil, syslog: false)
+        Log.configure(level: logLevel, stderr: true, file: nil, syslog: false, terminal: true)
         let detection: GPUDetector.Detection
         do {
             detection = try GPUDetector().detect()
         } catch {
-            FileHandle.standardError.write(Data("mcvfs: error: \(error)\n".utf8))
+            reportError(error)
             throw ExitCode.failure
         }
         for problem in detection.problems { Log.warning("\(problem)") }
@@ -25,6 +26,11 @@ struct GPUsCommand: ParsableCommand {
                         .utf8))
             throw ExitCode.failure
         }
-        for target in detection.targets { print(target) }
+        if json {
+            try printJSON(
+                ["gpus": detection.targets.map(\.description), "problems": detection.problems.map(\.description)])
+        } else {
+            for target in detection.targets { print(target) }
+        }
     }
 }

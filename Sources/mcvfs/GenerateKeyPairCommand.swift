@@ -33,7 +33,7 @@ struct GenerateKeyPairCommand: ParsableCommand {
             FileHandle.standardError.write(
                 Data("Private key written to \(keyPath)\nPublic key written to \(pubPath)\n".utf8))
         } catch {
-            FileHandle.standardError.write(Data("mcvfs: error: \(error)\n".utf8))
+            reportError(error)
             throw ExitCode.failure
         }
     }

@@ -12,6 +12,8 @@ import Verification
 struct ImagePusher {
     let reference: ImageReference
     let output: String?
+    /// The caller prints the result (`--json`): `publish` prints no `<digest><TAB><name>` line.
+    var quiet = false
     private let destination: any ImageDestination
     private let client: RegistryClient?
     private let signingKey: PrivateKey?
@@ -52,7 +54,12 @@ struct ImagePusher {
     /// The tag an image goes under: the reference's (or `latest`), with a `--split` suffix.
     func tag(suffix: String?) -> String { FleetTag.split(tag: reference.tag, target: suffix) }
 
-    /// Publishes `image` as `tag`, prints `<digest><TAB><name>`, signs it when asked, and removes its layer file.
+    /// What the image published as `tag` is called in output: the repository (or layout) and the tag.
+    func name(tag: String) -> String {
+        output == nil ? "\(reference.repositoryName):\(tag)" : "\(output!):\(tag)"
+    }
+
+    /// Publishes `image` as `tag`, prints `<digest><TAB><name>` (unless `quiet`), signs it when asked, and removes its layer file.
     /// - Returns: the manifest digest.
     @discardableResult
     func publish(_ image: BuiltImage, tag: String, verb: String) throws -> Digest {
@@ -70,12 +77,12 @@ struct ImagePusher {
         }
         bar.finish()
         unlink(image.layer.path)
-        let name = output == nil ? "\(reference.repositoryName):\(tag)" : "\(output!):\(tag)"
+        let name = name(tag: tag)
         Log.info(
             "\(name): \(image.entryCount) kernel(s) for \(image.targets.map(\.description).joined(separator: ", ")); "
                 + "layer \(image.layer.descriptor.digest.short) \(formatBytes(image.layer.descriptor.size)), "
                 + "\(progress.skippedBlobs) of \(progress.totalBlobs) blob(s) already present")
-        print("\(digest)\t\(name)")
+        if !quiet { print("\(digest)\t\(name)") }
         if let signingKey, let client {
             try ImageSigner(client: client, repository: reference.repository).signConfirmed(
                 subject: image.manifestDescriptor, reference: SignCommand.dockerReference(reference), key: signingKey,

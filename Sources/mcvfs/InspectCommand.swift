@@ -33,7 +33,14 @@ struct InspectCommand: ParsableCommand {
         try runReportingErrors(global) {
             let ref = try ImageReference(parsing: reference)
             let client = try global.client(for: ref)
-            let fetched = try client.getManifest(repository: ref.repository, reference: ref.reference)
+            let fetched: FetchedManifest
+            do {
+                fetched = try client.getManifest(repository: ref.repository, reference: ref.reference)
+            } catch RegistryError.notFound(let diagnostics) where ref.isRepositoryOnly {
+                throw InspectError(
+                    description: "\(ref.registry)/\(ref.repository) has no tag 'latest' (\(diagnostics)): name one, "
+                        + "or run `mcvfs ls \(ref.registry)/\(ref.repository)` to list its images")
+            }
             var output = Output(
                 reference: ref.description, digest: fetched.digest.description, mediaType: fetched.mediaType)
             switch fetched.document {
@@ -49,6 +56,10 @@ struct InspectCommand: ParsableCommand {
             }
             if json { try printJSON(output) } else { printText(output) }
         }
+    }
+
+    struct InspectError: Error, CustomStringConvertible {
+        let description: String
     }
 
     private static func blob(_ descriptor: Descriptor) -> Output.Blob {

@@ -52,6 +52,9 @@ struct ListCommand: ParsableCommand {
 /// The JSON form of `mcvfs ls`.
 struct ListOutput: Encodable {
     struct Image: Encodable {
+        /// What `status` calls the image too: the tag, `tag[n]` for an index's n-th manifest.
+        var name: String
+        /// The same as `name`; kept for scripts written before `name`.
         var tag: String
         var digest: String
         var mediaType: String
@@ -65,6 +68,7 @@ struct ListOutput: Encodable {
     }
 
     struct Skipped: Encodable {
+        var name: String
         var tag: String
         var digest: String?
         var reason: String
@@ -79,7 +83,7 @@ struct ListOutput: Encodable {
         images = catalog.entries.compactMap { entry in
             guard let image = entry.image else { return nil }
             return Image(
-                tag: entry.name, digest: image.digest.description, mediaType: entry.mediaType ?? "",
+                name: entry.name, tag: entry.name, digest: image.digest.description, mediaType: entry.mediaType ?? "",
                 targets: (entry.targets ?? []).map(\.description), compatible: entry.isUsed, size: image.size,
                 kinds: entry.kinds.map(\.rawValue), tritonVersions: image.cacheLabels.tritonVersions?.sorted(),
                 reason: entry.skipReason)
@@ -87,7 +91,7 @@ struct ListOutput: Encodable {
         // Images a host could use with other GPUs are listed above with compatible: false; skipped holds what
         // is not a usable cache image at all (signatures, plain images, unreadable manifests).
         skipped = catalog.entries.filter { $0.image == nil }.map {
-            Skipped(tag: $0.name, digest: $0.digest?.description, reason: $0.skipReason ?? "")
+            Skipped(name: $0.name, tag: $0.name, digest: $0.digest?.description, reason: $0.skipReason ?? "")
         }
     }
 }

@@ -24,13 +24,17 @@ enum Log {
     private struct Sinks {
         var level = Level.warning
         var stderr = true
+        /// stderr lines as a command's messages (`mcvfs: warning: ...`), not a daemon log's timestamped lines.
+        var terminal = false
         var file: FileHandle?
         var syslog = false
+        /// Also gets each warning: the terminal of a daemon's parent, until the mount serves.
+        var relay: (@Sendable (String) -> Void)?
     }
 
     private static let sinks = Mutex(Sinks())
 
-    static func configure(level: Level, stderr: Bool, file: String?, syslog: Bool) {
+    static func configure(level: Level, stderr: Bool, file: String?, syslog: Bool, terminal: Bool = false) {
         var handle: FileHandle?
         if let file {
             try? FileManager.default.createDirectory(
@@ -42,7 +46,15 @@ enum Log {
             _ = try? handle?.seekToEnd()
         }
         if syslog { openlog("mcvfs", LOG_PID, LOG_DAEMON) }
-        sinks.withLock { $0 = Sinks(level: level, stderr: stderr, file: handle, syslog: syslog) }
+        sinks.withLock {
+            $0 = Sinks(
+                level: level, stderr: stderr, terminal: terminal, file: handle, syslog: syslog, relay: $0.relay)
+        }
+    }
+
+    /// Sends warnings to `relay` too (nil stops it).
+    static func relay(_ relay: (@Sendable (String) -> Void)?) {
+        sinks.withLock { $0.relay = relay }
     }
 
     static func error(_ message: String) { write(.error, message) }
@@ -52,9 +64,13 @@ enum Log {
 
     static func write(_ level: Level, _ message: String) {
         sinks.withLock { sinks in
+            if level == .warning { sinks.relay?(message) }
             guard level <= sinks.level else { return }
             let line = "\(ISO8601DateFormatter().string(from: Date())) \(level.rawValue) \(message)\n"
-            if sinks.stderr { FileHandle.standardError.write(Data(line.utf8)) }
+            if sinks.stderr {
+                let text = sinks.terminal ? "mcvfs: \(level.rawValue): \(message)\n" : line
+                FileHandle.standardError.write(Data(text.utf8))
+            }
             sinks.file?.write(Data(line.utf8))
             if sinks.syslog {
                 withVaList([message]) { vsyslog(level.syslogPriority, "%s", $0) }

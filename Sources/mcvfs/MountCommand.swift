@@ -95,8 +95,20 @@ struct MountCommand: ParsableCommand {
             """)
     var prefetch: PrefetchMode = .all
 
+    @Flag(
+        help: """
+            Print JSON once the mount serves: {"reference", "mountpoint", "pid", "images": [{"name", "digest"}], \
+            "skipped": [{"name", "reason"}]}.
+            """)
+    var json = false
+
     @Argument(help: "REGISTRY/REPOSITORY[:TAG|@DIGEST]") var reference: String
-    @Argument(help: "An existing empty directory.") var mountpoint: String
+    @Argument(
+        help: """
+            A directory: created when missing (its parent must exist); one that holds files is mounted over, hiding \
+            them until unmounted, with a warning.
+            """)
+    var mountpoint: String
 
     /// How long the last publish at unmount may take: within systemd's `TimeoutStopSec=30` and a pod's grace period.
     static let publishAtUnmountBudget = Duration.seconds(20)
@@ -126,8 +138,8 @@ struct MountCommand: ParsableCommand {
         do {
             try serve(daemon)
         } catch {
-            Log.error("\(error)")
-            daemon.failed("\(error)")
+            Log.error(describe(error))
+            daemon.failed(describe(error))
             throw ExitCode.failure
         }
     }
@@ -155,6 +167,7 @@ struct MountCommand: ParsableCommand {
                     ? "using \(entry.name) \(entry.digest?.short ?? "")"
                     : "skipping \(entry.name): \(entry.skipReason ?? "")")
         }
+        if let warning = catalog.nothingSelectedWarning(selection: selection.description) { Log.warning(warning) }
         let environment = catalog.consumerEnvironment(root: consumerRoot ?? mountpoint)
         if !environment.isEmpty {
             Log.info("consumers set " + environment.map { "\($0.name)=\($0.value)" }.joined(separator: " "))
@@ -234,7 +247,10 @@ struct MountCommand: ParsableCommand {
         Log.info(
             "mounted \(ref) at \(mountpoint): \(catalog.used.count) image(s) used, \(catalog.skipped.count) skipped")
         let message =
-            "mounted \(ref) at \(mountpoint) (\(catalog.used.count) image(s), \(catalog.skipped.count) skipped)"
+            json
+            ? try Self.readyJSON(reference: ref.description, mountpoint: mountpoint, catalog: catalog)
+            : "mounted \(ref) at \(mountpoint) (\(catalog.used.count) image(s), \(catalog.skipped.count) skipped)"
+        if json && !daemon.isChild { print(message) }
         node.serving(message, replacing: placement.replacesLiveMount)
         daemon.ready(message: message)
         refresher?.start()
@@ -261,5 +277,33 @@ struct MountCommand: ParsableCommand {
         images.persistPrefetched()
         node.finished()
         Log.info("unmounted \(mountpoint)")
+    }
+}
+
+extension MountCommand {
+    struct ReadyOutput: Encodable {
+        struct Skipped: Encodable {
+            var name: String
+            var reason: String
+        }
+
+        var reference: String
+        var mountpoint: String
+        var pid: Int32
+        var images: [ImageOutput]
+        var skipped: [Skipped]
+    }
+
+    /// `--json`'s one line: what the mount serves, named as `ls` and `status` name images.
+    static func readyJSON(reference: String, mountpoint: String, catalog: Catalog) throws -> String {
+        let output = ReadyOutput(
+            reference: reference, mountpoint: mountpoint, pid: getpid(),
+            images: catalog.entries.compactMap { entry in
+                entry.isUsed ? ImageOutput(name: entry.name, digest: entry.digest?.description ?? "") : nil
+            },
+            skipped: catalog.skipped.map { ReadyOutput.Skipped(name: $0.name, reason: $0.skipReason ?? "") })
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return String(decoding: try encoder.encode(output), as: UTF8.self)
     }
 }

@@ -32,6 +32,21 @@ final class ProgressBar {
         drawn = true
     }
 
+    /// Shows what a phase without a measurable total is doing (building a layer, harvesting an upper), so a long
+    /// step is never silent on a terminal; `clear()` removes it.
+    func status(_ text: String) {
+        guard enabled else { return }
+        FileHandle.standardError.write(Data(("\r\u{1B}[K\(label): \(text)").utf8))
+        drawn = true
+    }
+
+    /// Erases the line, for output (another bar) that takes its place.
+    func clear() {
+        guard enabled, drawn else { return }
+        FileHandle.standardError.write(Data("\r\u{1B}[K".utf8))
+        drawn = false
+    }
+
     /// Ends the bar's line so later output starts on a fresh one.
     func finish() {
         guard enabled, drawn else { return }

@@ -63,7 +63,14 @@ struct PublishCommand: ParsableCommand {
                 publisher: options.publisher(
                     target, client: try global.client(for: target), signing: signing, dryRun: dryRun),
                 limits: try limits.limits())
-            let report = try job.run(provided: provided)
+            let bar = ProgressBar(label: "publish \(target.repositoryName)")
+            bar.status("collecting the kernels compiled through \(mountpoint), building and pushing their images...")
+            let report: PublishJob.Report
+            do { report = try job.run(provided: provided) } catch {
+                bar.clear()
+                throw error
+            }
+            bar.clear()
             for skipped in report.skipped {
                 // A refusal (a bad name, a link, a file too large) is worth a warning; an entry still being
                 // written is not.

@@ -64,6 +64,9 @@ struct PushCommand: ParsableCommand {
             valueName: "file"))
     var hotSet: String?
 
+    @Flag(help: "Print JSON: {\"images\": [{\"name\", \"digest\"}]} instead of a <digest><TAB><name> line per image.")
+    var json = false
+
     @Option(help: "Blobs larger than this many bytes are uploaded in chunks of this size.")
     var chunkSize: Int = 16 << 20
 
@@ -91,10 +94,10 @@ struct PushCommand: ParsableCommand {
                     "left out \(scan.skipped.count) path(s) that are not cache entries (temp dirs, locks, ...); "
                         + "--log-level info lists them")
             }
-            let pusher = try ImagePusher(
+            var pusher = try ImagePusher(
                 reference: ref, output: output, signKey: signKey, signatureFormat: signatureFormat,
-                chunkSize: chunkSize,
-                global: global)
+                chunkSize: chunkSize, global: global)
+            pusher.quiet = json
             let hot = try hotSet.map(HotSet.init(contentsOf:)) ?? HotSet()
             let builder = ImageBuilder(
                 scan: scan, options: .init(format: layerFormat, created: created, split: split, hotSet: hot))
@@ -104,12 +107,18 @@ struct PushCommand: ParsableCommand {
             try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
             defer { try? FileManager.default.removeItem(at: work) }
 
+            var pushed: [ImageOutput] = []
             for plan in plans {
-                let image = try builder.build(plan, in: work)
                 let tag = pusher.tag(suffix: plan.tagSuffix)
+                let building = ProgressBar(label: "push \(tag)")
+                building.status("building the layer from \(plan.entryCount) cache entries...")
+                let image = try builder.build(plan, in: work)
+                building.clear()
                 warnMissing(image.missedHotSet, tag: tag)
-                try pusher.publish(image, tag: tag, verb: "push")
+                let digest = try pusher.publish(image, tag: tag, verb: "push")
+                pushed.append(ImageOutput(name: pusher.name(tag: tag), digest: digest.description))
             }
+            if json { try printJSON(["images": pushed]) }
         }
     }
 }

@@ -10,15 +10,19 @@ struct StatusCommand: ParsableCommand {
         abstract: "Show what running mcvfs mounts use and skip, what they fetched, and their errors.",
         discussion: """
             Mounts are found in /proc/self/mountinfo (type fuse.mcvfs); each daemon's own report is read from \
-            <mountpoint>/.mcvfs/status.json. Exits non-zero when MOUNTPOINT is not a serving mcvfs mount, so it \
-            works as a readiness probe.
+            <mountpoint>/.mcvfs/status.json. A mount whose daemon is gone is listed as stale, with how to clear it. \
+            --json prints one object, {"mounts": [...]}, whatever the arguments; each entry has a `state` (serving, \
+            stale, not-responding, unreadable). Exits 0 whatever the mounts' states, except with MOUNTPOINT: then it \
+            exits 1 unless that mount serves, so it works as a readiness probe.
             """)
 
-    @Flag(help: "Print the status documents as JSON (one object for MOUNTPOINT, else an array).") var json = false
+    @Flag(help: "Print JSON: {\"mounts\": [...]}, one entry per mount, with MOUNTPOINT or without.") var json = false
     @Argument(help: "One mountpoint (default: every mcvfs mount).") var mountpoint: String?
 
     struct ReadProblem: Error, CustomStringConvertible {
         let description: String
+        /// The mount's daemon is gone (`ENOTCONN`).
+        var stale = false
     }
 
     /// Reads `file` on another thread and gives up after `limit` seconds: a hung mount (a stopped daemon) must not hang
@@ -28,16 +32,57 @@ struct StatusCommand: ParsableCommand {
         let done = DispatchSemaphore(value: 0)
         Thread.detachNewThread {
             let data = FileManager.default.contents(atPath: file)
-            let problem = String(cString: strerror(errno))
-            result.withLock {
-                $0 = data.map { .success($0) } ?? .failure(ReadProblem(description: "cannot read \(file) (\(problem))"))
-            }
+            let code = errno
+            let problem = ReadProblem(
+                description: "cannot read \(file) (\(String(cString: strerror(code))))", stale: code == ENOTCONN)
+            result.withLock { $0 = data.map { .success($0) } ?? .failure(problem) }
             done.signal()
         }
         guard done.wait(timeout: .now() + .seconds(limit)) == .success, let outcome = result.withLock({ $0 }) else {
             return .failure(ReadProblem(description: "not responding: \(file) gave no answer within \(limit) s"))
         }
         return outcome
+    }
+
+    /// One mount as status reports it: serving (its own document), or in a state its daemon cannot report.
+    struct Entry {
+        enum State: String {
+            /// The daemon answered with its status document.
+            case serving
+            /// The daemon is gone (`ENOTCONN`): the mount stays until it is detached.
+            case stale
+            /// The daemon did not answer in time.
+            case notResponding = "not-responding"
+            /// The daemon answered something that is not a status document.
+            case unreadable
+        }
+
+        var mountpoint: String
+        var state: State
+        var document: MountStatus?
+        var raw: Data?
+        var problem: String?
+
+        /// How to clear a mount that does not serve.
+        var fix: String? {
+            switch state {
+            case .serving: return nil
+            case .stale, .notResponding:
+                return "mcvfs unmount --lazy \(mountpoint) (or fusermount3 -uz \(mountpoint))"
+            case .unreadable: return "restart its daemon: mcvfs mount --replace ... \(mountpoint)"
+            }
+        }
+
+        /// The JSON object: the daemon's document with `state` added, or the mountpoint, state, error and fix.
+        func object() throws -> [String: Any] {
+            var object: [String: Any] = ["mountpoint": mountpoint, "state": state.rawValue]
+            if let raw, let document = try JSONSerialization.jsonObject(with: raw) as? [String: Any] {
+                object.merge(document) { ours, _ in ours }
+            }
+            if let problem { object["error"] = problem }
+            if let fix { object["fix"] = fix }
+            return object
+        }
     }
 
     func run() throws {
@@ -51,48 +96,51 @@ struct StatusCommand: ParsableCommand {
         } else {
             mounts = MountTable.current().mcvfsMounts.map(\.mountpoint)
         }
-        var raw: [Data] = []
-        var documents: [MountStatus] = []
-        var problems: [String] = []
-        for mount in mounts {
-            let file = MountStatus.file(in: mount)
-            let data: Data
-            switch Self.read(file, withinSeconds: 5) {
-            case .success(let contents): data = contents
-            case .failure(let problem):
-                problems.append("\(mount): \(problem)")
-                continue
-            }
-            raw.append(data)
-            do {
-                documents.append(try MountStatus.decode(data))
-            } catch {
-                problems.append("\(mount): unreadable status document: \(error)")
-            }
-        }
+        let entries = mounts.map(Self.entry)
         if json {
-            if mountpoint != nil, let data = raw.first {
-                print(String(decoding: data, as: UTF8.self), terminator: "")
-            } else if mountpoint == nil {
-                let objects = try raw.map { try JSONSerialization.jsonObject(with: $0) }
-                let data = try JSONSerialization.data(
-                    withJSONObject: objects, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
-                print(String(decoding: data, as: UTF8.self))
-            }
+            // One shape whatever the arguments: an object whose `mounts` holds one entry per mount.
+            let data = try JSONSerialization.data(
+                withJSONObject: ["mounts": try entries.map { try $0.object() }],
+                options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
+            print(String(decoding: data, as: UTF8.self))
         } else {
-            printTable(documents)
+            printTable(entries.compactMap(\.document), mounts: entries.count)
         }
-        for problem in problems { FileHandle.standardError.write(Data("mcvfs: error: \(problem)\n".utf8)) }
-        if !problems.isEmpty { throw ExitCode.failure }
+        for entry in entries where entry.state != .serving {
+            let line =
+                "\(entry.mountpoint) is \(entry.state.rawValue) (\(entry.problem ?? "")); clear it: \(entry.fix ?? "")"
+            FileHandle.standardError.write(Data("mcvfs: warning: \(line)\n".utf8))
+        }
+        // What is reported is not a failure of the command, except for a probe of one mountpoint (docs/operations.md's
+        // readiness check): that one exits 1 unless the mount serves.
+        if mountpoint != nil, entries.contains(where: { $0.state != .serving }) { throw ExitCode.failure }
     }
 
-    private func printTable(_ documents: [MountStatus]) {
+    static func entry(_ mount: String) -> Entry {
+        let file = MountStatus.file(in: mount)
+        switch read(file, withinSeconds: 5) {
+        case .success(let data):
+            do {
+                return Entry(mountpoint: mount, state: .serving, document: try MountStatus.decode(data), raw: data)
+            } catch {
+                return Entry(mountpoint: mount, state: .unreadable, problem: "unreadable status document: \(error)")
+            }
+        case .failure(let problem):
+            return Entry(
+                mountpoint: mount, state: problem.stale ? .stale : .notResponding, problem: problem.description)
+        }
+    }
+
+    private func printTable(_ documents: [MountStatus], mounts: Int) {
         guard !documents.isEmpty else {
-            if mountpoint == nil { print("no mcvfs mounts") }
+            if mounts == 0 { print("no mcvfs mounts") }
             return
         }
         var rows = [
-            ["MOUNTPOINT", "REFERENCE", "USED", "SKIPPED", "FETCHED", "HITS", "MISSES", "VERIFY-FAIL", "ERRORS"]
+            [
+                "MOUNTPOINT", "REFERENCE", "USED", "SKIPPED", "FETCHED", "LAYER-CACHE-HITS", "LAYER-CACHE-MISSES",
+                "VERIFY-FAIL", "FETCH-ERRORS",
+            ]
         ]
         for doc in documents {
             rows.append([

@@ -14,7 +14,7 @@ struct UnmountCommand: ParsableCommand {
         do {
             try Mountpoint.unmount(path, lazy: lazy)
         } catch {
-            FileHandle.standardError.write(Data("mcvfs: error: \(error)\n".utf8))
+            reportError(error)
             throw ExitCode.failure
         }
     }

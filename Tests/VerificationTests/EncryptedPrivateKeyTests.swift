@@ -24,6 +24,7 @@ import Verification
     @Test func wrongPasswordFails() throws {
         let pem = try Fixtures.text("sigstore-rs-keys/ecdsa_encrypted_private.key")
         let error = capturedError { try EncryptedPrivateKey.decrypt(pem: pem, password: Data("124".utf8)) }
+        #expect(error == .wrongPassword)
         #expect(error?.description.contains("wrong password") == true)
         let empty = try Fixtures.text("sigstore-rs-keys/cosign_generated_encrypted_empty_private.key")
         #expect(capturedError { try EncryptedPrivateKey.decrypt(pem: empty, password: Data("x".utf8)) } != nil)

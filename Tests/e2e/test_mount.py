@@ -226,7 +226,7 @@ def test_corrupted_blob_is_never_served_never_cached_and_counted(world, own_regi
     mnt = mounts.mount(f"{registry.host}/e2e/own", tmp_path / "mnt", tmp_path / "cache", "--gpu", "cuda:90",
                        "--retry-delay", "1", "--timeout", "5")
     key = sorted(kernel_dirs(world.cuda_src))[0]
-    # The only image failed: its kernels are absent for now (Triton compiles them; README, "Faults").
+    # The only image failed: its kernels are absent for now (Triton compiles them; docs/faults.md).
     assert access_errno(mnt.path / key, op="stat") == "ENOENT"
     assert access_errno(mnt.path / key / "x", op="stat") == "ENOENT"
     assert used_image(mnt.status())["state"] == "failed"

@@ -31,13 +31,14 @@ from support.mcvfs import Mcvfs
 from support.mounts import ON_DEMAND, kernel_dirs, probe_json
 from support.net import free_port
 from support.proxy import FaultProxy
+from support.reach import reachable
 from support.registry import Registry, require_tool
 from test_estargz import replicate
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = REPO_ROOT / "Tests" / "Fixtures" / "triton-3.9.0" / "cuda-90"
 TIMEOUT = 2
-BUDGET = 2 * TIMEOUT + 1  # README, "Faults": what one operation may take
+BUDGET = 2 * TIMEOUT + 1  # docs/faults.md: what one operation may take
 SLACK = 5  # for a machine shared by many test runs
 RETRY_DELAY = 30  # long enough that B stays failed for the whole test
 MOUNT_ARGS = ("--gpu", "cuda:90", "--timeout", str(TIMEOUT), "--retry-delay", str(RETRY_DELAY))
@@ -464,14 +465,16 @@ def as_nobody_with_dev_fuse(world, mode: str, then: str = "") -> subprocess.Comp
         mcvfs = Mcvfs(home)
         subprocess.run(["chown", "-R", "65534:65534", str(home), str(mountpoint)], check=True)
         user = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"]
-        mount = [*user, *mcvfs.argv("mount", "--plain-http", *MOUNT_ARGS, world.ref(world.registry.host, "iso/gzip"),
-                                    str(mountpoint))]
+        mount = [*user, reachable(mcvfs.binary), "mount", "--plain-http", *MOUNT_ARGS,
+                 world.ref(world.registry.host, "iso/gzip"), str(mountpoint)]
         quoted = " ".join(f"'{a}'" for a in mount)
         script = f"mount --bind {device} /dev/fuse && {quoted}"
         if then:
             script += f" && {' '.join(user)} sh -c '{then.replace('MNT', str(mountpoint))}'"
+        # The user's cwd must be one it can enter too (the daemon re-runs itself there).
         return subprocess.run([unshare, "--mount", "--propagation", "private", "sh", "-c", script],
-                              capture_output=True, text=True, env=mcvfs.env, timeout=120, stdin=subprocess.DEVNULL)
+                              capture_output=True, text=True, env=mcvfs.env, timeout=120, stdin=subprocess.DEVNULL,
+                              cwd=str(root))
     finally:
         subprocess.run(["umount", "-l", str(root / "mnt")], capture_output=True)
         shutil.rmtree(root, ignore_errors=True)

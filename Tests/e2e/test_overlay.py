@@ -9,12 +9,14 @@ Every mount is torn down by a fixture finalizer (unmount, then SIGKILL of a daem
 from __future__ import annotations
 
 import concurrent.futures
+import hashlib
 import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -363,15 +365,41 @@ print("closed", flush=True)
 """
 
 LOOPING_READER = r"""
-import hashlib, json, os, sys
+import hashlib, os, sys
 path, stop = sys.argv[1], sys.argv[2]
-seen = {}
 while not os.path.exists(stop):
     with open(path, "rb") as f:
         data = f.read()
-    seen[hashlib.sha256(data).hexdigest()] = len(data)
-print(json.dumps(seen))
+    print(hashlib.sha256(data).hexdigest(), len(data), flush=True)  # one line per completed read
 """
+
+
+class CompletedReads:
+    """The looping reader's lines (`sha256 length`, one per completed read), gathered by a thread, so the test can
+    wait for reads that began after a given moment instead of hoping the reader got to run."""
+
+    def __init__(self, reader: subprocess.Popen):
+        self.lines: list[tuple[str, int]] = []
+        self.changed = threading.Condition()
+        threading.Thread(target=self._gather, args=(reader,), daemon=True).start()
+
+    def _gather(self, reader: subprocess.Popen) -> None:
+        for line in reader.stdout:
+            digest, length = line.split()
+            with self.changed:
+                self.lines.append((digest, int(length)))
+                self.changed.notify_all()
+
+    def count(self) -> int:
+        with self.changed:
+            return len(self.lines)
+
+    def wait_for_reads_after(self, count: int, guard: float = 120) -> None:
+        """Waits until two more reads than `count` completed: at least one of them began after the moment `count`
+        was taken. The guard is a hang guard, never an assertion about speed."""
+        with self.changed:
+            assert self.changed.wait_for(lambda: len(self.lines) >= count + 2, timeout=guard), \
+                f"the looping reader completed {len(self.lines) - count} read(s) in {guard} s"
 
 
 def test_a_reader_sees_the_old_content_or_the_new_whole_never_a_torn_mix(image, mounts, tmp_path):
@@ -386,10 +414,12 @@ def test_a_reader_sees_the_old_content_or_the_new_whole_never_a_torn_mix(image, 
     stop = tmp_path / "stop"
     looping = subprocess.Popen([sys.executable, "-c", LOOPING_READER, str(path), str(stop)], stdout=subprocess.PIPE,
                                text=True, stdin=subprocess.DEVNULL)
+    reads = CompletedReads(looping)
     writer = subprocess.Popen([sys.executable, "-c", TRUNCATING_WRITER, str(path)], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True)
     try:
         assert writer.stdout.readline().strip() == "partial"
+        reads.wait_for_reads_after(reads.count())  # the looping reader read while the write was partial
         for _ in range(3):  # new readers, by name, in fresh processes
             seen = probe(f"import sys; sys.stdout.write(str(len(open({str(path)!r}, 'rb').read())))").stdout
             assert seen == str(len(old)), f"a reader during the write saw {seen} bytes, not the old content whole"
@@ -399,19 +429,20 @@ def test_a_reader_sees_the_old_content_or_the_new_whole_never_a_torn_mix(image, 
         writer.stdin.flush()
         assert writer.stdout.readline().strip() == "closed"
         assert writer.wait(timeout=60) == 0
+        reads.wait_for_reads_after(reads.count())  # and after the new content was whole
         assert path.read_bytes() == new
         early.seek(0)
         assert early.read() == old, "a reader keeps the version it opened"
     finally:
         early.close()
         stop.touch()
-        out, _ = looping.communicate(timeout=60)
+        looping.wait(timeout=60)
         if writer.poll() is None:
             writer.kill()
-    seen = json.loads(out)
-    import hashlib
-    allowed = {hashlib.sha256(old).hexdigest(): len(old), hashlib.sha256(new).hexdigest(): len(new)}
-    assert seen and set(seen) <= set(allowed), f"torn reads: {sorted(seen.values())}"
+    allowed = {(hashlib.sha256(old).hexdigest(), len(old)), (hashlib.sha256(new).hexdigest(), len(new))}
+    torn = [length for digest, length in reads.lines if (digest, length) not in allowed]
+    assert not torn, f"torn reads (lengths): {torn}"
+    assert reads.lines[-1] == (hashlib.sha256(new).hexdigest(), len(new)), "the last reads must see the new content"
 
 
 # -- shared upper ---------------------------------------------------------------------------------------------------

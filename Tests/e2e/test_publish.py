@@ -16,6 +16,7 @@ from pathlib import Path
 from support.fleet import REPO, Fleet, Node, fleet, key_pair, pushed, wait_for  # noqa: F401 (fleet: a fixture)
 from support.mcvfs import Mcvfs
 from support.mounts import PYTHON, MountPool
+from support.reach import reachable
 from support.net import free_port
 from support.proxy import FaultProxy
 from support.registry import require_tool
@@ -171,8 +172,8 @@ def test_as_root_from_uid_publishes_that_users_kernels_and_a_user_cannot_take_an
         env = {k: v for k, v in os.environ.items() if not k.startswith("TRITON_")}
         env.update({"HOME": str(home), "TRITON_HOME": str(home), "TRITON_CACHE_DIR": str(a.path)})
         out = subprocess.run(
-            [require_tool("setpriv"), f"--reuid={UID}", f"--regid={UID}", "--clear-groups", PYTHON,
-             str(Path(__file__).parent / "support" / "compile_kernels.py"), "--blocks", "16"],
+            [require_tool("setpriv"), f"--reuid={UID}", f"--regid={UID}", "--clear-groups", reachable(PYTHON),
+             reachable(Path(__file__).parent / "support" / "compile_kernels.py"), "--blocks", "16"],
             env=env, cwd=str(home), capture_output=True, text=True, timeout=300)
         assert out.returncode == 0, out.stderr[-3000:]
 
@@ -184,7 +185,7 @@ def test_as_root_from_uid_publishes_that_users_kernels_and_a_user_cannot_take_an
         assert len(taken) == 1 and len(taken[0]["keys"]) == 1, taken
 
         refused = subprocess.run(
-            [require_tool("setpriv"), f"--reuid={UID}", f"--regid={UID}", "--clear-groups", fleet.mcvfs.binary,
+            [require_tool("setpriv"), f"--reuid={UID}", f"--regid={UID}", "--clear-groups", reachable(fleet.mcvfs.binary),
              "publish", "--plain-http", "--from-uid", "1001", str(a.path), fleet.repo],
             env={**fleet.mcvfs.env, "HOME": str(home), "MCVFS_CACHE_DIR": str(home / "cache")},
             capture_output=True, text=True, timeout=120, cwd=str(home))

@@ -310,8 +310,8 @@ def test_status_command(service, registry, cache, mcvfs):
     d = service.start(f"{registry.host}/org/cache", "--gpu", "cuda:90", "--cache-dir", str(cache))
     assert (d.mountpoint / "3PTOANQEQTSA6SMXSRQSEKSNTIQYFJIP37QGU5JTYHLWOCHFGMCQ").is_dir()  # loads the image
     one = mcvfs.run("status", "--json", str(d.mountpoint))
-    doc = one.json()
-    assert doc["mountpoint"] == str(d.mountpoint)
+    [doc] = one.json()["mounts"]
+    assert doc["mountpoint"] == str(d.mountpoint) and doc["state"] == "serving"
     assert [i["name"] for i in doc["used"]] == ["cuda-sm90"]
     assert {i["name"]: i["reason"] for i in doc["skipped"]}["cuda-sm80"].startswith("targets cuda:80")
     assert doc["used"][0]["digest"].startswith("sha256:")
@@ -321,7 +321,7 @@ def test_status_command(service, registry, cache, mcvfs):
     assert isinstance(doc["uppers"], list)  # upper sizes, reported by the writable overlay
     assert doc["service"]["cacheDir"] == str(cache)
     everything = mcvfs.run("status", "--json").json()
-    assert str(d.mountpoint) in [m["mountpoint"] for m in everything]
+    assert str(d.mountpoint) in [m["mountpoint"] for m in everything["mounts"]]
     table = mcvfs.run("status", str(d.mountpoint))
     assert table.rc == 0 and str(d.mountpoint) in table.stdout and "cuda-sm80: targets" in table.stdout, table
     missing = mcvfs.run("status", str(cache))

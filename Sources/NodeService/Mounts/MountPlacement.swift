@@ -58,6 +58,11 @@ public struct MountPlacement: Sendable {
             throw Problem(description: "mountpoint \(mountpoint) is not a directory")
         }
         guard let top = topEntry(at: mountpoint) else {
+            if let entries = try? FileManager.default.contentsOfDirectory(atPath: mountpoint), !entries.isEmpty {
+                log.warning(
+                    "\(mountpoint) is not empty: the mount hides its \(entries.count) entr"
+                        + "\(entries.count == 1 ? "y" : "ies") until it is unmounted")
+            }
             return MountPlacement(mountpoint: mountpoint, log: log, existing: .none)
         }
         guard top.entry.fsType == MountTable.mcvfsType else {

@@ -8,8 +8,17 @@ public enum Mountpoint {
         public let description: String
     }
 
-    /// `fusermount3 -u [-z] path`.
+    /// `fusermount3 -u [-z] path`, for an mcvfs mount only (live or stale): anything else at `path` is refused,
+    /// so a mistyped path never unmounts another filesystem.
     public static func unmount(_ path: String, lazy: Bool) throws {
+        guard let top = MountPlacement.topEntry(at: path) else {
+            throw Problem(
+                description: "\(path) is not an mcvfs mount (nothing is mounted there); `mcvfs status` lists them")
+        }
+        guard top.entry.fsType == MountTable.mcvfsType else {
+            throw Problem(
+                description: "\(path) is not an mcvfs mount (it is \(top.entry.fsType)); use umount(8) for it")
+        }
         var arguments = ["-u"]
         if lazy { arguments.append("-z") }
         let tool = Process()
@@ -21,8 +30,11 @@ public enum Mountpoint {
         tool.waitUntilExit()
         guard tool.terminationStatus == 0 else {
             let message = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+                .trimmingCharacters(in: .whitespacesAndNewlines)
+            let busy = message.contains("busy") && !lazy
             throw Problem(
-                description: "cannot unmount \(path): \(message.trimmingCharacters(in: .whitespacesAndNewlines))")
+                description: "cannot unmount \(path): \(message)"
+                    + (busy ? "; files under it are open: close them, or try --lazy" : ""))
         }
     }
 }

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from .mcvfs import Mcvfs
+from .reach import reachable
 from .registry import require_tool
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -216,7 +217,8 @@ def probe(code: str, *, timeout: float = 120, user: int | None = None, env: dict
     """Runs Python `code` in a fresh process (optionally as another uid). The timeout is a hang guard."""
     argv = [PYTHON, "-c", PROBE_PRELUDE + code]
     if user is not None:
-        argv = [require_tool("setpriv"), f"--reuid={user}", f"--regid={user}", "--clear-groups", *argv]
+        argv = [require_tool("setpriv"), f"--reuid={user}", f"--regid={user}", "--clear-groups", reachable(PYTHON),
+                *argv[1:]]
     out = run_guarded(argv, timeout=timeout, what=f"probe\n{code}\n", env={**os.environ, **(env or {})},
                       cwd=cwd or "/")
     if check:
@@ -254,7 +256,8 @@ def run_triton(cache_dir: Path, target: str, *, kernels: str, matmul_configs: in
     else:
         env["TRITON_CACHE_DIR"] = str(cache_dir)
     if user is not None:
-        argv = [require_tool("setpriv"), f"--reuid={user}", f"--regid={user}", "--clear-groups", *argv]
+        argv = [require_tool("setpriv"), f"--reuid={user}", f"--regid={user}", "--clear-groups", reachable(PYTHON),
+                reachable(MAKE_CACHE), *argv[2:]]
     r = run_guarded(argv, timeout=timeout, what=f"Triton on {cache_dir}", env=env, cwd=str(home))
     assert r.returncode == 0, f"Triton run failed ({r.returncode}) on {cache_dir}:\n{r.stdout}\n{r.stderr[-6000:]}"
     lines = [json.loads(l) for l in r.stdout.splitlines() if l.startswith("{")]
