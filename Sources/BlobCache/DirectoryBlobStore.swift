@@ -7,12 +7,9 @@ import OCI
     import Darwin
 #endif
 
-/// A `BlobStore` in a directory, laid out like an OCI image layout's blob tree:
-///
-///     <root>/blobs/sha256/<hex>     committed, verified blobs (mode 0444)
-///     <root>/packs/sha256/<hex>     packs: the file contents of layer <hex>, unpacked, back to back (`PackWriter`)
-///     <root>/ingest/<hex>.<pid>.<rand>.tmp   blobs being written, each flock-ed by its writer
-///     <root>/ingest/<hex>.lock      per-digest ingest locks (see `withIngestLock`)
+/// A `BlobStore` in a directory, laid out like an OCI image layout's blob tree: committed blobs, packs and the
+/// ingest directory where `CacheLayout` puts them (the one description of the cache directory's tree). Blobs are
+/// read-only once committed; temp files in ingest are each `flock`-ed by their writer.
 ///
 /// A pack is named by the layer it was unpacked from (its own bytes need no second hash: each content in it was
 /// hashed as it was written, and the layer's index names them by digest and offset). For accounting and eviction
