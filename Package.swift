@@ -70,8 +70,8 @@ let package = Package(
             ]
         ),
 
-        // Helpers every test target may use: temporary directories, fixture paths, processes, tar builders, and an
-        // in-memory registry that serves manifests, blobs and ranges with scripted faults.
+        // Helpers every test target may use: temporary directories, fixture paths, processes, tar builders, and the
+        // one registry fake (InMemoryRegistry: manifests, blobs and ranges, with scripted faults and replies).
         .target(
             name: "TestSupport", dependencies: ["OCI", "ContentHash", "Registry", "TarIndex"], path: "Tests/TestSupport"
         ),
@@ -79,7 +79,8 @@ let package = Package(
         .testTarget(name: "OCITests", dependencies: ["OCI"]),
         .testTarget(name: "GPUTests", dependencies: ["GPU", "OCI"], resources: [.copy("Fixtures")]),
         .testTarget(
-            name: "RegistryTests", dependencies: ["Registry", "CurlTransport", "OCI", "ContentHash", "TimeBudget"]),
+            name: "RegistryTests",
+            dependencies: ["Registry", "CurlTransport", "OCI", "ContentHash", "TimeBudget", "TestSupport"]),
         .testTarget(name: "BlobCacheTests", dependencies: ["BlobCache", "OCI", "ContentHash", "TestSupport"]),
         .testTarget(
             name: "TarIndexTests", dependencies: ["TarIndex", "BlobCache", "OCI", "ContentHash", "TestSupport"]),

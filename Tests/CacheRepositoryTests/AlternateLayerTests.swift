@@ -26,7 +26,7 @@ import Testing
     }
 
     func requests(of layer: EStargzLayer) -> Int {
-        bench.registry.requests.filter { $0.digest == layer.descriptor.digest }.count
+        bench.registry.blobRequests.filter { $0.digest == layer.descriptor.digest }.count
     }
 
     @Test func aFileOfALayerTheRegistryNoLongerHasComesFromAnotherLayerHoldingIt() throws {

@@ -50,7 +50,7 @@ struct KernelLayer: Sendable {
 
 /// A registry holding `layers`, a store in a temporary directory, and fetchers over both.
 final class FetchBench {
-    let registry = ScriptedRegistry()
+    let registry = InMemoryRegistry()
     let directory: TemporaryDirectory
     let store: DirectoryBlobStore
     let metrics = FetchMetrics()

@@ -67,7 +67,7 @@ import Testing
     }
 
     @Test func aDirectorysTwoRunsAreTwoRequestsSentAtOnce() throws {
-        let gate = ScriptedRegistry.Gate()
+        let gate = InMemoryRegistry.Gate()
         bench.registry.inject { _ in .hold(gate) }
         let wanted = regions(of: "KEY0")
         let expected = LayerBlobReader.spans(of: wanted)
@@ -104,7 +104,7 @@ import Testing
             #expect(throws: RegistryError.self) { try read[region]?.get() }
         }
         // The client was told not to retry, and nothing here retries: one request per span.
-        #expect(bench.registry.requests.count == 2)
+        #expect(bench.registry.blobRequests.count == 2)
     }
 
     @Test func aShortBodyIsAnError() throws {

@@ -43,7 +43,7 @@ import Testing
         for path in kernels.paths(of: "KEY1") {
             #expect(try fetcher.contents(of: kernels.layer.content(of: path)) == kernels.layer.files[path])
         }
-        #expect(bench.registry.requests.isEmpty)
+        #expect(bench.registry.blobRequests.isEmpty)
         #expect(index.entries.contains { $0.path == first })
         #expect(fetcher.flightsInAir == 0)
     }
@@ -106,7 +106,7 @@ import Testing
         for (path, data) in kernels.layer.files {
             #expect(try offline.contents(of: kernels.layer.content(of: path)) == data, "\(path)")
         }
-        #expect(bench.registry.requests.isEmpty)
+        #expect(bench.registry.blobRequests.isEmpty)
     }
 
     @Test func aFetchPastTheMemoryBoundIsStoredBeforeItReturns() throws {
@@ -126,7 +126,7 @@ import Testing
         let unknown = sha256(Data("not in any layer".utf8))
         #expect(throws: LayerFetcher.FetchError.unknownContent(unknown)) { try offline.fetch(unknown) }
         offline.prefetch([unknown])
-        #expect(bench.registry.requests.isEmpty)
+        #expect(bench.registry.blobRequests.isEmpty)
     }
 
     @Test func prefetchHoldsMetadataUntilPersisted() throws {
@@ -149,7 +149,7 @@ import Testing
     }
 
     @Test func aFailingTOCFetchIsSharedAndNotRetriedHere() throws {
-        let gate = ScriptedRegistry.Gate()
+        let gate = InMemoryRegistry.Gate()
         bench.registry.inject { _ in .hold(gate) }
         bench.registry.inject { _ in .status(503) }
         let descriptor = descriptor
@@ -166,7 +166,7 @@ import Testing
         gate.open()
         all.wait()
         #expect(failures.count == 8)
-        #expect(bench.registry.requests.count == 1)
+        #expect(bench.registry.blobRequests.count == 1)
         #expect(fetcher.flightsInAir == 0)
         // Nothing is remembered of the failure.
         bench.registry.clearFaults()
@@ -177,7 +177,7 @@ import Testing
         let fetcher = try bench.fetcher(lazy: false)
         let descriptor = descriptor
         concurrently(4) { _ in _ = try? fetcher.index(of: descriptor) }
-        let whole = bench.registry.requests.filter { $0.digest == descriptor.digest && $0.range == nil }
+        let whole = bench.registry.blobRequests.filter { $0.digest == descriptor.digest && $0.range == nil }
         #expect(whole.count == 1)
         #expect(ranges().isEmpty)
         // Unpacked as it arrived into its pack, and the blob kept beside it.

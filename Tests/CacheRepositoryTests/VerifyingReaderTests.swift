@@ -50,7 +50,7 @@ import Testing
 
     @Test func concurrentReadersOfOneDirectoryShareOneFetch() throws {
         let reader = try bench.reader()
-        let gate = ScriptedRegistry.Gate()
+        let gate = InMemoryRegistry.Gate()
         bench.registry.inject { _ in .hold(gate) }
         let wanted = directory("KEY0")
         let served = Counter()
@@ -77,12 +77,12 @@ import Testing
         // Every one of them is waiting on the leader's flights, and no request was added.
         #expect(eventually { reader.waiting == 16 })
         #expect(reader.inFlight == wanted.count)
-        #expect(bench.registry.requests.count == 2)
+        #expect(bench.registry.blobRequests.count == 2)
         gate.open()
         leader.wait()
         followers.wait()
         #expect(served.count == 17)
-        #expect(bench.registry.requests.count == 2, "\(bench.registry.requests)")
+        #expect(bench.registry.blobRequests.count == 2, "\(bench.registry.blobRequests)")
         #expect(reader.inFlight == 0)
     }
 
@@ -112,21 +112,21 @@ import Testing
         let wanted = directory("KEY1")
         _ = reader.files(wanted)
         #expect(wanted.allSatisfy { memory.data($0.content) != nil })
-        let requests = bench.registry.requests.count
+        let requests = bench.registry.blobRequests.count
         let again = reader.files(wanted)
-        #expect(bench.registry.requests.count == requests)
+        #expect(bench.registry.blobRequests.count == requests)
         #expect(wanted.allSatisfy { (try? again[$0.content]?.get().data) == kernels.layer.files[kernels.pathOf($0)] })
         // Committed to the store meanwhile: read from there, checked again, still no request.
         memory.commit()
         #expect(memory.heldBytes == 0)
         let stored = reader.files(wanted)
-        #expect(bench.registry.requests.count == requests)
+        #expect(bench.registry.blobRequests.count == requests)
         #expect(wanted.allSatisfy { (try? stored[$0.content]?.get().data) == kernels.layer.files[kernels.pathOf($0)] })
     }
 
     @Test func anOnDemandReadNeverWaitsBehindABackgroundOne() throws {
         let reader = try bench.reader()
-        let gate = ScriptedRegistry.Gate()
+        let gate = InMemoryRegistry.Gate()
         let binary = files["KEY1/add.cubin"]!
         bench.registry.inject { [first = binary.region.offset] in $0.range?.lowerBound == first ? .hold(gate) : nil }
         let background = DispatchGroup()
@@ -135,7 +135,7 @@ import Testing
         bench.registry.clearFaults()
         // The background request is parked; the on-demand read fetches the same file itself and returns.
         #expect(try reader.files([binary])[binary.content]!.get().data == kernels.layer.files["KEY1/add.cubin"])
-        #expect(bench.registry.requests.count == 2)
+        #expect(bench.registry.blobRequests.count == 2)
         gate.open()
         background.wait()
         #expect(reader.inFlight == 0)
@@ -143,7 +143,7 @@ import Testing
 
     @Test func aBackgroundReadLeavesOutWhatOnDemandReadsAreFetching() throws {
         let reader = try bench.reader()
-        let gate = ScriptedRegistry.Gate()
+        let gate = InMemoryRegistry.Gate()
         bench.registry.inject { _ in .hold(gate) }
         let wanted = directory("KEY2")
         let onDemand = DispatchGroup()
@@ -167,7 +167,7 @@ import Testing
         #expect(!file.isSingleMember)
         let path = try bench.reader().store(file, in: bench.store)
         #expect(FileManager.default.contents(atPath: path) == big)
-        #expect(bench.registry.requests.count == 5)
+        #expect(bench.registry.blobRequests.count == 5)
     }
 
     @Test func aCorruptedChunkStoresNothing() throws {

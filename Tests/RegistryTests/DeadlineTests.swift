@@ -2,6 +2,7 @@ import ContentHash
 import CurlTransport
 import Foundation
 import OCI
+import TestSupport
 import Testing
 import TimeBudget
 
@@ -14,17 +15,17 @@ import TimeBudget
         #"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2},"layers":[]}"#
             .utf8)
 
-    private static func ok() -> FakeTransport.Reply {
+    private static func ok() -> InMemoryRegistry.Reply {
         .init(200, headers: ["Content-Type": MediaType.ociManifest], body: manifest)
     }
 
-    private static func throttled(_ retryAfter: String?) -> FakeTransport.Reply {
+    private static func throttled(_ retryAfter: String?) -> InMemoryRegistry.Reply {
         var headers: HTTPHeaders = [:]
         if let retryAfter { headers["Retry-After"] = retryAfter }
         return .init(429, headers: headers, json: #"{"errors":[{"code":"TOOMANYREQUESTS"}]}"#)
     }
 
-    private func client(_ transport: FakeTransport, _ sleeper: SleepRecorder, attempts: Int = 4) throws
+    private func client(_ transport: InMemoryRegistry, _ sleeper: SleepRecorder, attempts: Int = 4) throws
         -> RegistryClient
     {
         try RegistryClient(
@@ -33,7 +34,7 @@ import TimeBudget
     }
 
     @Test func aRetryAfterBeyondTheBudgetFailsAtOnce() throws {
-        let transport = FakeTransport { _, _ in Self.throttled("1000") }
+        let transport = InMemoryRegistry { _, _ in Self.throttled("1000") }
         let sleeper = SleepRecorder()
         let registry = try client(transport, sleeper)
         #expect {
@@ -49,7 +50,7 @@ import TimeBudget
     }
 
     @Test func aRetryAfterLongerThanThePolicyAllowsFailsAtOnceWithoutADeadline() throws {
-        let transport = FakeTransport { _, seen in seen == 0 ? Self.throttled("600") : Self.ok() }
+        let transport = InMemoryRegistry { _, seen in seen == 0 ? Self.throttled("600") : Self.ok() }
         let sleeper = SleepRecorder()
         #expect(throws: RegistryError.self) {
             try client(transport, sleeper).getManifest(repository: "org/cache", reference: "v1")
@@ -58,7 +59,7 @@ import TimeBudget
     }
 
     @Test func aRetryAfterThatFitsIsHonoured() throws {
-        let transport = FakeTransport { _, seen in seen == 0 ? Self.throttled("1") : Self.ok() }
+        let transport = InMemoryRegistry { _, seen in seen == 0 ? Self.throttled("1") : Self.ok() }
         let sleeper = SleepRecorder()
         let registry = try client(transport, sleeper)
         let fetched = try Deadline.bind(.after(.seconds(10))) {
@@ -69,7 +70,7 @@ import TimeBudget
     }
 
     @Test func backoffStopsWhereTheBudgetEnds() throws {
-        let transport = FakeTransport { _, _ in .init(503, json: #"{"errors":[{"code":"UNAVAILABLE"}]}"#) }
+        let transport = InMemoryRegistry { _, _ in .init(503, json: #"{"errors":[{"code":"UNAVAILABLE"}]}"#) }
         let sleeper = SleepRecorder()
         let registry = try client(transport, sleeper, attempts: 10)
         #expect(throws: RegistryError.self) {
@@ -84,7 +85,7 @@ import TimeBudget
 
     @Test func everyRequestOfTheCallIsCutToTheTimeLeftTokenRequestsIncluded() throws {
         let challenge = #"Bearer realm="https://auth.example/token",service="registry.example""#
-        let transport = FakeTransport { request, _ in
+        let transport = InMemoryRegistry { request, _ in
             if request.url.host == "auth.example" { return .init(200, json: #"{"token":"t","expires_in":300}"#) }
             guard request.headers["Authorization"] == "Bearer t" else {
                 return .init(401, headers: ["WWW-Authenticate": challenge], json: #"{"errors":[]}"#)
@@ -104,7 +105,7 @@ import TimeBudget
     }
 
     @Test func nothingIsSentOnceTheBudgetIsSpent() throws {
-        let transport = FakeTransport { _, _ in Self.ok() }
+        let transport = InMemoryRegistry { _, _ in Self.ok() }
         let registry = try client(transport, SleepRecorder())
         #expect {
             try Deadline.bind(Deadline(.now - .seconds(1))) {
@@ -118,7 +119,7 @@ import TimeBudget
     }
 
     @Test func withoutADeadlineTimeoutsAreTheConfiguredOnes() throws {
-        let transport = FakeTransport { _, _ in Self.ok() }
+        let transport = InMemoryRegistry { _, _ in Self.ok() }
         _ = try client(transport, SleepRecorder()).getManifest(repository: "org/cache", reference: "v1")
         #expect(transport.requests.first?.timeouts == HTTPTimeouts())
     }

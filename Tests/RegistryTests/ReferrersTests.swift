@@ -1,6 +1,7 @@
 import ContentHash
 import Foundation
 import OCI
+import TestSupport
 import Testing
 
 @testable import Registry
@@ -9,7 +10,7 @@ import Testing
     let subject = try! Digest(parsing: "sha256:" + String(repeating: "cd", count: 32))
     let bundleType = "application/vnd.dev.sigstore.bundle.v0.3+json"
 
-    func client(_ transport: FakeTransport) throws -> RegistryClient {
+    func client(_ transport: InMemoryRegistry) throws -> RegistryClient {
         try RegistryClient(registry: "registry.example", transport: transport)
     }
 
@@ -27,7 +28,7 @@ import Testing
         let sbom = SHA256Hasher.digest(Data("sbom".utf8))
         // This registry ignores the filter: the client filters again.
         let body = index([(bundle, bundleType), (sbom, "application/spdx+json")])
-        let transport = FakeTransport { request, _ in
+        let transport = InMemoryRegistry { request, _ in
             #expect(request.url.path == "/v2/org/cache/referrers/\(subject)")
             #expect(request.url.query == "artifactType=application/vnd.dev.sigstore.bundle.v0.3+json")
             return .init(200, headers: ["Content-Type": MediaType.ociIndex], json: body)
@@ -41,7 +42,7 @@ import Testing
     @Test func fallbackTagWhenTheAPIIsMissing() throws {
         let bundle = SHA256Hasher.digest(Data("bundle".utf8))
         let body = Data(index([(bundle, bundleType)]).utf8)
-        let transport = FakeTransport { request, _ in
+        let transport = InMemoryRegistry { request, _ in
             if request.url.path.contains("/referrers/") { return .init(404, json: #"{"errors":[]}"#) }
             #expect(request.url.path == "/v2/org/cache/manifests/sha256-\(subject.hex)")
             return .init(200, headers: ["Content-Type": MediaType.ociIndex], body: body)
@@ -51,7 +52,7 @@ import Testing
     }
 
     @Test func noReferrersAtAll() throws {
-        let transport = FakeTransport { _, _ in .init(404, json: #"{"errors":[{"code":"MANIFEST_UNKNOWN"}]}"#) }
+        let transport = InMemoryRegistry { _, _ in .init(404, json: #"{"errors":[{"code":"MANIFEST_UNKNOWN"}]}"#) }
         #expect(try client(transport).referrers(repository: "org/cache", digest: subject).isEmpty)
     }
 
@@ -59,7 +60,7 @@ import Testing
         let manifest = Data(
             (#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","#
                 + #""config":{"mediaType":"a","digest":"\#(subject)","size":1},"layers":[]}"#).utf8)
-        let transport = FakeTransport { request, _ in
+        let transport = InMemoryRegistry { request, _ in
             if request.url.path.contains("/referrers/") { return .init(404) }
             return .init(200, headers: ["Content-Type": MediaType.ociManifest], body: manifest)
         }

@@ -2,6 +2,7 @@ import ContentHash
 import Foundation
 import OCI
 import Synchronization
+import TestSupport
 import Testing
 
 @testable import Registry
@@ -16,17 +17,17 @@ private let manifestJSON = """
 private let manifestData = Data(manifestJSON.utf8)
 private let manifestDigest = SHA256Hasher.digest(manifestData)
 
-private func manifestReply(digestHeader: Digest? = manifestDigest) -> FakeTransport.Reply {
+private func manifestReply(digestHeader: Digest? = manifestDigest) -> InMemoryRegistry.Reply {
     var headers: HTTPHeaders = ["Content-Type": MediaType.ociManifest]
     if let digestHeader { headers["Docker-Content-Digest"] = digestHeader.description }
-    return FakeTransport.Reply(200, headers: headers, body: manifestData)
+    return InMemoryRegistry.Reply(200, headers: headers, body: manifestData)
 }
 
 private let bearerChallenge =
     #"Bearer realm="https://auth.example/token",service="registry.example",scope="repository:org/cache:pull""#
 
 private func client(
-    _ transport: FakeTransport, credentials: Credentials? = nil, clock: TestClock = TestClock(),
+    _ transport: InMemoryRegistry, credentials: Credentials? = nil, clock: TestClock = TestClock(),
     sleeper: SleepRecorder = SleepRecorder()
 ) throws -> RegistryClient {
     try RegistryClient(
@@ -36,9 +37,9 @@ private func client(
 
 /// A registry that wants a Bearer token `valid` (anything else is refused) and serves the manifest.
 private func tokenRegistry(tokens: @escaping @Sendable (Int) -> String, valid: @escaping @Sendable (String) -> Bool)
-    -> FakeTransport
+    -> InMemoryRegistry
 {
-    FakeTransport { request, seen in
+    InMemoryRegistry { request, seen in
         if request.url.host == "auth.example" {
             return .init(200, json: #"{"token":"\#(tokens(seen))","expires_in":300}"#)
         }
@@ -87,7 +88,7 @@ private func tokenRegistry(tokens: @escaping @Sendable (Int) -> String, valid: @
     }
 
     @Test func identityTokenUsesRefreshGrant() throws {
-        let transport = FakeTransport { request, _ in
+        let transport = InMemoryRegistry { request, _ in
             if request.url.host == "auth.example" {
                 guard request.method == .post else { return .init(405) }
                 return .init(200, json: #"{"access_token":"fresh","expires_in":600}"#)
@@ -137,7 +138,7 @@ private func tokenRegistry(tokens: @escaping @Sendable (Int) -> String, valid: @
 
     @Test func rejectedTokenIsRefreshedOnce() throws {
         // The registry revokes tok0 after its first use; the client must drop it and fetch tok1.
-        let transport = FakeTransport { request, seen in
+        let transport = InMemoryRegistry { request, seen in
             if request.url.host == "auth.example" { return .init(200, json: #"{"access_token":"tok\#(seen)"}"#) }
             let auth = request.headers["Authorization"]
             if (seen == 1 && auth == "Bearer tok0") || auth == "Bearer tok1" { return manifestReply() }
@@ -165,7 +166,7 @@ private func tokenRegistry(tokens: @escaping @Sendable (Int) -> String, valid: @
 
     @Test func basicAuth() throws {
         let credentials = Credentials(username: "bob", password: "pw")
-        let transport = FakeTransport { request, _ in
+        let transport = InMemoryRegistry { request, _ in
             guard request.headers["Authorization"] == credentials.basicAuthorization else {
                 return .init(401, headers: ["WWW-Authenticate": #"Basic realm="Registry Realm""#])
             }
@@ -179,13 +180,13 @@ private func tokenRegistry(tokens: @escaping @Sendable (Int) -> String, valid: @
     }
 
     @Test func basicChallengeWithoutCredentialsIsUnauthorized() throws {
-        let transport = FakeTransport { _, _ in .init(401, headers: ["WWW-Authenticate": #"Basic realm="r""#]) }
+        let transport = InMemoryRegistry { _, _ in .init(401, headers: ["WWW-Authenticate": #"Basic realm="r""#]) }
         #expect(throws: RegistryError.self) { try client(transport).ping() }
         #expect(transport.requests.count == 1)
     }
 
     @Test func pingFetchesRegistryWideToken() throws {
-        let transport = FakeTransport { request, _ in
+        let transport = InMemoryRegistry { request, _ in
             if request.url.host == "auth.example" { return .init(200, json: #"{"token":"t"}"#) }
             if request.headers["Authorization"] == "Bearer t" { return .init(200, json: "{}") }
             return .init(401, headers: ["WWW-Authenticate": #"Bearer realm="https://auth.example/token",service="s""#])
@@ -205,7 +206,7 @@ private func tokenRegistry(tokens: @escaping @Sendable (Int) -> String, valid: @
 
     @Test func crossHostRedirectDropsAuthorization() throws {
         let credentials = Credentials(username: "u", password: "p")
-        let transport = FakeTransport { request, _ in
+        let transport = InMemoryRegistry { request, _ in
             if request.url.host == "storage.example" { return .init(200, body: Self.blob) }
             guard request.headers["Authorization"] != nil else {
                 return .init(401, headers: ["WWW-Authenticate": #"Basic realm="r""#])
@@ -225,7 +226,7 @@ private func tokenRegistry(tokens: @escaping @Sendable (Int) -> String, valid: @
 
     @Test func sameHostRedirectKeepsAuthorization() throws {
         let credentials = Credentials(username: "u", password: "p")
-        let transport = FakeTransport { request, _ in
+        let transport = InMemoryRegistry { request, _ in
             guard request.headers["Authorization"] != nil else {
                 return .init(401, headers: ["WWW-Authenticate": #"Basic realm="r""#])
             }
@@ -243,7 +244,7 @@ private func tokenRegistry(tokens: @escaping @Sendable (Int) -> String, valid: @
     }
 
     @Test func redirectLoopStops() throws {
-        let transport = FakeTransport { _, seen in .init(302, headers: ["Location": "/v2/loop/\(seen)"]) }
+        let transport = InMemoryRegistry { _, seen in .init(302, headers: ["Location": "/v2/loop/\(seen)"]) }
         #expect(
             throws: RegistryError.tooManyRedirects("https://registry.example/v2/org/cache/blobs/\(Self.blobDigest)")
         ) {
@@ -257,7 +258,7 @@ private func tokenRegistry(tokens: @escaping @Sendable (Int) -> String, valid: @
     private static let allTags = (0..<250).map { String(format: "v%03d", $0) }
 
     @Test func followsLinkHeaders() throws {
-        let transport = FakeTransport { request, _ in
+        let transport = InMemoryRegistry { request, _ in
             let query = URLComponents(url: request.url, resolvingAgainstBaseURL: false)?.queryItems ?? []
             let n = Int(query.first { $0.name == "n" }?.value ?? "") ?? 100
             let last = query.first { $0.name == "last" }?.value
@@ -277,7 +278,7 @@ private func tokenRegistry(tokens: @escaping @Sendable (Int) -> String, valid: @
     }
 
     @Test func fallsBackToLastWithoutLink() throws {
-        let transport = FakeTransport { request, _ in
+        let transport = InMemoryRegistry { request, _ in
             let query = URLComponents(url: request.url, resolvingAgainstBaseURL: false)?.queryItems ?? []
             let last = query.first { $0.name == "last" }?.value
             let start = last.map { Self.allTags.firstIndex(of: $0)! + 1 } ?? 0
@@ -301,7 +302,7 @@ private func tokenRegistry(tokens: @escaping @Sendable (Int) -> String, valid: @
 
 @Suite struct RegistryClientErrorTests {
     @Test func notFoundDecodesErrorDocument() throws {
-        let transport = FakeTransport { _, _ in
+        let transport = InMemoryRegistry { _, _ in
             .init(
                 404,
                 json: #"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown","detail":{"Tag":"nope"}}]}"#)
@@ -325,7 +326,7 @@ private func tokenRegistry(tokens: @escaping @Sendable (Int) -> String, valid: @
 
     @Test func manifestDigestMismatchByDigest() throws {
         let other = SHA256Hasher.digest(Data("something else".utf8))
-        let transport = FakeTransport { _, _ in manifestReply(digestHeader: nil) }
+        let transport = InMemoryRegistry { _, _ in manifestReply(digestHeader: nil) }
         #expect(
             throws: RegistryError.digestMismatch(
                 expected: other, actual: manifestDigest, size: Int64(manifestData.count))
@@ -336,7 +337,7 @@ private func tokenRegistry(tokens: @escaping @Sendable (Int) -> String, valid: @
 
     @Test func manifestDigestMismatchAgainstHeader() throws {
         let other = SHA256Hasher.digest(Data("something else".utf8))
-        let transport = FakeTransport { _, _ in manifestReply(digestHeader: other) }
+        let transport = InMemoryRegistry { _, _ in manifestReply(digestHeader: other) }
         #expect(
             throws: RegistryError.digestMismatch(
                 expected: other, actual: manifestDigest, size: Int64(manifestData.count))
@@ -346,14 +347,14 @@ private func tokenRegistry(tokens: @escaping @Sendable (Int) -> String, valid: @
     }
 
     @Test func manifestByDigestVerifies() throws {
-        let transport = FakeTransport { _, _ in manifestReply() }
+        let transport = InMemoryRegistry { _, _ in manifestReply() }
         let fetched = try client(transport).getManifest(repository: "org/cache", reference: manifestDigest.description)
         #expect(fetched.digest == manifestDigest)
         #expect(transport.requests[0].url.path == "/v2/org/cache/manifests/\(manifestDigest)")
     }
 
     @Test func oversizedManifestIsRefused() throws {
-        let transport = FakeTransport { _, _ in .init(200, body: Data(count: 5 << 20)) }
+        let transport = InMemoryRegistry { _, _ in .init(200, body: Data(count: 5 << 20)) }
         #expect(
             throws: RegistryError.tooLarge(url: "https://registry.example/v2/org/cache/manifests/big", limit: 4 << 20)
         ) {
@@ -364,7 +365,7 @@ private func tokenRegistry(tokens: @escaping @Sendable (Int) -> String, valid: @
     @Test func blobDigestMismatchAfterStreaming() throws {
         let served = Data(repeating: "tampered ", count: 4000)
         let expected = SHA256Hasher.digest(Data("the real blob".utf8))
-        let transport = FakeTransport { _, _ in .init(200, body: served) }
+        let transport = InMemoryRegistry { _, _ in .init(200, body: served) }
         var received = Data()
         #expect(
             throws: RegistryError.digestMismatch(
@@ -377,7 +378,7 @@ private func tokenRegistry(tokens: @escaping @Sendable (Int) -> String, valid: @
 
     @Test func truncatedStreamIsNotRetriedAfterBytesReachedTheSink() throws {
         let blob = Data(repeating: "abc", count: 3000)
-        let transport = FakeTransport { _, _ in .init(200, body: blob, failAfter: 1500) }
+        let transport = InMemoryRegistry { _, _ in .init(200, body: blob, failAfter: 1500) }
         let sleeper = SleepRecorder()
         var received = 0
         #expect {
@@ -394,7 +395,7 @@ private func tokenRegistry(tokens: @escaping @Sendable (Int) -> String, valid: @
         let blob = Data(repeating: "config", count: 600)
         let digest = SHA256Hasher.digest(blob)
         // First answer claims more bytes than it sends; the retry is whole.
-        let transport = FakeTransport { _, seen in
+        let transport = InMemoryRegistry { _, seen in
             seen == 0 ? .init(200, body: blob.prefix(100), contentLength: blob.count) : .init(200, body: blob)
         }
         let sleeper = SleepRecorder()
@@ -404,7 +405,7 @@ private func tokenRegistry(tokens: @escaping @Sendable (Int) -> String, valid: @
     }
 
     @Test func truncatedBodyFailsWhenAlwaysTruncated() throws {
-        let transport = FakeTransport { _, _ in .init(200, body: Data(count: 10), contentLength: 20) }
+        let transport = InMemoryRegistry { _, _ in .init(200, body: Data(count: 10), contentLength: 20) }
         #expect {
             try client(transport).getManifest(repository: "org/cache", reference: "v1")
         } throws: { error in
@@ -415,7 +416,7 @@ private func tokenRegistry(tokens: @escaping @Sendable (Int) -> String, valid: @
     }
 
     @Test func retryAfterIsHonoured() throws {
-        let transport = FakeTransport { _, seen in
+        let transport = InMemoryRegistry { _, seen in
             seen == 0
                 ? .init(429, headers: ["Retry-After": "3"], json: #"{"errors":[{"code":"TOOMANYREQUESTS"}]}"#)
                 : manifestReply()
@@ -427,7 +428,7 @@ private func tokenRegistry(tokens: @escaping @Sendable (Int) -> String, valid: @
     }
 
     @Test func retriesExhaustedOnServerError() throws {
-        let transport = FakeTransport { _, _ in .init(500, body: Data("boom".utf8)) }
+        let transport = InMemoryRegistry { _, _ in .init(500, body: Data("boom".utf8)) }
         let sleeper = SleepRecorder()
         #expect(
             throws: RegistryError.registry(
@@ -441,13 +442,13 @@ private func tokenRegistry(tokens: @escaping @Sendable (Int) -> String, valid: @
     }
 
     @Test func clientErrorsAreNotRetried() throws {
-        let transport = FakeTransport { _, _ in .init(400, json: #"{"errors":[{"code":"NAME_INVALID"}]}"#) }
+        let transport = InMemoryRegistry { _, _ in .init(400, json: #"{"errors":[{"code":"NAME_INVALID"}]}"#) }
         #expect(throws: RegistryError.self) { try client(transport).listTags(repository: "org/cache") }
         #expect(transport.requests.count == 1)
     }
 
     @Test func badArgumentsNeverReachTheNetwork() throws {
-        let transport = FakeTransport { _, _ in manifestReply() }
+        let transport = InMemoryRegistry { _, _ in manifestReply() }
         let registry = try client(transport)
         #expect(throws: RegistryError.self) { try registry.getManifest(repository: "../etc", reference: "v1") }
         #expect(throws: RegistryError.self) { try registry.getManifest(repository: "org/cache", reference: "a/b") }
@@ -478,7 +479,7 @@ private func tokenRegistry(tokens: @escaping @Sendable (Int) -> String, valid: @
     private static let digest = SHA256Hasher.digest(blob)
 
     @Test func rangeRequest() throws {
-        let transport = FakeTransport { request, _ in
+        let transport = InMemoryRegistry { request, _ in
             #expect(request.headers["Range"] == "bytes=100-1099")
             return .init(206, headers: ["Content-Range": "bytes 100-1099/10000"], body: Self.blob[100..<1100])
         }
@@ -491,7 +492,7 @@ private func tokenRegistry(tokens: @escaping @Sendable (Int) -> String, valid: @
     }
 
     @Test func rangeIgnoredByServer() throws {
-        let transport = FakeTransport { _, _ in .init(200, body: Self.blob) }
+        let transport = InMemoryRegistry { _, _ in .init(200, body: Self.blob) }
         var received = Data()
         try client(transport).getBlob(repository: "org/cache", digest: Self.digest, range: 2500..<7321) {
             received.append(contentsOf: $0)
@@ -500,7 +501,7 @@ private func tokenRegistry(tokens: @escaping @Sendable (Int) -> String, valid: @
     }
 
     @Test func rangeMismatchIsInvalid() throws {
-        let transport = FakeTransport { _, _ in
+        let transport = InMemoryRegistry { _, _ in
             .init(206, headers: ["Content-Range": "bytes 0-999/10000"], body: Self.blob[0..<1000])
         }
         #expect {
@@ -512,7 +513,7 @@ private func tokenRegistry(tokens: @escaping @Sendable (Int) -> String, valid: @
 
     @Test func sinkErrorAbortsAndIsRethrown() throws {
         struct DiskFull: Error {}
-        let transport = FakeTransport { _, _ in .init(200, body: Self.blob) }
+        let transport = InMemoryRegistry { _, _ in .init(200, body: Self.blob) }
         var chunks = 0
         #expect(throws: DiskFull.self) {
             try client(transport).getBlob(repository: "org/cache", digest: Self.digest) { _ in
@@ -525,7 +526,7 @@ private func tokenRegistry(tokens: @escaping @Sendable (Int) -> String, valid: @
     }
 
     @Test func blobExists() throws {
-        let transport = FakeTransport { request, _ in
+        let transport = InMemoryRegistry { request, _ in
             request.url.path.hasSuffix(Self.digest.description) ? .init(200, body: Self.blob) : .init(404)
         }
         let registry = try client(transport)
@@ -535,7 +536,7 @@ private func tokenRegistry(tokens: @escaping @Sendable (Int) -> String, valid: @
     }
 
     @Test func pushBlobAndManifest() throws {
-        let transport = FakeTransport { request, _ in
+        let transport = InMemoryRegistry { request, _ in
             switch (request.method, request.url.path) {
             case (.head, _): return .init(404)
             case (.post, let path) where path.hasPrefix("/v2/org/cache/blobs/uploads"):

@@ -2,6 +2,7 @@ import ContentHash
 import Foundation
 import OCI
 import Synchronization
+import TestSupport
 import Testing
 
 @testable import Registry
@@ -18,8 +19,8 @@ import Testing
         var data: Data { bytes.withLock { $0 } }
     }
 
-    static func registry(has: Bool = false, received: Received) -> FakeTransport {
-        FakeTransport { request, _ in
+    static func registry(has: Bool = false, received: Received) -> InMemoryRegistry {
+        InMemoryRegistry { request, _ in
             switch (request.method, request.url.path) {
             case (.head, _): return has ? .init(200, headers: ["Content-Length": String(blob.count)]) : .init(404)
             case (.post, let path) where path.hasSuffix("/blobs/uploads") || path.hasSuffix("/blobs/uploads/"):
@@ -36,7 +37,7 @@ import Testing
         }
     }
 
-    func client(_ transport: FakeTransport) throws -> RegistryClient {
+    func client(_ transport: InMemoryRegistry) throws -> RegistryClient {
         try RegistryClient(
             registry: "registry.example", transport: transport, options: RegistryOptions(sleep: { _ in }))
     }
@@ -88,7 +89,7 @@ import Testing
     }
 
     @Test func refusedUploadIsUnauthorized() throws {
-        let transport = FakeTransport { request, _ in
+        let transport = InMemoryRegistry { request, _ in
             request.method == .head ? .init(404) : .init(401, json: #"{"errors":[{"code":"DENIED"}]}"#)
         }
         #expect {

@@ -5,7 +5,7 @@ import TarIndex
 
 /// An eStargz layer built in memory by the project's own writer (the layout `mcvfs push` gives): its blob, the
 /// descriptor a manifest would carry (with the `toc.digest` annotation) and its TOC, to serve from a
-/// `ScriptedRegistry` and to locate members in.
+/// `InMemoryRegistry` and to locate members in.
 public struct EStargzLayer: Sendable {
     public let blob: Data
     public let descriptor: Descriptor
