@@ -79,7 +79,8 @@ let package = Package(
         .testTarget(name: "GPUTests", dependencies: ["GPU", "OCI"], resources: [.copy("Fixtures")]),
         .testTarget(
             name: "RegistryTests", dependencies: ["Registry", "CurlTransport", "OCI", "ContentHash", "TimeBudget"]),
-        .testTarget(name: "BlobCacheTests", dependencies: ["BlobCache", "OCI", "ContentHash", "TestSupport"]),
+        .testTarget(
+            name: "BlobCacheTests", dependencies: ["BlobCache", "OCI", "ContentHash", "TimeBudget", "TestSupport"]),
         .testTarget(
             name: "TarIndexTests", dependencies: ["TarIndex", "BlobCache", "OCI", "ContentHash", "TestSupport"]),
         .testTarget(
