@@ -81,7 +81,8 @@ let package = Package(
         .testTarget(
             name: "RegistryTests",
             dependencies: ["Registry", "CurlTransport", "OCI", "ContentHash", "TimeBudget", "TestSupport"]),
-        .testTarget(name: "BlobCacheTests", dependencies: ["BlobCache", "OCI", "ContentHash", "TestSupport"]),
+        .testTarget(
+            name: "BlobCacheTests", dependencies: ["BlobCache", "OCI", "ContentHash", "TimeBudget", "TestSupport"]),
         .testTarget(
             name: "TarIndexTests", dependencies: ["TarIndex", "BlobCache", "OCI", "ContentHash", "TestSupport"]),
         .testTarget(

@@ -20,8 +20,9 @@ import TimeBudget
 /// directories of the cache's owner, so other users cannot open them in the first place; an existing lock file
 /// with a wider mode is narrowed when its owner opens it.
 public enum FileLock {
-    /// How long an operation without a deadline of its own waits for a lock.
-    public static let defaultWait: Duration = .seconds(60)
+    /// How long an operation without a deadline of its own (a command, a background publish) waits for a lock:
+    /// long enough for another process's index build or publish of a large layer to finish first, and finite.
+    public static let defaultWait: Duration = .seconds(300)
 
     /// Runs `body` holding an exclusive lock on `path` (created when missing). Not reentrant: locking the same
     /// path again from inside `body` deadlocks, as with any `flock`.

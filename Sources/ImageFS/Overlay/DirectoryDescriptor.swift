@@ -96,7 +96,7 @@ final class DirectoryDescriptor: Sendable {
     /// What `read(_:limit:)` found.
     enum Bounded: Equatable {
         case bytes(Data)
-        /// A regular file larger than the limit: nothing of it was read.
+        /// A regular file larger than the limit (nothing of it was read), or one that grew while it was read.
         case tooLarge(size: Int64)
     }
 
@@ -113,8 +113,8 @@ final class DirectoryDescriptor: Sendable {
         var info = stat()
         guard fstat(file, &info) == 0 else { throw Self.error(errno, "fstat", name) }
         if info.st_size > limit { return .tooLarge(size: Int64(info.st_size)) }
-        // One byte more than the limit tells a file that grew since fstat.
-        var buffer = Data(count: limit + 1)
+        // One byte more than its size tells a file that grew since fstat: served as it is, like a large one.
+        var buffer = Data(count: Int(info.st_size) + 1)
         var total = 0
         while total < buffer.count {
             let n = buffer.withUnsafeMutableBytes {
@@ -125,7 +125,7 @@ final class DirectoryDescriptor: Sendable {
             if n == 0 { break }
             total += n
         }
-        if total > limit { return .tooLarge(size: Int64(total)) }
+        if total > info.st_size { return .tooLarge(size: Int64(total)) }
         return .bytes(buffer.prefix(total))
     }
 
