@@ -19,6 +19,7 @@ from conftest import Populated, push_cache_repo
 from support.mcvfs import Mcvfs
 from support.mounts import CUDA, daemon_pids, is_mountpoint, kernel_dirs, run_triton
 from support.net import wait_until
+from support.proxy import FaultProxy
 from support.reach import reachable
 from support.registry import Registry, require_tool
 from support.tls import make_server_cert
@@ -367,3 +368,34 @@ def test_extract_into_a_directory_the_user_cannot_write_says_permission_denied(m
         assert out.stderr.splitlines()[-1] == f"mcvfs: error: permission denied: {locked / 'out'}", out.stderr
     finally:
         shutil.rmtree(work)
+
+
+@pytest.mark.parametrize("status, outcome", [(503, "falls back"), (404, "not found"), (403, "not authorized")])
+def test_only_an_outage_falls_back_to_the_recorded_catalog(anon, mounts, tmp_path, status, outcome):
+    with FaultProxy(anon.host) as proxy:
+        ref = f"{proxy.host}/org/cache"
+        first = mounts.mount(ref, tmp_path / "mnt", tmp_path / "cache", "--gpu", "cuda:90", "--timeout", "2")
+        first.unmount()
+        proxy.fail("tags", status, times=1000)
+        second = mounts.mount(ref, tmp_path / "mnt", tmp_path / "cache", "--gpu", "cuda:90", "--timeout", "2",
+                              check=False)
+        if outcome == "falls back":
+            assert second.result.rc == 0, second.result
+            assert "registry unreachable" in second.result.stderr and "HTTP 503" in second.result.stderr, \
+                second.result
+        else:
+            assert second.result.rc == 1, second.result
+            assert f"mcvfs: error: {outcome}" in second.result.stderr, second.result
+
+
+def test_unmount_of_a_busy_mount_names_lazy(anon, mounts, tmp_path):
+    m = mounts.mount(f"{anon.host}/org/cache", tmp_path / "mnt", tmp_path / "cache", "--gpu", "cuda:90")
+    key = sorted(kernel_dirs(FIXTURE_CUDA90))[0]
+    held = open(next((m.path / key).iterdir()), "rb")
+    try:
+        r = m.mcvfs.run("unmount", str(m.path))
+        assert r.rc == 1 and "busy" in r.error_line and "try --lazy" in r.error_line, r
+        assert is_mountpoint(m.path)
+    finally:
+        held.close()
+    m.unmount()
