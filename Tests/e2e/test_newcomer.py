@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import os
 import pty
+import shutil
 from pathlib import Path
 import socket
 import subprocess
+import tempfile
 import threading
 
 import pytest
@@ -17,7 +19,9 @@ from conftest import Populated, push_cache_repo
 from support.mcvfs import Mcvfs
 from support.mounts import CUDA, daemon_pids, is_mountpoint, kernel_dirs, run_triton
 from support.net import wait_until
-from support.registry import Registry
+from support.proxy import FaultProxy
+from support.reach import reachable
+from support.registry import Registry, require_tool
 from support.tls import make_server_cert
 
 
@@ -342,3 +346,56 @@ def test_push_and_fetch_show_progress_on_a_terminal_and_nothing_on_a_pipe(anon, 
     assert piped.rc == 0 and piped.stderr == "", piped
     piped = mcvfs.run("push", "--plain-http", str(FIXTURE_CUDA90), ref)
     assert piped.rc == 0 and piped.stderr == "", piped
+
+
+def test_extract_into_a_directory_the_user_cannot_write_says_permission_denied(mcvfs, anon):
+    # Root writes anywhere: run as uid 65534, in a directory of its own that it can reach.
+    work = Path(tempfile.mkdtemp(prefix="mcvfs-denied-"))
+    try:
+        work.chmod(0o755)
+        locked, home = work / "locked", work / "home"
+        locked.mkdir(mode=0o555)
+        home.mkdir()
+        os.chown(home, 65534, 65534)
+        env = {**mcvfs.env, "HOME": str(home), "XDG_RUNTIME_DIR": str(home), "XDG_CACHE_HOME": str(home),
+               "MCVFS_CACHE_DIR": str(home / "cache")}
+        argv = [require_tool("setpriv"), "--reuid=65534", "--regid=65534", "--clear-groups", reachable(mcvfs.binary),
+                "extract", "--plain-http", "--gpu", "cuda:90", f"{anon.host}/org/cache:cuda-sm90",
+                str(locked / "out")]
+        out = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120, cwd=str(home),
+                             stdin=subprocess.DEVNULL)
+        assert out.returncode == 1, out
+        assert out.stderr.splitlines()[-1] == f"mcvfs: error: permission denied: {locked / 'out'}", out.stderr
+    finally:
+        shutil.rmtree(work)
+
+
+@pytest.mark.parametrize("status, outcome", [(503, "falls back"), (404, "not found"), (403, "not authorized")])
+def test_only_an_outage_falls_back_to_the_recorded_catalog(anon, mounts, tmp_path, status, outcome):
+    with FaultProxy(anon.host) as proxy:
+        ref = f"{proxy.host}/org/cache"
+        first = mounts.mount(ref, tmp_path / "mnt", tmp_path / "cache", "--gpu", "cuda:90", "--timeout", "2")
+        first.unmount()
+        proxy.fail("tags", status, times=1000)
+        second = mounts.mount(ref, tmp_path / "mnt", tmp_path / "cache", "--gpu", "cuda:90", "--timeout", "2",
+                              check=False)
+        if outcome == "falls back":
+            assert second.result.rc == 0, second.result
+            assert "registry unreachable" in second.result.stderr and "HTTP 503" in second.result.stderr, \
+                second.result
+        else:
+            assert second.result.rc == 1, second.result
+            assert f"mcvfs: error: {outcome}" in second.result.stderr, second.result
+
+
+def test_unmount_of_a_busy_mount_names_lazy(anon, mounts, tmp_path):
+    m = mounts.mount(f"{anon.host}/org/cache", tmp_path / "mnt", tmp_path / "cache", "--gpu", "cuda:90")
+    key = sorted(kernel_dirs(FIXTURE_CUDA90))[0]
+    held = open(next((m.path / key).iterdir()), "rb")
+    try:
+        r = m.mcvfs.run("unmount", str(m.path))
+        assert r.rc == 1 and "busy" in r.error_line and "try --lazy" in r.error_line, r
+        assert is_mountpoint(m.path)
+    finally:
+        held.close()
+    m.unmount()

@@ -10,7 +10,18 @@ public enum Mountpoint {
 
     /// `fusermount3 -u [-z] path`, for an mcvfs mount only (live or stale): anything else at `path` is refused,
     /// so a mistyped path never unmounts another filesystem.
-    public static func unmount(_ path: String, lazy: Bool) throws {
+    public static func unmount(_ given: String, lazy: Bool) throws {
+        // mountinfo names mountpoints by their real path: resolve the parent's symlinks (not the mountpoint
+        // itself, which a dead daemon's mount cannot answer for).
+        let parent = (given as NSString).deletingLastPathComponent
+        let path =
+            given == "/"
+            ? given
+            : realpath(parent, nil).map { resolved in
+                defer { free(resolved) }
+                return (String(cString: resolved) as NSString).appendingPathComponent(
+                    (given as NSString).lastPathComponent)
+            } ?? given
         guard let top = MountPlacement.topEntry(at: path) else {
             throw Problem(
                 description: "\(path) is not an mcvfs mount (nothing is mounted there); `mcvfs status` lists them")
