@@ -9,14 +9,18 @@ held to SCRAPE_BOUND, twice that for a loaded machine, and the figure is printed
 deadline plus SLACK. Other timeouts are hang guards."""
 from __future__ import annotations
 
+import os
 import selectors
+import signal
 import socket
 import threading
 import time
 from pathlib import Path
 
+import pytest
 import requests
 
+from support.mounts import Mounted, is_mountpoint, wait_gone
 from test_service import parse_prometheus
 
 LIMIT = 64  # MetricsServer.Limits.maxConnections
@@ -29,8 +33,15 @@ CLOSED = 'mcvfs_metrics_connections_closed_total{{reason="{}"}}'
 
 
 def mount_with_metrics(anon, mounts, tmp_path: Path) -> tuple[str, int]:
-    mnt = mounts.mount(f"{anon.host}/org/cache:cuda-sm90", tmp_path / "mnt", tmp_path / "cache",
-                       "--gpu", "cuda:90", "--metrics-listen", "127.0.0.1:0")
+    return metrics_address(mount(anon, mounts, tmp_path))
+
+
+def mount(anon, mounts, tmp_path: Path) -> Mounted:
+    return mounts.mount(f"{anon.host}/org/cache:cuda-sm90", tmp_path / "mnt", tmp_path / "cache",
+                        "--gpu", "cuda:90", "--metrics-listen", "127.0.0.1:0")
+
+
+def metrics_address(mnt: Mounted) -> tuple[str, int]:
     host, port = mnt.status()["service"]["metricsListen"].rsplit(":", 1)
     return host, int(port)
 
@@ -148,8 +159,9 @@ def test_the_connection_limit_closes_excess_connections_and_a_scrape_still_gets_
             s.close()
 
 
-def test_an_endless_request_is_cut_at_its_size_bound(anon, mounts, tmp_path):
-    address = mount_with_metrics(anon, mounts, tmp_path)
+def test_an_endless_request_is_cut_at_its_size_bound_and_sigterm_still_stops_the_daemon(anon, mounts, tmp_path):
+    mnt = mount(anon, mounts, tmp_path)
+    address = metrics_address(mnt)
     answer = b""
     with socket.create_connection(address, timeout=GUARD) as s:
         try:
@@ -163,3 +175,11 @@ def test_an_endless_request_is_cut_at_its_size_bound(anon, mounts, tmp_path):
     assert answer == b"", f"the endpoint answered an oversized request: {answer[:200]!r}"
     metrics, _ = timed_scrape(address, "after an oversized request")
     assert metrics[CLOSED.format("oversize")] == 1
+
+    # The endpoint's thread leaves SIGTERM to the FUSE loop: the daemon unmounts, exits and frees the port.
+    pid = mnt.pid
+    os.kill(pid, signal.SIGTERM)
+    wait_gone(pid)
+    assert not is_mountpoint(mnt.path), mnt.daemon_log()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(address, timeout=GUARD)
