@@ -25,7 +25,6 @@ public final class MetricsServer: Sendable {
     }
 
     public let address: Address
-    let limits: Limits
     private let group: MultiThreadedEventLoopGroup
     private let listener: any Channel
     private let stopped = Mutex(false)
@@ -70,7 +69,6 @@ public final class MetricsServer: Sendable {
         var resolved = address
         resolved.port = UInt16(listener.localAddress?.port ?? Int(address.port))
         self.address = resolved
-        self.limits = limits
         self.group = group
     }
 
