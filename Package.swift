@@ -12,7 +12,9 @@ let package = Package(
         .executable(name: "mcvfs", targets: ["mcvfs"])
     ],
     dependencies: [
-        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0")
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         .systemLibrary(name: "CFuse", path: "CFuse", pkgConfig: "fuse3", providers: [.apt(["libfuse3-dev"])]),
@@ -43,13 +45,22 @@ let package = Package(
         // Linux's mount API (a C target: its syscalls have no glibc 2.36 wrappers), and FUSE mounts made with it.
         .target(name: "CMount"),
         .target(name: "FUSEMount", dependencies: ["CMount"]),
+        // The Prometheus endpoint: SwiftNIO's HTTP/1 server (concurrent, each connection bounded) and
+        // swift-prometheus's registry for the text format. Its own target, so NIO stays out of the node's code.
+        .target(
+            name: "MetricsEndpoint",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ]),
         // Node policy above the filesystem and the fetcher: catalogs (offline, mirror, recorded), leases and the
         // leased layer provider, eviction, mount placement, metrics, status, systemd. Commands only wire it.
         .target(
             name: "NodeService",
             dependencies: [
                 "OCI", "ContentHash", "GPU", "Registry", "BlobCache", "TarIndex", "CacheRepository", "ImageFS",
-                "FUSEMount",
+                "FUSEMount", "MetricsEndpoint",
             ]
         ),
         .target(name: "ImageBuilder", dependencies: ["OCI", "ContentHash", "GPU", "Registry", "TarIndex"]),
@@ -65,7 +76,8 @@ let package = Package(
             name: "mcvfs",
             dependencies: [
                 "OCI", "ContentHash", "GPU", "Registry", "CurlTransport", "BlobCache", "TarIndex", "Verification",
-                "Trust", "ImageFS", "FUSEBridge", "FUSEMount", "ImageBuilder", "NodeService", "Publishing",
+                "Trust", "ImageFS", "FUSEBridge", "FUSEMount", "ImageBuilder", "MetricsEndpoint", "NodeService",
+                "Publishing",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -110,8 +122,10 @@ let package = Package(
         .testTarget(
             name: "NodeServiceTests",
             dependencies: [
-                "NodeService", "OCI", "ContentHash", "GPU", "Registry", "BlobCache", "TarIndex", "TestSupport",
+                "NodeService", "MetricsEndpoint", "OCI", "ContentHash", "GPU", "Registry", "BlobCache", "TarIndex",
+                "ImageFS", "TestSupport",
             ]),
+        .testTarget(name: "MetricsEndpointTests", dependencies: ["MetricsEndpoint"]),
         .testTarget(name: "FUSEMountTests", dependencies: ["FUSEMount", "NodeService"]),
         .testTarget(name: "FUSEBridgeTests", dependencies: ["FUSEBridge", "ImageFS"]),
     ]

@@ -33,8 +33,13 @@ public final class FetchMetrics: Sendable {
     }
 
     private let state = Mutex(Snapshot())
+    private let observeFetch: @Sendable (Double) -> Void
 
-    public init() {}
+    /// - Parameter observeFetch: told each layer download's seconds as well (the metrics endpoint's histogram,
+    ///   whose buckets live in its registry), outside the lock.
+    public init(observeFetch: @escaping @Sendable (_ seconds: Double) -> Void = { _ in }) {
+        self.observeFetch = observeFetch
+    }
 
     public var snapshot: Snapshot { state.withLock { $0 } }
 
@@ -44,6 +49,7 @@ public final class FetchMetrics: Sendable {
             $0.blobsFetched += 1
             $0.fetchSeconds.observe(seconds)
         }
+        observeFetch(seconds)
     }
 
     func fetchedRange(bytes: Int64) {

@@ -1,4 +1,5 @@
 import ArgumentParser
+import MetricsEndpoint
 import NodeService
 import OCI
 

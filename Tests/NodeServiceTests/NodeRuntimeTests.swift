@@ -1,4 +1,5 @@
 import Foundation
+import MetricsEndpoint
 import Testing
 
 @testable import NodeService
@@ -52,8 +53,9 @@ import Testing
         let address = try #require(runtime.status().metricsListen)
         #expect(address.hasPrefix("127.0.0.1:") && !address.hasSuffix(":0"))
         // Bound at once: a second listener on the same port fails, so a taken port fails the mount early.
-        #expect(throws: ServiceError.self) {
-            try MetricsServer(address: try MetricsServer.Address(parsing: address)) { "" }
+        #expect(throws: MetricsEndpointError.self) {
+            try MetricsServer(address: try MetricsServer.Address(parsing: address), exposition: Exposition()) { [] }
         }
+        runtime.finished()
     }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import ImageFS
+import MetricsEndpoint
 
 /// The metrics that name each used image's load state: which image is failing, why, and when it is retried; and
 /// how many KEYs two images hold with different bytes.

@@ -1,6 +1,7 @@
 import CacheRepository
 import Foundation
 import ImageFS
+import MetricsEndpoint
 import OCI
 import Synchronization
 
@@ -14,7 +15,9 @@ public final class NodeRuntime: Sendable {
     public let mountpoint: String
     public let catalogs: CatalogService
     public let fuseErrors = FUSEErrorCounter()
-    public let metrics = FetchMetrics()
+    public let metrics: FetchMetrics
+    /// What a scrape returns: the node's families, set at each scrape, and the fetch histogram, observed live.
+    let exposition: Exposition
     let notifier: SystemdNotifier
     let metricsServer: MetricsServer?
     let log: NodeLog
@@ -42,13 +45,16 @@ public final class NodeRuntime: Sendable {
         self.mountpoint = mountpoint
         self.notifier = notifier
         self.log = log
+        let exposition = Exposition()
+        self.exposition = exposition
+        metrics = FetchMetrics(observeFetch: NodeMetrics.layerFetchSeconds(in: exposition))
         self.catalogs = CatalogService(
             upstream: upstream, store: cache.store, records: CatalogRecords(layout: cache.layout),
             recording: .recordAndFallBack)
         let box = Mutex<NodeRuntime?>(nil)
         metricsServer = try metricsListen.map { address in
-            try MetricsServer(address: address) {
-                PrometheusText.render(box.withLock { $0 }.map { NodeMetrics.families($0.metricsSample) } ?? [])
+            try MetricsServer(address: address, exposition: exposition) {
+                box.withLock { $0 }.map { NodeMetrics.families($0.metricsSample) } ?? []
             }
         }
         box.withLock { $0 = self }
@@ -123,8 +129,9 @@ public final class NodeRuntime: Sendable {
         }
     }
 
-    /// The mount is gone: drop the lease so its layers become evictable.
+    /// The mount is gone: stop serving metrics, and drop the lease so its layers become evictable.
     public func finished() {
+        metricsServer?.shutdown()
         let provider = state.withLock { current -> LeasedLayerProvider? in
             defer { current.provider = nil }
             return current.provider

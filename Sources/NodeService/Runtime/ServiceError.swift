@@ -1,9 +1,8 @@
 import Foundation
 
-/// Failures of the node-service parts: catalogs, notification socket, metrics listener, leases, sizes.
+/// Failures of the node-service parts: catalogs, notification socket, leases, sizes.
 public enum ServiceError: Error, Equatable, CustomStringConvertible {
     case invalidSize(String)
-    case invalidListenAddress(String)
     case invalidNotifySocket(String)
     case io(operation: String, path: String, errno: Int32)
     /// Offline, and no online mount or fetch recorded what `reference` resolves to for these GPUs.
@@ -13,8 +12,6 @@ public enum ServiceError: Error, Equatable, CustomStringConvertible {
         switch self {
         case .invalidSize(let text):
             return "invalid size '\(text)': use bytes or a number with K, M, G or T (powers of 1024), such as 2G"
-        case .invalidListenAddress(let text):
-            return "invalid listen address '\(text)': use IPv4:PORT, such as 127.0.0.1:9400"
         case .invalidNotifySocket(let text):
             return "NOTIFY_SOCKET '\(text)' is not an absolute path or an @abstract name that fits sockaddr_un"
         case .io(let operation, let path, let code):
