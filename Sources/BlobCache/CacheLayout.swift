@@ -15,6 +15,7 @@ import OCI
 ///     ingest/                      temp files of downloads in progress, per-digest ingest locks
 ///     index/sha256/<hex>.json      persisted layer indexes (`<hex>.lock`: one builder per layer)
 ///     catalogs/<key>.json          the catalog a reference and GPU selection last resolved to
+///     catalogs/<key>.seen.json     when this node first used each of its images (`FirstSeen`: precedence)
 ///     leases/<pid>.json, .lock     what running mounts and commands hold; the lock eviction takes
 ///     upper/<identity>/<uid>/      the writable uppers of mounts, named after what is mounted
 ///     signatures/                  signature artifacts verified online, re-verified during outages

@@ -4,14 +4,16 @@ import OCI
 ///
 /// A KEY (a Triton `<KEY>/` directory, a vLLM `torch_compile_cache/<hash>/`) comes whole from the first image in
 /// this order that has it; the others add nothing under it. The order:
-/// 1. *Base images*: those the mount started with whose tag is not content-derived, in tag order (an index's
-///    manifests in index order), as the repository's owner laid them out.
+/// 1. *Base images*: those of batch 0 (the node used them from its first mount of the reference on) whose tag
+///    is not of the node-published shape, in tag order (an index's manifests in index order), as the
+///    repository's owner laid them out.
 /// 2. *Added images*: images published by nodes (tags ending in 16 hex digits, as `publish` and `compact` name
-///    them, whether or not they name their digest), then the images each live refresh added, batch after batch.
-///    Within a batch, by manifest digest: not a name the pusher chooses.
+///    them, whether or not they name their digest), then the images of each later batch: those a remount found
+///    new (`FirstSeen` in NodeService) and those each live refresh added. Within a batch, by manifest digest: not
+///    a name the pusher chooses.
 ///
-/// So an added image only ever adds KEYs that no image before it provides, and since a refresh's images rank after
-/// every image the mount had, no refresh, new tag or new signature changes the files of a KEY the mount's images
+/// So an added image only ever adds KEYs that no image before it provides, and since a new image ranks after every
+/// image the node had, no refresh, new tag or new signature changes the files of a KEY the mount's images
 /// provide. The order of a mount's images never changes while it runs: a KEY once resolved stays with its image.
 public struct Precedence: Sendable, Hashable, Comparable, CustomStringConvertible {
     public enum Tier: Int, Sendable, Hashable, Comparable {
@@ -22,7 +24,8 @@ public struct Precedence: Sendable, Hashable, Comparable, CustomStringConvertibl
     }
 
     public var tier: Tier
-    /// 0 for the images the mount started with; n for those the n-th refresh that added any added.
+    /// When the node first used the image: 0 at its first mount of the reference, then one more for each later
+    /// mount or refresh that used new images.
     public var batch: Int
     /// A base image's place in the catalog (tag order); 0 for added images.
     public var position: Int
@@ -31,7 +34,7 @@ public struct Precedence: Sendable, Hashable, Comparable, CustomStringConvertibl
 
     /// - Parameters:
     ///   - position: the image's place in the catalog it came with.
-    ///   - batch: 0 at mount; then the refresh's number.
+    ///   - batch: when the node first used the image (`batch`).
     public init(of image: CacheImage, position: Int, batch: Int) {
         let base = batch == 0 && !FleetTag.isNodePublished(image.name)
         tier = base ? .base : .added
@@ -66,80 +69,4 @@ public struct Precedence: Sendable, Hashable, Comparable, CustomStringConvertibl
 
     /// vLLM's top-level directory, which every vLLM image shares: its children are the KEYs.
     static let sharedRoot: Substring = "torch_compile_cache"
-}
-
-/// Which image gives each KEY of one top-level name, and the images that hold other bytes for a KEY it gives:
-/// pure, so the rule is tested without a tree.
-public struct KeyOwnership: Sendable {
-    /// Two images with different bytes for one KEY: a sign of compromise (someone publishing other code under a
-    /// KEY) or of a compiler that is not deterministic. Reported; the image first in precedence keeps the KEY.
-    public struct Conflict: Sendable, Hashable, Codable, CustomStringConvertible {
-        public var key: String
-        /// The image the mount serves the KEY from.
-        public var served: String
-        /// The image that holds other bytes for it.
-        public var other: String
-
-        public init(key: String, served: String, other: String) {
-            (self.key, self.served, self.other) = (key, served, other)
-        }
-
-        public var description: String { "KEY \(key): served from \(served), other bytes in \(other)" }
-    }
-
-    struct Owner: Sendable {
-        var image: String
-        /// What the KEY holds, compared with other images' copies.
-        var fingerprint: [String: LayerFile.Kind?]
-    }
-
-    private(set) var owners: [String: Owner] = [:]
-    /// Moves with each claim: what a claim made from an older copy must be made again from.
-    private(set) var version = 0
-
-    init() {}
-
-    /// Takes what `image` has under each KEY that no image before it gave; the caller offers images in precedence
-    /// order. A KEY it holds with other bytes than its owner's is a conflict.
-    /// - Parameter files: paths relative to the cache root, for one top-level name.
-    /// - Returns: the files taken (the shared directory's own entry included), and the conflicts found.
-    mutating func claim(
-        _ files: [String: LayerFile], image: String
-    ) -> (taken: [String: LayerFile], conflicts: [Conflict]) {
-        version += 1
-        var byKey: [Substring: [String: LayerFile]] = [:]
-        var taken: [String: LayerFile] = [:]
-        for (path, file) in files {
-            if let key = Precedence.key(of: path[...]) {
-                byKey[key, default: [:]][path] = file
-            } else {
-                taken[path] = file
-            }
-        }
-        var conflicts: [Conflict] = []
-        for (key, keyFiles) in byKey {
-            let fingerprint = Self.fingerprint(keyFiles)
-            if let owner = owners[String(key)] {
-                if owner.image != image && owner.fingerprint != fingerprint {
-                    conflicts.append(Conflict(key: String(key), served: owner.image, other: image))
-                }
-                continue
-            }
-            owners[String(key)] = Owner(image: image, fingerprint: fingerprint)
-            taken.merge(keyFiles) { first, _ in first }
-        }
-        return (taken, conflicts.sorted { $0.key < $1.key })
-    }
-
-    /// What is compared between two images' copies of a KEY: every file and link with its content, except the
-    /// content of files relocation rewrites (group files name the publishing node's cache root, which differs
-    /// between honest images). Directories are left out: one image's tar lists them, another's implies them.
-    private static func fingerprint(_ files: [String: LayerFile]) -> [String: LayerFile.Kind?] {
-        var fingerprint: [String: LayerFile.Kind?] = [:]
-        for (path, file) in files where file.kind != .directory {
-            let name = SubtreeResolver.split(path).name
-            fingerprint[path] = Relocation.applies(to: name) ? .some(nil) : file.kind
-        }
-        return fingerprint
-    }
 }

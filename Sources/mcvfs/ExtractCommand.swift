@@ -73,6 +73,9 @@ struct ExtractCommand: ParsableCommand {
             if built.kernelsHidden > 0 {
                 Log.warning("skipped \(built.kernelsHidden) kernel(s) for GPUs other than \(selection.description)")
             }
+            for conflict in built.conflicts ?? [] {
+                Log.warning("\(conflict): extracted the first image's copy (docs/fleet.md, \"Precedence\")")
+            }
             for path in report.kept { Log.info("kept existing \(path)") }
             if !report.kept.isEmpty {
                 Log.warning("left \(report.kept.count) path(s) already in \(target) as they were")

@@ -247,6 +247,24 @@ extension ImageFileSystem {
             ])
     }
 
+    @Test func vllmHashDirectoriesAreKeysUnderTheSharedRoot() throws {
+        let f = try Fixture()
+        let root = "io.vllm.cache/torch_compile_cache"
+        let base = f.layer([try f.file("\(root)/h1/rank_0_0/model.bin", "base h1")])
+        let node = f.layer([
+            try f.file("\(root)/h1/rank_0_0/model.bin", "evil h1"), try f.file("\(root)/h1/rank_0_0/extra", "x"),
+            try f.file("\(root)/h2/rank_0_0/model.bin", "node h2"),
+        ])
+        let (fs, _) = f.mount(
+            [f.image("0-0123456789abcdef", [node]), f.image("vllm", [base])], layers: [base, node])
+        #expect(try fs.contents("torch_compile_cache/h1/rank_0_0/model.bin") == "base h1")
+        #expect(try fs.names("torch_compile_cache/h1/rank_0_0") == ["model.bin"], "nothing of the node's copy")
+        #expect(try fs.contents("torch_compile_cache/h2/rank_0_0/model.bin") == "node h2")
+        #expect(fs.settles())
+        #expect(
+            fs.report?.conflicts == [.init(key: "torch_compile_cache/h1", served: "vllm", other: "0-0123456789abcdef")])
+    }
+
     @Test func whiteoutsInUpperLayersHideLowerFiles() throws {
         let f = try Fixture()
         let lower = f.layer([
