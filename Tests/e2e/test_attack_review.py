@@ -1,0 +1,89 @@
+"""Attacks from the issue-21 review that the landed defences do not stop (each fails until its fix lands).
+
+- A user of a mount (any uid, nothing but the mount) makes the root daemon write a sparse file's whole apparent
+  size to disk, in one FUSE request: truncate a file of their own to a large size, then open it for writing.
+- A holder of an accepted node key replaces the bytes of a KEY another node's image provides in the image that
+  `compact --sign-key` signs: compaction ranks fleet images by manifest digest, which the publisher chooses by
+  re-pushing until its digest sorts first.
+"""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from support.fleet import key_pair
+from support.images import RegistryAPI
+from support.mcvfs import Mcvfs
+from support.mounts import kernel_dirs, probe_json
+from support.registry import Registry
+from test_hostile_node import image, kernel_dir, world  # noqa: F401 (fixtures)
+from test_precedence import ENV, FIXTURE, Attack, read
+
+NOBODY = 65534
+SPARSE = 1 << 30
+
+
+def test_opening_a_sparse_upper_file_for_writing_never_makes_root_write_its_whole_size(image, world, mounts):
+    mnt = mounts.mount(image, world / "mnt", world / "cache", "--gpu", "cuda:90")
+    key = kernel_dir(mnt.path)
+    target = key / "big.bin"
+    # Through the mount only: a file of one byte, truncated to 1 GiB (sparse: ftruncate), then opened r+.
+    probe_json(f"""
+with open({str(target)!r}, "wb") as f:
+    f.write(b"x")
+os.truncate({str(target)!r}, {SPARSE})
+open({str(target)!r}, "r+b").close()
+print(json.dumps(os.stat({str(target)!r}).st_size))""", user=NOBODY)
+    (on_disk,) = (world / "cache" / "upper").glob(f"*/{NOBODY}/{key.name}/big.bin")
+    allocated = on_disk.stat().st_blocks * 512
+    assert allocated < SPARSE // 2, f"one open made the daemon write {allocated} bytes for a 1-byte file"
+
+
+@pytest.fixture
+def nodes(tmp_path):
+    """A repository with no base image: two nodes publish fleet images (each its own key), CI compacts them."""
+    with Registry(tmp_path / "registry") as registry:
+        fleet = Attack.__new__(Attack)  # Attack's helpers, without its CI-signed base image
+        fleet.root, fleet.registry = tmp_path, registry
+        fleet.api = RegistryAPI(registry.host)
+        fleet.mcvfs = Mcvfs(tmp_path / "home")
+        fleet.ci_key, fleet.ci_pub = key_pair(fleet.mcvfs, tmp_path / "ci")
+        fleet.node_key, fleet.node_pub = key_pair(fleet.mcvfs, tmp_path / "node")
+        fleet.key = sorted(kernel_dirs(FIXTURE))[0]
+        fleet.cubin = f"{kernel_dirs(FIXTURE)[fleet.key]}.cubin"
+        yield fleet
+
+
+def test_a_node_key_cannot_make_compaction_sign_other_bytes_for_a_key_another_node_provides(nodes, mounts, tmp_path):
+    honest_key, honest_pub = key_pair(nodes.mcvfs, tmp_path / "honest")
+    attacker_key = nodes.node_key
+    # An honest node published the fixture's KEY; nothing else provides it.
+    honest = tmp_path / "honest-src"
+    shutil.copytree(FIXTURE / nodes.key, honest / nodes.key)
+    nodes.node_key = honest_key
+    honest_tag = nodes.push_fleet(honest)
+    nodes.node_key = attacker_key
+    # The attacker (another node's accepted key): the same KEY with other bytes (and a KEY of its own), re-pushed
+    # with a changed byte until its manifest digest sorts before the honest image's.
+    evil_tag = None
+    for attempt in range(40):
+        evil, _ = nodes.evil_source(f"evil{attempt}")
+        tag = nodes.push_fleet(evil)
+        if tag.rsplit("-", 1)[1] < honest_tag.rsplit("-", 1)[1]:
+            evil_tag = tag
+            break
+    assert evil_tag, "no digest sorted first in 40 pushes"
+    # CI, as docs/fleet.md's strict recipe runs it: merges only node-signed images, signs the result.
+    r = nodes.mcvfs.run("compact", "--plain-http", "--cache-dir", str(tmp_path / "ci-cache"), "--key", str(honest_pub),
+                        "--key", str(nodes.node_pub), "--sign-key", str(nodes.ci_key), "--keep-for", "1h",
+                        nodes.ref(), env=ENV, timeout=300)
+    assert r.rc == 0, r
+    # A consumer that trusts only CI's signature serves the compaction.
+    mnt = mounts.mount(nodes.ref(), tmp_path / "mnt", tmp_path / "cache", "--gpu", "cuda:90", "--key",
+                       str(nodes.ci_pub))
+    used = sorted(u["name"] for u in mnt.status()["used"])
+    served = read(mnt.path / nodes.key / nodes.cubin)
+    assert served == nodes.base_bytes(), (
+        f"the CI-signed compaction {used} serves {evil_tag}'s bytes for KEY {nodes.key}, which {honest_tag} "
+        f"provides; compact said: {r.stdout[-1500:]} {r.stderr[-1500:]}")
