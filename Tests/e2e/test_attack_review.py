@@ -8,14 +8,16 @@
 """
 from __future__ import annotations
 
+import os
 import shutil
+from pathlib import Path
 
 import pytest
 
 from support.fleet import key_pair
 from support.images import RegistryAPI
 from support.mcvfs import Mcvfs
-from support.mounts import kernel_dirs, probe_json
+from support.mounts import daemon_pids, kernel_dirs, probe_json
 from support.registry import Registry
 from test_hostile_node import image, kernel_dir, world  # noqa: F401 (fixtures)
 from test_precedence import ENV, FIXTURE, Attack, read
@@ -87,3 +89,26 @@ def test_a_node_key_cannot_make_compaction_sign_other_bytes_for_a_key_another_no
     assert served == nodes.base_bytes(), (
         f"the CI-signed compaction {used} serves {evil_tag}'s bytes for KEY {nodes.key}, which {honest_tag} "
         f"provides; compact said: {r.stdout[-1500:]} {r.stderr[-1500:]}")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_one_stat_of_a_compile_index_in_an_upper_costs_the_daemon_little_cpu(image, world, mounts):
+    """`vllm_compile_cache.py` under the 1 MiB relocation bound is rewritten by a backtracking regex on every getattr:
+    lines of `'/torch_compile_cache/torch_compile_cache/...` closed by the other quote take O(n^2) steps each."""
+    mnt = mounts.mount(image, world / "mnt", world / "cache", "--gpu", "cuda:90")
+    key = kernel_dir(mnt.path)
+    target = key / "vllm_compile_cache.py"
+    line = "'/" + "torch_compile_cache/" * 2000 + '"\n'
+    probe_json(f"""
+with open({str(target)!r}, "w") as f:
+    f.write({line!r} * 10)
+print(json.dumps(True))""", user=NOBODY, timeout=600)
+    (pid,) = daemon_pids(mnt.path)
+    before = cpu_seconds(pid)
+    probe_json(f"print(json.dumps(os.stat({str(target)!r}).st_size))", user=NOBODY, timeout=600)
+    spent = cpu_seconds(pid) - before
+    assert spent < 2, f"one stat of a {len(line) * 10}-byte file cost the daemon {spent:.1f} s of CPU"
