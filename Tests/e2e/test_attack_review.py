@@ -112,3 +112,34 @@ print(json.dumps(True))""", user=NOBODY, timeout=600)
     probe_json(f"print(json.dumps(os.stat({str(target)!r}).st_size))", user=NOBODY, timeout=600)
     spent = cpu_seconds(pid) - before
     assert spent < 2, f"one stat of a {len(line) * 10}-byte file cost the daemon {spent:.1f} s of CPU"
+
+
+def vm_hwm(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmHWM for {pid}")
+
+
+def test_a_group_file_under_the_relocation_bound_costs_the_daemon_bounded_memory(image, world, mounts):
+    """A group file is relocated when it holds at most 1 MiB, but its output is not bounded: each child path becomes
+    `<root>/<directory>/<name>`, and the directory is as long as the user nests it (beyond PATH_MAX, one level at a
+    time). 40 000 children of 20 bytes under a 4 KiB directory: ~170 MB out of 0.8 MB in, on every getattr."""
+    mnt = mounts.mount(image, world / "mnt", world / "cache", "--gpu", "cuda:90")
+    probe_json(f"""
+fd = os.open({str(mnt.path)!r}, os.O_DIRECTORY)
+for name in ["d" * 200] * 20 + ["K"]:
+    os.mkdir(name, dir_fd=fd)
+    fd = os.open(name, os.O_DIRECTORY, dir_fd=fd)
+group = os.open("__grp__x.json", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+os.write(group, json.dumps({{"child_paths": {{f"c{{i}}": f"/K/c{{i}}" for i in range(40000)}}}}).encode())
+os.close(group)
+print(json.dumps(True))""", user=NOBODY, timeout=600)
+    before = vm_hwm(mnt.pid)
+    size = probe_json(f"""
+fd = os.open({str(mnt.path)!r}, os.O_DIRECTORY)
+for name in ["d" * 200] * 20 + ["K"]:
+    fd = os.open(name, os.O_DIRECTORY, dir_fd=fd)
+print(json.dumps(os.stat("__grp__x.json", dir_fd=fd).st_size))""", user=NOBODY, timeout=600)
+    grown = vm_hwm(mnt.pid) - before
+    assert grown < 100 << 20, f"stat of a <1 MiB group file (served as {size} bytes) grew the daemon by {grown >> 20} MiB"
