@@ -8,8 +8,11 @@
 """
 from __future__ import annotations
 
+import json
 import os
+import resource
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -20,7 +23,7 @@ from support.mcvfs import Mcvfs
 from support.mounts import daemon_pids, kernel_dirs, probe_json
 from support.registry import Registry
 from test_hostile_node import image, kernel_dir, world  # noqa: F401 (fixtures)
-from test_precedence import ENV, FIXTURE, Attack, read
+from test_precedence import ENV, FIXTURE, REPO, Attack, attack, read  # noqa: F401 (a fixture)
 
 NOBODY = 65534
 SPARSE = 1 << 30
@@ -143,3 +146,24 @@ for name in ["d" * 200] * 20 + ["K"]:
 print(json.dumps(os.stat("__grp__x.json", dir_fd=fd).st_size))""", user=NOBODY, timeout=600)
     grown = vm_hwm(mnt.pid) - before
     assert grown < 100 << 20, f"stat of a <1 MiB group file (served as {size} bytes) grew the daemon by {grown >> 20} MiB"
+
+
+def test_a_keyless_writers_signature_tag_costs_a_verifier_bounded_memory(attack, mounts, tmp_path):
+    """Anyone with push rights can overwrite `sha256-<hex>.sig` of any image: 64 simple-signing layers (256 are
+    read) naming one 16 MiB blob are each fetched and kept whole, on every mount's verification and refresh."""
+    digest = attack.api.get_manifest(REPO, "cuda-sm90")[2]
+    blob = os.urandom(1024) * (16 * 1024 - 1)
+    blob_digest = attack.api.push_blob(REPO, blob)
+    config = attack.api.push_blob(REPO, b"{}")
+    layer = {"mediaType": "application/vnd.dev.cosign.simplesigning.v1+json", "digest": blob_digest,
+             "size": len(blob), "annotations": {"dev.cosignproject.cosign/signature": "AAAA"}}
+    manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": 2},
+                "layers": [layer] * 64}
+    attack.api.push_manifest(REPO, digest.replace(":", "-") + ".sig", json.dumps(manifest).encode(),
+                             "application/vnd.oci.image.manifest.v1+json")
+    verify = subprocess.run([str(attack.mcvfs.binary), "verify", "--plain-http", "--key", str(attack.ci_pub),
+                             attack.ref("cuda-sm90")], capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "HOME": str(tmp_path / "home")})
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    assert peak < 300 << 20, f"verify (rc {verify.returncode}) peaked at {peak >> 20} MiB: {verify.stderr[-500:]}"
