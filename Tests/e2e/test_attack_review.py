@@ -5,6 +5,9 @@
 - A holder of an accepted node key replaces the bytes of a KEY another node's image provides in the image that
   `compact --sign-key` signs: compaction ranks fleet images by manifest digest, which the publisher chooses by
   re-pushing until its digest sorts first.
+- One stat of a crafted `vllm_compile_cache.py` (under the 1 MiB relocation bound) costs the daemon seconds of CPU.
+- One stat of a group file (under the bound) in a deep directory costs the daemon hundreds of MiB.
+- A registry writer without a key overwrites any image's `.sig` tag so that verifying it holds ~1 GiB (4 at 256).
 """
 from __future__ import annotations
 
