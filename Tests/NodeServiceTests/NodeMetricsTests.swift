@@ -66,10 +66,11 @@ import Testing
             "mcvfs_fuse_errors_total", "mcvfs_image_load_failures_total", "mcvfs_publish_runs_total",
             "mcvfs_publish_failures_total", "mcvfs_published_images_total", "mcvfs_published_kernels_total",
             "mcvfs_refreshes_total", "mcvfs_refresh_failures_total", "mcvfs_refresh_added_images_total",
+            "mcvfs_key_conflicts_total",
         ]
         let gauges = [
             "mcvfs_images", "mcvfs_cache_bytes", "mcvfs_cache_max_bytes", "mcvfs_image_state",
-            "mcvfs_image_next_retry_timestamp_seconds", "mcvfs_image_last_error_info",
+            "mcvfs_image_next_retry_timestamp_seconds", "mcvfs_image_last_error_info", "mcvfs_signature_policy_missing",
         ]
         var expected = ["mcvfs_layer_fetch_seconds": "histogram"]
         for name in counters { expected[name] = "counter" }
