@@ -40,7 +40,8 @@ let package = Package(
             dependencies: ["SingleFlight", "OCI", "ContentHash", "Registry", "BlobCache", "TarIndex", "TimeBudget"]),
         .target(name: "Verification", dependencies: ["OCI", "ContentHash", "COpenSSL", "CSodium"]),
         .target(name: "Trust", dependencies: ["OCI", "ContentHash", "Registry", "BlobCache", "Verification"]),
-        .target(name: "ImageFS", dependencies: ["OCI", "ContentHash", "BlobCache", "TarIndex", "TimeBudget"]),
+        .target(
+            name: "ImageFS", dependencies: ["SingleFlight", "OCI", "ContentHash", "BlobCache", "TarIndex", "TimeBudget"]),
         .target(name: "FUSEBridge", dependencies: ["ImageFS", "TimeBudget", "CFuse"]),
         // Linux's mount API (a C target: its syscalls have no glibc 2.36 wrappers), and FUSE mounts made with it.
         .target(name: "CMount"),

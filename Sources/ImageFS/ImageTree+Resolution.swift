@@ -3,17 +3,20 @@ import Foundation
 /// How a top-level name's subtree comes to be: resolved once from the images added by its first lookup, then
 /// completed by the images that arrive later.
 extension ImageTree {
-    /// Resolves a pending top-level name, once (concurrent lookups of it wait for the first).
+    /// Resolves a pending top-level name, once: concurrent lookups of it wait for the first and share its outcome.
     func resolve(_ top: UInt64) throws(FSError) {
         guard state.withLock({ $0.pending[top] != nil }) else { return }
-        let gate = gates.withLock { gates in
-            if let gate = gates[top] { return gate }
-            let gate = NSLock()
-            gates[top] = gate
-            return gate
+        do {
+            try resolutions.run(top) { try resolvePending(top) }
+        } catch let error as FSError {
+            throw error
+        } catch {
+            throw .unavailable(reason: String(describing: error))
         }
-        gate.lock()
-        defer { gate.unlock() }
+    }
+
+    /// The work of one resolution of `top`, run by the single flight.
+    private func resolvePending(_ top: UInt64) throws(FSError) {
         while let pending = state.withLock({ $0.pending[top] }) {
             if let failure = pending.lastFailure, ContinuousClock.now - failure.at < retryDelay {
                 throw .unavailable(reason: failure.reason)
@@ -43,7 +46,6 @@ extension ImageTree {
                 break
             }
         }
-        gates.withLock { _ = $0.removeValue(forKey: top) }
     }
 
     /// Adds what an image that arrived after `top` was resolved has under it: only KEYs that no image gives yet,

@@ -1,5 +1,6 @@
 import Foundation
 import OCI
+import SingleFlight
 import Synchronization
 import TimeBudget
 
@@ -91,10 +92,11 @@ public final class ImageTree: Sendable {
     let images: ImageSet?
     /// Told of each conflict (`KeyOwnership.Conflict`).
     let log: @Sendable (String) -> Void
-    // Lock order: a top-level name's gate (held across its resolution: the single flight), then `state`. An
-    // `ImageSet` lock is never held while either is taken.
+    // `state` is never held while a resolution runs (its work reads metadata, maybe from the registry); an
+    // `ImageSet` lock is never held while `state` is taken.
     let state: Mutex<State>
-    let gates = Mutex<[UInt64: NSLock]>([:])
+    /// One resolution of a top-level name at a time (`resolve`); nothing is kept once it lands.
+    let resolutions = SingleFlight<UInt64, Void>()
 
     /// - Parameter images: where images not added yet come from; a lookup of a name the tree lacks waits for
     ///   them (within the operation's deadline).

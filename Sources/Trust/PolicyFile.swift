@@ -37,15 +37,32 @@ public struct PolicyFile: Sendable {
 
     private let rules: [String: TrustPolicy]
 
-    public struct Error: Swift.Error, CustomStringConvertible {
-        public var description: String
+    /// Why a policy file is refused; each case names the file (and the rule) at fault.
+    public enum Error: Swift.Error, Equatable, CustomStringConvertible {
+        /// The file could not be read.
+        case unreadable(file: String, reason: String)
+        /// The file is not the policy's JSON.
+        case malformed(file: String, reason: String)
+        /// A rule's key or trusted root could not be loaded.
+        case unusable(file: String, pattern: String, what: String, reason: String)
+        /// A rule is incomplete or contradicts itself.
+        case invalidRule(file: String, pattern: String, reason: String)
+
+        public var description: String {
+            switch self {
+            case .unreadable(let file, let reason): return "cannot read policy file \(file): \(reason)"
+            case .malformed(let file, let reason): return "policy file \(file) is not valid: \(reason)"
+            case .unusable(let file, let pattern, let what, let reason): return "\(file): \(pattern): \(what): \(reason)"
+            case .invalidRule(let file, let pattern, let reason): return "\(file): \(pattern): \(reason)"
+            }
+        }
     }
 
     /// Reads and checks the whole file (every key and trusted root it names), so a typo fails at start-up.
     public init(contentsOf url: URL) throws {
         let data: Data
         do { data = try Data(contentsOf: url) } catch {
-            throw Error(description: "cannot read policy file \(url.path): \(error.localizedDescription)")
+            throw Error.unreadable(file: url.path, reason: error.localizedDescription)
         }
         try self.init(json: data, baseDirectory: url.deletingLastPathComponent(), name: url.path)
     }
@@ -53,7 +70,7 @@ public struct PolicyFile: Sendable {
     public init(json: Data, baseDirectory: URL, name: String = "policy") throws {
         let wire: Wire
         do { wire = try JSONDecoder().decode(Wire.self, from: json) } catch {
-            throw Error(description: "policy file \(name) is not valid: \(error)")
+            throw Error.malformed(file: name, reason: "\(error)")
         }
         var rules: [String: TrustPolicy] = [:]
         for (pattern, rule) in wire.repositories {
@@ -84,7 +101,7 @@ public struct PolicyFile: Sendable {
                 do {
                     keys.append(try PublicKey(pem: String(contentsOf: path(file), encoding: .utf8)))
                 } catch {
-                    throw Error(description: "\(name): \(pattern): key \(file): \(error)")
+                    throw Error.unusable(file: name, pattern: pattern, what: "key \(file)", reason: "\(error)")
                 }
             }
             alternatives.append(.keys(keys, requiredAnnotations: annotations))
@@ -97,7 +114,7 @@ public struct PolicyFile: Sendable {
                     try rule.trustedRoot.map { try TrustedRoot(json: Data(contentsOf: path($0))) }
                     ?? TrustedRoot.publicGood()
             } catch {
-                throw Error(description: "\(name): \(pattern): trusted root: \(error)")
+                throw Error.unusable(file: name, pattern: pattern, what: "trusted root", reason: "\(error)")
             }
             for entry in identities {
                 let identity: CosignVerifier.Identity
@@ -105,8 +122,8 @@ public struct PolicyFile: Sendable {
                 case (let exact?, nil): identity = .exact(exact)
                 case (nil, let pattern?): identity = .regexp(pattern)
                 default:
-                    throw Error(
-                        description: "\(name): \(pattern): each identity needs exactly one of identity, identityRegexp")
+                    throw Error.invalidRule(
+                        file: name, pattern: pattern, reason: "each identity needs exactly one of identity, identityRegexp")
                 }
                 alternatives.append(
                     .keyless(
@@ -114,7 +131,7 @@ public struct PolicyFile: Sendable {
             }
         }
         guard !alternatives.isEmpty else {
-            throw Error(description: "\(name): \(pattern): a rule needs keys or identities")
+            throw Error.invalidRule(file: name, pattern: pattern, reason: "a rule needs keys or identities")
         }
         return .anyOf(alternatives)
     }

@@ -4,8 +4,16 @@ import Glibc
 /// The password of a `cosign.key`, found as cosign finds it: `COSIGN_PASSWORD` when set (even empty), else asked
 /// on the controlling terminal with echo off.
 enum Password {
-    struct Unavailable: Error, CustomStringConvertible {
-        var description: String
+    enum Unavailable: Error, CustomStringConvertible {
+        case mismatch
+        case noTerminal
+
+        var description: String {
+            switch self {
+            case .mismatch: return "passwords do not match"
+            case .noTerminal: return "COSIGN_PASSWORD is not set and there is no terminal to ask for the password"
+            }
+        }
     }
 
     static func read(prompt: String = "Enter password for private key: ", confirm: Bool = false) throws -> Data {
@@ -13,7 +21,7 @@ enum Password {
         let first = try ask(prompt)
         if confirm {
             let second = try ask("Enter password for private key again: ")
-            guard first == second else { throw Unavailable(description: "passwords do not match") }
+            guard first == second else { throw Unavailable.mismatch }
         }
         return first
     }
@@ -22,8 +30,7 @@ enum Password {
     private static func ask(_ prompt: String) throws -> Data {
         let tty = open("/dev/tty", O_RDWR | O_CLOEXEC)
         guard tty >= 0 else {
-            throw Unavailable(
-                description: "COSIGN_PASSWORD is not set and there is no terminal to ask for the password")
+            throw Unavailable.noTerminal
         }
         defer { close(tty) }
         _ = prompt.withCString { write(tty, $0, strlen($0)) }

@@ -19,10 +19,23 @@ struct StatusCommand: ParsableCommand {
     @Flag(help: "Print JSON: {\"mounts\": [...]}, one entry per mount, with MOUNTPOINT or without.") var json = false
     @Argument(help: "One mountpoint (default: every mcvfs mount).") var mountpoint: String?
 
-    struct ReadProblem: Error, CustomStringConvertible {
-        let description: String
-        /// The mount's daemon is gone (`ENOTCONN`).
-        var stale = false
+    enum ReadProblem: Error, CustomStringConvertible {
+        /// The read failed with `errno` (`ENOTCONN`: the mount's daemon is gone).
+        case failed(file: String, errno: Int32)
+        /// The read gave no answer within the limit (a hung mount).
+        case notResponding(file: String, seconds: Int)
+
+        var stale: Bool {
+            if case .failed(_, let code) = self { return code == ENOTCONN }
+            return false
+        }
+
+        var description: String {
+            switch self {
+            case .failed(let file, let code): return "cannot read \(file) (\(String(cString: strerror(code))))"
+            case .notResponding(let file, let seconds): return "not responding: \(file) gave no answer within \(seconds) s"
+            }
+        }
     }
 
     /// Reads `file` on another thread and gives up after `limit` seconds: a hung mount (a stopped daemon) must not hang
@@ -33,13 +46,12 @@ struct StatusCommand: ParsableCommand {
         Thread.detachNewThread {
             let data = FileManager.default.contents(atPath: file)
             let code = errno
-            let problem = ReadProblem(
-                description: "cannot read \(file) (\(String(cString: strerror(code))))", stale: code == ENOTCONN)
+            let problem = ReadProblem.failed(file: file, errno: code)
             result.withLock { $0 = data.map { .success($0) } ?? .failure(problem) }
             done.signal()
         }
         guard done.wait(timeout: .now() + .seconds(limit)) == .success, let outcome = result.withLock({ $0 }) else {
-            return .failure(ReadProblem(description: "not responding: \(file) gave no answer within \(limit) s"))
+            return .failure(ReadProblem.notResponding(file: file, seconds: limit))
         }
         return outcome
     }
