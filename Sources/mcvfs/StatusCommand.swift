@@ -173,6 +173,7 @@ struct StatusCommand: ParsableCommand {
             for error in doc.fetch.lastErrors { print("  error    \(error)") }
             if let refresh = doc.service?.refresh { print("  " + Self.describe(refresh)) }
             if let publishing = doc.service?.publishing { print("  " + Self.describe(publishing)) }
+            if let warning = doc.service?.signatureWarning { print("  warning  \(warning)") }
         }
     }
 

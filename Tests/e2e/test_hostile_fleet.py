@@ -235,6 +235,8 @@ def test_a_mount_that_refreshes_without_a_policy_warns_on_stderr_in_status_and_i
     warning = open_node.status()["service"]["signatureWarning"]
     assert "--key" in warning and "--policy" in warning, warning
     assert metric(port, "mcvfs_signature_policy_missing") == 1
+    shown = fleet.mcvfs.run("status", str(open_node.path))
+    assert shown.rc == 0 and "no signature policy" in shown.stdout, str(shown)
 
     port = free_port()
     verified = fleet.node("verified", "--refresh-interval", "60", "--key", str(pub),
