@@ -52,7 +52,8 @@ public struct PolicyFile: Sendable {
             switch self {
             case .unreadable(let file, let reason): return "cannot read policy file \(file): \(reason)"
             case .malformed(let file, let reason): return "policy file \(file) is not valid: \(reason)"
-            case .unusable(let file, let pattern, let what, let reason): return "\(file): \(pattern): \(what): \(reason)"
+            case .unusable(let file, let pattern, let what, let reason):
+                return "\(file): \(pattern): \(what): \(reason)"
             case .invalidRule(let file, let pattern, let reason): return "\(file): \(pattern): \(reason)"
             }
         }
@@ -123,7 +124,8 @@ public struct PolicyFile: Sendable {
                 case (nil, let pattern?): identity = .regexp(pattern)
                 default:
                     throw Error.invalidRule(
-                        file: name, pattern: pattern, reason: "each identity needs exactly one of identity, identityRegexp")
+                        file: name, pattern: pattern,
+                        reason: "each identity needs exactly one of identity, identityRegexp")
                 }
                 alternatives.append(
                     .keyless(

@@ -33,7 +33,8 @@ struct StatusCommand: ParsableCommand {
         var description: String {
             switch self {
             case .failed(let file, let code): return "cannot read \(file) (\(String(cString: strerror(code))))"
-            case .notResponding(let file, let seconds): return "not responding: \(file) gave no answer within \(seconds) s"
+            case .notResponding(let file, let seconds):
+                return "not responding: \(file) gave no answer within \(seconds) s"
             }
         }
     }
