@@ -8,16 +8,23 @@ import Foundation
 /// (`openat`/`fstatat` with `O_NOFOLLOW`), so a user who swaps a name for a link between two calls redirects
 /// nothing. Files are opened `O_NONBLOCK` (a FIFO or a device never blocks the open) and checked with `fstat`
 /// on the descriptor opened, never by name; their bytes are read in bounded chunks.
+///
+/// Only a file its upper's writer owns, with one link, is read: where users can reach an upper on disk and the
+/// kernel lets them hard-link files they do not own (`fs.protected_hardlinks=0`), a link to a root-only file
+/// would otherwise be published, and signed, as their kernel.
 final class UpperDirectory {
     enum Kind: Equatable {
         case missing, empty, other
         case regular(size: Int64)
+        case refused(ReadFailure)
     }
 
     /// Why a file was not read.
     enum ReadFailure: Error, Equatable, CustomStringConvertible {
         case unopenable(Int32)
         case notRegular
+        case linked(count: UInt64)
+        case foreign(owner: UInt32, expected: UInt32)
         case tooLarge(size: Int64, limit: Int64)
         case io(Int32)
 
@@ -25,9 +32,20 @@ final class UpperDirectory {
             switch self {
             case .unopenable(let code): return "cannot be opened (\(String(cString: strerror(code))))"
             case .notRegular: return "is not a regular file"
+            case .linked(let count):
+                return "has \(count) hard links (a file linked from elsewhere is never published: copy it instead)"
+            case .foreign(let owner, let expected):
+                return "belongs to uid \(owner), not to uid \(expected) whose kernels these are"
             case .tooLarge(let size, let limit): return "is too large (\(size) bytes; the limit is \(limit))"
             case .io(let code): return "cannot be read (\(String(cString: strerror(code))))"
             }
+        }
+
+        /// Why a regular file with `info` is not one `owner` wrote through the mount, or `nil`.
+        static func provenance(of info: stat, owner: UInt32) -> ReadFailure? {
+            if info.st_nlink > 1 { return .linked(count: UInt64(info.st_nlink)) }
+            if info.st_uid != owner { return .foreign(owner: info.st_uid, expected: owner) }
+            return nil
         }
     }
 
@@ -44,6 +62,12 @@ final class UpperDirectory {
     private init(fd: Int32) { self.fd = fd }
 
     deinit { close(fd) }
+
+    /// The directory's owner, from its descriptor; `nil` when it cannot be read.
+    var owner: UInt32? {
+        var info = stat()
+        return fstat(fd, &info) == 0 ? info.st_uid : nil
+    }
 
     func subdirectory(_ name: String) -> UpperDirectory? {
         let child = openat(fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
@@ -69,30 +93,36 @@ final class UpperDirectory {
         return names.sorted()
     }
 
-    func kind(of name: String) -> Kind {
+    /// What `name` is; a regular file `owner` did not write alone is `refused`.
+    func kind(of name: String, owner: UInt32) -> Kind {
         var info = stat()
         guard fstatat(fd, name, &info, AT_SYMLINK_NOFOLLOW) == 0 else { return .missing }
         guard info.st_mode & S_IFMT == S_IFREG else { return .other }
+        if let refusal = ReadFailure.provenance(of: info, owner: owner) { return .refused(refusal) }
         return info.st_size == 0 ? .empty : .regular(size: Int64(info.st_size))
     }
 
-    /// The bytes of a regular file of at most `limit` bytes.
-    func contents(of name: String, limit: Int64) throws -> Data {
+    /// The bytes of a regular file of `owner`'s of at most `limit` bytes.
+    func contents(of name: String, owner: UInt32, limit: Int64) throws -> Data {
         var data = Data()
-        _ = try read(name, limit: limit) { chunk in data.append(contentsOf: chunk) }
+        _ = try read(name, owner: owner, limit: limit) { chunk in data.append(contentsOf: chunk) }
         return data
     }
 
-    /// Streams a regular file of at most `limit` bytes to `body`, a chunk at a time.
+    /// Streams a regular file of at most `limit` bytes, owned by `owner` and with one link, to `body`, a chunk at
+    /// a time. Both are checked on the descriptor opened: a name swapped after a scan changes nothing.
     /// - Returns: whether the file is executable by its owner, group or others.
     /// - Throws: a `ReadFailure`, or what `body` throws.
-    func read(_ name: String, limit: Int64, into body: (UnsafeRawBufferPointer) throws -> Void) throws -> Bool {
+    func read(_ name: String, owner: UInt32, limit: Int64, into body: (UnsafeRawBufferPointer) throws -> Void)
+        throws -> Bool
+    {
         let file = openat(fd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
         guard file >= 0 else { throw ReadFailure.unopenable(errno) }
         defer { close(file) }
         var info = stat()
         guard fstat(file, &info) == 0 else { throw ReadFailure.io(errno) }
         guard info.st_mode & S_IFMT == S_IFREG else { throw ReadFailure.notRegular }
+        if let refusal = ReadFailure.provenance(of: info, owner: owner) { throw refusal }
         guard Int64(info.st_size) <= limit else {
             throw ReadFailure.tooLarge(size: Int64(info.st_size), limit: limit)
         }

@@ -15,7 +15,8 @@ import ImageFS
 ///
 /// Uppers are written by users (by other uids when root publishes them), so nothing in them is trusted: every
 /// directory and file is reached through `UpperDirectory` (descriptors, no link followed, no FIFO blocking), every
-/// name passes `EntryName`, every size `PublishLimits`, and a refusal refuses its entry alone, with its reason:
+/// name passes `EntryName`, every size `PublishLimits`, every file is its writer's own with one link (never a hard
+/// link to a file of someone else's), and a refusal refuses its entry alone, with its reason:
 /// one user's bad entry never stops the others. `stage` copies what is taken into a private directory first, in
 /// bounded chunks; the image is built from that copy, never from the upper, so nothing can change between the
 /// checks and the build.
@@ -60,9 +61,9 @@ public struct UpperHarvest: Sendable {
                     skipped.append(Skipped(path: path, reason: reason))
                     continue
                 }
-                switch Self.check(name, in: root, limits: limits) {
-                case .success(let (files, bytes)):
-                    entries.append(Entry(key: name, upper: upper, files: files, bytes: bytes))
+                switch Self.check(name, in: root, of: upper, limits: limits) {
+                case .success(let checked):
+                    entries.append(Entry(key: name, upper: upper, files: checked.files, bytes: checked.bytes))
                 case .failure(let refusal): skipped.append(Skipped(path: path, reason: refusal.reason))
                 }
             }
@@ -90,12 +91,25 @@ public struct UpperHarvest: Sendable {
         var description: String { reason }
     }
 
-    /// The files of a complete entry and their total size, or why it is not one.
+    /// What a complete entry holds.
+    struct Checked {
+        /// The group files and the children they name, sorted.
+        var files: [String]
+        var bytes: Int64
+        /// The uid every file must belong to.
+        var owner: UInt32
+    }
+
+    /// The files of a complete entry, or why it is not one.
+    /// - Parameter path: the upper's path (`root`'s), which names whose upper it is.
     static func check(
-        _ key: String, in root: UpperDirectory, limits: PublishLimits
-    ) -> Result<([String], Int64), Refusal> {
+        _ key: String, in root: UpperDirectory, of path: String, limits: PublishLimits
+    ) -> Result<Checked, Refusal> {
         guard let directory = root.subdirectory(key) else {
             return .failure(Refusal(reason: "not a directory (a Triton cache holds <KEY>/ directories)"))
+        }
+        guard let owner = writer(of: directory, in: root, path: path) else {
+            return .failure(Refusal(reason: "its owner cannot be read"))
         }
         let names = directory.names()
         let groups = names.filter(GroupRelocation.isGroupFile).sorted()
@@ -106,7 +120,7 @@ public struct UpperHarvest: Sendable {
         for group in groups {
             if let problem = EntryName.problem(group) { return .failure(Refusal(reason: "refused: \(problem)")) }
             let data: Data
-            do { data = try directory.contents(of: group, limit: limits.limit(for: group)) } catch {
+            do { data = try directory.contents(of: group, owner: owner, limit: limits.limit(for: group)) } catch {
                 return .failure(Refusal(reason: "refused: \(group) \(error)"))
             }
             guard let children = Self.children(ofGroup: data) else {
@@ -121,8 +135,9 @@ public struct UpperHarvest: Sendable {
         }
         var bytes: Int64 = 0
         for file in files {
-            switch directory.kind(of: file) {
+            switch directory.kind(of: file, owner: owner) {
             case .missing: return .failure(Refusal(reason: "incomplete: \(file) is missing"))
+            case .refused(let failure): return .failure(Refusal(reason: "refused: \(file) \(failure)"))
             case .empty: return .failure(Refusal(reason: "incomplete: \(file) is empty (still being written)"))
             case .other: return .failure(Refusal(reason: "refused: \(file) is not a regular file"))
             case .regular(let size):
@@ -136,7 +151,14 @@ public struct UpperHarvest: Sendable {
                 bytes += size
             }
         }
-        return .success((files.sorted(), bytes))
+        return .success(Checked(files: files.sorted(), bytes: bytes, owner: owner))
+    }
+
+    /// Whose kernels an entry holds: its upper's owner (a per-user upper belongs to its uid, root's to uid 0), or,
+    /// in the shared upper that every user writes, the owner of the entry's directory, who made it.
+    static func writer(of entry: UpperDirectory, in upper: UpperDirectory, path: String) -> UInt32? {
+        let shared = (path as NSString).lastPathComponent == OverlayFileSystem.upperName(isolation: .shared, uid: 0)
+        return shared ? entry.owner : upper.owner
     }
 
     /// The child names of a Triton 3.x group file (`{"child_paths": {name: absolute path}}`).
@@ -162,9 +184,10 @@ public struct UpperHarvest: Sendable {
         for entry in entries {
             let path = entry.upper + "/" + entry.key
             guard let upper = UpperDirectory(path: entry.upper),
-                case .success(let (files, bytes)) = Self.check(entry.key, in: upper, limits: limits),
+                case .success(let checked) = Self.check(entry.key, in: upper, of: entry.upper, limits: limits),
                 let source = upper.subdirectory(entry.key)
             else { continue }
+            let (files, bytes) = (checked.files, checked.bytes)
             guard total + bytes <= limits.publishBytes else {
                 staged.skipped.append(
                     Skipped(
@@ -181,8 +204,8 @@ public struct UpperHarvest: Sendable {
                 var copied: Int64 = 0
                 for file in files {
                     copied += try Self.copy(
-                        file, of: entry.key, from: source, to: target, limit: limits.limit(for: file),
-                        canonicalRoot: canonicalRoot)
+                        file, of: entry.key, from: source, owner: checked.owner, to: target,
+                        limit: limits.limit(for: file), canonicalRoot: canonicalRoot)
                 }
                 total += copied
                 staged.entries.append(Entry(key: entry.key, upper: entry.upper, files: files, bytes: copied))
@@ -197,19 +220,19 @@ public struct UpperHarvest: Sendable {
     /// Copies one file of an entry, streamed (a group file, small and bounded, is rewritten to name `root`).
     /// - Returns: the bytes written.
     static func copy(
-        _ file: String, of key: String, from source: UpperDirectory, to target: String, limit: Int64,
+        _ file: String, of key: String, from source: UpperDirectory, owner: UInt32, to target: String, limit: Int64,
         canonicalRoot root: String
     ) throws -> Int64 {
         let path = target + "/" + file
         if GroupRelocation.isGroupFile(file) {
-            let data = canonicalGroup(try source.contents(of: file, limit: limit), key: key, root: root)
+            let data = canonicalGroup(try source.contents(of: file, owner: owner, limit: limit), key: key, root: root)
             let out = try StagedFile(creating: path, executable: false)
             try data.withUnsafeBytes { try out.write($0) }
             return Int64(data.count)
         }
         let out = try StagedFile(creating: path, executable: false)
         var written: Int64 = 0
-        let executable = try source.read(file, limit: limit) { chunk in
+        let executable = try source.read(file, owner: owner, limit: limit) { chunk in
             try out.write(chunk)
             written += Int64(chunk.count)
         }

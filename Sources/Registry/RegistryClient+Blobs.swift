@@ -5,13 +5,14 @@ import OCI
 extension RegistryClient {
     /// `GET /v2/<name>/blobs/<digest>` for a blob small enough to hold (configs): verified before returning.
     ///
-    /// - Throws: `RegistryError.digestMismatch`; `.tooLarge` above `maxSmallBlobSize`; registry errors.
-    public func getBlob(repository: String, digest: Digest) throws -> Data {
+    /// - Parameter limit: a smaller bound than `maxSmallBlobSize` for this blob, enforced while it streams.
+    /// - Throws: `RegistryError.digestMismatch`; `.tooLarge` above `limit` or `maxSmallBlobSize`; registry errors.
+    public func getBlob(repository: String, digest: Digest, limit: Int? = nil) throws -> Data {
         try Self.checkRepository(repository)
         let call = Call(
             method: .get, url: try url("/v2/\(repository)/blobs/\(digest)"), scope: Self.scope(repository),
             timeouts: options.timeouts)
-        let data = try fetch(call, limit: options.maxSmallBlobSize).body
+        let data = try fetch(call, limit: min(limit ?? options.maxSmallBlobSize, options.maxSmallBlobSize)).body
         do { try digest.verify(data) } catch { throw RegistryError(error) }
         return data
     }

@@ -37,18 +37,19 @@ extension RegistryClient {
     /// - Parameters:
     ///   - repository: Repository inside this registry (`org/cache`).
     ///   - reference: A tag or `sha256:<hex>`.
+    ///   - limit: a smaller bound than `maxManifestSize` for this manifest, enforced while it streams.
     /// - Returns: The bytes, their digest and the parsed document.
     /// - Throws: `RegistryError.digestMismatch` when the bytes do not hash to the requested digest or to the
-    ///   registry's `Docker-Content-Digest`; `.tooLarge` above `maxManifestSize`; `.invalidResponse` when the
-    ///   document does not parse; `.notFound`, `.unauthorized`, ... from the registry.
-    public func getManifest(repository: String, reference: String) throws -> FetchedManifest {
+    ///   registry's `Docker-Content-Digest`; `.tooLarge` above `limit` or `maxManifestSize`; `.invalidResponse`
+    ///   when the document does not parse; `.notFound`, `.unauthorized`, ... from the registry.
+    public func getManifest(repository: String, reference: String, limit: Int? = nil) throws -> FetchedManifest {
         try Self.checkRepository(repository)
         let ref = try Self.parseReference(reference)
         let call = Call(
             method: .get, url: try url("/v2/\(repository)/manifests/\(ref.path)"),
             headers: ["Accept": MediaType.manifestAccept.joined(separator: ", ")],
             scope: Self.scope(repository), timeouts: options.timeouts)
-        let response = try fetch(call, limit: options.maxManifestSize)
+        let response = try fetch(call, limit: min(limit ?? options.maxManifestSize, options.maxManifestSize))
         let actual = SHA256Hasher.digest(response.body)
         let size = Int64(response.body.count)
         switch ref {

@@ -1,3 +1,4 @@
+import ContentHash
 import Foundation
 import OCI
 import Registry
@@ -44,9 +45,16 @@ public struct CosignSigner: Sendable {
             guard case .manifest(let manifest) = existing.document else {
                 throw VerificationError.malformed(what: "signature tag \(tag)", reason: "it is an index, not an image")
             }
-            let config = try client.getBlob(repository: repository, digest: manifest.config.digest)
+            let config = try client.getBlob(
+                repository: repository, digest: manifest.config.digest, limit: SignatureLimits.standard.manifestBytes)
             image = try SignatureImage(manifest: manifest, config: config)
-            let current = try image.signatures { try client.getBlob(repository: repository, digest: $0.digest) }
+            // Only a layer naming this payload's digest can hold a duplicate, and its blob is this payload: no
+            // blob is read, so a tag a keyless writer filled with large layers costs the signer nothing.
+            let payload = SHA256Hasher.digest(signature.payload)
+            let current = manifest.layers.filter {
+                $0.mediaType == SimpleSigningPayload.mediaType && $0.digest == payload
+                    && $0.size == Int64(signature.payload.count)
+            }.map { CosignSignature(payload: signature.payload, annotations: $0.annotations ?? [:]) }
             if SignatureImage.duplicate(of: signature, in: current, key: key.publicKey) != nil { return .alreadySigned }
         }
         try image.append(signature)

@@ -22,32 +22,37 @@ public struct SignatureFinder: Sendable {
         public var isEmpty: Bool { legacy.isEmpty && bundles.isEmpty && problems.isEmpty }
     }
 
-    /// Bounds what a hostile repository can make a verifier download.
-    public static let maxSignatureLayers = 256
-    public static let maxReferrers = 64
-
     public static let bundleMediaTypePrefix = "application/vnd.dev.sigstore.bundle"
 
     private let source: any SignatureSource
+    public let limits: SignatureLimits
 
-    public init(source: any SignatureSource) {
+    public init(source: any SignatureSource, limits: SignatureLimits = .standard) {
         self.source = source
+        self.limits = limits
     }
 
-    /// Looks up both layouts for `digest`.
+    /// Looks up both layouts for `digest`, reading at most `limits.totalBytes` in all.
     /// - Throws: the error of a source that cannot be asked (`isUnreachable`); every other failure is a problem.
     public func signatures(for digest: Digest) throws -> Found {
         var found = Found()
-        try legacy(digest, into: &found)
-        try bundles(digest, into: &found)
+        var budget = Budget(left: limits.totalBytes)
+        try legacy(digest, into: &found, budget: &budget)
+        try bundles(digest, into: &found, budget: &budget)
         return found
     }
 
     /// Only the bundle referrers of `digest`.
     public func bundles(for digest: Digest) throws -> [SigstoreBundle] {
         var found = Found()
-        try bundles(digest, into: &found)
+        var budget = Budget(left: limits.totalBytes)
+        try bundles(digest, into: &found, budget: &budget)
         return found.bundles
+    }
+
+    /// What one lookup may still read, in bytes.
+    private struct Budget {
+        var left: Int
     }
 
     /// Runs `body`, turning an answer that is not usable into a problem; an unreachable source propagates.
@@ -64,42 +69,97 @@ public struct SignatureFinder: Sendable {
         }
     }
 
-    private func legacy(_ digest: Digest, into found: inout Found) throws {
-        let tag = CosignSignature.signatureTag(for: digest)
-        let signatures = try reading("signature tag \(tag)", &found.problems) { () throws -> [CosignSignature]? in
-            guard let fetched = try source.manifest(tag) else { return nil }
-            guard case .manifest(let manifest) = fetched.document else {
-                throw VerificationError.malformed(
-                    what: "signature tag", reason: "it is an index, not a signature image")
-            }
-            guard manifest.layers.count <= Self.maxSignatureLayers else {
-                throw VerificationError.malformed(
-                    what: "signature tag",
-                    reason: "\(manifest.layers.count) layers (at most \(Self.maxSignatureLayers) are read)")
-            }
-            return try CosignSignature.signatures(in: manifest) { try source.blob($0.digest) }
+    /// The manifest at `reference`, at most `limits.manifestBytes` and what the budget has left.
+    private func manifest(_ reference: String, what: String, budget: inout Budget) throws -> Manifest? {
+        let limit = min(limits.manifestBytes, budget.left)
+        guard limit > 0 else { throw overBudget }
+        guard let fetched = try source.manifest(reference, limit: limit) else { return nil }
+        budget.left -= fetched.data.count
+        guard case .manifest(let manifest) = fetched.document else {
+            throw VerificationError.malformed(what: what, reason: "it is an index, not a manifest")
         }
-        found.legacy = signatures ?? []
+        return manifest
     }
 
-    private func bundles(_ digest: Digest, into found: inout Found) throws {
-        let referrers = try reading("referrers of \(digest.short)", &found.problems) {
-            try source.referrers(of: digest).filter { ($0.artifactType ?? "").hasPrefix(Self.bundleMediaTypePrefix) }
+    /// The blob `layer` names, if its descriptor's size is within `limit` and the budget; fetched with that size
+    /// as its limit, so a registry that sends more is cut off as it streams.
+    private func blob(_ layer: Descriptor, limit: Int, budget: inout Budget) throws -> Data {
+        guard layer.size >= 0, layer.size <= Int64(limit) else {
+            throw NotRead(description: "\(layer.size) bytes (at most \(limit) are read)")
         }
-        for referrer in (referrers ?? []).prefix(Self.maxReferrers) {
-            let bundles = try reading("referrer \(referrer.digest.short)", &found.problems) {
-                () throws -> [SigstoreBundle]? in
-                guard let fetched = try source.manifest(referrer.digest.description) else {
-                    throw VerificationError.malformed(what: "referrer", reason: "its manifest is missing")
-                }
-                guard case .manifest(let manifest) = fetched.document else {
-                    throw VerificationError.malformed(what: "referrer", reason: "an index, not a bundle artifact")
-                }
-                return try manifest.layers.filter { $0.mediaType.hasPrefix(Self.bundleMediaTypePrefix) }.map {
-                    try SigstoreBundle(json: try source.blob($0.digest))
-                }
+        guard layer.size <= Int64(budget.left) else { throw overBudget }
+        let data = try source.blob(layer.digest, limit: Int(layer.size))
+        budget.left -= data.count
+        return data
+    }
+
+    /// Why an artifact was not read: a limit, whatever the artifact holds.
+    struct NotRead: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    private var overBudget: NotRead {
+        NotRead(
+            description: "not read: with it, this image's signature artifacts pass the \(limits.totalBytes)-byte "
+                + "limit on what one verification reads")
+    }
+
+    private func legacy(_ digest: Digest, into found: inout Found, budget: inout Budget) throws {
+        let tag = CosignSignature.signatureTag(for: digest)
+        let what = "signature tag \(tag)"
+        guard
+            let manifest = try reading(what, &found.problems, { try self.manifest(tag, what: what, budget: &budget) })
+        else { return }
+        let layers = manifest.layers.filter { $0.mediaType == SimpleSigningPayload.mediaType }
+        if layers.count > limits.layersPerSignatureImage {
+            found.problems.append(
+                "\(what): \(layers.count - limits.layersPerSignatureImage) of its \(layers.count) signature layers "
+                    + "are not read (at most \(limits.layersPerSignatureImage) are)")
+        }
+        // One layer at a time: a layer that cannot be read is a problem of its own, never the others'.
+        for layer in layers.prefix(limits.layersPerSignatureImage) {
+            let what = "signature layer \(layer.digest.short)"
+            let signature = try reading(what, &found.problems) { () throws -> CosignSignature? in
+                try CosignSignature(
+                    layer: layer, payload: try blob(layer, limit: limits.payloadBytes, budget: &budget))
             }
-            found.bundles += bundles ?? []
+            if let signature { found.legacy.append(signature) }
+        }
+    }
+
+    private func bundles(_ digest: Digest, into found: inout Found, budget: inout Budget) throws {
+        let referrers =
+            try reading("referrers of \(digest.short)", &found.problems) {
+                try source.referrers(of: digest).filter {
+                    ($0.artifactType ?? "").hasPrefix(Self.bundleMediaTypePrefix)
+                }
+            } ?? []
+        if referrers.count > limits.referrersPerImage {
+            found.problems.append(
+                "\(referrers.count - limits.referrersPerImage) of the \(referrers.count) bundle referrers of "
+                    + "\(digest.short) are not read (at most \(limits.referrersPerImage) are)")
+        }
+        for referrer in referrers.prefix(limits.referrersPerImage) {
+            let what = "referrer \(referrer.digest.short)"
+            let manifest = try reading(what, &found.problems) { () throws -> Manifest? in
+                guard let manifest = try self.manifest(referrer.digest.description, what: what, budget: &budget) else {
+                    throw VerificationError.malformed(what: what, reason: "its manifest is missing")
+                }
+                return manifest
+            }
+            let layers = (manifest?.layers ?? []).filter { $0.mediaType.hasPrefix(Self.bundleMediaTypePrefix) }
+            if layers.count > limits.bundlesPerReferrer {
+                found.problems.append(
+                    "\(what): \(layers.count - limits.bundlesPerReferrer) of its \(layers.count) bundles are not "
+                        + "read (at most \(limits.bundlesPerReferrer) are)")
+            }
+            for layer in layers.prefix(limits.bundlesPerReferrer) {
+                let what = "bundle \(layer.digest.short) of \(what)"
+                let bundle = try reading(what, &found.problems) {
+                    try SigstoreBundle(json: try blob(layer, limit: limits.bundleBytes, budget: &budget))
+                }
+                if let bundle { found.bundles.append(bundle) }
+            }
         }
     }
 }

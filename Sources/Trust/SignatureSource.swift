@@ -5,11 +5,13 @@ import Registry
 /// Where signature artifacts are read from: the registry, or what a previous verification stored locally. Every
 /// manifest and blob a source returns has been checked against its digest.
 public protocol SignatureSource: Sendable {
-    /// The manifest at `reference` (a tag or `sha256:<hex>`); `nil` when there is none.
-    /// - Throws: `RegistryError` (transient ones mean "cannot be asked now"), or why a stored copy is unusable.
-    func manifest(_ reference: String) throws -> FetchedManifest?
-    /// The blob `digest`.
-    func blob(_ digest: Digest) throws -> Data
+    /// The manifest at `reference` (a tag or `sha256:<hex>`) if it has at most `limit` bytes; `nil` when there is
+    /// none.
+    /// - Throws: `RegistryError` (transient ones mean "cannot be asked now"; `tooLarge` past `limit`, found while
+    ///   it streams), or why a stored copy is unusable.
+    func manifest(_ reference: String, limit: Int) throws -> FetchedManifest?
+    /// The blob `digest`, if it has at most `limit` bytes (checked before or while it is read, never after).
+    func blob(_ digest: Digest, limit: Int) throws -> Data
     /// The manifests whose subject is `digest` (OCI referrers).
     func referrers(of digest: Digest) throws -> [Descriptor]
 }
@@ -24,16 +26,16 @@ public struct RegistrySignatureSource: SignatureSource {
         self.repository = repository
     }
 
-    public func manifest(_ reference: String) throws -> FetchedManifest? {
+    public func manifest(_ reference: String, limit: Int) throws -> FetchedManifest? {
         do {
-            return try client.getManifest(repository: repository, reference: reference)
+            return try client.getManifest(repository: repository, reference: reference, limit: limit)
         } catch RegistryError.notFound {
             return nil
         }
     }
 
-    public func blob(_ digest: Digest) throws -> Data {
-        try client.getBlob(repository: repository, digest: digest)
+    public func blob(_ digest: Digest, limit: Int) throws -> Data {
+        try client.getBlob(repository: repository, digest: digest, limit: limit)
     }
 
     public func referrers(of digest: Digest) throws -> [Descriptor] {

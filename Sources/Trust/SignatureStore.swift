@@ -67,7 +67,7 @@ struct StoredSignatureSource: SignatureSource {
     let blobs: DirectoryBlobStore
     let record: SignatureStore.Record
 
-    func manifest(_ reference: String) throws -> FetchedManifest? {
+    func manifest(_ reference: String, limit: Int) throws -> FetchedManifest? {
         let digest: Digest
         if let named = try? Digest(parsing: reference) {
             digest = named
@@ -75,7 +75,7 @@ struct StoredSignatureSource: SignatureSource {
             guard let tagged = record.tags[reference], let named = tagged else { return nil }
             digest = named
         }
-        let data = try blob(digest)
+        let data = try blob(digest, limit: limit)
         let document = try ManifestDocument(parsing: data)
         let mediaType: String
         switch document {
@@ -85,12 +85,19 @@ struct StoredSignatureSource: SignatureSource {
         return FetchedManifest(digest: digest, mediaType: mediaType, data: data, document: document)
     }
 
-    func blob(_ digest: Digest) throws -> Data {
+    func blob(_ digest: Digest, limit: Int) throws -> Data {
+        let what = "stored signature artifact \(digest.short)"
         let data: Data
         do {
-            data = try blobs.read(digest, offset: 0, count: Int(try blobs.size(of: digest)))
+            let size = try blobs.size(of: digest)
+            guard size <= Int64(limit) else {
+                throw VerificationError.malformed(what: what, reason: "\(size) bytes (at most \(limit) are read)")
+            }
+            data = try blobs.read(digest, offset: 0, count: Int(size))
+        } catch let error as VerificationError {
+            throw error
         } catch {
-            throw VerificationError.malformed(what: "stored signature artifact \(digest.short)", reason: "\(error)")
+            throw VerificationError.malformed(what: what, reason: "\(error)")
         }
         // The blob store verified it when it was written; a file changed since must not count.
         guard SHA256Hasher.digest(data) == digest else {
@@ -105,7 +112,8 @@ struct StoredSignatureSource: SignatureSource {
     }
 }
 
-/// Reads through another source and remembers what it answered, so the answer can be stored.
+/// Reads through another source and remembers what it answered, so the answer can be stored. It holds only what
+/// its reader asked for: a `SignatureFinder`'s reads, within its `SignatureLimits`.
 final class RecordingSource: SignatureSource {
     struct Recording: Sendable {
         var tags: [String: Digest?] = [:]
@@ -120,8 +128,8 @@ final class RecordingSource: SignatureSource {
 
     var recording: Recording { state.withLock { $0 } }
 
-    func manifest(_ reference: String) throws -> FetchedManifest? {
-        let fetched = try inner.manifest(reference)
+    func manifest(_ reference: String, limit: Int) throws -> FetchedManifest? {
+        let fetched = try inner.manifest(reference, limit: limit)
         state.withLock { recording in
             if (try? Digest(parsing: reference)) == nil { recording.tags[reference] = .some(fetched?.digest) }
             if let fetched { recording.blobs[fetched.digest] = fetched.data }
@@ -129,8 +137,8 @@ final class RecordingSource: SignatureSource {
         return fetched
     }
 
-    func blob(_ digest: Digest) throws -> Data {
-        let data = try inner.blob(digest)
+    func blob(_ digest: Digest, limit: Int) throws -> Data {
+        let data = try inner.blob(digest, limit: limit)
         state.withLock { $0.blobs[digest] = data }
         return data
     }

@@ -61,13 +61,18 @@ extension CosignSignature {
         -> [CosignSignature]
     {
         try manifest.layers.filter { $0.mediaType == SimpleSigningPayload.mediaType }.map { layer in
-            let blob = try payload(layer)
-            guard Int64(blob.count) == layer.size, SHA256Hasher.digest(blob) == layer.digest else {
-                throw VerificationError.malformed(
-                    what: "signature layer \(layer.digest.short)", reason: "blob does not match its descriptor")
-            }
-            return CosignSignature(payload: blob, annotations: layer.annotations ?? [:])
+            try CosignSignature(layer: layer, payload: try payload(layer))
         }
+    }
+
+    /// The signature of one simple-signing layer, its blob checked against the layer's digest and size.
+    /// - Throws: `malformed` when `payload` does not match `layer`.
+    public init(layer: Descriptor, payload: Data) throws(VerificationError) {
+        guard Int64(payload.count) == layer.size, SHA256Hasher.digest(payload) == layer.digest else {
+            throw .malformed(
+                what: "signature layer \(layer.digest.short)", reason: "blob does not match its descriptor")
+        }
+        self.init(payload: payload, annotations: layer.annotations ?? [:])
     }
 }
 

@@ -262,4 +262,34 @@ import Testing
         let staged = try again.stage(into: directory.file("staging"), canonicalRoot: "/r")
         #expect(staged.entries.map(\.key) == Array(keys.dropFirst()))
     }
+
+    @Test func aHardLinkOrAnotherUsersFileRefusesItsEntry() throws {
+        let cubin = try groupFiles(keys[0]).first { $0.hasSuffix(".cubin") }!
+        // A root-only file elsewhere, linked in by a user where fs.protected_hardlinks=0 allows it.
+        try directory.write("root's secret", to: "secret")
+        #expect(chmod(directory.file("secret"), 0o600) == 0)
+        try FileManager.default.removeItem(atPath: "\(upper)/\(keys[0])/\(cubin)")
+        #expect(link(directory.file("secret"), "\(upper)/\(keys[0])/\(cubin)") == 0)
+        // A file of another uid in this upper, which belongs to uid 0.
+        let ptx = try groupFiles(keys[1]).first { $0.hasSuffix(".ptx") }!
+        try #require(chown("\(upper)/\(keys[1])/\(ptx)", 65534, 65534) == 0, "the test runs as root")
+        let taken = harvest()
+        #expect(
+            reason(taken, keys[0])
+                == "refused: \(cubin) has 2 hard links (a file linked from elsewhere is never published: copy it instead)"
+        )
+        #expect(reason(taken, keys[1]) == "refused: \(ptx) belongs to uid 65534, not to uid 0 whose kernels these are")
+        #expect(taken.entries.map(\.key) == Array(keys.dropFirst(2)))
+        // Linked after the scan: the entry no longer checks and is not staged; a file read checks the descriptor
+        // it opened, whatever a scan saw.
+        let later = try groupFiles(keys[2]).first { $0.hasSuffix(".cubin") }!
+        let again = harvest()
+        #expect(link("\(upper)/\(keys[2])/\(later)", directory.file("second-name")) == 0)
+        let staged = try again.stage(into: directory.file("staging"), canonicalRoot: "/r")
+        #expect(staged.entries.map(\.key) == Array(keys.dropFirst(3)))
+        let entry = try #require(UpperDirectory(path: upper)?.subdirectory(keys[2]))
+        #expect(throws: UpperDirectory.ReadFailure.linked(count: 2)) {
+            try entry.read(later, owner: 0, limit: 1 << 30) { _ in }
+        }
+    }
 }

@@ -24,22 +24,33 @@ final class MemorySource: SignatureSource, @unchecked Sendable {
         return digest
     }
 
-    func manifest(_ reference: String) throws -> FetchedManifest? {
+    /// Bytes returned, in all.
+    private(set) var bytesRead = 0
+
+    func manifest(_ reference: String, limit: Int) throws -> FetchedManifest? {
         calls += 1
         if unreachable { throw RegistryError.transport("connection refused") }
         guard let digest = (try? Digest(parsing: reference)) ?? tags[reference], let data = blobs[digest] else {
             return nil
         }
+        try check(data, limit: limit)
         return FetchedManifest(
             digest: digest, mediaType: MediaType.ociManifest, data: data,
             document: try ManifestDocument(parsing: data))
     }
 
-    func blob(_ digest: Digest) throws -> Data {
+    func blob(_ digest: Digest, limit: Int) throws -> Data {
         calls += 1
         if unreachable { throw RegistryError.transport("connection refused") }
         guard let data = blobs[digest] else { throw VerificationError.malformed(what: "blob", reason: "absent") }
+        try check(data, limit: limit)
         return data
+    }
+
+    /// As `RegistryClient` does while a body streams: past `limit`, nothing more is read.
+    private func check(_ data: Data, limit: Int) throws {
+        bytesRead += min(data.count, limit)
+        guard data.count <= limit else { throw RegistryError.tooLarge(url: "memory", limit: Int64(limit)) }
     }
 
     func referrers(of digest: Digest) throws -> [Descriptor] {

@@ -7,7 +7,8 @@
   re-pushing until its digest sorts first.
 - One stat of a crafted `vllm_compile_cache.py` (under the 1 MiB relocation bound) costs the daemon seconds of CPU.
 - One stat of a group file (under the bound) in a deep directory costs the daemon hundreds of MiB.
-- A registry writer without a key overwrites any image's `.sig` tag so that verifying it holds ~1 GiB (4 at 256).
+- A registry writer without a key overwrites any image's `.sig` tag so that verifying it holds ~1 GiB (4 at 256),
+  and signing it (appending to that tag) as much.
 """
 from __future__ import annotations
 
@@ -151,9 +152,9 @@ print(json.dumps(os.stat("__grp__x.json", dir_fd=fd).st_size))""", user=NOBODY, 
     assert grown < 100 << 20, f"stat of a <1 MiB group file (served as {size} bytes) grew the daemon by {grown >> 20} MiB"
 
 
-def test_a_keyless_writers_signature_tag_costs_a_verifier_bounded_memory(attack, mounts, tmp_path):
-    """Anyone with push rights can overwrite `sha256-<hex>.sig` of any image: 64 simple-signing layers (256 are
-    read) naming one 16 MiB blob are each fetched and kept whole, on every mount's verification and refresh."""
+def overwrite_signature_tag(attack: Attack) -> None:
+    """What anyone with push rights can do to any image: its `sha256-<hex>.sig` becomes 64 simple-signing layers
+    naming one 16 MiB blob."""
     digest = attack.api.get_manifest(REPO, "cuda-sm90")[2]
     blob = os.urandom(1024) * (16 * 1024 - 1)
     blob_digest = attack.api.push_blob(REPO, blob)
@@ -165,8 +166,29 @@ def test_a_keyless_writers_signature_tag_costs_a_verifier_bounded_memory(attack,
                 "layers": [layer] * 64}
     attack.api.push_manifest(REPO, digest.replace(":", "-") + ".sig", json.dumps(manifest).encode(),
                              "application/vnd.oci.image.manifest.v1+json")
+
+
+def test_a_keyless_writers_signature_tag_costs_a_verifier_bounded_memory(attack, mounts, tmp_path):
+    """Anyone with push rights can overwrite `sha256-<hex>.sig` of any image: 64 simple-signing layers (256 are
+    read) naming one 16 MiB blob are each fetched and kept whole, on every mount's verification and refresh."""
+    overwrite_signature_tag(attack)
     verify = subprocess.run([str(attack.mcvfs.binary), "verify", "--plain-http", "--key", str(attack.ci_pub),
                              attack.ref("cuda-sm90")], capture_output=True, text=True, timeout=600,
                             env={**os.environ, "HOME": str(tmp_path / "home")})
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
     assert peak < 300 << 20, f"verify (rc {verify.returncode}) peaked at {peak >> 20} MiB: {verify.stderr[-500:]}"
+
+
+def test_a_keyless_writers_signature_tag_costs_a_signer_bounded_memory(attack, tmp_path):
+    """A signer (publish, compact, the daemon's periodic publish) appends to the `.sig` image it finds: it keeps
+    every layer there, and reads none of their blobs."""
+    overwrite_signature_tag(attack)
+    sign = subprocess.run([str(attack.mcvfs.binary), "sign", "--plain-http", "--key", str(attack.node_key),
+                           attack.ref("cuda-sm90")], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, **ENV, "HOME": str(tmp_path / "home")})
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    assert sign.returncode == 0, sign.stderr[-500:]
+    assert peak < 300 << 20, f"sign peaked at {peak >> 20} MiB"
+    digest = attack.api.get_manifest(REPO, "cuda-sm90")[2]
+    layers = json.loads(attack.api.get_manifest(REPO, digest.replace(":", "-") + ".sig")[0])["layers"]
+    assert len(layers) == 65, "the signature is appended, the layers already there kept"
