@@ -61,6 +61,13 @@ struct PushCommand: ParsableCommand {
             valueName: "file"))
     var hotSet: String?
 
+    @Option(
+        help: ArgumentHelp(
+            "The vLLM version that wrote a vLLM cache, recorded as cache.vllm.image/vllm-version (vLLM hashes its "
+                + "version into every key; the cache's files do not name it).",
+            valueName: "version"))
+    var vllmVersion: String?
+
     @Option(help: "Blobs larger than this many bytes are uploaded in chunks of this size.")
     var chunkSize: Int = 16 << 20
 
@@ -91,8 +98,12 @@ struct PushCommand: ParsableCommand {
             let pusher = try ImagePusher(
                 reference: ref, output: output, signKey: signKey, chunkSize: chunkSize, global: global)
             let hot = try hotSet.map(HotSet.init(contentsOf:)) ?? HotSet()
-            let builder = ImageBuilder(
-                scan: scan, options: .init(format: layerFormat, created: created, split: split, hotSet: hot))
+            var options = ImageBuilder.Options(format: layerFormat, created: created, split: split, hotSet: hot)
+            options.vllmVersion = vllmVersion
+            if scan.kind == .vllm, vllmVersion == nil {
+                Log.info("no vLLM version recorded; pass --vllm-version so tools can skip images for another vLLM")
+            }
+            let builder = ImageBuilder(scan: scan, options: options)
             let plans = try builder.plans()
 
             let work = FileManager.default.temporaryDirectory.appendingPathComponent("mcvfs-push-\(UUID().uuidString)")
