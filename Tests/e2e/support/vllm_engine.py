@@ -68,6 +68,8 @@ def tiny_model() -> Path:
 class Run:
     tokens: list[list[int]]
     cpp_compiled: int
+    """C++ kernels Inductor compiled into the cache root (the paths in `kernels`)."""
+    kernels: list[str]
     start_s: float
     log: str
 
@@ -90,4 +92,4 @@ def run_vllm(cache_root: Path, *, home: Path, timeout: float = 900, env: dict | 
         raise AssertionError(f"vLLM hung: no exit within the {timeout}s guard\n{e.stderr!r}") from None
     assert r.returncode == 0, f"vLLM failed ({r.returncode}) on {cache_root}:\n{r.stdout}\n{r.stderr[-8000:]}"
     result = json.loads([l for l in r.stdout.splitlines() if l.startswith("{")][-1])
-    return Run(result["tokens"], result["cpp_compiled"], result["start_s"], r.stderr)
+    return Run(result["tokens"], result["cpp_compiled"], result["kernels"], result["start_s"], r.stderr)
