@@ -98,3 +98,17 @@ def test_warm_start_from_an_extracted_image_compiles_nothing(cold, tmp_path):
     warm = run_vllm(out, home=tmp_path / "home-run")
     assert warm.tokens == cold.run.tokens
     assert warm.cpp_compiled == 0, warm.log[-3000:]
+
+
+def test_a_read_only_mount_of_a_vllm_cache_is_refused_with_the_fix(cold, mounts, tmp_path):
+    """vLLM opens Inductor's lock files for writing even on a hit, so a read-only mount could only crash it."""
+    mounted = mounts.mount(cold.ref, tmp_path / "mnt", tmp_path / "cache", "--gpu", cold.target, "--read-only",
+                           check=False)
+    assert mounted.result.rc != 0, mounted.result
+    assert "vLLM cache" in mounted.result.stderr and "without --read-only" in mounted.result.stderr, mounted.result
+
+
+def test_a_gpu_mount_does_not_serve_a_cpu_built_vllm_cache(cold, mounts, tmp_path):
+    mounted = mounts.mount(cold.ref, tmp_path / "mnt", tmp_path / "cache", "--gpu", "cuda:90")
+    assert mounted.status()["used"] == [], mounted.status()
+    assert not (mounted.path / "torch_compile_cache").exists()
