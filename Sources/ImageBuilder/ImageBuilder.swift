@@ -198,8 +198,14 @@ public struct ImageBuilder: Sendable {
     }
 
     /// `cuda-sm90`, `hip-gfx942`; a warp size is added only when two targets would otherwise share a suffix.
-    static func tagSuffixes(for targets: [GPUTarget]) -> [GPUTarget: String] {
-        func base(_ t: GPUTarget) -> String { t.backend == .cuda ? "cuda-sm\(t.arch)" : "hip-\(t.arch)" }
+    public static func tagSuffixes(for targets: [GPUTarget]) -> [GPUTarget: String] {
+        func base(_ t: GPUTarget) -> String {
+            switch t.backend {
+            case .cuda: return "cuda-sm\(t.arch)"
+            case .hip: return "hip-\(t.arch)"
+            case .cpu: return "cpu-\(t.arch)"
+            }
+        }
         var counts: [String: Int] = [:]
         for t in targets { counts[base(t), default: 0] += 1 }
         var result: [GPUTarget: String] = [:]

@@ -42,6 +42,7 @@ public struct PublishJob: Sendable {
                 for key in ledger.record(of: upper).keys.keys { published[key] = upper }
             }
             var report = Report()
+            try publishVLLM(provided: provided, published: published, into: &report)
             let harvest = UpperHarvest(uppers: uppers) { key in
                 let known = provided.contains(key) || published[key] != nil
                 if known { report.known += 1 }
