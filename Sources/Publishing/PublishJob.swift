@@ -48,7 +48,7 @@ public struct PublishJob: Sendable {
                 if known { report.known += 1 }
                 return known
             }
-            report.skipped = harvest.skipped
+            report.skipped += harvest.skipped
             guard !harvest.entries.isEmpty else { return report }
 
             let work = FileManager.default.temporaryDirectory.appendingPathComponent("mcvfs-publish-\(UUID())")
