@@ -24,8 +24,9 @@ class Cold:
 
     @property
     def target(self) -> str:
-        return json.loads(self.labels["cache.vllm.image/summary"])["targets"][0]["backend"] + ":" + \
-            json.loads(self.labels["cache.vllm.image/summary"])["targets"][0]["arch"]
+        """The image's one target as `--gpu` takes it (`cpu:avx512`)."""
+        [target] = json.loads(self.labels["cache.vllm.image/summary"])["targets"]
+        return f"{target['backend']}:{target['arch']}"
 
 
 @pytest.fixture(scope="module")
