@@ -51,7 +51,7 @@ public enum GPUSelection: Sendable, Equatable, CustomStringConvertible {
     }
 
     /// One `backend:arch[:warp]`, normalised so it compares as Triton writes targets: CUDA `sm90`/`sm_90` -> `90`,
-    /// HIP arch lowercased (`GFX942` -> `gfx942`).
+    /// HIP and CPU arch lowercased (`GFX942` -> `gfx942`, `AVX512` -> `avx512`).
     static func target(_ item: String) throws(GPUError) -> GPUTarget {
         var target: GPUTarget
         do {
@@ -73,7 +73,7 @@ public enum GPUSelection: Sendable, Equatable, CustomStringConvertible {
                 throw .invalidSelection(value: item, reason: "a CUDA arch is a compute capability such as 90 or 80")
             }
             target.arch = String(arch)
-        case .hip:
+        case .hip, .cpu:
             target.arch = target.arch.lowercased()
         }
         return target

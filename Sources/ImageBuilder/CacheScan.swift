@@ -66,8 +66,11 @@ public struct CacheScan: Sendable {
     public var files: [File]
     public var kernels: [Kernel]
     public var skipped: [Skipped]
-    /// vLLM: the `torch_compile_cache/<hash>` directory names.
+    /// vLLM: the cache keys vLLM computed, as its hash directories name them (`torch_compile_cache/<10 hex>`,
+    /// `torch_compile_cache/torch_aot_compile/<64 hex>`), sorted.
     public var vllmHashes: [String]
+    /// vLLM: targets of compiled code that no Triton kernel JSON names (Inductor's C++ kernels: `cpu:<ISA>`).
+    public var vllmTargets: [GPUTarget] = []
 
     public var totalBytes: Int64 {
         files.reduce(0) { total, file in
@@ -76,8 +79,8 @@ public struct CacheScan: Sendable {
         }
     }
 
-    /// Distinct kernel targets, in a stable order (backend, arch, warp size).
-    public var targets: [GPUTarget] { Self.distinctTargets(kernels.map(\.metadata.target)) }
+    /// Distinct targets of the compiled code, in a stable order (backend, arch, warp size).
+    public var targets: [GPUTarget] { Self.distinctTargets(kernels.map(\.metadata.target) + vllmTargets) }
 
     static func distinctTargets(_ targets: [GPUTarget]) -> [GPUTarget] {
         var seen = Set<GPUTarget>()
@@ -113,6 +116,8 @@ extension CacheScan {
             self.init(
                 kind: .vllm, root: root, files: walker.files, kernels: walker.kernels, skipped: walker.skipped,
                 vllmHashes: walker.vllmHashes)
+            vllmTargets = VLLMCacheLayout.cpuTargets(
+                files: files, root: root, fallback: VLLMCacheLayout.hostCPUTarget())
         } else {
             try walker.walkTriton(top, under: "")
             guard !walker.kernels.isEmpty || walker.sawHelper else {
@@ -261,10 +266,9 @@ private struct Walker {
                 continue
             }
             files.append(CacheScan.File(path: item.path, content: .directory))
-            let hashes = try list(item.path)
-            vllmHashes = hashes.filter { $0.isDirectory && CacheScan.transientReason($0.name) == nil }.map(\.name)
-            try walkTree(hashes)
+            try walkTree(try list(item.path))
         }
+        vllmHashes = VLLMCacheLayout.hashes(in: files.map(\.path))
         if files.count <= 1 && kernels.isEmpty {
             throw BuildError.notACache(path: root, reason: "torch_compile_cache/ holds no compiled entries")
         }
@@ -284,10 +288,24 @@ private struct Walker {
                 try walkTree(try list(item.path))
             } else if item.isRegular || item.isSymlink {
                 try add(item)
+                recordNestedKernel(item)
             } else {
                 skip(item.path, "not a regular file")
             }
         }
+    }
+
+    /// A Triton kernel's `<name>.json` inside a cache nested in vLLM's (`inductor_cache/triton/<device>/<KEY>/`,
+    /// where Inductor keeps Triton's cache on vLLM 0.30+): recorded like a kernel of a Triton cache.
+    mutating func recordNestedKernel(_ item: Item) {
+        let parts = item.path.split(separator: "/")
+        guard item.isRegular, parts.count >= 2, CacheScan.isTritonKey(String(parts[parts.count - 2])),
+            item.name.hasSuffix(".json"), !item.name.hasPrefix("__grp__"),
+            let data = FileManager.default.contents(atPath: absolute(item.path)),
+            let metadata = try? KernelMetadata(json: data)
+        else { return }
+        kernels.append(
+            CacheScan.Kernel(directory: parts.dropLast().joined(separator: "/"), metadata: metadata))
     }
 
     /// Adds a regular file (checked readable now, so a push fails before uploading anything) or a symlink.

@@ -72,6 +72,8 @@ public struct ImageBuilder: Sendable {
         public var split: Split
         /// Cache entries to put first in an eStargz layer, before its prefetch landmark (`HotSet`).
         public var hotSet: HotSet
+        /// The vLLM that wrote a vLLM cache (`cache.vllm.image/vllm-version`); a cache's files do not name it.
+        public var vllmVersion: String?
 
         public init(
             format: LayerFormat = .estargz, created: String? = nil, split: Split = .none, hotSet: HotSet = HotSet()
@@ -219,12 +221,13 @@ public struct ImageBuilder: Sendable {
             LayerWriter.Entry(
                 path: kind.manifestDirectory + "/manifest.json",
                 content: .bytes(MCVMetadata.manifest(kind: kind, kernels: kernels, vllmHashes: hashes))))
+        let targets = CacheScan.distinctTargets(kernels.map(\.metadata.target) + scan.vllmTargets)
         let labels = MCVMetadata.labels(
-            kind: kind, kernels: kernels, vllmHashes: hashes, cacheSizeBytes: size, files: files, root: scan.root)
+            kind: kind, kernels: kernels, targets: targets, vllmHashes: hashes, cacheSizeBytes: size, files: files,
+            root: scan.root, vllmVersion: options.vllmVersion)
         return Plan(
-            tagSuffix: suffix, entries: entries, kernels: kernels, labels: labels,
-            targets: CacheScan.distinctTargets(kernels.map(\.metadata.target)), hotSet: options.hotSet,
-            root: kind.cacheDirectory)
+            tagSuffix: suffix, entries: entries, kernels: kernels, labels: labels, targets: targets,
+            hotSet: options.hotSet, root: kind.cacheDirectory)
     }
 
     /// Writes `plan`'s layer into `directory` and assembles its config and manifest.

@@ -87,7 +87,7 @@ public enum MCVMetadata {
             let entries = vllmHashes.map { hash in
                 VLLMEntry(
                     vllmHash: hash,
-                    tritonCacheEntries: kernels.filter { $0.directory.hasPrefix("torch_compile_cache/\(hash)/") }
+                    tritonCacheEntries: kernels.filter { VLLMCacheLayout.hash(ofPath: $0.directory) == hash }
                         .map { TritonEntry($0.metadata) })
             }
             return encode(["vllm": entries], pretty: true)
@@ -97,13 +97,14 @@ public enum MCVMetadata {
     /// The config labels MCV writes, for an image holding `kernels` and `cacheSizeBytes` bytes of cache files, with
     /// the KServe labels GKM's MCV adds and the Triton versions of the kernels.
     /// - Parameters:
+    ///   - targets: what the image's compiled code runs on (its kernels' targets, and a vLLM cache's CPU ISA).
     ///   - files: the image's share of the scanned cache, whose group files tell where the cache was captured.
     ///   - root: the scanned directory the files' paths are relative to.
+    ///   - vllmVersion: the vLLM that wrote a vLLM cache, when known.
     public static func labels(
-        kind: CacheScan.Kind, kernels: [CacheScan.Kernel], vllmHashes: [String], cacheSizeBytes: Int64,
-        files: [CacheScan.File], root: String
+        kind: CacheScan.Kind, kernels: [CacheScan.Kernel], targets: [GPUTarget], vllmHashes: [String],
+        cacheSizeBytes: Int64, files: [CacheScan.File], root: String, vllmVersion: String? = nil
     ) -> [String: String] {
-        let targets = CacheScan.distinctTargets(kernels.map(\.metadata.target))
         let summary = String(decoding: encode(Summary(targets)), as: UTF8.self)
         let size = String(cacheSizeBytes)
         var labels: [String: String] = [
@@ -133,7 +134,9 @@ public enum MCVMetadata {
             labels[CacheLabels.kserveCacheType] = "torch-compile"
             labels[CacheLabels.kserveMountSubpath] = "torch_compile_cache"
             if !vllmHashes.isEmpty { labels[CacheLabels.kserveCacheHash] = vllmHashes.joined(separator: ",") }
-            if let capture { labels[CacheLabels.kserveRootEnv] = "VLLM_CACHE_ROOT=\(capture)" }
+            // Without group files to say otherwise, the directory pushed is the VLLM_CACHE_ROOT vLLM wrote.
+            labels[CacheLabels.kserveRootEnv] = "VLLM_CACHE_ROOT=\(capture ?? root)"
+            if let vllmVersion { labels[CacheLabels.vllmVersion] = vllmVersion }
             let formats = vllmFormats(files: files, hasKernels: !kernels.isEmpty)
             if !formats.isEmpty { labels[CacheLabels.vllmFormat] = formats.joined(separator: ",") }
         }

@@ -16,6 +16,9 @@ public struct CacheLabels: Sendable, Hashable {
     public static let vllmSummary = "cache.vllm.image/summary"
     /// The vLLM cache formats inside (`triton`, `binary`, `unpacked`, `aot_compile`), comma-separated.
     public static let vllmFormat = "cache.vllm.image/format"
+    /// mcvfs's own: the vLLM version that wrote a vLLM cache. vLLM hashes its version into every cache key, so
+    /// another version never hits.
+    public static let vllmVersion = "cache.vllm.image/vllm-version"
     /// mcvfs's own: the Triton versions that compiled the image's kernels, comma-separated. A Triton cache key
     /// includes Triton's version, so a node with another version can never hit these kernels.
     public static let tritonVersion = "model.cache.image/triton-version"
@@ -148,10 +151,16 @@ public struct CacheLabels: Sendable, Hashable {
 
     /// Targets from `cache.triton.image/summary` (`{"targets":[{"backend","arch","warp_size"}]}`);
     /// nil when the label is missing or unreadable, so callers fall back to reading kernels.
+    /// A vLLM image's `cache.vllm.image/summary` is read when there is no Triton summary; an empty vLLM list
+    /// (older mcvfs pushes wrote `{"targets":[]}`) counts as unknown, not as "runs nowhere".
     public var targets: [GPUTarget]? {
         struct Summary: Decodable { var targets: [GPUTarget] }
-        guard let text = raw[Self.tritonSummary], let data = text.data(using: .utf8) else { return nil }
-        return try? JSONDecoder().decode(Summary.self, from: data).targets
+        func decode(_ key: String) -> [GPUTarget]? {
+            guard let text = raw[key], let data = text.data(using: .utf8) else { return nil }
+            return try? JSONDecoder().decode(Summary.self, from: data).targets
+        }
+        if let triton = decode(Self.tritonSummary) { return triton }
+        return decode(Self.vllmSummary).flatMap { $0.isEmpty ? nil : $0 }
     }
 
     public var entryCount: Int? { (raw[Self.tritonEntryCount] ?? raw[Self.genericEntryCount]).flatMap { Int($0) } }

@@ -53,9 +53,15 @@ public struct FleetTag: Sendable, Hashable, CustomStringConvertible {
     }
 
     /// The target part of an image's tag for each of `targets`, shared by fleet tags and `push --split per-target`:
-    /// `cuda-sm90`, `hip-gfx942`; a warp size is added only when two targets would otherwise share a name.
+    /// `cuda-sm90`, `hip-gfx942`, `cpu-avx512`; a warp size is added only when two targets would otherwise share a name.
     public static func targetNames(for targets: [GPUTarget]) -> [GPUTarget: String] {
-        func base(_ t: GPUTarget) -> String { t.backend == .cuda ? "cuda-sm\(t.arch)" : "hip-\(t.arch)" }
+        func base(_ t: GPUTarget) -> String {
+            switch t.backend {
+            case .cuda: return "cuda-sm\(t.arch)"
+            case .hip: return "hip-\(t.arch)"
+            case .cpu: return "cpu-\(t.arch)"
+            }
+        }
         var counts: [String: Int] = [:]
         for t in targets { counts[base(t), default: 0] += 1 }
         var result: [GPUTarget: String] = [:]

@@ -1,4 +1,6 @@
-/// A compilation target as Triton names it (`GPUTarget(backend, arch, warp_size)`): `cuda:90:32`, `hip:gfx942:64`.
+/// A compilation target as Triton names it (`GPUTarget(backend, arch, warp_size)`): `cuda:90:32`, `hip:gfx942:64`;
+/// and, for caches of CPU code (vLLM on CPU, whose Inductor kernels are C++), `cpu:<vector ISA>` as Inductor names
+/// the ISA it compiled for (`cpu:avx512`, `cpu:avx2`, `cpu:asimd`), never matching a GPU (docs/vllm.md).
 ///
 /// The arch is kept as text, since MCV writes it as a string in its labels (`"90"`, `"gfx90a"`) and Triton as an
 /// integer for CUDA; comparing text is the rule MCV uses.
@@ -6,6 +8,7 @@ public struct GPUTarget: Sendable, Hashable, Codable, CustomStringConvertible {
     public enum Backend: String, Sendable, Hashable, Codable {
         case cuda
         case hip
+        case cpu
     }
 
     public var backend: Backend
@@ -26,8 +29,9 @@ public struct GPUTarget: Sendable, Hashable, Codable, CustomStringConvertible {
         public var description: String {
             switch self {
             case .malformed(let s):
-                return "invalid GPU target '\(s)': expected backend:arch[:warp], e.g. cuda:90 or hip:gfx942:64"
-            case .unknownBackend(let b): return "unknown GPU backend '\(b)': expected cuda, hip or rocm"
+                return
+                    "invalid GPU target '\(s)': expected backend:arch[:warp], e.g. cuda:90, hip:gfx942:64 or cpu:avx512"
+            case .unknownBackend(let b): return "unknown GPU backend '\(b)': expected cuda, hip, rocm or cpu"
             }
         }
     }
@@ -49,6 +53,7 @@ public struct GPUTarget: Sendable, Hashable, Codable, CustomStringConvertible {
         switch name.lowercased() {
         case "cuda", "nvidia": return .cuda
         case "hip", "rocm", "amd": return .hip
+        case "cpu": return .cpu
         default: return nil
         }
     }

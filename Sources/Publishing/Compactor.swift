@@ -133,6 +133,11 @@ public struct Compactor {
             skipped.append("\(name): \(PublishingError.tagMismatch(tag: entry.name, digest: image.digest.description))")
             return nil
         }
+        guard !image.cacheLabels.kinds.contains(.vllm) else {
+            skipped.append(
+                "\(name): a vLLM image (one per vLLM hash and target); compaction merges Triton kernels only")
+            return nil
+        }
         guard let targets = image.targets, targets.count == 1 else {
             skipped.append("\(name): a fleet image holds one GPU target; its labels name \(image.targets?.count ?? 0)")
             return nil

@@ -102,7 +102,7 @@ public struct ImagePublisher: Sendable {
         }
     }
 
-    private func publish(_ image: BuiltImage, keys: [String]) throws -> Outcome {
+    func publish(_ image: BuiltImage, keys: [String]) throws -> Outcome {
         let digest = image.manifestDescriptor.digest
         let tag = FleetTag(prefix: options.prefix, target: image.tagSuffix ?? FleetTag.anyTarget, digest: digest)
             .description

@@ -1,10 +1,11 @@
 import Foundation
+import ImageBuilder
 import ImageFS
 import OCI
 import Synchronization
 import TarIndex
 
-/// The top-level names (Triton's `<KEY>/` directories) that images provide, read from their layer indexes and
+/// The top-level names (Triton's `<KEY>/` directories) and vLLM hash directories that images provide, read from their layer indexes and
 /// kept per image digest: an image never changes, so each is read once however often a daemon publishes.
 ///
 /// Lock order: `known` is a leaf, never held while an index is read.
@@ -46,6 +47,8 @@ public final class ProvidedKeys: Sendable {
                 }
                 let relative = entry.path.dropFirst(root.count)
                 if let top = relative.split(separator: "/").first { names.insert(String(top)) }
+                // A vLLM image provides its hash directories (VLLMHarvest's keys).
+                if let hash = VLLMCacheLayout.hash(ofPath: String(relative)) { names.insert(hash) }
             }
         }
         return names

@@ -46,12 +46,13 @@ public struct PublishJob: Sendable {
                 for key in ledger.record(of: upper).keys.keys { published[key] = upper }
             }
             var report = Report()
+            try publishVLLM(provided: provided, published: published, into: &report)
             let harvest = UpperHarvest(uppers: uppers, limits: limits) { key in
                 let known = provided.contains(key) || published[key] != nil
                 if known { report.known += 1 }
                 return known
             }
-            report.skipped = harvest.skipped
+            report.skipped += harvest.skipped
             guard !harvest.entries.isEmpty else { return report }
 
             // The staging directory goes whatever happens after it is made: a failed build or push included.

@@ -79,8 +79,8 @@ public struct UpperHarvest: Sendable {
     static func ignoredReason(_ name: String) -> String? {
         if name.hasPrefix("tmp.pid_") { return "Triton temporary directory" }
         if name == "torch_compile_cache" {
-            return "vLLM compile cache: its names depend on the vLLM install, torch and the GPU model, so it helps "
-                + "identical runtime images only; push it with `mcvfs push`"
+            return "vLLM compile cache: not Triton entries; its complete hash directories are published as vLLM "
+                + "images (docs/vllm.md)"
         }
         if name.hasPrefix(".") { return "hidden file" }
         return nil

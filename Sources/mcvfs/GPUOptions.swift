@@ -8,7 +8,7 @@ struct GPUOptions: ParsableArguments {
     @Option(
         name: .customLong("gpu"),
         help:
-            "GPU targets to use: auto (detect; $MCVFS_GPU overrides), all, or backend:arch[:warp] such as cuda:90 or hip:gfx942. Repeatable."
+            "GPU targets to use: auto (detect; $MCVFS_GPU overrides), all, or backend:arch[:warp] such as cuda:90 or hip:gfx942 (cpu:avx512 for vLLM caches built on CPUs). Repeatable."
     )
     var specs: [String] = []
 

@@ -63,7 +63,10 @@ struct MountCommand: ParsableCommand {
     )
     var retryDelay: Double = 5
 
-    @Flag(help: "Refuse every write with EROFS (Triton then cannot store kernels it compiles).")
+    @Flag(
+        help:
+            "Refuse every write with EROFS (Triton then cannot store kernels it compiles; vLLM caches are refused, since vLLM writes lock files even on a hit)."
+    )
     var readOnly = false
 
     @Flag(
@@ -168,6 +171,9 @@ struct MountCommand: ParsableCommand {
                     : "skipping \(entry.name): \(entry.skipReason ?? "")")
         }
         if let warning = catalog.nothingSelectedWarning(selection: selection.description) { Log.warning(warning) }
+        if readOnly, let image = catalog.used.first(where: { $0.cacheLabels.kinds.contains(.vllm) }) {
+            throw ReadOnlyVLLM(image: image.name)
+        }
         let environment = catalog.consumerEnvironment(root: consumerRoot ?? mountpoint)
         if !environment.isEmpty {
             Log.info("consumers set " + environment.map { "\($0.name)=\($0.value)" }.joined(separator: " "))
@@ -305,5 +311,16 @@ extension MountCommand {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         return String(decoding: try encoder.encode(output), as: UTF8.self)
+    }
+}
+
+/// A read-only mount of a vLLM cache: refused, since vLLM could not start from it (docs/vllm.md, "Read-only").
+struct ReadOnlyVLLM: Error, CustomStringConvertible {
+    var image: String
+
+    var description: String {
+        "\(image) is a vLLM cache, and vLLM cannot use it read-only: torch Inductor opens "
+            + "inductor_cache/locks/*.lock for writing even on a hit (EROFS). Mount without --read-only: what vLLM "
+            + "writes goes to the caller's own upper and the image never changes"
     }
 }

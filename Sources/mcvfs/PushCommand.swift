@@ -67,6 +67,13 @@ struct PushCommand: ParsableCommand {
     @Flag(help: "Print JSON: {\"images\": [{\"name\", \"digest\"}]} instead of a <digest><TAB><name> line per image.")
     var json = false
 
+    @Option(
+        help: ArgumentHelp(
+            "The vLLM version that wrote a vLLM cache, recorded as cache.vllm.image/vllm-version (vLLM hashes its "
+                + "version into every key; the cache's files do not name it).",
+            valueName: "version"))
+    var vllmVersion: String?
+
     @Option(help: "Blobs larger than this many bytes are uploaded in chunks of this size.")
     var chunkSize: Int = 16 << 20
 
@@ -99,8 +106,12 @@ struct PushCommand: ParsableCommand {
                 chunkSize: chunkSize, global: global)
             pusher.quiet = json
             let hot = try hotSet.map(HotSet.init(contentsOf:)) ?? HotSet()
-            let builder = ImageBuilder(
-                scan: scan, options: .init(format: layerFormat, created: created, split: split, hotSet: hot))
+            var options = ImageBuilder.Options(format: layerFormat, created: created, split: split, hotSet: hot)
+            options.vllmVersion = vllmVersion
+            if scan.kind == .vllm, vllmVersion == nil {
+                Log.info("no vLLM version recorded; pass --vllm-version so tools can skip images for another vLLM")
+            }
+            let builder = ImageBuilder(scan: scan, options: options)
             let plans = try builder.plans()
 
             let work = FileManager.default.temporaryDirectory.appendingPathComponent("mcvfs-push-\(UUID().uuidString)")
