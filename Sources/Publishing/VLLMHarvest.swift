@@ -85,7 +85,8 @@ public struct VLLMHarvest: Sendable {
     }
 
     /// The files of a complete hash directory, or why it is not one.
-    static func check(_ directory: UpperDirectory, aot: Bool, limits: Limits) -> Result<[String], UpperHarvest.Refusal> {
+    static func check(_ directory: UpperDirectory, aot: Bool, limits: Limits) -> Result<[String], UpperHarvest.Refusal>
+    {
         var files: [String] = []
         var bytes: Int64 = 0
         var complete = false
