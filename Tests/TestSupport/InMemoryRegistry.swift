@@ -191,9 +191,23 @@ public final class InMemoryRegistry: HTTPTransport {
         return .error(404)
     }
 
-    /// `Range: bytes=a-b` answered with 206 and that slice; anything else gets the whole blob.
+    /// `Range: bytes=a-b` answered with 206 and that slice, several ranges with a `multipart/byteranges` body (as Go's
+    /// `http.ServeContent` in the distribution registry answers); anything else gets the whole blob.
     static func ranged(_ blob: Data, _ range: String?) -> Reply {
         guard let range, range.hasPrefix("bytes=") else { return Reply(200, body: blob) }
+        let specs = range.dropFirst("bytes=".count).split(separator: ",")
+        if specs.count > 1 {
+            let boundary = "mcvfs-test-boundary"
+            var body = Data()
+            for spec in specs {
+                let part = ranged(blob, "bytes=" + spec.trimmingCharacters(in: .whitespaces))
+                guard part.status == 206 else { return part }
+                body += Data("\r\n--\(boundary)\r\nContent-Type: application/octet-stream\r\n".utf8)
+                body += Data("Content-Range: \(part.headers["Content-Range"]!)\r\n\r\n".utf8) + part.body
+            }
+            body += Data("\r\n--\(boundary)--\r\n".utf8)
+            return Reply(206, headers: ["Content-Type": "multipart/byteranges; boundary=\(boundary)"], body: body)
+        }
         let bounds = range.dropFirst("bytes=".count).split(separator: "-", omittingEmptySubsequences: false)
         guard bounds.count == 2, let first = Int(bounds[0]), first < blob.count else {
             return Reply(416, headers: ["Content-Range": "bytes */\(blob.count)"])

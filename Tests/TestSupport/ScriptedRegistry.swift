@@ -14,8 +14,10 @@ public final class ScriptedRegistry: HTTPTransport {
         public var path: String
         /// The blob the path names, if it names one.
         public var digest: Digest?
-        /// The `Range` header's bytes, as a half-open range; nil for the whole blob.
+        /// The `Range` header's bytes, as a half-open range; nil for the whole blob or several ranges.
         public var range: Range<Int64>?
+        /// Every range the `Range` header asks for (several for a multi-range request).
+        public var ranges: [Range<Int64>] = []
     }
 
     /// What to do to a request instead of answering it plainly.
@@ -76,9 +78,9 @@ public final class ScriptedRegistry: HTTPTransport {
     /// Every request so far, in arrival order.
     public var requests: [Request] { log.withLock { $0 } }
 
-    /// Requests for byte ranges of `digest`, in arrival order.
+    /// The byte ranges of `digest` asked for (each range of a multi-range request), in arrival order.
     public func ranges(of digest: Digest) -> [Range<Int64>] {
-        requests.filter { $0.digest == digest }.compactMap(\.range)
+        requests.filter { $0.digest == digest }.flatMap(\.ranges)
     }
 
     public func resetLog() { log.withLock { $0.removeAll() } }
@@ -117,7 +119,24 @@ public final class ScriptedRegistry: HTTPTransport {
         var payload = blob
         var headers: HTTPHeaders = [:]
         var status = 200
-        if let range = seen.range {
+        if seen.ranges.count > 1 {
+            // `multipart/byteranges`, as Go's `http.ServeContent` in the distribution registry answers.
+            let boundary = "scripted-boundary"
+            payload = Data()
+            for range in seen.ranges {
+                guard range.upperBound <= Int64(blob.count) else { continue }
+                var part = blob.subdata(in: Int(range.lowerBound)..<Int(range.upperBound))
+                if corrupt { part = Data(part.map { ~$0 }) }
+                payload += Data("\r\n--\(boundary)\r\nContent-Type: application/octet-stream\r\n".utf8)
+                payload += Data(
+                    "Content-Range: bytes \(range.lowerBound)-\(range.upperBound - 1)/\(blob.count)\r\n\r\n".utf8)
+                payload += part
+            }
+            payload += Data("\r\n--\(boundary)--\r\n".utf8)
+            headers["Content-Type"] = "multipart/byteranges; boundary=\(boundary)"
+            status = 206
+            corrupt = false
+        } else if let range = seen.range {
             guard range.lowerBound < Int64(blob.count) else {
                 let response = HTTPResponseHead(status: 416, headers: ["Content-Length": "0"], url: request.url)
                 try head(response)
@@ -146,11 +165,15 @@ public final class ScriptedRegistry: HTTPTransport {
         let path = request.url.path
         var digest: Digest?
         if let marker = path.range(of: "/blobs/") { digest = try? Digest(parsing: String(path[marker.upperBound...])) }
-        var range: Range<Int64>?
+        var ranges: [Range<Int64>] = []
         if let header = request.headers["Range"], header.hasPrefix("bytes=") {
-            let bounds = header.dropFirst(6).split(separator: "-").compactMap { Int64($0) }
-            if bounds.count == 2 { range = bounds[0]..<(bounds[1] + 1) }
+            for spec in header.dropFirst(6).split(separator: ",") {
+                let bounds = spec.split(separator: "-").compactMap { Int64($0.trimmingCharacters(in: .whitespaces)) }
+                if bounds.count == 2 { ranges.append(bounds[0]..<(bounds[1] + 1)) }
+            }
         }
-        return Request(method: request.method.rawValue, path: path, digest: digest, range: range)
+        return Request(
+            method: request.method.rawValue, path: path, digest: digest, range: ranges.count == 1 ? ranges[0] : nil,
+            ranges: ranges)
     }
 }
