@@ -24,8 +24,8 @@ from test_estargz import read_toc, replicate
 from test_service import assert_serves
 
 GUARD = 120
-# 300 kernels: 15 MB, past the size a prefetching mount fetches whole, their metadata spread over all of it.
-COPIES = 50
+# 180 kernels: a 6 MB layer, past the size a prefetching mount fetches whole, their metadata spread over all of it.
+COPIES = 30
 
 
 def push_gzip(mcvfs: Mcvfs, cache: Path, ref: str) -> None:
