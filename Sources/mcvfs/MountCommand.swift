@@ -90,8 +90,8 @@ struct MountCommand: ParsableCommand {
     @Option(
         help: """
             What to fetch of eStargz layers ahead of use: none; hot (a layer's prioritized entries, its hot set, in \
-            one request at the first lookup); all (from the mount on: every image's index, the hot set, then the \
-            rest of each layer in the background, below on-demand reads, within --cache-max-size).
+            one request at the first lookup); all (from the mount on: each eStargz layer's TOC, the hot set, then \
+            the rest of each layer in the background, below on-demand reads, within --cache-max-size).
             """)
     var prefetch: PrefetchMode = .all
 
@@ -208,8 +208,8 @@ struct MountCommand: ParsableCommand {
         Log.info(
             "mounted \(ref) at \(mountpoint): \(catalog.used.count) image(s) used, \(catalog.skipped.count) skipped")
         // A DaemonSet mounts long before pods start: with everything prefetched, fetching starts now, not at the
-        // first lookup (the loads run in the background; lookups wait for them as they would for their own).
-        if prefetch == .all { _ = images.load() }
+        // first lookup.
+        if prefetch == .all { images.indexLazyLayers() }
         let message =
             "mounted \(ref) at \(mountpoint) (\(catalog.used.count) image(s), \(catalog.skipped.count) skipped)"
         node.serving(message, replacing: placement.replacesLiveMount)
