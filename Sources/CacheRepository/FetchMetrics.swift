@@ -1,4 +1,24 @@
+import OCI
 import Synchronization
+
+/// What a layer's eStargz `toc.digest` annotation was found to be worth. One rule in every mode (stargz-snapshotter's):
+/// a layer whose TOC matches is fetched by range; one whose TOC does not match, or cannot be read, is downloaded whole
+/// and served, verified by the layer's own digest, and the image stays usable.
+public enum TOCCheck: Sendable, Equatable, CustomStringConvertible {
+    /// The TOC hashes to the annotation: the layer's files are fetched by range, each checked against it.
+    case verified
+    /// The annotation does not pin the layer's TOC (why, with the digests): served from the whole layer.
+    case mismatch(String)
+
+    public var description: String {
+        switch self {
+        case .verified: return "verified"
+        case .mismatch(let why):
+            return "mismatch: served from the whole layer verified by its digest (\(why); re-push the image with a "
+                + "correct annotation to fetch it by range)"
+        }
+    }
+}
 
 /// Counters of what fetching cost and found, for status and metrics.
 public final class FetchMetrics: Sendable {
@@ -34,6 +54,7 @@ public final class FetchMetrics: Sendable {
 
     private let state = Mutex(Snapshot())
     private let observeFetch: @Sendable (Double) -> Void
+    private let tocChecks = Mutex<[Digest: TOCCheck]>([:])
 
     /// - Parameter observeFetch: told each layer download's seconds as well (the metrics endpoint's histogram,
     ///   whose buckets live in its registry), outside the lock.
@@ -42,6 +63,14 @@ public final class FetchMetrics: Sendable {
     }
 
     public var snapshot: Snapshot { state.withLock { $0 } }
+
+    /// What the `toc.digest` annotation of `layer` was found to be worth; nil before the layer is indexed, or
+    /// without an annotation.
+    public func tocCheck(of layer: Digest) -> TOCCheck? { tocChecks.withLock { $0[layer] } }
+
+    func checkedTOC(of layer: Digest, _ check: TOCCheck) {
+        tocChecks.withLock { $0[layer] = check }
+    }
 
     func fetched(bytes: Int64, seconds: Double) {
         state.withLock {

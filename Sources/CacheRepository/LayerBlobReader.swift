@@ -8,8 +8,10 @@ import TimeBudget
 /// Byte ranges of one layer blob in the registry, fetched with HTTP `Range` requests.
 ///
 /// Wanted regions (an eStargz layer's gzip members) are planned into spans: neighbours closer than `coalesceGap`
-/// share one request (the gap is downloaded and dropped), up to `maxSpan` bytes a request, and the spans of one read
-/// are requested at once, so a directory's metadata run and its binaries cost one round trip. It holds no state
+/// share a span (the gap is downloaded too), up to `maxSpan` bytes a span. Spans are then packed into multi-range
+/// requests (`RegistryClient.getBlob(ranges:)`), up to `maxSpan` bytes and `maxRangesPerRequest` spans each, all sent
+/// at once: members scattered over a layer (each kernel's metadata in a layer whose writer kept directories
+/// together, as ctr-remote's does) cost a few round trips and none of the bytes between them. It holds no state
 /// (single flight is `VerifyingReader`'s, keyed by file, so that waiters share verified bytes). Nothing here is
 /// verified (a range has no digest of its own): `VerifyingReader` is the only caller that hands bytes on, and only
 /// once they match their TOC digests. Failures propagate as they come; the registry client owns retries and time
@@ -30,8 +32,9 @@ struct LayerBlobReader: Sendable {
         var regions: [Region]
     }
 
-    /// Neighbouring members closer than this are fetched in one request.
-    static let coalesceGap: Int64 = 256 << 10
+    /// Neighbouring members closer than this share a span: about what a part header of a multi-range answer costs,
+    /// so a gap is bridged only where that is cheaper than a range of its own (round trips are shared anyway).
+    static let coalesceGap: Int64 = 512
     /// One request covers at most this many bytes (a single region larger than this is one request of its own).
     static let maxSpan: Int64 = 32 << 20
 
@@ -60,20 +63,50 @@ struct LayerBlobReader: Sendable {
         return out
     }
 
-    /// The spans of `regions` (bridging gaps up to `gap`), each with its request's bytes (which may hold more
-    /// members than were asked for).
+    /// One request for several ranges (disjoint, ascending).
+    /// - Throws: registry errors.
+    func read(_ ranges: [Range<Int64>]) throws -> [Data] {
+        let parts = try client.getBlob(repository: repository, digest: layer.digest, ranges: ranges)
+        metrics.fetchedRange(bytes: parts.reduce(Int64(0)) { $0 + Int64($1.count) })
+        return parts
+    }
+
+    /// The spans of `regions` (bridging gaps up to `gap`), each with its bytes (which may hold more members than
+    /// were asked for); a failed request fails its spans alone.
     func readSpans(
         _ regions: some Collection<Region>, gap: Int64 = coalesceGap
     ) -> [(span: Span, bytes: Result<Data, any Error>)] {
         let spans = Self.spans(of: regions, gap: gap)
+        let requests = Self.requests(of: spans)
         let results = Mutex([Result<Data, any Error>?](repeating: nil, count: spans.count))
-        // Each span under the caller's deadline, which does not follow work onto other threads by itself.
+        // Each request under the caller's deadline, which does not follow work onto other threads by itself.
         let deadline = Deadline.current
-        DispatchQueue.concurrentPerform(iterations: spans.count) { i in
-            let result = Result { try Deadline.bind(deadline) { try read(spans[i].range) } }
-            results.withLock { $0[i] = result }
+        DispatchQueue.concurrentPerform(iterations: requests.count) { i in
+            let members = requests[i]
+            let outcome = Result { try Deadline.bind(deadline) { try read(members.map { spans[$0].range }) } }
+            results.withLock { results in
+                for (k, span) in members.enumerated() { results[span] = outcome.map { $0[k] } }
+            }
         }
         return Array(zip(spans, results.withLock { $0 }.map { $0! }))
+    }
+
+    /// Spans (in offset order) packed into requests: indices of consecutive spans, at most `maxRangesPerRequest`
+    /// and `maxSpan` bytes a request (a span larger than that alone).
+    static func requests(of spans: [Span], cap: Int64 = maxSpan) -> [[Int]] {
+        var requests: [[Int]] = []
+        var bytes: Int64 = 0
+        for (i, span) in spans.enumerated() {
+            let size = Int64(span.range.count)
+            if let last = requests.last, last.count < RegistryClient.maxRangesPerRequest, bytes + size <= cap {
+                requests[requests.count - 1].append(i)
+                bytes += size
+            } else {
+                requests.append([i])
+                bytes = size
+            }
+        }
+        return requests
     }
 
     /// The bytes of `region` out of its span's.

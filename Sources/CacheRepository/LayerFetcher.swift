@@ -79,7 +79,7 @@ public final class LayerFetcher: Sendable {
 
     public enum FetchError: Error, Equatable, CustomStringConvertible {
         case offline(Digest)
-        /// The TOC fetched does not hash to the layer's `toc.digest` annotation: the image is unusable.
+        /// The TOC fetched does not hash to the layer's `toc.digest` annotation (the layer is then downloaded whole).
         case tocDigestMismatch(layer: Digest, expected: Digest, actual: Digest)
         /// A content no index of this fetcher names, and not in the store.
         case unknownContent(Digest)
@@ -143,24 +143,39 @@ public final class LayerFetcher: Sendable {
             return try unpackWhole(layer)
         }
         guard let reader else { throw FetchError.offline(layer.digest) }
-        let index = try tocIndexer.index(annotation: annotation, reader: reader.reader(for: layer))
+        let index: LayerIndex
+        do {
+            index = try tocIndexer.index(annotation: annotation, reader: reader.reader(for: layer))
+        } catch let error as FetchError {
+            guard case .tocDigestMismatch = error else { throw error }
+            // stargz-snapshotter's fallback: the layer whole, verified by its own digest (`unpackWhole` records it).
+            return try unpackWhole(layer)
+        } catch let error as TarError {
+            // A footer or TOC that cannot be read (a layer that is not eStargz after all): the same fallback.
+            metrics.checkedTOC(of: layer.digest, .mismatch("its TOC cannot be read: \(error)"))
+            return try unpackWhole(layer, tocRead: false)
+        }
+        metrics.checkedTOC(of: layer.digest, .verified)
         // Registered before it is published, so no caller finds the index and then misses its files.
         files.registerInBackground(index, layer: layer)
         tocIndexer.keep(index)
-        prefetcher?.fetchHotRegion(of: index, layer: layer)
+        prefetcher?.start(index, layer: layer)
         return index
     }
 
     /// The layer unpacked into its pack and served from it at once. A mount (lazy) commits the pack and persists
     /// the index in the background; a command (fetch, extract) before it returns, since it exits next.
-    private func unpackWhole(_ layer: Descriptor) throws -> LayerIndex {
+    /// - Parameter tocRead: whether to compare the TOC the layer holds with its annotation (`checkTOC`).
+    private func unpackWhole(_ layer: Descriptor, tocRead: Bool = true) throws -> LayerIndex {
         if let blob = store.path(for: layer.digest) {  // downloaded whole by an older mcvfs
             let index = try indexes.build(layer: layer.digest, blobPath: blob, mediaType: layer.mediaType)
             guard packs.open(index) else { throw CacheError.notFound(layer.digest) }
+            if tocRead { checkTOC(of: layer, in: index) }
             return index
         }
         let downloaded = try downloader.unpack(layer, with: indexes.unpacker)
         let index = downloaded.unpacked.index
+        if tocRead { checkTOC(of: layer, in: index) }
         packs.register(try LayerPack(index: index, file: downloaded.unpacked.pack.map()), unpacked: index)
         if lazy {
             packs.commitInBackground(downloaded, into: indexes) { [metrics] in
@@ -172,19 +187,44 @@ public final class LayerFetcher: Sendable {
         return index
     }
 
+    /// Records what the `toc.digest` annotation of `layer`, served from `index`, is worth: the same rule whether
+    /// the layer was indexed from its TOC, downloaded whole because it is small, or because its TOC did not match.
+    private func checkTOC(of layer: Descriptor, in index: LayerIndex) {
+        guard let annotation = layer.annotations?[EStargz.tocDigestAnnotation],
+            metrics.tocCheck(of: layer.digest) == nil
+        else { return }
+        // Indexed from its TOC: that TOC matched the annotation before the index was built.
+        if index.remote != nil {
+            metrics.checkedTOC(of: layer.digest, .verified)
+            return
+        }
+        guard let toc = index.entries.first(where: { $0.path == EStargz.tocName })?.content else {
+            metrics.checkedTOC(of: layer.digest, .mismatch("the layer holds no \(EStargz.tocName)"))
+            return
+        }
+        metrics.checkedTOC(
+            of: layer.digest,
+            toc.description == annotation
+                ? .verified : .mismatch("its TOC has digest \(toc), the annotation says \(annotation)"))
+    }
+
     /// The index already built, when this fetcher can serve from it: a TOC-built one only when lazy (or when every
     /// content it names is local after all); a packed one when its pack is there.
     private func loadUsable(_ layer: Descriptor) -> LayerIndex? {
         if lazy, let index = tocIndexer.unsaved(layer.digest) { return index }
-        if let index = packs.unpacked(layer.digest) { return index }
+        if let index = packs.unpacked(layer.digest) {
+            checkTOC(of: layer, in: index)
+            return index
+        }
         guard let index = indexes.load(layer: layer.digest) else { return nil }
+        checkTOC(of: layer, in: index)
         // A layer unpacked whole is its pack; an eStargz layer's pack holds what a prefetch wrote (if it is gone,
         // its files are fetched by range again).
         if index.pack != nil && !packs.open(index) && index.remote == nil { return nil }
         if index.remote != nil {
             guard lazy || indexes.isComplete(index) else { return nil }
             files.register(index, layer: layer)
-            if lazy { prefetcher?.fetchHotRegion(of: index, layer: layer) }
+            if lazy { prefetcher?.start(index, layer: layer) }
         }
         return index
     }
@@ -230,16 +270,16 @@ public final class LayerFetcher: Sendable {
         do {
             if file.chunks.isEmpty { return .stored(path: try store.ensure(content, expectedSize: 0) { _ in }) }
             guard let reader else { throw FetchError.offline(content) }
-            // The first read of a layer starts the rest of it, once this read landed (what it brought is local).
-            defer {
-                prefetcher?.noteRead(in: file.layer) { [tocIndexer, indexes] in
-                    tocIndexer.unsaved(file.layer.digest) ?? indexes.load(layer: file.layer.digest)
-                }
-            }
             prefetcher?.awaitHotClaims(of: file.layer.digest)
             if let found = local(content) { return found }
             guard file.isSingleMember else { return .stored(path: try reader.store(file, in: store)) }
-            let wanted = [file] + files.siblings(of: file).filter { local($0.content) == nil }
+            // Its directory's other files come along, but not those the background prefetch is bringing now:
+            // this read waits for nobody's flight but its own file's.
+            let wanted =
+                [file]
+                + files.siblings(of: file).filter {
+                    local($0.content) == nil && !reader.isFetchingInBackground($0.content)
+                }
             let fetched = reader.files(wanted, commit: .soon)
             guard let outcome = fetched[content] else { throw FetchError.unknownContent(content) }
             return .held(try outcome.get().data)
@@ -276,7 +316,10 @@ public final class LayerFetcher: Sendable {
     /// left for `fetch` to report.
     public func prefetch(_ contents: [Digest]) {
         guard let reader else { return }
-        let wanted = files.files(contents).filter { $0.isSingleMember && local($0.content) == nil }
+        let candidates = files.files(contents)
+        // The hot regions first in flight (they hold this metadata with `--prefetch all`): joined, not fetched again.
+        for layer in Set(candidates.map(\.layer.digest)) { prefetcher?.awaitHotClaims(of: layer) }
+        let wanted = candidates.filter { $0.isSingleMember && local($0.content) == nil }
         guard !wanted.isEmpty else { return }
         _ = reader.files(wanted, commit: .withNext)
     }

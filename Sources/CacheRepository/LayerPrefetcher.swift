@@ -10,9 +10,11 @@ public struct PrefetchPolicy: Sendable {
     public enum Mode: String, Sendable, CaseIterable {
         /// Only what is read, when it is read.
         case none
-        /// A layer's prioritized entries (its hot set, before the `.prefetch.landmark`) at its first lookup.
+        /// A layer's prioritized entries (its hot set, before the `.prefetch.landmark`) once it is indexed (at
+        /// its first lookup).
         case hot
-        /// The hot set, then, once a file of the layer has been read, the rest of it in the background.
+        /// The hot set, then the rest of the layer in the background, both from its index on (a mount loads its
+        /// images at mount time in this mode, so fetching starts then).
         case all
     }
 
@@ -29,13 +31,14 @@ public struct PrefetchPolicy: Sendable {
 
 /// Fetches eStargz layers ahead of use, below on-demand reads.
 ///
-/// **Hot region.** At a layer's first lookup (its TOC index), the files before its prefetch landmark are fetched
-/// with one request per `LayerBlobReader.maxSpan` of them, all sent at once, as on-demand reads: a lookup of one of
-/// them joins that flight instead of fetching its directory again.
+/// **Hot region.** Once a layer is indexed (from its TOC), the files before its prefetch landmark (and, with `.all`,
+/// the metadata the tree resolution reads) are fetched with one request per `LayerBlobReader.maxSpan` of them, all
+/// sent at once, as on-demand reads: a lookup of one of them joins that flight instead of fetching it again.
 ///
-/// **The rest.** After the first read of a file of a layer, the files not local yet are fetched in the background,
-/// in offset order, a `batchBytes` span at a time, as background reads: they leave out what on-demand reads are
-/// fetching, and an on-demand read never waits for them. Each file is verified against the TOC, then appended to
+/// **The rest.** Then (`.all`), once the hot region is in flight, the files not local yet are fetched in the
+/// background, in offset order, a `batchBytes` span at a time, as background reads: they leave out what on-demand
+/// reads are fetching, and an on-demand read waits for one only when it holds a file the read needs (joined, not
+/// fetched twice). Each file is verified against the TOC, then appended to
 /// the layer's pack (so a whole layer costs one file, not one blob per file), which is mapped and served after each
 /// batch and committed, with the layer's index naming what it holds, at the end. Memory holds two batches; the pack
 /// stops growing when the cache has no room left. Files of several members are left to on-demand reads.
@@ -80,9 +83,11 @@ final class LayerPrefetcher: Sendable {
         self.metrics = metrics
     }
 
-    /// Starts fetching `index`'s hot region, once per layer (no-op without one, or with `--prefetch none`).
-    func fetchHotRegion(of index: LayerIndex, layer: Descriptor) {
-        guard policy.mode != .none, let end = index.remote?.prefetchEnd, end > 0 else { return }
+    /// Starts fetching `index`'s hot region (with `metadata`), once per layer (no-op without either, or with
+    /// `--prefetch none`).
+    private func fetchHotRegion(of index: LayerIndex, layer: Descriptor, with metadata: Set<Digest>) {
+        let end = index.remote?.prefetchEnd ?? 0
+        guard policy.mode != .none, end > 0 || !metadata.isEmpty else { return }
         let claims = DispatchGroup()
         claims.enter()
         let first = state.withLock { state -> Bool in
@@ -92,7 +97,10 @@ final class LayerPrefetcher: Sendable {
         }
         guard first else { return }
         background { [self] in
-            let hot = files.files(of: layer.digest, within: 0..<end).filter { !isLocal($0.content) }
+            let region = end > 0 ? files.files(of: layer.digest, within: 0..<end) : []
+            let scattered =
+                metadata.isEmpty ? [] : files.files(of: layer.digest).filter { metadata.contains($0.content) }
+            let hot = Array(Set(region + scattered)).filter { !isLocal($0.content) }
             let batches = Self.batches(hot, limit: LayerBlobReader.maxSpan)
             for _ in batches { claims.enter() }
             claims.leave()
@@ -108,12 +116,21 @@ final class LayerPrefetcher: Sendable {
         state.withLock { $0.hot[layer] }?.wait()
     }
 
-    /// Notes an on-demand read of a file of `layer`: the first starts the rest of the layer (`.all`), whose index
-    /// `index` gives (asked only then).
-    func noteRead(in layer: Descriptor, index: @escaping @Sendable () -> LayerIndex?) {
+    /// Starts fetching the hot region of `index`, then (`.all`) the rest of the layer in the background; each
+    /// once per layer.
+    func start(_ index: LayerIndex, layer: Descriptor) {
+        // With everything prefetched, the tree's metadata (kernel metadata, group files) goes with the hot region,
+        // wherever the layer's writer put it: a listing of the root, likely while the rest is in flight, joins
+        // these flights instead of fetching it again beside the rest.
+        let metadata =
+            policy.mode == .all
+            ? Set(index.entries.lazy.filter { EStargzWriter.isTreeMetadata($0.path) }.compactMap(\.content)) : []
+        fetchHotRegion(of: index, layer: layer, with: metadata)
         guard policy.mode == .all, state.withLock({ $0.rest.insert(layer.digest).inserted }) else { return }
         background { [self] in
-            if let index = index() { fetchRest(of: layer, index: index) }
+            // The hot region first: its files, in flight as on-demand reads, are left out of the rest.
+            awaitHotClaims(of: layer.digest)
+            fetchRest(of: layer, index: index)
         }
     }
 
@@ -152,21 +169,26 @@ final class LayerPrefetcher: Sendable {
                 guard i < work.count, !appended.withLock({ $0.failed }) else { return }
                 // What on-demand reads fetched meanwhile is not fetched again.
                 let wanted = work[i].filter { !isLocal($0.content) }
-                let fetched = reader.files(wanted, priority: .background, commit: nil)
-                appended.withLock { state in
-                    guard !state.failed else { return }
-                    for (content, outcome) in fetched {
-                        guard case .success(let blob) = outcome, state.offsets[content] == nil else { continue }
-                        let start = pack.size
-                        do { try blob.data.withUnsafeBytes { try pack.append($0) } } catch {
-                            metrics.failed(error, verification: false)
-                            state.failed = true
-                            return
+                // Appended and served before the batch's flights land: an on-demand read of one of its files joins
+                // the flight or finds the file in the pack, never fetches it again in between.
+                _ = reader.files(
+                    wanted, priority: .background, commit: nil,
+                    keep: { [self] fetched in
+                        appended.withLock { state in
+                            guard !state.failed else { return }
+                            for (content, outcome) in fetched {
+                                guard case .success(let blob) = outcome, state.offsets[content] == nil else { continue }
+                                let start = pack.size
+                                do { try blob.data.withUnsafeBytes { try pack.append($0) } } catch {
+                                    metrics.failed(error, verification: false)
+                                    state.failed = true
+                                    return
+                                }
+                                state.offsets[content] = start
+                            }
+                            publish(pack, offsets: state.offsets, index: index)
                         }
-                        state.offsets[content] = start
-                    }
-                    publish(pack, offsets: state.offsets, index: index)
-                }
+                    })
             }
         }
         let (offsets, failed) = appended.withLock { ($0.offsets, $0.failed) }

@@ -47,9 +47,9 @@ struct VerifiedBlob: Sendable {
 /// its verified bytes (or its error), so a directory in flight is never fetched twice and its followers neither
 /// fetch nor verify again. The other files a request's span happens to hold (the members between the wanted ones,
 /// downloaded to save a round trip) are verified and kept too (`neighbours`), so no byte is fetched twice for them
-/// either. Reads have a priority: an on-demand read never waits behind a background one (it
-/// fetches what a background read holds itself), and a background read leaves out what on-demand reads are
-/// fetching.
+/// either. Reads have a priority: a background read leaves out what on-demand reads are fetching, and an on-demand
+/// read is never queued behind a background one: it waits only for the background fetch of a file it wants itself
+/// (one batch, the bytes it needs), which it joins rather than fetch those bytes twice.
 final class VerifyingReader: Sendable {
     enum Priority: Sendable {
         /// A caller is waiting: a lookup, an open, a listing.
@@ -85,6 +85,9 @@ final class VerifyingReader: Sendable {
     /// Callers waiting for another caller's fetch of a file now, counted once per file.
     var waiting: Int { onDemand.followers + background.followers }
 
+    /// Whether a background read is fetching `content` now (it lands in memory or a pack soon).
+    func isFetchingInBackground(_ content: Digest) -> Bool { background.isInFlight(content) }
+
     func reader(for layer: Descriptor) -> LayerBlobReader {
         LayerBlobReader(client: client, repository: repository, layer: layer, metrics: metrics)
     }
@@ -96,22 +99,26 @@ final class VerifyingReader: Sendable {
     ///   - commit: when the memory layer stores what this read adds; nil when the caller stores the bytes itself (a
     ///     background read writing a layer's pack).
     ///   - claimed: called once this read's files are in flight (led here, or followed), before any byte is fetched.
+    ///   - keep: given what this read fetched before its flights land (a background read writing a layer's pack
+    ///     with `commit` nil), so that no caller finds a file neither in flight nor kept, and fetches it again.
     /// - Returns: an outcome per file, except, for a background read, the files on-demand reads were fetching.
     func files(
         _ files: [RemoteFile], priority: Priority = .onDemand, commit: MemoryBlobCache.Commit? = .soon,
-        claimed: (@Sendable () -> Void)? = nil
+        claimed: (@Sendable () -> Void)? = nil,
+        keep: (([Digest: Result<VerifiedBlob, any Error>]) -> Void)? = nil
     ) -> [Digest: Result<VerifiedBlob, any Error>] {
         precondition(files.allSatisfy(\.isSingleMember), "files of several members are streamed into the store")
         var byContent: [Digest: RemoteFile] = [:]
         for file in files { byContent[file.content] = file }
+        // An on-demand read joins the background fetch of a file it wants, rather than fetch its bytes twice.
+        let joining = priority == .onDemand ? byContent.keys.filter { background.isInFlight($0) } : []
         let wanted =
-            priority == .onDemand ? Array(byContent.keys) : byContent.keys.filter { !onDemand.isInFlight($0) }
+            priority == .onDemand
+            ? byContent.keys.filter { !joining.contains($0) } : byContent.keys.filter { !onDemand.isInFlight($0) }
         let lane = priority == .onDemand ? onDemand : background
         var told = false
         defer { if !told { claimed?() } }  // every file was another's flight: now landed
-        return lane.run(wanted) { led in
-            claimed?()
-            told = true
+        func lead(_ led: [Digest]) -> [Digest: Result<VerifiedBlob, any Error>] {
             // A flight may have landed between the caller's look and this claim: what it left is not fetched again.
             var outcomes: [Digest: Result<VerifiedBlob, any Error>] = [:]
             var missing: [RemoteFile] = []
@@ -124,8 +131,17 @@ final class VerifyingReader: Sendable {
             }
             let fetched = fetch(missing, priority: priority)
             if let commit { memory.add(fetched.values.compactMap { try? $0.get() }, commit: commit) }
+            keep?(fetched)
             return outcomes.merging(fetched) { local, _ in local }
         }
+        var outcomes = lane.run(wanted) { led in
+            claimed?()
+            told = true
+            return lead(led)
+        }
+        // After this read's own flights landed, so no two reads wait on each other's flights.
+        if !joining.isEmpty { outcomes.merge(background.run(joining, lead)) { own, _ in own } }
+        return outcomes
     }
 
     /// Streams a file of any number of members into `store`, each member checked against its chunk digest as it
@@ -144,8 +160,8 @@ final class VerifyingReader: Sendable {
 
     /// One batch of led files: each layer's regions in spans, the layers side by side. The other files inside the
     /// spans go to the memory layer when they verify (nobody waits for them, so a failure of one is dropped). An
-    /// on-demand read bridges gaps between the wanted members (a round trip costs more than the bytes); a background
-    /// read, bandwidth-bound, bridges none, so it never downloads again what is local already.
+    /// on-demand read bridges gaps smaller than a range's overhead; a background read, bandwidth-bound, bridges
+    /// none, so it never downloads again what is local already.
     private func fetch(_ files: [RemoteFile], priority: Priority) -> [Digest: Result<VerifiedBlob, any Error>] {
         let gap = priority == .onDemand ? LayerBlobReader.coalesceGap : 0
         let byLayer = Array(Dictionary(grouping: files, by: \.layer.digest).values)

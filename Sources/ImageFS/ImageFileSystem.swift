@@ -2,6 +2,7 @@ import BlobCache
 import Foundation
 import OCI
 import Synchronization
+import TarIndex
 import TimeBudget
 
 #if canImport(Glibc)
@@ -146,6 +147,21 @@ public final class ImageFileSystem: FileSystem {
     public func load() -> ImageTree {
         imageSet.startDue(into: tree)
         return tree
+    }
+
+    /// Indexes every eStargz layer of the mount's images now, in the background, rather than at their images'
+    /// first lookup: the provider's prefetch (`--prefetch all`) starts from a layer's index, so a mount made long
+    /// before its readers (a DaemonSet's) has their kernels local when they come. Layers without a TOC are left to
+    /// the first lookup, since indexing one downloads it whole. A failure is counted in the fetch metrics and met
+    /// again, and reported, by the first lookup that needs the layer.
+    public func indexLazyLayers() {
+        for image in imageSet.images {
+            for layer in image.layers where layer.annotations?[EStargz.tocDigestAnnotation] != nil {
+                DispatchQueue.global(qos: .utility).async { [provider] in
+                    _ = try? provider.index(of: layer, in: image)
+                }
+            }
+        }
     }
 
     /// Adds images to the served tree while it serves (a refreshed repository): they rank after the images

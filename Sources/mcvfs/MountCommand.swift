@@ -93,8 +93,8 @@ struct MountCommand: ParsableCommand {
     @Option(
         help: """
             What to fetch of eStargz layers ahead of use: none; hot (a layer's prioritized entries, its hot set, in \
-            one request at the first lookup); all (the hot set, then the rest of each layer once a file of it is \
-            read, in the background, below on-demand reads, within --cache-max-size).
+            one request at the first lookup); all (from the mount on: each eStargz layer's TOC, the hot set, then \
+            the rest of each layer in the background, below on-demand reads, within --cache-max-size).
             """)
     var prefetch: PrefetchMode = .all
 
@@ -252,6 +252,9 @@ struct MountCommand: ParsableCommand {
         }
         Log.info(
             "mounted \(ref) at \(mountpoint): \(catalog.used.count) image(s) used, \(catalog.skipped.count) skipped")
+        // A DaemonSet mounts long before pods start: with everything prefetched, fetching starts now, not at the
+        // first lookup.
+        if prefetch == .all { images.indexLazyLayers() }
         let message =
             json
             ? try Self.readyJSON(reference: ref.description, mountpoint: mountpoint, catalog: catalog)

@@ -41,7 +41,7 @@ import Testing
     }
 
     @Test func theDefaultsAreTheREADMEs() {
-        #expect(LayerBlobReader.coalesceGap == 256 << 10)
+        #expect(LayerBlobReader.coalesceGap == 512)
         #expect(LayerBlobReader.maxSpan == 32 << 20)
         #expect(LayerBlobReader.spans(of: [Region]()).isEmpty)
     }
@@ -66,7 +66,7 @@ import Testing
         try bench.reader().reader(for: kernels.layer.descriptor)
     }
 
-    @Test func aDirectorysTwoRunsAreTwoRequestsSentAtOnce() throws {
+    @Test func aDirectorysTwoRunsAreOneMultiRangeRequest() throws {
         let gate = InMemoryRegistry.Gate()
         bench.registry.inject { _ in .hold(gate) }
         let wanted = regions(of: "KEY0")
@@ -84,27 +84,34 @@ import Testing
                 done.increment()
             }
         }
-        // Both requests are out before either is answered: one round trip, not two.
-        #expect(eventually { gate.held == 2 })
+        // Both runs in one request: one round trip, and none of the bytes between them.
+        #expect(eventually { gate.held == 1 })
         gate.open()
         #expect(eventually { done.count == 1 })
         #expect(Set(bench.registry.ranges(of: kernels.layer.descriptor.digest)) == Set(expected.map(\.range)))
-        #expect(bench.metrics.snapshot.rangeRequests == 2)
+        #expect(bench.metrics.snapshot.rangeRequests == 1)
         #expect(bench.metrics.snapshot.bytesFetched == expected.reduce(0) { $0 + Int64($1.range.count) })
     }
 
     @Test func aFailedRequestFailsItsRegionsAlone() throws {
-        let wanted = regions(of: "KEY0")
-        let spans = LayerBlobReader.spans(of: wanted)
-        let failing = spans[1].range
-        bench.registry.inject { $0.range == failing ? .status(500) : nil }
-        let read = try reader().read(wanted)
-        for region in spans[0].regions { #expect((try? read[region]?.get()) != nil) }
-        for region in spans[1].regions {
-            #expect(throws: RegistryError.self) { try read[region]?.get() }
+        let wanted = regions(of: "KEY0") + regions(of: "KEY1")
+        let first = regions(of: "KEY0")
+        bench.registry.inject { $0.ranges.count > 1 ? .status(500) : nil }
+        let read = try reader().read(first)
+        for region in first { #expect(throws: RegistryError.self) { try read[region]?.get() } }
+        // The client was told not to retry, and nothing here retries: one request.
+        #expect(bench.registry.requests.count == 1)
+        bench.registry.clearFaults()
+        let again = try reader().read(wanted)
+        #expect(wanted.allSatisfy { (try? again[$0]?.get()) != nil })
+    }
+
+    @Test func spansArePackedIntoRequestsUpToTheRangeAndByteCaps() {
+        let spans = (0..<300).map {
+            LayerBlobReader.Span(range: Int64($0) * 100..<(Int64($0) * 100 + 10), regions: [])
         }
-        // The client was told not to retry, and nothing here retries: one request per span.
-        #expect(bench.registry.blobRequests.count == 2)
+        #expect(LayerBlobReader.requests(of: spans).map(\.count) == [256, 44])
+        #expect(LayerBlobReader.requests(of: Array(spans.prefix(10)), cap: 30).map(\.count) == [3, 3, 3, 1])
     }
 
     @Test func aShortBodyIsAnError() throws {

@@ -63,8 +63,10 @@ public final class InMemoryRegistry: HTTPTransport {
         public var path: String
         /// The blob the path names, if it names one.
         public var digest: Digest?
-        /// The `Range` header's bytes, as a half-open range; nil for the whole blob.
+        /// The `Range` header's bytes, as a half-open range; nil for the whole blob or several ranges.
         public var range: Range<Int64>?
+        /// Every range the `Range` header asks for (several for a multi-range request).
+        public var ranges: [Range<Int64>] = []
     }
 
     /// What to do to a request instead of answering it plainly.
@@ -235,7 +237,7 @@ public final class InMemoryRegistry: HTTPTransport {
 
     /// Requests for byte ranges of `digest`, in arrival order.
     public func ranges(of digest: Digest) -> [Range<Int64>] {
-        blobRequests.filter { $0.digest == digest }.compactMap(\.range)
+        blobRequests.filter { $0.digest == digest }.flatMap(\.ranges)
     }
 
     /// Forgets the requests so far.
@@ -269,8 +271,8 @@ public final class InMemoryRegistry: HTTPTransport {
             case .status(let status): answer = Reply(status)
             case .reset: throw RegistryError.transport("\(request.url): connection reset by the in-memory registry")
             case .corrupt:
-                answer = script?(request) ?? self.answer(request)
-                answer.body = Data(answer.body.map { ~$0 })
+                // The blob's bytes inverted, then sliced: a multi-range body keeps its part headers.
+                answer = script?(request) ?? self.answer(request, corrupt: true)
             case .hold, nil: answer = script?(request) ?? self.answer(request)
             }
         }
@@ -296,16 +298,20 @@ public final class InMemoryRegistry: HTTPTransport {
         let path = request.url.path
         var digest: Digest?
         if let marker = path.range(of: "/blobs/") { digest = try? Digest(parsing: String(path[marker.upperBound...])) }
-        var range: Range<Int64>?
+        var ranges: [Range<Int64>] = []
         if let header = request.headers["Range"], header.hasPrefix("bytes=") {
-            let bounds = header.dropFirst(6).split(separator: "-").compactMap { Int64($0) }
-            if bounds.count == 2 { range = bounds[0]..<(bounds[1] + 1) }
+            for spec in header.dropFirst(6).split(separator: ",") {
+                let bounds = spec.split(separator: "-").compactMap { Int64($0.trimmingCharacters(in: .whitespaces)) }
+                if bounds.count == 2 { ranges.append(bounds[0]..<(bounds[1] + 1)) }
+            }
         }
-        return Request(method: request.method.rawValue, path: path, digest: digest, range: range)
+        return Request(
+            method: request.method.rawValue, path: path, digest: digest, range: ranges.count == 1 ? ranges[0] : nil,
+            ranges: ranges)
     }
 
     /// What distribution answers: `/v2/`, tag lists, manifests by tag or digest, blobs (whole or by range).
-    func answer(_ request: HTTPRequest) -> Reply {
+    func answer(_ request: HTTPRequest, corrupt: Bool = false) -> Reply {
         let path = request.url.path
         guard path.hasPrefix("/v2/") else { return .error(404) }
         if path == "/v2/" { return Reply(200, headers: ["Content-Type": "application/json"], body: Data("{}".utf8)) }
@@ -316,7 +322,7 @@ public final class InMemoryRegistry: HTTPTransport {
             let argument = String(rest[range.upperBound...])
             let (found, anywhere) = state.withLock { ($0.repositories[name], $0.anyRepositoryBlobs) }
             if kind == "/blobs/", let digest = try? Digest(parsing: argument), let blob = anywhere[digest] {
-                return Self.ranged(blob, request.headers["Range"])
+                return Self.ranged(corrupt ? Data(blob.map { ~$0 }) : blob, request.headers["Range"])
             }
             guard let repository = found else { return .error(404, code: "NAME_UNKNOWN") }
             switch kind {
@@ -336,15 +342,29 @@ public final class InMemoryRegistry: HTTPTransport {
                 guard let digest = try? Digest(parsing: argument), let blob = repository.blobs[digest] else {
                     return .error(404, code: "BLOB_UNKNOWN")
                 }
-                return Self.ranged(blob, request.headers["Range"])
+                return Self.ranged(corrupt ? Data(blob.map { ~$0 }) : blob, request.headers["Range"])
             }
         }
         return .error(404)
     }
 
-    /// `Range: bytes=a-b` answered with 206 and that slice; anything else gets the whole blob.
+    /// `Range: bytes=a-b` answered with 206 and that slice, several ranges with a `multipart/byteranges` body (as Go's
+    /// `http.ServeContent` in the distribution registry answers); anything else gets the whole blob.
     static func ranged(_ blob: Data, _ range: String?) -> Reply {
         guard let range, range.hasPrefix("bytes=") else { return Reply(200, body: blob) }
+        let specs = range.dropFirst("bytes=".count).split(separator: ",")
+        if specs.count > 1 {
+            let boundary = "mcvfs-test-boundary"
+            var body = Data()
+            for spec in specs {
+                let part = ranged(blob, "bytes=" + spec.trimmingCharacters(in: .whitespaces))
+                guard part.status == 206 else { return part }
+                body += Data("\r\n--\(boundary)\r\nContent-Type: application/octet-stream\r\n".utf8)
+                body += Data("Content-Range: \(part.headers["Content-Range"]!)\r\n\r\n".utf8) + part.body
+            }
+            body += Data("\r\n--\(boundary)--\r\n".utf8)
+            return Reply(206, headers: ["Content-Type": "multipart/byteranges; boundary=\(boundary)"], body: body)
+        }
         let bounds = range.dropFirst("bytes=".count).split(separator: "-", omittingEmptySubsequences: false)
         guard bounds.count == 2, let first = Int(bounds[0]), first < blob.count else {
             return Reply(416, headers: ["Content-Range": "bytes */\(blob.count)"])

@@ -33,10 +33,13 @@ public struct MountStatus: Codable, Sendable, Equatable {
         /// Used images: where the image ranks when two have a KEY (`Precedence`: base, or added by a node or a
         /// refresh).
         public var precedence: String?
+        /// Used images with eStargz layers, once loaded: what their `toc.digest` annotations are worth (`TOCCheck`:
+        /// "verified", or "mismatch: served from the whole layer verified by its digest (...)").
+        public var tocDigest: String?
 
         public init(
             name: String, digest: String? = nil, targets: [String]? = nil, layers: [String]? = nil,
-            reason: String? = nil, signedBy: [String]? = nil, load: ImageSet.Status? = nil
+            reason: String? = nil, signedBy: [String]? = nil, load: ImageSet.Status? = nil, tocDigest: String? = nil
         ) {
             self.name = name
             self.digest = digest
@@ -49,6 +52,7 @@ public struct MountStatus: Codable, Sendable, Equatable {
             self.error = load?.lastError
             self.nextRetry = load?.nextRetry
             self.precedence = load?.precedence
+            self.tocDigest = tocDigest
         }
     }
 
@@ -203,7 +207,8 @@ extension MountStatus {
             Image(
                 name: entry.name, digest: entry.digest?.description, targets: entry.targets?.map(\.description),
                 layers: entry.image?.layers.map(\.digest.description), signedBy: entry.signedBy,
-                load: loads.first { $0.name == entry.name && $0.digest == entry.digest })
+                load: loads.first { $0.name == entry.name && $0.digest == entry.digest },
+                tocDigest: Self.tocDigest(of: entry.image?.layers ?? [], metrics: source.metrics))
         }
         skipped = source.catalog.skipped.map {
             Image(
@@ -217,6 +222,14 @@ extension MountStatus {
         isolation = source.isolation
         uppers = source.upperRoot.map(Self.uppers(in:)) ?? []
         overlay = source.overlay?.report
+    }
+
+    /// What the `toc.digest` annotations of an image's layers are worth: the first mismatch, else "verified" once
+    /// every annotated layer is; nil without annotated layers, or before they are indexed.
+    static func tocDigest(of layers: [Descriptor], metrics: FetchMetrics) -> String? {
+        let checks = layers.map { metrics.tocCheck(of: $0.digest) }.compactMap { $0 }
+        if let mismatch = checks.first(where: { $0 != .verified }) { return mismatch.description }
+        return checks.isEmpty ? nil : TOCCheck.verified.description
     }
 
     /// Size of each upper under `root` (one per uid, or `shared`): the files users wrote, the overlay's whiteouts

@@ -33,12 +33,13 @@ class Exchange:
     method: str
     path: str
     kind: str
-    range: tuple[int, int] | None  # inclusive byte range asked for, None for a whole body
+    range: tuple[int, int] | None  # inclusive byte range asked for, None for a whole body or several ranges
     arrived: float  # time.monotonic() when the request reached the proxy
     first_byte: float | None = None
     done: float | None = None
     status: int | None = None
     body_bytes: int = 0
+    ranges: list[tuple[int, int]] | None = None  # every inclusive range asked for (a multi-range request has several)
 
     def overlaps(self, other: "Exchange") -> bool:
         """True when the two were in flight at the same moment (arrival to last byte)."""
@@ -117,8 +118,10 @@ class LatencyProxy(LocalHTTPService):
                 super().finish()
 
             def _forward(self):
-                rng = _parse_range(self.headers.get("Range"))
-                exchange = Exchange(self.command, self.path, request_kind(self.path), rng, time.monotonic())
+                ranges = _parse_ranges(self.headers.get("Range"))
+                exchange = Exchange(self.command, self.path, request_kind(self.path),
+                                    ranges[0] if ranges and len(ranges) == 1 else None, time.monotonic(),
+                                    ranges=ranges)
                 with proxy._lock:
                     proxy.exchanges.append(exchange)
                 length = int(self.headers.get("Content-Length") or 0)
@@ -176,6 +179,9 @@ class LatencyProxy(LocalHTTPService):
         return f"127.0.0.1:{self.port}"
 
 
-def _parse_range(value: str | None) -> tuple[int, int] | None:
-    m = re.fullmatch(r"bytes=(\d+)-(\d+)", value or "")
-    return (int(m.group(1)), int(m.group(2))) if m else None
+def _parse_ranges(value: str | None) -> list[tuple[int, int]] | None:
+    """`bytes=A-B[,C-D...]` → [(A, B), (C, D), ...]; None without a Range header (or one of another form)."""
+    m = re.fullmatch(r"bytes=(\d+-\d+(?:, ?\d+-\d+)*)", value or "")
+    if not m:
+        return None
+    return [(int(a), int(b)) for a, b in (part.strip().split("-") for part in m.group(1).split(","))]
