@@ -76,25 +76,36 @@ def test_a_node_key_cannot_make_compaction_sign_other_bytes_for_a_key_another_no
     # with a changed byte until its manifest digest sorts before the honest image's.
     evil_tag = None
     for attempt in range(40):
-        evil, _ = nodes.evil_source(f"evil{attempt}")
+        evil, own_key = nodes.evil_source(f"evil{attempt}")
         tag = nodes.push_fleet(evil)
         if tag.rsplit("-", 1)[1] < honest_tag.rsplit("-", 1)[1]:
             evil_tag = tag
             break
     assert evil_tag, "no digest sorted first in 40 pushes"
     # CI, as docs/fleet.md's strict recipe runs it: merges only node-signed images, signs the result.
-    r = nodes.mcvfs.run("compact", "--plain-http", "--cache-dir", str(tmp_path / "ci-cache"), "--key", str(honest_pub),
-                        "--key", str(nodes.node_pub), "--sign-key", str(nodes.ci_key), "--keep-for", "1h",
-                        nodes.ref(), env=ENV, timeout=300)
+    def compact():
+        return nodes.mcvfs.run("compact", "--plain-http", "--cache-dir", str(tmp_path / "ci-cache"), "--key",
+                               str(honest_pub), "--key", str(nodes.node_pub), "--sign-key", str(nodes.ci_key),
+                               "--keep-for", "1h", nodes.ref(), env=ENV, timeout=300)
+    r = compact()
     assert r.rc == 0, r
+    # Two node images disagree on a KEY, and nothing orders them that a publisher could not choose: the compaction
+    # holds neither copy (consumers compile the KEY), and says so.
+    assert f"KEY {nodes.key}: withheld, {evil_tag} and {honest_tag} rank alike" in r.stdout, r
+    assert f"KEY {nodes.key}: withheld" in r.stderr, r
     # A consumer that trusts only CI's signature serves the compaction.
     mnt = mounts.mount(nodes.ref(), tmp_path / "mnt", tmp_path / "cache", "--gpu", "cuda:90", "--key",
                        str(nodes.ci_pub))
     used = sorted(u["name"] for u in mnt.status()["used"])
     served = read(mnt.path / nodes.key / nodes.cubin)
-    assert served == nodes.base_bytes(), (
+    assert served != (evil / nodes.key / nodes.cubin).read_bytes(), (
         f"the CI-signed compaction {used} serves {evil_tag}'s bytes for KEY {nodes.key}, which {honest_tag} "
         f"provides; compact said: {r.stdout[-1500:]} {r.stderr[-1500:]}")
+    assert served == "ENOENT", f"{used} serves {served!r} for a KEY its sources disagree on"
+    assert (mnt.path / own_key).is_dir(), "a node image's own KEYs are merged"
+    # The next run makes no other compaction: the disputed KEY waits for an operator, not for the next push.
+    again = compact()
+    assert again.rc == 0 and not [line for line in again.stdout.splitlines() if line.startswith("sha256:")], again
 
 
 def cpu_seconds(pid: int) -> float:
