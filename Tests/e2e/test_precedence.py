@@ -3,7 +3,9 @@ mounts.
 
 Precedence cannot be hijacked: images published by nodes (tags ending in 16 hex digits: `fleet-*`, compactions)
 and every image a live refresh adds only add KEYs; a KEY the mount's base images provide keeps their bytes,
-whatever the newcomer's tag or signature, and the other bytes are reported (status, metrics, log).
+whatever the newcomer's tag or signature, and the other bytes are reported (status, metrics, log). Node images
+of one rank (a fresh node sees every fleet image in its first batch) that disagree on a KEY withhold it: no digest,
+which a publisher grinds by re-pushing, picks between them.
 
 No waiting for images without precedence: two images `a` and `b` with disjoint KEYs, `b`'s layer stalled (headers
 never come, the body stalls, or drips 1 byte/s), gzip (`a` cached) and eStargz (both lazy): `a`'s first read waits
