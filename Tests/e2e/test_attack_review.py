@@ -126,16 +126,20 @@ def test_a_key_an_earlier_compaction_holds_keeps_its_bytes_whatever_a_node_key_p
     def compact():
         r = nodes.mcvfs.run("compact", "--plain-http", "--cache-dir", str(tmp_path / "ci-cache"), "--key",
                             str(honest_pub), "--key", str(nodes.node_pub), "--sign-key", str(nodes.ci_key),
-                            "--keep-for", "1h", nodes.ref(), env=ENV, timeout=300)
-        assert r.rc == 0, r
-        (line,) = [line for line in r.stdout.splitlines() if line.startswith("sha256:")]
-        return r, line.rsplit(":", 1)[1]
-    _, first = compact()
+                            "--keep-for", "1h", "--json", nodes.ref(), env=ENV, timeout=300)
+        (compacted,) = r.json()["compacted"]
+        return r, compacted
+    _, compacted = compact()
+    first = compacted["image"]["tag"]
+    assert compacted["keyConflicts"] == 0 and compacted["conflicts"] == [], compacted
     # Then the attacker publishes other bytes for that KEY, with a KEY of its own so that compaction runs again.
     evil, own_key = nodes.evil_source("evil")
     evil_tag = nodes.push_fleet(evil)
-    r, second = compact()
-    assert f"KEY {nodes.key}: served from {first}, other bytes in {evil_tag}" in r.stdout, r
+    r, compacted = compact()
+    second = compacted["image"]["tag"]
+    assert compacted["conflicts"] == [{"key": nodes.key, "served": first, "other": evil_tag}], compacted
+    assert compacted["keyConflicts"] == 1
+    assert f"KEY {nodes.key}: served from {first}, other bytes in {evil_tag}" in r.stderr, r
     # A consumer that trusts only CI's signature: both compactions hold the first one's bytes.
     mnt = mounts.mount(nodes.ref(), tmp_path / "mnt", tmp_path / "cache", "--gpu", "cuda:90", "--key",
                        str(nodes.ci_pub))
