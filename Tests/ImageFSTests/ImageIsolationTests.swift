@@ -154,6 +154,31 @@ import TimeBudget
         #expect(try t.fs.names("SHARED") == ["x", "y"])
     }
 
+    @Test func nodeImagesOfOneBatchThatDisagreeOnAKeyWithholdItWhicheverLoadsFirst() throws {
+        let f = try Fixture()
+        func layer(_ own: String, _ bytes: String) throws -> LayerIndex {
+            f.layer([
+                f.directory("io.triton.cache/K"), try f.file("io.triton.cache/K/a", bytes),
+                f.directory("io.triton.cache/S"), try f.file("io.triton.cache/S/s", "same"),
+                f.directory("io.triton.cache/\(own)"), try f.file("io.triton.cache/\(own)/o", own),
+            ])
+        }
+        let (x, y) = (try layer("X", "x's a"), try layer("Y", "y's a"))
+        let images = [
+            f.image("fleet-cuda-sm90-aaaaaaaaaaaaaaaa", [x]), f.image("fleet-cuda-sm90-bbbbbbbbbbbbbbbb", [y]),
+        ]
+        let (fs, provider) = f.mount(images, layers: [x, y], budget: .seconds(120))
+        // The image whose digest sorts last loads last: the KEY waits for it rather than serve the first one's copy.
+        let last = images[0].digest.hex < images[1].digest.hex ? y : x
+        provider.hold(last)
+        DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(200)) { provider.release(last) }
+        #expect(throws: FSError.notFound) { try fs.path("K") }
+        #expect(try fs.contents("S/s") == "same", "a KEY both hold alike is served")
+        #expect(try fs.contents("X/o") == "X" && fs.contents("Y/o") == "Y")
+        #expect(fs.report?.keyConflicts == 1)
+        #expect(throws: FSError.notFound) { try fs.path("K/a") }
+    }
+
     @Test func aLookupWaitingForAnImageEndsAtItsDeadline() throws {
         let f = try Fixture()
         let t = try twoImagesWaitingForB(f)
