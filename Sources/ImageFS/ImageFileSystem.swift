@@ -15,9 +15,9 @@ import TimeBudget
 /// below it starts loading every image, each on its own, in the background. One image that is slow, failing or
 /// malformed affects only the names that it alone could provide: the names of the others serve from the images
 /// in the tree (a first lookup waits, once and within its budget, only for the images in their first load that
-/// rank before the first image that has the name: `Precedence`); a name no loaded image has answers `notFound`
-/// (ENOENT: Triton's `makedirs` raises on EIO), whether an image that might hold it is failing, still loading, or
-/// every image is loaded. A failed image is retried by the first access after `retryDelay`, in the background.
+/// rank before the first image that has the name, or alike: `Precedence`); a name no loaded image has answers
+/// `notFound` (ENOENT: Triton's `makedirs` raises on EIO), whether an image that might hold it is failing, still
+/// loading, or every image is loaded; so does a KEY the images of one rank disagree on (withheld). A failed image is retried by the first access after `retryDelay`, in the background.
 /// Every operation ends within `operationBudget`.
 public final class ImageFileSystem: FileSystem {
     public static let rootIno: UInt64 = 1

@@ -9,9 +9,9 @@ import TimeBudget
 ///
 /// Each image loads on its own, in the background, the first time an access needs the tree: no load waits for
 /// another. A lookup waits (within its operation's deadline) while no loaded image has the name it wants, and,
-/// to resolve a name, only for the images still in their first load that rank before the first image that has it:
-/// a KEY of the image with precedence is served without waiting for the others, and a healthy mount resolves
-/// each KEY from the same image whichever loaded first. An image that is still in its first load when a wait for
+/// to resolve a name, only for the images still in their first load that rank before the first image that has it,
+/// or alike: a KEY of a base image with precedence is served without waiting for the others, and a healthy mount
+/// resolves each KEY from the same image (or withholds it) whichever loaded first. An image that is still in its first load when a wait for
 /// it runs out of time is not waited for again, and neither are retries: a slow or failing image holds lookups
 /// back once, by one budget at most. A failed image is retried, in the background, by the first access after
 /// `retryDelay`; until then it costs nothing. Images can be added while the mount serves (`append`); nothing waits
@@ -96,9 +96,9 @@ public final class ImageSet: Sendable {
 
         var isLoading: Bool { entries.contains { $0.phase == .loading } }
 
-        /// Whether an image in its first load that ranks before `bound` still holds lookups back.
-        func isHoldingLookups(before bound: Precedence) -> Bool {
-            entries.contains { $0.holdsLookups && $0.phase == .loading && $0.precedence < bound }
+        /// Whether an image in its first load that ranks before `bound`, or alike, still holds lookups back.
+        func isHoldingLookups(upTo bound: Precedence.Rank) -> Bool {
+            entries.contains { $0.holdsLookups && $0.phase == .loading && $0.precedence.rank <= bound }
         }
 
         /// A wait for first loads ran out of time: the images still in theirs hold nothing back any more.
@@ -270,16 +270,17 @@ public final class ImageSet: Sendable {
         }
     }
 
-    /// Waits, within the operation's deadline, until no image in its first load that ranks before `bound()` holds
-    /// lookups back (those still in it at the deadline stop holding them). `bound` is asked again after each image
-    /// settles (a loaded image may have the name, which lowers it), never under this set's lock; nil: no wait.
-    func awaitFirstLoads(rankedBefore bound: () -> Precedence?) {
+    /// Waits, within the operation's deadline, until no image in its first load that ranks before `bound()`, or
+    /// alike (a peer whose copy of a KEY might differ), holds lookups back (those still in it at the deadline stop
+    /// holding them). `bound` is asked again after each image settles (a loaded image may have the name, which
+    /// lowers it), never under this set's lock; nil: no wait.
+    func awaitFirstLoads(rankedUpTo bound: () -> Precedence.Rank?) {
         let deadline = Deadline.current ?? .after(budget)
         while true {
             guard let bound = bound() else { return }
             let semaphore = DispatchSemaphore(value: 0)
             let holding = state.withLock { state in
-                guard state.isHoldingLookups(before: bound) else { return false }
+                guard state.isHoldingLookups(upTo: bound) else { return false }
                 state.waiters.append(semaphore)
                 return true
             }

@@ -77,9 +77,12 @@ extension ImageTree {
     /// Logs conflicts: each is a sign of compromise or of a compiler that is not deterministic.
     private func announce(_ conflicts: [KeyOwnership.Conflict]) {
         for conflict in conflicts {
+            let outcome =
+                conflict.served.map { "the mount keeps serving \($0)'s" }
+                ?? "the mount serves neither (the KEY is absent: workloads compile it locally)"
             log(
                 "\(conflict): two images hold different bytes for one KEY (a compromised publisher, or a compiler "
-                    + "that is not deterministic); the mount keeps serving \(conflict.served)'s")
+                    + "that is not deterministic); \(outcome)")
         }
     }
 

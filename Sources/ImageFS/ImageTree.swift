@@ -14,13 +14,14 @@ import TimeBudget
 /// once, by one budget at most.
 ///
 /// The merge rules, which hold however late an image arrives:
-/// - a KEY (a Triton `<KEY>/`, a vLLM `torch_compile_cache/<hash>/`) comes whole from the first image in the
-///   mount's precedence order that has it (`Precedence`: base images in tag order, then images published by nodes
-///   and those refreshes added); other images add nothing under it, and one that holds other bytes for it is
-///   reported as a conflict (status, metrics, log);
+/// - a KEY (a Triton `<KEY>/`, a vLLM `torch_compile_cache/<hash>/`) comes whole from the first rank in the
+///   mount's precedence order that has it (`Precedence`: each base image in tag order, then images published by
+///   nodes and those refreshes added, a rank per batch); images of that rank that hold other bytes for it
+///   withhold it (it is absent); later images add nothing under it; each image with other bytes is reported as a
+///   conflict (status, metrics, log);
 /// - a name not resolved yet is resolved from the images added by then, once every image still in its first load
-///   that ranks before the first image that has the name has settled (within the lookup's deadline): a KEY of the
-///   image with precedence waits for no other image;
+///   that ranks before the first image that has the name, or alike, has settled (within the lookup's deadline):
+///   a KEY of the base image with precedence waits for no other image;
 /// - an image added after a name was resolved adds the KEYs the name lacks and changes none that exists: a
 ///   file, once it could be served, stays what it was;
 /// - a name that is not in the tree is looked up again on every access (nothing negative is kept), so a name
@@ -173,12 +174,12 @@ public final class ImageTree: Sendable {
             do {
                 found = try withinBudget { () throws(FSError) -> Bool in
                     guard let ino = try topLevel(name) else { return false }
-                    // A KEY comes from the first image in precedence order that has it, whichever loaded first:
-                    // wait for the images before the first one that has it (every image, for vLLM's shared root).
-                    images?.awaitFirstLoads(rankedBefore: { [self] in
+                    // A KEY comes from the first rank that has it, whichever loaded first: wait for the images
+                    // of the first one that has it and before (every image, for vLLM's shared root).
+                    images?.awaitFirstLoads(rankedUpTo: { [self] in
                         state.withLock { state in
                             guard let first = state.pending[ino]?.contributions.first else { return nil }
-                            return name == String(Precedence.sharedRoot) ? .last : first.precedence
+                            return name == String(Precedence.sharedRoot) ? .last : first.precedence.rank
                         }
                     })
                     try resolve(ino)

@@ -2,8 +2,8 @@ import Foundation
 import OCI
 import TarIndex
 
-/// Collects loaded images into an `ImageTree`, in the mount's documented order (`Precedence`): the first image that
-/// has a KEY gives it whole. A mount adds its images to its tree one by one as they load
+/// Collects loaded images into an `ImageTree`, in the mount's documented order (`Precedence`): the first rank of
+/// images that has a KEY gives it whole, unless that rank's images disagree on it. A mount adds its images to its tree one by one as they load
 /// (`contributions`); `extract` adds them all, then builds.
 public struct ImageTreeBuilder {
     /// Layer directories whose contents form the cache root (MCV layout, docs/mcv-images.md). vLLM content sits at the
@@ -33,8 +33,9 @@ public struct ImageTreeBuilder {
         /// Lookups answered "no such name" because only an image that is failing, or still loading at the
         /// operation's deadline, might have provided the name (optional: documents of older daemons lack it).
         public var lookupsAbsentDuringFaults: Int? = nil
-        /// KEYs for which an image holds other bytes than the image served (`KeyOwnership.Conflict`): a sign of
-        /// compromise or of a compiler that is not deterministic. Counted once per KEY and image.
+        /// KEYs for which an image holds other bytes than the image served, or than a peer of its rank (the KEY
+        /// is then withheld) (`KeyOwnership.Conflict`): a sign of compromise or of a compiler that is not
+        /// deterministic. Counted once per KEY and image.
         public var keyConflicts: Int? = nil
         /// The first `conflictsListed` of them.
         public var conflicts: [KeyOwnership.Conflict]? = nil
@@ -53,11 +54,12 @@ public struct ImageTreeBuilder {
         self.readBlob = readBlob
     }
 
-    /// Adds one image's layers; what an earlier image has under the same path wins when the tree resolves it.
-    public mutating func add(layers: [LayerIndex], image: CacheImage) {
+    /// Adds one image's layers, ranked as a mount ranks them (`Precedence`), after the images added before.
+    /// - Parameter batch: when the image was first used (`Precedence.batch`): 0 for a mount's first images.
+    public mutating func add(layers: [LayerIndex], image: CacheImage, batch: Int = 0) {
         images.append(
             Self.contributions(
-                of: layers, image: image, precedence: Precedence(of: image, position: images.count, batch: 0)))
+                of: layers, image: image, precedence: Precedence(of: image, position: images.count, batch: batch)))
     }
 
     /// What one image holds under each top-level name of its cache roots, as the tree merges it.

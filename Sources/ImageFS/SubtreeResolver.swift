@@ -3,12 +3,13 @@ import OCI
 import TarIndex
 
 /// Decides what one top-level directory of the cache root shows: the kernels whose targets the host accepts, each
-/// KEY whole from the first image in precedence order that has it (`KeyOwnership`), group files relocated. It reads kernel metadata and group files, so a
-/// mount runs it on the first lookup of that directory rather than for every directory at mount time.
+/// KEY whole from the first rank of images that has it, withheld where images of that rank disagree on it
+/// (`KeyOwnership`), group files relocated. It reads kernel metadata and group files, so a mount runs it on the
+/// first lookup of that directory rather than for every directory at mount time.
 struct SubtreeResolver: Sendable {
     /// What one image has under a top-level directory (paths relative to the cache root, the directory included).
     struct Contribution: Sendable {
-        /// The image's place in the mount's merge order: the first that has a KEY gives it.
+        /// The image's place in the mount's merge order: the first rank that has a KEY gives it.
         var precedence: Precedence
         /// The image's name (what a mount's hot set is recorded per).
         var image: String
@@ -33,7 +34,7 @@ struct SubtreeResolver: Sendable {
         var entries: [Entry]
         /// Who gives each KEY of the name now, the KEYs given before included.
         var ownership: KeyOwnership
-        /// Images that hold other bytes for a KEY than the image that gives it.
+        /// Images that hold other bytes for a KEY than the image that gives it, or than a peer of their rank.
         var conflicts: [KeyOwnership.Conflict]
     }
 
@@ -51,21 +52,17 @@ struct SubtreeResolver: Sendable {
         report: inout ImageTreeBuilder.Report
     ) throws -> Resolution {
         var ownership = ownership
-        var conflicts: [KeyOwnership.Conflict] = []
-        var paths: [String: LayerFile] = [:]
-        for contribution in contributions {
+        let claimants = try contributions.map { contribution in
             var files = contribution.files
             for hidden in try hiddenDirectories(in: files, backends: contribution.backends, report: &report) {
                 let prefix = hidden + "/"
                 files = files.filter { $0.key != hidden && !$0.key.hasPrefix(prefix) }
             }
-            let (taken, found) = ownership.claim(files, image: contribution.image)
-            conflicts += found
-            for (path, file) in taken
-            where paths[path] == nil || (file.kind == .directory && paths[path]?.kind == .directory) {
-                paths[path] = file
-            }
+            return KeyOwnership.Claimant(
+                image: contribution.image, rank: contribution.precedence.rank, files: files)
         }
+        let (taken, conflicts) = ownership.claim(claimants)
+        var paths = taken
         for path in Array(paths.keys) {
             var parent = Self.split(path).directory
             while !parent.isEmpty, paths[parent] == nil {

@@ -6,9 +6,16 @@ import OCI
 /// out.
 ///
 /// The rules:
-/// - A target is compacted into the destination when it has kernels there that no compaction of the destination
-///   holds yet, or images in another repository (a promotion: the strict recipe's staging repository). A target
-///   whose kernels a compaction already holds is left as it is, so running compaction often makes no new images.
+/// - A target is compacted into the destination when an image the newest compaction of the destination did not
+///   merge has kernels that it lacks, or when the target has images in another repository (a promotion: the strict
+///   recipe's staging repository). A target whose kernels a compaction already holds is left as it is, so running
+///   compaction often makes no new images; so is one whose only missing kernels are KEYs that compaction left out
+///   (its sources disagreed on them) until an image it did not merge arrives.
+/// - The merge order (`batches`): a KEY comes from the first batch that has it, and is left out where the images of
+///   that batch hold different bytes for it (`Precedence`, `KeyOwnership` in ImageFS). The earlier compactions
+///   this compaction's signer made come first, oldest first, each a batch of its own: consumers already serve
+///   their bytes. Every other image is one batch: the fleet images of nodes are peers, and nothing orders them
+///   that their publishers could not choose (a tag, a digest ground by re-pushing).
 /// - A tag goes once a compaction of the destination that holds every one of its kernels was made at least
 ///   `keepFor` ago: mounts that pinned the tag have had that long to refresh and find each kernel in the
 ///   compaction, and no removal can lose a kernel. The compactions that do the covering are never removed in the
@@ -33,7 +40,7 @@ public enum CompactionPlan {
         func isCompaction(in destination: String) -> Bool { record != nil && source.repository == destination }
     }
 
-    /// The images of one target to merge, in merge order (repository, then tag: the first to have a key gives it).
+    /// The images of one target to merge (by repository, then tag; `batches` says how they rank).
     public struct Merge: Sendable, Hashable {
         public var target: GPUTarget
         public var images: [Image]
@@ -56,12 +63,29 @@ public enum CompactionPlan {
             let newest = newestFirst(group.filter { $0.isCompaction(in: destination) }).first
             let needed: Bool
             if let newest {
-                needed = group.contains { $0 != newest && !$0.keys.isSubset(of: newest.keys) }
+                let merged = Set(newest.record!.sources)
+                needed = group.contains {
+                    $0 != newest && !merged.contains($0.source) && !$0.keys.isSubset(of: newest.keys)
+                }
             } else {
                 needed = group.count > 1 || group.contains { $0.source.repository != destination }
             }
             return needed ? Merge(target: target, images: group.sorted { $0.source < $1.source }) : nil
         }.sorted { $0.target.description < $1.target.description }
+    }
+
+    /// Each image's batch in the merged tree (the rule above): 0 ..< n for the n earlier compactions of
+    /// `destination` that `ownCompactions` holds (those that carry this compaction's signature: a record label
+    /// alone is something any publisher can write), oldest first; n for every other image.
+    public static func batches(
+        of merge: Merge, destination: String, ownCompactions: Set<MergeRecord.Source>
+    ) -> [MergeRecord.Source: Int] {
+        let earlier = newestFirst(
+            merge.images.filter { $0.isCompaction(in: destination) && ownCompactions.contains($0.source) }
+        ).reversed().map(\.source)
+        var batches = Dictionary(uniqueKeysWithValues: earlier.enumerated().map { ($1, $0) })
+        for image in merge.images where batches[image.source] == nil { batches[image.source] = earlier.count }
+        return batches
     }
 
     public static func removals(
@@ -87,6 +111,14 @@ public enum CompactionPlan {
                 } else if let earliest = covers.map({ $0.record!.mergedAt }).min() {
                     let due = MergeRecord.timestamp(earliest.addingTimeInterval(keepFor))
                     keep.append(Kept(image: image, reason: "merged; kept until \(due) (--keep-for)"))
+                } else if let merging = covering.first(where: { $0.record!.sources.contains(image.source) }) {
+                    let left = image.keys.subtracting(merging.keys).sorted()
+                    keep.append(
+                        Kept(
+                            image: image,
+                            reason:
+                                "merged into \(merging.source.tag), which left out KEY(s) \(left.joined(separator: ", ")): "
+                                + "images of one rank hold different bytes for them (compact's conflicts)"))
                 } else {
                     keep.append(Kept(image: image, reason: "not merged yet"))
                 }

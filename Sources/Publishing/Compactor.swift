@@ -5,9 +5,10 @@ import Registry
 import TarIndex
 import Verification
 
-/// `mcvfs compact`: merges the fleet images of each target into one (deduplicated by `<KEY>`, labels recomputed,
-/// signed, recorded), then removes the tags that a compaction made at least `keepFor` ago holds every kernel of
-/// (`CompactionPlan`).
+/// `mcvfs compact`: merges the fleet images of each target into one (each `<KEY>` whole, by the mount's rule with the
+/// plan's order, `CompactionPlan.batches`: a KEY its sources disagree on is left out and reported; labels
+/// recomputed, signed, recorded), then removes the tags that a compaction made at least `keepFor` ago holds every
+/// kernel of (`CompactionPlan`).
 ///
 /// Tags are removed as the registry allows: `DELETE` of the tag (distribution spec 1.1); where only manifests can
 /// be deleted (CNCF distribution 2.x), `DELETE` of the digest, but only when no tag that stays names the same
@@ -48,6 +49,11 @@ public struct Compactor {
             public var image: ImagePublisher.Outcome
             /// `repository:tag` of each image merged.
             public var merged: [String]
+            /// KEYs two sources hold different bytes for: left out when the two rank alike, else kept as the earlier
+            /// compaction has them (`KeyOwnership.Conflict`); at most `ImageTreeBuilder.Report`'s list of them.
+            public var conflicts: [KeyOwnership.Conflict] = []
+            /// How many there were.
+            public var keyConflicts = 0
         }
 
         public struct Removed: Sendable, Codable, Equatable {
@@ -80,19 +86,25 @@ public struct Compactor {
         var report = Report()
         var images: [CompactionPlan.Image] = []
         var held: [MergeRecord.Source: (image: CacheImage, repository: Repository)] = [:]
+        // The compactions this signer made: only its signature tells one from an image that copies the labels.
+        var own: Set<MergeRecord.Source> = []
+        let signer = options.publishing.signing.map { VerifiedSignature.Signer.key($0.key.publicKey).description }
         let repositories = source.reference.repositoryName == destinationName ? [source] : [source, destination]
         for repository in repositories {
             for entry in repository.catalog.entries {
                 guard let found = fleetImage(entry, in: repository, skipped: &report.skipped) else { continue }
                 images.append(found.plan)
                 held[found.plan.source] = (found.image, repository)
+                if let signer, entry.signedBy?.contains(signer) == true { own.insert(found.plan.source) }
             }
         }
         for merge in CompactionPlan.merges(images, destination: destinationName) {
-            let (outcome, image) = try compact(merge, held: held)
+            let batches = CompactionPlan.batches(of: merge, destination: destinationName, ownCompactions: own)
+            let (outcome, image, tree) = try compact(merge, batches: batches, held: held)
             report.compacted.append(
                 Report.Compacted(
-                    image: outcome, merged: merge.images.map { "\($0.source.repository):\($0.source.tag)" }))
+                    image: outcome, merged: merge.images.map { "\($0.source.repository):\($0.source.tag)" },
+                    conflicts: tree.conflicts ?? [], keyConflicts: tree.keyConflicts ?? 0))
             images.append(image)
         }
         let (remove, keep) = CompactionPlan.removals(
@@ -157,25 +169,27 @@ public struct Compactor {
     }
 
     /// Merges one target's images into a new image of the destination.
+    /// - Returns: also what the merged tree reported (its conflicts).
     private func compact(
-        _ merge: CompactionPlan.Merge, held: [MergeRecord.Source: (image: CacheImage, repository: Repository)]
-    ) throws -> (ImagePublisher.Outcome, CompactionPlan.Image) {
+        _ merge: CompactionPlan.Merge, batches: [MergeRecord.Source: Int],
+        held: [MergeRecord.Source: (image: CacheImage, repository: Repository)]
+    ) throws -> (ImagePublisher.Outcome, CompactionPlan.Image, ImageTreeBuilder.Report) {
         let work = FileManager.default.temporaryDirectory.appendingPathComponent("mcvfs-compact-\(UUID())")
         try FileManager.default.createDirectory(
             at: work, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         defer { try? FileManager.default.removeItem(at: work) }
-        let members = merge.images.compactMap { held[$0.source] }
+        let members = merge.images.compactMap { image in held[image.source].map { (image.source, $0) } }
         // Every content is read through the provider of the repository that holds its layer; the store is shared,
         // so the exporter finds each one local once the providers fetched it.
-        let readers = members.map(\.repository.provider)
+        let readers = members.map(\.1.repository.provider)
         var builder = ImageTreeBuilder(
             options: .init(
                 consumerRoot: PublishJob.canonicalRoot, filter: .targets([merge.target]), worldReadable: false),
             readBlob: { digest in try Self.first(readers) { try $0.bytes(of: digest).data() } })
-        for (image, repository) in members {
+        for (source, (image, repository)) in members {
             let layers = try image.layers.map { try repository.provider.index(of: $0, in: image) }
             repository.provider.prefetch(Array(layers.flatMap(\.contentDigests)))
-            builder.add(layers: layers, image: image)
+            builder.add(layers: layers, image: image, batch: batches[source] ?? 0)
         }
         let tree = builder.build(rootIno: 1, firstIno: 16)
         let staging = work.path + "/cache"
@@ -193,7 +207,7 @@ public struct Compactor {
         let image = CompactionPlan.Image(
             source: MergeRecord.Source(repository: destinationName, tag: outcome.tag, digest: digest),
             target: merge.target, keys: Set(outcome.keys), record: record)
-        return (outcome, image)
+        return (outcome, image, tree.report)
     }
 
     /// Removes one tag; returns why it stays instead, when the registry can only delete an image another tag names.

@@ -81,6 +81,7 @@ struct CompactCommand: ParsableCommand {
                     publishing: .init(prefix: options.tagPrefix, signing: signing, dryRun: dryRun),
                     keepFor: try Self.seconds(keepFor))
             ).run()
+            warnOfConflicts(report, in: destination)
             if json { return try printJSON(report) }
             for line in report.skipped { Log.warning("not compacted: \(line)") }
             if !report.skipped.isEmpty {
@@ -98,6 +99,9 @@ struct CompactCommand: ParsableCommand {
                 Log.info(
                     "\(name) merges \(compacted.merged.joined(separator: ", ")): \(compacted.image.keys.count) kernel(s)"
                 )
+                for conflict in compacted.conflicts {
+                    print("conflict\t\(name)\t\(conflict)")
+                }
             }
             for removed in report.removed {
                 print(
@@ -105,6 +109,24 @@ struct CompactCommand: ParsableCommand {
                 )
             }
             for kept in report.kept { Log.info("kept \(kept)") }
+        }
+    }
+
+    /// Logs the KEYs the merged images disagree on: a sign of a compromised node key or of a compiler that is not
+    /// deterministic, that an operator settles by removing the wrong image.
+    private func warnOfConflicts(_ report: Compactor.Report, in destination: ImageReference) {
+        for compacted in report.compacted where compacted.keyConflicts > 0 {
+            let name = "\(destination.repositoryName):\(compacted.image.tag)"
+            for conflict in compacted.conflicts {
+                let outcome =
+                    conflict.served.map { "kept \($0)'s bytes (an earlier compaction's)" }
+                    ?? "left it out (consumers compile it locally)"
+                Log.warning("\(name): \(conflict): \(outcome)")
+            }
+            Log.warning(
+                "\(name): \(compacted.keyConflicts) KEY conflict(s) among the merged images (a compromised node "
+                    + "key, or a compiler that is not deterministic): remove the image with the wrong bytes, and "
+                    + "the next image published lets compaction merge the KEY (docs/fleet.md, \"Conflicts\")")
         }
     }
 

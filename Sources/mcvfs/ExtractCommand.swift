@@ -74,7 +74,8 @@ struct ExtractCommand: ParsableCommand {
                 Log.warning("skipped \(built.kernelsHidden) kernel(s) for GPUs other than \(selection.description)")
             }
             for conflict in built.conflicts ?? [] {
-                Log.warning("\(conflict): extracted the first image's copy (docs/fleet.md, \"Precedence\")")
+                let outcome = conflict.served.map { "extracted \($0)'s copy" } ?? "extracted neither copy"
+                Log.warning("\(conflict): \(outcome) (docs/fleet.md, \"Precedence\")")
             }
             for path in report.kept { Log.info("kept existing \(path)") }
             if !report.kept.isEmpty {

@@ -154,6 +154,31 @@ import TimeBudget
         #expect(try t.fs.names("SHARED") == ["x", "y"])
     }
 
+    @Test func nodeImagesOfOneBatchThatDisagreeOnAKeyWithholdItWhicheverLoadsFirst() throws {
+        let f = try Fixture()
+        func layer(_ own: String, _ bytes: String) throws -> LayerIndex {
+            f.layer([
+                f.directory("io.triton.cache/K"), try f.file("io.triton.cache/K/a", bytes),
+                f.directory("io.triton.cache/S"), try f.file("io.triton.cache/S/s", "same"),
+                f.directory("io.triton.cache/\(own)"), try f.file("io.triton.cache/\(own)/o", own),
+            ])
+        }
+        let (x, y) = (try layer("X", "x's a"), try layer("Y", "y's a"))
+        let images = [
+            f.image("fleet-cuda-sm90-aaaaaaaaaaaaaaaa", [x]), f.image("fleet-cuda-sm90-bbbbbbbbbbbbbbbb", [y]),
+        ]
+        let (fs, provider) = f.mount(images, layers: [x, y], budget: .seconds(120))
+        // The image whose digest sorts last loads last: the KEY waits for it rather than serve the first one's copy.
+        let last = images[0].digest.hex < images[1].digest.hex ? y : x
+        provider.hold(last)
+        DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(200)) { provider.release(last) }
+        #expect(throws: FSError.notFound) { try fs.path("K") }
+        #expect(try fs.contents("S/s") == "same", "a KEY both hold alike is served")
+        #expect(try fs.contents("X/o") == "X" && fs.contents("Y/o") == "Y")
+        #expect(fs.report?.keyConflicts == 1)
+        #expect(throws: FSError.notFound) { try fs.path("K/a") }
+    }
+
     @Test func aLookupWaitingForAnImageEndsAtItsDeadline() throws {
         let f = try Fixture()
         let t = try twoImagesWaitingForB(f)
@@ -215,21 +240,46 @@ import TimeBudget
     @Test func onlyFirstLoadsHoldLookupsAndOnlyUntilAWaitForThemRunsOut() {
         var state = ImageSet.State(entries: [entry("a", 0), entry("b", 1)])
         _ = state.takeDue(now: .now)
-        #expect(state.isHoldingLookups(before: .last))
+        #expect(state.isHoldingLookups(upTo: .last))
         _ = state.settle(0, failure: "boom", now: .now, retryDelay: .zero)
-        #expect(state.isHoldingLookups(before: .last), "b is still in its first load")
+        #expect(state.isHoldingLookups(upTo: .last), "b is still in its first load")
         state.stopHoldingLookups()
-        #expect(!state.isHoldingLookups(before: .last))
+        #expect(!state.isHoldingLookups(upTo: .last))
         #expect(state.isLoading, "b goes on loading")
         _ = state.takeDue(now: .now)  // a's retry
-        #expect(!state.isHoldingLookups(before: .last), "a retry holds nothing back")
+        #expect(!state.isHoldingLookups(upTo: .last), "a retry holds nothing back")
     }
 
     @Test func onlyImagesRankedBeforeTheFirstProviderHoldALookup() {
-        var state = ImageSet.State(entries: [entry("a", 0), entry("b", 1)])
+        // The image that has the name is in the tree: its load settled.
+        var aHasIt = ImageSet.State(entries: [entry("a", 0), entry("b", 1)])
+        _ = aHasIt.takeDue(now: .now)
+        _ = aHasIt.settle(0, failure: nil, now: .now, retryDelay: .zero)
+        #expect(
+            !aHasIt.isHoldingLookups(upTo: aHasIt.entries[0].precedence.rank), "a has the name: b is not waited for")
+        var bHasIt = ImageSet.State(entries: [entry("a", 0), entry("b", 1)])
+        _ = bHasIt.takeDue(now: .now)
+        _ = bHasIt.settle(1, failure: nil, now: .now, retryDelay: .zero)
+        #expect(bHasIt.isHoldingLookups(upTo: bHasIt.entries[1].precedence.rank), "only b has it: a may have it too")
+    }
+
+    @Test func aNodeImageWaitsForItsPeersWhicheverDigestSortsFirst() {
+        // Two node-published images of one batch: whichever has the name, the other might hold other bytes for it.
+        let node = { (name: String) in
+            ImageSet.State.Entry(
+                image: self.image(name), precedence: Precedence(of: self.image(name), position: 0, batch: 0))
+        }
+        var state = ImageSet.State(entries: [
+            entry("base", 0), node("fleet-aaaaaaaaaaaaaaaa"), node("fleet-bbbbbbbbbbbbbbbb"),
+        ])
         _ = state.takeDue(now: .now)
-        #expect(!state.isHoldingLookups(before: state.entries[0].precedence), "a has the name: b is not waited for")
-        #expect(state.isHoldingLookups(before: state.entries[1].precedence), "only b has it: a may have it too")
+        _ = state.settle(1, failure: nil, now: .now, retryDelay: .zero)
+        #expect(state.isHoldingLookups(upTo: state.entries[1].precedence.rank), "its peer and the base image")
+        _ = state.settle(0, failure: nil, now: .now, retryDelay: .zero)
+        #expect(state.isHoldingLookups(upTo: state.entries[1].precedence.rank), "its peer still loads")
+        #expect(!state.isHoldingLookups(upTo: state.entries[0].precedence.rank), "a base image's KEY waits for none")
+        _ = state.settle(2, failure: nil, now: .now, retryDelay: .zero)
+        #expect(!state.isHoldingLookups(upTo: state.entries[1].precedence.rank))
     }
 
     @Test func loadsStartOnceAndFailuresWaitForTheirRetryTime() {

@@ -17,6 +17,17 @@ import Testing
 
     let directory = LayerFile(kind: .directory, permissions: 0o755, size: 0, modified: 0)
 
+    /// Ranks as a mount's base images (each its own) and one batch of node images (`peers`).
+    static let base = Precedence.Rank(tier: .base, batch: 0, position: 0)
+    static let peers = Precedence.Rank(tier: .added, batch: 0, position: 0)
+    static let refreshed = Precedence.Rank(tier: .added, batch: 1, position: 0)
+
+    func claim(
+        _ ownership: inout KeyOwnership, _ files: [String: LayerFile], image: String, rank: Precedence.Rank = base
+    ) -> (taken: [String: LayerFile], conflicts: [KeyOwnership.Conflict]) {
+        ownership.claim([KeyOwnership.Claimant(image: image, rank: rank, files: files)])
+    }
+
     @Test func nodePublishedTagsAreKnownByTheirShapeAlone() {
         #expect(FleetTag.isNodePublished("fleet-cuda-sm90-3f2a9c0b7d1e4a56"))
         #expect(FleetTag.isNodePublished("0-0000000000000000"), "any prefix: the shape is what counts")
@@ -42,7 +53,11 @@ import Testing
             [later, refreshed, otherNode, base1, node, base0].sorted() == [base0, base1] + byDigest + [
                 refreshed, later,
             ])
-        #expect(Precedence.last > later)
+        #expect(Precedence.Rank.last > later.rank)
+        // Ranks: each base image alone; a batch's node images together, whatever their digests.
+        #expect(base0.rank < base1.rank && base1.rank < node.rank)
+        #expect(node.rank == otherNode.rank && node != otherNode)
+        #expect(refreshed.rank < later.rank)
     }
 
     @Test func keysAreTopLevelNamesOrVLLMHashDirectories() {
@@ -55,35 +70,96 @@ import Testing
 
     @Test func theFirstImageGivesAKeyWholeAndOthersAddNothingUnderIt() {
         var ownership = KeyOwnership()
-        let first = ownership.claim(["K": directory, "K/a": file("a")], image: "base")
+        let first = claim(&ownership, ["K": directory, "K/a": file("a")], image: "base")
         #expect(first.taken.keys.sorted() == ["K", "K/a"])
         #expect(first.conflicts.isEmpty)
         // The same bytes (another directory entry aside) elsewhere: nothing taken, nothing to report.
-        let same = ownership.claim(["K/a": file("a")], image: "copy")
+        let same = claim(&ownership, ["K/a": file("a")], image: "copy")
         #expect(same.taken.isEmpty && same.conflicts.isEmpty)
         // Other bytes, or a file more: nothing taken, reported.
-        let other = ownership.claim(["K/a": file("evil")], image: "0")
+        let other = claim(&ownership, ["K/a": file("evil")], image: "0")
         #expect(other.taken.isEmpty)
         #expect(other.conflicts == [KeyOwnership.Conflict(key: "K", served: "base", other: "0")])
-        let extra = ownership.claim(["K/a": file("a"), "K/b": file("b"), "NEW/n": file("n")], image: "fleet")
+        let extra = claim(&ownership, ["K/a": file("a"), "K/b": file("b"), "NEW/n": file("n")], image: "fleet")
         #expect(extra.taken.keys.sorted() == ["NEW/n"], "a new KEY is added")
         #expect(extra.conflicts.map(\.key) == ["K"])
     }
 
+    @Test func peersWithDifferentBytesForAKeyWithholdItForGoodAndAreReported() {
+        var ownership = KeyOwnership()
+        // Two node images of one batch (in digest order), and a third agreeing with the first: no order between
+        // them that a publisher could not choose, so neither copy is served.
+        let peers = ownership.claim([
+            .init(image: "fleet-1", rank: Self.peers, files: ["K": directory, "K/a": file("a"), "A/x": file("x")]),
+            .init(image: "fleet-2", rank: Self.peers, files: ["K/a": file("evil"), "E/y": file("y")]),
+            .init(image: "fleet-3", rank: Self.peers, files: ["K/a": file("a")]),
+        ])
+        #expect(peers.taken.keys.sorted() == ["A/x", "E/y"], "their other KEYs are given")
+        #expect(peers.conflicts == [KeyOwnership.Conflict(key: "K", withheld: "fleet-1", other: "fleet-2")])
+        #expect(peers.conflicts[0].served == nil)
+        #expect(
+            "\(peers.conflicts[0])" == "KEY K: withheld, fleet-1 and fleet-2 rank alike and hold different bytes for it"
+        )
+        // A later image (a refresh, another push of either) never gives a withheld KEY.
+        let later = claim(&ownership, ["K/a": file("a")], image: "fleet-4", rank: Self.refreshed)
+        #expect(later.taken.isEmpty && later.conflicts.isEmpty)
+    }
+
+    @Test func peersWithTheSameBytesGiveTheKeyFromTheFirstByDigest() {
+        var ownership = KeyOwnership()
+        let copies = ownership.claim([
+            .init(image: "fleet-1", rank: Self.peers, files: ["K": directory, "K/a": file("a")]),
+            .init(image: "fleet-2", rank: Self.peers, files: ["K/a": file("a")]),
+        ])
+        #expect(copies.taken.keys.sorted() == ["K", "K/a"])
+        #expect(copies.conflicts.isEmpty)
+        #expect(ownership.holders.count == 1)
+        if case .owned(let image, _)? = ownership.holders["K"] { #expect(image == "fleet-1") } else { Issue.record() }
+    }
+
+    @Test func anEarlierRankKeepsItsKeyWhateverItsLaterPeersHold() {
+        var ownership = KeyOwnership()
+        let claimed = ownership.claim([
+            .init(image: "cuda-sm90", rank: Self.base, files: ["K/a": file("a")]),
+            .init(image: "fleet-1", rank: Self.peers, files: ["K/a": file("evil")]),
+            .init(image: "fleet-2", rank: Self.peers, files: ["K/a": file("evil 2")]),
+            .init(image: "fleet-3", rank: Self.peers, files: ["K/a": file("a")]),
+        ])
+        #expect(claimed.taken == ["K/a": file("a")])
+        #expect(
+            claimed.conflicts == [
+                .init(key: "K", served: "cuda-sm90", other: "fleet-1"),
+                .init(key: "K", served: "cuda-sm90", other: "fleet-2"),
+            ])
+    }
+
+    @Test func aPeerThatArrivesAfterTheKeyWasServedChangesNothing() {
+        // A peer that was still loading when the KEY was resolved (past the lookup's deadline): what could have
+        // been served stays; the other bytes are reported.
+        var ownership = KeyOwnership()
+        _ = claim(&ownership, ["K/a": file("a")], image: "fleet-1", rank: Self.peers)
+        let late = claim(&ownership, ["K/a": file("evil")], image: "fleet-2", rank: Self.peers)
+        #expect(late.taken.isEmpty)
+        #expect(late.conflicts == [.init(key: "K", served: "fleet-1", other: "fleet-2")])
+    }
+
     @Test func groupFilesMayNameOtherRootsWithoutAConflict() {
         var ownership = KeyOwnership()
-        _ = ownership.claim(["K/__grp__add.json": file("/root/.triton/cache"), "K/add.cubin": file("c")], image: "a")
-        let relocated = ownership.claim(
+        _ = claim(&ownership, ["K/__grp__add.json": file("/root/.triton/cache"), "K/add.cubin": file("c")], image: "a")
+        let relocated = claim(
+            &ownership,
             ["K/__grp__add.json": file("/home/x/cache"), "K/add.cubin": file("c")], image: "b")
         #expect(relocated.conflicts.isEmpty)
     }
 
     @Test func vllmImagesShareTheirRootAndOwnEachHashDirectory() {
         var ownership = KeyOwnership()
-        let a = ownership.claim(
+        let a = claim(
+            &ownership,
             ["torch_compile_cache": directory, "torch_compile_cache/h1/x": file("a1")], image: "a")
         #expect(a.taken.keys.sorted() == ["torch_compile_cache", "torch_compile_cache/h1/x"])
-        let b = ownership.claim(
+        let b = claim(
+            &ownership,
             [
                 "torch_compile_cache": directory, "torch_compile_cache/h1/x": file("b1"),
                 "torch_compile_cache/h2/x": file("b2"),

@@ -73,7 +73,41 @@ import Testing
         let compaction = image("fleet-cuda-sm90-c", ["K1"], merged: [a], at: now.addingTimeInterval(-7200))
         let plan = CompactionPlan.removals([a, compaction], destination: Self.repository, now: now, keepFor: 60)
         #expect(plan.remove.isEmpty)
-        #expect(plan.keep.map(\.reason) == ["not merged yet"])
+        #expect(
+            plan.keep.map(\.reason) == [
+                "merged into fleet-cuda-sm90-c, which left out KEY(s) K9: images of one rank hold different bytes "
+                    + "for them (compact's conflicts)"
+            ])
+        let unmerged = image("fleet-cuda-sm90-b", ["K8"])
+        let later = CompactionPlan.removals(
+            [a, unmerged, compaction], destination: Self.repository, now: now, keepFor: 60)
+        #expect(later.keep.map(\.reason).last == "not merged yet")
+    }
+
+    @Test func aKeyTheCompactionLeftOutMakesNoNewCompactionUntilAnImageItDidNotMergeArrives() {
+        // a and b disagreed on K: the compaction holds neither copy. Running compaction again changes nothing...
+        let a = image("fleet-cuda-sm90-a", ["K", "K1"])
+        let b = image("fleet-cuda-sm90-b", ["K", "K2"])
+        let compaction = image("fleet-cuda-sm90-c", ["K1", "K2"], merged: [a, b], at: now)
+        #expect(CompactionPlan.merges([a, b, compaction], destination: Self.repository).isEmpty)
+        // ... until an image it did not merge brings a kernel it lacks (K again, once an operator settled it).
+        let fresh = image("fleet-cuda-sm90-d", ["K"])
+        #expect(CompactionPlan.merges([a, fresh, compaction], destination: Self.repository).map(\.images.count) == [3])
+    }
+
+    @Test func earlierCompactionsOfThisSignerRankFirstOldestFirstAndEveryOtherImageIsOnePeer() {
+        let a = image("fleet-cuda-sm90-a", ["K1"])
+        let old = image("fleet-cuda-sm90-c1", ["K1"], merged: [a], at: now.addingTimeInterval(-7200))
+        let new = image("fleet-cuda-sm90-c2", ["K1", "K2"], merged: [a, old], at: now.addingTimeInterval(-3600))
+        // Labels anyone can write: a "compaction" without this signer's signature is a fleet image like the others.
+        let forged = image("fleet-cuda-sm90-c0", ["K1"], merged: [a], at: now.addingTimeInterval(-86400))
+        let b = image("fleet-cuda-sm90-b", ["K2"])
+        let staged = image("fleet-cuda-sm90-s", ["K3"], in: Self.staging)
+        let merge = CompactionPlan.Merge(target: Self.sm90, images: [a, b, forged, old, new, staged])
+        let batches = CompactionPlan.batches(
+            of: merge, destination: Self.repository, ownCompactions: [old.source, new.source])
+        #expect(batches[old.source] == 0 && batches[new.source] == 1)
+        #expect([a, b, forged, staged].allSatisfy { batches[$0.source] == 2 })
     }
 
     @Test func anOlderCompactionGoesWhenANewerOneHoldsItAndTheNewestNeverGoes() {

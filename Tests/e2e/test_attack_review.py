@@ -4,7 +4,8 @@
   size to disk, in one FUSE request: truncate a file of their own to a large size, then open it for writing.
 - A holder of an accepted node key replaces the bytes of a KEY another node's image provides in the image that
   `compact --sign-key` signs: compaction ranks fleet images by manifest digest, which the publisher chooses by
-  re-pushing until its digest sorts first.
+  re-pushing until its digest sorts first. (Now the KEY is left out, and a KEY an earlier compaction holds keeps
+  that compaction's bytes.)
 - One stat of a crafted `vllm_compile_cache.py` (under the 1 MiB relocation bound) costs the daemon seconds of CPU.
 - One stat of a group file (under the bound) in a deep directory costs the daemon hundreds of MiB.
 - A registry writer without a key overwrites any image's `.sig` tag so that verifying it holds ~1 GiB (4 at 256),
@@ -77,25 +78,75 @@ def test_a_node_key_cannot_make_compaction_sign_other_bytes_for_a_key_another_no
     # with a changed byte until its manifest digest sorts before the honest image's.
     evil_tag = None
     for attempt in range(40):
-        evil, _ = nodes.evil_source(f"evil{attempt}")
+        evil, own_key = nodes.evil_source(f"evil{attempt}")
         tag = nodes.push_fleet(evil)
         if tag.rsplit("-", 1)[1] < honest_tag.rsplit("-", 1)[1]:
             evil_tag = tag
             break
     assert evil_tag, "no digest sorted first in 40 pushes"
     # CI, as docs/fleet.md's strict recipe runs it: merges only node-signed images, signs the result.
-    r = nodes.mcvfs.run("compact", "--plain-http", "--cache-dir", str(tmp_path / "ci-cache"), "--key", str(honest_pub),
-                        "--key", str(nodes.node_pub), "--sign-key", str(nodes.ci_key), "--keep-for", "1h",
-                        nodes.ref(), env=ENV, timeout=300)
+    def compact():
+        return nodes.mcvfs.run("compact", "--plain-http", "--cache-dir", str(tmp_path / "ci-cache"), "--key",
+                               str(honest_pub), "--key", str(nodes.node_pub), "--sign-key", str(nodes.ci_key),
+                               "--keep-for", "1h", nodes.ref(), env=ENV, timeout=300)
+    r = compact()
     assert r.rc == 0, r
+    # Two node images disagree on a KEY, and nothing orders them that a publisher could not choose: the compaction
+    # holds neither copy (consumers compile the KEY), and says so.
+    assert f"KEY {nodes.key}: withheld, {evil_tag} and {honest_tag} rank alike" in r.stdout, r
+    assert f"KEY {nodes.key}: withheld" in r.stderr, r
     # A consumer that trusts only CI's signature serves the compaction.
     mnt = mounts.mount(nodes.ref(), tmp_path / "mnt", tmp_path / "cache", "--gpu", "cuda:90", "--key",
                        str(nodes.ci_pub))
     used = sorted(u["name"] for u in mnt.status()["used"])
     served = read(mnt.path / nodes.key / nodes.cubin)
-    assert served == nodes.base_bytes(), (
+    assert served != (evil / nodes.key / nodes.cubin).read_bytes(), (
         f"the CI-signed compaction {used} serves {evil_tag}'s bytes for KEY {nodes.key}, which {honest_tag} "
         f"provides; compact said: {r.stdout[-1500:]} {r.stderr[-1500:]}")
+    assert served == "ENOENT", f"{used} serves {served!r} for a KEY its sources disagree on"
+    assert (mnt.path / own_key).is_dir(), "a node image's own KEYs are merged"
+    # The next run makes no other compaction: the disputed KEY waits for an operator, not for the next push.
+    again = compact()
+    assert again.rc == 0 and not [line for line in again.stdout.splitlines() if line.startswith("sha256:")], again
+
+
+def test_a_key_an_earlier_compaction_holds_keeps_its_bytes_whatever_a_node_key_pushes_later(nodes, mounts, tmp_path):
+    honest_key, honest_pub = key_pair(nodes.mcvfs, tmp_path / "honest")
+    attacker_key = nodes.node_key
+    # Two honest images (the fixture's KEY, and another), compacted and signed by CI.
+    honest = tmp_path / "honest-src"
+    shutil.copytree(FIXTURE / nodes.key, honest / nodes.key)
+    nodes.node_key = honest_key
+    nodes.push_fleet(honest)
+    more = tmp_path / "honest-more"
+    other_key = sorted(kernel_dirs(FIXTURE))[1]
+    shutil.copytree(FIXTURE / other_key, more / other_key)
+    nodes.push_fleet(more)
+    nodes.node_key = attacker_key
+
+    def compact():
+        r = nodes.mcvfs.run("compact", "--plain-http", "--cache-dir", str(tmp_path / "ci-cache"), "--key",
+                            str(honest_pub), "--key", str(nodes.node_pub), "--sign-key", str(nodes.ci_key),
+                            "--keep-for", "1h", "--json", nodes.ref(), env=ENV, timeout=300)
+        (compacted,) = r.json()["compacted"]
+        return r, compacted
+    _, compacted = compact()
+    first = compacted["image"]["tag"]
+    assert compacted["keyConflicts"] == 0 and compacted["conflicts"] == [], compacted
+    # Then the attacker publishes other bytes for that KEY, with a KEY of its own so that compaction runs again.
+    evil, own_key = nodes.evil_source("evil")
+    evil_tag = nodes.push_fleet(evil)
+    r, compacted = compact()
+    second = compacted["image"]["tag"]
+    assert compacted["conflicts"] == [{"key": nodes.key, "served": first, "other": evil_tag}], compacted
+    assert compacted["keyConflicts"] == 1
+    assert f"KEY {nodes.key}: served from {first}, other bytes in {evil_tag}" in r.stderr, r
+    # A consumer that trusts only CI's signature: both compactions hold the first one's bytes.
+    mnt = mounts.mount(nodes.ref(), tmp_path / "mnt", tmp_path / "cache", "--gpu", "cuda:90", "--key",
+                       str(nodes.ci_pub))
+    assert {u["name"] for u in mnt.status()["used"]} == {first, second}
+    assert read(mnt.path / nodes.key / nodes.cubin) == nodes.base_bytes()
+    assert (mnt.path / own_key).is_dir()
 
 
 def cpu_seconds(pid: int) -> float:

@@ -3,7 +3,9 @@ mounts.
 
 Precedence cannot be hijacked: images published by nodes (tags ending in 16 hex digits: `fleet-*`, compactions)
 and every image a live refresh adds only add KEYs; a KEY the mount's base images provide keeps their bytes,
-whatever the newcomer's tag or signature, and the other bytes are reported (status, metrics, log).
+whatever the newcomer's tag or signature, and the other bytes are reported (status, metrics, log). Node images
+of one rank (a fresh node sees every fleet image in its first batch) that disagree on a KEY withhold it: no digest,
+which a publisher grinds by re-pushing, picks between them.
 
 No waiting for images without precedence: two images `a` and `b` with disjoint KEYs, `b`'s layer stalled (headers
 never come, the body stalls, or drips 1 byte/s), gzip (`a` cached) and eStargz (both lazy): `a`'s first read waits
@@ -185,6 +187,44 @@ def test_a_tag_0_pushed_while_a_node_was_away_adds_keys_but_never_changes_one_on
     again.unmount()
     third = mounts.mount(attack.ref(), tmp_path / "mnt3", cache, *mount_args(attack))
     assert read(third.path / attack.key / attack.cubin) == attack.base_bytes()
+
+
+def test_two_node_images_of_one_batch_with_other_bytes_for_a_key_withhold_it_on_a_fresh_node(attack, mounts,
+                                                                                          tmp_path):
+    """Nothing but a digest (which a publisher grinds by re-pushing) would order two node images a fresh node sees
+    together: a KEY they disagree on is absent (the workload compiles it), and reported; a KEY both hold with the
+    same bytes is served."""
+    kernels = replicate(FIXTURE, tmp_path / "kernels", 1)
+    disputed, agreed = sorted(kernels_of(kernels))[:2]
+    honest, evil = tmp_path / "honest", tmp_path / "evil"
+    for src in (honest, evil):
+        for key in (disputed, agreed):
+            shutil.copytree(kernels / key, src / key)
+    cubin = evil / disputed / kernels_of(kernels)[disputed]
+    cubin.write_bytes(cubin.read_bytes() + b"\n// other bytes\n")
+    tags = sorted([attack.push_fleet(honest), attack.push_fleet(evil)], key=lambda t: t.rsplit("-", 1)[1])
+    port = free_port()
+    mnt = mounts.mount(attack.ref(), tmp_path / "mnt", tmp_path / "cache",
+                       *mount_args(attack, "--metrics-listen", f"127.0.0.1:{port}"))
+    assert {u["name"] for u in mnt.status()["used"]} == {"cuda-sm90", *tags}
+
+    assert read(mnt.path / disputed / kernels_of(kernels)[disputed]) == "ENOENT"
+    assert not (mnt.path / disputed).exists()
+    assert read(mnt.path / agreed / kernels_of(kernels)[agreed]) == (
+        kernels / agreed / kernels_of(kernels)[agreed]).read_bytes()
+    assert read(mnt.path / attack.key / attack.cubin) == attack.base_bytes(), "the base image's KEYs are its own"
+
+    found = wait_for(lambda: conflicts(mnt.status()), guard=60, what="the conflict in status")
+    assert found == [{"key": disputed, "peer": tags[0], "other": tags[1]}], found
+    assert mnt.status()["tree"]["keyConflicts"] == 1
+    text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text
+    assert "mcvfs_key_conflicts_total 1" in text, text
+    assert f"KEY {disputed}: withheld, {tags[0]} and {tags[1]} rank alike" in mnt.daemon_log()
+
+
+def kernels_of(cache: Path) -> dict[str, str]:
+    """KEY -> the file name of its cubin."""
+    return {key: f"{name}.cubin" for key, name in kernel_dirs(cache).items()}
 
 
 # -- no waiting for an image without precedence ----------------------------------------------------------------

@@ -36,8 +36,9 @@ enum ImageMetrics {
                 }),
             .single(
                 "mcvfs_key_conflicts_total",
-                help: "KEYs for which an image holds other bytes than the image served (compromise or a compiler that "
-                    + "is not deterministic; status lists them under tree.conflicts).",
+                help: "KEYs for which an image holds other bytes than the image served, or than an image of its "
+                    + "rank (the KEY is then withheld): compromise or a compiler that is not deterministic; status "
+                    + "lists them under tree.conflicts.",
                 kind: .counter, value: Double(keyConflicts)),
         ]
     }

@@ -26,7 +26,8 @@ public enum NodeMetrics {
         public var imagesSkipped = 0
         /// Where each used image's load stands (empty before the filesystem exists).
         public var images: [ImageSet.Status] = []
-        /// KEYs for which an image holds other bytes than the image served (`ImageTreeBuilder.Report.keyConflicts`).
+        /// KEYs for which an image holds other bytes than the image served or a peer
+        /// (`ImageTreeBuilder.Report.keyConflicts`).
         public var keyConflicts = 0
         /// Bytes of committed blobs; nil when the store could not be listed.
         public var cacheSize: Int64?
