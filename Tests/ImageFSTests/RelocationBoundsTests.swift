@@ -177,3 +177,47 @@ import Testing
         #expect(cache.value(for: key(2)) == .some(Data("a".utf8)))
     }
 }
+
+@Suite struct OverlayRelocationCacheTests {
+    func bytes(of handle: UInt64, in world: OverlayWorld) -> Data? {
+        guard case .bytes(let data)? = world.overlay.handles.withLock({ $0[handle] }) else { return nil }
+        return data
+    }
+
+    @Test func aVersionIsRelocatedOnceItsOpensShareOneBufferAndAWriteIsSeenAtOnce() throws {
+        let world = try OverlayWorld()
+        let key = try world.lookup("KEY", as: alice)
+        func write(_ path: String) throws {
+            let opened =
+                try (try? world.lookup("KEY/__grp__g.json", as: alice)).map {
+                    try world.overlay.open(ino: $0.ino, flags: O_WRONLY | O_TRUNC, caller: alice)
+                }
+                ?? world.overlay.create(
+                    parent: key.ino, name: "__grp__g.json", mode: 0o644, flags: O_WRONLY, caller: alice
+                ).1
+            try world.write(#"{"child_paths": {"a.bin": "\#(path)/KEY/a.bin"}}"#, to: opened.handle)
+            world.overlay.release(handle: opened.handle)
+        }
+        try write("/old")
+        // Past the second in which it changed, so the cache may keep this version (see `RelocationCache`).
+        Thread.sleep(forTimeInterval: 2.1)
+        let relocated = #"{"child_paths":{"a.bin":"/mnt/triton/KEY/a.bin"}}"#
+        #expect(try world.lookup("KEY/__grp__g.json", as: alice).size == Int64(relocated.utf8.count))
+        #expect(world.overlay.relocations.bytes > 0)
+        let ino = try world.lookup("KEY/__grp__g.json", as: alice).ino
+        let first = try world.overlay.open(ino: ino, flags: O_RDONLY, caller: alice)
+        let second = try world.overlay.open(ino: ino, flags: O_RDONLY, caller: alice)
+        defer { [first, second].forEach { world.overlay.release(handle: $0.handle) } }
+        #expect(try world.read(first) == relocated)
+        let (one, two) = (
+            try #require(bytes(of: first.handle, in: world)), try #require(bytes(of: second.handle, in: world))
+        )
+        #expect(one.withUnsafeBytes { $0.baseAddress } == two.withUnsafeBytes { $0.baseAddress })
+        try write("/a/longer/old/root")
+        #expect(try world.contents("KEY/__grp__g.json", as: alice) == relocated)
+        try write("/mnt/triton")
+        #expect(
+            try world.contents("KEY/__grp__g.json", as: alice)
+                == #"{"child_paths": {"a.bin": "/mnt/triton/KEY/a.bin"}}"#)
+    }
+}
