@@ -207,7 +207,7 @@ import Testing
         let ino = try world.lookup("KEY/__grp__g.json", as: alice).ino
         let first = try world.overlay.open(ino: ino, flags: O_RDONLY, caller: alice)
         let second = try world.overlay.open(ino: ino, flags: O_RDONLY, caller: alice)
-        defer { [first, second].forEach { world.overlay.release(handle: $0.handle) } }
+        defer { for opened in [first, second] { world.overlay.release(handle: opened.handle) } }
         #expect(try world.read(first) == relocated)
         let (one, two) = (
             try #require(bytes(of: first.handle, in: world)), try #require(bytes(of: second.handle, in: world))
