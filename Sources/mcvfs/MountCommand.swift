@@ -207,7 +207,7 @@ struct MountCommand: ParsableCommand {
                 lower: images,
                 options: .init(
                     upperRoot: upperRoot, isolation: isolation,
-                    consumerRoot: consumerRoot ?? mountpoint),
+                    consumerRoot: consumerRoot ?? mountpoint, log: { Log.warning($0) }),
                 owner: owner)
         }
         let fileSystem: any FileSystem = overlay ?? images

@@ -98,12 +98,16 @@ final class DirectoryDescriptor: Sendable {
         case bytes(Data)
         /// A regular file larger than the limit (nothing of it was read), or one that grew while it was read.
         case tooLarge(size: Int64)
+        /// `skipping` said the content was not needed.
+        case skipped
     }
 
     /// The content of regular file `name`, read only when it holds at most `limit` bytes: a user-controlled
     /// file costs the daemon at most `limit` bytes of memory, whatever size it claims or grows to meanwhile.
+    /// - Parameter skipping: told the status of the file opened, before anything is read; true skips the read (a
+    ///   caller that already holds what came of this version of the file).
     /// - Throws: `FSError` for a missing entry, a link, or anything but a regular file (`invalidArgument`).
-    func read(_ name: String, limit: Int) throws(FSError) -> Bounded {
+    func read(_ name: String, limit: Int, skipping: (stat) -> Bool = { _ in false }) throws(FSError) -> Bounded {
         let file: Int32
         switch openFile(name, flags: O_RDONLY) {
         case .success(let fd): file = fd
@@ -113,6 +117,7 @@ final class DirectoryDescriptor: Sendable {
         var info = stat()
         guard fstat(file, &info) == 0 else { throw Self.error(errno, "fstat", name) }
         if info.st_size > limit { return .tooLarge(size: Int64(info.st_size)) }
+        if skipping(info) { return .skipped }
         // One byte more than its size tells a file that grew since fstat: served as it is, like a large one.
         var buffer = Data(count: Int(info.st_size) + 1)
         var total = 0

@@ -52,12 +52,35 @@ extension OverlayFileSystem {
     }
 
     /// An upper file that names absolute paths, as consumers must see it (paths under this mount's consumer root);
-    /// nil for one larger than `Relocation.inputLimit`, which is served as it is, never read whole.
+    /// nil when it is served as it is: nothing to change, larger than `Relocation.inputLimit` (never read whole), or
+    /// relocated larger than `Relocation.outputLimit(forInput:)`. Each version of a file is relocated once
+    /// (`RelocationCache`), and the opens of one version share its bytes.
     func relocated(_ path: [String], in upper: UpperLayer) throws(FSError) -> Data? {
-        guard case .bytes(let data) = try upper.read(path, limit: Relocation.inputLimit) else { return nil }
-        return Relocation.rewrite(
-            data, name: path.last ?? "", directory: path.dropLast().joined(separator: "/"), root: options.consumerRoot)
-            ?? data
+        var key: RelocationCache.Key?
+        var known: Data??
+        let read = try upper.read(path, limit: Relocation.inputLimit) { info in
+            key = RelocationCache.Key(path: path, info: info)
+            known = relocations.value(for: key!)
+            return known != nil
+        }
+        if let known { return known }
+        guard case .bytes(let data) = read, let key else { return nil }
+        let directory = path.dropLast().joined(separator: "/")
+        var value: Data?
+        switch Relocation.relocate(data, name: path.last ?? "", directory: directory, root: options.consumerRoot) {
+        case .unchanged: value = nil
+        case .rewritten(let rewritten): value = rewritten
+        case .overLimit:
+            value = nil
+            if !warnedOverLimit.exchange(true, ordering: .relaxed) {
+                options.log(
+                    "\(upper.root)/\(path.joined(separator: "/")) is served as it is, not relocated: relocated it would exceed "
+                        + "\(Relocation.outputLimit(forInput: data.count)) bytes (a deep directory or many paths); "
+                        + "move it nearer the cache root (logged once per mount)")
+            }
+        }
+        relocations.insert(value, for: key)
+        return value
     }
 
     func handleAttributes(_ handle: UInt64, ino: UInt64) throws(FSError) -> Attributes? {

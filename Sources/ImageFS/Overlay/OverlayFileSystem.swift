@@ -28,11 +28,17 @@ public final class OverlayFileSystem: FileSystem {
         public var isolation: Isolation
         /// Root as consumers see it: group files written into the upper are relocated on read like image ones.
         public var consumerRoot: String
+        /// Told of what the overlay serves otherwise than asked (a file too large to relocate).
+        public var log: @Sendable (String) -> Void
 
-        public init(upperRoot: String, isolation: Isolation, consumerRoot: String) {
+        public init(
+            upperRoot: String, isolation: Isolation, consumerRoot: String,
+            log: @escaping @Sendable (String) -> Void = { _ in }
+        ) {
             self.upperRoot = upperRoot
             self.isolation = isolation
             self.consumerRoot = consumerRoot
+            self.log = log
         }
     }
 
@@ -55,6 +61,8 @@ public final class OverlayFileSystem: FileSystem {
     let inodes = Mutex(OverlayInodes())
     let handles = Mutex(OverlayHandles())
     let kernel = Mutex<(any KernelCache)?>(nil)
+    let relocations = RelocationCache()
+    let warnedOverLimit = Atomic(false)
     /// The upper root and the daemon's work directories in it, opened once at start.
     let upperRoot: DirectoryDescriptor
     let workDirectories: DirectoryDescriptor

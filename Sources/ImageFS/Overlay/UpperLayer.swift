@@ -193,10 +193,13 @@ final class UpperLayer: Sendable {
     }
 
     /// The content of upper file `path` when it holds at most `limit` bytes (see `DirectoryDescriptor.read`).
-    func read(_ path: [String], limit: Int) throws(FSError) -> DirectoryDescriptor.Bounded {
+    func read(_ path: [String], limit: Int, skipping: (stat) -> Bool = { _ in false }) throws(FSError)
+        -> DirectoryDescriptor.Bounded
+    {
         guard
             let read = try inParent(
-                of: path, { directory, name throws(FSError) in try directory.read(name, limit: limit) })
+                of: path,
+                { directory, name throws(FSError) in try directory.read(name, limit: limit, skipping: skipping) })
         else { throw .notFound }
         return read
     }
