@@ -227,7 +227,8 @@ print(json.dumps([[u["name"] for u in status["uppers"]],
                           str(binary), "status", "--json", str(mnt.path)],
                          capture_output=True, text=True, timeout=GUARD, cwd="/", env={"HOME": str(world)})
     assert out.returncode == 0, out.stderr
-    assert [u["name"] for u in json.loads(out.stdout)["uppers"]] == [str(UID_A)], out.stdout
+    [doc] = json.loads(out.stdout)["mounts"]
+    assert [u["name"] for u in doc["uppers"]] == [str(UID_A)], out.stdout
 
 
 # -- Deliver 8: ownership under the systemd unit's capabilities --------------------------------------------------
