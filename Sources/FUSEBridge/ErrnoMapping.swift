@@ -15,6 +15,7 @@ extension FSError {
         case .invalidArgument: return EINVAL
         case .badHandle: return EBADF
         case .crossDevice: return EXDEV
+        case .tooLarge: return EFBIG
         case .unavailable: return EIO
         }
     }

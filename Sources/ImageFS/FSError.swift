@@ -11,6 +11,8 @@ public enum FSError: Error, Equatable, CustomStringConvertible {
     case badHandle
     /// The rename would have to move a directory that also exists in the image: the caller copies instead.
     case crossDevice
+    /// The file is larger than the daemon copies for a writer (`SparseCopy.dataLimit`).
+    case tooLarge
     /// The content could not be obtained or failed verification; `reason` says which, for the log.
     case unavailable(reason: String)
 
@@ -26,6 +28,7 @@ public enum FSError: Error, Equatable, CustomStringConvertible {
         case .invalidArgument: return "invalid argument"
         case .badHandle: return "bad file handle"
         case .crossDevice: return "cannot rename a directory that is part of the image"
+        case .tooLarge: return "file too large to copy for writing: replace it whole (O_TRUNC) instead"
         case .unavailable(let reason): return "content unavailable: \(reason)"
         }
     }

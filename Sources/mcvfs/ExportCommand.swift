@@ -51,7 +51,7 @@ struct ExportCommand: ParsableCommand {
                 throw ExportError(description: "\(destination) is not empty")
             }
             try manager.createDirectory(atPath: destination, withIntermediateDirectories: true)
-            let copied = try copyTree(from: source, to: destination, root: destination, relative: "")
+            let copied = try copyTree(from: source, to: destination, root: destination)
             print("exported \(copied.files) file(s) to \(destination), \(copied.relocated) relocated to it")
         } catch {
             reportError(error)
@@ -101,43 +101,54 @@ struct ExportCommand: ParsableCommand {
     /// Copies regular files, directories and symlinks; skips mcvfs' own markers and Triton's temp directories.
     /// Files that name absolute paths (group files) are rewritten to name `root`, the copy's own root: the mount
     /// served them naming the mountpoint, which is gone once it is unmounted.
-    private func copyTree(from source: String, to destination: String, root: String, relative: String) throws -> (
+    ///
+    /// The source is a tree users write to (through the mount, as any uid), and export may run as root: it is
+    /// walked by descriptor (`DirectoryDescriptor`: each entry opened `O_NOFOLLOW` relative to its checked
+    /// directory, a file copied only when what was opened is a regular file), so an entry swapped for a link
+    /// between listing and copying is never followed to a file of the host. Files stream in chunks: memory stays
+    /// bounded whatever their size.
+    private func copyTree(from source: String, to destination: String, root: String) throws -> (
         files: Int, relocated: Int
     ) {
+        try copyTree(from: try DirectoryDescriptor.open(source), to: destination, root: root, relative: "")
+    }
+
+    private func copyTree(from source: DirectoryDescriptor, to destination: String, root: String, relative: String)
+        throws -> (files: Int, relocated: Int)
+    {
         let manager = FileManager.default
         var copied = (files: 0, relocated: 0)
-        for name in try manager.contentsOfDirectory(atPath: source).sorted() {
+        for name in try source.entries().sorted() {
             if name == ImageFileSystem.controlName || OverlayFileSystem.isBookkeeping(name)
                 || name.hasPrefix("tmp.pid_")
             {
                 continue
             }
-            let from = source + "/" + name
             let to = destination + "/" + name
-            let attributes = try manager.attributesOfItem(atPath: from)
-            switch attributes[.type] as? FileAttributeType {
-            case .typeDirectory?:
+            guard let info = source.status(name) else { continue }  // gone since listed
+            switch info.st_mode & S_IFMT {
+            case S_IFDIR:
+                // nil: swapped for something else since fstatat; skipped like any entry that is not a directory.
+                guard let inner = try source.directory(name) else { continue }
                 try manager.createDirectory(atPath: to, withIntermediateDirectories: false)
-                let inner = try copyTree(
-                    from: from, to: to, root: root, relative: relative.isEmpty ? name : relative + "/" + name)
-                copied = (copied.files + inner.files, copied.relocated + inner.relocated)
-            case .typeSymbolicLink?:
-                try manager.createSymbolicLink(
-                    atPath: to, withDestinationPath: try manager.destinationOfSymbolicLink(atPath: from))
-            case .typeRegular?:
-                guard var data = manager.contents(atPath: from) else {
-                    throw ExportError(description: "cannot read \(from)")
+                let done = try copyTree(
+                    from: inner, to: to, root: root, relative: relative.isEmpty ? name : relative + "/" + name)
+                copied = (copied.files + done.files, copied.relocated + done.relocated)
+            case S_IFLNK:
+                guard let target = source.readLink(name) else { continue }
+                try manager.createSymbolicLink(atPath: to, withDestinationPath: target)
+            case S_IFREG:
+                let file: Int32
+                switch source.openFile(name, flags: O_RDONLY) {
+                case .success(let fd): file = fd
+                case .failure(let error) where error.code == EINVAL || error.code == ELOOP || error.code == ENOENT:
+                    continue  // no longer a regular file: never followed, never copied
+                case .failure(let error):
+                    throw ExportError(
+                        description: "cannot open \(source.path)/\(name): \(String(cString: strerror(error.code)))")
                 }
-                if Relocation.applies(to: name),
-                    let rewritten = Relocation.rewrite(data, name: name, directory: relative, root: root)
-                {
-                    data = rewritten
-                    copied.relocated += 1
-                }
-                try data.write(to: URL(fileURLWithPath: to), options: .atomic)
-                if let permissions = attributes[.posixPermissions] as? Int {
-                    chmod(to, mode_t(permissions))
-                }
+                defer { close(file) }
+                if try copyFile(file, name: name, to: to, root: root, relative: relative) { copied.relocated += 1 }
                 copied.files += 1
             default:
                 continue
@@ -145,4 +156,70 @@ struct ExportCommand: ParsableCommand {
         }
         return copied
     }
+
+    /// Copies open regular file `file` to new file `to` with its permissions, relocating it when its name says so
+    /// and it is small enough to relocate (`Relocation.inputLimit`; a larger one is copied as it is, as the mount
+    /// serves it). Returns whether it was relocated.
+    private func copyFile(_ file: Int32, name: String, to: String, root: String, relative: String) throws -> Bool {
+        var info = stat()
+        guard fstat(file, &info) == 0 else { throw ExportError(description: "cannot stat \(to): \(Self.lastError())") }
+        let out = open(to, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        guard out >= 0 else { throw ExportError(description: "cannot create \(to): \(Self.lastError())") }
+        defer { close(out) }
+        var relocated = false
+        if Relocation.applies(to: name), info.st_size <= Relocation.inputLimit,
+            let data = try Self.read(file, limit: Relocation.inputLimit, for: to)
+        {
+            let rewritten = Relocation.rewrite(data, name: name, directory: relative, root: root)
+            relocated = rewritten != nil
+            try (rewritten ?? data).withUnsafeBytes { bytes in try Self.write(bytes, to: out, at: 0, path: to) }
+        } else {
+            try Self.stream(file, to: out, path: to)
+        }
+        guard fchmod(out, info.st_mode & 0o7777) == 0 else {
+            throw ExportError(description: "cannot chmod \(to): \(Self.lastError())")
+        }
+        return relocated
+    }
+
+    /// All of `file` when it holds at most `limit` bytes; nil when it holds more (it grew since its `fstat`).
+    private static func read(_ file: Int32, limit: Int, for path: String) throws -> Data? {
+        var data = Data(count: limit + 1)
+        var total = 0
+        while total < data.count {
+            let n = data.withUnsafeMutableBytes { pread(file, $0.baseAddress! + total, $0.count - total, off_t(total)) }
+            if n < 0 && errno == EINTR { continue }
+            guard n >= 0 else { throw ExportError(description: "cannot read for \(path): \(lastError())") }
+            if n == 0 { break }
+            total += n
+        }
+        return total > limit ? nil : data.prefix(total)
+    }
+
+    /// Copies `file` to `out` one chunk at a time.
+    private static func stream(_ file: Int32, to out: Int32, path: String) throws {
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 16)
+        defer { buffer.deallocate() }
+        var offset: off_t = 0
+        while true {
+            let n = pread(file, buffer.baseAddress!, buffer.count, offset)
+            if n < 0 && errno == EINTR { continue }
+            guard n >= 0 else { throw ExportError(description: "cannot read for \(path): \(lastError())") }
+            if n == 0 { return }
+            try write(UnsafeRawBufferPointer(rebasing: buffer[0..<n]), to: out, at: offset, path: path)
+            offset += off_t(n)
+        }
+    }
+
+    private static func write(_ bytes: UnsafeRawBufferPointer, to out: Int32, at offset: off_t, path: String) throws {
+        var done = 0
+        while done < bytes.count {
+            let n = pwrite(out, bytes.baseAddress! + done, bytes.count - done, offset + off_t(done))
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { throw ExportError(description: "cannot write \(path): \(lastError())") }
+            done += n
+        }
+    }
+
+    private static func lastError() -> String { String(cString: strerror(errno)) }
 }

@@ -99,11 +99,23 @@ import Testing
         try Data().write(to: upper.appendingPathComponent(".wh.old.cubin"))
         try FileManager.default.createDirectory(
             at: root.appendingPathComponent("shared"), withIntermediateDirectories: true)
+        let measurement = UpperSizes.measure(root.path)
         #expect(
-            MountStatus.uppers(in: root.path) == [
+            measurement.uppers == [
                 MountStatus.Upper(name: "1000", bytes: 100, files: 1),
                 MountStatus.Upper(name: "shared", bytes: 0, files: 0),
             ])
+        #expect(!measurement.partial)
+    }
+
+    @Test func aMeasurementStopsAtItsBoundOnEntriesAndSaysSo() throws {
+        let root = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("uppers-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: root) }
+        let upper = root.appendingPathComponent("1000")
+        try FileManager.default.createDirectory(at: upper, withIntermediateDirectories: true)
+        for i in 0..<10 { try Data(count: 1).write(to: upper.appendingPathComponent("f\(i)")) }
+        let measurement = UpperSizes.measure(root.path, entries: 4)
+        #expect(measurement.partial && measurement.uppers.first?.files ?? 99 <= 4)
     }
 
     @Test func beforeTheMountIsWiredTheDocumentIsEmpty() {

@@ -13,7 +13,9 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -225,7 +227,8 @@ print(json.dumps([[u["name"] for u in status["uppers"]],
                           str(binary), "status", "--json", str(mnt.path)],
                          capture_output=True, text=True, timeout=GUARD, cwd="/", env={"HOME": str(world)})
     assert out.returncode == 0, out.stderr
-    assert [u["name"] for u in json.loads(out.stdout)["uppers"]] == [str(UID_A)], out.stdout
+    [doc] = json.loads(out.stdout)["mounts"]
+    assert [u["name"] for u in doc["uppers"]] == [str(UID_A)], out.stdout
 
 
 # -- Deliver 8: ownership under the systemd unit's capabilities --------------------------------------------------
@@ -260,3 +263,81 @@ os.chmod(p, 0o600)
 st = os.stat(p)
 print(json.dumps(out + [int(st.st_mtime), oct(st.st_mode & 0o777)]))""")
     assert result == [UID_A, UID_A, 2000, "0o600"], result
+
+
+# -- Issue 21: status.json served without walking anyone's upper -------------------------------------------------
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time the process has used so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_a_stat_of_the_status_never_walks_a_large_upper(image, world, mounts):
+    uppers = world / "uppers"
+    mnt = mounts.mount(image, world / "mnt", world / "cache", "--gpu", "cuda:90", "--upper", str(uppers))
+    key = kernel_dir(mnt.path)
+    as_user(UID_A, f"""
+with open({str(key)!r} + "/mine.bin", "wb") as f:
+    f.write(b"x")
+print(json.dumps(0))""")
+    # User A's upper holds 20,000 files (as a user who reaches their upper on disk makes them in a moment).
+    crowd = uppers / str(UID_A) / key.name / "crowd"
+    crowd.mkdir()
+    for i in range(20_000):
+        (crowd / f"f{i}").touch()
+    status = mnt.path / ".mcvfs" / "status.json"
+    stats = 20
+    before = cpu_seconds(mnt.pid)
+    as_user(UID_B, f"""
+for _ in range({stats}):
+    os.stat({str(status)!r})
+print(json.dumps(0))""")
+    spent = cpu_seconds(mnt.pid) - before
+    # A walk of 20,000 files per stat costs the daemon over a second each; a served value costs next to nothing
+    # (one bounded walk in the background at most).
+    assert spent < 5, f"{stats} stats of status.json by another uid cost the daemon {spent:.1f} s of CPU"
+    # The sizes still come, measured in the background, with their age.
+    status = mnt.status_measured_after(time.time())
+    (upper,) = [u for u in status["uppers"] if u["name"] == str(UID_A)]
+    assert upper["files"] >= 1 and status["uppersAge"] >= 0, status
+
+
+# -- Issue 21: export never follows a link a pod put in its upper ------------------------------------------------
+
+RACER = """
+import os, sys
+key, secret = sys.argv[1], sys.argv[2]
+names = [os.path.join(key, f"swap{i}.bin") for i in range(50)]
+while True:
+    for p in names:
+        with open(p + ".new", "wb") as f:
+            f.write(b"x")
+        os.replace(p + ".new", p)
+        os.symlink(secret, p + ".new")
+        os.replace(p + ".new", p)
+"""
+
+
+def test_export_never_follows_a_link_in_an_upper_even_one_swapped_in_while_it_copies(image, world, mounts, tmp_path):
+    mnt = mounts.mount(image, world / "mnt", world / "cache", "--gpu", "cuda:90")
+    key = kernel_dir(mnt.path)
+    secret = world / "host-secret"
+    secret.write_bytes(b"HOST-SECRET " * 100)
+    os.chmod(secret, 0o600)
+    # A root-uid pod, through the mount only: a link to a host file, and files it keeps swapping for such links
+    # while root exports its upper.
+    (key / "plain-link.bin").symlink_to(secret)
+    racer = subprocess.Popen([sys.executable, "-c", RACER, str(key), str(secret)], cwd="/")
+    try:
+        for attempt in range(8):
+            export = tmp_path / f"export{attempt}"
+            r = mnt.mcvfs.run("export", str(mnt.path), str(export), "--upper-only", timeout=GUARD)
+            assert r.rc == 0, r
+            assert (export / key.name / "plain-link.bin").is_symlink()
+            leaked = [p for p in export.rglob("*") if p.is_file() and not p.is_symlink()
+                      and b"HOST-SECRET" in p.read_bytes()]
+            assert not leaked, f"export copied a host file through a link: {leaked}"
+    finally:
+        racer.kill()
+        racer.wait()

@@ -8,10 +8,10 @@ import Glibc
 /// swap any entry of their tree for a link at any moment; what the daemon holds stays the directory it checked
 /// when it opened it (filepath-securejoin's `OpenInRoot`, libfuse `passthrough_hp.cc`'s per-inode descriptors).
 /// Files open non-blocking, so a FIFO a user planted never parks a FUSE worker thread.
-final class DirectoryDescriptor: Sendable {
-    let fd: Int32
+public final class DirectoryDescriptor: Sendable {
+    public let fd: Int32
     /// For messages only: the path it had when opened, which a user may since have changed.
-    let path: String
+    public let path: String
 
     private init(fd: Int32, path: String) {
         self.fd = fd
@@ -24,7 +24,7 @@ final class DirectoryDescriptor: Sendable {
     /// - Parameter owner: the uid it must belong to; nil accepts any owner.
     /// - Throws: `FSError.unavailable` naming the path when it is missing, not a directory, a link, or owned by
     ///   someone else.
-    static func open(_ path: String, owner: UInt32? = nil) throws(FSError) -> DirectoryDescriptor {
+    public static func open(_ path: String, owner: UInt32? = nil) throws(FSError) -> DirectoryDescriptor {
         let fd = Glibc.open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
         guard fd >= 0 else { throw .unavailable(reason: "open directory \(path): \(lastError())") }
         let directory = DirectoryDescriptor(fd: fd, path: path)
@@ -49,14 +49,15 @@ final class DirectoryDescriptor: Sendable {
     }
 
     /// The status of entry `name` itself (a link is reported as the link); nil when there is none.
-    func status(_ name: String) -> stat? {
+    public func status(_ name: String) -> stat? {
         var info = stat()
         return fstatat(fd, name, &info, AT_SYMLINK_NOFOLLOW) == 0 ? info : nil
     }
 
     /// Opens subdirectory `name`; nil when it is missing, a link or not a directory.
     /// - Parameter create: mode and owner to create it with when missing.
-    func directory(_ name: String, create: (mode: UInt32, owner: (uid: UInt32, gid: UInt32))? = nil) throws(FSError)
+    public func directory(_ name: String, create: (mode: UInt32, owner: (uid: UInt32, gid: UInt32))? = nil)
+        throws(FSError)
         -> DirectoryDescriptor?
     {
         var next = openat(fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
@@ -80,7 +81,7 @@ final class DirectoryDescriptor: Sendable {
 
     /// Opens regular file `name` (never through a final link, never blocking on a FIFO); `O_CREAT` with `mode`.
     /// - Returns: the descriptor, or the errno of the failure (`EINVAL` for a FIFO, a device, a socket).
-    func openFile(_ name: String, flags: Int32, mode: UInt32 = 0o600) -> Result<Int32, Errno> {
+    public func openFile(_ name: String, flags: Int32, mode: UInt32 = 0o600) -> Result<Int32, Errno> {
         let file = openat(self.fd, name, flags | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, mode)
         guard file >= 0 else { return .failure(Errno(errno == ENXIO ? EINVAL : errno)) }
         var info = stat()
@@ -162,14 +163,14 @@ final class DirectoryDescriptor: Sendable {
         linkat(fd, name, destination.fd, target, 0) == 0 ? nil : Errno(errno)
     }
 
-    func readLink(_ name: String) -> String? {
+    public func readLink(_ name: String) -> String? {
         var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
         let n = readlinkat(fd, name, &buffer, buffer.count - 1)
         return n < 0 ? nil : String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
     /// The names of its entries, `.` and `..` excluded.
-    func entries() throws(FSError) -> [String] {
+    public func entries() throws(FSError) -> [String] {
         // A description of its own (not a `dup`, which shares the offset): threads list one directory at once.
         let copy = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard copy >= 0, let stream = fdopendir(copy) else {
@@ -188,8 +189,8 @@ final class DirectoryDescriptor: Sendable {
     }
 
     /// An errno, for the calls whose failure the caller maps itself.
-    struct Errno: Error, Equatable {
-        var code: Int32
+    public struct Errno: Error, Equatable {
+        public var code: Int32
         init(_ code: Int32) { self.code = code }
     }
 

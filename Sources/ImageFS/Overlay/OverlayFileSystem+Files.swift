@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import TimeBudget
 
 /// Open files. A writer gets a shadow copy in the upper's work directory, published over the file by one `rename`
 /// at its first close: a crash mid-write leaves the old content (or none), never a torn file.
@@ -83,7 +84,7 @@ extension OverlayFileSystem {
             case .upper(let path)?:
                 let from = try upper.openFile(path, flags: O_RDONLY)
                 defer { close(from) }
-                try Self.copy(from: from, to: fd)
+                try SparseCopy.copy(from: from, to: fd)
             case nil: break
             }
         } catch {
@@ -107,20 +108,10 @@ extension OverlayFileSystem {
         while true {
             let count = try lower.read(handle: opened.handle, offset: offset, into: buffer)
             if count == 0 { return }
+            if Deadline.current?.hasPassed == true {
+                throw .unavailable(reason: "copy of an image file stopped at the operation's deadline")
+            }
             try Self.write(UnsafeRawBufferPointer(rebasing: buffer[0..<count]), to: fd, at: offset)
-            offset += Int64(count)
-        }
-    }
-
-    /// Copies `source` from its start to `target`.
-    static func copy(from source: Int32, to target: Int32) throws(FSError) {
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 16)
-        defer { buffer.deallocate() }
-        var offset: Int64 = 0
-        while true {
-            let count = try Reads.fill(buffer, from: source, offset: offset)
-            if count == 0 { return }
-            try write(UnsafeRawBufferPointer(rebasing: buffer[0..<count]), to: target, at: offset)
             offset += Int64(count)
         }
     }

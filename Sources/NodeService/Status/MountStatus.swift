@@ -114,7 +114,13 @@ public struct MountStatus: Codable, Sendable, Equatable {
     public var upperRoot: String?
     /// `perUser` or `shared` (`OverlayFileSystem.Isolation`); nil for a read-only mount.
     public var isolation: String?
+    /// Each upper; their sizes as last measured in the background (`UpperSizes`: zero until a measurement).
     public var uppers: [Upper]
+    /// When the measurement of `uppers`' sizes started (nil before the first ends), and its age in seconds.
+    public var uppersMeasuredAt: Date?
+    public var uppersAge: Double?
+    /// The measurement stopped at its bound on entries or time: sizes count only part of the uppers.
+    public var uppersPartial: Bool?
     /// The writable overlay's live inodes and open files; nil for a read-only mount.
     public var overlay: OverlayFileSystem.Report?
     public var service: Service?
@@ -191,8 +197,8 @@ extension MountStatus {
         }
     }
 
-    /// The status now.
-    public init(_ source: Source) {
+    /// The status now, with upper sizes from `sizes` (zero without).
+    public init(_ source: Source, sizes: UpperSizes.Measurement? = nil) {
         reference = source.reference
         mountpoint = source.mountpoint
         consumerRoot = source.consumerRoot
@@ -220,57 +226,47 @@ extension MountStatus {
         service = source.service?()
         upperRoot = source.upperRoot
         isolation = source.isolation
-        uppers = source.upperRoot.map(Self.uppers(in:)) ?? []
-        overlay = source.overlay?.report
-    }
-
-    /// What the `toc.digest` annotations of an image's layers are worth: the first mismatch, else "verified" once
-    /// every annotated layer is; nil without annotated layers, or before they are indexed.
-    static func tocDigest(of layers: [Descriptor], metrics: FetchMetrics) -> String? {
-        let checks = layers.map { metrics.tocCheck(of: $0.digest) }.compactMap { $0 }
-        if let mismatch = checks.first(where: { $0 != .verified }) { return mismatch.description }
-        return checks.isEmpty ? nil : TOCCheck.verified.description
-    }
-
-    /// Size of each upper under `root` (one per uid, or `shared`): the files users wrote, the overlay's whiteouts
-    /// and the daemon's work directories not.
-    static func uppers(in root: String) -> [Upper] {
-        let manager = FileManager.default
-        let names = (try? manager.contentsOfDirectory(atPath: root)) ?? []
-        return names.filter { !OverlayFileSystem.isBookkeeping($0) }.sorted().map { name in
-            var bytes: Int64 = 0
-            var files = 0
-            let enumerator = manager.enumerator(atPath: root + "/" + name)
-            while let path = enumerator?.nextObject() as? String {
-                guard let attributes = enumerator?.fileAttributes,
-                    attributes[.type] as? FileAttributeType == .typeRegular,
-                    !OverlayFileSystem.isBookkeeping((path as NSString).lastPathComponent)
-                else { continue }
-                bytes += (attributes[.size] as? Int64) ?? Int64((attributes[.size] as? Int) ?? 0)
-                files += 1
-            }
-            return Upper(name: name, bytes: bytes, files: files)
+        uppers = (source.upperRoot.map(UpperSizes.names(in:)) ?? []).map { name in
+            sizes?.uppers.first { $0.name == name } ?? Upper(name: name, bytes: 0, files: 0)
         }
+        if let sizes, source.upperRoot != nil {
+            uppersMeasuredAt = sizes.startedAt
+            uppersAge = Date().timeIntervalSince(sizes.startedAt)
+            uppersPartial = sizes.partial
+        }
+        overlay = source.overlay?.report
     }
 }
 
 /// Holds a mount's status source once the mount is wired; the filesystem renders through it on every open of
 /// the status file (before the wiring is done, the document is `{}`).
 public final class MountStatusBoard: Sendable {
-    private let source = Mutex<MountStatus.Source?>(nil)
+    private let source = Mutex<(MountStatus.Source, UpperSizes?)?>(nil)
 
     public init() {}
 
-    public func set(_ value: MountStatus.Source) { source.withLock { $0 = value } }
+    public func set(_ value: MountStatus.Source) {
+        source.withLock { $0 = (value, value.upperRoot.map(UpperSizes.init(root:))) }
+    }
 
     /// The catalog a refresh grew: the images used and skipped from now on.
-    public func update(catalog: Catalog) { source.withLock { $0?.catalog = catalog } }
+    public func update(catalog: Catalog) { source.withLock { $0?.0.catalog = catalog } }
 
     /// The document `viewer` may read: everything for nil (root, the mount's owner); for a user, their own upper
     /// only (other users' upper sizes say what they compile).
     public func render(for viewer: UInt32? = nil) -> Data {
-        guard let current = source.withLock({ $0 }) else { return Data("{}\n".utf8) }
-        let status = MountStatus(current)
+        guard let (current, sizes) = source.withLock({ $0 }) else { return Data("{}\n".utf8) }
+        let status = MountStatus(current, sizes: sizes?.current())
         return (try? (viewer.map(status.seen(by:)) ?? status).encoded()) ?? Data("{}\n".utf8)
+    }
+}
+
+extension MountStatus {
+    /// What the `toc.digest` annotations of an image's layers are worth: the first mismatch, else "verified" once
+    /// every annotated layer is; nil without annotated layers, or before they are indexed.
+    static func tocDigest(of layers: [Descriptor], metrics: FetchMetrics) -> String? {
+        let checks = layers.map { metrics.tocCheck(of: $0.digest) }.compactMap { $0 }
+        if let mismatch = checks.first(where: { $0 != .verified }) { return mismatch.description }
+        return checks.isEmpty ? nil : TOCCheck.verified.description
     }
 }

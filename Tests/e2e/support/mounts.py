@@ -7,12 +7,14 @@ if it is still alive; fixtures call it in their finalizers.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 from .mcvfs import Mcvfs
@@ -128,6 +130,20 @@ class Mounted:
 
     def status(self) -> dict:
         return json.loads(probe(f"print(open({str(self.path / '.mcvfs' / 'status.json')!r}).read())").stdout)
+
+    def status_measured_after(self, after: float, guard: float = 120) -> dict:
+        """The status once its upper sizes come from a measurement that started after `after` (a time.time()):
+        the daemon measures uppers in the background, at most every few seconds, and serves the last result. The
+        guard is a hang guard only."""
+        deadline = time.monotonic() + guard
+        while True:
+            status = self.status()
+            measured = status.get("uppersMeasuredAt")
+            # The document's times have whole seconds: a measurement stamped in `after`'s second may precede it.
+            if measured and datetime.fromisoformat(measured.replace("Z", "+00:00")).timestamp() >= math.ceil(after):
+                return status
+            assert time.monotonic() < deadline, f"no measurement of the uppers after {after} within {guard}s"
+            time.sleep(0.2)
 
     def kill(self) -> None:
         """SIGKILL the daemon: the mount stays behind, stale (ENOTCONN)."""
