@@ -18,6 +18,7 @@ from support.images import (  # noqa: E402
 from support.mcvfs import Mcvfs, mcvfs_bin  # noqa: E402
 from support.mounts import MountPool  # noqa: E402
 from support.registry import Registry  # noqa: E402
+from support.tls import make_server_cert  # noqa: E402
 from support.token_issuer import TokenIssuer  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -196,3 +197,14 @@ def mounts(tmp_path):
     pool = MountPool(Mcvfs(tmp_path / "home"))
     yield pool
     pool.close()
+
+
+@pytest.fixture(scope="module")
+def tls_registry(tmp_path_factory, layouts):
+    """A registry that serves HTTPS only, with the cache repository, and the certificate it presents."""
+    workdir = tmp_path_factory.mktemp("registry-tls")
+    cert = make_server_cert(workdir / "pki")
+    with Registry(workdir / "registry", tls=cert) as registry:
+        pop = Populated(registry)
+        push_cache_repo(pop, layouts)
+        yield pop, cert

@@ -1,23 +1,7 @@
 """HTTPS registries: `--ca-file` adds a private CA to the trusted set; without it the certificate is refused."""
 from __future__ import annotations
 
-import pytest
-
-from conftest import Populated, push_cache_repo
-from support.registry import Registry
-from support.tls import make_server_cert
-
 CERT_WORDS = ("certificate", "ssl", "tls", "verify", "issuer")
-
-
-@pytest.fixture(scope="module")
-def tls_registry(tmp_path_factory, layouts):
-    workdir = tmp_path_factory.mktemp("registry-tls")
-    cert = make_server_cert(workdir / "pki")
-    with Registry(workdir / "registry", tls=cert) as registry:
-        pop = Populated(registry)
-        push_cache_repo(pop, layouts)
-        yield pop, cert
 
 
 def test_ca_file_trusts_a_private_registry(mcvfs, tls_registry):

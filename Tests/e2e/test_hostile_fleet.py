@@ -17,13 +17,13 @@ import json
 import os
 import shutil
 import subprocess
-import urllib.request
 from pathlib import Path
 
 from support.cosign_format import bundle_referrers, py_check, py_check_bundle, sig_tag
 from support.fleet import FIXTURE, PASSWORD, REPO, Fleet, fleet, key_pair, published_tag, pushed  # noqa: F401
 from support.net import free_port
 from support.registry import require_tool
+from support.metrics import metric
 
 ENV = {"COSIGN_PASSWORD": PASSWORD}
 
@@ -215,14 +215,6 @@ def test_push_convert_and_publish_each_sign_as_sign_does(fleet: Fleet):
                   f"{host}/org/legacy:v1")
     ((digest, _),) = pushed(r)
     assert sig_tag(digest) in fleet.api().tags("org/legacy") and not bundle_referrers(fleet.api(), "org/legacy", digest)
-
-
-def metric(port: int, name: str) -> float:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    raise AssertionError(f"{name} not in the metrics:\n{text}")
 
 
 def test_a_mount_that_refreshes_without_a_policy_warns_on_stderr_in_status_and_in_metrics(fleet: Fleet):

@@ -15,14 +15,12 @@ import threading
 
 import pytest
 
-from conftest import Populated, push_cache_repo
 from support.mcvfs import Mcvfs
 from support.mounts import CUDA, daemon_pids, is_mountpoint, kernel_dirs, run_triton
 from support.net import wait_until
 from support.proxy import FaultProxy
 from support.reach import reachable
-from support.registry import Registry, require_tool
-from support.tls import make_server_cert
+from support.registry import require_tool
 
 
 # -- export: a standalone cache --------------------------------------------------------------------------------
@@ -125,16 +123,6 @@ class Relay:
     def close(self) -> None:
         self.server.close()
         self.switch(self.target)
-
-
-@pytest.fixture(scope="module")
-def tls_registry(tmp_path_factory, layouts):
-    workdir = tmp_path_factory.mktemp("registry-tls")
-    cert = make_server_cert(workdir / "pki")
-    with Registry(workdir / "registry", tls=cert) as registry:
-        pop = Populated(registry)
-        push_cache_repo(pop, layouts)
-        yield pop, cert
 
 
 def test_https_to_an_http_registry_at_refresh_is_the_reason_in_status(tls_registry, anon, tmp_path):

@@ -10,7 +10,6 @@ import os
 import shutil
 import subprocess
 import tempfile
-import urllib.request
 from pathlib import Path
 
 from support.fleet import REPO, Fleet, Node, fleet, key_pair, pushed, wait_for  # noqa: F401 (fleet: a fixture)
@@ -20,6 +19,7 @@ from support.reach import reachable
 from support.net import free_port
 from support.proxy import FaultProxy
 from support.registry import require_tool
+from support.metrics import metric
 
 UID = 1000
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -194,14 +194,6 @@ def test_as_root_from_uid_publishes_that_users_kernels_and_a_user_cannot_take_an
     finally:
         fleet.pool.close()
         shutil.rmtree(shared, ignore_errors=True)
-
-
-def metric(port: int, name: str) -> float:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    raise AssertionError(f"{name} not in the metrics:\n{text}")
 
 
 def test_the_daemon_publishes_on_its_interval_retries_failures_and_publishes_at_unmount(fleet: Fleet):
