@@ -38,6 +38,12 @@ public enum CompactionPlan {
         }
 
         func isCompaction(in destination: String) -> Bool { record != nil && source.repository == destination }
+
+        /// A compaction of `destination` that `trusted` holds (nil: every image with a record label): one that may
+        /// cover other tags or stand for what was merged. A record label alone is something any publisher can write.
+        func isTrustedCompaction(in destination: String, _ trusted: Set<MergeRecord.Source>?) -> Bool {
+            isCompaction(in: destination) && (trusted?.contains(source) ?? true)
+        }
     }
 
     /// The images of one target to merge (by repository, then tag; `batches` says how they rank).
@@ -58,9 +64,12 @@ public enum CompactionPlan {
         public var reason: String
     }
 
-    public static func merges(_ images: [Image], destination: String) -> [Merge] {
+    /// - Parameter trusted: the compactions that count as such (`isTrustedCompaction`); nil: every labelled one.
+    public static func merges(
+        _ images: [Image], destination: String, trusted: Set<MergeRecord.Source>? = nil
+    ) -> [Merge] {
         Dictionary(grouping: images, by: \.target).compactMap { target, group -> Merge? in
-            let newest = newestFirst(group.filter { $0.isCompaction(in: destination) }).first
+            let newest = newestFirst(group.filter { $0.isTrustedCompaction(in: destination, trusted) }).first
             let needed: Bool
             if let newest {
                 let merged = Set(newest.record!.sources)
@@ -88,8 +97,10 @@ public enum CompactionPlan {
         return batches
     }
 
+    /// - Parameter trusted: the compactions that may cover a tag (`isTrustedCompaction`); nil: every labelled one.
     public static func removals(
-        _ images: [Image], destination: String, now: Date, keepFor: TimeInterval
+        _ images: [Image], destination: String, now: Date, keepFor: TimeInterval,
+        trusted: Set<MergeRecord.Source>? = nil
     ) -> (remove: [Removal], keep: [Kept]) {
         func isDue(_ compaction: Image) -> Bool { now >= compaction.record!.mergedAt.addingTimeInterval(keepFor) }
         var remove: [Removal] = []
@@ -97,14 +108,14 @@ public enum CompactionPlan {
         for group in Dictionary(grouping: images, by: \.target).values {
             // The covering compactions: newest first, each kept unless a kept, due one holds all it has.
             var covering: [Image] = []
-            for compaction in newestFirst(group.filter { $0.isCompaction(in: destination) }) {
+            for compaction in newestFirst(group.filter { $0.isTrustedCompaction(in: destination, trusted) }) {
                 if let cover = covering.first(where: { isDue($0) && compaction.keys.isSubset(of: $0.keys) }) {
                     remove.append(Removal(image: compaction, coveredBy: cover))
                 } else {
                     covering.append(compaction)
                 }
             }
-            for image in group where !image.isCompaction(in: destination) {
+            for image in group where !image.isTrustedCompaction(in: destination, trusted) {
                 let covers = covering.filter { image.keys.isSubset(of: $0.keys) }
                 if let cover = covers.first(where: isDue) {
                     remove.append(Removal(image: image, coveredBy: cover))

@@ -98,7 +98,9 @@ public struct Compactor {
                 if let signer, entry.signedBy?.contains(signer) == true { own.insert(found.plan.source) }
             }
         }
-        for merge in CompactionPlan.merges(images, destination: destinationName) {
+        // Without a signing key nothing tells this compactor's images apart: every verified compaction counts.
+        let trusted = signer == nil ? nil : own
+        for merge in CompactionPlan.merges(images, destination: destinationName, trusted: trusted) {
             let batches = CompactionPlan.batches(of: merge, destination: destinationName, ownCompactions: own)
             let (outcome, image, tree) = try compact(merge, batches: batches, held: held)
             report.compacted.append(
@@ -106,9 +108,11 @@ public struct Compactor {
                     image: outcome, merged: merge.images.map { "\($0.source.repository):\($0.source.tag)" },
                     conflicts: tree.conflicts ?? [], keyConflicts: tree.keyConflicts ?? 0))
             images.append(image)
+            own.insert(image.source)  // signed just now, by this signer
         }
         let (remove, keep) = CompactionPlan.removals(
-            images, destination: destinationName, now: options.now, keepFor: options.keepFor)
+            images, destination: destinationName, now: options.now, keepFor: options.keepFor,
+            trusted: signer == nil ? nil : own)
         report.kept = keep.map { "\($0.image.source.repository):\($0.image.source.tag): \($0.reason)" }
         let removing = Set(remove.map(\.image.source))
         for removal in remove {

@@ -68,6 +68,23 @@ import Testing
         #expect(due.remove.allSatisfy { $0.coveredBy == compaction })
     }
 
+    @Test func aCompactionLabelWithoutTheSignersSignatureCoversNothingAndStandsForNoMerge() {
+        // A publisher with a node key labels its image as a compaction that merged a and b and holds their KEYs.
+        let a = image("fleet-cuda-sm90-a", ["K1"])
+        let b = image("fleet-cuda-sm90-b", ["K2"])
+        let forged = image("fleet-cuda-sm90-f", ["K1", "K2"], merged: [a, b], at: now.addingTimeInterval(-7200))
+        let plan = CompactionPlan.removals(
+            [a, b, forged], destination: Self.repository, now: now, keepFor: 60, trusted: [])
+        #expect(plan.remove.isEmpty, "honest tags are never removed as covered by an untrusted compaction")
+        #expect(
+            CompactionPlan.merges([a, b, forged], destination: Self.repository, trusted: []).map(\.images.count)
+                == [3])
+        // The same image signed by the compaction's own key covers them.
+        let own = CompactionPlan.removals(
+            [a, b, forged], destination: Self.repository, now: now, keepFor: 60, trusted: [forged.source])
+        #expect(tags(own.remove) == ["fleet-cuda-sm90-a", "fleet-cuda-sm90-b"])
+    }
+
     @Test func aTagWithAKernelTheCompactionLacksStays() {
         let a = image("fleet-cuda-sm90-a", ["K1", "K9"])
         let compaction = image("fleet-cuda-sm90-c", ["K1"], merged: [a], at: now.addingTimeInterval(-7200))
