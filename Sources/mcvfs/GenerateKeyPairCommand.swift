@@ -24,7 +24,7 @@ struct GenerateKeyPairCommand: ParsableCommand {
             // Create the private key file 0600 from the start: no window in which others may read it.
             let fd = open(keyPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
             guard fd >= 0 else {
-                throw TrustFailure(description: "cannot create \(keyPath): \(String(cString: strerror(errno)))")
+                throw TrustFailure.file(keyPath, operation: "create", reason: String(cString: strerror(errno)))
             }
             let handle = FileHandle(fileDescriptor: fd, closeOnDealloc: true)
             try handle.write(contentsOf: Data(pem.utf8))

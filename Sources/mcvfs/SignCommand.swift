@@ -81,6 +81,6 @@ func loadPrivateKey(path: String) throws -> PrivateKey {
     do {
         return try EncryptedPrivateKey.decrypt(pem: pem, password: try Password.read())
     } catch let error as VerificationError {
-        throw TrustFailure(description: "--key \(path): \(error)")
+        throw TrustFailure.unusableKey(path: path, reason: "\(error)")
     }
 }

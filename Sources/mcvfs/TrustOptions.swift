@@ -156,16 +156,33 @@ struct TrustOptions: ParsableArguments {
             Log.warning("not using \(entry.name) \(entry.digest?.short ?? ""): \(entry.skipReason ?? "")")
         }
         if !reference.isRepositoryOnly, let first = refused.first {
-            throw TrustFailure(
-                description:
-                    "\(reference) (\(first.digest?.description ?? first.name)) is refused: \(first.skipReason ?? "")")
+            throw TrustFailure.refused(
+                image: "\(reference)", digest: first.digest?.description ?? first.name, reason: first.skipReason ?? "")
         }
     }
 }
 
-/// A named image that failed its signature policy.
-struct TrustFailure: Error, CustomStringConvertible {
-    var description: String
+/// What the signature commands (and a policy applied to a named image) refuse, with the evidence.
+enum TrustFailure: Error, CustomStringConvertible {
+    /// A named image failed its signature policy.
+    case refused(image: String, digest: String, reason: String)
+    /// An image has no signature at all, or none the policy accepts.
+    case unsigned(image: String, digest: String, policy: String?, refused: Int)
+    /// A key file could not be decrypted or parsed.
+    case unusableKey(path: String, reason: String)
+    /// A file the command reads or writes could not be opened.
+    case file(String, operation: String, reason: String)
+
+    var description: String {
+        switch self {
+        case .refused(let image, let digest, let reason): return "\(image) (\(digest)) is refused: \(reason)"
+        case .unsigned(let image, let digest, nil, _): return "\(image) (\(digest)) has no signatures"
+        case .unsigned(let image, let digest, let policy?, let refused):
+            return "\(image) (\(digest)) has no valid signature for \(policy) (\(refused) refused)"
+        case .unusableKey(let path, let reason): return "--key \(path): \(reason)"
+        case .file(let path, let operation, let reason): return "\(path): cannot \(operation): \(reason)"
+        }
+    }
 }
 
 /// `-a key=value` pairs; the first `=` splits.

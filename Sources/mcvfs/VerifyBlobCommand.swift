@@ -98,7 +98,7 @@ struct VerifyBlobCommand: ParsableCommand {
             return (digest, nil)
         }
         guard let file = FileHandle(forReadingAtPath: text) else {
-            throw TrustFailure(description: "artifact \(text): cannot open")
+            throw TrustFailure.file("artifact \(text)", operation: "open", reason: "no such file or not readable")
         }
         defer { try? file.close() }
         var hasher = SHA256Hasher()
@@ -112,7 +112,7 @@ struct VerifyBlobCommand: ParsableCommand {
 
     private static func read(_ path: String, what: String) throws -> Data {
         do { return try Data(contentsOf: URL(fileURLWithPath: path)) } catch {
-            throw TrustFailure(description: "\(what) \(path): cannot read: \(error.localizedDescription)")
+            throw TrustFailure.file("\(what) \(path)", operation: "read", reason: error.localizedDescription)
         }
     }
 }

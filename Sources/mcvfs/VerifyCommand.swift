@@ -87,10 +87,9 @@ struct VerifyCommand: ParsableCommand {
                 }
             }
             guard verdict.isTrusted else {
-                throw TrustFailure(
-                    description: verdict.rejected.isEmpty
-                        ? "\(ref) (\(digest)) has no signatures"
-                        : "\(ref) (\(digest)) has no valid signature for \(policy) (\(verdict.rejected.count) refused)")
+                throw TrustFailure.unsigned(
+                    image: "\(ref)", digest: "\(digest)", policy: verdict.rejected.isEmpty ? nil : "\(policy)",
+                    refused: verdict.rejected.count)
             }
         }
     }

@@ -13,10 +13,10 @@ import Testing
     @Test func aUserPublishesTheirOwnUpperOnly() throws {
         #expect(try UpperSelection.uppers(root: "/u", isolation: .perUser, caller: 1000, uids: []) == ["/u/1000"])
         #expect(try UpperSelection.uppers(root: "/u", isolation: .perUser, caller: 1000, uids: [1000]) == ["/u/1000"])
-        #expect(throws: UpperSelection.Refused.self) {
+        #expect(throws: UpperSelection.Refused.anotherUsersUpper) {
             try UpperSelection.uppers(root: "/u", isolation: .perUser, caller: 1000, uids: [1001])
         }
-        #expect(throws: UpperSelection.Refused.self) {
+        #expect(throws: UpperSelection.Refused.sharedUpperNeedsRoot) {
             try UpperSelection.uppers(root: "/u", isolation: .shared, caller: 1000, uids: [])
         }
     }
@@ -27,7 +27,7 @@ import Testing
             try UpperSelection.uppers(root: "/u", isolation: .perUser, caller: 0, uids: [1001, 1000, 1001])
                 == ["/u/1001", "/u/1000"])
         #expect(try UpperSelection.uppers(root: "/u", isolation: .shared, caller: 0, uids: []) == ["/u/shared"])
-        #expect(throws: UpperSelection.Refused.self) {
+        #expect(throws: UpperSelection.Refused.uidsOfASharedUpper) {
             try UpperSelection.uppers(root: "/u", isolation: .shared, caller: 0, uids: [1000])
         }
     }
