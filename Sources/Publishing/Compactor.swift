@@ -5,8 +5,8 @@ import Registry
 import TarIndex
 import Verification
 
-/// `mcvfs compact`: merges the fleet images of each target into one, the Triton images and the vLLM images apart
-/// (`CompactionPlan.Group`; a vLLM hash directory is a KEY) (each `<KEY>` whole, by the mount's rule with the
+/// `mcvfs compact`: merges the fleet images of each target and kind into one (`CompactionPlan.Group`: Triton and
+/// vLLM images apart, a vLLM hash directory being a KEY; each `<KEY>` whole, by the mount's rule with the
 /// plan's order, `CompactionPlan.batches`: a KEY its sources disagree on is left out and reported; labels
 /// recomputed, signed, recorded), then removes the tags that a compaction made at least `keepFor` ago holds every
 /// kernel of (`CompactionPlan`).
@@ -204,7 +204,8 @@ public struct Compactor {
             case .triton: try publisher.publish(cacheDirectory: staging, work: work)
             case .vllm: try publisher.publish(vllmCache: staging, work: work)
             }
-        // The merged files name the target again (a vLLM cache's by its C++ kernels): anything else is a bug.
+        // The merged files must name their target again. A vLLM cache whose C++ kernels do not say their ISA gets
+        // this host's (`VLLMCacheLayout`), which need not be the publishers': refused rather than mislabelled.
         guard let outcome = outcomes.first, outcomes.count == 1, outcome.targets == [merge.target.description],
             let digest = try? Digest(parsing: outcome.digest)
         else {
