@@ -71,15 +71,20 @@ public struct Precedence: Sendable, Hashable, Comparable, CustomStringConvertibl
         tier == .base ? "base #\(position)" : "added (batch \(batch), \(digest.prefix(12)))"
     }
 
-    /// The KEY a path (relative to the cache root) lies under: its first component, or its first two below vLLM's
-    /// `torch_compile_cache/`, whose hash directories are the KEYs; nil for the shared directory itself.
+    /// The KEY a path (relative to the cache root) lies under: its first component, or below vLLM's
+    /// `torch_compile_cache/` a hash directory (`torch_compile_cache/<hash>`,
+    /// `torch_compile_cache/torch_aot_compile/<hash>`); nil for the shared directories themselves.
     static func key(of path: Substring) -> Substring? {
-        let components = path.split(separator: "/", maxSplits: 2, omittingEmptySubsequences: false)
+        let components = path.split(separator: "/", maxSplits: 3, omittingEmptySubsequences: false)
         guard components.first == Self.sharedRoot else { return components.first }
         guard components.count > 1 else { return nil }
-        return path[..<components[1].endIndex]
+        guard components[1] == Self.sharedAOTDirectory else { return path[..<components[1].endIndex] }
+        return components.count > 2 ? path[..<components[2].endIndex] : nil
     }
 
     /// vLLM's top-level directory, which every vLLM image shares: its children are the KEYs.
     static let sharedRoot: Substring = "torch_compile_cache"
+    /// The directory below `sharedRoot` that holds AOT-compile hash directories (vLLM 0.30+), shared like it: two
+    /// images with different AOT hashes are not two copies of one KEY.
+    static let sharedAOTDirectory: Substring = "torch_aot_compile"
 }

@@ -6,6 +6,8 @@ import OCI
 /// out.
 ///
 /// The rules:
+/// - Images are grouped by kind and target: the Triton images of a target merge into one image, the vLLM images of a
+///   target (one per vLLM hash, `publish`) into another, whose KEYs are the vLLM hash directories (docs/vllm.md).
 /// - A target is compacted into the destination when an image the newest compaction of the destination did not
 ///   merge has kernels that it lacks, or when the target has images in another repository (a promotion: the strict
 ///   recipe's staging repository). A target whose kernels a compaction already holds is left as it is, so running
@@ -25,17 +27,26 @@ public enum CompactionPlan {
     public struct Image: Sendable, Hashable {
         public var source: MergeRecord.Source
         public var target: GPUTarget
-        /// The `<KEY>/` directories it holds.
+        /// The cache it holds: Triton kernels, or vLLM hash directories.
+        public var kind: CacheLabels.Kind
+        /// The KEYs it holds: Triton's `<KEY>/` directories, or vLLM's hash directories.
         public var keys: Set<String>
         /// Set when the image is itself a compaction.
         public var record: MergeRecord?
 
-        public init(source: MergeRecord.Source, target: GPUTarget, keys: Set<String>, record: MergeRecord? = nil) {
+        public init(
+            source: MergeRecord.Source, target: GPUTarget, kind: CacheLabels.Kind = .triton, keys: Set<String>,
+            record: MergeRecord? = nil
+        ) {
             self.source = source
             self.target = target
+            self.kind = kind
             self.keys = keys
             self.record = record
         }
+
+        /// The images that merge together: those of one kind and target.
+        var group: Group { Group(kind: kind, target: target) }
 
         func isCompaction(in destination: String) -> Bool { record != nil && source.repository == destination }
 
@@ -46,9 +57,16 @@ public enum CompactionPlan {
         }
     }
 
-    /// The images of one target to merge (by repository, then tag; `batches` says how they rank).
+    /// What merges into one image: a kind of cache for one target.
+    public struct Group: Sendable, Hashable {
+        public var kind: CacheLabels.Kind
+        public var target: GPUTarget
+    }
+
+    /// The images of one kind and target to merge (by repository, then tag; `batches` says how they rank).
     public struct Merge: Sendable, Hashable {
         public var target: GPUTarget
+        public var kind: CacheLabels.Kind
         public var images: [Image]
     }
 
@@ -68,7 +86,7 @@ public enum CompactionPlan {
     public static func merges(
         _ images: [Image], destination: String, trusted: Set<MergeRecord.Source>? = nil
     ) -> [Merge] {
-        Dictionary(grouping: images, by: \.target).compactMap { target, group -> Merge? in
+        Dictionary(grouping: images, by: \.group).compactMap { key, group -> Merge? in
             let newest = newestFirst(group.filter { $0.isTrustedCompaction(in: destination, trusted) }).first
             let needed: Bool
             if let newest {
@@ -79,8 +97,9 @@ public enum CompactionPlan {
             } else {
                 needed = group.count > 1 || group.contains { $0.source.repository != destination }
             }
-            return needed ? Merge(target: target, images: group.sorted { $0.source < $1.source }) : nil
-        }.sorted { $0.target.description < $1.target.description }
+            return needed
+                ? Merge(target: key.target, kind: key.kind, images: group.sorted { $0.source < $1.source }) : nil
+        }.sorted { ($0.target.description, $0.kind.rawValue) < ($1.target.description, $1.kind.rawValue) }
     }
 
     /// Each image's batch in the merged tree (the rule above): 0 ..< n for the n earlier compactions of
@@ -105,7 +124,7 @@ public enum CompactionPlan {
         func isDue(_ compaction: Image) -> Bool { now >= compaction.record!.mergedAt.addingTimeInterval(keepFor) }
         var remove: [Removal] = []
         var keep: [Kept] = []
-        for group in Dictionary(grouping: images, by: \.target).values {
+        for group in Dictionary(grouping: images, by: \.group).values {
             // The covering compactions: newest first, each kept unless a kept, due one holds all it has.
             var covering: [Image] = []
             for compaction in newestFirst(group.filter { $0.isTrustedCompaction(in: destination, trusted) }) {

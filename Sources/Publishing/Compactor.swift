@@ -5,7 +5,8 @@ import Registry
 import TarIndex
 import Verification
 
-/// `mcvfs compact`: merges the fleet images of each target into one (each `<KEY>` whole, by the mount's rule with the
+/// `mcvfs compact`: merges the fleet images of each target and kind into one (`CompactionPlan.Group`: Triton and
+/// vLLM images apart, a vLLM hash directory being a KEY; each `<KEY>` whole, by the mount's rule with the
 /// plan's order, `CompactionPlan.batches`: a KEY its sources disagree on is left out and reported; labels
 /// recomputed, signed, recorded), then removes the tags that a compaction made at least `keepFor` ago holds every
 /// kernel of (`CompactionPlan`).
@@ -149,11 +150,6 @@ public struct Compactor {
             skipped.append("\(name): \(PublishingError.tagMismatch(tag: entry.name, digest: image.digest.description))")
             return nil
         }
-        guard !image.cacheLabels.kinds.contains(.vllm) else {
-            skipped.append(
-                "\(name): a vLLM image (one per vLLM hash and target); compaction merges Triton kernels only")
-            return nil
-        }
         guard let targets = image.targets, targets.count == 1 else {
             skipped.append("\(name): a fleet image holds one GPU target; its labels name \(image.targets?.count ?? 0)")
             return nil
@@ -163,8 +159,10 @@ public struct Compactor {
             let record = try MergeRecord(labels: image.labels, image: name)
             let source = MergeRecord.Source(
                 repository: repository.reference.repositoryName, tag: entry.name, digest: image.digest)
+            let vllm = image.cacheLabels.kinds.contains(.vllm)
+            let keys = vllm ? ProvidedKeys.vllmHashes(layers) : ProvidedKeys.topLevelNames(layers)
             let plan = CompactionPlan.Image(
-                source: source, target: targets[0], keys: ProvidedKeys.topLevelNames(layers), record: record)
+                source: source, target: targets[0], kind: vllm ? .vllm : .triton, keys: keys, record: record)
             return (plan, image)
         } catch {
             skipped.append("\(name): \(error)")
@@ -172,7 +170,7 @@ public struct Compactor {
         }
     }
 
-    /// Merges one target's images into a new image of the destination.
+    /// Merges one target's images of one kind into a new image of the destination.
     /// - Returns: also what the merged tree reported (its conflicts).
     private func compact(
         _ merge: CompactionPlan.Merge, batches: [MergeRecord.Source: Int],
@@ -203,14 +201,23 @@ public struct Compactor {
         let record = MergeRecord(sources: merge.images.map(\.source), mergedAt: options.now)
         publishing.created = MergeRecord.timestamp(options.now)
         publishing.labels.merge(record.labels) { _, new in new }
-        let outcomes = try ImagePublisher(
-            client: destination.client, repository: destination.reference.repository, options: publishing
-        ).publish(cacheDirectory: staging, work: work)
-        guard let outcome = outcomes.first, outcomes.count == 1, let digest = try? Digest(parsing: outcome.digest)
-        else { throw PublishingError.unexpectedMerge(target: merge.target.description, images: outcomes.count) }
+        let publisher = ImagePublisher(
+            client: destination.client, repository: destination.reference.repository, options: publishing)
+        let outcomes =
+            switch merge.kind {
+            case .triton: try publisher.publish(cacheDirectory: staging, work: work)
+            case .vllm: try publisher.publish(vllmCache: staging, work: work)
+            }
+        // The merged files must name their target again. A vLLM cache whose C++ kernels do not say their ISA gets
+        // this host's (`VLLMCacheLayout`), which need not be the publishers': refused rather than mislabelled.
+        guard let outcome = outcomes.first, outcomes.count == 1, outcome.targets == [merge.target.description],
+            let digest = try? Digest(parsing: outcome.digest)
+        else {
+            throw PublishingError.unexpectedMerge(target: merge.target.description, made: outcomes.map(\.targets))
+        }
         let image = CompactionPlan.Image(
             source: MergeRecord.Source(repository: destinationName, tag: outcome.tag, digest: digest),
-            target: merge.target, keys: Set(outcome.keys), record: record)
+            target: merge.target, kind: merge.kind, keys: Set(outcome.keys), record: record)
         return (outcome, image, tree.report)
     }
 
@@ -251,6 +258,6 @@ public struct Compactor {
         for provider in providers {
             do { return try body(provider) } catch { firstError = firstError ?? error }
         }
-        throw firstError ?? PublishingError.unexpectedMerge(target: "", images: 0)
+        throw firstError ?? PublishingError.unexpectedMerge(target: "", made: [])
     }
 }

@@ -40,17 +40,24 @@ public final class ProvidedKeys: Sendable {
     /// The names an image shows at the mount root: the first component below each layer's cache roots.
     public static func topLevelNames(_ layers: [LayerIndex]) -> Set<String> {
         var names = Set<String>()
-        for layer in layers {
-            for entry in layer.entries {
-                guard let root = ImageTreeBuilder.cacheRoots.first(where: { entry.path.hasPrefix($0) }) else {
-                    continue
-                }
-                let relative = entry.path.dropFirst(root.count)
-                if let top = relative.split(separator: "/").first { names.insert(String(top)) }
-                // A vLLM image provides its hash directories (VLLMHarvest's keys).
-                if let hash = VLLMCacheLayout.hash(ofPath: String(relative)) { names.insert(hash) }
+        for relative in cachePaths(layers) {
+            if let top = relative.split(separator: "/").first { names.insert(String(top)) }
+        }
+        // A vLLM image provides its hash directories (VLLMHarvest's keys).
+        return names.union(vllmHashes(layers))
+    }
+
+    /// The vLLM hash directories the layers hold: a vLLM image's KEYs.
+    public static func vllmHashes(_ layers: [LayerIndex]) -> Set<String> {
+        Set(cachePaths(layers).compactMap { VLLMCacheLayout.hash(ofPath: String($0)) })
+    }
+
+    /// Each entry's path below its layer's cache root.
+    private static func cachePaths(_ layers: [LayerIndex]) -> [Substring] {
+        layers.flatMap(\.entries).compactMap { entry in
+            ImageTreeBuilder.cacheRoots.first(where: { entry.path.hasPrefix($0) }).map {
+                entry.path.dropFirst($0.count)
             }
         }
-        return names
     }
 }

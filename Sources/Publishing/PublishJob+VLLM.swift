@@ -18,7 +18,7 @@ extension PublishJob {
                 at: work, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
             defer { try? FileManager.default.removeItem(at: work) }
             guard try harvest.stage(entry, into: work.path + "/cache") else { continue }
-            for image in try publisher.publish(vllmCache: work.path + "/cache", hash: entry.hash, work: work) {
+            for image in try publisher.publish(vllmCache: work.path + "/cache", work: work) {
                 report.images.append(image)
                 if !publisher.options.dryRun { try ledger.record([entry.hash], tag: image.tag, from: entry.upper) }
             }
@@ -27,9 +27,9 @@ extension PublishJob {
 }
 
 extension ImagePublisher {
-    /// Publishes the vLLM cache root at `directory` (one hash directory) as one image, tagged
-    /// `<prefix>-vllm-<target>-<digest>` (`fleet-vllm-cpu-avx512-...`).
-    func publish(vllmCache directory: String, hash: String, work: URL) throws -> [Outcome] {
+    /// Publishes the vLLM cache root at `directory` (one hash directory, or a compaction's several) as one image,
+    /// tagged `<prefix>-vllm-<target>-<digest>` (`fleet-vllm-cpu-avx512-...`); its keys are the hash directories.
+    func publish(vllmCache directory: String, work: URL) throws -> [Outcome] {
         let scan = try CacheScan(scanning: directory)
         let builder = ImageBuilder(scan: scan, options: .init(format: .estargz, created: options.created))
         return try builder.plans().map { plan in
@@ -39,7 +39,7 @@ extension ImagePublisher {
             plan.tagSuffix = "vllm-" + (suffix ?? FleetTag.anyTarget)
             let image = try builder.build(plan, in: work)
             defer { unlink(image.layer.path) }
-            return try publish(image, keys: [hash])
+            return try publish(image, keys: scan.vllmHashes)
         }
     }
 }

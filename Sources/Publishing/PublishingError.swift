@@ -11,8 +11,9 @@ public enum PublishingError: Error, Equatable, CustomStringConvertible {
     case tagMismatch(tag: String, digest: String)
     /// A record of merged tags that does not parse.
     case malformedRecord(image: String, reason: String)
-    /// A merge of one target's images that did not make exactly one image.
-    case unexpectedMerge(target: String, images: Int)
+    /// A merge of one target's images that did not make exactly one image, for that target (`made`: the targets
+    /// of each image it made).
+    case unexpectedMerge(target: String, made: [[String]])
 
     public var description: String {
         switch self {
@@ -22,8 +23,8 @@ public enum PublishingError: Error, Equatable, CustomStringConvertible {
             return "\(tag) names \(digest), which is not the image its name gives (someone moved the tag)"
         case .malformedRecord(let image, let reason):
             return "\(image): its record of merged tags is unreadable: \(reason)"
-        case .unexpectedMerge(let target, let images):
-            return "merging the images of \(target) made \(images) images, not one"
+        case .unexpectedMerge(let target, let made):
+            return "merging the images of \(target) made \(made.count) image(s) for \(made), not one for \(target)"
         }
     }
 }

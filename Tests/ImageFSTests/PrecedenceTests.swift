@@ -66,6 +66,13 @@ import Testing
         #expect(Precedence.key(of: "torch_compile_cache") == nil)
         #expect(Precedence.key(of: "torch_compile_cache/h1") == "torch_compile_cache/h1")
         #expect(Precedence.key(of: "torch_compile_cache/h1/rank_0_0/x.py") == "torch_compile_cache/h1")
+        #expect(Precedence.key(of: "torch_compile_cache/torch_aot_compile") == nil)
+        #expect(
+            Precedence.key(of: "torch_compile_cache/torch_aot_compile/h2") == "torch_compile_cache/torch_aot_compile/h2"
+        )
+        #expect(
+            Precedence.key(of: "torch_compile_cache/torch_aot_compile/h2/rank_0_0/model")
+                == "torch_compile_cache/torch_aot_compile/h2")
     }
 
     @Test func theFirstImageGivesAKeyWholeAndOthersAddNothingUnderIt() {
@@ -166,5 +173,29 @@ import Testing
             ], image: "b")
         #expect(b.taken.keys.sorted() == ["torch_compile_cache", "torch_compile_cache/h2/x"])
         #expect(b.conflicts.map(\.key) == ["torch_compile_cache/h1"])
+    }
+
+    @Test func peersWithDifferentAOTHashesEachGiveTheirHashDirectory() {
+        var ownership = KeyOwnership()
+        let aot = "torch_compile_cache/torch_aot_compile"
+        func image(_ hash: String, _ text: String) -> KeyOwnership.Claimant {
+            KeyOwnership.Claimant(
+                image: "\(hash)-\(text)", rank: Self.peers,
+                files: [
+                    "torch_compile_cache": directory, aot: directory, "\(aot)/\(hash)/rank_0_0/model": file(text),
+                ])
+        }
+        // One rank: the shared AOT directory is not a KEY two hashes disagree on.
+        let taken = ownership.claim([image("h1", "one"), image("h2", "two")])
+        #expect(taken.conflicts.isEmpty)
+        #expect(
+            taken.taken.keys.sorted() == [
+                "torch_compile_cache", aot, "\(aot)/h1/rank_0_0/model", "\(aot)/h2/rank_0_0/model",
+            ])
+        // One hash with other bytes in the same rank is withheld and reported.
+        var fresh = KeyOwnership()
+        let clash = fresh.claim([image("h1", "one"), image("h1", "evil")])
+        #expect(clash.taken.keys.sorted() == ["torch_compile_cache", aot])
+        #expect(clash.conflicts.map(\.key) == ["\(aot)/h1"])
     }
 }

@@ -14,14 +14,14 @@ import Testing
     let now = Date(timeIntervalSince1970: 1_800_000_000)
 
     func image(
-        _ tag: String, _ keys: Set<String>, target: GPUTarget = sm90, in repository: String = repository,
-        merged: [CompactionPlan.Image] = [], at mergedAt: Date? = nil
+        _ tag: String, _ keys: Set<String>, target: GPUTarget = sm90, kind: CacheLabels.Kind = .triton,
+        in repository: String = repository, merged: [CompactionPlan.Image] = [], at mergedAt: Date? = nil
     ) -> CompactionPlan.Image {
         let digest = SHA256Hasher.digest(Data("\(repository):\(tag)".utf8))
         let record = mergedAt.map { MergeRecord(sources: merged.map(\.source), mergedAt: $0) }
         return CompactionPlan.Image(
-            source: MergeRecord.Source(repository: repository, tag: tag, digest: digest), target: target, keys: keys,
-            record: record)
+            source: MergeRecord.Source(repository: repository, tag: tag, digest: digest), target: target, kind: kind,
+            keys: keys, record: record)
     }
 
     func tags(_ removals: [CompactionPlan.Removal]) -> [String] { removals.map(\.image.source.tag) }
@@ -33,6 +33,43 @@ import Testing
         let merges = CompactionPlan.merges([a, b, lone], destination: Self.repository)
         #expect(merges.map(\.target) == [Self.sm90])
         #expect(merges[0].images.map(\.source.tag) == ["fleet-cuda-sm90-a", "fleet-cuda-sm90-b"])
+    }
+
+    @Test func vLLMImagesOfATargetMergeIntoOneImageApartFromItsTritonImages() {
+        let h1 = image("fleet-vllm-cuda-sm90-a", ["0a1b2c3d4e"], kind: .vllm)
+        let h2 = image("fleet-vllm-cuda-sm90-b", ["7f7f7f7f7f"], kind: .vllm)
+        let triton = image("fleet-cuda-sm90-c", ["K1"])
+        let lone = image("fleet-cuda-sm90-d", ["K2"])
+        let merges = CompactionPlan.merges([h1, h2, triton, lone], destination: Self.repository)
+        #expect(merges.map(\.kind) == [.triton, .vllm])
+        #expect(
+            merges.map { $0.images.map(\.source.tag) } == [
+                [triton, lone].map(\.source.tag), [h1, h2].map(\.source.tag),
+            ])
+        #expect(merges.allSatisfy { $0.target == Self.sm90 })
+        // A lone vLLM image beside Triton images of its target is not merged with them.
+        #expect(CompactionPlan.merges([h1, triton, lone], destination: Self.repository).map(\.kind) == [.triton])
+    }
+
+    @Test func aVLLMTagGoesOnlyWhenAVLLMCompactionHoldsEveryHash() {
+        let h1 = image("fleet-vllm-cuda-sm90-a", ["0a1b2c3d4e"], kind: .vllm)
+        let h2 = image("fleet-vllm-cuda-sm90-b", ["7f7f7f7f7f"], kind: .vllm)
+        let past = now.addingTimeInterval(-60)
+        // A Triton compaction of the target that happens to hold a KEY of that name covers no vLLM image.
+        let triton = image("fleet-cuda-sm90-c", ["0a1b2c3d4e", "7f7f7f7f7f"], merged: [], at: past)
+        let plan = CompactionPlan.removals([h1, h2, triton], destination: Self.repository, now: now, keepFor: 0)
+        #expect(plan.remove.isEmpty)
+        #expect(plan.keep.map(\.reason) == ["not merged yet", "not merged yet"])
+        let vllm = image(
+            "fleet-vllm-cuda-sm90-d", ["0a1b2c3d4e", "7f7f7f7f7f"], kind: .vllm, merged: [h1, h2], at: past)
+        let due = CompactionPlan.removals([h1, h2, triton, vllm], destination: Self.repository, now: now, keepFor: 0)
+        #expect(tags(due.remove) == [h1, h2].map(\.source.tag))
+        #expect(due.remove.allSatisfy { $0.coveredBy == vllm })
+        // A new hash of the target is merged again, with the vLLM compaction, not the Triton one.
+        let h3 = image("fleet-vllm-cuda-sm90-e", ["99aa99aa99"], kind: .vllm)
+        let merges = CompactionPlan.merges([h1, h2, h3, triton, vllm], destination: Self.repository)
+        #expect(merges.map(\.kind) == [.vllm])
+        #expect(Set(merges[0].images) == [h1, h2, h3, vllm])
     }
 
     @Test func nothingIsMergedAgainWhileTheNewestCompactionHoldsEveryKernel() {
@@ -120,7 +157,7 @@ import Testing
         let forged = image("fleet-cuda-sm90-c0", ["K1"], merged: [a], at: now.addingTimeInterval(-86400))
         let b = image("fleet-cuda-sm90-b", ["K2"])
         let staged = image("fleet-cuda-sm90-s", ["K3"], in: Self.staging)
-        let merge = CompactionPlan.Merge(target: Self.sm90, images: [a, b, forged, old, new, staged])
+        let merge = CompactionPlan.Merge(target: Self.sm90, kind: .triton, images: [a, b, forged, old, new, staged])
         let batches = CompactionPlan.batches(
             of: merge, destination: Self.repository, ownCompactions: [old.source, new.source])
         #expect(batches[old.source] == 0 && batches[new.source] == 1)

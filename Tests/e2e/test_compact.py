@@ -128,3 +128,54 @@ def test_nodes_publish_to_staging_and_ci_compacts_signed_into_the_repository_con
     # The staging tag it promoted goes (at --keep-for 0), the one it refused stays.
     staged = set(fleet.api().tags("fleet/staging"))
     assert signed not in staged and unsigned in staged, staged
+
+
+# A C++ kernel's DWARF producer string, as GCC records it in the `.so` Inductor builds: it names the target
+# (`cpu:avx512`), so the synthetic images below have the one target a fleet image must have.
+AVX512_SO = b"\x7fELF\0GNU C++17 13.2.0 -march=native -mavx512f -mavx512dq -mavx512vl -mavx512bw -O3\0"
+
+
+def write_aot_hash(node, digest_hex: str, artifact: bytes) -> dict[str, bytes]:
+    """A complete vLLM AOT hash directory written through the node's mount (its `model` last, as vLLM does)."""
+    relative = f"torch_compile_cache/torch_aot_compile/{digest_hex}"
+    files = {f"{relative}/inductor_cache/ab/cab.so": AVX512_SO, f"{relative}/rank_0_0/model": artifact}
+    for path, data in files.items():
+        (node.path / path).parent.mkdir(parents=True, exist_ok=True)
+        (node.path / path).write_bytes(data)
+    return files
+
+
+def test_vllm_images_of_one_target_are_compacted_signed_and_their_tags_removed(fleet: Fleet):
+    node_key, node_pub = key_pair(fleet.mcvfs, fleet.root / "node-key", PASSWORD)
+    ci_key, ci_pub = key_pair(fleet.mcvfs, fleet.root / "ci-key", PASSWORD)
+    env = {"COSIGN_PASSWORD": PASSWORD}
+    consumer = fleet.node("consumer", "--refresh-interval", "1", "--key", str(ci_pub), gpu="all")
+    a = fleet.node("a", gpu="all")
+    first_hash, second_hash = "a1" * 32, "b2" * 32
+    files = write_aot_hash(a, first_hash, b"first artifact")
+    first = published_tag(a.publish("--sign-key", str(node_key), env=env))
+    files |= write_aot_hash(a, second_hash, b"second artifact")
+    second = published_tag(a.publish("--sign-key", str(node_key), env=env))
+    write_aot_hash(a, "c3" * 32, b"unsigned artifact")
+    unsigned = published_tag(a.publish())
+    assert all(t.startswith("fleet-vllm-cpu-avx512-") for t in (first, second, unsigned))
+
+    r = compact(fleet, "--key", str(node_pub), "--sign-key", str(ci_key), "--keep-for", "0s", fleet.repo, env=env)
+    merged = published_tag(r)
+    assert merged.startswith("fleet-vllm-cpu-avx512-") and merged not in (first, second), str(r)
+    assert f"not compacted: {fleet.repo}:{unsigned}" in r.stderr, "only what the node key signed is merged"
+    labels = fleet.run("inspect", "--plain-http", "--json", f"{fleet.repo}:{merged}").json()["labels"]
+    assert labels["io.kserve.km/cache-hash"] == f"{first_hash},{second_hash}", labels
+    assert labels["cache.vllm.image/entry-count"] == "2", labels
+    assert labels["io.kserve.km/cache-root-env"].startswith("VLLM_CACHE_ROOT="), labels
+    assert sorted(s["tag"] for s in json.loads(labels["io.mcvfs.fleet/merged"])) == sorted([first, second])
+    # --keep-for 0s: the merged tags go in the same run; the unsigned one, not merged, stays.
+    removed = sorted(l.split()[1] for l in r.stdout.splitlines() if l.startswith("removed "))
+    assert removed == sorted([f"{fleet.repo}:{first}", f"{fleet.repo}:{second}"]), str(r)
+    assert fleet.fleet_tags() == sorted([merged, unsigned])
+
+    # A mount that takes only what the compaction key signed serves both hashes, byte for byte.
+    consumer.wait_refreshed_with(merged)
+    used = {u["name"]: u for u in consumer.status()["used"]}
+    assert used[merged]["signedBy"], used
+    assert {path: (consumer.path / path).read_bytes() for path in files} == files

@@ -14,9 +14,7 @@ from support.vllm_engine import run_vllm, tiny_model
 
 
 def vllm_node(fleet: Fleet, name: str, *args: str) -> Node:
-    mount = fleet.pool.mount(fleet.repo, fleet.root / f"mnt-{name}", fleet.root / f"cache-{name}", "--gpu", "all",
-                             *args)
-    return Node(name, mount, fleet.root / f"home-{name}")
+    return fleet.node(name, *args, gpu="all")
 
 
 def test_a_vllm_start_compiled_on_one_node_is_warm_on_another_after_its_next_refresh(tmp_path: Path):

@@ -112,9 +112,8 @@ class Fleet:
     def api(self) -> RegistryAPI:
         return RegistryAPI(self.registry.host)
 
-    def node(self, name: str, *args: str) -> Node:
-        mount = self.pool.mount(self.repo, self.root / f"mnt-{name}", self.root / f"cache-{name}", "--gpu", "cuda:90",
-                                *args)
+    def node(self, name: str, *args: str, gpu: str = "cuda:90") -> Node:
+        mount = self.pool.mount(self.repo, self.root / f"mnt-{name}", self.root / f"cache-{name}", "--gpu", gpu, *args)
         node = Node(name, mount, self.root / f"home-{name}")
         self.nodes[name] = node
         return node
