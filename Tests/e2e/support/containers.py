@@ -120,10 +120,10 @@ class Containers:
     def swift_builder(self) -> str:
         """Stands in for docker.io/library/swift:6.x-bookworm: the packages Swift's official bookworm image
         installs, this machine's toolchain in /usr (as that image has it), and this machine's way to reach
-        GitHub offline: git's `insteadOf` pointing at a local mirror of the one dependency, swift-argument-parser."""
+        GitHub offline: git's `insteadOf` pointing at local mirrors of every package the build resolves."""
         toolchain = Path("/opt/swift/usr")
-        mirror = Path("/opt/swift-packages/apple/swift-argument-parser.git")
-        for path in (toolchain / "bin" / "swift", mirror):
+        mirrors = swift_package_mirrors(toolchain / "bin" / "swift")
+        for path in (toolchain / "bin" / "swift", *mirrors):
             assert path.exists(), f"{path} is missing: the Swift builder stand-in is made from it"
         version = subprocess.run([str(toolchain / "bin" / "swift"), "--version"], capture_output=True,
                                  text=True).stdout
@@ -138,12 +138,14 @@ class Containers:
             self.run(["bash", "-o", "pipefail", "-c",
                       f"tar -C {toolchain.parent} {excludes} -cf - usr | "
                       f"tar -C {rootfs} --keep-directory-symlink -xf -"], timeout=BUILD_GUARD)
-            target = rootfs / "opt/swift-packages/apple" / mirror.name
-            shutil.copytree(mirror, target, symlinks=True)
+            for mirror in mirrors:
+                shutil.copytree(mirror, rootfs / "opt/swift-packages" / mirror.parent.name / mirror.name,
+                                symlinks=True)
             (rootfs / "etc/gitconfig").write_text(
                 '[url "/opt/swift-packages/"]\n\tinsteadOf = https://github.com/\n')
 
-        return self.debian_image("swift-builder", packages, recipe="toolchain " + version, extra=add_toolchain)
+        recipe = "toolchain " + version + " packages " + " ".join(str(m) for m in mirrors)
+        return self.debian_image("swift-builder", packages, recipe=recipe, extra=add_toolchain)
 
     def python_consumer(self) -> str:
         """A workload image with Debian's Python (the one the test venv was made from: Triton comes from the
@@ -160,3 +162,24 @@ def venv_root() -> Path:
     """The test venv's real directory (.venv may be a symlink): containers mount it at the same path, since a
     venv's scripts name their interpreter by absolute path."""
     return (REPO_ROOT / ".venv").resolve()
+
+
+def swift_package_mirrors(swift: Path) -> list[Path]:
+    """This machine's local mirror (`/opt/swift-packages/OWNER/NAME.git`) of every package Package.swift resolves
+    to, transitive ones included, as `swift package show-dependencies` lists them."""
+    out = subprocess.run([str(swift), "package", "show-dependencies", "--format", "json"], cwd=REPO_ROOT,
+                         capture_output=True, text=True, timeout=BUILD_GUARD)
+    assert out.returncode == 0, out.stderr
+    urls: set[str] = set()
+
+    def walk(node: dict) -> None:
+        for child in node.get("dependencies", []):
+            urls.add(child["url"])
+            walk(child)
+
+    walk(json.loads(out.stdout))
+    mirrors = []
+    for url in sorted(urls):
+        owner, name = url.removeprefix("https://github.com/").removesuffix(".git").split("/")[-2:]
+        mirrors.append(Path("/opt/swift-packages") / owner / f"{name}.git")
+    return mirrors
