@@ -3,6 +3,14 @@ import Testing
 @testable import NodeService
 
 @Suite struct MountTableTests {
+    @Test func aProcfsFileIsReadPastItsFirstPage() {
+        // procfs reports size 0 and gives a page per read: a container's mountinfo outgrows 4 KiB, and mounts
+        // listed past it went unseen. This process's own maps are well over a page.
+        let maps = MountTable.readToEnd("/proc/self/maps")
+        #expect(maps.count > 4096)
+        #expect(maps.last == UInt8(ascii: "\n"))
+    }
+
     @Test func findsMcvfsMountsAndUnescapesPaths() {
         let table = MountTable(
             mountinfo: """
