@@ -1,15 +1,15 @@
-"""Attacks from the issue-21 review that the landed defences do not stop (each fails until its fix lands).
+"""Attacks an independent review of the issue-21 defences found, each held now (each of these tests failed
+before its fix; docs/security.md names them):
 
-- A user of a mount (any uid, nothing but the mount) makes the root daemon write a sparse file's whole apparent
-  size to disk, in one FUSE request: truncate a file of their own to a large size, then open it for writing.
-- A holder of an accepted node key replaces the bytes of a KEY another node's image provides in the image that
-  `compact --sign-key` signs: compaction ranks fleet images by manifest digest, which the publisher chooses by
-  re-pushing until its digest sorts first. (Now the KEY is left out, and a KEY an earlier compaction holds keeps
-  that compaction's bytes.)
-- One stat of a crafted `vllm_compile_cache.py` (under the 1 MiB relocation bound) costs the daemon seconds of CPU.
-- One stat of a group file (under the bound) in a deep directory costs the daemon hundreds of MiB.
-- A registry writer without a key overwrites any image's `.sig` tag so that verifying it holds ~1 GiB (4 at 256),
-  and signing it (appending to that tag) as much.
+- A user of a mount (any uid, nothing but the mount) tries to make the root daemon write a sparse file's whole
+  apparent size to disk in one FUSE request: truncate a file of their own to a large size, then open it to write.
+- A holder of an accepted node key tries to replace the bytes of a KEY another node's image provides in the image
+  that `compact --sign-key` signs, by re-pushing until its manifest digest sorts first: the KEY is left out, and a
+  KEY an earlier compaction holds keeps that compaction's bytes.
+- One stat of a crafted `vllm_compile_cache.py` (under the 1 MiB relocation bound) must cost the daemon little CPU.
+- One stat of a group file (under the bound) in a deep directory must cost the daemon bounded memory.
+- A registry writer without a key overwrites an image's `.sig` tag with 64 layers naming one 16 MiB blob: verifying
+  it, and signing (appending to that tag), must hold bounded memory.
 """
 from __future__ import annotations
 
