@@ -45,10 +45,9 @@ struct StatusCommand: ParsableCommand {
         let result = Mutex<Result<Data, ReadProblem>?>(nil)
         let done = DispatchSemaphore(value: 0)
         Thread.detachNewThread {
-            let data = FileManager.default.contents(atPath: file)
-            let code = errno
-            let problem = ReadProblem.failed(file: file, errno: code)
-            result.withLock { $0 = data.map { .success($0) } ?? .failure(problem) }
+            // To EOF: the daemon renders the document anew on each open, so its size from a `stat` may be short.
+            let read = WholeFile.read(file).mapError { ReadProblem.failed(file: file, errno: $0.errno) }
+            result.withLock { $0 = read }
             done.signal()
         }
         guard done.wait(timeout: .now() + .seconds(limit)) == .success, let outcome = result.withLock({ $0 }) else {

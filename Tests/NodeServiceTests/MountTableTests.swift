@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 
 @testable import NodeService
@@ -6,9 +7,10 @@ import Testing
     @Test func aProcfsFileIsReadPastItsFirstPage() {
         // procfs reports size 0 and gives a page per read: a container's mountinfo outgrows 4 KiB, and mounts
         // listed past it went unseen. This process's own maps are well over a page.
-        let maps = MountTable.readToEnd("/proc/self/maps")
+        let maps = (try? WholeFile.read("/proc/self/maps").get()) ?? Data()
         #expect(maps.count > 4096)
         #expect(maps.last == UInt8(ascii: "\n"))
+        #expect(throws: WholeFile.Failure(errno: ENOENT)) { try WholeFile.read("/nonexistent/file").get() }
     }
 
     @Test func findsMcvfsMountsAndUnescapesPaths() {

@@ -1,9 +1,5 @@
 import Foundation
 
-#if canImport(Glibc)
-    import Glibc
-#endif
-
 /// The mounts `/proc/self/mountinfo` lists (proc(5)): `ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS [OPTIONAL...] -
 /// FSTYPE SOURCE SUPEROPTS`. mcvfs mounts have fstype `fuse.mcvfs` (libfuse's `subtype=mcvfs`).
 public struct MountTable: Sendable {
@@ -33,25 +29,8 @@ public struct MountTable: Sendable {
     }
 
     public static func current() -> MountTable {
-        MountTable(mountinfo: String(decoding: readToEnd("/proc/self/mountinfo"), as: UTF8.self))
-    }
-
-    /// A procfs file, read until EOF: procfs reports a size of 0 and hands out a page per read, and Foundation's
-    /// whole-file read stops after the first 4 KiB of a long mountinfo (a container's, with its overlay paths),
-    /// which hid the mounts listed after it.
-    static func readToEnd(_ path: String) -> [UInt8] {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return [] }
-        defer { close(fd) }
-        var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 1 << 16)
-        while true {
-            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if n < 0 && errno == EINTR { continue }
-            guard n > 0 else { break }
-            bytes.append(contentsOf: chunk[..<n])
-        }
-        return bytes
+        MountTable(
+            mountinfo: String(decoding: (try? WholeFile.read("/proc/self/mountinfo").get()) ?? Data(), as: UTF8.self))
     }
 
     public static let mcvfsType = "fuse.mcvfs"
