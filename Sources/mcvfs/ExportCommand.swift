@@ -68,7 +68,7 @@ struct ExportCommand: ParsableCommand {
         let control = URL(fileURLWithPath: mountpoint).standardizedFileURL.path + "/" + ImageFileSystem.controlName
         let text: String
         if let image {
-            guard let data = FileManager.default.contents(atPath: control + "/" + ImageFileSystem.HotSetFiles.json),
+            guard let data = try? WholeFile.read(control + "/" + ImageFileSystem.HotSetFiles.json).get(),
                 let byImage = try? JSONDecoder().decode([String: [String]].self, from: data)
             else { throw ExportError(description: "\(mountpoint) is not an mcvfs mount (no recorded hot set)") }
             guard let names = byImage[image] else {
@@ -78,7 +78,7 @@ struct ExportCommand: ParsableCommand {
             }
             text = HotSet(names).text
         } else {
-            guard let data = FileManager.default.contents(atPath: control + "/" + ImageFileSystem.HotSetFiles.text)
+            guard let data = try? WholeFile.read(control + "/" + ImageFileSystem.HotSetFiles.text).get()
             else { throw ExportError(description: "\(mountpoint) is not an mcvfs mount (no recorded hot set)") }
             text = String(decoding: data, as: UTF8.self)
         }
@@ -90,7 +90,7 @@ struct ExportCommand: ParsableCommand {
     /// The caller's upper directory, as the mount's status names it.
     private func upperDirectory() throws -> String {
         let statusPath = MountStatus.file(in: URL(fileURLWithPath: mountpoint).standardizedFileURL.path)
-        guard let data = FileManager.default.contents(atPath: statusPath), let status = try? MountStatus.decode(data)
+        guard let data = try? WholeFile.read(statusPath).get(), let status = try? MountStatus.decode(data)
         else { throw ExportError(description: "\(mountpoint) is not an mcvfs mount (no .mcvfs/status.json)") }
         guard let upper = status.upper(of: getuid()) else {
             throw ExportError(description: "\(mountpoint) is mounted read-only: it has no upper")
