@@ -34,14 +34,14 @@ let package = Package(
         .target(name: "Registry", dependencies: ["OCI", "ContentHash", "TimeBudget"]),
         .target(name: "CurlTransport", dependencies: ["Registry", "CCurl"]),
         .target(name: "BlobCache", dependencies: ["OCI", "ContentHash", "TimeBudget"]),
-        .target(name: "TarIndex", dependencies: ["OCI", "ContentHash", "BlobCache", "CArchive"]),
+        .target(name: "LayerArchive", dependencies: ["OCI", "ContentHash", "BlobCache", "CArchive"]),
         .target(
-            name: "CacheRepository",
-            dependencies: ["SingleFlight", "OCI", "ContentHash", "Registry", "BlobCache", "TarIndex", "TimeBudget"]),
+            name: "RemoteLayers",
+            dependencies: ["SingleFlight", "OCI", "ContentHash", "Registry", "BlobCache", "LayerArchive", "TimeBudget"]),
         .target(name: "Verification", dependencies: ["OCI", "ContentHash", "COpenSSL", "CSodium"]),
         .target(name: "Trust", dependencies: ["OCI", "ContentHash", "Registry", "BlobCache", "Verification"]),
         .target(
-            name: "ImageFS", dependencies: ["SingleFlight", "OCI", "ContentHash", "BlobCache", "TarIndex", "TimeBudget"]),
+            name: "ImageFS", dependencies: ["SingleFlight", "OCI", "ContentHash", "BlobCache", "LayerArchive", "TimeBudget"]),
         .target(name: "FUSEBridge", dependencies: ["ImageFS", "TimeBudget", "CFuse"]),
         // Linux's mount API (a C target: its syscalls have no glibc 2.36 wrappers), and FUSE mounts made with it.
         .target(name: "CMount"),
@@ -60,23 +60,23 @@ let package = Package(
         .target(
             name: "NodeService",
             dependencies: [
-                "OCI", "ContentHash", "GPU", "Registry", "BlobCache", "TarIndex", "CacheRepository", "ImageFS",
+                "OCI", "ContentHash", "GPU", "Registry", "BlobCache", "LayerArchive", "RemoteLayers", "ImageFS",
                 "FUSEMount", "MetricsEndpoint",
             ]
         ),
-        .target(name: "ImageBuilder", dependencies: ["OCI", "ContentHash", "GPU", "Registry", "TarIndex"]),
+        .target(name: "ImageBuilder", dependencies: ["OCI", "ContentHash", "GPU", "Registry", "LayerArchive"]),
         // Compile once per fleet: harvesting uppers, publishing fleet images, compacting them, the daemon's
         // periodic publish. Above the node service, whose catalogs and leased layers it reads.
         .target(
             name: "Publishing",
             dependencies: [
-                "OCI", "ContentHash", "Registry", "BlobCache", "TarIndex", "CacheRepository", "Verification", "Trust",
+                "OCI", "ContentHash", "Registry", "BlobCache", "LayerArchive", "RemoteLayers", "Verification", "Trust",
                 "ImageFS", "NodeService", "ImageBuilder",
             ]),
         .executableTarget(
             name: "mcvfs",
             dependencies: [
-                "OCI", "ContentHash", "GPU", "Registry", "CurlTransport", "BlobCache", "TarIndex", "Verification",
+                "OCI", "ContentHash", "GPU", "Registry", "CurlTransport", "BlobCache", "LayerArchive", "Verification",
                 "Trust", "ImageFS", "FUSEBridge", "FUSEMount", "ImageBuilder", "MetricsEndpoint", "NodeService",
                 "Publishing",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -86,7 +86,7 @@ let package = Package(
         // Helpers every test target may use: temporary directories, fixture paths, processes, tar builders, and the
         // one registry fake (InMemoryRegistry: manifests, blobs and ranges, with scripted faults and replies).
         .target(
-            name: "TestSupport", dependencies: ["OCI", "ContentHash", "Registry", "TarIndex"], path: "Tests/TestSupport"
+            name: "TestSupport", dependencies: ["OCI", "ContentHash", "Registry", "LayerArchive"], path: "Tests/TestSupport"
         ),
         .testTarget(name: "SingleFlightTests", dependencies: ["SingleFlight", "TestSupport"]),
         .testTarget(name: "OCITests", dependencies: ["OCI"]),
@@ -97,7 +97,7 @@ let package = Package(
         .testTarget(
             name: "BlobCacheTests", dependencies: ["BlobCache", "OCI", "ContentHash", "TimeBudget", "TestSupport"]),
         .testTarget(
-            name: "TarIndexTests", dependencies: ["TarIndex", "BlobCache", "OCI", "ContentHash", "TestSupport"]),
+            name: "LayerArchiveTests", dependencies: ["LayerArchive", "BlobCache", "OCI", "ContentHash", "TestSupport"]),
         .testTarget(
             name: "VerificationTests", dependencies: ["Verification", "OCI", "ContentHash"],
             resources: [.copy("Fixtures")]),
@@ -107,23 +107,23 @@ let package = Package(
         .testTarget(
             name: "ImageFSTests",
             dependencies: [
-                "ImageFS", "ImageBuilder", "TarIndex", "BlobCache", "OCI", "ContentHash", "TimeBudget", "TestSupport",
+                "ImageFS", "ImageBuilder", "LayerArchive", "BlobCache", "OCI", "ContentHash", "TimeBudget", "TestSupport",
             ]),
         .testTarget(
             name: "ImageBuilderTests",
-            dependencies: ["ImageBuilder", "TarIndex", "BlobCache", "OCI", "ContentHash", "TestSupport"]),
+            dependencies: ["ImageBuilder", "LayerArchive", "BlobCache", "OCI", "ContentHash", "TestSupport"]),
         .testTarget(
-            name: "CacheRepositoryTests",
+            name: "RemoteLayersTests",
             dependencies: [
-                "CacheRepository", "OCI", "ContentHash", "Registry", "BlobCache", "TarIndex", "TestSupport",
+                "RemoteLayers", "OCI", "ContentHash", "Registry", "BlobCache", "LayerArchive", "TestSupport",
             ]),
         .testTarget(
             name: "PublishingTests",
-            dependencies: ["Publishing", "OCI", "ContentHash", "BlobCache", "TarIndex", "TestSupport"]),
+            dependencies: ["Publishing", "OCI", "ContentHash", "BlobCache", "LayerArchive", "TestSupport"]),
         .testTarget(
             name: "NodeServiceTests",
             dependencies: [
-                "NodeService", "MetricsEndpoint", "OCI", "ContentHash", "GPU", "Registry", "BlobCache", "TarIndex",
+                "NodeService", "MetricsEndpoint", "OCI", "ContentHash", "GPU", "Registry", "BlobCache", "LayerArchive",
                 "ImageFS", "TestSupport",
             ]),
         .testTarget(name: "MetricsEndpointTests", dependencies: ["MetricsEndpoint"]),

@@ -2,7 +2,7 @@ import ContentHash
 import Foundation
 import GPU
 import OCI
-import TarIndex
+import LayerArchive
 
 /// A blob written to disk, with its digest.
 public struct BlobFile: Sendable, Hashable {

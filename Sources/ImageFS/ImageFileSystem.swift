@@ -2,7 +2,7 @@ import BlobCache
 import Foundation
 import OCI
 import Synchronization
-import TarIndex
+import LayerArchive
 import TimeBudget
 
 #if canImport(Glibc)

@@ -2,7 +2,7 @@ import Foundation
 import ImageFS
 import OCI
 import Registry
-import TarIndex
+import LayerArchive
 import Verification
 
 /// `mcvfs compact`: merges the fleet images of each target and kind into one (`CompactionPlan.Group`: Triton and

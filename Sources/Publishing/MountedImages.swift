@@ -1,5 +1,5 @@
 import BlobCache
-import CacheRepository
+import RemoteLayers
 import NodeService
 import OCI
 import Registry

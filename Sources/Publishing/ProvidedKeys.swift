@@ -3,7 +3,7 @@ import ImageBuilder
 import ImageFS
 import OCI
 import Synchronization
-import TarIndex
+import LayerArchive
 
 /// The top-level names (Triton's `<KEY>/` directories) and vLLM hash directories that images provide, read from their layer indexes and
 /// kept per image digest: an image never changes, so each is read once however often a daemon publishes.

@@ -3,7 +3,7 @@ import Foundation
 import ImageBuilder
 import NodeService
 import OCI
-import TarIndex
+import LayerArchive
 
 struct ConvertCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -3,7 +3,7 @@ import Foundation
 import Glibc
 import ImageFS
 import NodeService
-import TarIndex
+import LayerArchive
 
 struct ExportCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

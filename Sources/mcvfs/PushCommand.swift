@@ -2,7 +2,7 @@ import ArgumentParser
 import Foundation
 import ImageBuilder
 import OCI
-import TarIndex
+import LayerArchive
 
 extension ImageBuilder.LayerFormat: ExpressibleByArgument {}
 extension ImageBuilder.Split: ExpressibleByArgument {}

@@ -4,7 +4,7 @@ import Foundation
 import ImageFS
 import OCI
 import Synchronization
-import TarIndex
+import LayerArchive
 import Testing
 
 /// A provider over hand-made layer indexes whose file blobs live in a real store in a temp directory.

@@ -2,7 +2,7 @@ import ContentHash
 import Foundation
 import OCI
 import Synchronization
-import TarIndex
+import LayerArchive
 import Testing
 import TimeBudget
 

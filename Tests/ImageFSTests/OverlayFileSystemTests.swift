@@ -4,7 +4,7 @@ import Foundation
 import Glibc
 import OCI
 import Synchronization
-import TarIndex
+import LayerArchive
 import TestSupport
 import Testing
 

@@ -2,7 +2,7 @@ import BlobCache
 import Foundation
 import ImageFS
 import OCI
-import TarIndex
+import LayerArchive
 import TestSupport
 import Testing
 

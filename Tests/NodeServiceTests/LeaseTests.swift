@@ -2,7 +2,7 @@ import BlobCache
 import Foundation
 import Glibc
 import OCI
-import TarIndex
+import LayerArchive
 import TestSupport
 import Testing
 

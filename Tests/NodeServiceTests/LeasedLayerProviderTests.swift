@@ -4,7 +4,7 @@ import Glibc
 import OCI
 import Registry
 import Synchronization
-import TarIndex
+import LayerArchive
 import TestSupport
 import Testing
 

@@ -3,7 +3,7 @@ import ContentHash
 import Foundation
 import OCI
 import Synchronization
-import TarIndex
+import LayerArchive
 import TestSupport
 import Testing
 

@@ -1,11 +1,11 @@
 import BlobCache
-import CacheRepository
+import RemoteLayers
 import Dispatch
 import Foundation
 import ImageFS
 import OCI
 import Synchronization
-import TarIndex
+import LayerArchive
 
 /// What a mount fetches of eStargz layers ahead of use, as the command line names it.
 public typealias PrefetchMode = PrefetchPolicy.Mode

@@ -1,4 +1,4 @@
-import CacheRepository
+import RemoteLayers
 import ImageFS
 import MetricsEndpoint
 

@@ -1,4 +1,4 @@
-import CacheRepository
+import RemoteLayers
 import Foundation
 import ImageFS
 import OCI

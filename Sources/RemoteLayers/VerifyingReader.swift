@@ -6,7 +6,7 @@ import OCI
 import Registry
 import SingleFlight
 import Synchronization
-import TarIndex
+import LayerArchive
 
 /// Bytes that hashed to the digest they are addressed by. The only initialisers verify, so a path that forgets to
 /// verify does not compile: whatever holds a `VerifiedBlob` (the memory layer, a read's reply) holds checked bytes.

@@ -3,7 +3,7 @@ import Dispatch
 import Foundation
 import OCI
 import Synchronization
-import TarIndex
+import LayerArchive
 
 /// What a mount fetches of its eStargz layers ahead of use (`mount --prefetch`).
 public struct PrefetchPolicy: Sendable {

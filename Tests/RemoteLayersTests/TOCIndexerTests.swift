@@ -1,10 +1,10 @@
 import Foundation
 import OCI
-import TarIndex
+import LayerArchive
 import TestSupport
 import Testing
 
-@testable import CacheRepository
+@testable import RemoteLayers
 
 @Suite struct TOCIndexerTests {
     let kernels: KernelLayer

@@ -2,7 +2,7 @@ import Foundation
 import TestSupport
 import Testing
 
-@testable import TarIndex
+@testable import LayerArchive
 
 /// The TOC reader must accept exactly what a JSON decode of `EStargz.TOC` accepts, with the same result.
 @Suite struct TOCReaderTests {

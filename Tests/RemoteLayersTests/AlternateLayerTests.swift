@@ -1,11 +1,11 @@
 import Foundation
 import OCI
 import Registry
-import TarIndex
+import LayerArchive
 import TestSupport
 import Testing
 
-@testable import CacheRepository
+@testable import RemoteLayers
 
 /// A content two layers hold (a published image's kernel and the compaction that merged it) is fetched from the
 /// first layer, and from the other once the first is gone from the registry: what a mount that pinned an image

@@ -2,11 +2,11 @@ import BlobCache
 import Foundation
 import OCI
 import Registry
-import TarIndex
+import LayerArchive
 import TestSupport
 import Testing
 
-@testable import CacheRepository
+@testable import RemoteLayers
 
 @Suite struct LayerFetcherTests {
     let kernels: KernelLayer

@@ -3,11 +3,11 @@ import ContentHash
 import Foundation
 import OCI
 import Registry
-import TarIndex
+import LayerArchive
 import TestSupport
 import Testing
 
-@testable import CacheRepository
+@testable import RemoteLayers
 
 @Suite struct VerifiedBlobTests {
     @Test func onlyBytesMatchingTheirDigestMakeOne() throws {

@@ -4,10 +4,10 @@ import Dispatch
 import Foundation
 import OCI
 import Registry
-import TarIndex
+import LayerArchive
 import TestSupport
 
-@testable import CacheRepository
+@testable import RemoteLayers
 
 func sha256(_ data: Data) -> Digest { SHA256Hasher.digest(data) }
 

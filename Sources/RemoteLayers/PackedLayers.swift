@@ -3,7 +3,7 @@ import Dispatch
 import Foundation
 import OCI
 import Synchronization
-import TarIndex
+import LayerArchive
 
 /// The packs a fetcher serves whole layers from: each unpacked layer's contents, mapped once and read in place.
 ///

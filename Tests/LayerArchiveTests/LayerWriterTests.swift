@@ -2,7 +2,7 @@ import BlobCache
 import ContentHash
 import Foundation
 import OCI
-import TarIndex
+import LayerArchive
 import TestSupport
 import Testing
 

@@ -3,11 +3,11 @@ import ContentHash
 import Foundation
 import OCI
 import Synchronization
-import TarIndex
+import LayerArchive
 import TestSupport
 import Testing
 
-@Suite struct TarIndexTests {
+@Suite struct LayerArchiveTests {
     let dir: TemporaryDirectory
     let store: DirectoryBlobStore
     let cache: LayerIndexCache

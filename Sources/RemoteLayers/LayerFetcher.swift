@@ -3,7 +3,7 @@ import Foundation
 import OCI
 import Registry
 import SingleFlight
-import TarIndex
+import LayerArchive
 
 /// Layers and their files for a filesystem or a command, from the local cache or the registry.
 ///

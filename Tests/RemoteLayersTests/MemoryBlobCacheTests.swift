@@ -6,7 +6,7 @@ import Synchronization
 import TestSupport
 import Testing
 
-@testable import CacheRepository
+@testable import RemoteLayers
 
 func verified(_ text: String) throws -> VerifiedBlob {
     let data = Data(text.utf8)

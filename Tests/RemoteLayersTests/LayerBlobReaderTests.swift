@@ -4,7 +4,7 @@ import Registry
 import TestSupport
 import Testing
 
-@testable import CacheRepository
+@testable import RemoteLayers
 
 @Suite struct SpanPlanTests {
     typealias Region = LayerBlobReader.Region
