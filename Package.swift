@@ -71,7 +71,7 @@ let package = Package(
             name: "Publishing",
             dependencies: [
                 "OCI", "ContentHash", "Registry", "BlobCache", "LayerArchive", "RemoteLayers", "Verification", "Trust",
-                "ImageFS", "NodeService", "ImageBuilder",
+                "ImageFS", "MetricsEndpoint", "NodeService", "ImageBuilder",
             ]),
         .executableTarget(
             name: "mcvfs",
@@ -123,8 +123,8 @@ let package = Package(
         .testTarget(
             name: "NodeServiceTests",
             dependencies: [
-                "NodeService", "MetricsEndpoint", "OCI", "ContentHash", "GPU", "Registry", "BlobCache", "LayerArchive",
-                "ImageFS", "TestSupport",
+                "NodeService", "Publishing", "MetricsEndpoint", "OCI", "ContentHash", "GPU", "Registry", "BlobCache",
+                "LayerArchive", "ImageFS", "TestSupport",
             ]),
         .testTarget(name: "MetricsEndpointTests", dependencies: ["MetricsEndpoint"]),
         .testTarget(name: "FUSEMountTests", dependencies: ["FUSEMount", "NodeService"]),

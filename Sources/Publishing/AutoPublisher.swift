@@ -16,12 +16,12 @@ public final class AutoPublisher: Sendable {
     /// The keys the mount's images provide now (a refreshed mount provides more over time).
     let provided: @Sendable () -> Set<String>
     let log: NodeLog
-    private let current: Mutex<MountStatus.Publishing>
+    private let current: Mutex<Status>
     private let schedule = Mutex<Periodic?>(nil)
     private let interval: Duration
 
     public init(
-        job: PublishJob, interval: Duration, status: MountStatus.Publishing,
+        job: PublishJob, interval: Duration, status: Status,
         provided: @escaping @Sendable () -> Set<String>, log: NodeLog
     ) {
         self.job = job
@@ -31,7 +31,7 @@ public final class AutoPublisher: Sendable {
         self.current = Mutex(status)
     }
 
-    public var status: MountStatus.Publishing { current.withLock { $0 } }
+    public var status: Status { current.withLock { $0 } }
 
     /// Starts the periodic runs; the first comes one interval after this call.
     public func start() {

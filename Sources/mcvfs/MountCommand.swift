@@ -223,7 +223,7 @@ struct MountCommand: ParsableCommand {
         let publisher = try publishing.publisher(
             global: global, layout: layout, upperRoot: readOnly ? nil : upperRoot, isolation: isolation,
             images: { images.images }, provider: provider)
-        if let publisher { node.report(publishing: { publisher.status }) }
+        if let publisher { node.report(publishing: publisher) }
         if let warning = Self.signatureWarning(
             refreshes: refresher != nil, publishes: publisher != nil, verifies: trust.isEnabled)
         {

@@ -76,7 +76,7 @@ struct MountPublishingOptions: ParsableArguments {
         let keys = ProvidedKeys()
         return AutoPublisher(
             job: job, interval: .milliseconds(Int64(interval * 1000)),
-            status: MountStatus.Publishing(
+            status: AutoPublisher.Status(
                 repository: reference.repositoryName, intervalSeconds: interval, uppers: uppers,
                 signingKey: signing.map { "sha256:\($0.key.publicKey.fingerprint)" }),
             provided: {

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import NodeService
+import Publishing
 import Synchronization
 
 /// `mcvfs status`: what each running mount uses, skips, fetched and failed, read from its `/.mcvfs/status.json`.
@@ -172,7 +173,7 @@ struct StatusCommand: ParsableCommand {
             for image in doc.skipped { print("  skipped  \(image.name): \(image.reason ?? "")") }
             for error in doc.fetch.lastErrors { print("  error    \(error)") }
             if let refresh = doc.service?.refresh { print("  " + Self.describe(refresh)) }
-            if let publishing = doc.service?.publishing { print("  " + Self.describe(publishing)) }
+            if let publishing = AutoPublisher.Status(in: doc) { print("  " + Self.describe(publishing)) }
             if let warning = doc.service?.signatureWarning { print("  warning  \(warning)") }
         }
     }
@@ -183,7 +184,7 @@ struct StatusCommand: ParsableCommand {
             + (refresh.lastError.map { " (last: \($0))" } ?? "")
     }
 
-    static func describe(_ publishing: MountStatus.Publishing) -> String {
+    static func describe(_ publishing: AutoPublisher.Status) -> String {
         "publish  to \(publishing.repository) every \(publishing.intervalSeconds) s, last \(publishing.lastRun ?? "never"): "
             + "\(publishing.imagesPushed) image(s), \(publishing.kernelsPublished) kernel(s); "
             + "\(publishing.failures) of \(publishing.runs) failed"

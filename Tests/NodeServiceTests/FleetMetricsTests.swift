@@ -1,4 +1,5 @@
 import Foundation
+import Publishing
 import Testing
 
 @testable import NodeService
@@ -21,12 +22,12 @@ import Testing
         #expect(!NodeMetrics.families(NodeMetrics.Sample()).contains { $0.name.contains("publish") })
         #expect(!NodeMetrics.families(NodeMetrics.Sample()).contains { $0.name.contains("refresh") })
         var sample = NodeMetrics.Sample()
-        var publishing = MountStatus.Publishing(
+        var publishing = AutoPublisher.Status(
             repository: "r/x", intervalSeconds: 60, uppers: ["/u/0"], signingKey: nil)
         (publishing.runs, publishing.failures, publishing.imagesPushed, publishing.kernelsPublished) = (5, 2, 3, 7)
         var refresh = MountStatus.Refresh(intervalSeconds: 30)
         (refresh.refreshes, refresh.failures, refresh.imagesAdded) = (9, 1, 4)
-        sample.publishing = publishing
+        sample.activities = publishing.metricFamilies
         sample.refresh = refresh
         let byName = Dictionary(uniqueKeysWithValues: NodeMetrics.families(sample).map { ($0.name, $0) })
         let expected: [String: Double] = [
@@ -47,5 +48,21 @@ import Testing
             + #""fuseErrors":{},"systemdNotify":false}"#
         let decoded = try JSONDecoder().decode(MountStatus.Service.self, from: Data(service.utf8))
         #expect(decoded.publishing == nil && decoded.refresh == nil)
+    }
+
+    /// Publishing owns its status type; the node carries it as a section and `mcvfs status` reads it back whole.
+    @Test func thePublishingSectionRoundTripsThroughTheStatusDocument() throws {
+        var publishing = AutoPublisher.Status(
+            repository: "r/x", intervalSeconds: 0.5, uppers: ["/u/0"], signingKey: "sha256:ab")
+        (publishing.runs, publishing.lastError, publishing.lastSkipped) = (3, "HTTP 503", ["a/b: a link"])
+        let service =
+            #"{"offline":false,"mirrorFallbacks":0,"cacheDir":"/c","evictedBlobs":0,"evictedBytes":0,"#
+            + #""fuseErrors":{},"systemdNotify":false}"#
+        var decoded = try JSONDecoder().decode(MountStatus.Service.self, from: Data(service.utf8))
+        decoded.publishing = try StatusSection(encoding: publishing)
+        let text = String(decoding: try MountStatus.encoder.encode(decoded), as: UTF8.self)
+        #expect(text.contains(#""intervalSeconds" : 0.5"#) && text.contains(#""runs" : 3"#))
+        let reread = try JSONDecoder().decode(MountStatus.Service.self, from: Data(text.utf8))
+        #expect(try reread.publishing?.decode(AutoPublisher.Status.self) == publishing)
     }
 }

@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import ImageFS
 import MetricsEndpoint
+import Publishing
 import Testing
 
 @testable import NodeService
@@ -44,7 +45,8 @@ import Testing
         sample.fuseErrors = [FUSEErrorCounter.Key(operation: "lookup", errno: ENOENT): 1]
         sample.cacheSize = 1
         sample.cacheMaxSize = 2
-        sample.publishing = MountStatus.Publishing(repository: "r/x", intervalSeconds: 60, uppers: [], signingKey: nil)
+        sample.activities =
+            AutoPublisher.Status(repository: "r/x", intervalSeconds: 60, uppers: [], signingKey: nil).metricFamilies
         sample.refresh = MountStatus.Refresh(intervalSeconds: 30)
         let failed =
             #"{"name":"b","digest":"sha256:\#(String(repeating: "a", count: 64))","phase":"failed","failures":1,"#

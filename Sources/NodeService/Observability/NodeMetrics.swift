@@ -2,10 +2,11 @@ import RemoteLayers
 import ImageFS
 import MetricsEndpoint
 
-/// The metrics a mount exposes at `--metrics-listen`, all listed here: counters and gauges as a pure function of
-/// one sample of the mount's counters (so names, types and values are tested without a server), and the one
-/// histogram, which its source observes as each fetch happens. A new metric is a field of `Sample` and a line in
-/// `families`.
+/// The metrics a mount exposes at `--metrics-listen`, all listed here but those of work defined above the node
+/// (`MountActivity`: automatic publishing's are `AutoPublisher.Status.metricFamilies`): counters and gauges as a
+/// pure function of one sample of the mount's counters (so names, types and values are tested without a server),
+/// and the one histogram, which its source observes as each fetch happens. A new metric is a field of `Sample` and a
+/// line in `families`.
 public enum NodeMetrics {
     /// The layer download histogram, registered in `exposition`.
     /// - Returns: what `FetchMetrics` calls with each download's seconds.
@@ -32,8 +33,8 @@ public enum NodeMetrics {
         /// Bytes of committed blobs; nil when the store could not be listed.
         public var cacheSize: Int64?
         public var cacheMaxSize: Int64?
-        /// Automatic publishing's counters; nil when the mount does not publish.
-        public var publishing: MountStatus.Publishing?
+        /// The families of work defined above the node (`MountActivity`: automatic publishing's counters).
+        public var activities: [MetricFamily] = []
         /// Live refresh's counters; nil when the mount does not refresh.
         public var refresh: MountStatus.Refresh?
         /// The mount refreshes or publishes with no signature policy.
@@ -102,9 +103,8 @@ public enum NodeMetrics {
             "1 when the mount refreshes or publishes with no signature policy (--key, --policy): anyone who can push "
                 + "to the registry then reaches it.",
             sample.signaturePolicyMissing ? 1 : 0)
-        if let publishing = sample.publishing { families += Self.publishing(publishing) }
         if let refresh = sample.refresh { families += Self.refresh(refresh) }
-        return families + ImageMetrics.families(sample.images, keyConflicts: sample.keyConflicts)
+        return families + sample.activities + ImageMetrics.families(sample.images, keyConflicts: sample.keyConflicts)
     }
 
     static func refresh(_ refresh: MountStatus.Refresh) -> [MetricFamily] {
@@ -118,23 +118,6 @@ public enum NodeMetrics {
             .single(
                 "mcvfs_refresh_added_images_total", help: "Images live refresh added to the served tree.",
                 kind: .counter, value: Double(refresh.imagesAdded)),
-        ]
-    }
-
-    static func publishing(_ publishing: MountStatus.Publishing) -> [MetricFamily] {
-        [
-            .single(
-                "mcvfs_publish_runs_total", help: "Automatic publishes run (--publish-to).", kind: .counter,
-                value: Double(publishing.runs)),
-            .single(
-                "mcvfs_publish_failures_total", help: "Automatic publishes that failed (retried at the next interval).",
-                kind: .counter, value: Double(publishing.failures)),
-            .single(
-                "mcvfs_published_images_total", help: "Cache images this mount pushed.", kind: .counter,
-                value: Double(publishing.imagesPushed)),
-            .single(
-                "mcvfs_published_kernels_total", help: "Kernels this mount published.", kind: .counter,
-                value: Double(publishing.kernelsPublished)),
         ]
     }
 }

@@ -26,7 +26,7 @@ public final class NodeRuntime: Sendable {
     struct State {
         var catalog: Catalog?
         var provider: LeasedLayerProvider?
-        var publishing: (@Sendable () -> MountStatus.Publishing)?
+        var publishing: (any MountActivity)?
         var refresh: (@Sendable () -> MountStatus.Refresh)?
         /// Where each used image stands, once the filesystem exists.
         var images: (@Sendable () -> [ImageSet.Status])?
@@ -74,8 +74,8 @@ public final class NodeRuntime: Sendable {
         return provider
     }
 
-    /// Where status and metrics read the mount's automatic publishing from (called without any lock held).
-    public func report(publishing: @escaping @Sendable () -> MountStatus.Publishing) {
+    /// Where status and metrics read the mount's automatic publishing from (read without any lock held).
+    public func report(publishing: any MountActivity) {
         state.withLock { $0.publishing = publishing }
     }
 
@@ -153,7 +153,7 @@ public final class NodeRuntime: Sendable {
                 metricsListen: metricsServer.map { "\($0.address)" }, cacheDir: cache.layout.root,
                 cacheMaxSize: cache.maxSize, cacheSize: try? cache.store.totalSize(), evictedBlobs: evictions.blobs,
                 evictedBytes: evictions.bytes, lease: lease, fuseErrors: fuseErrors.summary,
-                systemdNotify: notifier.isEnabled, publishing: publishing?(), refresh: refresh?(),
+                systemdNotify: notifier.isEnabled, publishing: publishing?.statusSection, refresh: refresh?(),
                 signatureWarning: warning)
         }
     }
@@ -164,7 +164,7 @@ public final class NodeRuntime: Sendable {
         }
         var sample = NodeMetrics.Sample()
         sample.signaturePolicyMissing = warning != nil
-        sample.publishing = publishing?()
+        sample.activities = publishing?.metricFamilies ?? []
         sample.refresh = refresh?()
         sample.fetch = metrics.snapshot
         sample.mirrorFallbacks = upstream.mirrorFallbacks

@@ -85,8 +85,9 @@ public struct MountStatus: Codable, Sendable, Equatable {
         /// `operation/ERRNO` → error replies.
         public var fuseErrors: [String: Int]
         public var systemdNotify: Bool
-        /// Automatic publishing (`--publish-to`); nil when the mount does not publish.
-        public var publishing: Publishing?
+        /// Automatic publishing (`--publish-to`), as its owner encoded it (`AutoPublisher.Status`); nil when the
+        /// mount does not publish.
+        public var publishing: StatusSection?
         /// Live refresh (`--refresh-interval`); nil when the mount's images are fixed at mount.
         public var refresh: Refresh?
         /// Set when the mount refreshes or publishes with no signature policy: what anyone who can push to the
@@ -147,17 +148,26 @@ public struct MountStatus: Codable, Sendable, Equatable {
 
     /// Reads a document as the daemon wrote it.
     public static func decode(_ data: Data) throws -> MountStatus {
-        let decoder = JSONDecoder()
-        decoder.dateDecodingStrategy = .iso8601
-        return try decoder.decode(MountStatus.self, from: data)
+        try decoder.decode(MountStatus.self, from: data)
     }
 
     /// The document as the daemon serves it: indented, keys sorted, one trailing newline.
     public func encoded() throws -> Data {
+        try Self.encoder.encode(self) + Data("\n".utf8)
+    }
+
+    /// The document's one spelling: dates as RFC 3339, keys sorted.
+    static var encoder: JSONEncoder {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         encoder.dateEncodingStrategy = .iso8601
-        return try encoder.encode(self) + Data("\n".utf8)
+        return encoder
+    }
+
+    static var decoder: JSONDecoder {
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .iso8601
+        return decoder
     }
 }
 
