@@ -1,8 +1,8 @@
 import ContentHash
 import Foundation
 import GPU
-import OCI
 import LayerArchive
+import OCI
 
 /// A blob written to disk, with its digest.
 public struct BlobFile: Sendable, Hashable {

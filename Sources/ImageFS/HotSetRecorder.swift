@@ -1,6 +1,6 @@
 import Foundation
-import Synchronization
 import LayerArchive
+import Synchronization
 
 /// Which top-level names (Triton `<KEY>/` directories, vLLM's `torch_compile_cache`) a mount's readers opened a file
 /// under, in first-open order, overall and per image: the hot set a next push can put first in its layer

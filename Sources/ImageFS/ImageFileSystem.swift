@@ -1,8 +1,8 @@
 import BlobCache
 import Foundation
+import LayerArchive
 import OCI
 import Synchronization
-import LayerArchive
 import TimeBudget
 
 #if canImport(Glibc)

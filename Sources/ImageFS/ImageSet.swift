@@ -1,7 +1,7 @@
 import Foundation
+import LayerArchive
 import OCI
 import Synchronization
-import LayerArchive
 import TimeBudget
 
 /// The images of a mount and how far each got: not tried yet, loading, loaded (in the tree), or failed with the

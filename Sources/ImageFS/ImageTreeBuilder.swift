@@ -1,6 +1,6 @@
 import Foundation
-import OCI
 import LayerArchive
+import OCI
 
 /// Collects loaded images into an `ImageTree`, in the mount's documented order (`Precedence`): the first rank of
 /// images that has a KEY gives it whole, unless that rank's images disagree on it. A mount adds its images to its tree one by one as they load

@@ -1,5 +1,5 @@
-import OCI
 import LayerArchive
+import OCI
 
 /// One entry of an image after its layers were applied: the unit the tree builder works on.
 struct LayerFile: Sendable, Hashable {

@@ -1,7 +1,7 @@
 import BlobCache
 import Foundation
-import OCI
 import LayerArchive
+import OCI
 
 /// Where the filesystem gets layer contents from: what it needs of a layer and nothing more. The filesystem knows
 /// nothing of registries: a provider fetches, verifies and indexes a layer the first time it is asked, and serves

@@ -1,6 +1,6 @@
 import Foundation
-import OCI
 import LayerArchive
+import OCI
 
 /// Decides what one top-level directory of the cache root shows: the kernels whose targets the host accepts, each
 /// KEY whole from the first rank of images that has it, withheld where images of that rank disagree on it

@@ -1,8 +1,8 @@
 import Foundation
 import ImageFS
+import LayerArchive
 import OCI
 import Registry
-import LayerArchive
 import Verification
 
 /// `mcvfs compact`: merges the fleet images of each target and kind into one (`CompactionPlan.Group`: Triton and

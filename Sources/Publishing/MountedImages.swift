@@ -1,8 +1,8 @@
 import BlobCache
-import RemoteLayers
 import NodeService
 import OCI
 import Registry
+import RemoteLayers
 
 /// The images a running mount serves, with their layers, as `mcvfs publish` finds them from outside the daemon:
 /// from the catalog the daemon recorded in its cache directory, or, when that cannot be read (another user's

@@ -1,9 +1,9 @@
 import Foundation
 import ImageBuilder
 import ImageFS
+import LayerArchive
 import OCI
 import Synchronization
-import LayerArchive
 
 /// The top-level names (Triton's `<KEY>/` directories) and vLLM hash directories that images provide, read from their layer indexes and
 /// kept per image digest: an image never changes, so each is read once however often a daemon publishes.

@@ -1,8 +1,8 @@
 import BlobCache
 import Foundation
+import LayerArchive
 import OCI
 import Registry
-import LayerArchive
 
 /// Whole-layer downloads. A layer is unpacked while it arrives (`LayerStream`: decompressed, read as a tar and
 /// written into its pack, every file hashed, side by side with the download) and usable once the registry client

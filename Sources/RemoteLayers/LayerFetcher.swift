@@ -1,9 +1,9 @@
 import BlobCache
 import Foundation
+import LayerArchive
 import OCI
 import Registry
 import SingleFlight
-import LayerArchive
 
 /// Layers and their files for a filesystem or a command, from the local cache or the registry.
 ///

@@ -1,9 +1,9 @@
 import BlobCache
 import Dispatch
 import Foundation
+import LayerArchive
 import OCI
 import Synchronization
-import LayerArchive
 
 /// What a mount fetches of its eStargz layers ahead of use (`mount --prefetch`).
 public struct PrefetchPolicy: Sendable {

@@ -1,9 +1,9 @@
 import BlobCache
 import Dispatch
 import Foundation
+import LayerArchive
 import OCI
 import Synchronization
-import LayerArchive
 
 /// The packs a fetcher serves whole layers from: each unpacked layer's contents, mapped once and read in place.
 ///

@@ -1,7 +1,7 @@
 import Dispatch
+import LayerArchive
 import OCI
 import Synchronization
-import LayerArchive
 
 /// A file of a lazily indexed layer: where its gzip members lie, and the directory it is fetched with.
 struct RemoteFile: Sendable, Hashable {

@@ -1,8 +1,8 @@
 import ContentHash
 import Foundation
+import LayerArchive
 import OCI
 import Synchronization
-import LayerArchive
 
 /// Indexes eStargz layers from their TOC alone: the footer, then the TOC, by range, the TOC checked against the
 /// layer's `toc.digest` annotation (which pins every file's digest) before anything of it is used. Indexes built

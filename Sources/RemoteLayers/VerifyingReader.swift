@@ -2,11 +2,11 @@ import BlobCache
 import ContentHash
 import Dispatch
 import Foundation
+import LayerArchive
 import OCI
 import Registry
 import SingleFlight
 import Synchronization
-import LayerArchive
 
 /// Bytes that hashed to the digest they are addressed by. The only initialisers verify, so a path that forgets to
 /// verify does not compile: whatever holds a `VerifiedBlob` (the memory layer, a read's reply) holds checked bytes.

@@ -1,8 +1,8 @@
 import BlobCache
 import ContentHash
 import Foundation
-import OCI
 import LayerArchive
+import OCI
 import TestSupport
 import Testing
 

@@ -2,9 +2,9 @@ import BlobCache
 import ContentHash
 import Foundation
 import ImageFS
+import LayerArchive
 import OCI
 import Synchronization
-import LayerArchive
 import Testing
 
 /// A provider over hand-made layer indexes whose file blobs live in a real store in a temp directory.

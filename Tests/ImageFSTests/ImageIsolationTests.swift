@@ -1,8 +1,8 @@
 import ContentHash
 import Foundation
+import LayerArchive
 import OCI
 import Synchronization
-import LayerArchive
 import Testing
 import TimeBudget
 

@@ -2,9 +2,9 @@ import BlobCache
 import ContentHash
 import Foundation
 import Glibc
+import LayerArchive
 import OCI
 import Synchronization
-import LayerArchive
 import TestSupport
 import Testing
 

@@ -1,8 +1,8 @@
 import BlobCache
 import Foundation
 import ImageFS
-import OCI
 import LayerArchive
+import OCI
 import TestSupport
 import Testing
 

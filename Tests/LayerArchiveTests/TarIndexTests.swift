@@ -1,9 +1,9 @@
 import BlobCache
 import ContentHash
 import Foundation
+import LayerArchive
 import OCI
 import Synchronization
-import LayerArchive
 import TestSupport
 import Testing
 

@@ -1,10 +1,10 @@
 import BlobCache
 import Foundation
 import Glibc
+import LayerArchive
 import OCI
 import Registry
 import Synchronization
-import LayerArchive
 import TestSupport
 import Testing
 

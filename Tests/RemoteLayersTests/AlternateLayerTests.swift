@@ -1,7 +1,7 @@
 import Foundation
+import LayerArchive
 import OCI
 import Registry
-import LayerArchive
 import TestSupport
 import Testing
 

@@ -2,9 +2,9 @@ import BlobCache
 import ContentHash
 import Dispatch
 import Foundation
+import LayerArchive
 import OCI
 import Registry
-import LayerArchive
 import TestSupport
 
 @testable import RemoteLayers

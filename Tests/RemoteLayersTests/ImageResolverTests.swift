@@ -1,9 +1,9 @@
 import BlobCache
-import RemoteLayers
 import ContentHash
 import Foundation
 import OCI
 import Registry
+import RemoteLayers
 import TestSupport
 import Testing
 

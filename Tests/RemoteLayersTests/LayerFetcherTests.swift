@@ -1,8 +1,8 @@
 import BlobCache
 import Foundation
+import LayerArchive
 import OCI
 import Registry
-import LayerArchive
 import TestSupport
 import Testing
 

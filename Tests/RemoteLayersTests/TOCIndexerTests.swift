@@ -1,6 +1,6 @@
 import Foundation
-import OCI
 import LayerArchive
+import OCI
 import TestSupport
 import Testing
 

@@ -1,7 +1,7 @@
 import ContentHash
 import Foundation
-import OCI
 import LayerArchive
+import OCI
 
 /// An eStargz layer built in memory by the project's own writer (the layout `mcvfs push` gives): its blob, the
 /// descriptor a manifest would carry (with the `toc.digest` annotation) and its TOC, to serve from a

@@ -1,7 +1,7 @@
 import BlobCache
 import Foundation
-import OCI
 import LayerArchive
+import OCI
 
 /// Applies `EvictionPolicy` to a cache directory: gathers blobs, indexes and live leases, plans, deletes.
 /// Everything happens under `leases/.lock` (exclusive), so no mount can register a lease, or build an index

@@ -1,11 +1,11 @@
 import BlobCache
-import RemoteLayers
 import Dispatch
 import Foundation
 import ImageFS
-import OCI
-import Synchronization
 import LayerArchive
+import OCI
+import RemoteLayers
+import Synchronization
 
 /// What a mount fetches of eStargz layers ahead of use, as the command line names it.
 public typealias PrefetchMode = PrefetchPolicy.Mode

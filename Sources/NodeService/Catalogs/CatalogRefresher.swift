@@ -1,9 +1,9 @@
 import BlobCache
-import RemoteLayers
 import Foundation
 import GPU
 import OCI
 import Registry
+import RemoteLayers
 import Synchronization
 
 /// A repository mount's live refresh (`mount --refresh-interval`): re-lists the repository's tags on an interval

@@ -1,8 +1,8 @@
 import BlobCache
-import RemoteLayers
 import GPU
 import OCI
 import Registry
+import RemoteLayers
 
 /// A check every resolved catalog passes before anything of it is used: signature verification. It marks the
 /// images it refuses as skipped, and throws when the user named one image and that image is refused.

@@ -1,6 +1,6 @@
-import RemoteLayers
 import ImageFS
 import MetricsEndpoint
+import RemoteLayers
 
 /// The metrics a mount exposes at `--metrics-listen`, all listed here but those of work defined above the node
 /// (`MountActivity`: automatic publishing's are `AutoPublisher.Status.metricFamilies`): counters and gauges as a

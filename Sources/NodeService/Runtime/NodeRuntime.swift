@@ -1,8 +1,8 @@
-import RemoteLayers
 import Foundation
 import ImageFS
 import MetricsEndpoint
 import OCI
+import RemoteLayers
 import Synchronization
 
 /// What `mount` does as a node service, one per mount process: resolves the catalog (offline, mirrored, recorded),

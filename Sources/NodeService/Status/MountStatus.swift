@@ -1,7 +1,7 @@
-import RemoteLayers
 import Foundation
 import ImageFS
 import OCI
+import RemoteLayers
 import Synchronization
 
 /// `MOUNTPOINT/.mcvfs/status.json`: what a mount uses and skips, what fetching cost and found, its uppers and its
