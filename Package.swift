@@ -41,7 +41,8 @@ let package = Package(
         .target(name: "Verification", dependencies: ["OCI", "ContentHash", "COpenSSL", "CSodium"]),
         .target(name: "Trust", dependencies: ["OCI", "ContentHash", "Registry", "BlobCache", "Verification"]),
         .target(
-            name: "ImageFS", dependencies: ["SingleFlight", "OCI", "ContentHash", "BlobCache", "LayerArchive", "TimeBudget"]),
+            name: "ImageFS",
+            dependencies: ["SingleFlight", "OCI", "ContentHash", "BlobCache", "LayerArchive", "TimeBudget"]),
         .target(name: "FUSEBridge", dependencies: ["ImageFS", "TimeBudget", "CFuse"]),
         // Linux's mount API (a C target: its syscalls have no glibc 2.36 wrappers), and FUSE mounts made with it.
         .target(name: "CMount"),
@@ -73,12 +74,19 @@ let package = Package(
                 "OCI", "ContentHash", "Registry", "BlobCache", "LayerArchive", "RemoteLayers", "Verification", "Trust",
                 "ImageFS", "MetricsEndpoint", "NodeService", "ImageBuilder",
             ]),
+        // A mount as a node service: its configuration (what the flags say, and what follows from it), built
+        // into the filesystems, refresh, publishing and the FUSE session, and served until unmount.
+        .target(
+            name: "MountService",
+            dependencies: [
+                "OCI", "GPU", "Registry", "BlobCache", "ImageFS", "FUSEBridge", "FUSEMount", "MetricsEndpoint",
+                "NodeService", "Publishing",
+            ]),
         .executableTarget(
             name: "mcvfs",
             dependencies: [
                 "OCI", "ContentHash", "GPU", "Registry", "CurlTransport", "BlobCache", "LayerArchive", "Verification",
-                "Trust", "ImageFS", "FUSEBridge", "FUSEMount", "ImageBuilder", "MetricsEndpoint", "NodeService",
-                "Publishing",
+                "Trust", "ImageFS", "ImageBuilder", "MetricsEndpoint", "NodeService", "Publishing", "MountService",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -86,7 +94,8 @@ let package = Package(
         // Helpers every test target may use: temporary directories, fixture paths, processes, tar builders, and the
         // one registry fake (InMemoryRegistry: manifests, blobs and ranges, with scripted faults and replies).
         .target(
-            name: "TestSupport", dependencies: ["OCI", "ContentHash", "Registry", "LayerArchive"], path: "Tests/TestSupport"
+            name: "TestSupport", dependencies: ["OCI", "ContentHash", "Registry", "LayerArchive"],
+            path: "Tests/TestSupport"
         ),
         .testTarget(name: "SingleFlightTests", dependencies: ["SingleFlight", "TestSupport"]),
         .testTarget(name: "OCITests", dependencies: ["OCI"]),
@@ -107,7 +116,8 @@ let package = Package(
         .testTarget(
             name: "ImageFSTests",
             dependencies: [
-                "ImageFS", "ImageBuilder", "LayerArchive", "BlobCache", "OCI", "ContentHash", "TimeBudget", "TestSupport",
+                "ImageFS", "ImageBuilder", "LayerArchive", "BlobCache", "OCI", "ContentHash", "TimeBudget",
+                "TestSupport",
             ]),
         .testTarget(
             name: "ImageBuilderTests",
@@ -126,6 +136,9 @@ let package = Package(
                 "NodeService", "Publishing", "MetricsEndpoint", "OCI", "ContentHash", "GPU", "Registry", "BlobCache",
                 "LayerArchive", "ImageFS", "TestSupport",
             ]),
+        .testTarget(
+            name: "MountServiceTests",
+            dependencies: ["MountService", "NodeService", "GPU", "OCI", "Registry", "BlobCache", "TestSupport"]),
         .testTarget(name: "MetricsEndpointTests", dependencies: ["MetricsEndpoint"]),
         .testTarget(name: "FUSEMountTests", dependencies: ["FUSEMount", "NodeService"]),
         .testTarget(name: "FUSEBridgeTests", dependencies: ["FUSEBridge", "ImageFS"]),

@@ -78,7 +78,7 @@ struct CompactCommand: ParsableCommand {
             let report = try Compactor(
                 source: reader.repository, destination: destinationReader?.repository,
                 options: .init(
-                    publishing: .init(prefix: options.tagPrefix, signing: signing, dryRun: dryRun),
+                    publishing: options.publishing(signing: signing, dryRun: dryRun),
                     keepFor: try Self.seconds(keepFor))
             ).run()
             warnOfConflicts(report, in: destination)

@@ -1,9 +1,9 @@
 import ArgumentParser
 import Foundation
 import ImageBuilder
+import LayerArchive
 import NodeService
 import OCI
-import LayerArchive
 
 struct ConvertCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

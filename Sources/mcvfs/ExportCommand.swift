@@ -2,8 +2,8 @@ import ArgumentParser
 import Foundation
 import Glibc
 import ImageFS
-import NodeService
 import LayerArchive
+import NodeService
 
 struct ExportCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

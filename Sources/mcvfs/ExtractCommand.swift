@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import ImageFS
+import MountService
 import OCI
 
 struct ExtractCommand: ParsableCommand {

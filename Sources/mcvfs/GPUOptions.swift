@@ -32,12 +32,3 @@ extension GPUOptions {
         }
     }
 }
-
-extension ResolvedSelection {
-    var kernelFilter: KernelFilter {
-        switch scope {
-        case .all: return .all
-        case .targets(let targets): return .targets(targets)
-        }
-    }
-}

@@ -27,12 +27,18 @@ struct GlobalOptions: ParsableArguments {
     var registryPolicy: RegistryPolicy { RegistryPolicy(stall: .milliseconds(Int64(timeout * 1000))) }
 
     func client(for reference: ImageReference, role: RegistryPolicy.Role = .command) throws -> RegistryClient {
-        let credentials = try CredentialStore().resolve(
-            explicit: creds, registry: reference.registry, repository: reference.repository)
-        return try RegistryClient(
-            registry: reference.registry, transport: try CurlTransport(configuration: .init(caFile: caFile)),
-            credentials: credentials,
-            options: registryPolicy.options(role, plainHTTP: plainHTTP))
+        try connect(reference, registryPolicy.options(role, plainHTTP: plainHTTP))
+    }
+
+    /// How this process makes a client: credentials from `--creds` or the auth files, TLS with `--ca-file`.
+    var connect: @Sendable (ImageReference, RegistryOptions) throws -> RegistryClient {
+        { [creds, caFile] reference, options in
+            let credentials = try CredentialStore().resolve(
+                explicit: creds, registry: reference.registry, repository: reference.repository)
+            return try RegistryClient(
+                registry: reference.registry, transport: try CurlTransport(configuration: .init(caFile: caFile)),
+                credentials: credentials, options: options)
+        }
     }
 }
 

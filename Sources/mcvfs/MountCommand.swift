@@ -1,9 +1,8 @@
 import ArgumentParser
-import FUSEBridge
-import FUSEMount
+import BlobCache
 import Foundation
 import Glibc
-import ImageFS
+import MountService
 import NodeService
 import OCI
 
@@ -113,22 +112,10 @@ struct MountCommand: ParsableCommand {
             """)
     var mountpoint: String
 
-    /// How long the last publish at unmount may take: within systemd's `TimeoutStopSec=30` and a pod's grace period.
-    static let publishAtUnmountBudget = Duration.seconds(20)
-
-    /// What a mount that refreshes or publishes with no signature policy is open to, and the fix; nil otherwise.
-    static func signatureWarning(refreshes: Bool, publishes: Bool, verifies: Bool) -> String? {
-        guard !verifies, refreshes || publishes else { return nil }
-        let loop = [refreshes ? "refreshes" : nil, publishes ? "publishes" : nil].compactMap { $0 }
-        return "this mount \(loop.joined(separator: " and ")) with no signature policy: anyone who can push to the "
-            + "registry reaches it\(refreshes ? " within a refresh" : ""); add --key PUBLIC_KEY, "
-            + "--certificate-identity(-regexp) or --policy FILE (docs/security.md)"
-    }
-
     func run() throws {
         if !foreground && ProcessInfo.processInfo.environment[Daemon.childVariable] == nil {
             // The daemon's stderr is /dev/null: the terminal hears it here.
-            if let warning = Self.signatureWarning(
+            if let warning = MountConfiguration.signatureWarning(
                 refreshes: refresh.refreshInterval != nil, publishes: publishing.target != nil,
                 verifies: trust.isEnabled)
             {
@@ -148,144 +135,54 @@ struct MountCommand: ParsableCommand {
     }
 
     private func serve(_ daemon: Daemon) throws {
-        let ref = try ImageReference(parsing: reference)
         let mountpoint = URL(fileURLWithPath: self.mountpoint).standardizedFileURL.path
         let layout = try global.cache.layout()
+        // First, so that what resolving the flags says (no GPU found, a key's password) is in the mount's log.
         Log.configure(
             level: max(global.logLevel, .info), stderr: !daemon.isChild,
             file: layout.log(named: "mount-\(Daemon.logName(for: mountpoint)).log"),
             // journald reads stderr already, unless this is a background daemon: its stderr is /dev/null.
             syslog: daemon.isChild || ProcessInfo.processInfo.environment["JOURNAL_STREAM"] == nil)
-        let placement = try MountPlacement.inspect(mountpoint, replace: replace, log: .process)
-        let selection = try gpu.resolve()
-        let node = try NodeRuntime(
-            upstream: try service.upstream(for: ref, global: global),
-            cache: try NodeCache(layout: layout, maxSize: service.maxSize, log: .process), mountpoint: mountpoint,
-            metricsListen: service.metricsAddress, log: .process)
-        let policy = trust.catalogPolicy(layout)
-        let catalog = try node.catalogs.resolve(selection, narrow: tritonVersion.apply, policy: policy)
-        for entry in catalog.entries {
-            Log.info(
-                entry.isUsed
-                    ? "using \(entry.name) \(entry.digest?.short ?? "")"
-                    : "skipping \(entry.name): \(entry.skipReason ?? "")")
-        }
-        if let warning = catalog.nothingSelectedWarning(selection: selection.description) { Log.warning(warning) }
-        if readOnly, let image = catalog.used.first(where: { $0.cacheLabels.kinds.contains(.vllm) }) {
-            throw ReadOnlyVLLM(image: image.name)
-        }
-        let environment = catalog.consumerEnvironment(root: consumerRoot ?? mountpoint)
-        if !environment.isEmpty {
-            Log.info("consumers set " + environment.map { "\($0.name)=\($0.value)" }.joined(separator: " "))
-        }
-        let provider = try node.provider(for: catalog, prefetch: prefetch)
-        let owner = (uid: getuid(), gid: getgid())
-        let allowOther = self.allowOther ?? (owner.uid == 0)
-        let budget = global.registryPolicy.operationBudget(mirrored: service.mirror != nil)
-        let options = ImageFileSystem.Options(
-            tree: ImageTreeBuilder.Options(
-                consumerRoot: consumerRoot ?? mountpoint, filter: selection.kernelFilter, worldReadable: allowOther),
-            owner: owner, retryDelay: .milliseconds(Int64(retryDelay * 1000)),
-            directIOFrom: directIOFrom == "off" ? nil : try parsedSize(directIOFrom), operationBudget: budget,
-            log: { Log.warning($0) })
-        let status = MountStatusBoard()
-        // Images this node never used before rank after those it did: a tag pushed while it was away adds KEYs.
-        let firstSeen = FirstSeen(
-            records: CatalogRecords(layout: layout), reference: ref.description, selection: selection.description,
-            log: .process)
-        let images = ImageFileSystem(
-            images: catalog.used, batches: firstSeen.batches(of: catalog.used, pruning: true), provider: provider,
-            options: options, status: { status.render(for: $0) })
-        node.watch(images)
-        let upperRoot = upper ?? layout.uppers(of: ref)
-        let isolation: OverlayFileSystem.Isolation = sharedUpper ? .shared : .perUser
-        var overlay: OverlayFileSystem?
-        if !readOnly {
-            try FileManager.default.createDirectory(
-                atPath: (upperRoot as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-            overlay = try OverlayFileSystem(
-                lower: images,
-                options: .init(
-                    upperRoot: upperRoot, isolation: isolation,
-                    consumerRoot: consumerRoot ?? mountpoint, log: { Log.warning($0) }),
-                owner: owner)
-        }
-        let fileSystem: any FileSystem = overlay ?? images
-        status.set(
-            MountStatus.Source(
-                reference: ref.description, mountpoint: mountpoint, consumerRoot: consumerRoot ?? mountpoint,
-                selection: selection.description, catalog: catalog, metrics: node.metrics, fileSystem: images,
-                upperRoot: readOnly ? nil : upperRoot,
-                isolation: readOnly ? nil : isolation.rawValue, overlay: overlay, service: node.status))
-        let refresher = try refresh.refresher(
-            for: ref, catalog: catalog, node: node, selection: selection, narrow: tritonVersion.apply,
-            policy: policy, fileSystem: images, firstSeen: firstSeen, status: status)
-        let publisher = try publishing.publisher(
-            global: global, layout: layout, upperRoot: readOnly ? nil : upperRoot, isolation: isolation,
-            images: { images.images }, provider: provider)
-        if let publisher { node.report(publishing: publisher) }
-        if let warning = Self.signatureWarning(
-            refreshes: refresher != nil, publishes: publisher != nil, verifies: trust.isEnabled)
-        {
-            Log.warning(warning)
-            node.report(signatureWarning: warning)
-        }
-        // mcvfs attaches the connection itself (beneath a mount it replaces) and libfuse serves it through
-        // /dev/fd/N; for a non-root user (nil), libfuse mounts it with fusermount3.
-        let attached = try placement.attach(
-            FUSEMount.Options(fsName: "mcvfs#\(ref)", allowOther: allowOther, uid: owner.uid, gid: owner.gid))
-        let session = FUSESession(
-            fileSystem: fileSystem,
-            options: FUSESession.Options(
-                mountpoint: attached?.libfuseMountpoint ?? mountpoint, fsName: "mcvfs#\(ref)", allowOther: allowOther,
-                traceErrors: global.logLevel == .debug, operationBudget: budget),
-            log: { Log.warning($0) }, onError: node.fuseErrors.record,
-            onConnected: { [readAheadKib] in
-                guard readAheadKib > 0 else { return }
-                do { try ReadAhead.set(kibibytes: readAheadKib, mountpoint: mountpoint) } catch {
-                    Log.info("read-ahead left at the kernel's default: \(error)")
-                }
+        let configuration = try self.configuration(mountpoint: mountpoint, layout: layout)
+        let reference = configuration.reference.description
+        try RepositoryMount(configuration, log: .process).run(
+            message: { catalog in
+                json
+                    ? try Self.readyJSON(reference: reference, mountpoint: mountpoint, catalog: catalog)
+                    : "mounted \(reference) at \(mountpoint) "
+                        + "(\(catalog.used.count) image(s), \(catalog.skipped.count) skipped)"
+            },
+            serving: { message in
+                if json && !daemon.isChild { print(message) }
+                daemon.ready(message: message)
             })
-        do { try session.mount() } catch {
-            attached?.abandon()
-            throw error
-        }
-        Log.info(
-            "mounted \(ref) at \(mountpoint): \(catalog.used.count) image(s) used, \(catalog.skipped.count) skipped")
-        // A DaemonSet mounts long before pods start: with everything prefetched, fetching starts now, not at the
-        // first lookup.
-        if prefetch == .all { images.indexLazyLayers() }
-        let message =
-            json
-            ? try Self.readyJSON(reference: ref.description, mountpoint: mountpoint, catalog: catalog)
-            : "mounted \(ref) at \(mountpoint) (\(catalog.used.count) image(s), \(catalog.skipped.count) skipped)"
-        if json && !daemon.isChild { print(message) }
-        node.serving(message, replacing: placement.replacesLiveMount)
-        daemon.ready(message: message)
-        refresher?.start()
-        publisher?.start()
-        placement.takeOver()
-        let ready = readyFile.map(ReadyFile.init(path:))
-        ready?.create(mountID: attached?.mountID ?? FUSEMount.topMountID(at: mountpoint) ?? 0)
-        // A replaced mount's daemon is not stopping the service: its successor is (STOPPING=1 would stop both).
-        let signal = try session.run(stopping: {
-            ready?.remove()
-            if !MountPlacement.isReplaced(attached) { node.stopping() }
-        })
-        // Our own mount only, if still on top: when stopped before the replacement detached it, or unreplaced.
-        let replaced = MountPlacement.isReplaced(attached)
-        attached?.detachIfTop()
-        if replaced {
-            Log.info("\(mountpoint) is served by a newer mount now")
-            if signal == 0 && MountPlacement.waitsWhenReplaced { MountPlacement.waitForStop() }
-        }
-        refresher?.stop()
-        // What was compiled since the last publish goes now (a successor serving the same uppers would only find
-        // it published: the ledger's lock orders the two).
-        publisher?.stop(within: Self.publishAtUnmountBudget)
-        images.persistPrefetched()
-        node.finished()
-        Log.info("unmounted \(mountpoint)")
+    }
+
+    /// The mount these flags describe, at `mountpoint` (standardized) with its cache in `layout`.
+    func configuration(mountpoint: String, layout: CacheLayout) throws -> MountConfiguration {
+        let reference = try ImageReference(parsing: self.reference)
+        let upperRoot = upper ?? layout.uppers(of: reference)
+        var configuration = MountConfiguration(
+            reference: reference, mountpoint: mountpoint, consumerRoot: consumerRoot, cache: layout,
+            registries: .init(
+                policy: global.registryPolicy, plainHTTP: global.plainHTTP, source: service.source,
+                connect: global.connect),
+            selection: try gpu.resolve(), policy: trust.catalogPolicy(layout), verifies: trust.isEnabled,
+            writes: readOnly ? .readOnly : .overlay(root: upperRoot, isolation: sharedUpper ? .shared : .perUser),
+            allowOther: allowOther ?? (getuid() == 0))
+        configuration.narrow = tritonVersion.apply
+        configuration.cacheMaxSize = service.maxSize
+        configuration.metricsListen = service.metricsAddress
+        configuration.prefetch = prefetch
+        configuration.retryDelay = .milliseconds(Int64(retryDelay * 1000))
+        configuration.directIOFrom = directIOFrom == "off" ? nil : try parsedSize(directIOFrom)
+        configuration.readAheadKiB = readAheadKib
+        configuration.replace = replace
+        configuration.readyFile = readyFile
+        configuration.refresh = refresh.configuration
+        configuration.publishing = try publishing.configuration()
+        configuration.traceErrors = global.logLevel == .debug
+        return configuration
     }
 }
 
@@ -314,16 +211,5 @@ extension MountCommand {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         return String(decoding: try encoder.encode(output), as: UTF8.self)
-    }
-}
-
-/// A read-only mount of a vLLM cache: refused, since vLLM could not start from it (docs/vllm.md, "Read-only").
-struct ReadOnlyVLLM: Error, CustomStringConvertible {
-    var image: String
-
-    var description: String {
-        "\(image) is a vLLM cache, and vLLM cannot use it read-only: torch Inductor opens "
-            + "inductor_cache/locks/*.lock for writing even on a hit (EROFS). Mount without --read-only: what vLLM "
-            + "writes goes to the caller's own upper and the image never changes"
     }
 }

@@ -1,11 +1,6 @@
 import ArgumentParser
-import BlobCache
-import Foundation
-import Glibc
-import ImageFS
-import NodeService
+import MountService
 import OCI
-import Publishing
 
 /// `mount --publish-to`: the daemon publishes what is compiled through the mount, on an interval and at unmount.
 struct MountPublishingOptions: ParsableArguments {
@@ -54,35 +49,14 @@ struct MountPublishingOptions: ParsableArguments {
         }
     }
 
-    /// The publisher for a mount whose uppers live under `upperRoot`; nil without `--publish-to`. Reads the signing
-    /// key now, so a wrong password fails the mount instead of every publish.
-    /// - Parameters:
-    ///   - images: the images the mount serves now (a refreshed mount serves more over time).
-    ///   - provider: the mount's layer provider, which reads their indexes.
-    func publisher(
-        global: GlobalOptions, layout: CacheLayout, upperRoot: String?, isolation: OverlayFileSystem.Isolation,
-        images: @escaping @Sendable () -> [CacheImage], provider: any LayerProvider
-    ) throws -> AutoPublisher? {
+    /// The mount's publishing; nil without `--publish-to`. Reads the signing key now, so a wrong password fails
+    /// the mount instead of every publish.
+    func configuration() throws -> MountConfiguration.Publishing? {
         guard let target else { return nil }
-        guard let upperRoot else { throw ValidationError("--publish-to needs a writable mount (not --read-only)") }
         let reference = try ImageReference(parsing: target)
-        let uids = isolation == .shared ? [] : publishFromUid
-        let uppers = try UpperSelection.uppers(root: upperRoot, isolation: isolation, caller: getuid(), uids: uids)
-        let signing = try options.signing(for: reference)
-        let job = PublishJob(
-            uppers: uppers, ledger: PublishLedger(layout: layout, repository: reference.repositoryName),
-            publisher: options.publisher(reference, client: try global.client(for: reference), signing: signing),
+        return MountConfiguration.Publishing(
+            repository: reference, interval: .milliseconds(Int64(interval * 1000)), uids: publishFromUid,
+            options: options.publishing(signing: try options.signing(for: reference)),
             limits: try limits.limits())
-        let keys = ProvidedKeys()
-        return AutoPublisher(
-            job: job, interval: .milliseconds(Int64(interval * 1000)),
-            status: AutoPublisher.Status(
-                repository: reference.repositoryName, intervalSeconds: interval, uppers: uppers,
-                signingKey: signing.map { "sha256:\($0.key.publicKey.fingerprint)" }),
-            provided: {
-                let (provided, unread) = keys.keys(of: images(), provider: provider)
-                for problem in unread { Log.warning("publish: cannot read the kernels of \(problem)") }
-                return provided
-            }, log: .process)
     }
 }

@@ -45,6 +45,13 @@ struct PublishOptions: ParsableArguments {
     ) -> ImagePublisher {
         ImagePublisher(
             client: client, repository: reference.repository,
-            options: .init(prefix: tagPrefix, signing: signing, dryRun: dryRun, created: created, labels: labels))
+            options: publishing(signing: signing, dryRun: dryRun, created: created, labels: labels))
+    }
+
+    /// How images are tagged and signed, as these options say.
+    func publishing(
+        signing: ImagePublisher.Signing?, dryRun: Bool = false, created: String? = nil, labels: [String: String] = [:]
+    ) -> ImagePublisher.Options {
+        .init(prefix: tagPrefix, signing: signing, dryRun: dryRun, created: created, labels: labels)
     }
 }

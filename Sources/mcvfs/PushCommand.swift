@@ -1,8 +1,8 @@
 import ArgumentParser
 import Foundation
 import ImageBuilder
-import OCI
 import LayerArchive
+import OCI
 
 extension ImageBuilder.LayerFormat: ExpressibleByArgument {}
 extension ImageBuilder.Split: ExpressibleByArgument {}

@@ -1,7 +1,7 @@
 import ArgumentParser
 import MetricsEndpoint
+import MountService
 import NodeService
-import OCI
 
 /// `mount` options for running as a node service: metrics, a cache bound, a mirror, offline mode.
 struct ServiceOptions: ParsableArguments {
@@ -45,15 +45,9 @@ struct ServiceOptions: ParsableArguments {
 
     var metricsAddress: MetricsServer.Address? { metricsListen.flatMap { try? MetricsServer.Address(parsing: $0) } }
 
-    /// Where the mount reads `reference` from: nothing offline; else the origin, and the mirror first when given.
-    func upstream(for reference: ImageReference, global: GlobalOptions) throws -> Upstream {
-        guard !offline else { return Upstream(reference: reference, origin: nil, log: .process) }
-        let mirror = try self.mirror.map { host in
-            Upstream.Mirror(host: host, client: try global.client(for: reference.onRegistry(host), role: .mirror))
-        }
-        return Upstream(
-            reference: reference, origin: try global.client(for: reference, role: .origin), mirror: mirror,
-            log: .process)
+    /// Where the mount reads the repository from.
+    var source: MountConfiguration.Registries.Source {
+        offline ? .offline : mirror.map { .mirrored(host: $0) } ?? .origin
     }
 }
 

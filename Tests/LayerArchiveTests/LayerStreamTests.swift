@@ -9,9 +9,9 @@ import Testing
 /// A layer unpacked while its bytes arrive (`LayerStream`), against the same layer unpacked from a file: the same
 /// index, the same pack, the same refusals; and nothing left behind when it fails.
 @Suite struct LayerStreamTests {
-    let base: LayerArchiveTests
+    let base: LayerIndexingTests
 
-    init() throws { base = try LayerArchiveTests() }
+    init() throws { base = try LayerIndexingTests() }
 
     var store: DirectoryBlobStore { base.store }
 
@@ -36,8 +36,8 @@ import Testing
             .filter { $0.hasSuffix(".tmp") }
     }
 
-    @Test(arguments: LayerArchiveTests.Compression.allCases) func aStreamedLayerIndexesAsTheSameLayerFromAFile(
-        _ compression: LayerArchiveTests.Compression
+    @Test(arguments: LayerIndexingTests.Compression.allCases) func aStreamedLayerIndexesAsTheSameLayerFromAFile(
+        _ compression: LayerIndexingTests.Compression
     ) throws {
         let path = try base.fixtureLayer(compression)
         let layer = SHA256Hasher.digest(try Data(contentsOf: URL(fileURLWithPath: path)))
@@ -89,8 +89,8 @@ import Testing
         #expect(unpacked.index.entries[0].content == unpacked.index.entries[1].content)
     }
 
-    @Test(arguments: LayerArchiveTests.hostileCases) func hostileEntriesRefuseTheStreamedLayer(
-        _ hostile: LayerArchiveTests.HostileCase
+    @Test(arguments: LayerIndexingTests.hostileCases) func hostileEntriesRefuseTheStreamedLayer(
+        _ hostile: LayerIndexingTests.HostileCase
     ) throws {
         let tar = base.dir.file("hostile.tar.gz")
         try makeTar(

@@ -4,7 +4,7 @@ extension Catalog {
     /// What `mount`, `fetch` and `extract` all say when no image suits the selected GPUs (one rule: a warning,
     /// since a mount still serves its writable upper and a refresh may add images later), naming the targets the
     /// repository has so the fix is at hand; nil when an image is used.
-    func nothingSelectedWarning(selection: String) -> String? {
+    public func nothingSelectedWarning(selection: String) -> String? {
         guard used.isEmpty else { return nil }
         guard !entries.isEmpty else { return "\(reference) has no cache image (yet): nothing to serve" }
         let targets = Set(entries.flatMap { $0.targets ?? [] }.map(\.description)).sorted()

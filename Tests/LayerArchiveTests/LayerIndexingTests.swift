@@ -7,7 +7,7 @@ import Synchronization
 import TestSupport
 import Testing
 
-@Suite struct LayerArchiveTests {
+@Suite struct LayerIndexingTests {
     let dir: TemporaryDirectory
     let store: DirectoryBlobStore
     let cache: LayerIndexCache
