@@ -57,7 +57,7 @@ let package = Package(
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ]),
         // Node policy above the filesystem and the fetcher: catalogs (offline, mirror, recorded), leases and the
-        // leased layer provider, eviction, mount placement, metrics, status, systemd. Commands only wire it.
+        // leased layer provider, eviction, mount placement, metrics, status, systemd. MountService builds mounts on it.
         .target(
             name: "NodeService",
             dependencies: [

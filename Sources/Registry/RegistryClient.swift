@@ -31,7 +31,7 @@ public final class RegistryClient: Sendable {
 
     /// - Parameters:
     ///   - registry: `host[:port]`, without scheme.
-    ///   - transport: How requests travel (`CurlTransport` in production, `FakeTransport` in tests).
+    ///   - transport: How requests travel (`CurlTransport` in production, `InMemoryRegistry` in unit tests).
     ///   - credentials: Used for Basic auth and for Bearer token requests; `nil` for anonymous access.
     ///   - options: Scheme, retries, timeouts, size caps.
     /// - Throws: `RegistryError.invalidArgument` for a host that cannot form a URL.
