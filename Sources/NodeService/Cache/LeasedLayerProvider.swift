@@ -95,10 +95,10 @@ public final class LeasedLayerProvider: LayerProvider {
         for image in catalog.used {
             for layer in image.layers {
                 layers.append(layer.digest)
-                if let index = cache.janitor.indexes.load(layer: layer.digest) { blobs += index.contentDigests }
+                if let index = cache.indexes.load(layer: layer.digest) { blobs += index.contentDigests }
             }
         }
-        lease = try cache.janitor.leases.acquire(
+        lease = try cache.hold(
             Lease(
                 command: options.command, mountpoint: options.mountpoint, reference: upstream.reference.description,
                 layers: layers, blobs: blobs))
@@ -130,11 +130,11 @@ public final class LeasedLayerProvider: LayerProvider {
         // takes it), and the lock held across the network would make every other image's bookkeeping (which takes
         // it exclusively) wait for this download. Indexing, which ingests file blobs, stays under it.
         if sources[sources.count - 1].fetcher.downloadsWhole(layer),
-            !FileManager.default.fileExists(atPath: cache.janitor.indexes.path(for: layer.digest))
+            !FileManager.default.fileExists(atPath: cache.indexes.path(for: layer.digest))
         {
             try throughSources(layer) { try $0.download(layer) }
         }
-        let index = try cache.janitor.leases.withLock(exclusive: false) {
+        let index = try cache.withoutEviction {
             try throughSources(layer) { try $0.index(of: layer) }
         }
         if used.withLock({ $0.insert(layer.digest).inserted }) {
@@ -189,7 +189,7 @@ public final class LeasedLayerProvider: LayerProvider {
 
     /// Tries each source in turn; a source whose indexes do not name `content` is skipped silently.
     private func firstSource<R>(of content: Digest, _ body: (LayerFetcher) throws -> R) throws -> R {
-        try cache.janitor.leases.withLock(exclusive: false) {
+        try cache.withoutEviction {
             var lastError: (any Error)?
             for (i, (name, fetcher)) in sources.enumerated() {
                 do { return try body(fetcher) } catch LayerFetcher.FetchError.unknownContent {
@@ -204,13 +204,13 @@ public final class LeasedLayerProvider: LayerProvider {
     }
 
     public func persistPrefetched() {
-        try? cache.janitor.leases.withLock(exclusive: false) {
+        try? cache.withoutEviction {
             for (_, fetcher) in sources { fetcher.persistPrefetched() }
         }
     }
 
     public func prefetch(_ contents: [Digest]) {
-        try? cache.janitor.leases.withLock(exclusive: false) {
+        try? cache.withoutEviction {
             for (_, fetcher) in sources { fetcher.prefetch(contents) }
         }
     }

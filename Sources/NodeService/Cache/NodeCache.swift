@@ -1,5 +1,6 @@
 import BlobCache
 import Foundation
+import LayerArchive
 import Synchronization
 
 /// The cache directory as a node uses it: the store, the layer indexes and the leases, and the size bound a
@@ -30,6 +31,18 @@ public final class NodeCache: Sendable {
     }
 
     public var evictions: Evictions { evicted.withLock { $0 } }
+
+    /// The layer indexes kept in the cache directory.
+    public var indexes: LayerIndexCache { janitor.indexes }
+
+    /// Records `lease` (under `leases/.lock`): from now on no eviction takes what it names.
+    public func hold(_ lease: Lease) throws -> HeldLease { try janitor.leases.acquire(lease) }
+
+    /// Runs `body` holding `leases/.lock` shared, as every fetch and index does: eviction, which takes it
+    /// exclusively, waits until it ends, so nothing `body` ingests goes before a lease names it.
+    public func withoutEviction<R>(_ body: () throws -> R) throws -> R {
+        try janitor.leases.withLock(exclusive: false, body)
+    }
 
     /// Evicts least recently used units no lease holds until the cache fits `maxSize`, if set. Failures are
     /// logged: a cache over its bound still serves. Must not be called while holding `leases/.lock`.
