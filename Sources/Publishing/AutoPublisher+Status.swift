@@ -1,5 +1,6 @@
 import MetricsEndpoint
 import NodeService
+import OCI
 
 extension AutoPublisher {
     /// A mount's automatic publishing (`mount --publish-to`): where it goes, how the runs went, what they pushed.
@@ -66,6 +67,6 @@ extension AutoPublisher {
 }
 
 extension AutoPublisher: MountActivity {
-    public var statusSection: StatusSection? { try? StatusSection(encoding: status) }
+    public var statusSection: JSONValue? { try? JSONValue(encoding: status) }
     public var metricFamilies: [MetricFamily] { status.metricFamilies }
 }

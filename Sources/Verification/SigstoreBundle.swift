@@ -1,4 +1,5 @@
 import Foundation
+import OCI
 
 /// A Sigstore bundle, v0.1 to v0.3 (`application/vnd.dev.sigstore.bundle*`): verification material (a certificate
 /// or a key hint), transparency-log entries, RFC 3161 timestamps, and either a message signature over an artifact

@@ -1,5 +1,6 @@
 import ContentHash
 import Foundation
+import OCI
 
 /// What a Rekor entry's body records: what was hashed, and each signature with who made it.
 ///

@@ -1,4 +1,5 @@
 import Foundation
+import OCI
 import Publishing
 import Testing
 
@@ -59,7 +60,7 @@ import Testing
             #"{"offline":false,"mirrorFallbacks":0,"cacheDir":"/c","evictedBlobs":0,"evictedBytes":0,"#
             + #""fuseErrors":{},"systemdNotify":false}"#
         var decoded = try JSONDecoder().decode(MountStatus.Service.self, from: Data(service.utf8))
-        decoded.publishing = try StatusSection(encoding: publishing)
+        decoded.publishing = try JSONValue(encoding: publishing)
         let text = String(decoding: try MountStatus.encoder.encode(decoded), as: UTF8.self)
         #expect(text.contains(#""intervalSeconds" : 0.5"#) && text.contains(#""runs" : 3"#))
         let reread = try JSONDecoder().decode(MountStatus.Service.self, from: Data(text.utf8))

@@ -87,7 +87,7 @@ public struct MountStatus: Codable, Sendable, Equatable {
         public var systemdNotify: Bool
         /// Automatic publishing (`--publish-to`), as its owner encoded it (`AutoPublisher.Status`); nil when the
         /// mount does not publish.
-        public var publishing: StatusSection?
+        public var publishing: JSONValue?
         /// Live refresh (`--refresh-interval`); nil when the mount's images are fixed at mount.
         public var refresh: Refresh?
         /// Set when the mount refreshes or publishes with no signature policy: what anyone who can push to the
