@@ -21,6 +21,7 @@ import OCI
 ///     signatures/                  signature artifacts verified online, re-verified during outages
 ///     published/<hash>.json, .lock what each upper published to each repository (`mcvfs publish`)
 ///     logs/                        daemon logs
+///     work/<pid>-<purpose>-<uuid>/ scratch of a publish, compaction, push or convert in progress (`WorkDirectory`)
 ///
 /// `docs/cache-directory.md` describes what each part keeps there and the locks between them.
 public struct CacheLayout: Sendable, Hashable, CustomStringConvertible {
@@ -100,4 +101,7 @@ public struct CacheLayout: Sendable, Hashable, CustomStringConvertible {
     public var logs: String { root + "/logs" }
 
     public func log(named name: String) -> String { logs + "/" + name }
+
+    /// Scratch directories of operations in progress, on the cache's filesystem (`WorkDirectory`).
+    public var work: String { root + "/work" }
 }

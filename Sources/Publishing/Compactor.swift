@@ -1,3 +1,4 @@
+import BlobCache
 import Foundation
 import ImageFS
 import LayerArchive
@@ -37,10 +38,13 @@ public struct Compactor {
         /// How long a merged tag stays after the compaction that holds it.
         public var keepFor: TimeInterval
         public var now: Date
+        /// Where merged trees are exported before they are built (`CacheLayout.work`).
+        public var cache: CacheLayout
 
-        public init(publishing: ImagePublisher.Options, keepFor: TimeInterval, now: Date = Date()) {
+        public init(publishing: ImagePublisher.Options, keepFor: TimeInterval, cache: CacheLayout, now: Date = Date()) {
             self.publishing = publishing
             self.keepFor = keepFor
+            self.cache = cache
             self.now = now
         }
     }
@@ -176,10 +180,8 @@ public struct Compactor {
         _ merge: CompactionPlan.Merge, batches: [MergeRecord.Source: Int],
         held: [MergeRecord.Source: (image: CacheImage, repository: Repository)]
     ) throws -> (ImagePublisher.Outcome, CompactionPlan.Image, ImageTreeBuilder.Report) {
-        let work = FileManager.default.temporaryDirectory.appendingPathComponent("mcvfs-compact-\(UUID())")
-        try FileManager.default.createDirectory(
-            at: work, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-        defer { try? FileManager.default.removeItem(at: work) }
+        let work = try WorkDirectory.make("compact", in: options.cache)
+        defer { work.remove() }
         let members = merge.images.compactMap { image in held[image.source].map { (image.source, $0) } }
         // Every content is read through the provider of the repository that holds its layer; the store is shared,
         // so the exporter finds each one local once the providers fetched it.
@@ -205,8 +207,8 @@ public struct Compactor {
             client: destination.client, repository: destination.reference.repository, options: publishing)
         let outcomes =
             switch merge.kind {
-            case .triton: try publisher.publish(cacheDirectory: staging, work: work)
-            case .vllm: try publisher.publish(vllmCache: staging, work: work)
+            case .triton: try publisher.publish(cacheDirectory: staging, work: work.url)
+            case .vllm: try publisher.publish(vllmCache: staging, work: work.url)
             }
         // The merged files must name their target again. A vLLM cache whose C++ kernels do not say their ISA gets
         // this host's (`VLLMCacheLayout`), which need not be the publishers': refused rather than mislabelled.

@@ -1,3 +1,4 @@
+import BlobCache
 import Foundation
 import ImageBuilder
 import OCI
@@ -13,12 +14,10 @@ extension PublishJob {
         }
         report.skipped += harvest.skipped
         for entry in harvest.entries {
-            let work = FileManager.default.temporaryDirectory.appendingPathComponent("mcvfs-publish-\(UUID())")
-            try FileManager.default.createDirectory(
-                at: work, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-            defer { try? FileManager.default.removeItem(at: work) }
+            let work = try WorkDirectory.make("publish", in: ledger.layout)
+            defer { work.remove() }
             guard try harvest.stage(entry, into: work.path + "/cache") else { continue }
-            for image in try publisher.publish(vllmCache: work.path + "/cache", work: work) {
+            for image in try publisher.publish(vllmCache: work.path + "/cache", work: work.url) {
                 report.images.append(image)
                 if !publisher.options.dryRun { try ledger.record([entry.hash], tag: image.tag, from: entry.upper) }
             }

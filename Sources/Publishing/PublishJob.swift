@@ -1,3 +1,4 @@
+import BlobCache
 import Foundation
 
 /// One publish: the complete entries of some uppers that no image of the mount provides and that were not
@@ -56,15 +57,13 @@ public struct PublishJob: Sendable {
             guard !harvest.entries.isEmpty else { return report }
 
             // The staging directory goes whatever happens after it is made: a failed build or push included.
-            let work = FileManager.default.temporaryDirectory.appendingPathComponent("mcvfs-publish-\(UUID())")
-            try FileManager.default.createDirectory(
-                at: work, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-            defer { try? FileManager.default.removeItem(at: work) }
+            let work = try WorkDirectory.make("publish", in: ledger.layout)
+            defer { work.remove() }
             let stage = try harvest.stage(into: work.path + "/cache", canonicalRoot: Self.canonicalRoot)
             report.skipped += stage.skipped
             let staged = stage.entries
             guard !staged.isEmpty else { return report }
-            report.images = try publisher.publish(cacheDirectory: work.path + "/cache", work: work)
+            report.images = try publisher.publish(cacheDirectory: work.path + "/cache", work: work.url)
 
             let taken = Set(report.images.flatMap(\.keys))
             for entry in staged where !taken.contains(entry.key) {

@@ -79,7 +79,7 @@ struct CompactCommand: ParsableCommand {
                 source: reader.repository, destination: destinationReader?.repository,
                 options: .init(
                     publishing: options.publishing(signing: signing, dryRun: dryRun),
-                    keepFor: try Self.seconds(keepFor))
+                    keepFor: try Self.seconds(keepFor), cache: cache.layout)
             ).run()
             warnOfConflicts(report, in: destination)
             if json { return try printJSON(report) }

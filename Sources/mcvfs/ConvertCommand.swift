@@ -1,4 +1,5 @@
 import ArgumentParser
+import BlobCache
 import Foundation
 import ImageBuilder
 import LayerArchive
@@ -80,10 +81,9 @@ struct ConvertCommand: ParsableCommand {
             let plan = ImageBuilder.Plan(
                 entries: entries, labels: labels, targets: image.targets ?? [], entryCount: count,
                 hotSet: try hotSet.map(HotSet.init(contentsOf:)) ?? HotSet())
-            let work = FileManager.default.temporaryDirectory.appendingPathComponent(
-                "mcvfs-convert-\(UUID().uuidString)")
-            try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
-            defer { try? FileManager.default.removeItem(at: work) }
+            let scratch = try WorkDirectory.make("convert", in: try global.cache.layout())
+            defer { scratch.remove() }
+            let work = scratch.url
             let built = try ImageBuilder.build(plan, options: .init(format: .estargz, created: created), in: work)
             let tag = pusher.tag(suffix: nil)
             warnMissing(built.missedHotSet, tag: tag)

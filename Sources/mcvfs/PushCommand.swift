@@ -1,4 +1,5 @@
 import ArgumentParser
+import BlobCache
 import Foundation
 import ImageBuilder
 import LayerArchive
@@ -114,9 +115,9 @@ struct PushCommand: ParsableCommand {
             let builder = ImageBuilder(scan: scan, options: options)
             let plans = try builder.plans()
 
-            let work = FileManager.default.temporaryDirectory.appendingPathComponent("mcvfs-push-\(UUID().uuidString)")
-            try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
-            defer { try? FileManager.default.removeItem(at: work) }
+            let scratch = try WorkDirectory.make("push", in: try global.cache.layout())
+            defer { scratch.remove() }
+            let work = scratch.url
 
             var pushed: [ImageOutput] = []
             for plan in plans {
