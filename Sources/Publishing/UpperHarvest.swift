@@ -120,7 +120,7 @@ public struct UpperHarvest: Sendable {
         for group in groups {
             if let problem = EntryName.problem(group) { return .failure(Refusal(reason: "refused: \(problem)")) }
             let data: Data
-            do { data = try directory.contents(of: group, owner: owner, limit: limits.limit(for: group)) } catch {
+            do { data = try directory.openFile(group, owner: owner, limit: limits.limit(for: group)).readAll() } catch {
                 return .failure(Refusal(reason: "refused: \(group) \(error)"))
             }
             guard let children = Self.children(ofGroup: data) else {
@@ -224,20 +224,21 @@ public struct UpperHarvest: Sendable {
         canonicalRoot root: String
     ) throws -> Int64 {
         let path = target + "/" + file
+        let opened = try source.openFile(file, owner: owner, limit: limit)
         if GroupRelocation.isGroupFile(file) {
-            let data = canonicalGroup(try source.contents(of: file, owner: owner, limit: limit), key: key, root: root)
+            let data = canonicalGroup(try opened.readAll(), key: key, root: root)
             let out = try StagedFile(creating: path, executable: false)
             try data.withUnsafeBytes { try out.write($0) }
             return Int64(data.count)
         }
         let out = try StagedFile(creating: path, executable: false)
         var written: Int64 = 0
-        let executable = try source.read(file, owner: owner, limit: limit) { chunk in
+        try opened.stream { chunk in
             try out.write(chunk)
             written += Int64(chunk.count)
         }
         guard written > 0 else { throw Refusal(reason: "\(file) is empty now") }
-        if executable { try out.setExecutable(true) }
+        if opened.isExecutable { try out.setExecutable(true) }
         return written
     }
 

@@ -297,7 +297,32 @@ import Testing
         #expect(staged.entries.map(\.key) == Array(keys.dropFirst(3)))
         let entry = try #require(UpperDirectory(path: upper)?.subdirectory(keys[2]))
         #expect(throws: UpperDirectory.ReadFailure.linked(count: 2)) {
-            try entry.read(later, owner: 0, limit: 1 << 30) { _ in }
+            _ = try entry.openFile(later, owner: 0, limit: 1 << 30)
         }
+    }
+
+    @Test func anOpenedFileIsReadAsItWasWhenOpenedAndNeverPastItsLimit() throws {
+        let cubin = try groupFiles(keys[0]).first { $0.hasSuffix(".cubin") }!
+        let path = "\(upper)/\(keys[0])/\(cubin)"
+        let before = try Data(contentsOf: URL(fileURLWithPath: path))
+        let size = Int64(before.count)
+        let entry = try #require(UpperDirectory(path: upper)?.subdirectory(keys[0]))
+        #expect(throws: UpperDirectory.ReadFailure.tooLarge(size: size, limit: size - 1)) {
+            _ = try entry.openFile(cubin, owner: 0, limit: size - 1)
+        }
+        #expect(throws: UpperDirectory.ReadFailure.foreign(owner: 0, expected: 65534)) {
+            _ = try entry.openFile(cubin, owner: 65534, limit: size)
+        }
+        let opened = try entry.openFile(cubin, owner: 0, limit: size)
+        // Appended to once opened: what was checked is what is read.
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+        try handle.seekToEnd()
+        try handle.write(contentsOf: Data("appended".utf8))
+        try handle.close()
+        #expect(opened.size == size)
+        #expect(try opened.readAll() == before)
+        var streamed = Data()
+        try entry.openFile(cubin, owner: 0, limit: size + 8).stream { streamed.append(contentsOf: $0) }
+        #expect(streamed == before + Data("appended".utf8))
     }
 }
