@@ -67,7 +67,7 @@ public struct VLLMHarvest: Sendable {
                     seen.insert(hash)
                     entries.append(Entry(hash: hash, upper: upper, path: path, files: files))
                 case .failure(let refusal):
-                    skipped.append(UpperHarvest.Skipped(path: location, reason: refusal.reason))
+                    skipped.append(UpperHarvest.Skipped(path: location, reason: "\(refusal)"))
                 }
             }
         }
@@ -91,9 +91,7 @@ public struct VLLMHarvest: Sendable {
         var bytes: Int64 = 0
         var complete = false
         func walk(_ directory: UpperDirectory, _ prefix: String, depth: Int) -> UpperHarvest.Refusal? {
-            guard depth < limits.depth else {
-                return UpperHarvest.Refusal(reason: "refused: deeper than \(limits.depth)")
-            }
+            guard depth < limits.depth else { return .tooDeep(limit: limits.depth) }
             for name in directory.names() where !isTransient(name) {
                 let path = prefix.isEmpty ? name : prefix + "/" + name
                 if let child = directory.subdirectory(name) {
@@ -103,11 +101,11 @@ public struct VLLMHarvest: Sendable {
                 var info = stat()
                 guard fstatat(directory.fd, name, &info, AT_SYMLINK_NOFOLLOW) == 0,
                     info.st_mode & S_IFMT == S_IFREG
-                else { return UpperHarvest.Refusal(reason: "refused: \(path) is not a regular file") }
+                else { return .unreadable(file: path, .notRegular) }
                 bytes += Int64(info.st_size)
                 files.append(path)
                 guard files.count <= limits.files, bytes <= limits.bytes else {
-                    return UpperHarvest.Refusal(reason: "refused: over \(limits.files) files or \(limits.bytes) bytes")
+                    return .overLimits(files: limits.files, bytes: limits.bytes)
                 }
                 let parts = path.split(separator: "/")
                 let marker =
@@ -119,13 +117,7 @@ public struct VLLMHarvest: Sendable {
             return nil
         }
         if let refusal = walk(directory, "", depth: 0) { return .failure(refusal) }
-        guard complete else {
-            return .failure(
-                UpperHarvest.Refusal(
-                    reason: aot
-                        ? "incomplete: no rank_*/model yet (vLLM writes it when compiling is done)"
-                        : "incomplete: no rank_*/<prefix>/vllm_compile_cache.py yet"))
-        }
+        guard complete else { return .failure(aot ? .noModel : .noCompileCache) }
         return .success(files.sorted())
     }
 

@@ -62,6 +62,25 @@ import Testing
         #expect(taken.entries.map(\.key) == Array(keys.dropFirst(2)))
     }
 
+    @Test func aCheckAnswersWhichRefusalAndItReadsAsTheReportShowsIt() throws {
+        let missing = try groupFiles(keys[0]).first { $0.hasSuffix(".cubin") }!
+        try FileManager.default.removeItem(atPath: "\(upper)/\(keys[0])/\(missing)")
+        let root = try #require(UpperDirectory(path: upper))
+        guard case .failure(let refusal) = UpperHarvest.check(keys[0], in: root, of: upper, limits: PublishLimits())
+        else {
+            Issue.record("a missing child passed the check")
+            return
+        }
+        #expect(refusal == .missing(file: missing))
+        #expect(refusal.description == "incomplete: \(missing) is missing")
+        #expect(
+            UpperHarvest.Refusal.badChildName(group: "__grp__k.json", .dotName("..")).description
+                == "refused: __grp__k.json names '..' is not a file name")
+        #expect(
+            UpperHarvest.Refusal.unreadable(file: "k.cubin", .tooLarge(size: 2, limit: 1)).description
+                == "refused: k.cubin is too large (2 bytes; the limit is 1)")
+    }
+
     @Test func anEntryWithoutAGroupFileIsOneBeingWritten() throws {
         let group = try groupFiles(keys[0]).first { $0.hasPrefix("__grp__") }!
         try FileManager.default.removeItem(atPath: "\(upper)/\(keys[0])/\(group)")
