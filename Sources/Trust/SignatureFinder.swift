@@ -85,7 +85,7 @@ public struct SignatureFinder: Sendable {
     /// as its limit, so a registry that sends more is cut off as it streams.
     private func blob(_ layer: Descriptor, limit: Int, budget: inout Budget) throws -> Data {
         guard layer.size >= 0, layer.size <= Int64(limit) else {
-            throw NotRead(description: "\(layer.size) bytes (at most \(limit) are read)")
+            throw NotRead.tooLarge(size: layer.size, limit: limit)
         }
         guard layer.size <= Int64(budget.left) else { throw overBudget }
         let data = try source.blob(layer.digest, limit: Int(layer.size))
@@ -94,15 +94,23 @@ public struct SignatureFinder: Sendable {
     }
 
     /// Why an artifact was not read: a limit, whatever the artifact holds.
-    struct NotRead: Error, CustomStringConvertible {
-        var description: String
+    enum NotRead: Error, Equatable, CustomStringConvertible {
+        /// Its descriptor says `size` bytes, past the `limit` on one artifact of its kind (`SignatureLimits`).
+        case tooLarge(size: Int64, limit: Int)
+        /// With it, one lookup would read more than `total` bytes (`SignatureLimits.totalBytes`).
+        case overBudget(total: Int)
+
+        var description: String {
+            switch self {
+            case .tooLarge(let size, let limit): return "\(size) bytes (at most \(limit) are read)"
+            case .overBudget(let total):
+                return "not read: with it, this image's signature artifacts pass the \(total)-byte limit on what "
+                    + "one verification reads"
+            }
+        }
     }
 
-    private var overBudget: NotRead {
-        NotRead(
-            description: "not read: with it, this image's signature artifacts pass the \(limits.totalBytes)-byte "
-                + "limit on what one verification reads")
-    }
+    private var overBudget: NotRead { .overBudget(total: limits.totalBytes) }
 
     private func legacy(_ digest: Digest, into found: inout Found, budget: inout Budget) throws {
         let tag = CosignSignature.signatureTag(for: digest)
