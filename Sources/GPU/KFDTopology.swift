@@ -87,17 +87,19 @@ enum KFDTopology {
     }
 
     private static func reason(_ error: any Error) -> String {
-        (error as? POSIXErrorDescription)?.text ?? error.localizedDescription
+        (error as? ReadFailure)?.description ?? error.localizedDescription
     }
 
-    private struct POSIXErrorDescription: Error {
-        var text: String
+    /// Why a sysfs file was not read: the `errno` its `open` or `read` set.
+    private struct ReadFailure: Error, CustomStringConvertible {
+        var errno: Int32
+        var description: String { String(cString: strerror(errno)) }
     }
 
     /// Reads a file until EOF. sysfs reports every attribute as 4096 bytes long, so the size from `stat` is no guide.
     private static func readWholeFile(_ path: String) throws -> String {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw POSIXErrorDescription(text: String(cString: strerror(errno))) }
+        guard fd >= 0 else { throw ReadFailure(errno: errno) }
         defer { close(fd) }
         var bytes: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 4096)
@@ -105,7 +107,7 @@ enum KFDTopology {
             let count = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
             if count < 0 {
                 if errno == EINTR { continue }
-                throw POSIXErrorDescription(text: String(cString: strerror(errno)))
+                throw ReadFailure(errno: errno)
             }
             if count == 0 { break }
             bytes.append(contentsOf: chunk[0..<count])

@@ -9,7 +9,12 @@ public enum BuildError: Error, Equatable, CustomStringConvertible {
     /// the builder's machine, or nothing.
     case escapingSymlink(path: String, target: String)
     case invalidName(String)
-    case unsupported(String)
+    /// An OCI layout's `index.json` that does not decode (`reason`: the decoder's error).
+    case notAnOCIIndex(path: String, reason: String)
+    /// `--split per-target` of a vLLM cache, which serves one GPU model.
+    case splitOfVLLMCache
+    /// `--split per-target` of a cache none of whose kernels names its target.
+    case splitWithoutTargets
     case io(operation: String, path: String, errno: Int32)
 
     public var description: String {
@@ -22,7 +27,10 @@ public enum BuildError: Error, Equatable, CustomStringConvertible {
         case .escapingSymlink(let p, let t):
             return "refusing symlink \(p) -> \(t): it points outside the cache directory"
         case .invalidName(let n): return "refusing file name \(n.debugDescription): not valid UTF-8 or not a plain name"
-        case .unsupported(let why): return why
+        case .notAnOCIIndex(let path, let reason): return "\(path) exists but is not an OCI index: \(reason)"
+        case .splitOfVLLMCache:
+            return "--split per-target applies to Triton caches; a vLLM cache serves one GPU model"
+        case .splitWithoutTargets: return "--split per-target: no kernel in the cache names its target"
         case .io(let op, let p, let e): return "\(op) \(p) failed: \(String(cString: strerror(e)))"
         }
     }

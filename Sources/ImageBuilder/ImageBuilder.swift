@@ -160,18 +160,15 @@ public struct ImageBuilder: Sendable {
     }
 
     /// The images to build: one, or one per target with `--split per-target`.
-    /// - Throws: `BuildError.unsupported` when splitting a vLLM cache or a cache without kernel metadata.
+    /// - Throws: `BuildError.splitOfVLLMCache` or `.splitWithoutTargets` when splitting a vLLM cache or a cache
+    ///   without kernel metadata.
     public func plans() throws(BuildError) -> [Plan] {
         guard options.split == .perTarget else {
             return [plan(files: scan.files, kernels: scan.kernels, suffix: nil)]
         }
-        guard scan.kind == .triton else {
-            throw .unsupported("--split per-target applies to Triton caches; a vLLM cache serves one GPU model")
-        }
+        guard scan.kind == .triton else { throw .splitOfVLLMCache }
         let targets = scan.targets
-        guard !targets.isEmpty else {
-            throw .unsupported("--split per-target: no kernel in the cache names its target")
-        }
+        guard !targets.isEmpty else { throw .splitWithoutTargets }
         // Each <KEY>/ directory belongs to the targets of its kernels; helper-only entries (driver .so files) to
         // every target of their backend, or to all when their name does not tell.
         var targetsByDirectory: [String: Set<GPUTarget>] = [:]

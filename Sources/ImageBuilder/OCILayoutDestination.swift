@@ -38,7 +38,7 @@ public struct OCILayoutDestination: ImageDestination {
         var index = Index(manifests: [])
         if let data = fm.contents(atPath: indexURL.path) {
             do { index = try JSONDecoder().decode(Index.self, from: data) } catch {
-                throw BuildError.unsupported("\(indexURL.path) exists but is not an OCI index: \(error)")
+                throw BuildError.notAnOCIIndex(path: indexURL.path, reason: "\(error)")
             }
         }
         let refName = "org.opencontainers.image.ref.name"

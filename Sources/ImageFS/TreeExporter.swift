@@ -124,7 +124,7 @@ public struct TreeExporter {
         }
         let found: FileBytes
         do { found = try source(digest) } catch {
-            throw ExportError.unsupported("content \(digest.short) of \(path) is not available: \(error)")
+            throw ExportError.contentUnavailable(digest: digest.short, path: path, reason: "\(error)")
         }
         switch found {
         case .held(let data): try data.withUnsafeBytes { try put($0, &hasher) }

@@ -46,7 +46,7 @@ extension EStargz {
                 }
             }
             let path: String
-            do { path = try EntryPolicy.normalise(item.name) } catch { throw hostile(error.reason) }
+            do { path = try EntryPolicy.normalise(item.name) } catch { throw hostile("\(error)") }
             if path == tocName { continue }
             if path == prefetchLandmark || path == noPrefetchLandmark {
                 // Not files of the cache, but members of the blob: the member before one ends where it starts.
@@ -70,7 +70,7 @@ extension EStargz {
             case "reg":
                 guard !path.isEmpty else { throw hostile("file at the layer root") }
                 let whiteout: EntryPolicy.Whiteout
-                do { whiteout = try EntryPolicy.whiteout(path) } catch { throw hostile(error.reason) }
+                do { whiteout = try EntryPolicy.whiteout(path) } catch { throw hostile("\(error)") }
                 switch whiteout {
                 case .whiteout(let deleting):
                     record("\u{0}wh:" + deleting, TarEntry(path: deleting, kind: .whiteout, mode: mode, mtime: mtime))
@@ -135,7 +135,7 @@ extension EStargz {
             case "hardlink":
                 let target: String
                 do { target = try EntryPolicy.normalise(item.linkName ?? "") } catch {
-                    throw hostile("hard link outside the layer: \(error.reason)")
+                    throw hostile("hard link outside the layer: \(error)")
                 }
                 guard !path.isEmpty, let earlier = entries[target], earlier.kind == .file || earlier.kind == .hardlink
                 else { throw hostile("hard link to '\(item.linkName ?? "")', which is no earlier file of the layer") }
@@ -157,8 +157,8 @@ extension EStargz {
         for (key, entry) in entries {
             if key.hasPrefix("\u{0}") { whiteouts.append(entry) } else { tree[key] = entry }
         }
-        if let (path, reason) = EntryPolicy.validateTree(tree, whiteouts: whiteouts) {
-            throw TarError.hostileEntry(path: path, reason: reason)
+        if let (path, violation) = EntryPolicy.validateTree(tree, whiteouts: whiteouts) {
+            throw TarError.hostileEntry(path: path, reason: "\(violation)")
         }
 
         // A member runs from its offset to the next member's (or the TOC's): that is the range to fetch.

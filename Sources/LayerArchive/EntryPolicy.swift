@@ -8,18 +8,52 @@
 /// the way the kernel will; entries below a symlink or a file; hard links that leave the layer or name no earlier
 /// regular file; reserved `.wh..wh.*` names other than the opaque marker.
 enum EntryPolicy {
-    struct Violation: Error {
-        var reason: String
+    /// Which rule an entry breaks; `description` is the reason a refused layer reports (`TarError.hostileEntry`).
+    enum Violation: Error, Equatable, CustomStringConvertible {
+        case absolutePath
+        case parentComponent
+        /// A `.wh.` name with entries below it.
+        case whiteoutAsDirectory
+        /// A `.wh..wh.` name other than the opaque marker.
+        case reservedWhiteout
+        /// `.wh.` alone, `.wh..` or `.wh...`.
+        case whiteoutNamesNothing
+        case emptySymlinkTarget
+        case absoluteSymlinkTarget(String)
+        /// A symlink's target, resolved through the layer's other symlinks, goes above the layer root.
+        case symlinkLeavesRoot(target: String)
+        /// More than the kernel's 40 symlinks on one resolution.
+        case symlinkLoop
+        /// An entry below a symlink (`prefix`) of the layer.
+        case throughSymlink(prefix: String)
+        /// An entry below a non-directory (`prefix`) of the layer.
+        case parentNotDirectory(prefix: String)
+
+        var description: String {
+            switch self {
+            case .absolutePath: return "absolute path"
+            case .parentComponent: return "'..' path component"
+            case .whiteoutAsDirectory: return "whiteout name used as a directory"
+            case .reservedWhiteout: return "reserved whiteout name"
+            case .whiteoutNamesNothing: return "whiteout names no entry"
+            case .emptySymlinkTarget: return "symlink with empty target"
+            case .absoluteSymlinkTarget(let target): return "symlink target '\(target)' is absolute"
+            case .symlinkLeavesRoot(let target): return "symlink target '\(target)' leaves the layer root"
+            case .symlinkLoop: return "symlink chain too long (loop?)"
+            case .throughSymlink(let prefix): return "path passes through symlink '\(prefix)'"
+            case .parentNotDirectory(let prefix): return "parent '\(prefix)' is not a directory"
+            }
+        }
     }
 
     /// The normalised form of an archive path; "" is the root.
     static func normalise(_ raw: String) throws(Violation) -> String {
         if isNormal(raw) { return raw }
-        if raw.hasPrefix("/") { throw Violation(reason: "absolute path") }
+        if raw.hasPrefix("/") { throw .absolutePath }
         var components: [Substring] = []
         for component in raw.split(separator: "/", omittingEmptySubsequences: true) {
             if component == "." { continue }
-            if component == ".." { throw Violation(reason: "'..' path component") }
+            if component == ".." { throw .parentComponent }
             components.append(component)
         }
         return components.joined(separator: "/")
@@ -54,13 +88,13 @@ enum EntryPolicy {
         guard mentionsWhiteout(path) else { return .none }
         let (parent, name) = split(path)
         if parent.split(separator: "/").contains(where: { $0.hasPrefix(".wh.") }) {
-            throw Violation(reason: "whiteout name used as a directory")
+            throw .whiteoutAsDirectory
         }
         guard name.hasPrefix(".wh.") else { return .none }
         if name == ".wh..wh..opq" { return .opaque(directory: parent) }
-        if name.hasPrefix(".wh..wh.") { throw Violation(reason: "reserved whiteout name") }
+        if name.hasPrefix(".wh..wh.") { throw .reservedWhiteout }
         let target = String(name.dropFirst(4))
-        if target.isEmpty || target == "." || target == ".." { throw Violation(reason: "whiteout names no entry") }
+        if target.isEmpty || target == "." || target == ".." { throw .whiteoutNamesNothing }
         return .whiteout(deleting: parent.isEmpty ? target : parent + "/" + target)
     }
 
@@ -90,7 +124,7 @@ enum EntryPolicy {
     /// - Returns: nil when the tree is safe, else the offending path and why.
     static func validateTree(
         _ entries: [String: TarEntry], whiteouts: [TarEntry] = []
-    ) -> (path: String, reason: String)? {
+    ) -> (path: String, violation: Violation)? {
         if let verdict = quickCheck(entries, whiteouts: whiteouts) { return verdict }
         // The paths whose ancestors must be real directories; an opaque whiteout's own directory as well.
         var checks = entries.keys.map { (path: $0, through: $0.split(separator: "/").dropLast()) }
@@ -105,8 +139,8 @@ enum EntryPolicy {
                 guard let ancestor = entries[prefix] else { continue }
                 switch ancestor.kind {
                 case .directory: continue
-                case .symlink: return (path, "path passes through symlink '\(prefix)'")
-                default: return (path, "parent '\(prefix)' is not a directory")
+                case .symlink: return (path, .throughSymlink(prefix: prefix))
+                default: return (path, .parentNotDirectory(prefix: prefix))
                 }
             }
         }
@@ -116,7 +150,7 @@ enum EntryPolicy {
                 let directory = split(path).parent.split(separator: "/").map(String.init)
                 _ = try resolve(from: directory, target: entry.linkTarget ?? "", entries: entries, budget: &budget)
             } catch {
-                return (path, error.reason)
+                return (path, error)
             }
         }
         return nil
@@ -127,7 +161,7 @@ enum EntryPolicy {
     /// offending path).
     private static func quickCheck(
         _ entries: [String: TarEntry], whiteouts: [TarEntry]
-    ) -> (path: String, reason: String)?? {
+    ) -> (path: String, violation: Violation)?? {
         guard !entries.values.contains(where: { $0.kind == .symlink }) else { return nil }
         var parents = Set<Substring>()
         for path in entries.keys {
@@ -152,19 +186,19 @@ enum EntryPolicy {
     private static func resolve(
         from directory: [String], target: String, entries: [String: TarEntry], budget: inout Int
     ) throws(Violation) -> [String] {
-        if target.isEmpty { throw Violation(reason: "symlink with empty target") }
-        if target.hasPrefix("/") { throw Violation(reason: "symlink target '\(target)' is absolute") }
+        if target.isEmpty { throw .emptySymlinkTarget }
+        if target.hasPrefix("/") { throw .absoluteSymlinkTarget(target) }
         var stack = directory
         for component in target.split(separator: "/") where component != "." {
             if component == ".." {
-                if stack.isEmpty { throw Violation(reason: "symlink target '\(target)' leaves the layer root") }
+                if stack.isEmpty { throw .symlinkLeavesRoot(target: target) }
                 stack.removeLast()
                 continue
             }
             stack.append(String(component))
             if let link = entries[stack.joined(separator: "/")], link.kind == .symlink {
                 budget -= 1
-                if budget < 0 { throw Violation(reason: "symlink chain too long (loop?)") }
+                if budget < 0 { throw .symlinkLoop }
                 stack.removeLast()
                 // A failure below names the inner link's target, which is the one that leaves the root.
                 stack = try resolve(from: stack, target: link.linkTarget ?? "", entries: entries, budget: &budget)

@@ -83,8 +83,8 @@ public struct LayerUnpacker: Sendable {
         for (key, entry) in state.entries {
             if key.hasPrefix(State.whiteoutKey) { whiteouts.append(entry) } else { tree[key] = entry }
         }
-        if let (path, reason) = EntryPolicy.validateTree(tree, whiteouts: whiteouts) {
-            throw TarError.hostileEntry(path: path, reason: reason)
+        if let (path, violation) = EntryPolicy.validateTree(tree, whiteouts: whiteouts) {
+            throw TarError.hostileEntry(path: path, reason: "\(violation)")
         }
         let index = LayerIndex(
             layer: layer, entries: state.order.map { state.entries[$0]! },
@@ -126,19 +126,19 @@ public struct LayerUnpacker: Sendable {
         }
         func hostile(_ reason: String) -> TarError { .hostileEntry(path: raw, reason: reason) }
         let path: String
-        do { path = try EntryPolicy.normalise(raw) } catch { throw hostile(error.reason) }
+        do { path = try EntryPolicy.normalise(raw) } catch { throw hostile("\(error)") }
         if header.permissions & 0o6000 != 0 {
             throw hostile("setuid or setgid bit set (mode \(String(header.permissions, radix: 8)))")
         }
         let mode = header.permissions & 0o1777
         let whiteout: EntryPolicy.Whiteout
-        do { whiteout = path.isEmpty ? .none : try EntryPolicy.whiteout(path) } catch { throw hostile(error.reason) }
+        do { whiteout = path.isEmpty ? .none : try EntryPolicy.whiteout(path) } catch { throw hostile("\(error)") }
         let isRegular = header.hardlink == nil && header.fileType & ArchiveReader.ifmt == ArchiveReader.ifreg
         if whiteout != .none && !isRegular { throw hostile("whiteout that is not a regular file") }
         if let hardlink = header.hardlink {
             let target: String
             do { target = try EntryPolicy.normalise(hardlink) } catch {
-                throw hostile("hard link to '\(hardlink)' outside the layer: \(error.reason)")
+                throw hostile("hard link to '\(hardlink)' outside the layer: \(error)")
             }
             guard let earlier = state.entries[target], earlier.kind == .file || earlier.kind == .hardlink else {
                 throw hostile("hard link to '\(hardlink)', which is no earlier file of the layer")

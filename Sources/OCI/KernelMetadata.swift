@@ -21,16 +21,21 @@ public struct KernelMetadata: Sendable, Equatable, Decodable {
     public var ptxVersion: Int?
     public var debug: Bool?
 
-    /// A kernel JSON file that could not be decoded.
-    public struct MalformedError: Error, Equatable, CustomStringConvertible {
-        /// What was missing or wrong.
-        public var reason: String
+    /// A kernel JSON file that could not be decoded, and where.
+    public enum MalformedError: Error, Equatable, CustomStringConvertible {
+        /// A key the metadata must have, dotted from the document's root (`target.arch`).
+        case missingKey(String)
+        /// A value of the wrong type, or bytes that are not JSON: where (a dotted key path, "" for the document
+        /// itself), in the decoder's words.
+        case invalid(at: String, detail: String)
 
-        public init(reason: String) {
-            self.reason = reason
+        public var description: String {
+            switch self {
+            case .missingKey(let key): return "malformed Triton kernel metadata: missing key '\(key)'"
+            case .invalid(let at, let detail):
+                return "malformed Triton kernel metadata: \(at.isEmpty ? detail : "\(at): \(detail)")"
+            }
         }
-
-        public var description: String { "malformed Triton kernel metadata: \(reason)" }
     }
 
     /// Decodes a kernel JSON file's bytes. The one parser of `<name>.json`: the mount's GPU filter, the image
@@ -40,9 +45,9 @@ public struct KernelMetadata: Sendable, Equatable, Decodable {
         do {
             self = try JSONDecoder().decode(KernelMetadata.self, from: json)
         } catch let error as DecodingError {
-            throw MalformedError(reason: Self.describe(error))
+            throw Self.malformed(error)
         } catch {
-            throw MalformedError(reason: "\(error)")
+            throw .invalid(at: "", detail: "\(error)")
         }
     }
 
@@ -77,19 +82,18 @@ public struct KernelMetadata: Sendable, Equatable, Decodable {
         debug = try container.decodeIfPresent(Bool.self, forKey: .debug)
     }
 
-    private static func describe(_ error: DecodingError) -> String {
+    private static func malformed(_ error: DecodingError) -> MalformedError {
         func path(_ context: DecodingError.Context) -> String {
             context.codingPath.map(\.stringValue).joined(separator: ".")
         }
         switch error {
         case .keyNotFound(let key, let context):
             let at = path(context)
-            return "missing key '\(at.isEmpty ? key.stringValue : at + "." + key.stringValue)'"
+            return .missingKey(at.isEmpty ? key.stringValue : at + "." + key.stringValue)
         case .typeMismatch(_, let context), .valueNotFound(_, let context), .dataCorrupted(let context):
-            let at = path(context)
-            return at.isEmpty ? context.debugDescription : "\(at): \(context.debugDescription)"
+            return .invalid(at: path(context), detail: context.debugDescription)
         @unknown default:
-            return "\(error)"
+            return .invalid(at: "", detail: "\(error)")
         }
     }
 }

@@ -6,17 +6,45 @@ public enum EntryName {
     /// The longest name a Linux filesystem holds (`NAME_MAX`), in bytes.
     public static let maximumBytes = 255
 
+    /// Why a name is not one a publish takes; `description` is how a report names it. The cases that carry the
+    /// name render it `printable`.
+    public enum Problem: Sendable, Equatable, CustomStringConvertible {
+        case empty
+        /// `.` or `..`.
+        case dotName(String)
+        /// Longer than `maximumBytes` bytes.
+        case tooLong
+        case nul(String)
+        case slash(String)
+        /// A C0 or C1 control character, or DEL.
+        case controlCharacter(String)
+        /// A name read from a directory that is not UTF-8 (it reads with U+FFFD in it).
+        case notUTF8(String)
+
+        public var description: String {
+            switch self {
+            case .empty: return "an empty name"
+            case .dotName(let name): return "'\(name)' is not a file name"
+            case .tooLong: return "a name longer than \(EntryName.maximumBytes) bytes"
+            case .nul(let name): return "a name with a NUL byte (\(EntryName.printable(name)))"
+            case .slash(let name): return "a name with '/' (\(EntryName.printable(name)))"
+            case .controlCharacter(let name): return "a name with a control character (\(EntryName.printable(name)))"
+            case .notUTF8(let name): return "a name that is not UTF-8 (\(EntryName.printable(name)))"
+            }
+        }
+    }
+
     /// Why `name` is not one a publish takes; nil when it is.
-    public static func problem(_ name: String) -> String? {
-        if name.isEmpty { return "an empty name" }
-        if name == "." || name == ".." { return "'\(name)' is not a file name" }
-        if name.utf8.count > maximumBytes { return "a name longer than \(maximumBytes) bytes" }
+    public static func problem(_ name: String) -> Problem? {
+        if name.isEmpty { return .empty }
+        if name == "." || name == ".." { return .dotName(name) }
+        if name.utf8.count > maximumBytes { return .tooLong }
         for scalar in name.unicodeScalars {
             switch scalar.value {
-            case 0: return "a name with a NUL byte (\(printable(name)))"
-            case 0x2F: return "a name with '/' (\(printable(name)))"
-            case 0x01...0x1F, 0x7F...0x9F: return "a name with a control character (\(printable(name)))"
-            case 0xFFFD: return "a name that is not UTF-8 (\(printable(name)))"
+            case 0: return .nul(name)
+            case 0x2F: return .slash(name)
+            case 0x01...0x1F, 0x7F...0x9F: return .controlCharacter(name)
+            case 0xFFFD: return .notUTF8(name)
             default: continue
             }
         }

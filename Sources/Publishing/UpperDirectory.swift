@@ -7,7 +7,8 @@ import Foundation
 /// A directory of an upper, opened without following links; its entries are reached relative to its descriptor
 /// (`openat`/`fstatat` with `O_NOFOLLOW`), so a user who swaps a name for a link between two calls redirects
 /// nothing. Files are opened `O_NONBLOCK` (a FIFO or a device never blocks the open) and checked with `fstat`
-/// on the descriptor opened, never by name; their bytes are read in bounded chunks.
+/// on the descriptor opened, never by name; their bytes are read in bounded chunks, never more than the size
+/// they had when opened (`OpenedFile`).
 ///
 /// Only a file its upper's writer owns, with one link, is read: where users can reach an upper on disk and the
 /// kernel lets them hard-link files they do not own (`fs.protected_hardlinks=0`), a link to a root-only file
@@ -102,42 +103,91 @@ final class UpperDirectory {
         return info.st_size == 0 ? .empty : .regular(size: Int64(info.st_size))
     }
 
-    /// The bytes of a regular file of `owner`'s of at most `limit` bytes.
-    func contents(of name: String, owner: UInt32, limit: Int64) throws -> Data {
-        var data = Data()
-        _ = try read(name, owner: owner, limit: limit) { chunk in data.append(contentsOf: chunk) }
-        return data
+    /// Opens a regular file of `owner`'s with one link and at most `limit` bytes, all checked on the descriptor
+    /// opened: a name swapped after a scan changes nothing. The one way a file of an upper is read.
+    func openFile(_ name: String, owner: UInt32, limit: Int64) throws(ReadFailure) -> OpenedFile {
+        try OpenedFile(name, in: self, owner: owner, limit: limit)
     }
 
-    /// Streams a regular file of at most `limit` bytes, owned by `owner` and with one link, to `body`, a chunk at
-    /// a time. Both are checked on the descriptor opened: a name swapped after a scan changes nothing.
-    /// - Returns: whether the file is executable by its owner, group or others.
-    /// - Throws: a `ReadFailure`, or what `body` throws.
-    func read(_ name: String, owner: UInt32, limit: Int64, into body: (UnsafeRawBufferPointer) throws -> Void)
-        throws -> Bool
-    {
-        let file = openat(fd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
-        guard file >= 0 else { throw ReadFailure.unopenable(errno) }
-        defer { close(file) }
-        var info = stat()
-        guard fstat(file, &info) == 0 else { throw ReadFailure.io(errno) }
-        guard info.st_mode & S_IFMT == S_IFREG else { throw ReadFailure.notRegular }
-        if let refusal = ReadFailure.provenance(of: info, owner: owner) { throw refusal }
-        guard Int64(info.st_size) <= limit else {
-            throw ReadFailure.tooLarge(size: Int64(info.st_size), limit: limit)
+    /// A regular file of an upper, opened `O_NOFOLLOW | O_NONBLOCK` relative to its directory's descriptor and
+    /// checked with `fstat` on its own: a regular file (never a link, FIFO or device), its writer's (`owner`), with
+    /// one link, within a limit. Its bytes are read in bounded chunks, never more than `size`, the size it had
+    /// when opened: a writer that keeps appending cannot make a read grow past what was checked.
+    final class OpenedFile {
+        private let fd: Int32
+        /// Its size when opened, within the limit it was opened with: what a read returns at most.
+        let size: Int64
+        /// Whether it is executable by its owner, group or others.
+        let isExecutable: Bool
+        /// What is left to read of `size`.
+        private var left: Int64
+
+        fileprivate init(_ name: String, in directory: UpperDirectory, owner: UInt32, limit: Int64)
+            throws(ReadFailure)
+        {
+            fd = openat(directory.fd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
+            guard fd >= 0 else { throw .unopenable(errno) }
+            var info = stat()
+            guard fstat(fd, &info) == 0 else {
+                let code = errno
+                close(fd)
+                throw .io(code)
+            }
+            let failure: ReadFailure? =
+                if info.st_mode & S_IFMT != S_IFREG {
+                    .notRegular
+                } else if let refusal = ReadFailure.provenance(of: info, owner: owner) {
+                    refusal
+                } else if Int64(info.st_size) > limit {
+                    .tooLarge(size: Int64(info.st_size), limit: limit)
+                } else {
+                    nil
+                }
+            if let failure {
+                close(fd)
+                throw failure
+            }
+            size = Int64(info.st_size)
+            left = size
+            isExecutable = info.st_mode & 0o111 != 0
         }
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Self.chunkBytes, alignment: 16)
-        defer { buffer.deallocate() }
-        var total: Int64 = 0
-        while true {
-            let n = Glibc.read(file, buffer.baseAddress, buffer.count)
-            if n < 0 && errno == EINTR { continue }
-            guard n >= 0 else { throw ReadFailure.io(errno) }
-            if n == 0 { return info.st_mode & 0o111 != 0 }
-            total += Int64(n)
-            // The file may grow after the fstat: the limit holds for the bytes read.
-            guard total <= limit else { throw ReadFailure.tooLarge(size: total, limit: limit) }
-            try body(UnsafeRawBufferPointer(rebasing: buffer[..<n]))
+
+        deinit { close(fd) }
+
+        /// All its bytes (at most `size`).
+        func readAll() throws(ReadFailure) -> Data {
+            let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: UpperDirectory.chunkBytes, alignment: 16)
+            defer { buffer.deallocate() }
+            var data = Data()
+            while true {
+                let n = try next(into: buffer)
+                if n == 0 { return data }
+                data.append(contentsOf: buffer[..<n])
+            }
+        }
+
+        /// Streams its bytes (at most `size`) to `body`, a chunk of at most `chunkBytes` at a time.
+        /// - Throws: a `ReadFailure`, or what `body` throws.
+        func stream(into body: (UnsafeRawBufferPointer) throws -> Void) throws {
+            let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: UpperDirectory.chunkBytes, alignment: 16)
+            defer { buffer.deallocate() }
+            while true {
+                let n = try next(into: buffer)
+                if n == 0 { return }
+                try body(UnsafeRawBufferPointer(rebasing: buffer[..<n]))
+            }
+        }
+
+        /// Reads the next chunk into `buffer`: its length, 0 once `size` bytes are read or the file ends.
+        private func next(into buffer: UnsafeMutableRawBufferPointer) throws(ReadFailure) -> Int {
+            while left > 0 {
+                let n = Glibc.read(fd, buffer.baseAddress, Int(min(Int64(buffer.count), left)))
+                if n < 0 && errno == EINTR { continue }
+                guard n >= 0 else { throw .io(errno) }
+                left -= Int64(n)
+                return n
+            }
+            return 0
         }
     }
 }

@@ -57,14 +57,18 @@ public struct UpperHarvest: Sendable {
             guard let root = UpperDirectory(path: upper) else { continue }  // a uid that never wrote has no upper
             for name in root.names() where !OverlayFileSystem.isBookkeeping(name) && !isKnown(name) {
                 let path = upper + "/" + EntryName.printable(name)
-                if let reason = EntryName.problem(name).map({ "refused: \($0)" }) ?? Self.ignoredReason(name) {
+                if let problem = EntryName.problem(name) {
+                    skipped.append(Skipped(path: path, reason: "\(Refusal.badName(problem))"))
+                    continue
+                }
+                if let reason = Self.ignoredReason(name) {
                     skipped.append(Skipped(path: path, reason: reason))
                     continue
                 }
                 switch Self.check(name, in: root, of: upper, limits: limits) {
                 case .success(let checked):
                     entries.append(Entry(key: name, upper: upper, files: checked.files, bytes: checked.bytes))
-                case .failure(let refusal): skipped.append(Skipped(path: path, reason: refusal.reason))
+                case .failure(let refusal): skipped.append(Skipped(path: path, reason: "\(refusal)"))
                 }
             }
         }
@@ -86,9 +90,53 @@ public struct UpperHarvest: Sendable {
         return nil
     }
 
-    struct Refusal: Error, CustomStringConvertible {
-        var reason: String
-        var description: String { reason }
+    /// Why an entry (a Triton `<KEY>/` directory, or a vLLM hash directory: `VLLMHarvest`) is not taken; its
+    /// `description` is the reason a publish reports for it (`Skipped.reason`).
+    enum Refusal: Error, Equatable, CustomStringConvertible {
+        /// The entry's name, or a group file's, is not one a publish takes.
+        case badName(EntryName.Problem)
+        /// A group file names a child whose name a publish does not take.
+        case badChildName(group: String, EntryName.Problem)
+        /// A file of the entry that is not read: a link, a FIFO, another owner's, one too large...
+        case unreadable(file: String, UpperDirectory.ReadFailure)
+        case missing(file: String)
+        /// Empty at the scan: its writer has not closed it yet.
+        case empty(file: String)
+        /// Not empty at the scan, empty when staged.
+        case emptyNow(file: String)
+
+        // A Triton entry
+        case notADirectory
+        case ownerUnreadable
+        case noGroupFile
+        case notAGroupFile(String)
+
+        // A vLLM hash directory
+        case tooDeep(limit: Int)
+        case overLimits(files: Int, bytes: Int64)
+        /// An AOT directory without its `rank_*/model` marker yet.
+        case noModel
+        /// An Inductor directory without its `rank_*/<prefix>/vllm_compile_cache.py` marker yet.
+        case noCompileCache
+
+        var description: String {
+            switch self {
+            case .badName(let problem): return "refused: \(problem)"
+            case .badChildName(let group, let problem): return "refused: \(group) names \(problem)"
+            case .unreadable(let file, let failure): return "refused: \(file) \(failure)"
+            case .missing(let file): return "incomplete: \(file) is missing"
+            case .empty(let file): return "incomplete: \(file) is empty (still being written)"
+            case .emptyNow(let file): return "\(file) is empty now"
+            case .notADirectory: return "not a directory (a Triton cache holds <KEY>/ directories)"
+            case .ownerUnreadable: return "its owner cannot be read"
+            case .noGroupFile: return "no group file yet (an entry being written, or a driver helper)"
+            case .notAGroupFile(let group): return "\(group) is not a Triton group file"
+            case .tooDeep(let limit): return "refused: deeper than \(limit)"
+            case .overLimits(let files, let bytes): return "refused: over \(files) files or \(bytes) bytes"
+            case .noModel: return "incomplete: no rank_*/model yet (vLLM writes it when compiling is done)"
+            case .noCompileCache: return "incomplete: no rank_*/<prefix>/vllm_compile_cache.py yet"
+            }
+        }
     }
 
     /// What a complete entry holds.
@@ -105,48 +153,35 @@ public struct UpperHarvest: Sendable {
     static func check(
         _ key: String, in root: UpperDirectory, of path: String, limits: PublishLimits
     ) -> Result<Checked, Refusal> {
-        guard let directory = root.subdirectory(key) else {
-            return .failure(Refusal(reason: "not a directory (a Triton cache holds <KEY>/ directories)"))
-        }
-        guard let owner = writer(of: directory, in: root, path: path) else {
-            return .failure(Refusal(reason: "its owner cannot be read"))
-        }
+        guard let directory = root.subdirectory(key) else { return .failure(.notADirectory) }
+        guard let owner = writer(of: directory, in: root, path: path) else { return .failure(.ownerUnreadable) }
         let names = directory.names()
         let groups = names.filter(GroupRelocation.isGroupFile).sorted()
-        guard !groups.isEmpty else {
-            return .failure(Refusal(reason: "no group file yet (an entry being written, or a driver helper)"))
-        }
+        guard !groups.isEmpty else { return .failure(.noGroupFile) }
         var files = Set(groups)
         for group in groups {
-            if let problem = EntryName.problem(group) { return .failure(Refusal(reason: "refused: \(problem)")) }
+            if let problem = EntryName.problem(group) { return .failure(.badName(problem)) }
             let data: Data
-            do { data = try directory.contents(of: group, owner: owner, limit: limits.limit(for: group)) } catch {
-                return .failure(Refusal(reason: "refused: \(group) \(error)"))
+            do { data = try directory.openFile(group, owner: owner, limit: limits.limit(for: group)).readAll() } catch {
+                return .failure(.unreadable(file: group, error))
             }
-            guard let children = Self.children(ofGroup: data) else {
-                return .failure(Refusal(reason: "\(group) is not a Triton group file"))
-            }
+            guard let children = Self.children(ofGroup: data) else { return .failure(.notAGroupFile(group)) }
             for child in children {
-                if let problem = EntryName.problem(child) {
-                    return .failure(Refusal(reason: "refused: \(group) names \(problem)"))
-                }
+                if let problem = EntryName.problem(child) { return .failure(.badChildName(group: group, problem)) }
             }
             files.formUnion(children)
         }
         var bytes: Int64 = 0
         for file in files {
             switch directory.kind(of: file, owner: owner) {
-            case .missing: return .failure(Refusal(reason: "incomplete: \(file) is missing"))
-            case .refused(let failure): return .failure(Refusal(reason: "refused: \(file) \(failure)"))
-            case .empty: return .failure(Refusal(reason: "incomplete: \(file) is empty (still being written)"))
-            case .other: return .failure(Refusal(reason: "refused: \(file) is not a regular file"))
+            case .missing: return .failure(.missing(file: file))
+            case .refused(let failure): return .failure(.unreadable(file: file, failure))
+            case .empty: return .failure(.empty(file: file))
+            case .other: return .failure(.unreadable(file: file, .notRegular))
             case .regular(let size):
                 let limit = limits.limit(for: file)
                 guard size <= limit else {
-                    return .failure(
-                        Refusal(
-                            reason: "refused: \(file) \(UpperDirectory.ReadFailure.tooLarge(size: size, limit: limit))")
-                    )
+                    return .failure(.unreadable(file: file, .tooLarge(size: size, limit: limit)))
                 }
                 bytes += size
             }
@@ -224,20 +259,21 @@ public struct UpperHarvest: Sendable {
         canonicalRoot root: String
     ) throws -> Int64 {
         let path = target + "/" + file
+        let opened = try source.openFile(file, owner: owner, limit: limit)
         if GroupRelocation.isGroupFile(file) {
-            let data = canonicalGroup(try source.contents(of: file, owner: owner, limit: limit), key: key, root: root)
+            let data = canonicalGroup(try opened.readAll(), key: key, root: root)
             let out = try StagedFile(creating: path, executable: false)
             try data.withUnsafeBytes { try out.write($0) }
             return Int64(data.count)
         }
         let out = try StagedFile(creating: path, executable: false)
         var written: Int64 = 0
-        let executable = try source.read(file, owner: owner, limit: limit) { chunk in
+        try opened.stream { chunk in
             try out.write(chunk)
             written += Int64(chunk.count)
         }
-        guard written > 0 else { throw Refusal(reason: "\(file) is empty now") }
-        if executable { try out.setExecutable(true) }
+        guard written > 0 else { throw Refusal.emptyNow(file: file) }
+        if opened.isExecutable { try out.setExecutable(true) }
         return written
     }
 

@@ -67,7 +67,7 @@ public struct VLLMHarvest: Sendable {
                     seen.insert(hash)
                     entries.append(Entry(hash: hash, upper: upper, path: path, files: files))
                 case .failure(let refusal):
-                    skipped.append(UpperHarvest.Skipped(path: location, reason: refusal.reason))
+                    skipped.append(UpperHarvest.Skipped(path: location, reason: "\(refusal)"))
                 }
             }
         }
@@ -91,9 +91,7 @@ public struct VLLMHarvest: Sendable {
         var bytes: Int64 = 0
         var complete = false
         func walk(_ directory: UpperDirectory, _ prefix: String, depth: Int) -> UpperHarvest.Refusal? {
-            guard depth < limits.depth else {
-                return UpperHarvest.Refusal(reason: "refused: deeper than \(limits.depth)")
-            }
+            guard depth < limits.depth else { return .tooDeep(limit: limits.depth) }
             for name in directory.names() where !isTransient(name) {
                 let path = prefix.isEmpty ? name : prefix + "/" + name
                 if let child = directory.subdirectory(name) {
@@ -103,11 +101,11 @@ public struct VLLMHarvest: Sendable {
                 var info = stat()
                 guard fstatat(directory.fd, name, &info, AT_SYMLINK_NOFOLLOW) == 0,
                     info.st_mode & S_IFMT == S_IFREG
-                else { return UpperHarvest.Refusal(reason: "refused: \(path) is not a regular file") }
+                else { return .unreadable(file: path, .notRegular) }
                 bytes += Int64(info.st_size)
                 files.append(path)
                 guard files.count <= limits.files, bytes <= limits.bytes else {
-                    return UpperHarvest.Refusal(reason: "refused: over \(limits.files) files or \(limits.bytes) bytes")
+                    return .overLimits(files: limits.files, bytes: limits.bytes)
                 }
                 let parts = path.split(separator: "/")
                 let marker =
@@ -119,13 +117,7 @@ public struct VLLMHarvest: Sendable {
             return nil
         }
         if let refusal = walk(directory, "", depth: 0) { return .failure(refusal) }
-        guard complete else {
-            return .failure(
-                UpperHarvest.Refusal(
-                    reason: aot
-                        ? "incomplete: no rank_*/model yet (vLLM writes it when compiling is done)"
-                        : "incomplete: no rank_*/<prefix>/vllm_compile_cache.py yet"))
-        }
+        guard complete else { return .failure(aot ? .noModel : .noCompileCache) }
         return .success(files.sorted())
     }
 
@@ -148,42 +140,29 @@ public struct VLLMHarvest: Sendable {
             try FileManager.default.createDirectory(
                 atPath: (target as NSString).deletingLastPathComponent, withIntermediateDirectories: true,
                 attributes: [.posixPermissions: 0o755])
-            guard try Self.copy(parts.last!, in: from, owner: owner, to: target) else { return false }
+            guard try Self.copy(parts.last!, in: from, owner: owner, limit: limits.bytes, to: target) else {
+                return false
+            }
         }
         return true
     }
 
     /// Streams a regular file of `directory` to a new file at `target`, at most the size it has when opened
-    /// (artifacts run to gigabytes for large models: never read whole into memory). False when it is no longer a
-    /// regular file, or not one `owner` wrote alone (another owner, or a hard link: `UpperDirectory.ReadFailure`).
-    static func copy(_ name: String, in directory: UpperDirectory, owner: UInt32, to target: String) throws -> Bool {
-        let source = openat(directory.fd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
-        guard source >= 0 else { return false }
-        defer { close(source) }
-        var info = stat()
-        guard fstat(source, &info) == 0, info.st_mode & S_IFMT == S_IFREG,
-            UpperDirectory.ReadFailure.provenance(of: info, owner: owner) == nil
-        else { return false }
-        let mode: mode_t = info.st_mode & 0o111 != 0 ? 0o755 : 0o644
-        let out = open(target, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode)
-        guard out >= 0 else { throw PublishingError.io(operation: "create", path: target, errno) }
-        defer { close(out) }
-        // No more than the size seen now: a writer that keeps appending cannot make the copy grow without end.
-        var left = Int64(info.st_size)
-        var buffer = [UInt8](repeating: 0, count: 1 << 20)
-        while true {
-            let n = left == 0 ? 0 : read(source, &buffer, Int(min(Int64(buffer.count), left)))
-            if n < 0 && errno == EINTR { continue }
-            guard n >= 0 else { throw PublishingError.io(operation: "read", path: target, errno) }
-            if n == 0 { return true }
-            left -= Int64(n)
-            var offset = 0
-            while offset < n {
-                let written = buffer.withUnsafeBytes { write(out, $0.baseAddress! + offset, n - offset) }
-                if written < 0 && errno == EINTR { continue }
-                guard written > 0 else { throw PublishingError.io(operation: "write", path: target, errno) }
-                offset += written
-            }
+    /// (`UpperDirectory.OpenedFile`: artifacts run to gigabytes for large models, never read whole into memory,
+    /// and a writer that keeps appending cannot make the copy grow). False when it is no longer a regular file of
+    /// at most `limit` bytes, or not one `owner` wrote alone (another owner, or a hard link:
+    /// `UpperDirectory.ReadFailure`).
+    static func copy(_ name: String, in directory: UpperDirectory, owner: UInt32, limit: Int64, to target: String)
+        throws -> Bool
+    {
+        let source: UpperDirectory.OpenedFile
+        do { source = try directory.openFile(name, owner: owner, limit: limit) } catch { return false }
+        let out = try StagedFile(creating: target, executable: source.isExecutable)
+        do {
+            try source.stream { try out.write($0) }
+        } catch UpperDirectory.ReadFailure.io(let code) {
+            throw PublishingError.io(operation: "read", path: target, code)
         }
+        return true
     }
 }

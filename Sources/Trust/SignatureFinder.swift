@@ -85,7 +85,7 @@ public struct SignatureFinder: Sendable {
     /// as its limit, so a registry that sends more is cut off as it streams.
     private func blob(_ layer: Descriptor, limit: Int, budget: inout Budget) throws -> Data {
         guard layer.size >= 0, layer.size <= Int64(limit) else {
-            throw NotRead(description: "\(layer.size) bytes (at most \(limit) are read)")
+            throw NotRead.tooLarge(size: layer.size, limit: limit)
         }
         guard layer.size <= Int64(budget.left) else { throw overBudget }
         let data = try source.blob(layer.digest, limit: Int(layer.size))
@@ -94,15 +94,23 @@ public struct SignatureFinder: Sendable {
     }
 
     /// Why an artifact was not read: a limit, whatever the artifact holds.
-    struct NotRead: Error, CustomStringConvertible {
-        var description: String
+    enum NotRead: Error, Equatable, CustomStringConvertible {
+        /// Its descriptor says `size` bytes, past the `limit` on one artifact of its kind (`SignatureLimits`).
+        case tooLarge(size: Int64, limit: Int)
+        /// With it, one lookup would read more than `total` bytes (`SignatureLimits.totalBytes`).
+        case overBudget(total: Int)
+
+        var description: String {
+            switch self {
+            case .tooLarge(let size, let limit): return "\(size) bytes (at most \(limit) are read)"
+            case .overBudget(let total):
+                return "not read: with it, this image's signature artifacts pass the \(total)-byte limit on what "
+                    + "one verification reads"
+            }
+        }
     }
 
-    private var overBudget: NotRead {
-        NotRead(
-            description: "not read: with it, this image's signature artifacts pass the \(limits.totalBytes)-byte "
-                + "limit on what one verification reads")
-    }
+    private var overBudget: NotRead { .overBudget(total: limits.totalBytes) }
 
     private func legacy(_ digest: Digest, into found: inout Found, budget: inout Budget) throws {
         let tag = CosignSignature.signatureTag(for: digest)
@@ -111,20 +119,11 @@ public struct SignatureFinder: Sendable {
             let manifest = try reading(what, &found.problems, { try self.manifest(tag, what: what, budget: &budget) })
         else { return }
         let layers = manifest.layers.filter { $0.mediaType == SimpleSigningPayload.mediaType }
-        if layers.count > limits.layersPerSignatureImage {
-            found.problems.append(
-                "\(what): \(layers.count - limits.layersPerSignatureImage) of its \(layers.count) signature layers "
-                    + "are not read (at most \(limits.layersPerSignatureImage) are)")
-        }
-        // One layer at a time: a layer that cannot be read is a problem of its own, never the others'.
-        for layer in layers.prefix(limits.layersPerSignatureImage) {
-            let what = "signature layer \(layer.digest.short)"
-            let signature = try reading(what, &found.problems) { () throws -> CosignSignature? in
-                try CosignSignature(
-                    layer: layer, payload: try blob(layer, limit: limits.payloadBytes, budget: &budget))
-            }
-            if let signature { found.legacy.append(signature) }
-        }
+        let signatures = try read(
+            layers, of: what, as: "signature layers", cap: limits.layersPerSignatureImage, limit: limits.payloadBytes,
+            naming: { "signature layer \($0.digest.short)" }, problems: &found.problems, budget: &budget,
+            parse: { layer, payload in try CosignSignature(layer: layer, payload: payload) })
+        found.legacy += signatures
     }
 
     private func bundles(_ digest: Digest, into found: inout Found, budget: inout Budget) throws {
@@ -148,18 +147,37 @@ public struct SignatureFinder: Sendable {
                 return manifest
             }
             let layers = (manifest?.layers ?? []).filter { $0.mediaType.hasPrefix(Self.bundleMediaTypePrefix) }
-            if layers.count > limits.bundlesPerReferrer {
-                found.problems.append(
-                    "\(what): \(layers.count - limits.bundlesPerReferrer) of its \(layers.count) bundles are not "
-                        + "read (at most \(limits.bundlesPerReferrer) are)")
-            }
-            for layer in layers.prefix(limits.bundlesPerReferrer) {
-                let what = "bundle \(layer.digest.short) of \(what)"
-                let bundle = try reading(what, &found.problems) {
-                    try SigstoreBundle(json: try blob(layer, limit: limits.bundleBytes, budget: &budget))
-                }
-                if let bundle { found.bundles.append(bundle) }
-            }
+            let bundles = try read(
+                layers, of: what, as: "bundles", cap: limits.bundlesPerReferrer, limit: limits.bundleBytes,
+                naming: { "bundle \($0.digest.short) of \(what)" }, problems: &found.problems, budget: &budget,
+                parse: { _, json in try SigstoreBundle(json: json) })
+            found.bundles += bundles
         }
+    }
+
+    /// Reads the first `cap` of `layers`, each one's blob within `limit` bytes and the budget, and `parse`s it.
+    /// The layers past the cap are one problem, naming how many; a layer that cannot be read or parsed is a
+    /// problem of its own, never the others'.
+    /// - Parameters:
+    ///   - what: what holds the layers, as a problem names it.
+    ///   - kind: what the layers are, plural, as a problem names them.
+    ///   - naming: how a problem names one layer.
+    private func read<Value>(
+        _ layers: [Descriptor], of what: String, as kind: String, cap: Int, limit: Int,
+        naming: (Descriptor) -> String, problems: inout [String], budget: inout Budget,
+        parse: (Descriptor, Data) throws -> Value
+    ) throws -> [Value] {
+        if layers.count > cap {
+            problems.append(
+                "\(what): \(layers.count - cap) of its \(layers.count) \(kind) are not read (at most \(cap) are)")
+        }
+        var values: [Value] = []
+        for layer in layers.prefix(cap) {
+            let value = try reading(naming(layer), &problems) {
+                try parse(layer, try blob(layer, limit: limit, budget: &budget))
+            }
+            if let value { values.append(value) }
+        }
+        return values
     }
 }

@@ -48,7 +48,7 @@ struct ExportCommand: ParsableCommand {
             let manager = FileManager.default
             if manager.fileExists(atPath: destination), !(try manager.contentsOfDirectory(atPath: destination)).isEmpty
             {
-                throw ExportError(description: "\(destination) is not empty")
+                throw ExportError.notEmpty(destination)
             }
             try manager.createDirectory(atPath: destination, withIntermediateDirectories: true)
             let copied = try copyTree(from: source, to: destination, root: destination)
@@ -59,8 +59,35 @@ struct ExportCommand: ParsableCommand {
         }
     }
 
-    struct ExportError: Error, CustomStringConvertible {
-        let description: String
+    /// Why an export stops; `description` is its error line.
+    enum ExportError: Error, Equatable, CustomStringConvertible {
+        /// The destination exists and holds something.
+        case notEmpty(String)
+        /// The mountpoint lacks a control file an mcvfs mount has (`missing` says which).
+        case notAMount(String, missing: String)
+        case readOnly(mountpoint: String)
+        /// `--image` names an image none of whose files were opened (`recorded`: the images that have a hot set).
+        case imageNotOpened(String, recorded: [String])
+        /// A system call on `path` failed.
+        case io(Operation, path: String, errno: Int32)
+
+        enum Operation: String {
+            case open, stat, create, chmod, write
+            case read = "read for"
+        }
+
+        var description: String {
+            switch self {
+            case .notEmpty(let path): return "\(path) is not empty"
+            case .notAMount(let mountpoint, let missing): return "\(mountpoint) is not an mcvfs mount (\(missing))"
+            case .readOnly(let mountpoint): return "\(mountpoint) is mounted read-only: it has no upper"
+            case .imageNotOpened(let image, let recorded):
+                return
+                    "no file of image \(image) was opened (images with a hot set: \(recorded.joined(separator: ", ")))"
+            case .io(let operation, let path, let code):
+                return "cannot \(operation.rawValue) \(path): \(String(cString: strerror(code)))"
+            }
+        }
     }
 
     /// Writes the recorded hot set (all images', or `image`'s) in the form `push --hot-set` reads.
@@ -70,16 +97,14 @@ struct ExportCommand: ParsableCommand {
         if let image {
             guard let data = try? WholeFile.read(control + "/" + ImageFileSystem.HotSetFiles.json).get(),
                 let byImage = try? JSONDecoder().decode([String: [String]].self, from: data)
-            else { throw ExportError(description: "\(mountpoint) is not an mcvfs mount (no recorded hot set)") }
+            else { throw ExportError.notAMount(mountpoint, missing: "no recorded hot set") }
             guard let names = byImage[image] else {
-                throw ExportError(
-                    description: "no file of image \(image) was opened (images with a hot set: "
-                        + "\(byImage.keys.sorted().joined(separator: ", ")))")
+                throw ExportError.imageNotOpened(image, recorded: byImage.keys.sorted())
             }
             text = HotSet(names).text
         } else {
             guard let data = try? WholeFile.read(control + "/" + ImageFileSystem.HotSetFiles.text).get()
-            else { throw ExportError(description: "\(mountpoint) is not an mcvfs mount (no recorded hot set)") }
+            else { throw ExportError.notAMount(mountpoint, missing: "no recorded hot set") }
             text = String(decoding: data, as: UTF8.self)
         }
         try Data(text.utf8).write(to: URL(fileURLWithPath: path), options: .atomic)
@@ -91,10 +116,8 @@ struct ExportCommand: ParsableCommand {
     private func upperDirectory() throws -> String {
         let statusPath = MountStatus.file(in: URL(fileURLWithPath: mountpoint).standardizedFileURL.path)
         guard let data = try? WholeFile.read(statusPath).get(), let status = try? MountStatus.decode(data)
-        else { throw ExportError(description: "\(mountpoint) is not an mcvfs mount (no .mcvfs/status.json)") }
-        guard let upper = status.upper(of: getuid()) else {
-            throw ExportError(description: "\(mountpoint) is mounted read-only: it has no upper")
-        }
+        else { throw ExportError.notAMount(mountpoint, missing: "no .mcvfs/status.json") }
+        guard let upper = status.upper(of: getuid()) else { throw ExportError.readOnly(mountpoint: mountpoint) }
         return upper
     }
 
@@ -144,8 +167,7 @@ struct ExportCommand: ParsableCommand {
                 case .failure(let error) where error.code == EINVAL || error.code == ELOOP || error.code == ENOENT:
                     continue  // no longer a regular file: never followed, never copied
                 case .failure(let error):
-                    throw ExportError(
-                        description: "cannot open \(source.path)/\(name): \(String(cString: strerror(error.code)))")
+                    throw ExportError.io(.open, path: "\(source.path)/\(name)", errno: error.code)
                 }
                 defer { close(file) }
                 if try copyFile(file, name: name, to: to, root: root, relative: relative) { copied.relocated += 1 }
@@ -162,9 +184,9 @@ struct ExportCommand: ParsableCommand {
     /// serves it). Returns whether it was relocated.
     private func copyFile(_ file: Int32, name: String, to: String, root: String, relative: String) throws -> Bool {
         var info = stat()
-        guard fstat(file, &info) == 0 else { throw ExportError(description: "cannot stat \(to): \(Self.lastError())") }
+        guard fstat(file, &info) == 0 else { throw ExportError.io(.stat, path: to, errno: errno) }
         let out = open(to, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
-        guard out >= 0 else { throw ExportError(description: "cannot create \(to): \(Self.lastError())") }
+        guard out >= 0 else { throw ExportError.io(.create, path: to, errno: errno) }
         defer { close(out) }
         var relocated = false
         if Relocation.applies(to: name), info.st_size <= Relocation.inputLimit,
@@ -176,9 +198,7 @@ struct ExportCommand: ParsableCommand {
         } else {
             try Self.stream(file, to: out, path: to)
         }
-        guard fchmod(out, info.st_mode & 0o7777) == 0 else {
-            throw ExportError(description: "cannot chmod \(to): \(Self.lastError())")
-        }
+        guard fchmod(out, info.st_mode & 0o7777) == 0 else { throw ExportError.io(.chmod, path: to, errno: errno) }
         return relocated
     }
 
@@ -189,7 +209,7 @@ struct ExportCommand: ParsableCommand {
         while total < data.count {
             let n = data.withUnsafeMutableBytes { pread(file, $0.baseAddress! + total, $0.count - total, off_t(total)) }
             if n < 0 && errno == EINTR { continue }
-            guard n >= 0 else { throw ExportError(description: "cannot read for \(path): \(lastError())") }
+            guard n >= 0 else { throw ExportError.io(.read, path: path, errno: errno) }
             if n == 0 { break }
             total += n
         }
@@ -204,7 +224,7 @@ struct ExportCommand: ParsableCommand {
         while true {
             let n = pread(file, buffer.baseAddress!, buffer.count, offset)
             if n < 0 && errno == EINTR { continue }
-            guard n >= 0 else { throw ExportError(description: "cannot read for \(path): \(lastError())") }
+            guard n >= 0 else { throw ExportError.io(.read, path: path, errno: errno) }
             if n == 0 { return }
             try write(UnsafeRawBufferPointer(rebasing: buffer[0..<n]), to: out, at: offset, path: path)
             offset += off_t(n)
@@ -216,10 +236,8 @@ struct ExportCommand: ParsableCommand {
         while done < bytes.count {
             let n = pwrite(out, bytes.baseAddress! + done, bytes.count - done, offset + off_t(done))
             if n < 0 && errno == EINTR { continue }
-            guard n > 0 else { throw ExportError(description: "cannot write \(path): \(lastError())") }
+            guard n > 0 else { throw ExportError.io(.write, path: path, errno: errno) }
             done += n
         }
     }
-
-    private static func lastError() -> String { String(cString: strerror(errno)) }
 }

@@ -37,9 +37,8 @@ struct InspectCommand: ParsableCommand {
             do {
                 fetched = try client.getManifest(repository: ref.repository, reference: ref.reference)
             } catch RegistryError.notFound(let diagnostics) where ref.isRepositoryOnly {
-                throw InspectError(
-                    description: "\(ref.registry)/\(ref.repository) has no tag 'latest' (\(diagnostics)): name one, "
-                        + "or run `mcvfs ls \(ref.registry)/\(ref.repository)` to list its images")
+                throw InspectError.noLatestTag(
+                    repository: "\(ref.registry)/\(ref.repository)", diagnostics: diagnostics)
             }
             var output = Output(
                 reference: ref.description, digest: fetched.digest.description, mediaType: fetched.mediaType)
@@ -58,8 +57,17 @@ struct InspectCommand: ParsableCommand {
         }
     }
 
-    struct InspectError: Error, CustomStringConvertible {
-        let description: String
+    enum InspectError: Error, Equatable, CustomStringConvertible {
+        /// A reference without a tag or digest names `latest`, which `repository` (`REGISTRY/REPOSITORY`) lacks.
+        case noLatestTag(repository: String, diagnostics: RegistryError.Diagnostics)
+
+        var description: String {
+            switch self {
+            case .noLatestTag(let repository, let diagnostics):
+                return "\(repository) has no tag 'latest' (\(diagnostics)): name one, or run `mcvfs ls \(repository)` "
+                    + "to list its images"
+            }
+        }
     }
 
     private static func blob(_ descriptor: Descriptor) -> Output.Blob {

@@ -105,14 +105,20 @@ struct PublishCommand: ParsableCommand {
 enum PublishFailure: Error, CustomStringConvertible {
     case taggedRepository(String)
     case readOnly(String)
-    case notAMount(String)
+    /// The mountpoint's status document cannot be read in time: no mcvfs mount serves it.
+    case notServing(mountpoint: String, StatusCommand.ReadProblem)
+    /// The status document is there but does not decode.
+    case unreadableStatus(mountpoint: String, any Error)
 
     var description: String {
         switch self {
         case .taggedRepository(let reference):
             return "\(reference): publish to a repository without a tag; each image's tag comes from its content"
         case .readOnly(let path): return "\(path) is mounted read-only: nothing is written through it to publish"
-        case .notAMount(let reason): return reason
+        case .notServing(let mountpoint, let problem):
+            return "\(mountpoint) is not a serving mcvfs mount: \(problem)"
+        case .unreadableStatus(let mountpoint, let error):
+            return "\(mountpoint) is not a serving mcvfs mount: unreadable status: \(error)"
         }
     }
 }
@@ -122,11 +128,10 @@ enum MountedStatus {
     static func read(_ mountpoint: String) throws -> MountStatus {
         switch StatusCommand.read(MountStatus.file(in: mountpoint), withinSeconds: 5) {
         case .failure(let problem):
-            throw PublishFailure.notAMount("\(mountpoint) is not a serving mcvfs mount: \(problem)")
+            throw PublishFailure.notServing(mountpoint: mountpoint, problem)
         case .success(let data):
             do { return try MountStatus.decode(data) } catch {
-                throw PublishFailure.notAMount(
-                    "\(mountpoint) is not a serving mcvfs mount: unreadable status: \(error)")
+                throw PublishFailure.unreadableStatus(mountpoint: mountpoint, error)
             }
         }
     }

@@ -64,9 +64,15 @@ struct KernelMetadataTests {
 
     @Test("missing target or broken JSON is MalformedError naming the problem")
     func malformed() throws {
-        #expect(throws: KernelMetadata.MalformedError(reason: "missing key 'target'")) {
+        #expect(throws: KernelMetadata.MalformedError.missingKey("target")) {
             try KernelMetadata(json: Data(#"{"hash":"h","name":"k"}"#.utf8))
         }
+        #expect(
+            KernelMetadata.MalformedError.missingKey("target.arch").description
+                == "malformed Triton kernel metadata: missing key 'target.arch'")
+        #expect(
+            KernelMetadata.MalformedError.invalid(at: "num_warps", detail: "not a number").description
+                == "malformed Triton kernel metadata: num_warps: not a number")
         #expect(throws: KernelMetadata.MalformedError.self) { try KernelMetadata(json: Data("{".utf8)) }
         #expect(throws: KernelMetadata.MalformedError.self) {
             try KernelMetadata(json: Data(#"{"hash":"h","name":"k","target":{"backend":"metal","arch":1}}"#.utf8))

@@ -165,9 +165,12 @@ import Testing
             let helpers: Set<String> = plan.tagSuffix == "cuda-sm90" ? [cudaHelper, launcher] : [launcher]
             #expect(keys == Set(plan.kernels.map(\.directory)).union(helpers))
         }
-        #expect(throws: BuildError.self) {
+        #expect(throws: BuildError.splitOfVLLMCache) {
             try ImageBuilder(scan: try CacheScan(scanning: Fixtures.vllm), options: .init(split: .perTarget)).plans()
         }
+        #expect(
+            BuildError.splitOfVLLMCache.description
+                == "--split per-target applies to Triton caches; a vLLM cache serves one GPU model")
     }
 
     @Test func mcvfsOwnIndexerAcceptsTheLayer() throws {

@@ -110,4 +110,10 @@ import Testing
             try export(s, filter: .all, into: s.dir.url.appendingPathComponent("out").path)
         }
     }
+
+    @Test func anUnavailableContentReadsAsTheErrorLineSaysIt() {
+        #expect(
+            ExportError.contentUnavailable(digest: "sha256:0123abcd", path: "io.triton.cache/K/k.cubin", reason: "gone")
+                .description == "content sha256:0123abcd of io.triton.cache/K/k.cubin is not available: gone")
+    }
 }

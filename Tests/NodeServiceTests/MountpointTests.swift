@@ -24,15 +24,44 @@ import Testing
     @Test func whatCannotBeMountedOnSaysWhy() throws {
         let directory = try TemporaryDirectory()
         try directory.write("x", to: "file")
-        #expect {
+        #expect(throws: MountPlacement.Problem.notADirectory(directory.file("file"))) {
             try MountPlacement.inspect(directory.file("file"), replace: false)
-        } throws: { "\($0)".hasSuffix("is not a directory") }
-        #expect {
+        }
+        #expect(throws: MountPlacement.Problem.unreachable(directory.file("no/such/parent"), errno: ENOENT)) {
             try MountPlacement.inspect(directory.file("no/such/parent"), replace: false)
-        } throws: { "\($0)".contains("No such file or directory") }
+        }
         // The root filesystem is a mount point, and not mcvfs's: never mounted over, even with --replace.
         #expect {
             try MountPlacement.inspect("/", replace: true)
-        } throws: { "\($0)".contains("is already a mount point") }
+        } throws: { error in
+            guard case .otherMount("/", _)? = error as? MountPlacement.Problem else { return false }
+            return true
+        }
+    }
+
+    @Test func unmountRefusesWhatIsNotAMount() throws {
+        let directory = try TemporaryDirectory()
+        #expect {
+            try Mountpoint.unmount(directory.path, lazy: false)
+        } throws: { error in
+            guard case .notMounted? = error as? Mountpoint.Problem else { return false }
+            return true
+        }
+    }
+
+    @Test func aProblemReadsAsTheErrorLineSaysIt() {
+        #expect(
+            MountPlacement.Problem.unreachable("/mnt/x", errno: ENOENT).description
+                == "mountpoint /mnt/x: No such file or directory")
+        #expect(
+            MountPlacement.Problem.liveMount("/mnt/x").description
+                == "/mnt/x is already an mcvfs mount; run `mcvfs unmount /mnt/x` first, or pass --replace to take it "
+                + "over without a gap")
+        #expect(
+            Mountpoint.Problem.failed("/mnt/x", message: "Device or resource busy", busy: true).description
+                == "cannot unmount /mnt/x: Device or resource busy; files under it are open: close them, or try --lazy")
+        #expect(
+            Mountpoint.Problem.notMcvfs("/", fsType: "ext4").description
+                == "/ is not an mcvfs mount (it is ext4); use umount(8) for it")
     }
 }

@@ -62,6 +62,25 @@ import Testing
         #expect(taken.entries.map(\.key) == Array(keys.dropFirst(2)))
     }
 
+    @Test func aCheckAnswersWhichRefusalAndItReadsAsTheReportShowsIt() throws {
+        let missing = try groupFiles(keys[0]).first { $0.hasSuffix(".cubin") }!
+        try FileManager.default.removeItem(atPath: "\(upper)/\(keys[0])/\(missing)")
+        let root = try #require(UpperDirectory(path: upper))
+        guard case .failure(let refusal) = UpperHarvest.check(keys[0], in: root, of: upper, limits: PublishLimits())
+        else {
+            Issue.record("a missing child passed the check")
+            return
+        }
+        #expect(refusal == .missing(file: missing))
+        #expect(refusal.description == "incomplete: \(missing) is missing")
+        #expect(
+            UpperHarvest.Refusal.badChildName(group: "__grp__k.json", .dotName("..")).description
+                == "refused: __grp__k.json names '..' is not a file name")
+        #expect(
+            UpperHarvest.Refusal.unreadable(file: "k.cubin", .tooLarge(size: 2, limit: 1)).description
+                == "refused: k.cubin is too large (2 bytes; the limit is 1)")
+    }
+
     @Test func anEntryWithoutAGroupFileIsOneBeingWritten() throws {
         let group = try groupFiles(keys[0]).first { $0.hasPrefix("__grp__") }!
         try FileManager.default.removeItem(atPath: "\(upper)/\(keys[0])/\(group)")
@@ -196,15 +215,23 @@ import Testing
         #expect(EntryName.problem("add_kernel.cubin") == nil)
         #expect(EntryName.problem("__grp__add_kernel.json") == nil)
         #expect(EntryName.problem("ünïcode.json") == nil)
-        #expect(EntryName.problem("") == "an empty name")
-        #expect(EntryName.problem(".") == "'.' is not a file name")
-        #expect(EntryName.problem("a\u{0}b")?.hasPrefix("a name with a NUL byte (a\\u{0}b)") == true)
-        #expect(EntryName.problem("a/b")?.hasPrefix("a name with '/'") == true)
-        #expect(EntryName.problem("a\nb")?.hasPrefix("a name with a control character") == true)
-        #expect(EntryName.problem("a\u{7f}")?.hasPrefix("a name with a control character") == true)
-        #expect(EntryName.problem("a\u{85}")?.hasPrefix("a name with a control character") == true)
-        #expect(EntryName.problem("bad\u{fffd}")?.hasPrefix("a name that is not UTF-8") == true)
-        #expect(EntryName.problem(String(repeating: "x", count: 256)) == "a name longer than 255 bytes")
+        #expect(EntryName.problem("") == .empty)
+        #expect(EntryName.problem(".") == .dotName("."))
+        #expect(EntryName.problem("a\u{0}b") == .nul("a\u{0}b"))
+        #expect(EntryName.problem("a/b") == .slash("a/b"))
+        #expect(EntryName.problem("a\nb") == .controlCharacter("a\nb"))
+        #expect(EntryName.problem("a\u{7f}") == .controlCharacter("a\u{7f}"))
+        #expect(EntryName.problem("a\u{85}") == .controlCharacter("a\u{85}"))
+        #expect(EntryName.problem("bad\u{fffd}") == .notUTF8("bad\u{fffd}"))
+        #expect(EntryName.problem(String(repeating: "x", count: 256)) == .tooLong)
+        // What a report shows: the name printable, its control characters escaped.
+        #expect(EntryName.Problem.empty.description == "an empty name")
+        #expect(EntryName.Problem.dotName(".").description == "'.' is not a file name")
+        #expect(EntryName.Problem.nul("a\u{0}b").description == "a name with a NUL byte (a\\u{0}b)")
+        #expect(EntryName.Problem.slash("a/b").description == "a name with '/' (a/b)")
+        #expect(EntryName.Problem.controlCharacter("a\nb").description == "a name with a control character (a\\u{a}b)")
+        #expect(EntryName.Problem.notUTF8("bad\u{fffd}").description == "a name that is not UTF-8 (bad\u{fffd})")
+        #expect(EntryName.Problem.tooLong.description == "a name longer than 255 bytes")
         #expect(EntryName.problem(String(repeating: "x", count: 255)) == nil)
     }
 
@@ -289,7 +316,32 @@ import Testing
         #expect(staged.entries.map(\.key) == Array(keys.dropFirst(3)))
         let entry = try #require(UpperDirectory(path: upper)?.subdirectory(keys[2]))
         #expect(throws: UpperDirectory.ReadFailure.linked(count: 2)) {
-            try entry.read(later, owner: 0, limit: 1 << 30) { _ in }
+            _ = try entry.openFile(later, owner: 0, limit: 1 << 30)
         }
+    }
+
+    @Test func anOpenedFileIsReadAsItWasWhenOpenedAndNeverPastItsLimit() throws {
+        let cubin = try groupFiles(keys[0]).first { $0.hasSuffix(".cubin") }!
+        let path = "\(upper)/\(keys[0])/\(cubin)"
+        let before = try Data(contentsOf: URL(fileURLWithPath: path))
+        let size = Int64(before.count)
+        let entry = try #require(UpperDirectory(path: upper)?.subdirectory(keys[0]))
+        #expect(throws: UpperDirectory.ReadFailure.tooLarge(size: size, limit: size - 1)) {
+            _ = try entry.openFile(cubin, owner: 0, limit: size - 1)
+        }
+        #expect(throws: UpperDirectory.ReadFailure.foreign(owner: 0, expected: 65534)) {
+            _ = try entry.openFile(cubin, owner: 65534, limit: size)
+        }
+        let opened = try entry.openFile(cubin, owner: 0, limit: size)
+        // Appended to once opened: what was checked is what is read.
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+        try handle.seekToEnd()
+        try handle.write(contentsOf: Data("appended".utf8))
+        try handle.close()
+        #expect(opened.size == size)
+        #expect(try opened.readAll() == before)
+        var streamed = Data()
+        try entry.openFile(cubin, owner: 0, limit: size + 8).stream { streamed.append(contentsOf: $0) }
+        #expect(streamed == before + Data("appended".utf8))
     }
 }

@@ -39,6 +39,16 @@ import Testing
         let harvest = VLLMHarvest(uppers: [upper]) { _ in false }
         #expect(harvest.entries.isEmpty)
         #expect(harvest.skipped.contains { $0.reason.hasPrefix("incomplete: no rank_*/model") })
+        let directory = try #require(
+            UpperDirectory(path: "\(upper)/torch_compile_cache/torch_aot_compile/\(Self.aot)"))
+        guard case .failure(let refusal) = VLLMHarvest.check(directory, aot: true, limits: VLLMHarvest.Limits())
+        else {
+            Issue.record("an AOT directory without its model passed the check")
+            return
+        }
+        #expect(refusal == .noModel)
+        #expect(
+            UpperHarvest.Refusal.overLimits(files: 2, bytes: 10).description == "refused: over 2 files or 10 bytes")
     }
 
     @Test func aSymlinkRefusesTheDirectory() throws {

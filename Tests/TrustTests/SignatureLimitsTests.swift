@@ -80,6 +80,16 @@ import Verification
         #expect(verdict(found).accepted.map(\.layout) == [.legacy])
     }
 
+    @Test func whyAnArtifactIsNotReadReadsAsAProblemNamesIt() {
+        #expect(
+            SignatureFinder.NotRead.tooLarge(size: 1 << 20, limit: 4096).description
+                == "1048576 bytes (at most 4096 are read)")
+        #expect(
+            SignatureFinder.NotRead.overBudget(total: 16384).description
+                == "not read: with it, this image's signature artifacts pass the 16384-byte limit on what one "
+                + "verification reads")
+    }
+
     @Test func bundlesAndReferrersPastTheirCapsAreNotRead() throws {
         let source = MemorySource()
         try source.attach(image, with: key)

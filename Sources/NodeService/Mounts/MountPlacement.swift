@@ -20,8 +20,36 @@ public struct MountPlacement: Sendable {
         case live(mountID: UInt64)
     }
 
-    public struct Problem: Error, CustomStringConvertible {
-        public let description: String
+    /// Why a mount cannot go at a mountpoint (named in each case).
+    public enum Problem: Error, Equatable, CustomStringConvertible {
+        /// The mountpoint cannot be looked at (`stat` or `statvfs` failed).
+        case unreachable(String, errno: Int32)
+        /// A dead FUSE daemon's mount that is not mcvfs's, which mcvfs never takes over.
+        case foreignStaleMount(String)
+        case notADirectory(String)
+        /// A mount of another filesystem, never mounted over.
+        case otherMount(String, fsType: String)
+        /// A live mcvfs mount, without `--replace`.
+        case liveMount(String)
+        /// `--replace` where this process may not use the kernel's mount API (not root).
+        case replaceNeedsRoot(String)
+
+        public var description: String {
+            switch self {
+            case .unreachable(let mountpoint, let code):
+                return "mountpoint \(mountpoint): \(String(cString: strerror(code)))"
+            case .foreignStaleMount(let mountpoint):
+                return "\(mountpoint) holds a stale FUSE mount that is not mcvfs's; unmount it"
+            case .notADirectory(let mountpoint): return "mountpoint \(mountpoint) is not a directory"
+            case .otherMount(let mountpoint, let fsType):
+                return "\(mountpoint) is already a mount point (\(fsType)); unmount it first"
+            case .liveMount(let mountpoint):
+                return "\(mountpoint) is already an mcvfs mount; run `mcvfs unmount \(mountpoint)` first, or pass "
+                    + "--replace to take it over without a gap"
+            case .replaceNeedsRoot(let mountpoint):
+                return "--replace needs root (the kernel's mount API); unmount \(mountpoint) first"
+            }
+        }
     }
 
     public let mountpoint: String
@@ -47,16 +75,14 @@ public struct MountPlacement: Sendable {
         var filesystem = statvfs()
         if statvfs(mountpoint, &filesystem) != 0 && errno == ENOTCONN || stat(mountpoint, &info) != 0 {
             guard errno == ENOTCONN else {
-                throw Problem(description: "mountpoint \(mountpoint): \(String(cString: strerror(errno)))")
+                throw Problem.unreachable(mountpoint, errno: errno)
             }
             guard let top = topEntry(at: mountpoint), top.entry.fsType == MountTable.mcvfsType else {
-                throw Problem(description: "\(mountpoint) holds a stale FUSE mount that is not mcvfs's; unmount it")
+                throw Problem.foreignStaleMount(mountpoint)
             }
             return MountPlacement(mountpoint: mountpoint, log: log, existing: .stale(mountID: top.id))
         }
-        guard info.st_mode & S_IFMT == S_IFDIR else {
-            throw Problem(description: "mountpoint \(mountpoint) is not a directory")
-        }
+        guard info.st_mode & S_IFMT == S_IFDIR else { throw Problem.notADirectory(mountpoint) }
         guard let top = topEntry(at: mountpoint) else {
             if let entries = try? FileManager.default.contentsOfDirectory(atPath: mountpoint), !entries.isEmpty {
                 log.warning(
@@ -66,13 +92,9 @@ public struct MountPlacement: Sendable {
             return MountPlacement(mountpoint: mountpoint, log: log, existing: .none)
         }
         guard top.entry.fsType == MountTable.mcvfsType else {
-            throw Problem(description: "\(mountpoint) is already a mount point (\(top.entry.fsType)); unmount it first")
+            throw Problem.otherMount(mountpoint, fsType: top.entry.fsType)
         }
-        guard replace else {
-            throw Problem(
-                description: "\(mountpoint) is already an mcvfs mount; run `mcvfs unmount \(mountpoint)` first, or "
-                    + "pass --replace to take it over without a gap")
-        }
+        guard replace else { throw Problem.liveMount(mountpoint) }
         return MountPlacement(mountpoint: mountpoint, log: log, existing: .live(mountID: top.id))
     }
 
@@ -98,7 +120,7 @@ public struct MountPlacement: Sendable {
                 try Mountpoint.unmount(mountpoint, lazy: true)
                 return nil
             case .live:
-                throw Problem(description: "--replace needs root (the kernel's mount API); unmount \(mountpoint) first")
+                throw Problem.replaceNeedsRoot(mountpoint)
             }
         }
     }

@@ -4,8 +4,27 @@ import Glibc
 /// Unmounting with fusermount3 (`mcvfs unmount`); what a new mount does with what is at its mountpoint is
 /// `MountPlacement`.
 public enum Mountpoint {
-    public struct Problem: Error, CustomStringConvertible {
-        public let description: String
+    /// Why `unmount` refused or failed (the path named in each case).
+    public enum Problem: Error, Equatable, CustomStringConvertible {
+        /// Nothing is mounted at the path.
+        case notMounted(String)
+        /// Another filesystem is mounted there, which `mcvfs unmount` never touches.
+        case notMcvfs(String, fsType: String)
+        /// `fusermount3` failed, saying `message`; `busy`: files under the mount are open and the unmount was not
+        /// lazy.
+        case failed(String, message: String, busy: Bool)
+
+        public var description: String {
+            switch self {
+            case .notMounted(let path):
+                return "\(path) is not an mcvfs mount (nothing is mounted there); `mcvfs status` lists them"
+            case .notMcvfs(let path, let fsType):
+                return "\(path) is not an mcvfs mount (it is \(fsType)); use umount(8) for it"
+            case .failed(let path, let message, let busy):
+                return "cannot unmount \(path): \(message)"
+                    + (busy ? "; files under it are open: close them, or try --lazy" : "")
+            }
+        }
     }
 
     /// `fusermount3 -u [-z] path`, for an mcvfs mount only (live or stale): anything else at `path` is refused,
@@ -22,13 +41,9 @@ public enum Mountpoint {
                 return (String(cString: resolved) as NSString).appendingPathComponent(
                     (given as NSString).lastPathComponent)
             } ?? given
-        guard let top = MountPlacement.topEntry(at: path) else {
-            throw Problem(
-                description: "\(path) is not an mcvfs mount (nothing is mounted there); `mcvfs status` lists them")
-        }
+        guard let top = MountPlacement.topEntry(at: path) else { throw Problem.notMounted(path) }
         guard top.entry.fsType == MountTable.mcvfsType else {
-            throw Problem(
-                description: "\(path) is not an mcvfs mount (it is \(top.entry.fsType)); use umount(8) for it")
+            throw Problem.notMcvfs(path, fsType: top.entry.fsType)
         }
         var arguments = ["-u"]
         if lazy { arguments.append("-z") }
@@ -42,10 +57,7 @@ public enum Mountpoint {
         guard tool.terminationStatus == 0 else {
             let message = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
                 .trimmingCharacters(in: .whitespacesAndNewlines)
-            let busy = message.contains("busy") && !lazy
-            throw Problem(
-                description: "cannot unmount \(path): \(message)"
-                    + (busy ? "; files under it are open: close them, or try --lazy" : ""))
+            throw Problem.failed(path, message: message, busy: message.contains("busy") && !lazy)
         }
     }
 }
