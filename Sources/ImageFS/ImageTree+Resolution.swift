@@ -35,10 +35,7 @@ extension ImageTree {
                 // An image that joined the name meanwhile may rank first: resolve again with it.
                 guard state.pending[top]?.contributions.count == pending.contributions.count else { return false }
                 state.pending[top] = nil
-                state.ownership[top] = resolution.ownership
-                attach(resolution.entries, at: top, first: true, in: &state)
-                state.report.add(report)
-                state.record(resolution.conflicts)
+                install(resolution, report: report, at: top, first: true, in: &state)
                 return true
             }
             if resolved {
@@ -61,10 +58,7 @@ extension ImageTree {
             }
             let merged = state.withLock { state in
                 guard (state.ownership[top] ?? KeyOwnership()).version == ownership.version else { return false }
-                state.ownership[top] = resolution.ownership
-                attach(resolution.entries, at: top, first: false, in: &state)
-                state.report.add(report)
-                state.record(resolution.conflicts)
+                install(resolution, report: report, at: top, first: false, in: &state)
                 return true
             }
             if merged {
@@ -72,6 +66,17 @@ extension ImageTree {
                 return
             }
         }
+    }
+
+    /// Takes what a resolution of `top` found: who owns its KEYs, its entries, what it reported and its conflicts.
+    private func install(
+        _ resolution: SubtreeResolver.Resolution, report: ImageTreeBuilder.Report, at top: UInt64, first: Bool,
+        in state: inout State
+    ) {
+        state.ownership[top] = resolution.ownership
+        attach(resolution.entries, at: top, first: first, in: &state)
+        state.report.add(report)
+        state.record(resolution.conflicts)
     }
 
     /// Logs conflicts: each is a sign of compromise or of a compiler that is not deterministic.
