@@ -21,7 +21,7 @@ import OCI
 ///     signatures/                  signature artifacts verified online, re-verified during outages
 ///     published/<hash>.json, .lock what each upper published to each repository (`mcvfs publish`)
 ///     logs/                        daemon logs
-///     work/<pid>-<purpose>-<uuid>/ scratch of a publish, compaction, push or convert in progress (`WorkDirectory`)
+///     work/<pid>-<purpose>-<uuid>/ scratch of a publish or compaction in progress, .lock held (`WorkDirectory`)
 ///
 /// `docs/cache-directory.md` describes what each part keeps there and the locks between them.
 public struct CacheLayout: Sendable, Hashable, CustomStringConvertible {

@@ -81,7 +81,7 @@ struct ConvertCommand: ParsableCommand {
             let plan = ImageBuilder.Plan(
                 entries: entries, labels: labels, targets: image.targets ?? [], entryCount: count,
                 hotSet: try hotSet.map(HotSet.init(contentsOf:)) ?? HotSet())
-            let scratch = try WorkDirectory.make("convert", in: try global.cache.layout())
+            let scratch = try WorkDirectory.temporary("convert")
             defer { scratch.remove() }
             let work = scratch.url
             let built = try ImageBuilder.build(plan, options: .init(format: .estargz, created: created), in: work)

@@ -115,7 +115,7 @@ struct PushCommand: ParsableCommand {
             let builder = ImageBuilder(scan: scan, options: options)
             let plans = try builder.plans()
 
-            let scratch = try WorkDirectory.make("push", in: try global.cache.layout())
+            let scratch = try WorkDirectory.temporary("push")
             defer { scratch.remove() }
             let work = scratch.url
 

@@ -5,23 +5,9 @@ import Testing
 
 @testable import BlobCache
 
-/// Scratch directories under the cache: private, removed by their operation, and swept once their process is gone.
+/// Scratch directories under the cache: private, removed by their operation, and swept once nobody holds them.
 @Suite struct WorkDirectoryTests {
-    /// The pid of a process that has exited.
-    func deadPid() throws -> pid_t {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/bin/true")
-        try process.run()
-        process.waitUntilExit()
-        return process.processIdentifier
-    }
-
-    func age(_ path: String, by seconds: TimeInterval) throws {
-        try FileManager.default.setAttributes(
-            [.modificationDate: Date().addingTimeInterval(-seconds)], ofItemAtPath: path)
-    }
-
-    @Test func aWorkDirectoryIsPrivateAndGoesWhenRemoved() throws {
+    @Test func aWorkDirectoryIsPrivateAndGoesWithItsLockWhenRemoved() throws {
         let directory = try TemporaryDirectory()
         let layout = try CacheLayout(root: directory.file("cache"))
         let work = try WorkDirectory.make("publish", in: layout)
@@ -29,29 +15,44 @@ import Testing
         #expect(stat(work.path, &info) == 0)
         #expect(info.st_mode & 0o777 == 0o700)
         #expect(work.path.hasPrefix(layout.work + "/\(getpid())-publish-"))
+        #expect(FileManager.default.fileExists(atPath: work.path + ".lock"))
         try directory.write("staged", to: "cache/work/" + (work.path as NSString).lastPathComponent + "/f")
         work.remove()
         #expect(!FileManager.default.fileExists(atPath: work.path))
+        #expect(!FileManager.default.fileExists(atPath: work.path + ".lock"))
     }
 
-    /// A publish killed mid-way leaves its staging copy; the next operation removes it, and nothing of a process
-    /// that still runs, nor of one that may run in another PID namespace and is younger than the stale age.
-    @Test func theScratchOfAKilledProcessIsSweptByTheNextOne() throws {
+    /// What a killed operation left (its lock free, whatever pid its name says: PID 1 of a DaemonSet's container
+    /// looks alive everywhere) goes at the next; a directory whose lock is held stays, whatever its pid or age.
+    @Test func onlyTheScratchNobodyHoldsIsSwept() throws {
         let directory = try TemporaryDirectory()
         let layout = try CacheLayout(root: directory.file("cache"))
-        let dead = try deadPid()
-        let killed = layout.work + "/\(dead)-publish-A"
-        let recent = layout.work + "/\(dead)-publish-B"
-        let running = layout.work + "/\(getpid())-compact-C"
-        for path in [killed, recent, running] {
+        let held = try WorkDirectory.make("publish", in: layout)
+        defer { held.remove() }
+        let killed = layout.work + "/1-publish-killed"
+        let unlocked = layout.work + "/\(getpid())-compact-cut-short"
+        for path in [killed, unlocked] {
             try FileManager.default.createDirectory(atPath: path + "/cache", withIntermediateDirectories: true)
+            try Data(repeating: 1, count: 4096).write(to: URL(fileURLWithPath: path + "/cache/kernel.cubin"))
         }
-        try age(killed, by: WorkDirectory.staleAge + 60)
-        try age(running, by: WorkDirectory.staleAge + 60)
-        let work = try WorkDirectory.make("publish", in: layout)
-        defer { work.remove() }
+        // The killed operation's lock file stays behind, unlocked (its holder's descriptor closed when it died).
+        FileManager.default.createFile(atPath: killed + ".lock", contents: nil)
+        let next = try WorkDirectory.make("publish", in: layout)
+        defer { next.remove() }
         #expect(!FileManager.default.fileExists(atPath: killed))
-        #expect(FileManager.default.fileExists(atPath: recent))
-        #expect(FileManager.default.fileExists(atPath: running))
+        #expect(!FileManager.default.fileExists(atPath: killed + ".lock"))
+        #expect(!FileManager.default.fileExists(atPath: unlocked))
+        #expect(FileManager.default.fileExists(atPath: held.path))
+        #expect(FileManager.default.fileExists(atPath: next.path))
+    }
+
+    /// A command run by hand needs no cache directory.
+    @Test func aTemporaryDirectoryIsPrivateAndGoesWhenRemoved() throws {
+        let work = try WorkDirectory.temporary("push")
+        var info = stat()
+        #expect(stat(work.path, &info) == 0)
+        #expect(info.st_mode & 0o777 == 0o700)
+        work.remove()
+        #expect(!FileManager.default.fileExists(atPath: work.path))
     }
 }
