@@ -129,12 +129,15 @@ let package = Package(
             ]),
         .testTarget(
             name: "PublishingTests",
-            dependencies: ["Publishing", "OCI", "ContentHash", "BlobCache", "LayerArchive", "TestSupport"]),
+            dependencies: [
+                "Publishing", "NodeService", "MetricsEndpoint", "OCI", "ContentHash", "BlobCache", "LayerArchive",
+                "TestSupport",
+            ]),
         .testTarget(
             name: "NodeServiceTests",
             dependencies: [
-                "NodeService", "Publishing", "MetricsEndpoint", "OCI", "ContentHash", "GPU", "Registry", "BlobCache",
-                "LayerArchive", "ImageFS", "TestSupport",
+                "NodeService", "MetricsEndpoint", "OCI", "ContentHash", "GPU", "Registry", "BlobCache", "LayerArchive",
+                "ImageFS", "TestSupport",
             ]),
         .testTarget(
             name: "MountServiceTests",

@@ -1,3 +1,5 @@
+import Foundation
+import ImageFS
 import MetricsEndpoint
 import NodeService
 import OCI
@@ -45,6 +47,20 @@ extension AutoPublisher {
             self = status
         }
 
+        /// What user `viewer` may read: their own upper and the entries a run left out of it. Other users' uppers
+        /// and what was left out of them (KEY names say what someone compiles), and the last error (which may name
+        /// them), are for root and the mount's owner.
+        public func seen(by viewer: UInt32) -> Status {
+            let own = [OverlayFileSystem.Isolation.perUser, .shared].map {
+                OverlayFileSystem.upperName(isolation: $0, uid: viewer)
+            }
+            var status = self
+            status.uppers = uppers.filter { own.contains(($0 as NSString).lastPathComponent) }
+            status.lastSkipped = lastSkipped.filter { entry in status.uppers.contains { entry.hasPrefix($0 + "/") } }
+            if lastError != nil { status.lastError = "hidden: root and the mount's owner see it" }
+            return status
+        }
+
         /// Its counters in the scrape.
         public var metricFamilies: [MetricFamily] {
             [
@@ -67,6 +83,9 @@ extension AutoPublisher {
 }
 
 extension AutoPublisher: MountActivity {
-    public var statusSection: JSONValue? { try? JSONValue(encoding: status) }
+    public func statusSection(for viewer: UInt32?) -> JSONValue? {
+        try? JSONValue(encoding: viewer.map(status.seen(by:)) ?? status)
+    }
+
     public var metricFamilies: [MetricFamily] { status.metricFamilies }
 }

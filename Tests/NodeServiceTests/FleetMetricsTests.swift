@@ -1,6 +1,5 @@
 import Foundation
-import OCI
-import Publishing
+import MetricsEndpoint
 import Testing
 
 @testable import NodeService
@@ -19,21 +18,17 @@ import Testing
             NodeMetrics.families(sample).first { $0.name == "mcvfs_signature_policy_missing" }?.kind == .gauge)
     }
 
-    @Test func publishingAndRefreshCountersAreMetricsOnlyWhenTheMountDoesThem() {
-        #expect(!NodeMetrics.families(NodeMetrics.Sample()).contains { $0.name.contains("publish") })
+    @Test func refreshAndActivityCountersAreMetricsOnlyWhenTheMountHasThem() {
         #expect(!NodeMetrics.families(NodeMetrics.Sample()).contains { $0.name.contains("refresh") })
         var sample = NodeMetrics.Sample()
-        var publishing = AutoPublisher.Status(
-            repository: "r/x", intervalSeconds: 60, uppers: ["/u/0"], signingKey: nil)
-        (publishing.runs, publishing.failures, publishing.imagesPushed, publishing.kernelsPublished) = (5, 2, 3, 7)
         var refresh = MountStatus.Refresh(intervalSeconds: 30)
         (refresh.refreshes, refresh.failures, refresh.imagesAdded) = (9, 1, 4)
-        sample.activities = publishing.metricFamilies
+        // A mount activity's families (automatic publishing's, in Publishing) join the scrape as they are.
+        sample.activities = [.single("mcvfs_activity_runs_total", help: "Runs.", kind: .counter, value: 5)]
         sample.refresh = refresh
         let byName = Dictionary(uniqueKeysWithValues: NodeMetrics.families(sample).map { ($0.name, $0) })
         let expected: [String: Double] = [
-            "mcvfs_publish_runs_total": 5, "mcvfs_publish_failures_total": 2, "mcvfs_published_images_total": 3,
-            "mcvfs_published_kernels_total": 7, "mcvfs_refreshes_total": 9, "mcvfs_refresh_failures_total": 1,
+            "mcvfs_activity_runs_total": 5, "mcvfs_refreshes_total": 9, "mcvfs_refresh_failures_total": 1,
             "mcvfs_refresh_added_images_total": 4,
         ]
         for (name, value) in expected {
@@ -49,21 +44,5 @@ import Testing
             + #""fuseErrors":{},"systemdNotify":false}"#
         let decoded = try JSONDecoder().decode(MountStatus.Service.self, from: Data(service.utf8))
         #expect(decoded.publishing == nil && decoded.refresh == nil)
-    }
-
-    /// Publishing owns its status type; the node carries it as a section and `mcvfs status` reads it back whole.
-    @Test func thePublishingSectionRoundTripsThroughTheStatusDocument() throws {
-        var publishing = AutoPublisher.Status(
-            repository: "r/x", intervalSeconds: 0.5, uppers: ["/u/0"], signingKey: "sha256:ab")
-        (publishing.runs, publishing.lastError, publishing.lastSkipped) = (3, "HTTP 503", ["a/b: a link"])
-        let service =
-            #"{"offline":false,"mirrorFallbacks":0,"cacheDir":"/c","evictedBlobs":0,"evictedBytes":0,"#
-            + #""fuseErrors":{},"systemdNotify":false}"#
-        var decoded = try JSONDecoder().decode(MountStatus.Service.self, from: Data(service.utf8))
-        decoded.publishing = try JSONValue(encoding: publishing)
-        let text = String(decoding: try MountStatus.encoder.encode(decoded), as: UTF8.self)
-        #expect(text.contains(#""intervalSeconds" : 0.5"#) && text.contains(#""runs" : 3"#))
-        let reread = try JSONDecoder().decode(MountStatus.Service.self, from: Data(text.utf8))
-        #expect(try reread.publishing?.decode(AutoPublisher.Status.self) == publishing)
     }
 }

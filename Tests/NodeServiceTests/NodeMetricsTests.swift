@@ -2,7 +2,6 @@ import Foundation
 import Glibc
 import ImageFS
 import MetricsEndpoint
-import Publishing
 import Testing
 
 @testable import NodeService
@@ -45,8 +44,6 @@ import Testing
         sample.fuseErrors = [FUSEErrorCounter.Key(operation: "lookup", errno: ENOENT): 1]
         sample.cacheSize = 1
         sample.cacheMaxSize = 2
-        sample.activities =
-            AutoPublisher.Status(repository: "r/x", intervalSeconds: 60, uppers: [], signingKey: nil).metricFamilies
         sample.refresh = MountStatus.Refresh(intervalSeconds: 30)
         let failed =
             #"{"name":"b","digest":"sha256:\#(String(repeating: "a", count: 64))","phase":"failed","failures":1,"#
@@ -65,8 +62,7 @@ import Testing
             "mcvfs_fetched_bytes_total", "mcvfs_fetched_blobs_total", "mcvfs_range_requests_total",
             "mcvfs_layer_cache_hits_total", "mcvfs_layer_cache_misses_total", "mcvfs_verification_failures_total",
             "mcvfs_registry_errors_total", "mcvfs_mirror_fallbacks_total", "mcvfs_evicted_bytes_total",
-            "mcvfs_fuse_errors_total", "mcvfs_image_load_failures_total", "mcvfs_publish_runs_total",
-            "mcvfs_publish_failures_total", "mcvfs_published_images_total", "mcvfs_published_kernels_total",
+            "mcvfs_fuse_errors_total", "mcvfs_image_load_failures_total",
             "mcvfs_refreshes_total", "mcvfs_refresh_failures_total", "mcvfs_refresh_added_images_total",
             "mcvfs_key_conflicts_total",
         ]

@@ -142,8 +142,8 @@ public final class NodeRuntime: Sendable {
     // MARK: Observability
 
     /// The node-service part of the status document.
-    public var status: @Sendable () -> MountStatus.Service {
-        { [self] in
+    public var status: @Sendable (_ viewer: UInt32?) -> MountStatus.Service {
+        { [self] viewer in
             let (lease, publishing, refresh, warning) = state.withLock {
                 ($0.provider?.lease.file, $0.publishing, $0.refresh, $0.signatureWarning)
             }
@@ -153,7 +153,8 @@ public final class NodeRuntime: Sendable {
                 metricsListen: metricsServer.map { "\($0.address)" }, cacheDir: cache.layout.root,
                 cacheMaxSize: cache.maxSize, cacheSize: try? cache.store.totalSize(), evictedBlobs: evictions.blobs,
                 evictedBytes: evictions.bytes, lease: lease, fuseErrors: fuseErrors.summary,
-                systemdNotify: notifier.isEnabled, publishing: publishing?.statusSection, refresh: refresh?(),
+                systemdNotify: notifier.isEnabled, publishing: publishing?.statusSection(for: viewer),
+                refresh: refresh?(),
                 signatureWarning: warning)
         }
     }

@@ -5,8 +5,9 @@ import OCI
 /// Work a mount runs beside serving that is defined above the node service (automatic publishing): the node
 /// runtime puts its status in `status.json` and its counters in the scrape without knowing its type.
 public protocol MountActivity: Sendable {
-    /// Its part of the status document, as JSON (`JSONValue(encoding:)`); nil when it cannot be encoded.
-    var statusSection: JSONValue? { get }
+    /// Its part of the status document as `viewer` may read it (nil: root or the mount's owner, who see all; a
+    /// user sees what concerns their own upper), as JSON (`JSONValue(encoding:)`); nil when it cannot be encoded.
+    func statusSection(for viewer: UInt32?) -> JSONValue?
     /// Its counters and gauges, as the scrape lists them.
     var metricFamilies: [MetricFamily] { get }
 }

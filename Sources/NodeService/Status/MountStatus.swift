@@ -185,13 +185,13 @@ extension MountStatus {
         public var isolation: String?
         /// The writable overlay, when there is one.
         public var overlay: OverlayFileSystem?
-        /// Node-service state; nil when not wired.
-        public var service: (@Sendable () -> Service)?
+        /// Node-service state as `viewer` may see it (nil: root or the mount's owner); nil when not wired.
+        public var service: (@Sendable (_ viewer: UInt32?) -> Service)?
 
         public init(
             reference: String, mountpoint: String, consumerRoot: String, selection: String, catalog: Catalog,
             metrics: FetchMetrics, fileSystem: ImageFileSystem, upperRoot: String?, isolation: String?,
-            overlay: OverlayFileSystem? = nil, service: (@Sendable () -> Service)? = nil
+            overlay: OverlayFileSystem? = nil, service: (@Sendable (UInt32?) -> Service)? = nil
         ) {
             self.reference = reference
             self.mountpoint = mountpoint
@@ -207,8 +207,8 @@ extension MountStatus {
         }
     }
 
-    /// The status now, with upper sizes from `sizes` (zero without).
-    public init(_ source: Source, sizes: UpperSizes.Measurement? = nil) {
+    /// The status now, with upper sizes from `sizes` (zero without), the node-service part as `viewer` may see it.
+    public init(_ source: Source, sizes: UpperSizes.Measurement? = nil, viewer: UInt32? = nil) {
         reference = source.reference
         mountpoint = source.mountpoint
         consumerRoot = source.consumerRoot
@@ -233,7 +233,7 @@ extension MountStatus {
         }
         tree = source.fileSystem.report
         fetch = source.metrics.snapshot
-        service = source.service?()
+        service = source.service?(viewer)
         upperRoot = source.upperRoot
         isolation = source.isolation
         uppers = (source.upperRoot.map(UpperSizes.names(in:)) ?? []).map { name in
@@ -266,7 +266,7 @@ public final class MountStatusBoard: Sendable {
     /// only (other users' upper sizes say what they compile).
     public func render(for viewer: UInt32? = nil) -> Data {
         guard let (current, sizes) = source.withLock({ $0 }) else { return Data("{}\n".utf8) }
-        let status = MountStatus(current, sizes: sizes?.current())
+        let status = MountStatus(current, sizes: sizes?.current(), viewer: viewer)
         return (try? (viewer.map(status.seen(by:)) ?? status).encoded()) ?? Data("{}\n".utf8)
     }
 }
