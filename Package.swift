@@ -141,7 +141,9 @@ let package = Package(
             ]),
         .testTarget(
             name: "MountServiceTests",
-            dependencies: ["MountService", "NodeService", "GPU", "OCI", "Registry", "BlobCache", "TestSupport"]),
+            dependencies: [
+                "MountService", "NodeService", "Publishing", "GPU", "OCI", "Registry", "BlobCache", "TestSupport",
+            ]),
         .testTarget(name: "MetricsEndpointTests", dependencies: ["MetricsEndpoint"]),
         .testTarget(name: "FUSEMountTests", dependencies: ["FUSEMount", "NodeService"]),
         .testTarget(name: "FUSEBridgeTests", dependencies: ["FUSEBridge", "ImageFS"]),

@@ -7,10 +7,10 @@ import OCI
 import Publishing
 import Registry
 
-/// A mount as its flags describe it: everything the node needs to build and serve it (`RepositoryMount`), and
-/// nothing about how flags are spelled. The settings that must agree are derived here, once: the time budget of
-/// every filesystem operation from the registry policy and the mirror, the clients' tries from their roles, the
-/// uppers that publishing harvests from the overlay's.
+/// A mount as its flags describe it: everything the node needs to build and serve it (`RepositoryMount`). The
+/// settings that must agree are derived here, once: each registry client's tries from its role, the time budget of
+/// every filesystem operation from those tries, the stall limit and the mirror; and what cannot work whatever the
+/// registry says is refused here (`validate()`), before anything is read.
 public struct MountConfiguration: Sendable {
     /// Where the mount reads the repository from, and how it makes a client for a registry.
     public struct Registries: Sendable {
@@ -118,16 +118,16 @@ public struct MountConfiguration: Sendable {
     /// Whether `policy` checks signatures: a mount that refreshes or publishes without that is open to anyone who
     /// can push to the registry (`signatureWarning`).
     public var verifies: Bool
-    public var prefetch: PrefetchMode = .all
+    public var prefetch: PrefetchMode
     public var writes: Writes
     /// Other uids may use the mount (pods).
     public var allowOther: Bool
     /// How long a failed image stays absent before an access retries it.
-    public var retryDelay: Duration = .seconds(5)
+    public var retryDelay: Duration
     /// Files at least this big are served with direct I/O; nil: none.
-    public var directIOFrom: Int64? = 8 << 20
+    public var directIOFrom: Int64?
     /// The mount's kernel read-ahead; 0 keeps the kernel's.
-    public var readAheadKiB = 4096
+    public var readAheadKiB: Int
     /// Take over a live mcvfs mount at the mountpoint without a gap.
     public var replace = false
     /// Exists exactly while this daemon's mount serves the mountpoint.
@@ -138,11 +138,17 @@ public struct MountConfiguration: Sendable {
     /// Log every error reply with its operation (debug).
     public var traceErrors = false
 
+    /// The defaults of the settings that have one are the command line's (`mcvfs mount --help`), set there.
     public init(
         reference: ImageReference, mountpoint: String, consumerRoot: String? = nil, cache: CacheLayout,
         registries: Registries, selection: ResolvedSelection, policy: any CatalogPolicy, verifies: Bool,
-        writes: Writes, allowOther: Bool
+        writes: Writes, allowOther: Bool, prefetch: PrefetchMode, retryDelay: Duration, directIOFrom: Int64?,
+        readAheadKiB: Int
     ) {
+        self.prefetch = prefetch
+        self.retryDelay = retryDelay
+        self.directIOFrom = directIOFrom
+        self.readAheadKiB = readAheadKiB
         self.reference = reference
         self.mountpoint = mountpoint
         self.consumerRoot = consumerRoot ?? mountpoint
@@ -153,6 +159,20 @@ public struct MountConfiguration: Sendable {
         self.verifies = verifies
         self.writes = writes
         self.allowOther = allowOther
+    }
+
+    /// Refuses what cannot work whatever the registry says, before anything is read or fetched: publishing with
+    /// no uppers to harvest; live refresh asked for a mount that cannot refresh.
+    public func validate() throws(RepositoryMount.Refusal) {
+        if publishing != nil && writes == .readOnly { throw .publishingNeedsUppers }
+        if let refresh, refresh.required, let reason = refreshUnusable { throw .refreshUnusable(reason: reason) }
+    }
+
+    /// Why live refresh cannot work for this mount; nil when it can.
+    var refreshUnusable: String? {
+        if !reference.isRepositoryOnly { return "refreshes a repository's tags; \(reference) names one image" }
+        if registries.source == .offline { return "needs the registry, and the mount is --offline" }
+        return nil
     }
 
     /// What a mount that refreshes or publishes with no signature policy is open to, and the fix; nil otherwise.

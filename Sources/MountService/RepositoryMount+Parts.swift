@@ -56,25 +56,25 @@ extension RepositoryMount {
             options: options, status: { status.render(for: $0) })
         node.watch(images)
         var overlay: OverlayFileSystem?
-        if case .overlay(let upperRoot, let isolation) = config.writes {
+        var isolation: OverlayFileSystem.Isolation?
+        if case .overlay(let upperRoot, let chosen) = config.writes {
+            isolation = chosen
             try FileManager.default.createDirectory(
                 atPath: (upperRoot as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
             overlay = try OverlayFileSystem(
                 lower: images,
                 options: .init(
-                    upperRoot: upperRoot, isolation: isolation, consumerRoot: config.consumerRoot,
+                    upperRoot: upperRoot, isolation: chosen, consumerRoot: config.consumerRoot,
                     log: log.warning),
                 owner: owner)
         }
-        var isolation: OverlayFileSystem.Isolation?
-        if case .overlay(_, let chosen) = config.writes { isolation = chosen }
         status.set(
             MountStatus.Source(
                 reference: config.reference.description, mountpoint: config.mountpoint,
                 consumerRoot: config.consumerRoot, selection: config.selection.description, catalog: catalog,
                 metrics: node.metrics, fileSystem: images, upperRoot: config.writes.upperRoot,
                 isolation: isolation?.rawValue, overlay: overlay, service: node.status))
-        let refresher = try self.refresher(
+        let refresher = self.refresher(
             catalog: catalog, node: node, fileSystem: images, firstSeen: firstSeen, status: status)
         let publisher = try self.publisher(images: { images.images }, provider: provider)
         if let publisher { node.report(publishing: publisher) }
@@ -91,17 +91,12 @@ extension RepositoryMount {
     func refresher(
         catalog: Catalog, node: NodeRuntime, fileSystem: ImageFileSystem, firstSeen: FirstSeen,
         status: MountStatusBoard
-    ) throws -> CatalogRefresher? {
+    ) -> CatalogRefresher? {
         let config = configuration
         guard let refresh = config.refresh else { return nil }
-        let unusable =
-            !config.reference.isRepositoryOnly
-            ? "refreshes a repository's tags; \(config.reference) names one image"
-            : node.upstream.isOffline ? "needs the registry, and the mount is --offline" : nil
-        if let unusable {
-            // Asked for on the command line, it is an error; set for every mount of a node, it is left off here.
-            guard !refresh.required else { throw Refusal.refreshUnusable(reason: unusable) }
-            log.info("MCVFS_REFRESH_INTERVAL left off: live refresh \(unusable)")
+        if let unusable = config.refreshUnusable {
+            // Asked for this mount, `validate()` refused it; set for every mount of a node, it is left off here.
+            log.info("live refresh left off for this mount: live refresh \(unusable)")
             return nil
         }
         let refresher = CatalogRefresher(

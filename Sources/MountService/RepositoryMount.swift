@@ -10,7 +10,7 @@ import Publishing
 /// A registry repository served as a cache directory on this node, built from its configuration: the catalog the
 /// policy lets through, the image filesystem over the leased layers, the writable overlay, the status document,
 /// live refresh and automatic publishing, the FUSE session; served until it is unmounted or replaced. Commands map
-/// their flags to a `MountConfiguration` and run one of these; nothing here knows how a flag is spelled.
+/// their flags to a `MountConfiguration` and run one of these; only the refusals speak of flags, to name the fix.
 public struct RepositoryMount {
     /// How long the last publish at unmount may take: within systemd's `TimeoutStopSec=30` and a pod's grace period.
     public static let publishAtUnmountBudget = Duration.seconds(20)
@@ -31,6 +31,7 @@ public struct RepositoryMount {
     ///     waiting on it (a terminal, a readiness probe) may use all of it from then on.
     public func run(message: (Catalog) throws -> String, serving: (String) -> Void) throws {
         let config = configuration
+        try config.validate()
         let placement = try MountPlacement.inspect(config.mountpoint, replace: config.replace, log: log)
         let node = try NodeRuntime(
             upstream: try upstream(),

@@ -24,7 +24,7 @@ struct GlobalOptions: ParsableArguments {
     var logLevel: Log.Level = .warning
 
     /// The one policy every client of this process follows (stall limit, tries per role, the mount's budget).
-    var registryPolicy: RegistryPolicy { RegistryPolicy(stall: .milliseconds(Int64(timeout * 1000))) }
+    var registryPolicy: RegistryPolicy { RegistryPolicy(stall: duration(seconds: timeout)) }
 
     func client(for reference: ImageReference, role: RegistryPolicy.Role = .command) throws -> RegistryClient {
         try connect(reference, registryPolicy.options(role, plainHTTP: plainHTTP))

@@ -169,14 +169,11 @@ struct MountCommand: ParsableCommand {
                 connect: global.connect),
             selection: try gpu.resolve(), policy: trust.catalogPolicy(layout), verifies: trust.isEnabled,
             writes: readOnly ? .readOnly : .overlay(root: upperRoot, isolation: sharedUpper ? .shared : .perUser),
-            allowOther: allowOther ?? (getuid() == 0))
+            allowOther: allowOther ?? (getuid() == 0), prefetch: prefetch, retryDelay: duration(seconds: retryDelay),
+            directIOFrom: directIOFrom == "off" ? nil : try parsedSize(directIOFrom), readAheadKiB: readAheadKib)
         configuration.narrow = tritonVersion.apply
         configuration.cacheMaxSize = service.maxSize
         configuration.metricsListen = service.metricsAddress
-        configuration.prefetch = prefetch
-        configuration.retryDelay = .milliseconds(Int64(retryDelay * 1000))
-        configuration.directIOFrom = directIOFrom == "off" ? nil : try parsedSize(directIOFrom)
-        configuration.readAheadKiB = readAheadKib
         configuration.replace = replace
         configuration.readyFile = readyFile
         configuration.refresh = refresh.configuration

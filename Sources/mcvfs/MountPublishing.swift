@@ -55,7 +55,7 @@ struct MountPublishingOptions: ParsableArguments {
         guard let target else { return nil }
         let reference = try ImageReference(parsing: target)
         return MountConfiguration.Publishing(
-            repository: reference, interval: .milliseconds(Int64(interval * 1000)), uids: publishFromUid,
+            repository: reference, interval: duration(seconds: interval), uids: publishFromUid,
             options: options.publishing(signing: try options.signing(for: reference)),
             limits: try limits.limits())
     }

@@ -32,7 +32,7 @@ struct MountRefreshOptions: ParsableArguments {
     var configuration: MountConfiguration.Refresh? {
         refreshInterval.map {
             MountConfiguration.Refresh(
-                interval: .milliseconds(Int64($0 * 1000)), required: refreshIntervalOption != nil)
+                interval: duration(seconds: $0), required: refreshIntervalOption != nil)
         }
     }
 }

@@ -51,6 +51,9 @@ struct ServiceOptions: ParsableArguments {
     }
 }
 
+/// Seconds given on the command line as a duration, to the millisecond (rounded: 1.001 stays 1.001).
+func duration(seconds: Double) -> Duration { .milliseconds(Int64((seconds * 1000).rounded())) }
+
 func parsedSize(_ text: String) throws -> Int64 {
     do { return try ByteSize.parse(text) } catch { throw ValidationError("\(error)") }
 }

@@ -2,6 +2,7 @@ import BlobCache
 import GPU
 import NodeService
 import OCI
+import Publishing
 import Registry
 import Synchronization
 import TestSupport
@@ -41,7 +42,7 @@ import Testing
                 policy: RegistryPolicy(stall: .seconds(2)), plainHTTP: true, source: source,
                 connect: connections.connect),
             selection: ResolvedSelection(scope: .all), policy: NoPolicy(), verifies: false, writes: .readOnly,
-            allowOther: false)
+            allowOther: false, prefetch: .all, retryDelay: .seconds(5), directIOFrom: nil, readAheadKiB: 0)
     }
 
     @Test func aMirrorAddsItsOneTryToTheOperationBudget() throws {
@@ -52,8 +53,6 @@ import Testing
         // Two tries at the origin stalling 2 s each, then the mirror's one, plus a second for backoff and local work.
         #expect(direct.registries.operationBudget == .seconds(5))
         #expect(mirrored.registries.operationBudget == .seconds(7))
-        #expect(
-            mirrored.registries.operationBudget == RegistryPolicy(stall: .seconds(2)).operationBudget(mirrored: true))
     }
 
     @Test func eachClientOfTheMountTriesAsItsRoleAllows() throws {
@@ -83,6 +82,34 @@ import Testing
         #expect(warning?.hasPrefix("this mount publishes with no signature policy") == true)
         #expect(warning?.contains("--key PUBLIC_KEY") == true)
         #expect(warning?.contains("within a refresh") == false)
+    }
+
+    /// What cannot work whatever the registry says is refused before anything is read: publishing with no uppers,
+    /// refresh asked for one image or offline. Set for every mount of a node (not asked), refresh is left off.
+    @Test func aMountThatCannotWorkIsRefusedBeforeAnythingIsRead() throws {
+        let directory = try TemporaryDirectory()
+        let connections = Connections()
+        var tagged = try configuration(.origin, connections: connections, in: directory)
+        tagged.reference = try ImageReference(parsing: "origin.test/org/cache:v1")
+        tagged.refresh = .init(interval: .seconds(60), required: true)
+        let oneImage = "refreshes a repository's tags; origin.test/org/cache:v1 names one image"
+        #expect(throws: RepositoryMount.Refusal.refreshUnusable(reason: oneImage)) { try tagged.validate() }
+        tagged.refresh?.required = false
+        try tagged.validate()
+
+        var offline = try configuration(.offline, connections: connections, in: directory)
+        offline.refresh = .init(interval: .seconds(60), required: true)
+        let needsRegistry = "needs the registry, and the mount is --offline"
+        #expect(throws: RepositoryMount.Refusal.refreshUnusable(reason: needsRegistry)) { try offline.validate() }
+
+        var readOnly = try configuration(.origin, connections: connections, in: directory)
+        readOnly.publishing = .init(
+            repository: try ImageReference(parsing: "origin.test/org/fleet"), interval: .seconds(60), uids: [],
+            options: .init(), limits: PublishLimits())
+        #expect(throws: RepositoryMount.Refusal.publishingNeedsUppers) { try readOnly.validate() }
+        readOnly.writes = .overlay(root: directory.file("upper"), isolation: .perUser)
+        try readOnly.validate()
+        #expect(connections.made.withLock { $0 }.isEmpty)
     }
 
     @Test func refusalsNameTheFlagThatFixesThem() {
