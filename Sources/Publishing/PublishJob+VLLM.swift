@@ -33,6 +33,9 @@ extension ImagePublisher {
         let builder = ImageBuilder(scan: scan, options: .init(format: .estargz, created: options.created))
         return try builder.plans().map { plan in
             var plan = plan
+            // The staging directory names nothing a consumer knows (and would tell every puller the node's cache
+            // path): a fixed root keeps the images of one hash alike whichever node publishes them.
+            plan.labels[CacheLabels.kserveRootEnv] = "VLLM_CACHE_ROOT=\(PublishJob.canonicalVLLMRoot)"
             plan.labels.merge(options.labels) { _, added in added }
             let suffix = plan.targets.count == 1 ? FleetTag.targetNames(for: plan.targets)[plan.targets[0]] : nil
             plan.tagSuffix = "vllm-" + (suffix ?? FleetTag.anyTarget)

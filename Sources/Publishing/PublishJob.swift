@@ -9,6 +9,8 @@ public struct PublishJob: Sendable {
     /// GPU pods keep it): the same kernels then make the same image on every node, whatever its mountpoint.
     /// Mounts relocate group files to their own root anyway.
     public static let canonicalRoot = "/root/.triton/cache"
+    /// What published vLLM images record as the root they were captured from: vLLM's default `VLLM_CACHE_ROOT`.
+    public static let canonicalVLLMRoot = "/root/.cache/vllm"
 
     public struct Report: Sendable, Codable, Equatable {
         /// One per image built: pushed, already present, or (dry run) to be pushed.

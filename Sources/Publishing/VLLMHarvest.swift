@@ -150,7 +150,8 @@ public struct VLLMHarvest: Sendable {
     /// Streams a regular file of `directory` to a new file at `target`, at most the size it has when opened
     /// (`UpperDirectory.OpenedFile`: artifacts run to gigabytes for large models, never read whole into memory,
     /// and a writer that keeps appending cannot make the copy grow). False when it is no longer a regular file of
-    /// at most `limit` bytes, or not one `owner` wrote alone (another owner, or a hard link:
+    /// at most `limit` bytes (the hash directory's whole limit: the walk checked the sum; this catches a file that
+    /// grew since), or not one `owner` wrote alone (another owner, or a hard link:
     /// `UpperDirectory.ReadFailure`).
     static func copy(_ name: String, in directory: UpperDirectory, owner: UInt32, limit: Int64, to target: String)
         throws -> Bool

@@ -48,7 +48,7 @@ struct ExportCommand: ParsableCommand {
             let manager = FileManager.default
             if manager.fileExists(atPath: destination), !(try manager.contentsOfDirectory(atPath: destination)).isEmpty
             {
-                throw ExportError.notEmpty(destination)
+                throw Failure.notEmpty(destination)
             }
             try manager.createDirectory(atPath: destination, withIntermediateDirectories: true)
             let copied = try copyTree(from: source, to: destination, root: destination)
@@ -60,7 +60,7 @@ struct ExportCommand: ParsableCommand {
     }
 
     /// Why an export stops; `description` is its error line.
-    enum ExportError: Error, Equatable, CustomStringConvertible {
+    enum Failure: Error, Equatable, CustomStringConvertible {
         /// The destination exists and holds something.
         case notEmpty(String)
         /// The mountpoint lacks a control file an mcvfs mount has (`missing` says which).
@@ -97,14 +97,14 @@ struct ExportCommand: ParsableCommand {
         if let image {
             guard let data = try? WholeFile.read(control + "/" + ImageFileSystem.HotSetFiles.json).get(),
                 let byImage = try? JSONDecoder().decode([String: [String]].self, from: data)
-            else { throw ExportError.notAMount(mountpoint, missing: "no recorded hot set") }
+            else { throw Failure.notAMount(mountpoint, missing: "no recorded hot set") }
             guard let names = byImage[image] else {
-                throw ExportError.imageNotOpened(image, recorded: byImage.keys.sorted())
+                throw Failure.imageNotOpened(image, recorded: byImage.keys.sorted())
             }
             text = HotSet(names).text
         } else {
             guard let data = try? WholeFile.read(control + "/" + ImageFileSystem.HotSetFiles.text).get()
-            else { throw ExportError.notAMount(mountpoint, missing: "no recorded hot set") }
+            else { throw Failure.notAMount(mountpoint, missing: "no recorded hot set") }
             text = String(decoding: data, as: UTF8.self)
         }
         try Data(text.utf8).write(to: URL(fileURLWithPath: path), options: .atomic)
@@ -116,8 +116,8 @@ struct ExportCommand: ParsableCommand {
     private func upperDirectory() throws -> String {
         let statusPath = MountStatus.file(in: URL(fileURLWithPath: mountpoint).standardizedFileURL.path)
         guard let data = try? WholeFile.read(statusPath).get(), let status = try? MountStatus.decode(data)
-        else { throw ExportError.notAMount(mountpoint, missing: "no .mcvfs/status.json") }
-        guard let upper = status.upper(of: getuid()) else { throw ExportError.readOnly(mountpoint: mountpoint) }
+        else { throw Failure.notAMount(mountpoint, missing: "no .mcvfs/status.json") }
+        guard let upper = status.upper(of: getuid()) else { throw Failure.readOnly(mountpoint: mountpoint) }
         return upper
     }
 
@@ -167,7 +167,7 @@ struct ExportCommand: ParsableCommand {
                 case .failure(let error) where error.code == EINVAL || error.code == ELOOP || error.code == ENOENT:
                     continue  // no longer a regular file: never followed, never copied
                 case .failure(let error):
-                    throw ExportError.io(.open, path: "\(source.path)/\(name)", errno: error.code)
+                    throw Failure.io(.open, path: "\(source.path)/\(name)", errno: error.code)
                 }
                 defer { close(file) }
                 if try copyFile(file, name: name, to: to, root: root, relative: relative) { copied.relocated += 1 }
@@ -184,9 +184,9 @@ struct ExportCommand: ParsableCommand {
     /// serves it). Returns whether it was relocated.
     private func copyFile(_ file: Int32, name: String, to: String, root: String, relative: String) throws -> Bool {
         var info = stat()
-        guard fstat(file, &info) == 0 else { throw ExportError.io(.stat, path: to, errno: errno) }
+        guard fstat(file, &info) == 0 else { throw Failure.io(.stat, path: to, errno: errno) }
         let out = open(to, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
-        guard out >= 0 else { throw ExportError.io(.create, path: to, errno: errno) }
+        guard out >= 0 else { throw Failure.io(.create, path: to, errno: errno) }
         defer { close(out) }
         var relocated = false
         if Relocation.applies(to: name), info.st_size <= Relocation.inputLimit,
@@ -198,7 +198,7 @@ struct ExportCommand: ParsableCommand {
         } else {
             try Self.stream(file, to: out, path: to)
         }
-        guard fchmod(out, info.st_mode & 0o7777) == 0 else { throw ExportError.io(.chmod, path: to, errno: errno) }
+        guard fchmod(out, info.st_mode & 0o7777) == 0 else { throw Failure.io(.chmod, path: to, errno: errno) }
         return relocated
     }
 
@@ -209,7 +209,7 @@ struct ExportCommand: ParsableCommand {
         while total < data.count {
             let n = data.withUnsafeMutableBytes { pread(file, $0.baseAddress! + total, $0.count - total, off_t(total)) }
             if n < 0 && errno == EINTR { continue }
-            guard n >= 0 else { throw ExportError.io(.read, path: path, errno: errno) }
+            guard n >= 0 else { throw Failure.io(.read, path: path, errno: errno) }
             if n == 0 { break }
             total += n
         }
@@ -224,7 +224,7 @@ struct ExportCommand: ParsableCommand {
         while true {
             let n = pread(file, buffer.baseAddress!, buffer.count, offset)
             if n < 0 && errno == EINTR { continue }
-            guard n >= 0 else { throw ExportError.io(.read, path: path, errno: errno) }
+            guard n >= 0 else { throw Failure.io(.read, path: path, errno: errno) }
             if n == 0 { return }
             try write(UnsafeRawBufferPointer(rebasing: buffer[0..<n]), to: out, at: offset, path: path)
             offset += off_t(n)
@@ -236,7 +236,7 @@ struct ExportCommand: ParsableCommand {
         while done < bytes.count {
             let n = pwrite(out, bytes.baseAddress! + done, bytes.count - done, offset + off_t(done))
             if n < 0 && errno == EINTR { continue }
-            guard n > 0 else { throw ExportError.io(.write, path: path, errno: errno) }
+            guard n > 0 else { throw Failure.io(.write, path: path, errno: errno) }
             done += n
         }
     }

@@ -31,6 +31,8 @@ def test_a_vllm_start_compiled_on_one_node_is_warm_on_another_after_its_next_ref
         assert tag.startswith("fleet-vllm-cpu-"), published
         labels = fleet.run("inspect", "--plain-http", "--json", f"{fleet.repo}:{tag}").json()["labels"]
         assert labels["model.cache.image/type"] == "vllm" and labels["io.kserve.km/cache-hash"], labels
+        # Not the node's staging directory: a fixed root, so nothing of the node's paths leaks to pullers.
+        assert labels["io.kserve.km/cache-root-env"] == "VLLM_CACHE_ROOT=/root/.cache/vllm", labels
 
         b.wait_refreshed_with(tag)
         warm = run_vllm(b.path, home=tmp_path / "vllm-b")
