@@ -143,7 +143,10 @@ struct MountCommand: ParsableCommand {
             file: layout.log(named: "mount-\(Daemon.logName(for: mountpoint)).log"),
             // journald reads stderr already, unless this is a background daemon: its stderr is /dev/null.
             syslog: daemon.isChild || ProcessInfo.processInfo.environment["JOURNAL_STREAM"] == nil)
-        let configuration = try self.configuration(mountpoint: mountpoint, layout: layout)
+        var configuration = try self.configuration(mountpoint: mountpoint, layout: layout)
+        // Refused before a password is asked for a key the mount could not use.
+        try configuration.validate()
+        try publishing.signing(&configuration.publishing)
         let reference = configuration.reference.description
         try RepositoryMount(configuration, log: .process).run(
             message: { catalog in

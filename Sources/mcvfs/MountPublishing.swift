@@ -49,14 +49,19 @@ struct MountPublishingOptions: ParsableArguments {
         }
     }
 
-    /// The mount's publishing; nil without `--publish-to`. Reads the signing key now, so a wrong password fails
-    /// the mount instead of every publish.
+    /// The mount's publishing; nil without `--publish-to`. Its signing key is read by `signing(_:)`, once the
+    /// configuration is known to be valid.
     func configuration() throws -> MountConfiguration.Publishing? {
         guard let target else { return nil }
-        let reference = try ImageReference(parsing: target)
         return MountConfiguration.Publishing(
-            repository: reference, interval: duration(seconds: interval), uids: publishFromUid,
-            options: options.publishing(signing: try options.signing(for: reference)),
-            limits: try limits.limits())
+            repository: try ImageReference(parsing: target), interval: duration(seconds: interval),
+            uids: publishFromUid, options: options.publishing(signing: nil), limits: try limits.limits())
+    }
+
+    /// Reads the signing key into `publishing` (asking its password), before the mount: a wrong password then
+    /// fails the mount instead of every publish.
+    func signing(_ publishing: inout MountConfiguration.Publishing?) throws {
+        guard let repository = publishing?.repository else { return }
+        publishing?.options.signing = try options.signing(for: repository)
     }
 }
