@@ -230,6 +230,25 @@ def test_the_daemon_publishes_on_its_interval_retries_failures_and_publishes_at_
     assert f"published {fleet.registry.host}/{REPO}:{after.pop()}" in log, log
 
 
+def test_a_mount_that_cannot_publish_or_refresh_is_refused_before_its_key_or_the_registry_is_read(fleet: Fleet):
+    """--publish-to with --read-only, or --refresh-interval for one tagged image: refused naming the flag before a
+    signing key's password is asked (none is given) and before any registry is asked (none listens)."""
+    key, _ = key_pair(fleet.mcvfs, fleet.root / "keys", "pw")
+    nobody = f"127.0.0.1:{free_port()}"
+    mnt = fleet.root / "mnt-refused"
+    mnt.mkdir()
+    common = ["mount", "--foreground", "--plain-http", "--cache-dir", str(fleet.root / "cache-refused"), "--gpu",
+              "cuda:90"]
+    r = fleet.mcvfs.run(*common, "--read-only", "--publish-to", f"{nobody}/org/fleet", "--sign-key", str(key),
+                        f"{nobody}/{REPO}", str(mnt), env={"COSIGN_PASSWORD": ""})
+    assert r.rc != 0 and "--publish-to needs a writable mount (not --read-only)" in r.stderr, str(r)
+    assert "password" not in r.stderr.lower() and "connect" not in r.stderr.lower(), str(r)
+    r = fleet.mcvfs.run(*common, "--refresh-interval", "5", f"{nobody}/{REPO}:v1", str(mnt))
+    assert r.rc != 0 and f"--refresh-interval refreshes a repository's tags; {nobody}/{REPO}:v1 names one image" \
+        in r.stderr, str(r)
+    assert "connect" not in r.stderr.lower(), str(r)
+
+
 def test_a_node_service_publishes_signed_from_its_environment_as_systemd_and_the_daemonset_set_it(fleet: Fleet):
     """MCVFS_PUBLISH_TO, MCVFS_PUBLISH_INTERVAL, MCVFS_SIGN_KEY and MCVFS_REFRESH_INTERVAL are what the DaemonSet's
     ConfigMap and systemd's NAME.conf and fleet.conf drop-in set; the password comes from COSIGN_PASSWORD."""
