@@ -6,7 +6,8 @@ import OCI
 import Publishing
 
 extension RepositoryMount {
-    /// Why a mount is refused once its catalog is known, each naming the fix.
+    /// Why a mount is refused, each naming the fix: by `MountConfiguration.validate()` before anything is read, or
+    /// once the catalog shows a vLLM image on a read-only mount.
     public enum Refusal: Error, Equatable, CustomStringConvertible {
         /// A read-only mount of a vLLM cache (docs/vllm.md, "Read-only").
         case readOnlyVLLM(image: String)
