@@ -121,7 +121,9 @@ let package = Package(
             ]),
         .testTarget(
             name: "ImageBuilderTests",
-            dependencies: ["ImageBuilder", "LayerArchive", "BlobCache", "OCI", "ContentHash", "TestSupport"]),
+            dependencies: [
+                "ImageBuilder", "Registry", "LayerArchive", "BlobCache", "OCI", "ContentHash", "TestSupport",
+            ]),
         .testTarget(
             name: "RemoteLayersTests",
             dependencies: [
